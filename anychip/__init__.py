@@ -1,0 +1,43 @@
+"""anychip: one model, any chip.
+
+    art = anychip.compile("model.onnx" | torch_module | "zoo:resnet18", target="cpu")
+    outs = art.run(inputs); art.save("m.anychip"); art = anychip.load("m.anychip")
+    report = anychip.verify(model, target="cpu"); anychip.targets()
+
+The public functions import TVM lazily, so `anychip targets` and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def compile(model, target: str = "cpu", **kwargs):  # noqa: A001 - the public name is `compile`
+    """Compile an ONNX path, ModelProto, torch.nn.Module or 'zoo:NAME' for one target."""
+    from .compiler.driver import compile_model
+
+    return compile_model(model, target=target, **kwargs)
+
+
+def load(path):
+    """Load a saved artifact, checking its file hashes and the anychip/TVM versions."""
+    from .compiler.artifact import load_artifact
+
+    return load_artifact(path)
+
+
+def verify(model, target: str = "cpu", **kwargs):
+    """Compile, run and compare with ONNX Runtime's CPU provider on the original model."""
+    from .compiler.verify import verify_model
+
+    return verify_model(model, target=target, **kwargs)
+
+
+def targets():
+    """Every chip profile with its family, vendor and execution mode on this machine."""
+    from .compiler.registry import targets as _targets
+
+    return _targets()
+
+
+__all__ = ["compile", "load", "verify", "targets", "__version__"]

@@ -1,0 +1,1 @@
+"""Backend families (one subpackage each) and the chip profiles (profiles/*.yaml)."""

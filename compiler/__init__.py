@@ -1,0 +1,1 @@
+"""Target-neutral core of anychip: frontends, importer, build driver, artifacts, verification, CLI."""

@@ -1,0 +1,1 @@
+"""The `anychip` command line."""

@@ -1,0 +1,30 @@
+"""Typed errors that carry one user-facing line each.
+
+The CLI maps the type to an exit code (design.md §3): a failed check is 1, bad input or
+usage is 2, a target that cannot execute on this machine is 3. The message is the whole
+story for the user: what failed, where (file, node, target), and one next step.
+"""
+
+from __future__ import annotations
+
+
+class AnychipError(Exception):
+    """Bad input or usage: the user can fix it. Exit code 2."""
+
+    exit_code = 2
+
+
+class CheckFailed(AnychipError):
+    """A verification or conformance check ran and did not pass. Exit code 1."""
+
+    exit_code = 1
+
+
+class NotExecutable(AnychipError):
+    """The target cannot execute on this machine (no device, compile-only family). Exit code 3."""
+
+    exit_code = 3
+
+
+class ProfileError(AnychipError):
+    """A chip profile is malformed; the message names the file and the field."""
