@@ -55,7 +55,8 @@ class CompileOptions:
     def as_dict(self) -> dict:
         return {"precision": self.precision, "opt_level": self.opt_level,
                 "shapes": {k: list(v) for k, v in sorted(self.shapes.items())},
-                "extra": dict(sorted(self.extra.items()))}
+                "extra": {k: v for k, v in sorted(self.extra.items())
+                          if isinstance(v, (str, int, float, bool, list, dict, type(None)))}}
 
 
 @dataclass

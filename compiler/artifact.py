@@ -1,0 +1,206 @@
+"""The artifact (design.md §5): a folder NAME.anychip/ with manifest.json, lib.so, device/,
+report.json.
+
+lib.so is native code: loading it runs its initialisers. So loading checks everything first:
+format version, anychip and TVM versions, and the sha256 of every file, before any dlopen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import weakref
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from .backend import BuildResult, CompileOptions, Execution
+from .errors import AnychipError
+from .frontend import ModelSource, TensorSpec
+from .inputs import order_inputs
+from .profiles import Profile
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LIBRARY = "lib.so"
+REPORT = "report.json"
+
+
+def versions() -> dict[str, str]:
+    import tvm
+
+    from anychip import __version__
+
+    return {"anychip": __version__, "tvm": tvm.__version__}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_artifact(directory: Path, result: BuildResult, source: ModelSource, profile: Profile,
+                   options: CompileOptions, execution: Execution) -> dict:
+    """Fill `directory`; the manifest, with every file's hash, is written last."""
+    result.executable.export_library(str(directory / LIBRARY))
+    for name, data in sorted(result.device_sources.items()):
+        rel = PurePosixPath(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise AnychipError(f"backend produced an unsafe device file name '{name}'.")
+        dest = directory / "device" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data if isinstance(data, bytes) else str(data).encode())
+    report = {"target": profile.name, "execution_here": execution.mode.value,
+              "execution_why": execution.why, **result.report}
+    (directory / REPORT).write_text(json.dumps(report, indent=2, default=str))
+    files = {p.relative_to(directory).as_posix(): _sha256(p)
+             for p in sorted(directory.rglob("*")) if p.is_file()}
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "versions": versions(),
+        "target": profile.name,
+        "family": profile.family,
+        "profile": profile.raw,
+        "profile_sha256": profile.sha256(),
+        "model": {"label": source.label, "sha256": source.sha256},
+        "inputs": [s.as_dict() for s in source.inputs],
+        "outputs": [s.as_dict() for s in source.outputs],
+        "precision": result.precision,
+        "options": options.as_dict(),
+        "runtime": result.runtime,
+        "files": files,
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
+class Artifact:
+    """A compiled model. `run` executes it where its target can run here, else raises
+    NotExecutable (exit 3) with the reason; `save` publishes it atomically."""
+
+    def __init__(self, path: Path, manifest: dict, temporary: bool = False):
+        self.path = Path(path)
+        self.manifest = manifest
+        self._runner = None
+        if temporary:
+            self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.path), True)
+
+    @property
+    def target(self) -> str:
+        return self.manifest["target"]
+
+    @property
+    def profile(self) -> Profile:
+        raw = self.manifest["profile"]
+        return Profile(name=raw["name"], vendor=raw["vendor"], family=raw["family"],
+                       description=raw["description"], target=dict(raw["target"]),
+                       dtypes=tuple(raw["dtypes"]), precisions=tuple(raw["precisions"]), raw=raw)
+
+    @property
+    def precision(self) -> str:
+        return self.manifest["precision"]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [TensorSpec.from_dict(d) for d in self.manifest["inputs"]]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return [TensorSpec.from_dict(d) for d in self.manifest["outputs"]]
+
+    @property
+    def library_path(self) -> Path:
+        return self.path / LIBRARY
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return json.loads((self.path / REPORT).read_text())
+
+    def device_files(self) -> list[Path]:
+        return sorted(p for p in (self.path / "device").rglob("*") if p.is_file())
+
+    def _backend(self):
+        from .registry import backends
+
+        backend = backends().get(self.manifest["family"])
+        if backend is None:
+            raise AnychipError(f"{self.path}: no '{self.manifest['family']}' backend is installed.")
+        return backend
+
+    def execution(self) -> Execution:
+        return self._backend().execution(self.profile)
+
+    def run(self, inputs=None, seed: int = 0) -> dict[str, np.ndarray]:
+        """Run on numpy (or torch) inputs; None means seeded random inputs. Outputs by name."""
+        from .inputs import random_inputs
+
+        specs = self.inputs
+        feed = random_inputs(specs, seed) if inputs is None else inputs
+        ordered = order_inputs(specs, feed, f"{self.path.name}")
+        if self._runner is None:
+            self._runner = self._backend().runner(self)
+        results = self._runner.run(ordered)
+        return {spec.name: value for spec, value in zip(self.outputs, results)}
+
+    def save(self, dest: str | Path, force: bool = False) -> "Artifact":
+        from .atomic import publish_dir
+
+        src = self.path
+
+        def fill(tmp: Path) -> None:
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+
+        publish_dir(dest, fill, force=force)
+        return load_artifact(dest)
+
+
+def new_staging_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="anychip-build-"))
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Open a saved artifact after checking format, versions and every file's sha256."""
+    path = Path(path)
+    label = str(path)
+    if not path.is_dir():
+        raise AnychipError(f"{label}: no such artifact folder; create one with 'anychip compile'.")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError as exc:
+        raise AnychipError(f"{label}: not an anychip artifact (no {MANIFEST}).") from exc
+    except (OSError, ValueError) as exc:
+        raise AnychipError(f"{label}: {MANIFEST} is corrupted; recompile the model.") from exc
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        raise AnychipError(f"{label}: artifact format {manifest.get('format_version') if isinstance(manifest, dict) else '?'} "
+                           f"is not {FORMAT_VERSION}; recompile with this anychip.")
+    here = versions()
+    built = manifest.get("versions", {})
+    for key, value in here.items():
+        if built.get(key) != value:
+            raise AnychipError(f"{label}: built with {key} {built.get(key)}, this is {key} "
+                               f"{value}; recompile the model.")
+    files = manifest.get("files", {})
+    if LIBRARY not in files:
+        raise AnychipError(f"{label}: the manifest does not list {LIBRARY}; recompile the model.")
+    for rel, digest in files.items():
+        pure = PurePosixPath(rel)
+        if pure.is_absolute() or ".." in pure.parts:
+            raise AnychipError(f"{label}: manifest lists an unsafe path '{rel}'; refused.")
+        file = path / pure
+        if file.is_symlink() or not file.is_file():
+            raise AnychipError(f"{label}: '{rel}' is missing or not a regular file; the artifact "
+                               f"is corrupted, recompile the model.")
+        if _sha256(file) != digest:
+            raise AnychipError(f"{label}: '{rel}' does not match its sha256 in the manifest; the "
+                               f"artifact is corrupted or was tampered with, recompile the model.")
+    artifact = Artifact(path, manifest)
+    check = getattr(artifact._backend(), "check_loadable", None)
+    if check is not None:
+        check(manifest)
+    return artifact

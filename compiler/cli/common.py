@@ -1,0 +1,37 @@
+"""Helpers shared by the CLI subcommands: argument parsing and plain-text tables."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import AnychipError
+
+_SHAPE = re.compile(r"^(?P<name>.+)=(?P<dims>\d+(x\d+)*)$")
+
+
+def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """['x=1x3x224x224', ...] -> {'x': (1, 3, 224, 224)}."""
+    shapes = {}
+    for item in items or []:
+        match = _SHAPE.match(item)
+        if not match:
+            raise AnychipError(f"--shape '{item}': expected NAME=1x3x224x224.")
+        shapes[match["name"]] = tuple(int(d) for d in match["dims"].split("x"))
+    return shapes
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """A left-aligned text table (no third-party dependency for something this small)."""
+    cells = [headers] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def add_model_args(parser, target_help: str = "target name (see 'anychip targets')") -> None:
+    parser.add_argument("model", help="path to an .onnx file, or zoo:NAME (see 'anychip zoo')")
+    parser.add_argument("--target", "-t", default="cpu", help=target_help)
+    parser.add_argument("--shape", action="append", metavar="NAME=1x3x224x224",
+                        help="static shape for an input (repeatable)")
+    parser.add_argument("--precision", help="fp32, tf32, fp16, bf16 or mixed (per target)")

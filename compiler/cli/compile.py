@@ -1,0 +1,34 @@
+"""`anychip compile MODEL --target T -o OUT`: build an artifact folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..driver import compile_model
+from .common import add_model_args, parse_shapes
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compile", help="compile a model into an artifact folder")
+    add_model_args(p)
+    p.add_argument("-o", "--output", help="artifact folder to write (default: NAME.anychip)")
+    p.add_argument("--precision-mode", help="NPU precision mode, as CANN's ATC "
+                   "(force_fp16, allow_fp32_to_fp16, must_keep_origin_dtype, allow_mix_precision)")
+    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.set_defaults(func=run)
+
+
+def default_output(model: str, target: str) -> Path:
+    stem = model[4:] if model.startswith("zoo:") else Path(model).stem
+    return Path(f"{stem}.{target}.anychip")
+
+
+def run(args) -> int:
+    extra = {"precision_mode": args.precision_mode} if args.precision_mode else {}
+    art = compile_model(args.model, target=args.target, precision=args.precision,
+                        shapes=parse_shapes(args.shape), **extra)
+    out = Path(args.output) if args.output else default_output(args.model, args.target)
+    art.save(out, force=args.force)
+    ex = art.execution()
+    print(f"wrote {out} ({args.target}, {art.precision}; here: {ex.mode.value}: {ex.why})")
+    return 0

@@ -1,0 +1,60 @@
+"""Entry point of the `anychip` command.
+
+Exit codes (design.md §3): 0 ok, 1 a check failed, 2 bad input or usage, 3 the target cannot
+execute on this machine. Errors are one line; `--debug` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import AnychipError
+
+# Each subcommand is one module with add_parser(subparsers) and run(args) -> int.
+COMMANDS = ["targets", "compile", "run", "verify", "doctor", "zoo", "analyze", "train"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anychip", description="One model, any chip: compile "
+                                     "ONNX/PyTorch models with TVM and verify every backend.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"{__package__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__package__}.{name}":
+                continue  # a subcommand that is not part of this build
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AnychipError as exc:
+        if args.debug:
+            raise
+        print(f"anychip: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("anychip: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an anychip or TVM bug: still one line unless --debug
+        if args.debug:
+            raise
+        text = (str(exc).strip().splitlines() or [""])[-1][:300]
+        print(f"anychip: internal error: {type(exc).__name__}: {text} (rerun with --debug and "
+              f"report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""`anychip run ARTIFACT [--inputs in.npz] [-o out.npz]`."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..artifact import load_artifact
+from ..errors import NotExecutable
+from ..inputs import load_npz, save_npz
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a compiled artifact")
+    p.add_argument("artifact", help="artifact folder written by 'anychip compile'")
+    p.add_argument("--inputs", help=".npz keyed by the model's input names (default: seeded random)")
+    p.add_argument("-o", "--output", help=".npz to write the outputs to, keyed by output names")
+    p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    art = load_artifact(args.artifact)
+    ex = art.execution()
+    if not ex.can_run:
+        raise NotExecutable(f"{args.artifact}: target '{art.target}' cannot run here: {ex.why}.")
+    feed = load_npz(args.inputs) if args.inputs else None
+    outputs = art.run(feed, seed=args.seed)
+    for name, value in outputs.items():
+        v = np.asarray(value, dtype=np.float64) if value.dtype.kind in "fiub" else value
+        print(f"{name}: {value.dtype}{list(value.shape)} mean {v.mean():.6g} "
+              f"min {v.min():.6g} max {v.max():.6g}")
+    if args.output:
+        save_npz(args.output, outputs, force=args.force)
+        print(f"wrote {args.output} ({ex.mode.verb} on {art.target})")
+    else:
+        print(f"({ex.mode.verb} on {art.target})")
+    return 0

@@ -1,0 +1,51 @@
+"""`anychip verify MODEL --target T|all`: compare with ONNX Runtime, one line per target."""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import AnychipError, NotExecutable
+from ..registry import expand_targets
+from ..verify import verify_model
+from .common import add_model_args, parse_shapes, table
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("verify", help="compile, run and compare with ONNX Runtime")
+    add_model_args(p, "target name, comma-separated names, or 'all' (every target that "
+                      "executes or simulates here)")
+    p.add_argument("--rtol", type=float, help="override the tolerance table's rtol")
+    p.add_argument("--atol", type=float, help="override the tolerance table's atol")
+    p.add_argument("--precision-mode", help="NPU precision mode (see 'anychip compile --help')")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    names = expand_targets(args.target)
+    if not names:
+        raise AnychipError("no target can execute or simulate here; see 'anychip targets'.")
+    extra = {"precision_mode": args.precision_mode} if args.precision_mode else {}
+    reports = []
+    for name in names:
+        try:
+            reports.append(verify_model(args.model, target=name, rtol=args.rtol, atol=args.atol,
+                                        precision=args.precision,
+                                        shapes=parse_shapes(args.shape), **extra))
+        except NotExecutable:
+            if len(names) == 1:
+                raise
+            continue
+    if args.json:
+        print(json.dumps([r.as_dict() for r in reports] if len(names) > 1 else reports[0].as_dict(),
+                         indent=2))
+    elif len(reports) == 1:
+        print(reports[0].summary())
+    else:
+        rows = [[r.target, r.how, r.precision, "PASS" if r.passed else "FAIL", f"{r.max_abs:.3g}",
+                 f"{r.max_rel:.3g}", f"rtol={r.outputs[0].rtol:g} atol={r.outputs[0].atol:g}"]
+                for r in reports]
+        print(f"{args.model} vs ONNX Runtime (CPU provider, original model)")
+        print(table(["target", "how", "precision", "result", "max abs", "max rel", "tolerance"],
+                    rows))
+    return 0 if all(r.passed for r in reports) else 1

@@ -1,0 +1,242 @@
+"""Frontends: a model given as .onnx path, ModelProto, bytes, torch.nn.Module or 'zoo:NAME'
+becomes a checked, shape-inferred ONNX model with C-identifier input/output names.
+
+The original model is kept as well: verification runs ONNX Runtime on it (design.md §6).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .errors import AnychipError
+from .names import sanitize_io_names
+from .onnx_safety import check_tensors, iter_graphs
+
+MAX_PROTOBUF = 2**31  # onnx cannot hold a single protobuf over 2 GiB in memory
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: the user's name, the name code generators see, shape, dtype."""
+
+    name: str
+    safe_name: str
+    shape: tuple            # ints, or strings for symbolic dims
+    dtype: str
+    value_range: tuple[float, float] | None = None   # for integer inputs such as token ids
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) and d >= 0 for d in self.shape)
+
+    def as_dict(self) -> dict:
+        d = {"name": self.name, "safe_name": self.safe_name, "shape": list(self.shape),
+             "dtype": self.dtype}
+        if self.value_range is not None:
+            d["value_range"] = list(self.value_range)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict) -> "TensorSpec":
+        vr = tuple(d["value_range"]) if d.get("value_range") else None
+        return TensorSpec(d["name"], d["safe_name"], tuple(d["shape"]), d["dtype"], vr)
+
+
+@dataclass
+class ModelSource:
+    """A loaded model: `original` for the reference, `proto` (sanitized names) for the compiler."""
+
+    label: str
+    original: onnx.ModelProto
+    proto: onnx.ModelProto
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    sha256: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _invalid(label: str, why: str) -> AnychipError:
+    return AnychipError(f"{label}: not a valid ONNX model ({why}); check the file or re-export "
+                        f"it with torch.onnx.export.")
+
+
+def read_onnx_file(path: str | Path) -> tuple[onnx.ModelProto, Path]:
+    """Parse a file without following external data; refuse empty, garbage and >2 GiB files."""
+    path = Path(path)
+    label = str(path)
+    if not path.exists():
+        raise AnychipError(f"{label}: no such file; give a path to an .onnx model or zoo:NAME "
+                           f"(see 'anychip zoo').")
+    if path.is_dir():
+        raise AnychipError(f"{label}: is a folder; give the .onnx file inside it.")
+    size = path.stat().st_size
+    if size == 0:
+        raise _invalid(label, "the file is empty")
+    if size >= MAX_PROTOBUF:
+        raise AnychipError(f"{label}: a single protobuf over 2 GiB cannot be loaded; save the "
+                           f"weights as ONNX external data (onnx.save(..., "
+                           f"save_as_external_data=True)).")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise _invalid(label, f"protobuf parse failed: {str(exc).splitlines()[0][:120]}") from exc
+    return model, path.parent
+
+
+def _check_structure(model: onnx.ModelProto, label: str) -> None:
+    if model.ir_version <= 0 or not model.HasField("graph") or not model.graph.node:
+        raise _invalid(label, "no graph or no nodes")
+    if model.ir_version > onnx.IR_VERSION:
+        raise AnychipError(f"{label}: IR version {model.ir_version} is newer than this onnx "
+                           f"package supports ({onnx.IR_VERSION}); upgrade onnx or re-export.")
+    newest = onnx.defs.onnx_opset_version()
+    for opset in model.opset_import:
+        if opset.domain in ("", "ai.onnx") and opset.version > newest:
+            raise AnychipError(f"{label}: opset {opset.version} is newer than supported "
+                               f"({newest}); re-export with opset <= {newest}.")
+    local = {(f.domain, f.name) for f in model.functions}
+    unknown = {}
+    for graph in iter_graphs(model, label):
+        for node in graph.node:
+            key = (node.domain, node.op_type)
+            if key in local or onnx.defs.has(node.op_type, node.domain or ""):
+                continue
+            unknown.setdefault(key, node.name or "(unnamed)")
+    if unknown:
+        listed = ", ".join(f"{d + '.' if d else ''}{op} (node '{n}')"
+                           for (d, op), n in sorted(unknown.items()))
+        raise AnychipError(f"{label}: unknown operators: {listed}; they are not in the ONNX "
+                           f"standard or any known domain. Replace them or export with standard ops.")
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def check_and_infer(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """Full ONNX checker plus strict shape inference; one-line errors."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise AnychipError(f"{label}: ONNX checker: {_first_line(exc)}") from exc
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
+                                                 data_prop=True)
+    except Exception as exc:
+        raise AnychipError(f"{label}: shape inference failed: {_first_line(exc)}") from exc
+
+
+def _dims(vi: onnx.ValueInfoProto) -> tuple:
+    if not vi.type.HasField("tensor_type") or not vi.type.tensor_type.HasField("shape"):
+        return ()
+    out = []
+    for d in vi.type.tensor_type.shape.dim:
+        out.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?"))
+    return tuple(out)
+
+
+def _dtype(vi: onnx.ValueInfoProto, label: str) -> str:
+    if not vi.type.HasField("tensor_type"):
+        raise AnychipError(f"{label}: graph input/output '{vi.name}' is not a tensor "
+                           f"(sequence/optional/map); only tensor I/O is supported.")
+    elem = vi.type.tensor_type.elem_type
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem)).name
+    except Exception:
+        return helper.tensor_dtype_to_string(elem).replace("TensorProto.", "").lower()
+
+
+def apply_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], label: str) -> None:
+    """Set static input shapes given by --shape NAME=1x3x224x224, in place."""
+    inputs = {vi.name: vi for vi in model.graph.input}
+    for name, shape in shapes.items():
+        if name not in inputs:
+            raise AnychipError(f"{label}: --shape names input '{name}', but the inputs are "
+                               f"{', '.join(graph_inputs(model))}.")
+        dims = inputs[name].type.tensor_type.shape.dim
+        if len(dims) not in (0, len(shape)) :
+            raise AnychipError(f"{label}: --shape {name} has rank {len(shape)}, the model says "
+                               f"{len(dims)}.")
+        del dims[:]
+        for value in shape:
+            dims.add().dim_value = int(value)
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[str]:
+    inits = {i.name for i in model.graph.initializer}
+    return [vi.name for vi in model.graph.input if vi.name not in inits]
+
+
+def prepare(model: onnx.ModelProto, label: str, base_dir: Path | None,
+            shapes: dict[str, tuple[int, ...]] | None = None,
+            value_ranges: dict[str, tuple[float, float]] | None = None) -> ModelSource:
+    """Check, load external data safely, apply shapes, infer shapes, sanitize names."""
+    _check_structure(model, label)
+    check_tensors(model, base_dir, label)
+    if base_dir is not None and any(t.data_location == onnx.TensorProto.EXTERNAL
+                                    for g in iter_graphs(model, label) for t in g.initializer):
+        onnx.external_data_helper.load_external_data_for_model(model, str(base_dir))
+    if shapes:
+        apply_shapes(model, shapes, label)
+    original = check_and_infer(model, label)
+    value_ranges = value_ranges or {}
+    proto = copy.deepcopy(original)
+    mapping = sanitize_io_names(proto)
+    by_name = {vi.name: vi for vi in original.graph.input}
+    inputs = [TensorSpec(n, mapping[n], _dims(by_name[n]), _dtype(by_name[n], label),
+                         value_ranges.get(n)) for n in graph_inputs(original)]
+    outputs = [TensorSpec(vi.name, mapping[vi.name], _dims(vi), _dtype(vi, label))
+               for vi in original.graph.output]
+    digest = hashlib.sha256(original.SerializeToString(deterministic=True)).hexdigest()
+    return ModelSource(label, original, proto, inputs, outputs, digest)
+
+
+def load_model(model: Any, example_inputs: tuple | None = None,
+               shapes: dict[str, tuple[int, ...]] | None = None) -> ModelSource:
+    """Any supported model form -> ModelSource (checked, shapes inferred, names sanitized)."""
+    if isinstance(model, ModelSource):
+        return model
+    if isinstance(model, (str, Path)) and str(model).startswith("zoo:"):
+        from anychip import models as zoo
+
+        built = zoo.build(str(model)[4:])
+        return prepare(copy.deepcopy(built.proto), str(model), None, shapes,
+                       getattr(built, "input_ranges", None))
+    if isinstance(model, (str, Path)):
+        proto, base = read_onnx_file(model)
+        return prepare(proto, str(model), base, shapes)
+    if isinstance(model, (bytes, bytearray)):
+        try:
+            proto = onnx.load_from_string(bytes(model))
+        except Exception as exc:
+            raise _invalid("<bytes>", _first_line(exc)) from exc
+        return prepare(proto, "<bytes>", None, shapes)
+    if isinstance(model, onnx.ModelProto):
+        return prepare(copy.deepcopy(model), f"<ModelProto {model.graph.name}>", None, shapes)
+    if _is_torch_module(model):
+        if example_inputs is None:
+            raise AnychipError(f"{type(model).__name__}: a torch module needs example_inputs=(...) "
+                               f"to be exported to ONNX.")
+        from .torch_export import export_torch
+
+        proto = export_torch(model, tuple(example_inputs))
+        return prepare(proto, f"<torch {type(model).__name__}>", None, shapes)
+    raise AnychipError(f"cannot compile a {type(model).__name__}: give an .onnx path, an "
+                       f"onnx.ModelProto, a torch.nn.Module with example_inputs, or zoo:NAME.")
+
+
+def _is_torch_module(obj: Any) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return isinstance(obj, torch.nn.Module)

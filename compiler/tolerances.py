@@ -1,0 +1,107 @@
+"""The one tolerance table: keyed by the precision actually used and the output dtype.
+
+A value passes when |actual - expected| <= atol + rtol * |expected| (ONNX Runtime's
+checkers.cc rule); NaN must be NaN and infinities must be equal. The reference is always
+ONNX Runtime's CPU provider on the original fp32 model (design.md §6).
+
+Why these numbers (reliability.md §3): fp32 starts from ORT's per-op fp32 default (rtol 1e-4,
+atol 1e-5) and allows a whole network's different summation order (atol 1e-4). Reduced
+precisions are compared against the fp32 reference, so they get the error of the format
+accumulated over a network: tf32 and fp16 have 10-bit mantissas (unit roundoff 4.9e-4), bf16
+has 7 bits (3.9e-3); the figures are ~20x the unit roundoff, as ORT derives its fp16/bf16
+rows as a multiple of the cast error. Integers and booleans are exact. Training compares
+losses and parameters after several optimizer steps, so errors compound once more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import AnychipError
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float
+
+    def __str__(self) -> str:
+        return f"rtol={self.rtol:g} atol={self.atol:g}"
+
+
+FLOAT_TOLERANCES: dict[str, Tolerance] = {
+    "fp64": Tolerance(1e-5, 1e-5),
+    "fp32": Tolerance(1e-4, 1e-4),
+    "tf32": Tolerance(1e-2, 1e-2),
+    "fp16": Tolerance(1e-2, 1e-2),
+    "mixed": Tolerance(1e-2, 1e-2),
+    "bf16": Tolerance(5e-2, 5e-2),
+    "int8": Tolerance(1e-1, 1e-1),
+}
+TRAINING_TOLERANCES: dict[str, Tolerance] = {
+    "fp32": Tolerance(1e-4, 1e-5),
+    "tf32": Tolerance(2e-2, 2e-2),
+    "fp16": Tolerance(2e-2, 2e-2),
+    "mixed": Tolerance(2e-2, 2e-2),
+    "bf16": Tolerance(1e-1, 1e-1),
+}
+EXACT = Tolerance(0.0, 0.0)
+
+
+def tolerance_for(precision: str, dtype, training: bool = False) -> Tolerance:
+    """The tolerance for an output of `dtype` computed at `precision`."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iub":
+        return EXACT
+    table = TRAINING_TOLERANCES if training else FLOAT_TOLERANCES
+    if precision not in table:
+        raise AnychipError(f"no tolerance for precision '{precision}'; known: "
+                           f"{', '.join(table)}.")
+    if dtype == np.float64 and precision == "fp32" and not training:
+        return FLOAT_TOLERANCES["fp32"]
+    return table[precision]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    max_abs: float
+    max_rel: float
+    mismatches: int
+    size: int
+
+    @property
+    def passed(self) -> bool:
+        return self.mismatches == 0
+
+
+def compare(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> Comparison:
+    """Elementwise check with NaN/Inf rules; max abs and max rel error over finite values.
+
+    Relative error divides by max(|expected|, atol), so values near zero do not report
+    meaningless relative errors the tolerance itself would never judge by.
+    """
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    if actual.shape != expected.shape:
+        return Comparison(float("inf"), float("inf"), max(actual.size, expected.size, 1),
+                          expected.size)
+    if expected.dtype.kind in "iub":
+        diff = actual.astype(np.int64) - expected.astype(np.int64)
+        bad = int(np.count_nonzero(diff))
+        mx = float(np.max(np.abs(diff))) if diff.size else 0.0
+        rel = float(np.max(np.abs(diff) / np.maximum(np.abs(expected.astype(np.float64)), 1))) if diff.size else 0.0
+        return Comparison(mx, rel, bad, expected.size)
+    a = actual.astype(np.float64)
+    e = expected.astype(np.float64)
+    nan_ok = np.isnan(a) & np.isnan(e)
+    inf_ok = np.isinf(e) & (a == e)
+    finite = np.isfinite(a) & np.isfinite(e)
+    diff = np.where(finite, np.abs(a - e), 0.0)
+    within = finite & (diff <= tol.atol + tol.rtol * np.abs(e))
+    bad = int(np.count_nonzero(~(within | nan_ok | inf_ok)))
+    max_abs = float(diff.max()) if diff.size else 0.0
+    rel = np.where(finite, diff / np.maximum(np.abs(e), max(tol.atol, 1e-12)), 0.0)
+    max_rel = float(rel.max()) if rel.size else 0.0
+    return Comparison(max_abs, max_rel, bad, expected.size)

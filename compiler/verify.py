@@ -1,0 +1,106 @@
+"""Verification (design.md §6): compile, run on the target, compare with ONNX Runtime.
+
+Every report states how the target ran (executed or simulated), the precision actually used,
+the tolerance that precision implies, and max abs / max rel error per output.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .artifact import Artifact
+from .backend import CompileOptions
+from .driver import compile_source
+from .errors import NotExecutable
+from .frontend import load_model
+from .inputs import random_inputs
+from .reference import run_onnxruntime
+from .tolerances import Tolerance, compare, tolerance_for
+
+
+@dataclass
+class OutputCheck:
+    name: str
+    dtype: str
+    shape: list[int]
+    max_abs: float
+    max_rel: float
+    mismatches: int
+    size: int
+    rtol: float
+    atol: float
+    passed: bool
+
+
+@dataclass
+class VerifyReport:
+    model: str
+    target: str
+    how: str                 # "executed" or "simulated"
+    precision: str
+    passed: bool
+    outputs: list[OutputCheck] = field(default_factory=list)
+    reference: str = "onnxruntime CPUExecutionProvider on the original ONNX model"
+
+    @property
+    def max_abs(self) -> float:
+        return max((o.max_abs for o in self.outputs), default=0.0)
+
+    @property
+    def max_rel(self) -> float:
+        return max((o.max_rel for o in self.outputs), default=0.0)
+
+    def summary(self) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        tol = self.outputs[0] if self.outputs else None
+        tol_text = f"rtol={tol.rtol:g} atol={tol.atol:g}" if tol else "-"
+        worst = [o for o in self.outputs if not o.passed]
+        extra = (f"; {worst[0].mismatches}/{worst[0].size} values of '{worst[0].name}' out of "
+                 f"tolerance") if worst else ""
+        return (f"{verdict} {self.model} on {self.target} ({self.how}, {self.precision}): "
+                f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, {tol_text}{extra}")
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["max_abs"], d["max_rel"] = self.max_abs, self.max_rel
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+
+def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None, seed: int = 0,
+                    rtol: float | None = None, atol: float | None = None) -> VerifyReport:
+    """Run an artifact and ONNX Runtime on the same inputs and compare every output."""
+    execution = artifact.execution()
+    if not execution.can_run:
+        raise NotExecutable(f"target '{artifact.target}' cannot run here ({execution.mode.verb}): "
+                            f"{execution.why}.")
+    feed = random_inputs(artifact.inputs, seed) if inputs is None else dict(inputs)
+    actual = artifact.run(feed)
+    expected = run_onnxruntime(reference_model, feed, label)
+    checks = []
+    for spec, exp in zip(artifact.outputs, expected):
+        tol = tolerance_for(artifact.precision, exp.dtype)
+        tol = Tolerance(tol.rtol if rtol is None else rtol, tol.atol if atol is None else atol)
+        got = actual[spec.name]
+        cmp = compare(got, exp, tol)
+        checks.append(OutputCheck(spec.name, str(exp.dtype), list(exp.shape), cmp.max_abs,
+                                  cmp.max_rel, cmp.mismatches, cmp.size, tol.rtol, tol.atol,
+                                  cmp.passed))
+    return VerifyReport(label, artifact.target, execution.mode.verb, artifact.precision,
+                        all(c.passed for c in checks), checks)
+
+
+def verify_model(model, target: str = "cpu", *, example_inputs=None, inputs=None, seed: int = 0,
+                 rtol: float | None = None, atol: float | None = None,
+                 precision: str | None = None, shapes: dict | None = None,
+                 **extra: Any) -> VerifyReport:
+    """anychip.verify: compile for `target`, run, and compare with ONNX Runtime."""
+    shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
+    source = load_model(model, example_inputs, shapes)
+    options = CompileOptions(precision=precision, shapes=shapes, extra=dict(extra))
+    artifact = compile_source(source, target, options)
+    return verify_artifact(artifact, source.original, source.label, inputs, seed, rtol, atol)
