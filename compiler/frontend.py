@@ -158,6 +158,10 @@ def _dtype(vi: onnx.ValueInfoProto, label: str) -> str:
 def apply_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], label: str) -> None:
     """Set static input shapes given by --shape NAME=1x3x224x224, in place."""
     inputs = {vi.name: vi for vi in model.graph.input}
+    del model.graph.value_info[:]  # intermediate and output shapes are re-inferred from the
+    for out in model.graph.output:  # new input shapes
+        for i, dim in enumerate(out.type.tensor_type.shape.dim):
+            dim.dim_param = f"{out.name}_dim{i}"
     for name, shape in shapes.items():
         if name not in inputs:
             raise AnychipError(f"{label}: --shape names input '{name}', but the inputs are "

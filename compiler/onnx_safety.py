@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 
 from .errors import AnychipError
 
-MAX_GRAPH_DEPTH = 64
+MAX_GRAPH_DEPTH = 16  # real models nest control flow a few levels; protobuf itself stops near 30
 MAX_TENSOR_BYTES = int(os.environ.get("ANYCHIP_MAX_TENSOR_BYTES", 16 << 30))
 KNOWN_EXTERNAL_KEYS = {"location", "offset", "length", "checksum", "basepath"}
 _WINDOWS_ABS = re.compile(r"^([A-Za-z]:|\\\\|//)")

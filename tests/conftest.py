@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny ONNX models built with onnx.helper (no torch, no downloads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+
+def make_linear_model(in_name: str = "x", out_name: str = "y", opset: int = 17) -> onnx.ModelProto:
+    """y = relu(x @ W + b) with seeded weights; names may contain '/' to test sanitizing."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "B")
+    nodes = [helper.make_node("MatMul", [in_name, "W"], ["mm"], name="fc/matmul"),
+             helper.make_node("Add", ["mm", "B"], ["z"], name="fc/add"),
+             helper.make_node("Relu", ["z"], [out_name], name="fc/relu")]
+    graph = helper.make_graph(nodes, "linear",
+                              [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [2, 4])],
+                              [w, b])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+@pytest.fixture
+def linear_model() -> onnx.ModelProto:
+    return make_linear_model()
+
+
+@pytest.fixture
+def linear_path(tmp_path):
+    path = tmp_path / "linear.onnx"
+    onnx.save(make_linear_model("in/x", "out/y"), str(path))
+    return path
