@@ -13,7 +13,8 @@ import sys
 from ..errors import AnychipError
 
 # Each subcommand is one module with add_parser(subparsers) and run(args) -> int.
-COMMANDS = ["targets", "compile", "run", "verify", "doctor", "zoo", "analyze", "train"]
+COMMANDS = ["targets", "compile", "run", "verify", "compare", "doctor", "zoo", "analyze", "train",
+            "conformance", "matrix", "bench", "tune"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,73 @@
+"""Layer-by-layer comparison (design.md §6): find the first node whose output leaves tolerance.
+
+Every intermediate tensor with a known type becomes a graph output on both sides, the model is
+compiled for the target and run next to ONNX Runtime on the same inputs, and nodes are checked
+in topological order. The first node out of tolerance is where a porting bug usually lives.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import onnx
+
+from .backend import CompileOptions
+from .driver import compile_source
+from .errors import NotExecutable
+from .frontend import load_model
+from .inputs import random_inputs
+from .reference import run_onnxruntime
+from .tolerances import compare, tolerance_for
+
+
+@dataclass
+class NodeError:
+    node: str
+    op: str
+    output: str
+    max_abs: float
+    max_rel: float
+    passed: bool
+
+
+def expose_intermediates(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose graph outputs include every typed node output, in node order."""
+    exposed = copy.deepcopy(model)
+    known = {vi.name: vi for vi in exposed.graph.value_info}
+    present = {o.name for o in exposed.graph.output}
+    for node in exposed.graph.node:
+        for name in node.output:
+            vi = known.get(name)
+            if (name and vi is not None and name not in present
+                    and vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")):
+                exposed.graph.output.append(vi)
+                present.add(name)
+    return exposed
+
+
+def compare_layers(model, target: str = "cpu", seed: int = 0, **extra) -> tuple[list[NodeError], str]:
+    """Per-node errors in topological order, and how the target ran."""
+    source = load_model(model)
+    exposed = load_model(expose_intermediates(source.original))
+    exposed.label = source.label
+    artifact = compile_source(exposed, target, CompileOptions(extra=dict(extra)))
+    execution = artifact.execution()
+    if not execution.can_run:
+        raise NotExecutable(f"target '{target}' cannot run here: {execution.why}.")
+    feed = random_inputs(artifact.inputs, seed)
+    actual = artifact.run(feed)
+    expected = dict(zip([o.name for o in exposed.original.graph.output],
+                        run_onnxruntime(exposed.original, feed, source.label)))
+    producer = {out: node for node in exposed.original.graph.node for out in node.output}
+    rows = []
+    for spec in artifact.outputs:
+        node = producer.get(spec.name)
+        if node is None or spec.name not in expected:
+            continue
+        exp = expected[spec.name]
+        tol = tolerance_for(artifact.precision, exp.dtype)
+        cmp = compare(actual[spec.name], exp, tol)
+        rows.append(NodeError(node.name or "(unnamed)", node.op_type, spec.name, cmp.max_abs,
+                              cmp.max_rel, cmp.passed))
+    return rows, execution.mode.verb
