@@ -70,4 +70,6 @@ def compare_layers(model, target: str = "cpu", seed: int = 0, **extra) -> tuple[
         cmp = compare(actual[spec.name], exp, tol)
         rows.append(NodeError(node.name or "(unnamed)", node.op_type, spec.name, cmp.max_abs,
                               cmp.max_rel, cmp.passed))
+    order = {node.name or "(unnamed)": i for i, node in enumerate(exposed.original.graph.node)}
+    rows.sort(key=lambda r: order.get(r.node, len(order)))  # topological (node) order
     return rows, execution.mode.verb
