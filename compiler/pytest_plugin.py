@@ -49,3 +49,46 @@ def require_runnable(target: str) -> None:
     if profile.family in required or target in required:
         pytest.fail(f"{target} is required here (ANYCHIP_REQUIRE) but {ex.why}")
     pytest.skip(f"{target} cannot run here: {ex.why}")
+
+
+def _runnable_family(family: str) -> tuple[bool, str]:
+    """Whether any target of `family` can run here, with the reason when none can."""
+    from anychip.compiler.registry import execution, profiles
+
+    reasons = []
+    for profile in profiles().values():
+        if profile.family == family:
+            ex = execution(profile)
+            if ex.can_run:
+                return True, ""
+            reasons.append(ex.why)
+    return False, reasons[0] if reasons else f"no '{family}' profile"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """`gpu`-marked tests need a CUDA device: skipped with the reason elsewhere, failed where
+    ANYCHIP_REQUIRE names cuda (a CI cell that declares the hardware must not skip green)."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_items:
+        return
+    ok, why = _runnable_family("cuda")
+    if ok:
+        return
+    required = {s.strip() for s in os.environ.get("ANYCHIP_REQUIRE", "").split(",") if s.strip()}
+    for item in gpu_items:
+        if "cuda" in required:
+            item.add_marker(pytest.mark.anychip_missing(f"ANYCHIP_REQUIRE=cuda but {why}"))
+        else:
+            item.add_marker(pytest.mark.skip(reason=f"needs an NVIDIA GPU: {why}"))
+
+
+def pytest_runtest_setup(item) -> None:
+    marker = item.get_closest_marker("anychip_missing")
+    if marker is not None:
+        pytest.fail(marker.args[0])
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU (skipped with the reason otherwise)")
+    config.addinivalue_line("markers", "slow: long cases, still run in CI")
+    config.addinivalue_line("markers", "anychip_missing(why): required hardware is absent")
