@@ -1,0 +1,1 @@
+"""Built-in reference models (the zoo): builders only, no downloads."""
