@@ -98,7 +98,8 @@ def compare(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> Compari
     nan_ok = np.isnan(a) & np.isnan(e)
     inf_ok = np.isinf(e) & (a == e)
     finite = np.isfinite(a) & np.isfinite(e)
-    diff = np.where(finite, np.abs(a - e), 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.where(finite, np.abs(a - e), 0.0)
     within = finite & (diff <= tol.atol + tol.rtol * np.abs(e))
     bad = int(np.count_nonzero(~(within | nan_ok | inf_ok)))
     max_abs = float(diff.max()) if diff.size else 0.0
