@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,15 @@ def _check_structure(model: onnx.ModelProto, label: str) -> None:
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+    line = (text[0] if text else type(exc).__name__)[:400]
+    match = _NODE_ERROR.search(line)
+    if match:  # onnx's "(op_type:Conv, node name: c1): [ShapeInferenceError] why" -> readable
+        return f"node '{match['node']}' ({match['op']}): {match['why'].strip()}; fix or re-export the model"
+    return line
+
+
+_NODE_ERROR = re.compile(r"\(op_type:(?P<op>[^,]+), node name: (?P<node>[^)]*)\): "
+                         r"(?:\[\w+\] )?(?P<why>.*)$")
 
 
 def check_and_infer(model: onnx.ModelProto, label: str) -> onnx.ModelProto:

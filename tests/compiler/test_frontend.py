@@ -176,3 +176,22 @@ def test_dynamic_shape_needs_shape_option(tmp_path):
     source = load_model(path, shapes={"x": (3, 8)})
     assert source.inputs[0].shape == (3, 8)
     assert source.outputs[0].shape == (3, 4)
+
+
+@pytest.mark.parametrize("weight_shape, attrs, why", [
+    ((4, 3, 3), {}, "spatial dimensions"),
+    ((4, 3, 3, 3), {"dilations": [1, 1, 1]}, "dilations has incorrect size"),
+    ((4, 3, 3, 3), {"pads": [-5, 0, 0, 0]}, "negative"),
+])
+def test_malformed_conv_names_the_node(tmp_path, weight_shape, attrs, why):
+    w = numpy_helper.from_array(np.zeros(weight_shape, np.float32), "W")
+    node = helper.make_node("Conv", ["x", "W"], ["y"], name="c1", **attrs)
+    graph = helper.make_graph([node], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list("abcd"))], [w])
+    path = tmp_path / "conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(AnychipError) as err:
+        load_model(path)
+    msg = _one_line(err)
+    assert "node 'c1' (Conv)" in msg and why in msg and str(path) in msg
