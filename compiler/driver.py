@@ -14,6 +14,7 @@ from .backend import CompileOptions, Mode
 from .errors import AnychipError, NotExecutable
 from .frontend import ModelSource, load_model
 from .importer import to_relax
+from .passes import target_neutral_passes
 from .registry import get_backend, get_profile
 
 
@@ -22,6 +23,12 @@ def _tvm_failure(stage: str, target: str, exc: Exception) -> AnychipError:
     detail = (lines[-1] if lines else type(exc).__name__)[:300]
     return AnychipError(f"target '{target}': {stage} failed: {detail}. Rerun with --debug for "
                         f"the trace, or try 'anychip analyze'.")
+
+
+def tvm_sequential(passes: list):
+    import tvm
+
+    return tvm.transform.Sequential(passes)
 
 
 def compile_source(source: ModelSource, target: str, options: CompileOptions) -> Artifact:
@@ -33,6 +40,7 @@ def compile_source(source: ModelSource, target: str, options: CompileOptions) ->
         raise NotExecutable(f"target '{target}' cannot compile here: {execution.why}.")
     options.extra.setdefault("onnx_model", source.proto)
     mod = to_relax(source)
+    mod = tvm_sequential(target_neutral_passes())(mod)
     try:
         lowered = backend.lower(mod, profile, options)
         result = backend.build(lowered, profile, options)

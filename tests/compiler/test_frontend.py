@@ -195,3 +195,21 @@ def test_malformed_conv_names_the_node(tmp_path, weight_shape, attrs, why):
         load_model(path)
     msg = _one_line(err)
     assert "node 'c1' (Conv)" in msg and why in msg and str(path) in msg
+
+
+@pytest.mark.parametrize("dtype, expect_nan", [(np.float32, True), (np.int32, False)])
+def test_out_of_range_gather_never_reads_out_of_bounds(dtype, expect_nan):
+    import anychip
+
+    data = numpy_helper.from_array(np.arange(40).astype(dtype).reshape(10, 4), "D")
+    node = helper.make_node("Gather", ["D", "i"], ["y"], name="g1", axis=0)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("i", TensorProto.INT64, [3])],
+                              [helper.make_tensor_value_info("y", elem, [3, 4])], [data])
+    art = anychip.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    y = art.run({"i": np.array([1, -1, 100000], np.int64)})["y"]
+    np.testing.assert_array_equal(y[:2], np.arange(40).reshape(10, 4)[[1, -1]].astype(dtype))
+    if expect_nan:
+        assert np.isnan(y[2]).all()          # visible, not garbage memory
+    else:
+        np.testing.assert_array_equal(y[2], np.arange(36, 40))  # clipped to the last row
