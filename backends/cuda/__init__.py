@@ -1,19 +1,5 @@
-"""The 'cuda' backend family: registered with its profiles, not built yet (see its issue)."""
+"""The `cuda` backend family: NVIDIA GPUs through TVM's CUDA codegen (see backend.py)."""
 
-from anychip.compiler.backend import Execution, Mode, OptionalBackendHooks
-from anychip.compiler.errors import NotExecutable
+from .backend import CudaBackend
 
-
-class CudaBackend(OptionalBackendHooks):
-    family = "cuda"
-
-    def execution(self, profile):
-        return Execution(Mode.UNAVAILABLE, "the 'cuda' backend is not built yet")
-
-    def target(self, profile):
-        raise NotExecutable(f"target '{profile.name}': the 'cuda' backend is not built yet.")
-
-    lower = build = target
-
-    def runner(self, artifact):
-        raise NotExecutable("the 'cuda' backend is not built yet.")
+__all__ = ["CudaBackend"]

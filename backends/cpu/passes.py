@@ -1,0 +1,274 @@
+"""Graph-level passes of the cpu backend, each one Relax function-to-function rewrite.
+
+They run before library dispatch so the dispatched kernels see the cheapest graph:
+- `sum_as_add`: ONNX `Sum` imports as broadcast_to + stack + sum (5-D), which stops layout
+  conversion (tvm-notes.md); an n-input Sum of same-shaped tensors is a chain of adds.
+- `fold_conv_affine`: per-output-channel add/subtract/multiply/divide by constants after a
+  conv2d with constant weights (inference batch norm after DecomposeOpsForInference) is
+  folded into the weights and one bias, in numpy at compile time.
+- `fold_constants`: elementwise and shape ops on constants (weights built by ConstantOfShape,
+  batch-norm statistics, layout permutations of constants), evaluated in numpy: TVM's
+  FoldConstant builds and runs a kernel per constant, ~60 ms each.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _op(name: str):
+    import tvm
+
+    return tvm.ir.Op.get(name)
+
+
+def _const_value(expr) -> np.ndarray | None:
+    import tvm
+
+    if isinstance(expr, tvm.ir.expr.GenericConst):
+        try:
+            return expr.value.numpy()
+        except Exception:  # a non-tensor literal
+            return None
+    return None
+
+
+def _shape(expr) -> tuple[int, ...] | None:
+    ty = getattr(expr, "ty", None)
+    shape = getattr(ty, "shape", None)
+    if shape is None:
+        return None
+    try:
+        return tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def _use_counts(func) -> dict:
+    """How many times each variable is used in `func` (any binding, any block)."""
+    from tvm import relax
+    from tvm.relax.analysis import post_order_visit
+
+    counts: dict = {}
+
+    def visit(node) -> None:
+        if isinstance(node, relax.Var):
+            counts[node] = counts.get(node, 0) + 1
+
+    post_order_visit(func.body, visit)  # visits uses only, not the bound variables
+    return counts
+
+
+def _map_main(mod, make_mutator):
+    """Apply a mutator to every Relax function of the module."""
+    from tvm import relax
+
+    for gvar, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            mutator = make_mutator(mod, func)
+            new = mutator.visit_expr(func)
+            mod[gvar] = relax.analysis.remove_all_unused(new)
+    # a rewrite that returns an existing variable leaves `a = b` aliases, which ConvertLayout
+    # does not see through
+    return relax.transform.CanonicalizeBindings()(mod)
+
+
+def sum_as_add(mod):
+    """sum(stack([broadcast_to(a_i, s)...], axis=0), axis=[0]) -> a_0 + a_1 + ... (same shape)."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    sum_op, stack_op, bcast_op = _op("relax.sum"), _op("relax.stack"), _op("relax.broadcast_to")
+
+    @mutator
+    class SumAsAdd(PyExprMutator):
+        def _value(self, expr):
+            while isinstance(expr, relax.Var):
+                bound = self.lookup_binding(expr)
+                if bound is None:
+                    break
+                expr = bound
+            return expr
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if call.op != sum_op or list(call.attrs.axis or []) != [0] or call.attrs.keepdims:
+                return call
+            stacked = self._value(call.args[0])
+            if not isinstance(stacked, relax.Call) or stacked.op != stack_op \
+                    or int(stacked.attrs.axis) != 0:
+                return call
+            items = self._value(stacked.args[0])
+            if not isinstance(items, relax.Tuple):
+                return call
+            out_shape = _shape(call)
+            terms = []
+            for item in items.fields:
+                value = self._value(item)
+                if isinstance(value, relax.Call) and value.op == bcast_op \
+                        and _shape(value.args[0]) == out_shape:
+                    item = value.args[0]
+                if _shape(item) != out_shape:
+                    return call
+                terms.append(item)
+            result = terms[0]
+            for term in terms[1:]:
+                result = self.builder_.emit(relax.op.add(result, term))
+            return result
+
+    return _map_main(mod, lambda m, f: SumAsAdd(m))
+
+
+def fold_conv_affine(mod):
+    """Fold per-channel affine ops with constants into the preceding conv2d's weights and bias.
+
+    Works on NCHW/OIHW conv2d with constant weights whose result has no other user; the
+    result is conv2d(x, W') + b' (b' shaped to broadcast over the channel axis).
+    """
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    conv_op, add_op = _op("relax.nn.conv2d"), _op("relax.add")
+    affine = {_op("relax.add"): "add", _op("relax.subtract"): "sub",
+              _op("relax.multiply"): "mul", _op("relax.divide"): "div"}
+
+    def per_channel(value: np.ndarray | None, channels: int, rank: int) -> np.ndarray | None:
+        """The constant as a (C,) vector when it broadcasts along NCHW's channel axis only."""
+        if value is None or value.ndim > rank or value.dtype != np.float32:
+            return None
+        shape = (1,) * (rank - value.ndim) + value.shape
+        if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):
+            return None
+        return np.broadcast_to(value.reshape(-1), (channels,)).astype(np.float32)
+
+    @mutator
+    class FoldAffine(PyExprMutator):
+        def __init__(self, mod, uses):
+            super().__init__(mod)
+            self.uses = uses
+            self.folded: dict = {}   # new var -> (data, W, b, attrs)
+
+        def _const(self, expr):
+            while isinstance(expr, relax.Var):
+                bound = self.lookup_binding(expr)
+                if bound is None:
+                    return None
+                expr = bound
+            return _const_value(expr)
+
+        def _conv_of(self, var):
+            """(data, W, b, attrs) when `var` is a foldable conv(+bias) result."""
+            value = var
+            while isinstance(value, relax.Var) and value not in self.folded:
+                value = self.lookup_binding(value)   # through `a = b` aliases
+            if isinstance(value, relax.Var):
+                return self.folded[value]
+            if isinstance(value, relax.Call) and value.op == conv_op:
+                attrs = value.attrs
+                weight = self._const(value.args[1])
+                if (weight is None or attrs.data_layout != "NCHW"
+                        or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"):
+                    return None
+                return value.args[0], weight, np.zeros(weight.shape[0], np.float32), attrs
+            return None
+
+        def visit_call_(self, call):
+            single_use = all(self.uses.get(a, 0) == 1 for a in call.args
+                             if isinstance(a, relax.Var))
+            new = super().visit_call_(call)
+            kind = affine.get(new.op) if isinstance(new, relax.Call) else None
+            if kind is None or not single_use or len(new.args) != 2:
+                return new
+            lhs, rhs = new.args
+            if self._const(lhs) is not None and kind in ("add", "mul"):
+                lhs, rhs = rhs, lhs
+            conv = self._conv_of(lhs)
+            if conv is None:
+                return new
+            data, weight, bias, attrs = conv
+            out_shape = _shape(new)
+            vec = per_channel(self._const(rhs), weight.shape[0], len(out_shape or ()))
+            if vec is None or out_shape is None or out_shape != _shape(lhs):
+                return new
+            if kind == "add":
+                bias = bias + vec
+            elif kind == "sub":
+                bias = bias - vec
+            elif kind == "mul":
+                weight, bias = weight * vec[:, None, None, None], bias * vec
+            else:
+                weight, bias = weight / vec[:, None, None, None], bias / vec
+            weight = np.ascontiguousarray(weight, dtype=np.float32)
+            conv_call = relax.op.nn.conv2d(
+                data, relax.const(weight), strides=attrs.strides, padding=attrs.padding,
+                dilation=attrs.dilation, groups=attrs.groups, data_layout="NCHW",
+                kernel_layout="OIHW", out_layout="NCHW", out_dtype="float32")
+            conv_var = self.builder_.emit(conv_call)
+            out = relax.op.add(conv_var, relax.const(bias.reshape(1, -1, 1, 1).astype(np.float32)))
+            var = self.builder_.emit(out)
+            self.folded[var] = (data, weight, bias.astype(np.float32), attrs)
+            return var
+
+    def make(m, func):
+        return FoldAffine(m, _use_counts(func))
+
+    mod = _map_main(mod, make)
+    return relax.transform.DeadCodeElimination()(mod)
+
+
+def fold_constants(mod):
+    """Evaluate cheap ops whose inputs are all constants, in numpy (weights, BN statistics,
+    layout permutations of constants); anything else is left to TVM."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    unary = {"relax.sqrt": np.sqrt, "relax.rsqrt": lambda a: 1 / np.sqrt(a),
+             "relax.negative": np.negative, "relax.exp": np.exp}
+    binary = {"relax.add": np.add, "relax.subtract": np.subtract,
+              "relax.multiply": np.multiply, "relax.divide": np.divide,
+              "relax.power": np.power}
+    shaped = {"relax.reshape", "relax.expand_dims", "relax.squeeze", "relax.broadcast_to"}
+    ops = {_op(n): n for n in [*unary, *binary, *shaped, "relax.permute_dims"]}
+
+    @mutator
+    class FoldConstants(PyExprMutator):
+        def _const(self, expr):
+            while isinstance(expr, relax.Var):
+                bound = self.lookup_binding(expr)
+                if bound is None:
+                    return None
+                expr = bound
+            return _const_value(expr)
+
+        def visit_call_(self, call):
+            new = super().visit_call_(call)
+            name = ops.get(new.op) if isinstance(new, relax.Call) else None
+            out_shape, out_ty = _shape(new), getattr(new, "ty", None)
+            if name is None or out_shape is None:
+                return new
+            values = [self._const(a) for a in new.args[:1 if name in shaped or
+                                                        name == "relax.permute_dims" else None]]
+            if any(v is None for v in values):
+                return new
+            with np.errstate(all="ignore"):
+                if name in unary:
+                    result = unary[name](values[0])
+                elif name in binary:
+                    result = binary[name](values[0], values[1])
+                elif name == "relax.permute_dims":
+                    axes = new.attrs.axes
+                    result = np.transpose(values[0], None if axes is None
+                                          else [int(a) for a in axes])
+                elif name == "relax.broadcast_to":
+                    result = np.broadcast_to(values[0], out_shape)
+                else:
+                    result = values[0].reshape(out_shape)
+            dtype = str(getattr(out_ty, "dtype", ""))
+            if result.shape != out_shape or np.dtype(result.dtype).name != dtype:
+                result = result.astype(dtype) if result.shape == out_shape else None
+            if result is None:
+                return new
+            return relax.const(np.ascontiguousarray(result))
+
+    mod = _map_main(mod, lambda m, f: FoldConstants(m))
+    return relax.transform.DeadCodeElimination()(mod)

@@ -1,0 +1,148 @@
+"""NVIDIA backend: TVM's CUDA codegen, compiled ahead of time with nvcc where it is installed.
+
+The TVM executable (lib.so) holds CUDA C++ source, which TVM compiles when the artifact is
+loaded on a GPU host (NVRTC through cuda-bindings, or nvcc). Where nvcc is installed at build
+time, device/ also gets PTX for the profile's architecture and, with ptxas, a cubin; the runner
+then loads those instead of compiling, so the GPU host needs only the driver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from anychip.backends.simt import CHIP_SCHEMA, GpuChip, lower_for_gpu, relax_build
+from anychip.backends.simt.lowering import attach_report, take_report
+from anychip.backends.simt.device_code import device_source
+from anychip.backends.simt.toolchains import cuda_device, nvcc, nvcc_compile
+from anychip.compiler.backend import (BuildResult, CompileOptions, Execution, Mode,
+                                      OptionalBackendHooks)
+from anychip.compiler.errors import AnychipError, NotExecutable
+from anychip.compiler.profiles import Profile
+
+def cubin_arch(data: bytes) -> str | None:
+    """'sm_90' from a cubin's ELF header (e_machine 190 = EM_CUDA; SM number in e_flags)."""
+    if data[:4] != b"\x7fELF" or int.from_bytes(data[18:20], "little") != 190:
+        return None
+    flags = int.from_bytes(data[48:52], "little")
+    return f"sm_{(flags >> 8) & 0xFF}"
+
+
+def ptx_arch(text: str) -> str | None:
+    for line in text.splitlines():
+        if line.startswith(".target"):
+            return line.split()[1].rstrip(",")
+    return None
+
+
+def ptxas_compile(ptx: bytes, arch: str, label: str) -> bytes | None:
+    """PTX -> cubin with ptxas (shipped with nvcc); None when ptxas is absent."""
+    tool = nvcc()
+    ptxas = shutil.which("ptxas") or (str(Path(tool.path).parent / "ptxas") if tool else None)
+    if not ptxas or not Path(ptxas).exists():
+        return None
+    with tempfile.TemporaryDirectory(prefix="anychip-ptxas-") as tmp:
+        src, out = Path(tmp) / "kernels.ptx", Path(tmp) / "kernels.cubin"
+        src.write_bytes(ptx)
+        proc = subprocess.run([ptxas, f"-arch={arch}", "-O3", str(src), "-o", str(out)],
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise AnychipError(f"{label}: ptxas rejected the PTX for {arch}: "
+                               f"{(proc.stderr.strip().splitlines() or ['?'])[0][:300]}")
+        return out.read_bytes()
+
+
+def compile_device_code(source: str, arch: str, what: str, label: str) -> tuple[dict, dict]:
+    """nvcc (and ptxas) ahead of time: ({file name: bytes}, report facts)."""
+    tool = nvcc()
+    if what == "none" or tool is None:
+        why = "disabled by the profile" if tool else "nvcc is not installed"
+        return {}, {"ahead_of_time": f"none ({why}); the GPU host compiles kernels.cu on load"}
+    started = time.perf_counter()
+    ptx = nvcc_compile(source, arch, "ptx", label)
+    files = {f"kernels.{arch}.ptx": ptx}
+    facts = {"nvcc": tool.version, "ptx_target": ptx_arch(ptx.decode(errors="replace"))}
+    if what == "cubin":
+        cubin = ptxas_compile(ptx, arch, label)
+        if cubin is not None:
+            files[f"kernels.{arch}.cubin"] = cubin
+            facts["cubin_arch"] = cubin_arch(cubin)
+    facts["seconds"] = round(time.perf_counter() - started, 2)
+    for key in ("ptx_target", "cubin_arch"):
+        if key in facts and facts[key] != arch:
+            raise AnychipError(f"{label}: nvcc produced {key} {facts[key]}, not the profile's "
+                               f"{arch}; check the nvcc installation.")
+    return files, facts
+
+
+class CudaBackend(OptionalBackendHooks):
+    """Family `cuda`: every nvidia-* profile. Executes where a CUDA device is present."""
+
+    family = "cuda"
+    chip_schema = CHIP_SCHEMA
+
+    def target(self, profile: Profile):
+        return GpuChip.from_profile(profile).target()
+
+    def execution(self, profile: Profile) -> Execution:
+        present, why = cuda_device()
+        if present:
+            return Execution(Mode.EXECUTES, f"{why}; TVM CUDA runtime")
+        tool = nvcc()
+        compiles = (f"; nvcc {tool.version} compiles PTX/cubin for "
+                    f"{profile.target.get('arch')} here" if tool else "")
+        return Execution(Mode.COMPILES_ONLY, why + compiles)
+
+    def lower(self, mod, profile: Profile, options: CompileOptions):
+        chip = GpuChip.from_profile(profile)
+        precision = options.precision or profile.default_precision
+        lowered, report = lower_for_gpu(mod, profile, chip, precision)
+        return attach_report(lowered, report)
+
+    def build(self, mod, profile: Profile, options: CompileOptions) -> BuildResult:
+        chip = GpuChip.from_profile(profile)
+        report = take_report(mod) or take_report(mod := self.lower(mod, profile, options))
+        started = time.perf_counter()
+        executable = relax_build(mod, chip)
+        source = device_source(executable, "cuda")
+        report["timings_s"]["codegen"] = round(time.perf_counter() - started, 3)
+        arch = chip.target_attrs["arch"]
+        label = f"target '{profile.name}'"
+        files, facts = compile_device_code(source, arch, profile.chip.get("device_binary", "cubin"),
+                                           label)
+        files["kernels.cu"] = source.encode()
+        report.update({"dialect": "cuda", "arch": arch, "device_code": facts,
+                       "kernels_cu_sha256": hashlib.sha256(source.encode()).hexdigest()})
+        return BuildResult(executable=executable, precision=report["precision_used"],
+                           device_sources=files, report=report,
+                           runtime={"device": "cuda", "arch": arch,
+                                    "kernels_cu_sha256": report["kernels_cu_sha256"]})
+
+    def runner(self, artifact):
+        present, why = cuda_device()
+        if not present:
+            raise NotExecutable(f"target '{artifact.target}' cannot run here: {why}. Run the "
+                                f"artifact on a host with an NVIDIA GPU and driver.")
+        from .runner import CudaRunner
+
+        return CudaRunner(artifact, self.execution(artifact.profile))
+
+    def doctor(self) -> list[dict]:
+        from .runner import cuda_bindings_version
+
+        present, why = cuda_device()
+        tool = nvcc()
+        bindings = cuda_bindings_version()
+        return [
+            {"name": "CUDA driver", "found": present, "version": None, "detail": why},
+            {"name": "nvcc", "found": tool is not None, "version": tool.version if tool else None,
+             "detail": (f"{tool.path}: PTX and cubin compiled ahead of time" if tool else
+                        "install the CUDA toolkit to save PTX/cubin in artifacts")},
+            {"name": "cuda-bindings", "found": bindings is not None, "version": bindings,
+             "detail": ("NVRTC for compiling kernels.cu on the GPU host" if bindings else
+                        "pip install cuda-bindings on a GPU host without nvcc-built artifacts")},
+        ]

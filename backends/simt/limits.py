@@ -1,0 +1,132 @@
+"""Check every scheduled kernel against the chip's limits before any code is generated.
+
+TVM's GPU code verifier (`tvm.s_tir.analysis.verify_gpu_code`) answers yes or no for a set of
+constraints; to say *which* limit a kernel breaks and by how much, each constraint is checked
+on its own and the kernel's use is measured (shared memory from TVM's allocation analysis,
+threads per block by asking the verifier). The kernels are first lowered the way the build
+lowers them (block lowering, cross-thread reductions, shared-memory merging), on a copy: the
+module that is built is not changed.
+"""
+
+from __future__ import annotations
+
+from anychip.compiler.errors import AnychipError
+
+from .chip import GpuChip
+
+_UNITS = {"max_shared_memory_per_block": "B of shared memory per block",
+          "max_threads_per_block": "threads per block",
+          "max_thread_x": "threads along threadIdx.x", "max_thread_y": "threads along threadIdx.y",
+          "max_thread_z": "threads along threadIdx.z"}
+
+
+def _lowered_for_verification(tir_mod, target):
+    """The kernels as the build sees them just before host/device split."""
+    import tvm
+    from tvm import s_tir, tirx
+
+    passes = [
+        tirx.transform.BindTarget(target),
+        s_tir.transform.CanonicalizeLoop(),
+        s_tir.transform.LowerCrossThreadReduction(),
+        s_tir.transform.LowerInitBlock(),
+        s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+        s_tir.transform.ConvertBlocksToOpaque(),
+        s_tir.transform.LiftThreadBinding(),
+        s_tir.transform.ManifestSharedMemoryLocalStage(),
+        s_tir.transform.CompactBufferAllocation(),
+        s_tir.transform.LowerAutoCopy(),
+        s_tir.transform.UnifyThreadBinding(),
+        s_tir.transform.LowerMatchBuffer(),
+        s_tir.transform.LowerOpaqueBlock(),
+        tirx.transform.FlattenBuffer(),
+        tirx.transform.NarrowDataType(32),
+        tirx.transform.VectorizeLoop(True),
+        s_tir.transform.InjectVirtualThread(),
+        tirx.transform.StorageRewrite(),
+        s_tir.transform.LowerThreadAllreduce(),
+        s_tir.transform.MergeSharedMemoryAllocations(),
+    ]
+    return tvm.transform.Sequential(passes)(tir_mod)
+
+
+def _shared_by_scope(func) -> tuple[int, int]:
+    """(static, dynamic) shared memory bytes of one kernel."""
+    from tvm.s_tir.analysis import calculate_allocated_bytes
+
+    per_scope = {str(k): int(v) for k, v in calculate_allocated_bytes(func).get("main", {}).items()}
+    return per_scope.get("shared", 0), per_scope.get("shared.dyn", 0)
+
+
+def _shared_bytes(func) -> int:
+    return sum(_shared_by_scope(func))
+
+
+def _threads_per_block(func) -> int:
+    """Smallest max_threads_per_block the verifier accepts for this kernel (binary search)."""
+    from tvm.s_tir.analysis import verify_gpu_code
+
+    lo, hi = 1, 1 << 24
+    if not verify_gpu_code(func, {"max_threads_per_block": hi}):
+        return hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if verify_gpu_code(func, {"max_threads_per_block": mid}):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def kernel_usage(func) -> dict[str, int]:
+    return {"threads_per_block": _threads_per_block(func), "shared_memory_bytes": _shared_bytes(func)}
+
+
+def check_kernel_limits(mod, chip: GpuChip, target) -> dict[str, dict[str, int]]:
+    """Raise AnychipError naming the first kernel over a limit; return each kernel's usage."""
+    import tvm
+    from tvm import tirx
+    from tvm.s_tir.analysis import verify_gpu_code
+    from tvm.tirx.analysis import verify_memory
+
+    kernels = {gv: f for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc)}
+    if not kernels:
+        return {}
+    lowered = _lowered_for_verification(tvm.IRModule(kernels), target)
+    limits = chip.limits()
+    usage: dict[str, dict[str, int]] = {}
+    for gv, func in sorted(lowered.functions.items(), key=lambda kv: kv[0].name_hint):
+        name = gv.name_hint
+        if not verify_memory(func):
+            raise AnychipError(f"target '{chip.name}': kernel '{name}' has no GPU thread binding "
+                               f"(no dlight rule scheduled it); report the model with "
+                               f"'anychip analyze' output.")
+        static, dynamic = _shared_by_scope(func)
+        if static > chip.max_shared_memory_per_block:
+            raise AnychipError(
+                f"target '{chip.name}': kernel '{name}' declares {static} B of static shared "
+                f"memory per block, over the profile's limit target.max_shared_memory_per_block="
+                f"{chip.max_shared_memory_per_block}; raise it in the profile if the chip allows.")
+        if static + dynamic > chip.max_dynamic_shared_memory_per_block:
+            raise AnychipError(
+                f"target '{chip.name}': kernel '{name}' needs {static + dynamic} B of shared memory "
+                f"per block ({dynamic} B dynamic), over the profile's limit "
+                f"chip.max_dynamic_shared_memory_per_block="
+                f"{chip.max_dynamic_shared_memory_per_block}; raise it in the profile if the chip "
+                f"allows.")
+        if not verify_gpu_code(func, limits):
+            for key, limit in limits.items():
+                if verify_gpu_code(func, {key: limit}):
+                    continue
+                used = _shared_bytes(func) if key == "max_shared_memory_per_block" else (
+                    _threads_per_block(func) if key == "max_threads_per_block" else None)
+                needs = f"needs {used} {_UNITS[key]}" if used is not None else \
+                    f"exceeds {limit} {_UNITS[key]}"
+                raise AnychipError(
+                    f"target '{chip.name}': kernel '{name}' {needs}, over the profile's limit "
+                    f"{key}={limit}; raise it in the profile if the chip allows, or use a "
+                    f"smaller input shape.")
+            raise AnychipError(f"target '{chip.name}': kernel '{name}' breaks the profile's "
+                               f"GPU limits {limits}; check the profile's target section.")
+        usage[name] = kernel_usage(func)
+    return usage

@@ -1,0 +1,144 @@
+"""The GPU pipeline, phase by phase (after TVM's relax/backend/gpu_generic, style.md):
+
+  precision -> library dispatch -> legalize + fuse + dlight schedules -> limits check
+  -> (build) dataflow lowering -> finalize -> TVM codegen for the profile's target
+
+`lower_for_gpu` runs everything up to the limits check, so the module it returns has every
+kernel scheduled and checked; `relax_build` finishes it without legalizing again.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import json
+import time
+
+from anychip.compiler.errors import AnychipError
+
+from .chip import GpuChip
+from .limits import check_kernel_limits
+from .precision import PRECISION_USED, apply_float64_policy, precision_passes
+
+
+REPORT_ATTR = "anychip_lowering_report"
+
+
+def attach_report(mod, report: dict):
+    """Carry lower()'s report to build() on the module itself (the contract passes only mod)."""
+    return mod.with_attr(REPORT_ATTR, json.dumps(report))
+
+
+def take_report(mod) -> dict:
+    attrs = mod.attrs
+    if attrs is not None and REPORT_ATTR in attrs:
+        return json.loads(str(attrs[REPORT_ATTR]))
+    return {}
+
+
+def cublas_available(chip: GpuChip) -> tuple[bool, str]:
+    """cuBLAS dispatch needs TVM's cuBLAS codegen in this TVM build and libcublas on this host."""
+    import tvm
+
+    if chip.dialect != "cuda":
+        return False, f"no BLAS library dispatch for the {chip.dialect} dialect"
+    if tvm.get_global_func("relax.ext.cublas", allow_missing=True) is None:
+        return False, "this TVM build has no cuBLAS codegen (relax.ext.cublas)"
+    if ctypes.util.find_library("cublas") is None:
+        return False, "libcublas is not installed"
+    return True, "cuBLAS for matmul"
+
+
+def library_dispatch_passes(chip: GpuChip, use_cublas: bool) -> list:
+    from tvm import relax
+
+    passes = [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()]
+    if use_cublas:
+        from tvm.relax.backend.cuda.cublas import partition_for_cublas
+
+        passes = [_as_pass(partition_for_cublas, "PartitionForCublas"),
+                  relax.transform.RunCodegen()] + passes
+    return passes
+
+
+def legalize_passes() -> list:
+    """Legalize, fuse, and give every kernel a GPU schedule (Fallback catches the rest)."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import dlight as dl
+
+    return [
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                dl.gpu.GeneralReduction(), dl.gpu.Fallback()),
+        tvm.relax.transform.DeadCodeElimination(),
+    ]
+
+
+def build_passes() -> list:
+    """What relax.build still runs on a lowered module: dataflow lowering and finalization."""
+    from tvm.relax.backend import gpu_generic
+
+    return gpu_generic.dataflow_lower_passes(None) + gpu_generic.finalize_passes(None)
+
+
+def _as_pass(function, name: str):
+    import tvm
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod, _ctx):
+        return function(mod)
+
+    return _pass
+
+
+def lower_for_gpu(mod, profile, chip: GpuChip, precision: str) -> tuple[object, dict]:
+    """Target-neutral Relax -> scheduled, limit-checked Relax; returns (module, report)."""
+    import tvm
+
+    if precision not in profile.precisions:
+        raise AnychipError(f"target '{profile.name}' supports --precision "
+                           f"{', '.join(profile.precisions)}, not '{precision}'.")
+    target = chip.target()
+    started = time.perf_counter()
+    mod, notes = apply_float64_policy(mod, profile.name, chip.float64)
+    use_cublas, dispatch_why = cublas_available(chip)
+    passes = (precision_passes(precision) + library_dispatch_passes(chip, use_cublas)
+              + legalize_passes())
+    with target, tvm.transform.PassContext(opt_level=3):
+        mod = tvm.transform.Sequential(passes)(mod)
+    scheduled = time.perf_counter()
+    usage = check_kernel_limits(mod, chip, target)
+    report = {
+        "precision_requested": precision,
+        "precision_used": PRECISION_USED[precision],
+        "library_dispatch": dispatch_why if use_cublas else f"none: {dispatch_why}",
+        "schedule": "TVM dlight GPU rules: Matmul, GEMV, Reduction, GeneralReduction, Fallback",
+        "limits": chip.limits() | {"thread_warp_size": chip.warp_size},
+        "kernels": len(usage),
+        "max_threads_per_block_used": max((u["threads_per_block"] for u in usage.values()),
+                                          default=0),
+        "max_shared_memory_bytes_used": max((u["shared_memory_bytes"] for u in usage.values()),
+                                            default=0),
+        "timings_s": {"schedule": round(scheduled - started, 3),
+                      "limits_check": round(time.perf_counter() - scheduled, 3)},
+        "warnings": notes,
+    }
+    if precision == "tf32":
+        report["warnings"] = notes + ["tf32 requested: TVM-generated kernels multiply in fp32 "
+                                      "(TF32 tensor cores need a library), so fp32 is used."]
+    return mod, report
+
+
+def relax_build(mod, chip: GpuChip):
+    """Build a module from lower_for_gpu into a TVM executable for the chip's target."""
+    import tvm
+    from tvm import relax
+
+    target = chip.target()
+    with tvm.transform.PassContext(opt_level=3):
+        return relax.build(mod, target, relax_pipeline=tvm.transform.Sequential(build_passes()))

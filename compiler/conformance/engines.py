@@ -1,0 +1,177 @@
+"""Run one conformance case on one engine: an anychip target, or ONNX Runtime (`--against ort`).
+
+The anychip engine is the whole pipeline a user gets: load_model -> compile_source ->
+Artifact.run, then each output is checked as ONNX's backend runner checks it (same shape,
+same dtype, |actual - expected| <= atol + rtol * |expected| with the case's own rtol/atol,
+NaN equal to NaN; bfloat16 outputs get at least two bfloat16 ULPs of rtol).
+
+Statuses: `passed`; `failed` (a wrong value, a crash, a compile or import error); `unsupported`
+(the pipeline refuses the case up front and says why: an operator or dtype TVM cannot take,
+non-tensor graph inputs or outputs); `compiled` (a compiles-only target built the case; nothing
+ran, so it is never reported as passed).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .cases import Case
+
+PASSED, FAILED, UNSUPPORTED, COMPILED = "passed", "failed", "unsupported", "compiled"
+
+# Messages of deliberate refusals (anychip's own checks), as opposed to errors along the way.
+_REFUSALS = [
+    re.compile(r"TVM's ONNX importer does not support"),
+    re.compile(r"is not a tensor \(sequence/optional/map\)"),
+    re.compile(r"not supported by anychip"),
+]
+
+
+@dataclass
+class Result:
+    name: str
+    op: str
+    status: str
+    reason: str = ""
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)   # e.g. inputs specialised at compile time
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {(lines[0] if lines else '')[:300]}"
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    from ..importer_fixes import NotSupported
+
+    return isinstance(exc, NotSupported) or any(p.search(str(exc)) for p in _REFUSALS)
+
+
+def check_outputs(actual: list, expected: list, rtol: float, atol: float) -> str:
+    """'' when every output matches as ONNX's backend runner requires, else the first mismatch."""
+    from ..tolerances import Tolerance, compare
+
+    if len(actual) != len(expected):
+        return f"{len(actual)} outputs, expected {len(expected)}"
+    for i, (got, exp) in enumerate(zip(actual, expected)):
+        if isinstance(exp, (list, tuple)):
+            if not isinstance(got, (list, tuple)):
+                return f"output {i} is a tensor, expected a sequence"
+            why = check_outputs(list(got), list(exp), rtol, atol)
+            if why:
+                return f"output {i}: {why}"
+            continue
+        if exp is None or got is None:
+            if exp is not got:
+                return f"output {i}: {got!r} where {exp!r} was expected"
+            continue
+        got, exp = np.asarray(got), np.asarray(exp)
+        if got.shape != exp.shape:
+            return f"output {i} has shape {list(got.shape)}, expected {list(exp.shape)}"
+        if exp.dtype == object:
+            if not np.array_equal(got.astype(object), exp):
+                return f"output {i}: strings differ"
+            continue
+        if got.dtype != exp.dtype:
+            return f"output {i} has dtype {got.dtype}, expected {exp.dtype}"
+        tol_r = max(rtol, 2.0**-6) if exp.dtype.name == "bfloat16" else rtol
+        if exp.dtype.kind in "iub":
+            if not np.array_equal(got, exp):
+                bad = int(np.count_nonzero(got != exp))
+                return f"output {i}: {bad}/{exp.size} values differ"
+            continue
+        cmp = compare(got.astype(np.float64), exp.astype(np.float64), Tolerance(tol_r, atol))
+        if not cmp.passed:
+            return (f"output {i}: {cmp.mismatches}/{cmp.size} values out of tolerance "
+                    f"(max abs {cmp.max_abs:.3g}, max rel {cmp.max_rel:.3g}, rtol {tol_r:g} "
+                    f"atol {atol:g})")
+    return ""
+
+
+def run_anychip(case: Case, target: str) -> Result:
+    """load_model -> compile_source -> Artifact.run, exactly as a user's model goes."""
+    import onnx
+
+    from ..backend import CompileOptions
+    from ..driver import compile_source
+    from ..errors import AnychipError
+    from ..frontend import load_model
+    from ..importer_fixes import specialise_for
+
+    start = time.perf_counter()
+    result = Result(case.name, case.op, FAILED)
+    stage = "load"
+    try:
+        model = onnx.load_from_string(case.model)
+        source = load_model(model)
+        feed = dict(zip([vi.name for vi in model.graph.input], case.inputs))
+        result.notes = specialise_for(source, feed)
+        stage = "compile"
+        artifact = compile_source(source, target, CompileOptions())
+        if not artifact.execution().can_run:
+            result.status = COMPILED
+            result.reason = f"compiled only: {artifact.execution().why}"
+            return result
+        stage = "run"
+        outs = artifact.run({s.name: feed[s.name] for s in source.inputs})
+        why = check_outputs(list(outs.values()), case.outputs, case.rtol, case.atol)
+        result.status, result.reason = (FAILED, why) if why else (PASSED, "")
+    except Exception as exc:  # noqa: BLE001 - every error becomes the case's reason
+        result.status = UNSUPPORTED if _is_refusal(exc) else FAILED
+        text = str(exc).strip().splitlines()[0][:400] if isinstance(exc, AnychipError) else \
+            _first_line(exc)
+        result.reason = f"{stage}: {text}" if result.status == FAILED else text
+        if isinstance(exc, (AssertionError, TypeError, AttributeError, KeyError, IndexError)) \
+                and not isinstance(exc, AnychipError):
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            result.reason += f" [{where.name} in {where.filename.rsplit('/', 1)[-1]}]"
+    finally:
+        result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+_ORT_REFUSALS = re.compile(r"NOT_IMPLEMENTED|Could not find an implementation|not supported|"
+                           r"Unsupported (type|data type)|unsupported type", re.IGNORECASE)
+
+
+def run_ort(case: Case) -> Result:
+    """The same case through ONNX Runtime's CPU provider (the anchor figure)."""
+    import onnxruntime as ort
+
+    start = time.perf_counter()
+    result = Result(case.name, case.op, FAILED)
+    stage = "load"
+    try:
+        import onnx
+
+        model = onnx.load_from_string(case.model)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(case.model, opts, providers=["CPUExecutionProvider"])
+        stage = "run"
+        names = [vi.name for vi in model.graph.input]
+        feed = {n: v for n, v in zip(names, case.inputs)}
+        outs = session.run(None, feed)
+        why = check_outputs(list(outs), case.outputs, case.rtol, case.atol)
+        result.status, result.reason = (FAILED, why) if why else (PASSED, "")
+    except Exception as exc:  # noqa: BLE001
+        text = _first_line(exc)
+        result.status = UNSUPPORTED if _ORT_REFUSALS.search(text) else FAILED
+        result.reason = f"{stage}: {text}"
+    finally:
+        result.seconds = round(time.perf_counter() - start, 3)
+    return result
+
+
+def run_case(case: Case, engine: str) -> Result:
+    """engine: 'ort', or an anychip target name."""
+    return run_ort(case) if engine == "ort" else run_anychip(case, engine)

@@ -1,0 +1,158 @@
+"""Partition a Relax module by the pattern table and hand the matches to a library.
+
+Two ways to realize a match, one stage:
+- packed: the library emits a call to a packed function (R.call_pure_packed or
+  R.call_dps_packed) that it registers in the process before the VM loads lib.so. This is how
+  the cpu backend reaches oneDNN/MKL through torch: the wheel has no CPU BYOC library.
+- codegen: the library names a TVM BYOC codegen (e.g. "cublas"); the composites are
+  annotated for it and RunCodegen compiles them into lib.so, as TVM does for cuBLAS.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .patterns import Pattern, all_patterns, by_name
+
+
+@dataclass
+class Match:
+    """One matched subgraph in library terms: the root op, its operands and the epilogue.
+
+    Tensors are Relax expressions valid at the call site (variables or constants); `bias` is
+    the constant of the `bias` step, `residual` the tensor of the `residual` step.
+    """
+
+    pattern: Pattern
+    attrs: Any                      # the root call's attrs (Conv2DAttrs, MatmulAttrs)
+    data: Any
+    weight: Any
+    out_ty: Any                     # relax.TensorType of the result
+    bias: Any = None
+    residual: Any = None
+
+    @property
+    def activation(self) -> str | None:
+        return self.pattern.activation
+
+
+@dataclass
+class DispatchReport:
+    """What the dispatch stage offloaded: per pattern name, how many calls."""
+
+    library: str
+    calls: Counter = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+    def as_dict(self) -> dict:
+        return {"library": self.library, "calls": dict(sorted(self.calls.items())),
+                "total": self.total}
+
+
+def _shape(expr) -> tuple[int, ...] | None:
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    try:
+        return None if shape is None else tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def _dtype(expr) -> str:
+    return str(getattr(getattr(expr, "ty", None), "dtype", ""))
+
+
+def structural_check(pattern: Pattern, annotated) -> bool:
+    """Checks every library relies on: static float shapes, a per-last-axis bias, a residual of
+    the output's shape. The library then checks what it supports (`Library.accepts`)."""
+    root = annotated["root"]
+    out_shape = _shape(root)
+    if out_shape is None or _shape(annotated["data"]) is None or _shape(annotated["weight"]) is None:
+        return False
+    if "bias" in annotated:
+        bias = _shape(annotated["bias"])
+        if bias is None or len(bias) > len(out_shape) or _dtype(annotated["bias"]) != _dtype(root):
+            return False
+        if bias and (bias[-1] != out_shape[-1] or any(d != 1 for d in bias[:-1])):
+            return False
+    if "residual" in annotated:
+        if _shape(annotated["residual"]) != out_shape or _dtype(annotated["residual"]) != _dtype(root):
+            return False
+    return True
+
+
+def _match_from_composite(func, call_args, pattern: Pattern) -> Match:
+    """Read a composite function (root binding, then one binding per epilogue step)."""
+    from tvm import relax
+
+    params = {p: a for p, a in zip(func.params, call_args)}
+
+    def outer(expr):
+        return params.get(expr, expr) if isinstance(expr, relax.Var) else expr
+
+    bindings = [b for block in func.body.blocks for b in block.bindings]
+    root = bindings[0].value
+    match = Match(pattern, root.attrs, outer(root.args[0]), outer(root.args[1]), None)
+    previous = bindings[0].var
+    for step, binding in zip(pattern.epilogue, bindings[1:]):
+        if step in ("bias", "residual"):
+            lhs, rhs = binding.value.args
+            other = rhs if lhs.same_as(previous) else lhs
+            setattr(match, step, outer(other))
+        previous = binding.var
+    match.out_ty = func.ret_ty
+    return match
+
+
+def partition(mod, library) -> tuple[Any, DispatchReport]:
+    """Offload every pattern `library` implements; returns the new module and a report."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    wanted = [p for p in all_patterns() if library.implements(p)]
+    report = DispatchReport(library.name)
+    if not wanted:
+        return mod, report
+
+    def make_check(pattern):
+        def check(ctx) -> bool:
+            annotated = dict(ctx.annotated_expr.items())
+            return structural_check(pattern, annotated) and library.accepts(pattern, annotated)
+        return check
+
+    fusion = [relax.transform.FusionPattern(p.name, *p.build(), check=make_check(p))
+              for p in wanted]
+    codegen = getattr(library, "codegen", None)
+    if codegen:  # TVM BYOC: composites are compiled by the named codegen (cublas, ...)
+        mod = relax.transform.FuseOpsByPattern(fusion, annotate_codegen=True)(mod)
+        for func in mod.functions.values():
+            if isinstance(func, relax.Function) and func.attrs and "Composite" in func.attrs:
+                report.calls[str(func.attrs["Composite"])] += 1
+        return relax.transform.RunCodegen()(mod), report
+
+    mod = relax.transform.FuseOpsByPattern(fusion, bind_constants=False)(mod)
+    table = by_name()
+
+    @mutator
+    class ToLibraryCalls(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not isinstance(call.op, tvm.ir.GlobalVar):
+                return call
+            func = mod[call.op]
+            name = func.attrs.get("Composite") if func.attrs is not None else None
+            if name is None or str(name) not in table:
+                return call
+            match = _match_from_composite(func, call.args, table[str(name)])
+            report.calls[str(name)] += 1
+            return library.emit(match)
+
+    for gvar, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function) and not (func.attrs and "Composite" in func.attrs):
+            mod[gvar] = ToLibraryCalls(mod).visit_expr(func)
+    return relax.transform.DeadCodeElimination()(mod), report

@@ -1,0 +1,142 @@
+"""TrainGraph -> the Relax `backbone` module that relax.training.SetupTrainer takes.
+
+    backbone(inputs..., params..., states...) -> (prediction, new_states...)
+    module attrs: param_num, state_num
+
+The graph goes through the inference path's frontend (checks, shape inference, C-identifier
+I/O names) and importer (from_onnx with the initializers kept as inputs). Then: initializers that
+are neither trained nor states become constants, train-mode batch norms are rewritten with
+torch's running-statistics rule (see graph.py), and the parameters are put in backbone order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import AnychipError
+from ..frontend import TensorSpec, prepare
+from ..importer import to_relax
+from .graph import TrainGraph
+
+BACKBONE = "backbone"
+
+
+@dataclass
+class Backbone:
+    module: object              # tvm.IRModule with `backbone`, param_num, state_num
+    inputs: list[TensorSpec]    # graph inputs (user names, static shapes)
+    prediction: object          # relax.TensorType of the prediction
+
+
+def build_backbone(graph: TrainGraph) -> Backbone:
+    import tvm
+
+    source = prepare(graph.proto, graph.label, None)
+    mod = to_relax(source, keep_params_in_input=True)
+    func = mod["main"]
+    num_input = int(func.attrs["num_input"])
+    init_names = [i.name for i in source.proto.graph.initializer]
+    if len(func.params) - num_input != len(init_names):
+        raise AnychipError(f"{graph.label}: {len(init_names)} initializers became "
+                           f"{len(func.params) - num_input} Relax parameters (two names sanitize "
+                           f"to the same identifier?); rename the initializers.")
+    var_of = dict(zip(init_names, func.params[num_input:]))
+    inputs = list(func.params[:num_input])
+    kept = set(graph.params) | set(graph.states)
+    constants = {var_of[n]: graph.values[n] for n in init_names if n not in kept}
+    func = tvm.relax.Function(func.params, func.body, func.ret_ty, func.is_pure)
+    if constants:
+        func = func.bind_params(constants)
+    func = _rewrite_batch_norms(func, {var_of[s.mean].name: s for s in graph.batch_norms})
+    params = inputs + [var_of[n] for n in graph.params] + [var_of[n] for n in graph.states]
+    func = _with_tuple_return(func, params, len(graph.states))
+    func = func.with_attr("global_symbol", BACKBONE)
+    module = tvm.IRModule({BACKBONE: func}).with_attrs(
+        {"param_num": len(graph.params), "state_num": len(graph.states)})
+    try:
+        tvm.relax.analysis.well_formed(module)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or ["?"])[-1][:200]
+        raise AnychipError(f"{graph.label}: the training backbone is not well formed ({first}); "
+                           f"report the model.") from exc
+    prediction = func.body.body.fields[0].ty if len(graph.states) else func.body.body.ty
+    return Backbone(module, source.inputs, prediction)
+
+
+def _with_tuple_return(func, params, num_states: int):
+    """backbone(params in training order) returning (prediction, states...) as a tuple of
+    output vars, as AppendLoss requires; the bindings are re-emitted unchanged."""
+    from tvm import relax
+
+    body = func.body
+    if len(body.blocks) != 1 or not isinstance(body.blocks[0], relax.DataflowBlock):
+        raise AnychipError("the model imports without a single dataflow block (control flow such "
+                           "as If or Loop?); training needs a straight-line graph.")
+    *bindings, last = body.blocks[0].bindings
+    if not last.var.same_as(body.body):
+        raise AnychipError("unexpected form of the imported graph's output; report the model.")
+    fields = last.value.fields if num_states else None
+    if num_states and not isinstance(last.value, relax.Tuple):
+        raise AnychipError("unexpected form of the imported graph's outputs; report the model.")
+    bb = relax.BlockBuilder()
+    with bb.function(BACKBONE, params):
+        with bb.dataflow():
+            for binding in bindings if num_states else body.blocks[0].bindings:
+                bb.emit_normalized(binding)
+            if num_states:
+                result = relax.Tuple([bb.emit_output(value) for value in fields])
+            else:
+                result = body.body
+        bb.emit_func_output(result)
+    return bb.get()[BACKBONE]
+
+
+def _rewrite_batch_norms(func, specs: dict):
+    """Train-mode batch_norm -> batch statistics plus torch's running-statistics update."""
+    import tvm
+    from tvm import relax
+
+    op = relax.op
+
+    @relax.expr_functor.mutator
+    class TrainBatchNorm(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = self.visit_expr_post_order(call)
+            if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.batch_norm":
+                return call
+            x, gamma, beta, mean_old, var_old = call.args
+            spec = specs.get(getattr(mean_old, "name", None))
+            if spec is None or not call.attrs.training:
+                raise AnychipError(f"batch_norm on '{getattr(mean_old, 'name', '?')}' is not in "
+                                   f"training mode or its statistics are not states; report it.")
+            emit = self.builder_.emit
+            shape = [int(d) for d in x.ty.shape]
+            axis = int(call.attrs.axis) % len(shape)
+            axes = [i for i in range(len(shape)) if i != axis]
+            count = 1
+            for i in axes:
+                count *= shape[i]
+            if count < 2:
+                raise AnychipError(f"batch norm on '{mean_old.name}': {count} value per channel "
+                                   f"in a batch; training needs more (use a larger batch).")
+            dtype = x.ty.dtype.dtype
+
+            def c(value):
+                return relax.const(value, dtype)
+
+            mean = emit(op.mean(x, axes))
+            var = emit(op.variance(x, axes))
+            centered = op.subtract(x, op.expand_dims(mean, axes))
+            y = emit(op.divide(centered, op.sqrt(op.add(op.expand_dims(var, axes),
+                                                        c(float(call.attrs.epsilon))))))
+            if call.attrs.scale:
+                y = emit(op.multiply(y, op.expand_dims(gamma, axes)))
+            if call.attrs.center:
+                y = emit(op.add(y, op.expand_dims(beta, axes)))
+            m = spec.momentum
+            unbiased = op.multiply(var, c(count / (count - 1)))
+            new_mean = emit(op.add(op.multiply(c(m), mean), op.multiply(c(1.0 - m), mean_old)))
+            new_var = emit(op.add(op.multiply(c(m), unbiased), op.multiply(c(1.0 - m), var_old)))
+            return relax.Tuple([y, new_mean, new_var])
+
+    return TrainBatchNorm().visit_expr(func)

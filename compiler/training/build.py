@@ -1,0 +1,68 @@
+"""anychip.compile_training: model -> training graph -> Relax backbone -> compiled step -> Trainer.
+
+    trainer = anychip.compile_training(model, example_inputs=(x,), loss="cross_entropy",
+                                       optimizer=anychip.optim.SGD(lr=0.1), target="cpu")
+"""
+
+from __future__ import annotations
+
+from ..backend import CompileOptions
+from ..errors import AnychipError
+from ..registry import get_profile
+from .backbone import build_backbone
+from .graph import training_graph
+from .optim import SGD, Adam
+from .step import LOSSES, compile_step
+from .trainer import Trainer
+
+
+def compile_training(model, example_inputs=None, loss: str = "cross_entropy", optimizer=None,
+                     target: str = "cpu", precision: str | None = None, **extra) -> Trainer:
+    """Compile one train step (forward, loss, gradient, optimizer update) for a target.
+
+    `model`: a torch.nn.Module (with example_inputs giving the batch shape), 'zoo:NAME', an .onnx
+    path or an onnx.ModelProto. `loss`: 'cross_entropy' (labels are class indices) or 'mse'.
+    `optimizer`: anychip.optim.SGD or anychip.optim.Adam (torch's update rules). Keyword options
+    beyond these go to the backend, as for anychip.compile (e.g. precision_mode on an NPU).
+    """
+    if loss not in LOSSES:
+        raise AnychipError(f"unknown loss '{loss}'; supported: {', '.join(LOSSES)}.")
+    if not isinstance(optimizer, (SGD, Adam)):
+        raise AnychipError("compile_training needs optimizer=anychip.optim.SGD(lr=...) or "
+                           "anychip.optim.Adam(lr=...).")
+    get_profile(target)  # an unknown target fails before any export work
+    graph = training_graph(model, example_inputs)
+    backbone = build_backbone(graph)
+    options = CompileOptions(precision=precision, extra=dict(extra))
+    step = compile_step(backbone, loss, optimizer, target, options, graph.label)
+    trained = set(graph.params) | set(graph.states)
+    fixed = dict(graph.extra)
+    fixed.update({graph.keys[n]: v for n, v in graph.values.items()
+                  if n not in trained and n in graph.keys})
+    built_for = step.report["built_for"]
+    plan = {
+        "model": graph.label,
+        "target": target,
+        "family": get_profile(target).family,
+        "built_family": get_profile(built_for).family,
+        "precision": step.precision,
+        "loss": loss,
+        "optimizer": optimizer.as_dict(),
+        "inputs": [s.as_dict() for s in backbone.inputs],
+        "label": {"shape": list(step.label_shape), "dtype": step.label_dtype},
+        "classes": int(backbone.prediction.shape[-1]),
+        "params": [graph.keys[n] for n in graph.params],
+        "states": [graph.keys[n] for n in graph.states],
+        "optim_count": len(step.optim_state),
+        "state_dict_keys": [k for k in graph.state_dict_keys],
+        "aliases": dict(graph.aliases),
+        "counters": list(graph.counters),
+        "runtime": step.runtime,
+        "report": step.report,
+    }
+    arrays = {"params": [graph.values[n] for n in graph.params],
+              "states": [graph.values[n] for n in graph.states],
+              "optim": step.optim_state,
+              "fixed": {k: fixed[k] for k in plan["state_dict_keys"] if k in fixed},
+              "steps": 0}
+    return Trainer(plan, arrays, step.executable, step.execution).warm_up()

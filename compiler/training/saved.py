@@ -1,0 +1,121 @@
+"""A saved trainer: a folder with manifest.json, lib.so (the compiled step) and state.npz.
+
+Written to a temporary sibling and renamed into place (compiler.atomic), the manifest last with
+the sha256 of every file. Loading checks format, anychip/TVM versions and hashes before the
+library is touched, and the library is loaded from the very bytes that were checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import publish_dir
+from ..errors import AnychipError
+
+FORMAT = "anychip-trainer"
+FORMAT_VERSION = 1
+MANIFEST, LIBRARY, STATE = "manifest.json", "lib.so", "state.npz"
+
+
+def _versions() -> dict:
+    import tvm
+
+    from anychip import __version__
+
+    return {"anychip": __version__, "tvm": tvm.__version__}
+
+
+def _state_bytes(arrays: dict) -> bytes:
+    flat = {"meta/steps": np.array(arrays["steps"], dtype=np.int64)}
+    for group in ("params", "states", "optim"):
+        for i, value in enumerate(arrays[group]):
+            flat[f"{group}/{i}"] = np.asarray(value)
+    for i, (key, value) in enumerate(arrays["fixed"].items()):
+        flat[f"fixed/{i}"] = np.asarray(value)
+    buf = io.BytesIO()
+    np.savez(buf, **flat)
+    return buf.getvalue()
+
+
+def save_trainer(trainer, path, force: bool = False) -> Path:
+    arrays = trainer.arrays()
+    files = {LIBRARY: trainer.library_bytes(), STATE: _state_bytes(arrays)}
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "versions": _versions(),
+                "plan": trainer.plan, "fixed_keys": list(arrays["fixed"]),
+                "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}}
+
+    def fill(tmp: Path) -> None:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+
+    return publish_dir(path, fill, force=force)
+
+
+def _read_checked(path: Path, name: str, digest: str) -> bytes:
+    file = path / name
+    if file.is_symlink() or not file.is_file():
+        raise AnychipError(f"{path}: '{name}' is missing; the saved trainer is incomplete.")
+    data = file.read_bytes()
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise AnychipError(f"{path}: '{name}' does not match its sha256 in the manifest; the "
+                           f"saved trainer is corrupted. Save it again.")
+    return data
+
+
+def load_trainer(path):
+    """anychip.load_training: check everything, then rebuild the Trainer."""
+    from ..backend import Execution, Mode
+    from ..registry import backends, execution, get_profile
+    from .trainer import Trainer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise AnychipError(f"{path}: no such saved trainer (a folder written by trainer.save).")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError as exc:
+        raise AnychipError(f"{path}: not a saved trainer (no {MANIFEST}).") from exc
+    except (OSError, ValueError) as exc:
+        raise AnychipError(f"{path}: {MANIFEST} is corrupted; save the trainer again.") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise AnychipError(f"{path}: not a saved trainer (an artifact? use anychip.load).")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise AnychipError(f"{path}: trainer format {manifest.get('format_version')} is not "
+                           f"{FORMAT_VERSION}; save it again with this anychip.")
+    built = manifest.get("versions", {})
+    for key, value in _versions().items():
+        if built.get(key) != value:
+            raise AnychipError(f"{path}: saved with {key} {built.get(key)}, this is {key} "
+                               f"{value}; compile the trainer again.")
+    files = manifest.get("files", {})
+    if set(files) != {LIBRARY, STATE}:
+        raise AnychipError(f"{path}: the manifest lists {sorted(files)}; expected "
+                           f"{LIBRARY} and {STATE}.")
+    library = _read_checked(path, LIBRARY, files[LIBRARY])
+    state = _read_checked(path, STATE, files[STATE])
+    plan = manifest["plan"]
+    backend = backends().get(plan["built_family"])
+    if backend is not None and hasattr(backend, "check_loadable"):
+        backend.check_loadable({"runtime": plan["runtime"]})
+    profile = get_profile(plan["target"])
+    ex = execution(profile)
+    if plan["report"].get("built_for") != plan["target"] and ex.mode is not Mode.SIMULATES:
+        ex = Execution(Mode.UNAVAILABLE, f"built for the host as a simulation, but "
+                                         f"'{plan['target']}' does not simulate here")
+    with np.load(io.BytesIO(state), allow_pickle=False) as data:
+        def group(name, count):
+            return [data[f"{name}/{i}"] for i in range(count)]
+
+        arrays = {"params": group("params", len(plan["params"])),
+                  "states": group("states", len(plan["states"])),
+                  "optim": group("optim", int(plan["optim_count"])),
+                  "fixed": dict(zip(manifest["fixed_keys"],
+                                    group("fixed", len(manifest["fixed_keys"])))),
+                  "steps": int(data["meta/steps"])}
+    return Trainer(plan, arrays, library, ex)

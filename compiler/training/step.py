@@ -1,0 +1,142 @@
+"""Backbone -> the compiled train step for one target.
+
+relax.training.SetupTrainer appends the loss, decomposes ops for training, differentiates with
+relax.transform.Gradient and adds the optimizer. The module then goes through the target's
+backend exactly as inference does (design.md §4): `backend.lower`, then `backend.build`, with
+`options.extra["training"] = True` so a backend can pick its training defaults (the NPU's
+precision mode, for instance). The compiler never looks at the family's name.
+
+A backend that cannot lower a train step raises NotImplementedError from `lower` or `build`.
+If its target simulates (the functional simulator runs on the host), the step is then built for
+the host CPU and the fact is written in the trainer's report; a target that executes or only
+compiles gets the error instead. No fallback happens silently.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ..backend import CompileOptions, Execution, Mode
+from ..errors import AnychipError, NotExecutable
+from ..registry import get_backend, get_profile
+
+ADJOINT = "backbone_loss_adjoint"
+OPTIMIZER = "optimizer"
+LOSSES = ("cross_entropy", "mse")
+HOST_PROFILE = "cpu"
+
+
+@dataclass
+class CompiledStep:
+    executable: object            # relax Executable with ADJOINT and OPTIMIZER
+    optim_state: list             # numpy arrays: the optimizer's initial state
+    label_shape: tuple[int, ...]
+    label_dtype: str
+    target: str
+    execution: Execution
+    precision: str
+    runtime: dict
+    report: dict = field(default_factory=dict)
+
+
+def loss_function(name: str, prediction):
+    """(relax.training loss, label TensorType) for a loss name; both reduce by the mean."""
+    from tvm import relax
+    from tvm.relax.training import loss
+
+    shape = tuple(int(d) for d in prediction.shape)
+    if name == "cross_entropy":
+        if len(shape) != 2:
+            raise AnychipError(f"loss 'cross_entropy' needs (batch, classes) predictions; the "
+                               f"model gives shape {list(shape)}. Use loss='mse' or reshape.")
+        return loss.CrossEntropyLoss(reduction="mean"), relax.TensorType((shape[0],), "int64")
+    if name == "mse":
+        return loss.MSELoss(reduction="mean"), prediction
+    raise AnychipError(f"unknown loss '{name}'; supported: {', '.join(LOSSES)}.")
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def setup_trainer(backbone, loss_name: str, optimizer, label: str):
+    """Backbone -> module with ADJOINT and OPTIMIZER (not legalized: the backend lowers it)."""
+    import tvm
+    from tvm.relax.training import SetupTrainer
+
+    loss, label_type = loss_function(loss_name, backbone.prediction)
+    try:
+        mod = SetupTrainer(loss, optimizer.relax_optimizer(),
+                           [backbone.prediction, label_type], legalize=False)(backbone.module)
+    except AnychipError:
+        raise
+    except Exception as exc:
+        detail = _first_line(exc)
+        raise AnychipError(f"{label}: TVM cannot differentiate the model: {detail}. An operator "
+                           f"without a gradient in TVM cannot be trained; replace that layer."
+                           ) from exc
+    optim_state = [t.numpy() for t in mod.attrs["optim_state"]]
+    keep = {gv: func for gv, func in mod.functions_items() if gv.name_hint in (ADJOINT, OPTIMIZER)}
+    step_mod = tvm.IRModule(keep)
+    shape = tuple(int(d) for d in label_type.shape)
+    return step_mod, optim_state, shape, str(label_type.dtype.dtype)
+
+
+def build_step(mod, target: str, options: CompileOptions, label: str):
+    """Lower and build through the target's backend; see the module docstring for fallbacks."""
+    profile = get_profile(target)
+    backend = get_backend(profile)
+    execution = backend.execution(profile)
+    if execution.mode is Mode.UNAVAILABLE:
+        raise NotExecutable(f"target '{target}' cannot compile here: {execution.why}.")
+    options.extra["training"] = True
+    report = {"target": target, "family": profile.family, "built_for": target}
+    try:
+        lowered = backend.lower(mod, profile, options)
+        result = backend.build(lowered, profile, options)
+    except NotImplementedError as exc:
+        if execution.mode is not Mode.SIMULATES:
+            raise AnychipError(f"target '{target}': the '{profile.family}' backend cannot compile "
+                               f"a train step yet ({exc or 'not implemented'}).") from exc
+        host = get_profile(HOST_PROFILE)
+        host_backend = get_backend(host)
+        lowered = _lower_build_errors(host_backend.lower, mod, host, CompileOptions(
+            extra={"training": True}), target)
+        result = _lower_build_errors(host_backend.build, lowered, host, CompileOptions(
+            extra={"training": True}), target)
+        report["built_for"] = HOST_PROFILE
+        report["note"] = (f"the '{profile.family}' backend does not lower train steps yet "
+                          f"({exc or 'not implemented'}); the step was built for the host CPU "
+                          f"(LLVM) and runs there as the simulation of '{target}'")
+    except AnychipError:
+        raise
+    except Exception as exc:  # TVM raises its own error types from C++
+        raise AnychipError(f"{label}: compiling the train step for '{target}' failed: "
+                           f"{_first_line(exc)}. Rerun with --debug for the trace.") from exc
+    return result, execution, report
+
+
+def _lower_build_errors(fn, mod, profile, options, target):
+    try:
+        return fn(mod, profile, options)
+    except AnychipError:
+        raise
+    except Exception as exc:
+        raise AnychipError(f"compiling the train step of '{target}' for the host failed: "
+                           f"{_first_line(exc)}.") from exc
+
+
+def compile_step(backbone, loss_name: str, optimizer, target: str, options: CompileOptions,
+                 label: str) -> CompiledStep:
+    started = time.perf_counter()
+    mod, optim_state, label_shape, label_dtype = setup_trainer(backbone, loss_name, optimizer,
+                                                               label)
+    result, execution, report = build_step(mod, target, options, label)
+    report["backend_report"] = dict(result.report)
+    report["compile_s"] = round(time.perf_counter() - started, 3)
+    report["execution"] = execution.mode.value
+    report["execution_why"] = execution.why
+    return CompiledStep(result.executable, optim_state, label_shape, label_dtype, target,
+                        execution, result.precision, dict(result.runtime), report)

@@ -1,0 +1,233 @@
+"""The Trainer: runs the compiled train step; parameters and optimizer state stay on the device.
+
+    loss = trainer.step(x, y)           # numpy or torch in; the loss as a float
+    trainer.state_dict() / load_state_dict(sd)   # numpy arrays keyed like model.state_dict()
+    trainer.save(path); anychip.load_training(path)
+
+Between steps the parameters, the BatchNorm statistics and the optimizer state are
+tvm.runtime tensors on the target's device; only the inputs go in and the scalar loss comes out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import Execution
+from ..errors import AnychipError, NotExecutable
+from ..frontend import TensorSpec
+from ..inputs import order_inputs
+from ..tolerances import Tolerance, tolerance_for
+from .step import ADJOINT, OPTIMIZER
+
+IGNORE_INDEX = -100  # torch's and TVM's cross-entropy default
+
+
+class Trainer:
+    """A compiled train step with its state. Built by anychip.compile_training or load_training.
+
+    `plan` is the JSON-able description (names, shapes, target, loss, optimizer); `arrays` holds
+    params, states, optim (lists, backbone order), fixed (state_dict entries not trained) and
+    steps; `library` is the relax Executable, or the bytes of its lib.so once saved and loaded.
+    """
+
+    def __init__(self, plan: dict, arrays: dict, library, execution: Execution):
+        self.plan = plan
+        self.execution = execution
+        self._library = library
+        self._fixed = {k: np.array(v) for k, v in arrays["fixed"].items()}
+        self._host = {"params": [np.array(a) for a in arrays["params"]],
+                      "states": [np.array(a) for a in arrays["states"]],
+                      "optim": [np.array(a) for a in arrays["optim"]]}
+        self.steps = int(arrays.get("steps", 0))
+        self._vm = None
+        self._dev = None
+        self._params = self._states = self._optim = None
+
+    # -- what it is ----------------------------------------------------------------------------
+    @property
+    def target(self) -> str:
+        return self.plan["target"]
+
+    @property
+    def precision(self) -> str:
+        return self.plan["precision"]
+
+    @property
+    def tolerance(self) -> Tolerance:
+        """The training tolerance for the precision this step was built with."""
+        return tolerance_for(self.precision, "float32", training=True)
+
+    @property
+    def report(self) -> dict:
+        return dict(self.plan["report"])
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return [TensorSpec.from_dict(d) for d in self.plan["inputs"]]
+
+    def describe(self) -> str:
+        """One line: target, how it runs here, precision, and any build note."""
+        note = self.plan["report"].get("note")
+        text = (f"{self.target}: {self.execution.mode.verb} ({self.execution.why}); "
+                f"{self.precision}, loss {self.plan['loss']}, {self.plan['optimizer']['name']}")
+        return f"{text}; {note}" if note else text
+
+    # -- running -------------------------------------------------------------------------------
+    def _runtime(self):
+        if self._vm is not None:
+            return self._vm
+        if not self.execution.can_run:
+            raise NotExecutable(f"target '{self.target}': the train step was compiled but cannot "
+                                f"run here: {self.execution.why}. Save it with trainer.save() "
+                                f"and run it where the device is.")
+        import tvm
+        from tvm import relax
+
+        device = self.plan["runtime"].get("device")
+        if not device:
+            raise NotExecutable(f"target '{self.target}': its backend did not say which device "
+                                f"runs its code (BuildResult.runtime['device']).")
+        self._dev = tvm.device(device, 0)
+        self._vm = relax.VirtualMachine(_loadable(self.library_bytes()), self._dev)
+        self._upload()
+        return self._vm
+
+    def _upload(self) -> None:
+        import tvm
+
+        def put(arrays):
+            return [tvm.runtime.tensor(np.array(a, order="C"), self._dev) for a in arrays]
+
+        self._params = put(self._host["params"])
+        self._states = put(self._host["states"])
+        self._optim = put(self._host["optim"])
+
+    def _labels(self, y) -> np.ndarray:
+        arr = y.detach().cpu().numpy() if hasattr(y, "detach") else np.asarray(y)
+        shape = tuple(self.plan["label"]["shape"])
+        dtype = np.dtype(self.plan["label"]["dtype"])
+        if arr.shape != shape:
+            raise AnychipError(f"labels must have shape {list(shape)}, got {list(arr.shape)}.")
+        if self.plan["loss"] == "cross_entropy":
+            if arr.dtype.kind not in "iu":
+                raise AnychipError(f"cross_entropy labels are class indices (integers), got "
+                                   f"{arr.dtype}.")
+            classes = int(self.plan["classes"])
+            bad = (arr != IGNORE_INDEX) & ((arr < 0) | (arr >= classes))
+            if bad.any():
+                raise AnychipError(f"label {int(arr[bad][0])} is out of range: the model has "
+                                   f"{classes} classes (0..{classes - 1}).")
+            return arr.astype(np.int64)
+        if arr.dtype != dtype:
+            raise AnychipError(f"mse labels must be {dtype.name}, got {arr.dtype}; cast them.")
+        return np.array(arr, order="C")
+
+    def step(self, x, y) -> float:
+        """One optimizer step on a batch; returns the loss before the update (as torch does)."""
+        import tvm
+
+        vm = self._runtime()
+        feed = list(x) if isinstance(x, (tuple, list)) else x
+        xs = order_inputs(self.inputs, feed, f"train step of {self.plan['model']}")
+        label = self._labels(y)
+        args = ([tvm.runtime.tensor(a, self._dev) for a in xs] + self._params + self._states
+                + [tvm.runtime.tensor(label, self._dev)])
+        ret, grads = vm[ADJOINT](*args)
+        if self._states:
+            loss, self._states = ret[0], list(ret[1:])
+        else:
+            loss = ret
+        new_params, new_optim = vm[OPTIMIZER](self._params, grads, self._optim)
+        self._params, self._optim = list(new_params), list(new_optim)
+        self.steps += 1
+        for key in self.plan["counters"]:
+            self._fixed[key] = self._fixed[key] + 1
+        return float(loss.numpy())
+
+    # -- state ---------------------------------------------------------------------------------
+    def _current(self) -> dict:
+        """params, states and optimizer state as numpy (from the device when it runs)."""
+        if self._vm is None:
+            return {k: list(v) for k, v in self._host.items()}
+        return {"params": [t.numpy() for t in self._params],
+                "states": [t.numpy() for t in self._states],
+                "optim": [t.numpy() for t in self._optim]}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Numpy arrays keyed like the model's state_dict (initializer names for ONNX models)."""
+        current = self._current()
+        by_key = dict(zip(self.plan["params"], current["params"]))
+        by_key.update(zip(self.plan["states"], current["states"]))
+        by_key.update(self._fixed)
+        for key, source in self.plan["aliases"].items():
+            by_key[key] = by_key[source]
+        return {key: np.array(by_key[key]) for key in self.plan["state_dict_keys"]}
+
+    def load_state_dict(self, state_dict) -> None:
+        """Replace every entry (strict, like torch): same keys, shapes and dtype kinds."""
+        expected = self.state_dict()
+        given = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v))
+                 for k, v in dict(state_dict).items()}
+        missing = [k for k in expected if k not in given]
+        unknown = [k for k in given if k not in expected]
+        if missing or unknown:
+            what = (f"missing {', '.join(missing[:5])}" if missing else
+                    f"unknown {', '.join(unknown[:5])}")
+            raise AnychipError(f"load_state_dict: keys do not match the model ({what}).")
+        for key, old in expected.items():
+            new = given[key]
+            if new.shape != old.shape or new.dtype.kind != old.dtype.kind:
+                raise AnychipError(f"load_state_dict: '{key}' is {new.dtype}{list(new.shape)}, "
+                                   f"the model has {old.dtype}{list(old.shape)}.")
+            given[key] = np.array(new.astype(old.dtype, copy=False), order="C")
+        self._host["params"] = [given[k] for k in self.plan["params"]]
+        self._host["states"] = [given[k] for k in self.plan["states"]]
+        self._host["optim"] = self._current()["optim"]
+        for key in self._fixed:
+            self._fixed[key] = given[key]
+        if self._vm is not None:
+            self._upload()
+
+    def arrays(self) -> dict:
+        """Everything save() writes besides the library."""
+        return {**self._current(), "fixed": dict(self._fixed), "steps": self.steps}
+
+    def save(self, path, force: bool = False):
+        """Publish a trainer folder atomically (temp folder + rename); see training/saved.py."""
+        from .saved import save_trainer
+
+        return save_trainer(self, path, force=force)
+
+    def library_bytes(self) -> bytes:
+        """The step as a shared library (exported once: the VM and save() use the same bytes)."""
+        if not isinstance(self._library, (bytes, bytearray)):
+            import tempfile
+            from pathlib import Path
+
+            with tempfile.TemporaryDirectory(prefix="anychip-train-") as tmp:
+                path = Path(tmp) / "lib.so"
+                self._library.export_library(str(path))
+                self._library = path.read_bytes()
+        return bytes(self._library)
+
+    def warm_up(self) -> "Trainer":
+        """Load the step onto the device now (when it can run here) instead of at the first step."""
+        if self.execution.can_run:
+            self._runtime()
+        return self
+
+
+def _loadable(library: bytes):
+    """Load library bytes through a private temporary file (the bytes that were checked)."""
+    import os
+    import tempfile
+
+    import tvm
+
+    fd, name = tempfile.mkstemp(prefix="anychip-train-", suffix=".so")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(library)
+        return tvm.runtime.load_module(name)
+    finally:
+        os.unlink(name)

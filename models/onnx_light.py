@@ -1,0 +1,270 @@
+"""The real CNN architectures that the onnx package ships under onnx/backend/test/data/light,
+with their placeholder weights replaced by seeded random ones of a sensible scale.
+
+The shipped files compute every weight with a ConstantOfShape node (value 0.02, shape from a
+`<weight>__SHAPE` initializer). Under constant weights every channel of a layer is the same
+number, so a kernel that swaps channels, drops a bias or misreads a stride still gives the
+expected output. Here every ConstantOfShape output becomes an initializer drawn from a normal or
+uniform distribution chosen by how the tensor is consumed (see `_ROLES`), seeded by the model
+and tensor names, so the same bytes come out on every build.
+
+The files also hold a few real initializers (reshape targets, batch-norm statistics of the
+original trained network, some conv biases); they are kept. Where a random conv feeds a batch
+norm whose variance is such a real statistic, the conv's output channels are rescaled so that
+its output variance, for the activation scale this network sees, matches that statistic: the
+real statistics were measured on the real weights and would otherwise blow activations up or
+squash them by up to 300x (shufflenet's dead channels have variance 1e-13). The activation
+scale is measured once per such conv with ONNX Runtime on a seeded standard-normal input,
+walking the network in order; the resulting factors are rounded to 3 significant digits so
+the bytes do not depend on the last bits of a floating-point sum.
+
+Other edits: the IR version goes from 3 to 4 so initializers no longer have to be listed as
+graph inputs (the graph inputs are then exactly the real inputs, e.g. 'gpu_0/data_0' of shape
+1x3x224x224, with their original names), and initializers no node reads are dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from anychip.compiler.errors import AnychipError
+
+LIGHT = {
+    "resnet50": "light_resnet50",
+    "densenet121": "light_densenet121",
+    "inception_v1": "light_inception_v1",
+    "inception_v2": "light_inception_v2",
+    "squeezenet": "light_squeezenet",
+    "shufflenet": "light_shufflenet",
+    "vgg19": "light_vgg19",
+    "bvlc_alexnet": "light_bvlc_alexnet",
+    "zfnet512": "light_zfnet512",
+}
+
+DESCRIPTIONS = {
+    "resnet50": "ResNet-50 (Caffe2 export), 1x3x224x224 -> 1000-way softmax",
+    "densenet121": "DenseNet-121, BN as Unsqueeze+Mul/Add, 1x3x224x224 -> 1000 logits (1x1 conv)",
+    "inception_v1": "GoogLeNet / Inception v1 with LRN, 1x3x224x224 -> 1000-way softmax",
+    "inception_v2": "Inception v2 (BN-Inception), 1x3x224x224 -> 1000-way softmax",
+    "squeezenet": "SqueezeNet 1.0 (fire modules, global average pool), 1x3x224x224 -> softmax",
+    "shufflenet": "ShuffleNet v1 (group conv, channel shuffle), 1x3x224x224 -> 1000-way softmax",
+    "vgg19": "VGG-19 (143M parameters, 575 MB), 1x3x224x224 -> 1000-way softmax",
+    "bvlc_alexnet": "AlexNet (BVLC Caffe, LRN), 1x3x224x224 -> 1000-way softmax",
+    "zfnet512": "ZFNet-512 (LRN), 1x3x224x224 -> 1000-way softmax",
+}
+
+SHAPE_SUFFIX = "__SHAPE"
+SEED = "anychip-zoo-v1"
+CALIBRATION_SEED = 20261122
+
+
+def light_dir() -> str:
+    return os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
+
+
+def source_path(name: str) -> str:
+    return os.path.join(light_dir(), LIGHT[name] + ".onnx")
+
+
+def _rng(model: str, tensor: str) -> np.random.Generator:
+    digest = hashlib.sha256(f"{SEED}/{model}/{tensor}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _he_normal(rng, shape, fan_in):
+    """Kaiming/He: keeps the second moment through a ReLU (std = sqrt(2 / fan_in))."""
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+
+
+def _small(rng, shape, std=0.05):
+    return rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+
+
+def _uniform(rng, shape, low=0.5, high=1.5):
+    return rng.uniform(low, high, size=shape).astype(np.float32)
+
+
+def _conv_weight(rng, shape, node):
+    return _he_normal(rng, shape, int(np.prod(shape[1:])))
+
+
+def _gemm_weight(rng, shape, node):
+    trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+    fan_in = shape[1] if trans_b else shape[0]
+    return _he_normal(rng, shape, fan_in)
+
+
+# (consumer op, input index) -> generator(rng, shape, consumer node). Unsqueeze and Reshape are
+# looked through: densenet and inception_v2 apply an extra per-channel scale and shift after
+# BatchNormalization as Mul/Add with an unsqueezed vector; inception_v1 reshapes its classifier.
+_ROLES = {
+    ("Conv", 1): _conv_weight,
+    ("Conv", 2): lambda rng, shape, node: _small(rng, shape),
+    ("Gemm", 1): _gemm_weight,
+    ("Gemm", 2): lambda rng, shape, node: _small(rng, shape),
+    ("BatchNormalization", 1): lambda rng, shape, node: _uniform(rng, shape),   # gamma
+    ("BatchNormalization", 2): lambda rng, shape, node: _small(rng, shape, 0.1),  # beta
+    ("BatchNormalization", 3): lambda rng, shape, node: _small(rng, shape, 0.1),  # mean
+    ("BatchNormalization", 4): lambda rng, shape, node: _uniform(rng, shape),   # variance
+    ("Mul", 1): lambda rng, shape, node: _uniform(rng, shape, 0.75, 1.25),
+    ("Add", 1): lambda rng, shape, node: _small(rng, shape, 0.1),
+}
+_PASS_THROUGH = ("Unsqueeze", "Reshape")
+
+
+class _Graph:
+    """Producer/consumer maps over one graph's nodes."""
+
+    def __init__(self, graph: onnx.GraphProto):
+        self.graph = graph
+        self.inits = {t.name: t for t in graph.initializer}
+        self.consumers = defaultdict(list)
+        for node in graph.node:
+            for k, name in enumerate(node.input):
+                self.consumers[name].append((node, k))
+
+    def final_use(self, value: str, label: str):
+        """(node, input index, shape the consumer sees) for a weight, through Unsqueeze/Reshape."""
+        uses = self.consumers[value]
+        if len(uses) != 1:
+            raise AnychipError(f"{label}: placeholder weight '{value}' has {len(uses)} consumers, "
+                               f"the zoo expects one; the onnx package's light models changed: "
+                               f"update models/onnx_light.py.")
+        node, k = uses[0]
+        if node.op_type in _PASS_THROUGH and k == 0:
+            target = None
+            if node.op_type == "Reshape" and node.input[1] in self.inits:
+                target = numpy_helper.to_array(self.inits[node.input[1]])
+            found = self.final_use(node.output[0], label)
+            return found[0], found[1], (tuple(int(d) for d in target) if target is not None
+                                        and (target > 0).all() else None)
+        return node, k, None
+
+
+def _replace_placeholders(model: onnx.ModelProto, name: str) -> dict[str, str]:
+    """Swap ConstantOfShape weights for initializers in place; return weight -> role op."""
+    label = f"zoo:{name}"
+    graph = model.graph
+    g = _Graph(graph)
+    new_inits, roles, keep_nodes = [], {}, []
+    for node in graph.node:
+        if node.op_type != "ConstantOfShape":
+            keep_nodes.append(node)
+            continue
+        shape_name, out = node.input[0], node.output[0]
+        if shape_name not in g.inits:
+            raise AnychipError(f"{label}: ConstantOfShape '{node.name}' has a computed shape "
+                               f"'{shape_name}'; the zoo only replaces placeholder weights.")
+        shape = tuple(int(d) for d in numpy_helper.to_array(g.inits[shape_name]))
+        consumer, k, seen_shape = g.final_use(out, label)
+        make = _ROLES.get((consumer.op_type, k))
+        if make is None:
+            raise AnychipError(f"{label}: no weight rule for '{out}' used as input {k} of "
+                               f"{consumer.op_type} '{consumer.name}'; add one to _ROLES in "
+                               f"models/onnx_light.py.")
+        view = seen_shape if seen_shape and np.prod(seen_shape) == np.prod(shape) else shape
+        array = make(_rng(name, out), view, consumer).reshape(shape)
+        new_inits.append(numpy_helper.from_array(array, out))
+        roles[out] = f"{consumer.op_type}:{k}"
+    del graph.node[:]
+    graph.node.extend(keep_nodes)
+    kept = [t for t in graph.initializer if not t.name.endswith(SHAPE_SUFFIX)]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + new_inits)
+    return roles
+
+
+def _drop_unused_and_initializer_inputs(model: onnx.ModelProto) -> None:
+    graph = model.graph
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    inits = {t.name for t in graph.initializer}
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    real = [vi for vi in graph.input if vi.name not in inits and not vi.name.endswith(SHAPE_SUFFIX)]
+    del graph.input[:]
+    graph.input.extend(real)
+    model.ir_version = max(model.ir_version, 4)
+
+
+def _bn_fed_convs(model: onnx.ModelProto, roles: dict[str, str]):
+    """Random conv weights whose output goes straight into a BN with a real (kept) variance."""
+    g = _Graph(model.graph)
+    found = []
+    for node in model.graph.node:
+        if node.op_type != "Conv" or roles.get(node.input[1]) != "Conv:1":
+            continue
+        uses = g.consumers[node.output[0]]
+        if len(uses) != 1 or uses[0][0].op_type != "BatchNormalization" or uses[0][1] != 0:
+            continue
+        bn = uses[0][0]
+        if bn.input[4] in roles:          # variance is one of ours: already consistent
+            continue
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        found.append((node, bn, eps))
+    return found
+
+
+def _prefix(model: onnx.ModelProto, value: str) -> onnx.ModelProto:
+    """The part of the graph that computes `value`, with `value` as its only output."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    needed, stack, nodes = set(), [value], set()
+    while stack:
+        v = stack.pop()
+        if v in needed:
+            continue
+        needed.add(v)
+        if v in producer:
+            nodes.add(id(producer[v]))
+            stack.extend(i for i in producer[v].input if i)
+    out = onnx.helper.make_tensor_value_info(value, onnx.TensorProto.FLOAT, None)
+    sub = onnx.helper.make_graph([n for n in graph.node if id(n) in nodes], "probe",
+                                 list(graph.input), [out],
+                                 [t for t in graph.initializer if t.name in needed])
+    return onnx.helper.make_model(sub, opset_imports=model.opset_import,
+                                  ir_version=model.ir_version)
+
+
+def _calibrate(model: onnx.ModelProto, roles: dict[str, str], name: str) -> None:
+    """Scale each BN-fed random conv so its channel variance matches the BN's real variance."""
+    import onnxruntime as ort
+
+    targets = _bn_fed_convs(model, roles)
+    if not targets:
+        return
+    inits = {t.name: t for t in model.graph.initializer}
+    real_input = model.graph.input[0]
+    dims = [d.dim_value for d in real_input.type.tensor_type.shape.dim]
+    x = np.random.default_rng(CALIBRATION_SEED).standard_normal(dims, dtype=np.float32)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = 1   # one thread: the same sums, hence the same bits, each run
+    for conv, bn, eps in targets:
+        probe = _prefix(model, conv.output[0])
+        sess = ort.InferenceSession(probe.SerializeToString(), options,
+                                    providers=["CPUExecutionProvider"])
+        y = sess.run(None, {real_input.name: x})[0]
+        var_now = y.var(axis=(0, 2, 3), dtype=np.float64)
+        var_real = numpy_helper.to_array(inits[bn.input[4]]).astype(np.float64)
+        factor = np.sqrt((var_real + eps) / np.maximum(var_now, 1e-12))
+        factor = np.array([float(f"{f:.3g}") for f in factor], dtype=np.float32)
+        w = numpy_helper.to_array(inits[conv.input[1]])
+        w = (w * factor.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
+        inits[conv.input[1]].CopyFrom(numpy_helper.from_array(w, conv.input[1]))
+
+
+def build_light(name: str) -> onnx.ModelProto:
+    """The light model `name` with seeded random weights, checked with full_check=True."""
+    model = onnx.load(source_path(name))
+    roles = _replace_placeholders(model, name)
+    _drop_unused_and_initializer_inputs(model)
+    _calibrate(model, roles, name)
+    onnx.checker.check_model(model, full_check=True)
+    return model
