@@ -41,3 +41,30 @@ def targets():
 
 
 __all__ = ["compile", "load", "verify", "targets", "__version__"]
+
+
+# -- training (issue 6) -------------------------------------------------------------------------
+from . import optim  # noqa: E402 - light (dataclasses only): anychip.optim.SGD works after import
+
+
+def compile_training(model, example_inputs=None, loss: str = "cross_entropy", optimizer=None,
+                     target: str = "cpu", **kwargs):
+    """Compile a train step (forward, loss, TVM gradient, optimizer) for one target.
+
+    Returns a Trainer: `.step(x, y) -> float`, `.state_dict()`, `.load_state_dict(sd)`,
+    `.save(path)`. Optimizers: anychip.optim.SGD / anychip.optim.Adam, with torch's rules.
+    """
+    from .compiler.training import compile_training as _compile_training
+
+    return _compile_training(model, example_inputs=example_inputs, loss=loss,
+                             optimizer=optimizer, target=target, **kwargs)
+
+
+def load_training(path):
+    """Load a trainer saved with Trainer.save, checking its hashes and versions."""
+    from .compiler.training import load_training as _load_training
+
+    return _load_training(path)
+
+
+__all__ += ["compile_training", "load_training", "optim"]

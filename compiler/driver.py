@@ -11,6 +11,7 @@ from typing import Any
 
 from .artifact import Artifact, new_staging_dir, write_artifact
 from .backend import CompileOptions, Mode
+from .cache import cached
 from .errors import AnychipError, NotExecutable
 from .frontend import ModelSource, load_model
 from .importer import to_relax
@@ -55,6 +56,9 @@ def compile_source(source: ModelSource, target: str, options: CompileOptions) ->
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Artifact(staging, manifest, temporary=True)
+
+
+compile_source = cached(compile_source)  # compile cache (compiler/cache.py); ANYCHIP_NO_CACHE=1
 
 
 def compile_model(model: Any, target: str = "cpu", example_inputs: tuple | None = None,

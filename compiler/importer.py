@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .errors import AnychipError
 from .frontend import ModelSource
+from .importer_fixes import prepare_for_tvm
 from .onnx_safety import iter_graphs
 
 
@@ -36,6 +37,7 @@ def to_relax(source: ModelSource, keep_params_in_input: bool = False):
         raise AnychipError(f"{source.label}: input '{spec.name}' has dynamic shape "
                            f"{list(spec.shape)}; give a static one with --shape "
                            f"{spec.name}={example} (shapes=... in Python).")
+    source = prepare_for_tvm(source)  # importer_fixes: ONNX-level fixes + extra converters
     missing = unsupported_ops(source)
     if missing:
         listed = ", ".join(f"{op} (node '{n}')" for op, n in sorted(missing.items()))

@@ -1,1 +1,101 @@
-"""Built-in reference models (the zoo): builders only, no downloads."""
+"""The built-in model zoo: `zoo:NAME` anywhere a model is accepted.
+
+    anychip.models.names()          -> ['mlp', 'resnet18', 'bert', 'resnet50', ...]
+    anychip.models.build("bert")    -> ZooModel(name, proto, description, input_ranges, ...)
+
+Everything is built here from code and the onnx package's own test files: no downloads. Torch
+models (mlp, resnet18, bert) are defined in this package and exported with the dynamo
+exporter; the others are the real architectures that onnx ships under
+onnx/backend/test/data/light, with their constant placeholder weights replaced by seeded random
+ones (models/onnx_light.py). Every model has static shapes, passes the full ONNX checker, and
+comes out as the same bytes on every build; built bytes are cached per user (models/cache.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from anychip.compiler.errors import AnychipError
+
+from . import cache, calibration, onnx_light
+
+_TORCH = {"mlp": "mlp", "resnet18": "resnet", "bert": "bert"}   # zoo name -> module here
+
+
+@dataclass
+class ZooModel:
+    """One built zoo model.
+
+    `input_ranges` gives [low, high) for integer inputs (token ids). For torch models,
+    `torch_module` (eval mode, built on first access: resnet18's batch-norm statistics take
+    forward passes) and `example_inputs` are what `proto` was exported from; both are None for
+    the ONNX-file models.
+    """
+
+    name: str
+    proto: onnx.ModelProto
+    description: str
+    input_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    example_inputs: tuple | None = None
+    module_factory: Callable[[], Any] | None = field(default=None, repr=False)
+    _module: Any = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def torch_module(self):
+        if self._module is None and self.module_factory is not None:
+            self._module = self.module_factory()
+        return self._module
+
+
+def names() -> list[str]:
+    return list(_TORCH) + list(onnx_light.LIGHT)
+
+
+def _versions(*libs: str) -> dict[str, str]:
+    return {lib: importlib.import_module(lib).__version__ for lib in libs}
+
+
+def _build_torch(name: str, use_cache: bool) -> ZooModel:
+    from anychip.compiler import torch_export
+
+    spec = importlib.import_module(f"{__name__}.{_TORCH[name]}")
+    zoo = ZooModel(name, None, spec.DESCRIPTION, dict(spec.INPUT_RANGES), spec.example_inputs(),
+                   spec.build_module)
+
+    def export() -> onnx.ModelProto:
+        proto = torch_export.export_torch(zoo.torch_module, zoo.example_inputs,
+                                          spec.INPUT_NAMES, spec.OUTPUT_NAMES)
+        onnx.checker.check_model(proto, full_check=True)
+        return proto
+
+    sources = [spec.__file__, torch_export.__file__]
+    zoo.proto = (cache.cached_model(name, sources, _versions("torch", "onnx", "onnxscript"),
+                                    export) if use_cache else export())
+    return zoo
+
+
+def _build_light(name: str, use_cache: bool) -> ZooModel:
+    def build() -> onnx.ModelProto:
+        return onnx_light.build_light(name)
+
+    sources = [onnx_light.source_path(name), onnx_light.__file__, calibration.__file__]
+    versions = _versions("onnx", "numpy", "onnxruntime")
+    proto = cache.cached_model(name, sources, versions, build) if use_cache else build()
+    return ZooModel(name, proto, onnx_light.DESCRIPTIONS[name])
+
+
+def build(name: str, use_cache: bool = True) -> ZooModel:
+    """Build zoo model `name` (a cache hit returns the stored bytes, parsed)."""
+    if name.startswith("zoo:"):
+        name = name[4:]
+    if name in _TORCH:
+        return _build_torch(name, use_cache)
+    if name in onnx_light.LIGHT:
+        return _build_light(name, use_cache)
+    raise AnychipError(f"zoo:{name}: no such built-in model; the zoo has "
+                       f"{', '.join(names())} (see 'anychip zoo').")

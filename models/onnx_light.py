@@ -35,6 +35,8 @@ from onnx import numpy_helper
 
 from anychip.compiler.errors import AnychipError
 
+from .calibration import calibrate
+
 LIGHT = {
     "resnet50": "light_resnet50",
     "densenet121": "light_densenet121",
@@ -152,11 +154,8 @@ def _replace_placeholders(model: onnx.ModelProto, name: str) -> dict[str, str]:
     label = f"zoo:{name}"
     graph = model.graph
     g = _Graph(graph)
-    new_inits, roles, keep_nodes = [], {}, []
-    for node in graph.node:
-        if node.op_type != "ConstantOfShape":
-            keep_nodes.append(node)
-            continue
+    roles = {}
+    for node in [n for n in graph.node if n.op_type == "ConstantOfShape"]:
         shape_name, out = node.input[0], node.output[0]
         if shape_name not in g.inits:
             raise AnychipError(f"{label}: ConstantOfShape '{node.name}' has a computed shape "
@@ -170,94 +169,26 @@ def _replace_placeholders(model: onnx.ModelProto, name: str) -> dict[str, str]:
                                f"models/onnx_light.py.")
         view = seen_shape if seen_shape and np.prod(seen_shape) == np.prod(shape) else shape
         array = make(_rng(name, out), view, consumer).reshape(shape)
-        new_inits.append(numpy_helper.from_array(array, out))
+        graph.initializer.add().CopyFrom(numpy_helper.from_array(array, out))
         roles[out] = f"{consumer.op_type}:{k}"
-    del graph.node[:]
-    graph.node.extend(keep_nodes)
-    kept = [t for t in graph.initializer if not t.name.endswith(SHAPE_SUFFIX)]
-    del graph.initializer[:]
-    graph.initializer.extend(kept + new_inits)
+    _delete(graph.node, lambda n: n.op_type == "ConstantOfShape")
     return roles
 
 
+def _delete(repeated, drop) -> None:
+    """Delete matching messages in place (no copy of the big tensors that stay)."""
+    for i in reversed([i for i, item in enumerate(repeated) if drop(item)]):
+        del repeated[i]
+
+
 def _drop_unused_and_initializer_inputs(model: onnx.ModelProto) -> None:
+    """Initializers stop being graph inputs (IR 4); `__SHAPE` and unread ones go."""
     graph = model.graph
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     inits = {t.name for t in graph.initializer}
-    kept = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
-    real = [vi for vi in graph.input if vi.name not in inits and not vi.name.endswith(SHAPE_SUFFIX)]
-    del graph.input[:]
-    graph.input.extend(real)
+    _delete(graph.initializer, lambda t: t.name not in used)
+    _delete(graph.input, lambda vi: vi.name in inits or vi.name.endswith(SHAPE_SUFFIX))
     model.ir_version = max(model.ir_version, 4)
-
-
-def _bn_fed_convs(model: onnx.ModelProto, roles: dict[str, str]):
-    """Random conv weights whose output goes straight into a BN with a real (kept) variance."""
-    g = _Graph(model.graph)
-    found = []
-    for node in model.graph.node:
-        if node.op_type != "Conv" or roles.get(node.input[1]) != "Conv:1":
-            continue
-        uses = g.consumers[node.output[0]]
-        if len(uses) != 1 or uses[0][0].op_type != "BatchNormalization" or uses[0][1] != 0:
-            continue
-        bn = uses[0][0]
-        if bn.input[4] in roles:          # variance is one of ours: already consistent
-            continue
-        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        found.append((node, bn, eps))
-    return found
-
-
-def _prefix(model: onnx.ModelProto, value: str) -> onnx.ModelProto:
-    """The part of the graph that computes `value`, with `value` as its only output."""
-    graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
-    needed, stack, nodes = set(), [value], set()
-    while stack:
-        v = stack.pop()
-        if v in needed:
-            continue
-        needed.add(v)
-        if v in producer:
-            nodes.add(id(producer[v]))
-            stack.extend(i for i in producer[v].input if i)
-    out = onnx.helper.make_tensor_value_info(value, onnx.TensorProto.FLOAT, None)
-    sub = onnx.helper.make_graph([n for n in graph.node if id(n) in nodes], "probe",
-                                 list(graph.input), [out],
-                                 [t for t in graph.initializer if t.name in needed])
-    return onnx.helper.make_model(sub, opset_imports=model.opset_import,
-                                  ir_version=model.ir_version)
-
-
-def _calibrate(model: onnx.ModelProto, roles: dict[str, str], name: str) -> None:
-    """Scale each BN-fed random conv so its channel variance matches the BN's real variance."""
-    import onnxruntime as ort
-
-    targets = _bn_fed_convs(model, roles)
-    if not targets:
-        return
-    inits = {t.name: t for t in model.graph.initializer}
-    real_input = model.graph.input[0]
-    dims = [d.dim_value for d in real_input.type.tensor_type.shape.dim]
-    x = np.random.default_rng(CALIBRATION_SEED).standard_normal(dims, dtype=np.float32)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1   # one thread: the same sums, hence the same bits, each run
-    for conv, bn, eps in targets:
-        probe = _prefix(model, conv.output[0])
-        sess = ort.InferenceSession(probe.SerializeToString(), options,
-                                    providers=["CPUExecutionProvider"])
-        y = sess.run(None, {real_input.name: x})[0]
-        var_now = y.var(axis=(0, 2, 3), dtype=np.float64)
-        var_real = numpy_helper.to_array(inits[bn.input[4]]).astype(np.float64)
-        factor = np.sqrt((var_real + eps) / np.maximum(var_now, 1e-12))
-        factor = np.array([float(f"{f:.3g}") for f in factor], dtype=np.float32)
-        w = numpy_helper.to_array(inits[conv.input[1]])
-        w = (w * factor.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
-        inits[conv.input[1]].CopyFrom(numpy_helper.from_array(w, conv.input[1]))
 
 
 def build_light(name: str) -> onnx.ModelProto:
@@ -265,6 +196,6 @@ def build_light(name: str) -> onnx.ModelProto:
     model = onnx.load(source_path(name))
     roles = _replace_placeholders(model, name)
     _drop_unused_and_initializer_inputs(model)
-    _calibrate(model, roles, name)
+    calibrate(model, set(roles))
     onnx.checker.check_model(model, full_check=True)
     return model

@@ -1,5 +1,10 @@
 """The `cpu` family: the host CPU through TVM's LLVM backend, executing for real."""
 
+from anychip.compiler.dispatch import register_library
+
 from .backend import CpuBackend
+from .torch_library import NAME as _TORCH_LIBRARY, TorchCpuLibrary
+
+register_library(_TORCH_LIBRARY, TorchCpuLibrary)
 
 __all__ = ["CpuBackend"]

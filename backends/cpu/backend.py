@@ -1,11 +1,21 @@
 """CPU backend: TVM LLVM for the host CPU (model and features detected), executed by the Relax VM.
 
-The lowering follows TVM's own relax/backend/cpu_generic pipeline, phase by phase (style.md),
-with inference-time decomposition first so batch norm becomes elementwise ops that fuse.
+The lowering reads as phases (style.md, after TVM's relax/backend/cpu_generic pipeline):
+1. graph: inference decomposition (batch norm becomes elementwise ops), constants folded in
+   numpy, ONNX Sum as adds, batch norm folded into conv weights, NHWC layout (oneDNN's
+   native activation format, so no reorder per call);
+2. library dispatch: conv2d and matmul with their bias / residual / activation epilogues go
+   to oneDNN/MKL through torch (compiler/dispatch, backends/cpu/torch_library.py);
+3. TVM: what is left (pooling, normalisation, softmax, reshapes, elementwise) is legalized,
+   fused and scheduled by backends/cpu/schedule.py, parallel over the host's cores.
+
+Options (anychip.compile(..., dispatch=False, layout="NCHW")) turn phases off, for tests and
+for comparing against TVM's own kernels.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -15,11 +25,38 @@ from anychip.compiler.backend import (BuildResult, CompileOptions, Execution, Mo
 from anychip.compiler.errors import AnychipError
 from anychip.compiler.profiles import Profile
 
+DISPATCH_ATTR = "anychip_dispatch_report"
+
 
 def host_cpu_name() -> str:
     import tvm
 
     return tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")()
+
+
+def host_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def run_threads(compiled_for: int | None) -> int:
+    """Threads for running an artifact: $ANYCHIP_NUM_THREADS, else the cores it was compiled
+    for, never more than this process may use."""
+    wanted = os.environ.get("ANYCHIP_NUM_THREADS", "").strip()
+    if wanted:
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise AnychipError(f"ANYCHIP_NUM_THREADS={wanted!r}: give a positive integer.")
+        return int(wanted)
+    return max(1, min(int(compiled_for or host_cores()), host_cores()))
+
+
+def _library():
+    from anychip.compiler.dispatch import get_library
+
+    return get_library("torch-cpu")
 
 
 class CpuBackend(OptionalBackendHooks):
@@ -31,7 +68,7 @@ class CpuBackend(OptionalBackendHooks):
         attrs = dict(profile.target)
         if attrs.get("mcpu") == "host":
             attrs["mcpu"] = host_cpu_name()
-        attrs.setdefault("num-cores", os.cpu_count() or 1)
+        attrs.setdefault("num-cores", host_cores())
         return tvm.target.Target(attrs)
 
     def execution(self, profile: Profile) -> Execution:
@@ -41,24 +78,55 @@ class CpuBackend(OptionalBackendHooks):
         import tvm
         from tvm import relax
 
+        from anychip.compiler.dispatch import partition
+
+        from . import passes
+
         precision = options.precision or profile.default_precision
         if precision not in profile.precisions:
             raise AnychipError(f"target '{profile.name}' supports --precision "
                                f"{', '.join(profile.precisions)}, not '{precision}'.")
+        layout = str(options.extra.get("layout", "NHWC")).upper()
+        if layout not in ("NHWC", "NCHW"):
+            raise AnychipError(f"target '{profile.name}': layout='{layout}' is not one of "
+                               f"NHWC, NCHW.")
         target = self.target(profile)
-        passes = [relax.transform.DecomposeOpsForInference(), relax.transform.FoldConstant()]
         with target:
-            return tvm.transform.Sequential(passes)(mod)
+            mod = relax.transform.DecomposeOpsForInference()(mod)
+            mod = relax.transform.CanonicalizeBindings()(mod)
+            mod = passes.fold_constants(mod)
+            mod = passes.sum_as_add(mod)
+            mod = passes.fold_conv_affine(mod)
+            if layout == "NHWC":
+                mod = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OIHW"]})(mod)
+                mod = passes.fold_constants(mod)
+            report = {"layout": layout, "dispatch": None}
+            if options.extra.get("dispatch", True):
+                library = _library()
+                mod, dispatched = partition(mod, library)
+                report["dispatch"] = dispatched.as_dict()
+            mod = relax.transform.DeadCodeElimination()(mod)
+        return mod.with_attr(DISPATCH_ATTR, json.dumps(report))
 
     def build(self, mod, profile: Profile, options: CompileOptions) -> BuildResult:
         from tvm import relax
 
+        from . import schedule
+
+        report = {}
+        if mod.attrs is not None and DISPATCH_ATTR in mod.attrs:
+            report = json.loads(str(mod.attrs[DISPATCH_ATTR]))
+            mod = mod.without_attr(DISPATCH_ATTR)
         target = self.target(profile)
-        executable = relax.build(mod, target, relax_pipeline="default")
+        executable = relax.build(mod, target, relax_pipeline=schedule.pipeline(target))
+        libraries = [report["dispatch"]["library"]] if report.get("dispatch", {}) and \
+            report["dispatch"]["total"] else []
         return BuildResult(executable=executable,
                            precision=options.precision or profile.default_precision,
-                           report={"target": str(target)},
-                           runtime={"device": "cpu", "mcpu": target.attrs["mcpu"]})
+                           report={"target": str(target), **report},
+                           runtime={"device": "cpu", "mcpu": target.attrs["mcpu"],
+                                    "num_threads": int(target.attrs["num-cores"]),
+                                    "libraries": libraries})
 
     def runner(self, artifact) -> "VmRunner":
         return VmRunner(artifact, "cpu", self.execution(artifact.profile))
@@ -71,14 +139,28 @@ class CpuBackend(OptionalBackendHooks):
                                f"'{here}'; its code may use instructions this CPU lacks. "
                                f"Recompile it here.")
 
+    def cache_key_parts(self, profile: Profile) -> dict:
+        """What the compile cache must key on beyond the profile: CPU and kernel library."""
+        return {"mcpu": host_cpu_name(), "cores": host_cores(),
+                "library": _library().digest()}
+
 
 class VmRunner:
-    """Runs an artifact's lib.so on a TVM device through the Relax VM (shared by host-run backends)."""
+    """Runs an artifact's lib.so on a TVM device through the Relax VM (shared by host-run backends).
+
+    Kernel libraries the artifact calls into (manifest runtime `libraries`) are registered
+    first: the VM resolves packed functions when it is created.
+    """
 
     def __init__(self, artifact, device: str, execution: Execution):
         import tvm
         from tvm import relax
 
+        from anychip.compiler.dispatch import make_available
+
+        runtime = artifact.manifest.get("runtime", {})
+        threads = run_threads(runtime.get("num_threads"))
+        make_available(list(runtime.get("libraries", [])), threads)
         self.execution = execution
         self._dev = tvm.device(device, 0)
         lib = tvm.runtime.load_module(str(artifact.library_path))

@@ -16,13 +16,19 @@ import time
 from pathlib import Path
 
 from anychip.backends.simt import CHIP_SCHEMA, GpuChip, lower_for_gpu, relax_build
-from anychip.backends.simt.lowering import attach_report, take_report
 from anychip.backends.simt.device_code import device_source
+from anychip.backends.simt.lowering import attach_report, take_report
 from anychip.backends.simt.toolchains import cuda_device, nvcc, nvcc_compile
-from anychip.compiler.backend import (BuildResult, CompileOptions, Execution, Mode,
-                                      OptionalBackendHooks)
+from anychip.compiler.backend import (
+    BuildResult,
+    CompileOptions,
+    Execution,
+    Mode,
+    OptionalBackendHooks,
+)
 from anychip.compiler.errors import AnychipError, NotExecutable
 from anychip.compiler.profiles import Profile
+
 
 def cubin_arch(data: bytes) -> str | None:
     """'sm_90' from a cubin's ELF header (e_machine 190 = EM_CUDA; SM number in e_flags)."""
@@ -79,6 +85,10 @@ def compile_device_code(source: str, arch: str, what: str, label: str) -> tuple[
     return files, facts
 
 
+def _execution_dict(execution: Execution) -> dict:
+    return {"mode": execution.mode.value, "why": execution.why}
+
+
 class CudaBackend(OptionalBackendHooks):
     """Family `cuda`: every nvidia-* profile. Executes where a CUDA device is present."""
 
@@ -120,7 +130,9 @@ class CudaBackend(OptionalBackendHooks):
         return BuildResult(executable=executable, precision=report["precision_used"],
                            device_sources=files, report=report,
                            runtime={"device": "cuda", "arch": arch,
-                                    "kernels_cu_sha256": report["kernels_cu_sha256"]})
+                                    "kernels_cu_sha256": report["kernels_cu_sha256"],
+                                    "execution_where_built": _execution_dict(
+                                        self.execution(profile))})
 
     def runner(self, artifact):
         present, why = cuda_device()

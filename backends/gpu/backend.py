@@ -15,8 +15,13 @@ from anychip.backends.simt import CHIP_SCHEMA, GpuChip, lower_for_gpu
 from anychip.backends.simt.lowering import attach_report, take_report
 from anychip.backends.simt.opencl import opencl_device
 from anychip.backends.simt.toolchains import cuda_device, nvcc
-from anychip.compiler.backend import (BuildResult, CompileOptions, Execution, Mode,
-                                      OptionalBackendHooks)
+from anychip.compiler.backend import (
+    BuildResult,
+    CompileOptions,
+    Execution,
+    Mode,
+    OptionalBackendHooks,
+)
 from anychip.compiler.errors import NotExecutable
 from anychip.compiler.profiles import Profile
 
@@ -31,6 +36,10 @@ def _checker(dialect: str) -> str:
         return hip_toolchain()[1]
     device = opencl_device()
     return f"OpenCL C built by {device.platform}" if device else "no OpenCL platform: unchecked"
+
+
+def _execution_dict(execution: Execution) -> dict:
+    return {"mode": execution.mode.value, "why": execution.why}
 
 
 class GpuBackend(OptionalBackendHooks):
@@ -75,7 +84,9 @@ class GpuBackend(OptionalBackendHooks):
         return BuildResult(executable=executable, precision=report["precision_used"],
                            device_sources=files, report=report,
                            runtime={"device": device, "dialect": chip.dialect,
-                                    "warp_size": chip.warp_size})
+                                    "warp_size": chip.warp_size,
+                                    "execution_where_built": _execution_dict(
+                                        self.execution(profile))})
 
     def runner(self, artifact):
         chip = GpuChip.from_profile(artifact.profile)

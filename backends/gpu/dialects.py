@@ -19,9 +19,19 @@ import time
 
 from anychip.backends.simt import GpuChip, relax_build
 from anychip.backends.simt.device_code import capture_rocm_link, device_modules, device_source
-from anychip.backends.simt.opencl import build_opencl, opencl_device
-from anychip.backends.simt.toolchains import lld_for_tvm, llvm_major, nvcc, nvcc_compile, \
-    rocm_bitcode_dir
+from anychip.backends.simt.opencl import (
+    build_opencl,
+    clang_check_opencl,
+    clang_for_opencl,
+    opencl_device,
+)
+from anychip.backends.simt.toolchains import (
+    lld_for_tvm,
+    llvm_major,
+    nvcc,
+    nvcc_compile,
+    rocm_bitcode_dir,
+)
 from anychip.compiler.errors import AnychipError
 
 CUDA_LIKE = {"musa", "maca", "corex", "cuda"}
@@ -146,15 +156,30 @@ def build_opencl_dialect(mod, chip: GpuChip, profile, label: str):
     files = {"kernels.cl": source.encode()}
     facts = {"dialect": "opencl", "warp_size": chip.warp_size}
     device = opencl_device()
-    if device is not None:
-        started = time.perf_counter()
+    needs = [ext for ext in ("cl_khr_fp16", "cl_khr_fp64") if f"#pragma OPENCL EXTENSION {ext}"
+             in source]
+    missing = [ext for ext in needs if device is None or ext not in device.extensions]
+    started = time.perf_counter()
+    if (missing or device is None) and clang_for_opencl() is None:
+        facts["checked_by"] = ("nobody: no OpenCL platform or clang here (Debian: "
+                               "pocl-opencl-icd brings both)")
+    elif missing:
+        checker = clang_check_opencl(source, label, tuple(needs))
+        where = (f"{device.platform} lacks {', '.join(missing)}" if device else
+                 "no OpenCL platform")
+        facts["checked_by"] = (f"{checker}, -cl-std=CL1.2 -fsyntax-only for SPIR with "
+                               f"{', '.join(needs)} ({where}; "
+                               f"{time.perf_counter() - started:.1f} s)")
+    elif device is not None:
         binary = build_opencl(source, label)
         facts["checked_by"] = (f"{device.platform} on {device.device} "
                                f"({time.perf_counter() - started:.1f} s)")
         if binary:
-            files["kernels.pocl.bin" if "Portable" in device.platform else "kernels.cl.bin"] = binary
+            name = "kernels.pocl.bin" if "Portable" in device.platform else "kernels.cl.bin"
+            files[name] = binary
     else:
-        facts["checked_by"] = "nobody: no OpenCL platform (Debian: pocl-opencl-icd)"
+        facts["checked_by"] = (clang_check_opencl(source, label)
+                               + ", -cl-std=CL1.2 -fsyntax-only (no OpenCL platform)")
     facts["vendor_compiler"] = f"not run: the {profile.vendor} OpenCL driver is not installed here"
     return executable, files, facts
 

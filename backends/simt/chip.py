@@ -45,14 +45,17 @@ CHIP_SCHEMA = {
                            "cubin (PTX, and a cubin from ptxas), ptx, or none.",
             "enum": ["cubin", "ptx", "none"]},
         "max_dynamic_shared_memory_per_block": {
-            "description": "Shared memory a block may have when it opts in to dynamic shared memory "
-                           "(TVM's runtime sets the attribute); static shared memory stays within "
-                           "target.max_shared_memory_per_block. Default: that same figure.",
+            "description": "Shared memory a block may have when it opts in to dynamic shared "
+                           "memory (TVM's runtime sets the attribute); static shared memory "
+                           "stays within target.max_shared_memory_per_block (the default).",
             "type": "integer", "minimum": 1},
         "nvlink_gbs": {"type": ["number", "null"], "minimum": 0},
         "notes": {"type": "string"},
     },
 }
+
+
+_TARGETS: dict = {}
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class GpuChip:
     float64: str
 
     @classmethod
-    def from_profile(cls, profile: Profile) -> "GpuChip":
+    def from_profile(cls, profile: Profile) -> GpuChip:
         chip = profile.chip
         where = profile.path or f"profile '{profile.name}'"
         dialect = chip.get("dialect")
@@ -81,8 +84,9 @@ class GpuChip:
         attrs = dict(profile.target)
         kind = DIALECT_TARGET_KIND[dialect]
         if attrs.get("kind") != kind:
-            raise ProfileError(f"{where}: field 'target.kind' is '{attrs.get('kind')}' but dialect "
-                               f"'{dialect}' is emitted by TVM's '{kind}' target; set kind: {kind}.")
+            raise ProfileError(f"{where}: field 'target.kind' is '{attrs.get('kind')}' but "
+                               f"dialect '{dialect}' is emitted by TVM's '{kind}' target; set "
+                               f"kind: {kind}.")
         for key in ("thread_warp_size", "max_num_threads", "max_shared_memory_per_block"):
             if not isinstance(attrs.get(key), int) or attrs[key] < 1:
                 raise ProfileError(f"{where}: field 'target.{key}' must be a positive integer.")
@@ -100,10 +104,18 @@ class GpuChip:
                    float64=profile.raw.get("float64", "native"))
 
     def target(self):
-        """The TVM target: the profile's attributes, host code for a generic x86-64 CPU."""
-        import tvm
+        """The TVM target: the profile's attributes, host code for a generic x86-64 CPU.
 
-        return tvm.target.Target({**self.target_attrs, "host": {"kind": "llvm"}})
+        Cached per attribute set: building a ROCm target without a ROCm device logs a warning
+        each time ("Unable to detect ROCm version"), once is enough."""
+        import json
+
+        key = json.dumps(self.target_attrs, sort_keys=True)
+        if key not in _TARGETS:
+            import tvm
+
+            _TARGETS[key] = tvm.target.Target({**self.target_attrs, "host": {"kind": "llvm"}})
+        return _TARGETS[key]
 
     def limits(self) -> dict[str, int]:
         """The constraints TVM's GPU code verifier takes, from the profile's numbers (its shared

@@ -49,8 +49,8 @@ def capture_rocm_link(lld: str, bitcode_dir: str | None, mcpu: str):
     Both are process-wide TVM callbacks, so they are swapped under a lock and put back after.
     """
     import tvm
-    import tvm_ffi
     import tvm.support.rocm  # noqa: F401  (registers TVM's own callbacks, restored below)
+    import tvm_ffi
 
     names = ("tvm_callback_rocm_link", "tvm_callback_rocm_bitcode_path")
     code_objects: list[bytes] = []

@@ -79,7 +79,8 @@ def _threads_per_block(func) -> int:
 
 
 def kernel_usage(func) -> dict[str, int]:
-    return {"threads_per_block": _threads_per_block(func), "shared_memory_bytes": _shared_bytes(func)}
+    return {"threads_per_block": _threads_per_block(func),
+            "shared_memory_bytes": _shared_bytes(func)}
 
 
 def check_kernel_limits(mod, chip: GpuChip, target) -> dict[str, dict[str, int]]:
@@ -109,8 +110,8 @@ def check_kernel_limits(mod, chip: GpuChip, target) -> dict[str, dict[str, int]]
                 f"{chip.max_shared_memory_per_block}; raise it in the profile if the chip allows.")
         if static + dynamic > chip.max_dynamic_shared_memory_per_block:
             raise AnychipError(
-                f"target '{chip.name}': kernel '{name}' needs {static + dynamic} B of shared memory "
-                f"per block ({dynamic} B dynamic), over the profile's limit "
+                f"target '{chip.name}': kernel '{name}' needs {static + dynamic} B of shared "
+                f"memory per block ({dynamic} B dynamic), over the profile's limit "
                 f"chip.max_dynamic_shared_memory_per_block="
                 f"{chip.max_dynamic_shared_memory_per_block}; raise it in the profile if the chip "
                 f"allows.")

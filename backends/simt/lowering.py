@@ -19,7 +19,6 @@ from .chip import GpuChip
 from .limits import check_kernel_limits
 from .precision import PRECISION_USED, apply_float64_policy, precision_passes
 
-
 REPORT_ATTR = "anychip_lowering_report"
 
 

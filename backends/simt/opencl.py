@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from anychip.compiler.errors import AnychipError
 
 CL_DEVICE_TYPE_ALL = 0xFFFFFFFF
 CL_PLATFORM_VERSION, CL_PLATFORM_NAME = 0x0901, 0x0902
-CL_DEVICE_NAME = 0x102B
+CL_DEVICE_NAME, CL_DEVICE_EXTENSIONS = 0x102B, 0x1030
 CL_PROGRAM_BUILD_LOG = 0x1183
 CL_PROGRAM_BINARY_SIZES, CL_PROGRAM_BINARIES = 0x1165, 0x1166
 
@@ -26,6 +30,7 @@ class OpenClDevice:
     platform: str
     version: str
     device: str
+    extensions: tuple[str, ...] = ()
 
 
 def _lib():
@@ -35,7 +40,8 @@ def _lib():
         return None
     vp, u32, sz = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_size_t
     lib.clCreateContext.restype = vp
-    lib.clCreateContext.argtypes = [vp, u32, ctypes.POINTER(vp), vp, vp, ctypes.POINTER(ctypes.c_int)]
+    lib.clCreateContext.argtypes = [vp, u32, ctypes.POINTER(vp), vp, vp,
+                                    ctypes.POINTER(ctypes.c_int)]
     lib.clCreateProgramWithSource.restype = vp
     lib.clCreateProgramWithSource.argtypes = [vp, u32, ctypes.POINTER(ctypes.c_char_p),
                                               ctypes.POINTER(sz), ctypes.POINTER(ctypes.c_int)]
@@ -44,7 +50,8 @@ def _lib():
     lib.clGetProgramInfo.argtypes = [vp, u32, sz, vp, ctypes.POINTER(sz)]
     lib.clGetPlatformInfo.argtypes = [vp, u32, sz, vp, ctypes.POINTER(sz)]
     lib.clGetDeviceInfo.argtypes = [vp, u32, sz, vp, ctypes.POINTER(sz)]
-    lib.clGetDeviceIDs.argtypes = [vp, ctypes.c_uint64, u32, ctypes.POINTER(vp), ctypes.POINTER(u32)]
+    lib.clGetDeviceIDs.argtypes = [vp, ctypes.c_uint64, u32, ctypes.POINTER(vp),
+                                   ctypes.POINTER(u32)]
     lib.clReleaseProgram.argtypes = [vp]
     lib.clReleaseContext.argtypes = [vp]
     return lib
@@ -75,7 +82,8 @@ def _first_device():
             return lib, device, OpenClDevice(
                 _info(lib.clGetPlatformInfo, platform, CL_PLATFORM_NAME),
                 _info(lib.clGetPlatformInfo, platform, CL_PLATFORM_VERSION).split(" Linux")[0],
-                _info(lib.clGetDeviceInfo, device, CL_DEVICE_NAME))
+                _info(lib.clGetDeviceInfo, device, CL_DEVICE_NAME),
+                tuple(_info(lib.clGetDeviceInfo, device, CL_DEVICE_EXTENSIONS).split()))
     return None
 
 
@@ -111,7 +119,8 @@ def build_opencl(source: str, label: str, options: str = "-cl-std=CL1.2") -> byt
                                         None, None)
             if status != 0:
                 log = _build_log(lib, program, device)
-                errors = [ln for ln in log.splitlines() if "error" in ln] or log.splitlines() or ["?"]
+                errors = ([ln for ln in log.splitlines() if "error" in ln]
+                          or log.splitlines() or ["?"])
                 raise AnychipError(f"{label}: the OpenCL compiler rejected the generated source "
                                    f"(status {status}): {errors[0].strip()[:300]}")
             return _binary(lib, program)
@@ -138,3 +147,37 @@ def _binary(lib, program) -> bytes:
     pointers = (ctypes.c_void_p * 1)(ctypes.cast(buf, ctypes.c_void_p))
     lib.clGetProgramInfo(program, CL_PROGRAM_BINARIES, ctypes.sizeof(pointers), pointers, None)
     return buf.raw
+
+
+@functools.lru_cache(maxsize=1)
+def clang_for_opencl() -> str | None:
+    """A clang that parses OpenCL C (PoCL's Debian package brings clang-15)."""
+    for name in ["clang", *(f"clang-{v}" for v in range(22, 13, -1))]:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def clang_check_opencl(source: str, label: str, extensions: tuple[str, ...] = ()) -> str:
+    """Parse and type-check OpenCL C 1.2 with clang for SPIR (extensions enabled as a device
+    that has them would); return the checker's name. For code a local platform cannot build,
+    e.g. half precision on PoCL's CPU device, which lacks cl_khr_fp16."""
+    clang = clang_for_opencl()
+    if clang is None:
+        raise AnychipError(f"{label}: no clang to check OpenCL C; install clang.")
+    flags = ["-x", "cl", "-cl-std=CL1.2", "-fsyntax-only", "--target=spir64",
+             "-Xclang", "-finclude-default-header"]
+    for ext in extensions:
+        flags += ["-Xclang", f"-cl-ext=+{ext}"]
+    with tempfile.TemporaryDirectory(prefix="anychip-cl-") as tmp:
+        path = Path(tmp) / "kernels.cl"
+        path.write_text(source)
+        proc = subprocess.run([clang, *flags, str(path)], capture_output=True, text=True,
+                              timeout=600)
+    if proc.returncode != 0:
+        errors = [ln for ln in proc.stderr.splitlines() if "error" in ln] or ["?"]
+        raise AnychipError(f"{label}: clang rejected the generated OpenCL C: "
+                           f"{errors[0].strip()[:300]}")
+    version = subprocess.run([clang, "--version"], capture_output=True, text=True).stdout
+    return (version.splitlines() or [clang])[0].strip()

@@ -21,7 +21,6 @@ PRECISION_USED = {"fp32": "fp32", "tf32": "fp32", "fp16": "fp16", "bf16": "bf16"
 
 
 def precision_passes(precision: str) -> list:
-    import tvm
     from tvm import relax
 
     if precision == "fp16":
@@ -123,8 +122,9 @@ def apply_float64_policy(mod, profile_name: str, policy: str) -> tuple[object, l
     lowered = _float64_to_float32(mod)
     left = _float64_sites(lowered)
     if left:
-        raise AnychipError(f"target '{profile_name}' has no float64 units and the model's float64 "
-                           f"{left[0]} could not be lowered to float32; export the model in float32.")
+        raise AnychipError(f"target '{profile_name}' has no float64 units and the model's "
+                           f"float64 {left[0]} could not be lowered to float32; export the "
+                           f"model in float32.")
     message = (f"target '{profile_name}' has no float64 units: {len(sites)} float64 value(s) "
                f"({sites[0]}, ...) are computed in float32.")
     warnings.warn(message, stacklevel=3)
@@ -139,7 +139,7 @@ def _float64_to_float32(mod):
 
     @relax.expr_functor.mutator
     class Float64ToFloat32(relax.PyExprMutator):
-        def visit_constant_(self, const):  # noqa: N802
+        def visit_generic_const_(self, const):  # noqa: N802
             if _dtype_of(const) == "float64":
                 return relax.const(const.value.numpy().astype(np.float32), "float32")
             return const

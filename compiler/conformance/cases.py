@@ -55,6 +55,18 @@ def _op_of(name: str, model, ops_by_name: dict[str, str]) -> str:
     return next((op for op in known if stem.startswith(op.lower())), nodes[0].op_type)
 
 
+def _to_numpy(value):
+    """Case data as numpy: some cases store TensorProto (bfloat16, float8, 4-bit types)."""
+    import onnx
+    from onnx import numpy_helper
+
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value)
+    if isinstance(value, (list, tuple)):
+        return [_to_numpy(v) for v in value]
+    return value
+
+
 def collect() -> list[Case]:
     """Every node case of the installed onnx package, in its order."""
     from onnx.backend.test.case.node import collect_testcases
@@ -70,7 +82,8 @@ def collect() -> list[Case]:
             continue
         inputs, outputs = c.data_sets[0]
         cases.append(Case(c.name, _op_of(c.name, c.model, ops_by_name),
-                          c.model.SerializeToString(), list(inputs), list(outputs),
+                          c.model.SerializeToString(), [_to_numpy(v) for v in inputs],
+                          [_to_numpy(v) for v in outputs],
                           float(c.rtol), float(c.atol)))
     return cases
 

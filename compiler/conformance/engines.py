@@ -45,6 +45,19 @@ class Result:
         return asdict(self)
 
 
+_NOISE = [(re.compile(r"<ModelProto [^>]*>: "), ""),
+          (re.compile(r"anychip-build-\w+"), "the artifact"),
+          (re.compile(r"\s*(Run 'anychip compare' or report the model|Rerun with --debug for "
+                      r"the trace, or try 'anychip analyze')\.?"), "")]
+
+
+def _clean(text: str) -> str:
+    """A reason without the parts that change from run to run (temp folders) or say nothing."""
+    for pattern, repl in _NOISE:
+        text = pattern.sub(repl, text)
+    return text.strip()
+
+
 def _first_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     return f"{type(exc).__name__}: {(lines[0] if lines else '')[:300]}"
@@ -129,6 +142,7 @@ def run_anychip(case: Case, target: str) -> Result:
         result.status = UNSUPPORTED if _is_refusal(exc) else FAILED
         text = str(exc).strip().splitlines()[0][:400] if isinstance(exc, AnychipError) else \
             _first_line(exc)
+        text = _clean(text)
         result.reason = f"{stage}: {text}" if result.status == FAILED else text
         if isinstance(exc, (AssertionError, TypeError, AttributeError, KeyError, IndexError)) \
                 and not isinstance(exc, AnychipError):

@@ -31,12 +31,12 @@ def _worker_main(conn, cases_path: str, engine: str) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
+    _silence_native_output()
     os.environ.setdefault("TVM_NUM_THREADS", "1")
     from .engines import run_case
 
     store = case_store.load(Path(cases_path))
-    warm = next(iter(store.values()), None)
-    if warm is not None and engine != "ort":
+    if engine != "ort":
         _warm_up(engine)
     conn.send("ready")
     while True:
@@ -47,6 +47,15 @@ def _worker_main(conn, cases_path: str, engine: str) -> None:
         if name is None:
             return
         conn.send(run_case(store[name], engine).as_dict())
+
+
+def _silence_native_output() -> None:
+    """TVM and ONNX Runtime print from C++ straight to file descriptors 1 and 2; a worker's
+    findings travel through its pipe, so its own output goes nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def _warm_up(engine: str) -> None:

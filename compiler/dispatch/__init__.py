@@ -36,7 +36,7 @@ class Library(Protocol):
 
     def emit(self, match: Match) -> Any: ...
 
-    def register(self) -> None: ...
+    def register(self, threads: int) -> None: ...
 
     def digest(self) -> str: ...
 
@@ -61,14 +61,15 @@ def get_library(name: str) -> Library:
     return _INSTANCES[name]
 
 
-def make_available(names: list[str]) -> None:
-    """Register the packed functions of every named library in this process (idempotent).
+def make_available(names: list[str], threads: int) -> None:
+    """Register the packed functions of every named library in this process (idempotent),
+    running on `threads` threads.
 
     An artifact whose lib.so calls into a library can only be loaded after this: the Relax VM
     resolves packed functions when it is created.
     """
     for name in names:
-        get_library(name).register()
+        get_library(name).register(threads)
 
 
 __all__ = ["Library", "Match", "Pattern", "DispatchReport", "partition", "all_patterns",

@@ -4,11 +4,26 @@ compiled into one train step per backend (design.md §1, issue 6).
     trainer = anychip.compile_training(model, example_inputs=(x,), loss="cross_entropy",
                                        optimizer=anychip.optim.Adam(lr=1e-3), target="cpu")
     loss = trainer.step(x, y); trainer.save("m.train"); trainer = anychip.load_training("m.train")
+
+Names are resolved lazily so that `anychip.optim` costs no onnx/TVM import.
 """
 
-from .build import compile_training
+from __future__ import annotations
+
 from .optim import SGD, Adam
-from .saved import load_trainer as load_training
-from .trainer import Trainer
+
+_LAZY = {"compile_training": ("build", "compile_training"),
+         "load_training": ("saved", "load_trainer"),
+         "Trainer": ("trainer", "Trainer")}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["compile_training", "load_training", "Trainer", "SGD", "Adam"]

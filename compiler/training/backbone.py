@@ -31,7 +31,7 @@ class Backbone:
 def build_backbone(graph: TrainGraph) -> Backbone:
     import tvm
 
-    source = prepare(graph.proto, graph.label, None)
+    source = prepare(graph.proto, graph.label, None, graph.shapes or None)
     mod = to_relax(source, keep_params_in_input=True)
     func = mod["main"]
     num_input = int(func.attrs["num_input"])

@@ -17,13 +17,15 @@ from .trainer import Trainer
 
 
 def compile_training(model, example_inputs=None, loss: str = "cross_entropy", optimizer=None,
-                     target: str = "cpu", precision: str | None = None, **extra) -> Trainer:
+                     target: str = "cpu", precision: str | None = None,
+                     shapes: dict | None = None, **extra) -> Trainer:
     """Compile one train step (forward, loss, gradient, optimizer update) for a target.
 
     `model`: a torch.nn.Module (with example_inputs giving the batch shape), 'zoo:NAME', an .onnx
     path or an onnx.ModelProto. `loss`: 'cross_entropy' (labels are class indices) or 'mse'.
     `optimizer`: anychip.optim.SGD or anychip.optim.Adam (torch's update rules). Keyword options
     beyond these go to the backend, as for anychip.compile (e.g. precision_mode on an NPU).
+    `shapes` ({input: shape}) fixes an ONNX model's input shapes, the batch shape trained on.
     """
     if loss not in LOSSES:
         raise AnychipError(f"unknown loss '{loss}'; supported: {', '.join(LOSSES)}.")
@@ -31,7 +33,7 @@ def compile_training(model, example_inputs=None, loss: str = "cross_entropy", op
         raise AnychipError("compile_training needs optimizer=anychip.optim.SGD(lr=...) or "
                            "anychip.optim.Adam(lr=...).")
     get_profile(target)  # an unknown target fails before any export work
-    graph = training_graph(model, example_inputs)
+    graph = training_graph(model, example_inputs, shapes)
     backbone = build_backbone(graph)
     options = CompileOptions(precision=precision, extra=dict(extra))
     step = compile_step(backbone, loss, optimizer, target, options, graph.label)
@@ -50,7 +52,6 @@ def compile_training(model, example_inputs=None, loss: str = "cross_entropy", op
         "optimizer": optimizer.as_dict(),
         "inputs": [s.as_dict() for s in backbone.inputs],
         "label": {"shape": list(step.label_shape), "dtype": step.label_dtype},
-        "classes": int(backbone.prediction.shape[-1]),
         "params": [graph.keys[n] for n in graph.params],
         "states": [graph.keys[n] for n in graph.states],
         "optim_count": len(step.optim_state),

@@ -59,14 +59,24 @@ class TrainGraph:
     extra: dict[str, np.ndarray] = field(default_factory=dict)  # keys not in the graph
     counters: list[str] = field(default_factory=list)  # num_batches_tracked: +1 per step
     aliases: dict[str, str] = field(default_factory=dict)  # tied weight key -> its source key
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # static input shapes
 
 
 # ---------------------------------------------------------------------------------------------
 # Model forms -> TrainGraph
 
 
-def training_graph(model, example_inputs=None) -> TrainGraph:
-    """A torch module (with example inputs), zoo:NAME, an .onnx path or a ModelProto."""
+def training_graph(model, example_inputs=None, shapes=None) -> TrainGraph:
+    """A torch module (with example inputs), zoo:NAME, an .onnx path or a ModelProto.
+
+    `shapes` ({input: shape}) fixes an ONNX model's input shapes (the batch to train on).
+    """
+    graph = _training_graph(model, example_inputs)
+    graph.shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
+    return graph
+
+
+def _training_graph(model, example_inputs) -> TrainGraph:
     if isinstance(model, str) and model.startswith("zoo:"):
         from anychip import models as zoo
 

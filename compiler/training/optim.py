@@ -11,10 +11,12 @@ Which Relax function implements which rule, and why:
 - SGD: TVM's `relax.optimizer.SGD` / `MomentumSGD` compute exactly torch's update
   (g += wd*p; v = momentum*v + g, with v = g at the first step since v starts at 0 and
   dampening is 0; p -= lr*v), in torch's operation order. They are used as they are.
-- Adam: TVM's `relax.optimizer.Adam` is the same rule but accumulates beta**t as a float32
-  running product; 1 - 0.999**t then loses about 1e-5 relative (0.999 is not a float32), which
-  shows up in every update. torch computes the bias corrections in float64 from the step count.
-  `_TorchAdam` below does the same: the corrections are float64 in the graph, cast once, and the
+- Adam: TVM's `relax.optimizer.Adam` is the same rule but keeps beta**t as a float32 running
+  product; 1 - 0.999**t then loses about 1e-5 relative to cancellation (0.999 is not a float32),
+  in every update. torch computes the bias corrections 1 - beta**t in float64. `_TorchAdam`
+  keeps c = 1 - beta**t itself as float32 state, updated as c' = (1 - beta) + beta * c, which
+  has no cancellation (about 1e-7 relative, like torch's cast of its float64 value) and needs
+  no float64 on the device (ROCm's LLVM cannot select float64 pow; NPUs have no float64). The
   update follows torch's single-tensor Adam operation by operation.
 """
 
@@ -112,9 +114,10 @@ def _torch_adam_class():
     from tvm.relax.training.optimizer import Optimizer
 
     class TorchAdam(Optimizer):
-        """Relax Adam following torch's `_single_tensor_adam`, float64 bias corrections.
+        """Relax Adam following torch's `_single_tensor_adam`.
 
-        State: (step: int64[], m_0..m_{n-1}, v_0..v_{n-1}); m and v start at zero as in torch.
+        State: (c1, c2, m_0..m_{n-1}, v_0..v_{n-1}) with c = 1 - beta**t (0 before the first
+        step); m and v start at zero as in torch.
         """
 
         def __init__(self, config: Adam) -> None:
@@ -124,43 +127,44 @@ def _torch_adam_class():
         def init(self, params):
             params = params if isinstance(params, list) else [params]
             self._set_params_and_dtype(params)
-            zeros = [tvm.runtime.tensor(np.zeros([int(d) for d in p.ty.shape], p.ty.dtype.dtype))
-                     for p in params]
-            self.state = (tvm.runtime.tensor(np.zeros((), "int64")), *zeros,
-                          *[tvm.runtime.tensor(z.numpy()) for z in zeros])
+            dtype = str(self.dtype)
+            zeros = [np.zeros([int(d) for d in p.ty.shape], p.ty.dtype.dtype) for p in params]
+            self.state = tuple(tvm.runtime.tensor(a) for a in
+                               [np.zeros((), dtype), np.zeros((), dtype), *zeros, *zeros])
             return self
 
         def get_function(self) -> relax.Function:
             self._check_init()
-            cfg, plist, dtype = self.config, self.param_list, self.dtype
+            cfg, plist, dtype = self.config, self.param_list, str(self.dtype)
             n = len(plist)
             beta1, beta2 = cfg.betas
             tensors = [p.ty for p in plist]
+            scalar = relax.TensorType((), dtype)
             params = relax.Var("params", relax.TupleType(tensors))
             grads = relax.Var("gradients", relax.TupleType(tensors))
             states = relax.Var("optim_states", relax.TupleType(
-                [relax.TensorType((), "int64"), *tensors, *tensors]))
+                [scalar, scalar, *tensors, *tensors]))
 
-            def c(value, dt=dtype):
-                return relax.const(value, dt)
+            def c(value):
+                return relax.const(value, dtype)
 
             op = relax.op
             bb = relax.BlockBuilder()
             with bb.function(self.name, [params, grads, states]):
                 with bb.dataflow():
-                    step = bb.emit(op.add(relax.TupleGetItem(states, 0), c(1, "int64")))
-                    t = op.astype(step, "float64")
-                    # torch: bias_correction = 1 - beta ** step, in Python floats (float64)
-                    bc1 = op.subtract(c(1.0, "float64"), op.power(c(beta1, "float64"), t))
-                    bc2 = op.subtract(c(1.0, "float64"), op.power(c(beta2, "float64"), t))
-                    step_size = bb.emit(op.astype(op.divide(c(cfg.lr, "float64"), bc1), dtype))
-                    bc2_sqrt = bb.emit(op.astype(op.sqrt(bc2), dtype))
+                    # bias corrections 1 - beta**t, updated without cancellation
+                    c1 = bb.emit(op.add(c(1.0 - beta1), op.multiply(
+                        c(beta1), relax.TupleGetItem(states, 0))))
+                    c2 = bb.emit(op.add(c(1.0 - beta2), op.multiply(
+                        c(beta2), relax.TupleGetItem(states, 1))))
+                    step_size = bb.emit(op.divide(c(cfg.lr), c1))   # lr / bias_correction1
+                    bc2_sqrt = bb.emit(op.sqrt(c2))
                     new_params, new_m, new_v = [], [], []
                     for i, var in enumerate(plist):
                         p = bb.emit(relax.TupleGetItem(params, i), var.name)
                         g = bb.emit(relax.TupleGetItem(grads, i))
-                        m = relax.TupleGetItem(states, 1 + i)
-                        v = relax.TupleGetItem(states, 1 + n + i)
+                        m = relax.TupleGetItem(states, 2 + i)
+                        v = relax.TupleGetItem(states, 2 + n + i)
                         if cfg.weight_decay:
                             g = bb.emit(op.add(g, op.multiply(p, c(cfg.weight_decay))))
                         # exp_avg.lerp_(grad, 1 - beta1): m + w * (g - m) for w < 0.5
@@ -176,7 +180,7 @@ def _torch_adam_class():
                         new_m.append(m)
                         new_v.append(v)
                     out_params = bb.emit_output(relax.Tuple(new_params))
-                    out_states = bb.emit_output(relax.Tuple([step, *new_m, *new_v]))
+                    out_states = bb.emit_output(relax.Tuple([c1, c2, *new_m, *new_v]))
                 bb.emit_func_output(relax.Tuple([out_params, out_states]))
             return bb.get()[self.name]
 

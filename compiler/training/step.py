@@ -14,6 +14,7 @@ compiles gets the error instead. No fallback happens silently.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -41,19 +42,60 @@ class CompiledStep:
 
 
 def loss_function(name: str, prediction):
-    """(relax.training loss, label TensorType) for a loss name; both reduce by the mean."""
-    from tvm import relax
-    from tvm.relax.training import loss
+    """(relax.training Loss, label TensorType): torch's CrossEntropyLoss / MSELoss, mean.
 
+    For cross_entropy the compiled step takes one-hot rows (the trainer makes them from the
+    class indices): -sum(log_softmax(x) * one_hot(y)) / batch equals torch's gather exactly,
+    since the product only adds zeros. TVM's own losses are not used, for two TVM 0.27 bugs
+    that stop the GPU families from compiling a train step: nll_loss's gradient kernel reads
+    through the label indices and dlight's GPU Reduction rule asserts on it
+    (detect_dominant_read), and `mean` to a scalar crashes the same rule in rfactor. Reducing
+    with `sum` and scaling by 1/count avoids both (relax.one_hot in the graph would not do:
+    the Gradient pass requires a gradient for every op and one_hot has none).
+    """
     shape = tuple(int(d) for d in prediction.shape)
     if name == "cross_entropy":
         if len(shape) != 2:
             raise AnychipError(f"loss 'cross_entropy' needs (batch, classes) predictions; the "
                                f"model gives shape {list(shape)}. Use loss='mse' or reshape.")
-        return loss.CrossEntropyLoss(reduction="mean"), relax.TensorType((shape[0],), "int64")
+        return _MeanLoss(name, shape[0]), prediction
     if name == "mse":
-        return loss.MSELoss(reduction="mean"), prediction
+        count = 1
+        for d in shape:
+            count *= d
+        return _MeanLoss(name, count), prediction
     raise AnychipError(f"unknown loss '{name}'; supported: {', '.join(LOSSES)}.")
+
+
+def _MeanLoss(name: str, count: int):  # noqa: N802 - builds a relax.training Loss
+    from tvm import relax
+    from tvm.relax.training.loss import Loss
+
+    class MeanLoss(Loss):
+        def __init__(self):
+            super().__init__(f"{name}_loss", 1, "mean")
+
+        def __call__(self, predictions, targets):
+            pred = relax.Var("predictions", predictions)
+            target = relax.Var("targets", targets)
+            op = relax.op
+            dtype = predictions.dtype.dtype
+            bb = relax.BlockBuilder()
+            with bb.function(self._loss_name, [pred, target]):
+                with bb.dataflow():
+                    if name == "cross_entropy":
+                        logp = bb.emit(op.nn.log_softmax(pred, axis=-1))
+                        total = bb.emit(op.sum(op.multiply(logp, target)))
+                        scale = relax.const(-1.0 / count, dtype)
+                    else:
+                        diff = bb.emit(op.subtract(pred, target))
+                        total = bb.emit(op.sum(op.multiply(diff, diff)))
+                        scale = relax.const(1.0 / count, dtype)
+                    out = bb.emit_output(op.multiply(total, scale))
+                bb.emit_func_output(out)
+            return bb.get()[self._loss_name]
+
+    return MeanLoss()
 
 
 def _first_line(exc: Exception) -> str:
@@ -67,16 +109,21 @@ def setup_trainer(backbone, loss_name: str, optimizer, label: str):
     from tvm.relax.training import SetupTrainer
 
     loss, label_type = loss_function(loss_name, backbone.prediction)
+    loss(backbone.prediction, label_type)  # our own code: its errors are not the model's
+    relax_optimizer = optimizer.relax_optimizer()
     try:
-        mod = SetupTrainer(loss, optimizer.relax_optimizer(),
+        mod = SetupTrainer(loss, relax_optimizer,
                            [backbone.prediction, label_type], legalize=False)(backbone.module)
     except AnychipError:
         raise
     except Exception as exc:
         detail = _first_line(exc)
-        raise AnychipError(f"{label}: TVM cannot differentiate the model: {detail}. An operator "
-                           f"without a gradient in TVM cannot be trained; replace that layer."
-                           ) from exc
+        missing = re.search(r"FPrimalGradient has not been registered for (\S+)", detail)
+        if missing:
+            raise AnychipError(f"{label}: TVM has no gradient for operator '{missing[1]}', so "
+                               f"the layer that uses it cannot be trained; replace that layer "
+                               f"or freeze everything before it.") from exc
+        raise AnychipError(f"{label}: TVM cannot differentiate the model: {detail}.") from exc
     optim_state = [t.numpy() for t in mod.attrs["optim_state"]]
     keep = {gv: func for gv, func in mod.functions_items() if gv.name_hint in (ADJOINT, OPTIMIZER)}
     step_mod = tvm.IRModule(keep)

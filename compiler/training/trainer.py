@@ -10,6 +10,8 @@ tvm.runtime tensors on the target's device; only the inputs go in and the scalar
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from ..backend import Execution
@@ -18,9 +20,6 @@ from ..frontend import TensorSpec
 from ..inputs import order_inputs
 from ..tolerances import Tolerance, tolerance_for
 from .step import ADJOINT, OPTIMIZER
-
-IGNORE_INDEX = -100  # torch's and TVM's cross-entropy default
-
 
 class Trainer:
     """A compiled train step with its state. Built by anychip.compile_training or load_training.
@@ -87,6 +86,13 @@ class Trainer:
         if not device:
             raise NotExecutable(f"target '{self.target}': its backend did not say which device "
                                 f"runs its code (BuildResult.runtime['device']).")
+        # kernel libraries the step calls into (library dispatch) must be registered first:
+        # the VM resolves packed functions when it is created
+        from ..dispatch import make_available
+
+        runtime = self.plan["runtime"]
+        make_available(list(runtime.get("libraries", [])),
+                       int(runtime.get("num_threads") or os.cpu_count() or 1))
         self._dev = tvm.device(device, 0)
         self._vm = relax.VirtualMachine(_loadable(self.library_bytes()), self._dev)
         self._upload()
@@ -103,21 +109,27 @@ class Trainer:
         self._optim = put(self._host["optim"])
 
     def _labels(self, y) -> np.ndarray:
+        """Labels as the compiled step takes them: one-hot rows for cross_entropy."""
         arr = y.detach().cpu().numpy() if hasattr(y, "detach") else np.asarray(y)
         shape = tuple(self.plan["label"]["shape"])
         dtype = np.dtype(self.plan["label"]["dtype"])
-        if arr.shape != shape:
-            raise AnychipError(f"labels must have shape {list(shape)}, got {list(arr.shape)}.")
         if self.plan["loss"] == "cross_entropy":
+            if arr.shape != shape[:1]:
+                raise AnychipError(f"cross_entropy labels must have shape [{shape[0]}] (one class "
+                                   f"index per example), got {list(arr.shape)}.")
             if arr.dtype.kind not in "iu":
                 raise AnychipError(f"cross_entropy labels are class indices (integers), got "
                                    f"{arr.dtype}.")
-            classes = int(self.plan["classes"])
-            bad = (arr != IGNORE_INDEX) & ((arr < 0) | (arr >= classes))
+            classes = shape[1]
+            bad = (arr < 0) | (arr >= classes)
             if bad.any():
                 raise AnychipError(f"label {int(arr[bad][0])} is out of range: the model has "
                                    f"{classes} classes (0..{classes - 1}).")
-            return arr.astype(np.int64)
+            hot = np.zeros(shape, dtype)
+            hot[np.arange(shape[0]), arr.astype(np.int64)] = 1
+            return hot
+        if arr.shape != shape:
+            raise AnychipError(f"mse labels must have shape {list(shape)}, got {list(arr.shape)}.")
         if arr.dtype != dtype:
             raise AnychipError(f"mse labels must be {dtype.name}, got {arr.dtype}; cast them.")
         return np.array(arr, order="C")
@@ -219,7 +231,6 @@ class Trainer:
 
 def _loadable(library: bytes):
     """Load library bytes through a private temporary file (the bytes that were checked)."""
-    import os
     import tempfile
 
     import tvm

@@ -1,0 +1,132 @@
+"""TVM-side kernels of the cpu backend: the Relax pipeline after library dispatch.
+
+TVM's default CPU pipeline leaves every kernel as a scalar single-threaded loop nest
+(tvm-notes.md). After dispatch, what TVM still compiles is memory-bound glue (elementwise,
+layout permutations, pooling, normalisation, softmax), so a simple schedule is enough:
+- `Injective`: all blocks inlined into the last one, its loops fused, the outer part parallel
+  over the cores and the inner part vectorized;
+- dlight's CPU `Reduction` rule (softmax, layer norm: parallel rows, vectorized elementwise);
+- `OuterParallel`: anything else (pooling, leftover reductions) gets its outermost spatial
+  loop parallel, which is always legal for a spatial loop.
+The rest of the pipeline is TVM's own cpu_generic phases, unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+# Below this many output elements a parallel region costs more than it saves.
+MIN_PARALLEL_ELEMENTS = 16384
+
+
+def _extent(sch, loop) -> int | None:
+    value = sch.get(loop).extent
+    try:
+        return int(value)
+    except TypeError:
+        return None
+
+
+def _rule(apply):
+    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+    return type(apply.__name__, (CPUScheduleRule,), {"apply": lambda self, f, t, _: apply(f, t)})()
+
+
+def _vector_lanes(target, bits: int = 32) -> int:
+    from tvm.target.codegen import llvm_get_vector_width
+
+    width = llvm_get_vector_width(target)
+    return max((width if width > 0 else 128) // bits, 1)
+
+
+def _parallel_vectorize(sch, block, target) -> None:
+    """Fuse the loops of `block`, vectorize the inner lanes, parallelize the outer part."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    total = _extent(sch, fused)
+    if total is None:
+        return
+    lanes = _vector_lanes(target)
+    if total >= lanes and total % lanes == 0:
+        outer, inner = sch.split(fused, factors=[None, lanes])
+        sch.vectorize(inner)
+    else:
+        outer = fused
+    if total >= MIN_PARALLEL_ELEMENTS:
+        sch.parallel(outer)
+
+
+def _injective(func, target):
+    from tvm import s_tir
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    sch = s_tir.Schedule(func)
+    infos = normalize_prim_func(sch)
+    if not infos or not all(info.is_injective() for info in infos):
+        return None
+    for info in infos[:-1]:
+        try:
+            sch.compute_inline(info.block_rv)
+        except Exception:  # TVM raises ScheduleError when a block cannot be inlined
+            return None
+    _parallel_vectorize(sch, infos[-1].block_rv, target)
+    return sch
+
+
+def _outer_parallel(func, target):
+    """Parallelize the outermost loop of every top-level loop nest when it is spatial."""
+    from tvm import s_tir
+
+    from tvm.s_tir.dlight.analysis import get_root_block
+
+    sch = s_tir.Schedule(func)
+    changed = False
+    try:
+        blocks = sch.get_child_blocks(get_root_block(sch))
+    except ValueError:
+        return None
+    for block in blocks:
+        loops = sch.get_loops(block)
+        if not loops:
+            continue
+        iters = sch.get(block).iter_vars
+        outer = _extent(sch, loops[0])
+        spatial = iters and iters[0].iter_type == 0   # IterVar.DataPar
+        if spatial and outer and outer > 1 and _work(sch, block) >= MIN_PARALLEL_ELEMENTS:
+            try:
+                sch.parallel(loops[0])
+                changed = True
+            except Exception:  # not a loop the block binds 1:1: leave it serial
+                continue
+    return sch if changed else None
+
+
+def _work(sch, block) -> int:
+    extents = [_extent(sch, loop) or 1 for loop in sch.get_loops(block)]
+    return math.prod(extents)
+
+
+def schedule_rules():
+    from tvm.s_tir.dlight.cpu import Reduction
+
+    return [_rule(_injective), Reduction(), _rule(_outer_parallel)]
+
+
+def pipeline(target):
+    """TVM's cpu_generic phases with the default schedules above after fusion."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.s_tir.dlight import ApplyDefaultSchedule
+
+    @tvm.transform.module_pass(opt_level=0, name="AnychipCpuPipeline")
+    def _pipeline(mod, _ctx):
+        with target:
+            passes = (cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
+                      + [ApplyDefaultSchedule(*schedule_rules())]
+                      + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline

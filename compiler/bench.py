@@ -1,0 +1,404 @@
+"""Benchmark one model on one target against ONNX Runtime and torch eager, in the same run.
+
+Method: every engine gets the same seeded inputs and the same thread count, `warmup` runs
+each, then `repeat` rounds in which every engine runs once, the order rotating each round
+(interleaved, so a noisy neighbour slows all engines alike). Latency is wall-clock per call,
+numpy in and numpy out for every engine; the report gives median, min and max, and each
+ratio is anychip's median over that engine's median from this same run.
+
+Throughput: FLOPs of Conv, ConvTranspose, MatMul and Gemm counted on the ONNX graph with its
+inferred shapes, divided by the median latency, and compared with the machine's peak, which is
+measured once with a large GEMM (torch.mm, same thread count) and cached per CPU.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import AnychipError, NotExecutable
+
+ENGINES = ("ort", "torch")
+
+
+@dataclass
+class Latency:
+    median: float
+    min: float
+    max: float
+    samples: int
+
+    @staticmethod
+    def of(seconds: list[float]) -> "Latency":
+        ms = [s * 1e3 for s in seconds]
+        return Latency(statistics.median(ms), min(ms), max(ms), len(ms))
+
+
+@dataclass
+class BenchResult:
+    model: str
+    target: str
+    how: str                                  # executed / simulated
+    threads: int
+    warmup: int
+    repeat: int
+    latency_ms: dict[str, float]              # anychip: median, min, max
+    engines: dict[str, dict | None]           # other engines' latency_ms, None when n/a
+    ratio: dict[str, float | None]            # anychip median / engine median
+    notes: dict[str, str] = field(default_factory=dict)   # why an engine is n/a
+    gflop: float | None = None
+    gflops: float | None = None               # achieved by anychip (median)
+    peak_gflops: float | None = None
+    peak_pct: float | None = None
+    machine: dict[str, Any] = field(default_factory=dict)
+    date: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+
+# -- FLOPs ---------------------------------------------------------------------------------
+
+def count_flops(model) -> float:
+    """FLOPs (multiply and add counted apart) of Conv/ConvTranspose/MatMul/Gemm in an ONNX
+    model whose shapes are inferred (the frontend runs shape inference)."""
+    from onnx import helper
+
+    graph = model.graph
+    shapes: dict[str, list[int]] = {}
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        if all(d.HasField("dim_value") for d in dims):
+            shapes[vi.name] = [d.dim_value for d in dims]
+    for init in graph.initializer:
+        shapes[init.name] = list(init.dims)
+    total = 0.0
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        ins = [shapes.get(name) for name in node.input]
+        out = shapes.get(node.output[0]) if node.output else None
+        if node.op_type in ("Conv", "ConvTranspose") and ins[1] and out:
+            w = ins[1]
+            per_output = w[1] * int(np.prod(w[2:]))    # Cin/groups * kernel
+            if node.op_type == "Conv":
+                total += 2.0 * int(np.prod(out)) * per_output
+            else:
+                total += 2.0 * int(np.prod(ins[0])) * w[1] * int(np.prod(w[2:]))
+        elif node.op_type == "MatMul" and ins[0] and ins[1] and out:
+            k = ins[0][-1]
+            total += 2.0 * int(np.prod(out)) * k
+        elif node.op_type == "Gemm" and ins[0] and out:
+            k = ins[0][0] if attrs.get("transA", 0) else ins[0][1]
+            total += 2.0 * int(np.prod(out)) * k
+    return total
+
+
+# -- peak ----------------------------------------------------------------------------------
+
+def measure_peak_gflops(threads: int, size: int = 2048, runs: int = 5) -> float:
+    """Best fp32 GFLOP/s of a size^3 GEMM (torch.mm) on `threads` threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(size, size), torch.randn(size, size)
+        torch.mm(a, b)
+        best = float("inf")
+        for _ in range(runs):
+            start = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return 2.0 * size**3 / best / 1e9
+
+
+def peak_gflops(threads: int, measure: Callable[[int], float] = measure_peak_gflops) -> float:
+    """The machine's peak, measured once per CPU model, thread count and torch version, and
+    kept in the cache folder (when there is a usable one)."""
+    import torch
+
+    from .cache import user_cache_dir
+
+    key = f"{_cpu_name()}|{threads}|torch{torch.__version__}"
+    folder = user_cache_dir(create=True, warn=False)
+    path = folder / "peak_gflops.json" if folder else None
+    table: dict = {}
+    if path is not None and path.is_file():
+        try:
+            table = json.loads(path.read_text())
+            if isinstance(table, dict) and isinstance(table.get(key), (int, float)):
+                return float(table[key])
+        except (OSError, ValueError):
+            table = {}
+    value = measure(threads)
+    if path is not None:
+        table = table if isinstance(table, dict) else {}
+        table[key] = value
+        try:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(table, indent=1))
+            os.replace(tmp, path)
+        except OSError:
+            pass   # a read-only cache only costs a re-measurement next time
+    return value
+
+
+def _cpu_name() -> str:
+    try:
+        import tvm
+
+        return str(tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")())
+    except Exception:
+        return platform.processor() or platform.machine()
+
+
+# -- engines -------------------------------------------------------------------------------
+
+def _ort_engine(source, threads: int) -> Callable[[dict], Any]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(source.original.SerializeToString(), opts,
+                                   providers=["CPUExecutionProvider"])
+    return lambda feed: session.run(None, feed)
+
+
+def torch_module_for(model_ref) -> tuple[Any | None, str]:
+    """(torch.nn.Module, '') for a zoo model that has one, else (None, why not)."""
+    if isinstance(model_ref, str) and model_ref.startswith("zoo:"):
+        from anychip import models as zoo
+
+        built = zoo.build(model_ref[4:])
+        module = getattr(built, "torch_module", None)
+        module = module() if callable(module) and not _is_module(module) else module
+        if _is_module(module):
+            return module.eval(), ""
+        return None, "no torch module for this zoo model (ONNX only)"
+    if _is_module(model_ref):
+        return model_ref.eval(), ""
+    try:
+        import onnx2torch  # noqa: F401
+    except ImportError:
+        return None, "ONNX-only model and onnx2torch is not installed"
+    return None, "onnx2torch"
+
+
+def _is_module(obj) -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return isinstance(obj, torch.nn.Module)
+
+
+def _torch_engine(model_ref, source, threads: int) -> tuple[Callable | None, str]:
+    import torch
+
+    module, why = torch_module_for(model_ref)
+    if module is None and why == "onnx2torch":
+        import onnx2torch
+
+        try:
+            module = onnx2torch.convert(source.original).eval()
+        except Exception as exc:
+            return None, f"onnx2torch could not convert the model: {str(exc)[:120]}"
+    if module is None:
+        return None, why
+    names = [s.name for s in source.inputs]
+
+    def run(feed):
+        with torch.inference_mode():
+            torch.set_num_threads(threads)
+            out = module(*[torch.from_numpy(feed[n]) for n in names])
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        return [o.numpy() for o in outs]
+
+    return run, ""
+
+
+# -- the run -------------------------------------------------------------------------------
+
+def time_interleaved(engines: dict[str, Callable[[], Any]], warmup: int,
+                     repeat: int) -> dict[str, list[float]]:
+    """Seconds per call for each engine; rounds interleave the engines, rotating the order."""
+    names = list(engines)
+    for name in names:
+        for _ in range(warmup):
+            engines[name]()
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(repeat):
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            start = time.perf_counter()
+            engines[name]()
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
+def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup: int = 5,
+          repeat: int = 20, shapes: dict | None = None, precision: str | None = None,
+          seed: int = 0, peak: bool = True) -> BenchResult:
+    """Compile `model` for `target` and time it with the other engines in the same run."""
+    from .backend import CompileOptions
+    from .driver import compile_source
+    from .frontend import load_model
+    from .inputs import random_inputs
+    from .registry import get_backend, get_profile
+
+    unknown = [e for e in against if e not in ENGINES]
+    if unknown:
+        raise AnychipError(f"--against {','.join(unknown)}: engines are {', '.join(ENGINES)}.")
+    if warmup < 0 or repeat < 1:
+        raise AnychipError("--warmup must be >= 0 and --repeat >= 1.")
+    profile = get_profile(target)
+    execution = get_backend(profile).execution(profile)
+    if not execution.can_run:
+        raise NotExecutable(f"target '{target}' cannot run here ({execution.mode.verb}): "
+                            f"{execution.why}; bench needs a target that executes.")
+    shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
+    source = load_model(model, None, shapes)
+    artifact = compile_source(source, target, CompileOptions(precision=precision, shapes=shapes))
+    threads = _threads_of(artifact)
+    feed = random_inputs(artifact.inputs, seed)
+    engines: dict[str, Callable[[], Any]] = {"anychip": lambda: artifact.run(feed)}
+    notes: dict[str, str] = {}
+    if "ort" in against:
+        ort_run = _ort_engine(source, threads)
+        engines["ort"] = lambda: ort_run(feed)
+    if "torch" in against:
+        torch_run, why = _torch_engine(model, source, threads)
+        if torch_run is None:
+            notes["torch"] = why
+        else:
+            engines["torch"] = lambda: torch_run(feed)
+    load_before = _load()
+    samples = time_interleaved(engines, warmup, repeat)
+    ours = Latency.of(samples["anychip"])
+    others: dict[str, dict | None] = {}
+    ratio: dict[str, float | None] = {}
+    for name in against:
+        if name in samples:
+            lat = Latency.of(samples[name])
+            others[name] = _brief(lat)
+            ratio[name] = ours.median / lat.median
+        else:
+            others[name], ratio[name] = None, None
+    gflop = count_flops(source.original) / 1e9
+    result = BenchResult(
+        model=source.label, target=target, how=execution.mode.verb, threads=threads,
+        warmup=warmup, repeat=repeat, latency_ms=_brief(ours), engines=others, ratio=ratio,
+        notes=notes, gflop=gflop or None,
+        date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        machine={"cpu": _cpu_name(), "cores_usable": _cores(), "platform": platform.platform(),
+                 "load_avg_before": load_before, "load_avg_after": _load()})
+    if gflop:
+        result.gflops = gflop / (ours.median / 1e3)
+        if peak:
+            result.peak_gflops = peak_gflops(threads)
+            result.peak_pct = 100.0 * result.gflops / result.peak_gflops
+    return result
+
+
+def _brief(lat: Latency) -> dict[str, float]:
+    return {"median": round(lat.median, 3), "min": round(lat.min, 3), "max": round(lat.max, 3)}
+
+
+def _threads_of(artifact) -> int:
+    runtime = artifact.manifest.get("runtime", {})
+    wanted = os.environ.get("ANYCHIP_NUM_THREADS", "").strip()
+    if wanted.isdigit() and int(wanted) > 0:
+        return int(wanted)
+    return max(1, min(int(runtime.get("num_threads") or _cores()), _cores()))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# -- output --------------------------------------------------------------------------------
+
+def format_table(result: BenchResult) -> str:
+    from .cli.common import table
+
+    rows = [["anychip", result.how, f"{result.latency_ms['median']:.2f}",
+             f"{result.latency_ms['min']:.2f}", f"{result.latency_ms['max']:.2f}", "1.00x"]]
+    for name, lat in result.engines.items():
+        if lat is None:
+            rows.append([name, "-", "n/a", "", "", result.notes.get(name, "n/a")])
+        else:
+            ratio = result.ratio[name]
+            rows.append([name, "executed", f"{lat['median']:.2f}", f"{lat['min']:.2f}",
+                         f"{lat['max']:.2f}", f"{ratio:.2f}x (anychip/{name})"])
+    lines = [f"{result.model} on {result.target}: {result.threads} threads, {result.warmup} "
+             f"warm-up + {result.repeat} interleaved runs per engine ({result.date})",
+             table(["engine", "how", "median ms", "min ms", "max ms", "ratio"], rows)]
+    if result.gflops is not None:
+        peak = (f", {result.peak_pct:.0f}% of the measured peak {result.peak_gflops:.0f} GFLOP/s"
+                if result.peak_gflops else "")
+        lines.append(f"{result.gflop:.2f} GFLOP per run (Conv/MatMul/Gemm): anychip "
+                     f"{result.gflops:.0f} GFLOP/s{peak}")
+    load = result.machine.get("load_avg_before")
+    if load:
+        lines.append(f"machine: {result.machine['cpu']}, {result.machine['cores_usable']} cores "
+                     f"usable, load average {load[0]} before / "
+                     f"{(result.machine.get('load_avg_after') or ['?'])[0]} after")
+    return "\n".join(lines)
+
+
+def plot(result: BenchResult, path: str | Path) -> Path:
+    """A bar chart of median latency per engine (whiskers: min to max)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise AnychipError("--plot needs matplotlib, which is not installed; run "
+                           "'pip install matplotlib' or drop --plot.") from exc
+    from .atomic import write_file
+
+    names = ["anychip"] + [n for n, v in result.engines.items() if v is not None]
+    lats = [result.latency_ms] + [result.engines[n] for n in names[1:]]
+    medians = [lat["median"] for lat in lats]
+    errors = [[m - lat["min"] for m, lat in zip(medians, lats)],
+              [lat["max"] - m for m, lat in zip(medians, lats)]]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar(names, medians, yerr=errors, capsize=4, color=["#3a7"] + ["#888"] * (len(names) - 1))
+    ax.set_ylabel("latency (ms), median; whiskers min-max")
+    ax.set_title(f"{result.model} on {result.target} ({result.threads} threads)", fontsize=9)
+    fig.tight_layout()
+
+    def write(tmp: Path) -> None:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
+
+    try:
+        return write_file(path, write, force=True)
+    finally:
+        plt.close(fig)

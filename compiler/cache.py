@@ -1,0 +1,235 @@
+"""The compile cache: artifacts reused across processes, keyed by everything that shapes them.
+
+Rules (reliability.md §4):
+- Content-addressed key: model sha256, target profile hash and its TVM target, compile
+  options, host CPU and cores, anychip/TVM/ONNX versions, the kernel library's digest, the
+  tuning database's digest and this cache's format. Never a path or a time.
+- Per-user folder: $ANYCHIP_CACHE_DIR or ~/.cache/anychip, created 0700; a folder owned by
+  another user or writable by group/others is refused (no artifact is loaded from it).
+- Atomic publish: the entry is filled in a temp folder inside the cache, then os.replace'd
+  into place; a concurrent writer of the same key loses the rename and uses the winner's.
+- Verify before execute: an entry is opened with load_artifact (format, versions, sha256 of
+  every file) before its lib.so is loaded; a bad entry is moved to quarantine/ and rebuilt.
+- Failure isolation: a read-only, full or missing cache means compiling in memory with a
+  warning; existing entries are never touched by a failed write.
+`ANYCHIP_NO_CACHE=1` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import AnychipError
+
+CACHE_FORMAT = 1
+ENTRIES = "entries"
+QUARANTINE = "quarantine"
+TMP_PREFIX = ".tmp-"
+STALE_TMP_SECONDS = 3600
+
+
+class CacheWarning(UserWarning):
+    """The cache could not be used; the compile went on without it."""
+
+
+def disabled() -> bool:
+    return os.environ.get("ANYCHIP_NO_CACHE", "").strip() not in ("", "0")
+
+
+def _warn(message: str) -> None:
+    warnings.warn(f"anychip cache: {message}", CacheWarning, stacklevel=3)
+
+
+def user_cache_dir(create: bool = True, warn: bool = True) -> Path | None:
+    """The per-user cache folder, checked; None (with a warning) when it is unsafe or unusable."""
+    root = os.environ.get("ANYCHIP_CACHE_DIR", "").strip()
+    path = Path(root).expanduser() if root else Path.home() / ".cache" / "anychip"
+    try:
+        if create and not path.exists():
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.is_dir():
+            if warn:
+                _warn(f"{path} is missing or not a folder; compiling without the cache.")
+            return None
+        problem = unsafe_reason(path)
+    except OSError as exc:
+        if warn:
+            _warn(f"{path} is not usable ({exc.strerror or exc}); compiling without the cache.")
+        return None
+    if problem:
+        if warn:
+            _warn(f"{path} {problem}; refusing to use it (set ANYCHIP_CACHE_DIR to a folder of "
+                  f"yours with mode 0700).")
+        return None
+    return path
+
+
+def unsafe_reason(path: Path) -> str | None:
+    """Why `path` must not be trusted as a cache, or None. Symlinks are followed only after
+    checking the link target's owner and mode like the folder itself."""
+    info = path.stat()
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        return f"is owned by uid {info.st_uid}, not by you (uid {os.getuid()})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of everything that determines the artifact."""
+    text = json.dumps({"cache_format": CACHE_FORMAT, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class CompileCache:
+    """Entries are folders entries/<key[:2]>/<key>/ holding a whole artifact."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @classmethod
+    def open(cls) -> "CompileCache | None":
+        """The user's cache, or None when disabled or unusable (a warning says why)."""
+        if disabled():
+            return None
+        root = user_cache_dir(create=True, warn=True)
+        return cls(root) if root is not None else None
+
+    def entry_path(self, key: str) -> Path:
+        return self.root / ENTRIES / key[:2] / key
+
+    def lookup(self, key: str):
+        """The cached Artifact for `key`, checked before any load; None on a miss. A corrupted
+        entry is quarantined (and so becomes a miss)."""
+        from .artifact import load_artifact
+
+        path = self.entry_path(key)
+        if not path.exists():
+            return None
+        try:
+            if path.is_symlink() or unsafe_reason(path):
+                raise AnychipError(f"{path}: not a plain folder of yours")
+            artifact = load_artifact(path)
+            if artifact.manifest.get("cache_key", key) != key:
+                raise AnychipError(f"{path}: built for another key")
+            return artifact
+        except AnychipError as exc:
+            self.quarantine(path, str(exc))
+            return None
+        except OSError as exc:
+            _warn(f"cannot read {path} ({exc.strerror or exc}); compiling again.")
+            return None
+
+    def quarantine(self, path: Path, why: str) -> None:
+        """Move a bad entry aside (kept for inspection) so the next compile replaces it."""
+        dest = self.root / QUARANTINE / f"{path.name}-{int(time.time())}-{uuid.uuid4().hex[:6]}"
+        try:
+            dest.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.replace(path, dest)
+            (dest.parent / f"{dest.name}.why").write_text(why + "\n")
+        except FileNotFoundError:
+            return   # another process moved it first
+        except OSError:
+            shutil.rmtree(path, ignore_errors=True)
+        _warn(f"entry {path.name[:12]} was corrupted ({why[:160]}); it was quarantined and the "
+              f"model is compiled again.")
+
+    def store(self, key: str, fill: Callable[[Path], None]) -> Path | None:
+        """Publish an entry atomically; returns its path, or None (with a warning) when the
+        cache cannot be written. A concurrent publisher of the same key may win: fine, the
+        content is the same."""
+        final = self.entry_path(key)
+        tmp = self.root / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp.mkdir(mode=0o700)
+            fill(tmp)
+            for file in tmp.rglob("*"):
+                if file.is_file():
+                    with open(file, "rb") as fh:
+                        os.fsync(fh.fileno())
+            try:
+                os.replace(tmp, final)
+            except OSError:
+                if not final.is_dir():   # not "another process published it first"
+                    raise
+            return final
+        except OSError as exc:
+            _warn(f"cannot write to {self.root} ({exc.strerror or exc}); the artifact was "
+                  f"compiled in memory and is not cached.")
+            return None
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def clean_stale(self, older_than: float = STALE_TMP_SECONDS) -> None:
+        """Remove temp folders left by killed processes (never a published entry)."""
+        now = time.time()
+        try:
+            for tmp in self.root.glob(f"{TMP_PREFIX}*"):
+                if now - tmp.stat().st_mtime > older_than:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def key_parts(source, target: str, options) -> dict[str, Any]:
+    """Everything that determines the artifact of compiling `source` for `target`."""
+    import onnx
+    import tvm
+
+    from anychip import __version__
+
+    from .artifact import FORMAT_VERSION
+    from .registry import get_backend, get_profile
+    from .tuning import database_digest
+
+    profile = get_profile(target)
+    backend = get_backend(profile)
+    tvm_target = backend.target(profile)
+    extra_parts = getattr(backend, "cache_key_parts", None)
+    return {
+        "model_sha256": source.sha256,
+        "inputs": [s.as_dict() for s in source.inputs],
+        "target": target,
+        "profile_sha256": profile.sha256(),
+        "tvm_target": str(tvm_target),
+        "options": options.as_dict(),
+        "backend": extra_parts(profile) if extra_parts else {},
+        "tuning_db": database_digest(str(tvm_target)),
+        "versions": {"anychip": __version__, "tvm": tvm.__version__, "onnx": onnx.__version__,
+                     "artifact_format": FORMAT_VERSION},
+    }
+
+
+def cached(compile_fn):
+    """Wrap the driver's compile_source(source, target, options) with the cache."""
+    import functools
+
+    @functools.wraps(compile_fn)
+    def compile_with_cache(source, target, options):
+        cache = CompileCache.open()
+        if cache is None:
+            return compile_fn(source, target, options)
+        key = cache_key(key_parts(source, target, options))
+        hit = cache.lookup(key)
+        if hit is not None:
+            return hit
+        artifact = compile_fn(source, target, options)
+        cache.clean_stale()
+        path = cache.store(key, lambda tmp: shutil.copytree(artifact.path, tmp,
+                                                             dirs_exist_ok=True))
+        if path is None:
+            return artifact
+        return cache.lookup(key) or artifact
+
+    return compile_with_cache

@@ -1,0 +1,58 @@
+"""`anychip bench MODEL --target T [--against ort,torch] [--json] [--plot FILE]`."""
+
+from __future__ import annotations
+
+from ..bench import ENGINES, bench, format_table, plot
+from ..errors import AnychipError
+from .common import add_model_args, parse_shapes
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="time a compiled model against ONNX Runtime and torch "
+                                     "eager, interleaved in the same run")
+    add_model_args(p)
+    p.add_argument("--against", default=",".join(ENGINES),
+                   help=f"comma-separated engines to compare with ({', '.join(ENGINES)}; "
+                        f"'none' for anychip alone)")
+    p.add_argument("--warmup", type=int, default=5, metavar="N", help="warm-up runs per engine")
+    p.add_argument("--repeat", type=int, default=20, metavar="N",
+                   help="timed runs per engine (interleaved)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--plot", metavar="FILE", help="write a bar chart of the latencies "
+                                                  "(needs matplotlib)")
+    p.add_argument("--force", action="store_true", help="replace an existing --plot file")
+    p.add_argument("--no-peak", action="store_true",
+                   help="skip the peak-GFLOP/s measurement (cached after the first run)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    against = tuple(e.strip() for e in args.against.split(",") if e.strip() and e != "none")
+    if args.plot and not args.force:
+        from pathlib import Path
+
+        if Path(args.plot).exists() or Path(args.plot).is_symlink():
+            raise AnychipError(f"{args.plot}: already exists; pass --force to replace it.")
+    if args.plot:
+        _require_matplotlib()
+    result = bench(args.model, target=args.target, against=against, warmup=args.warmup,
+                   repeat=args.repeat, shapes=parse_shapes(args.shape),
+                   precision=args.precision, peak=not args.no_peak)
+    if args.json:
+        print(result.to_json())
+    else:
+        print(format_table(result))
+    if args.plot:
+        written = plot(result, args.plot)
+        if not args.json:
+            print(f"wrote {written}")
+    return 0
+
+
+def _require_matplotlib() -> None:
+    """Fail before the (long) benchmark rather than after it."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise AnychipError("--plot needs matplotlib, which is not installed; run 'pip install "
+                           "matplotlib' or drop --plot.") from exc

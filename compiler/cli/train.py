@@ -1,0 +1,183 @@
+"""`anychip train MODEL --target T --data data.npz --epochs N [--batch-size B] [-o params.npz]`.
+
+MODEL is zoo:NAME (a built-in torch model) or an .onnx file (its float initializers are
+trained, BatchNorm in training mode). data.npz holds `x` (inputs, batch first) and `y` (class
+indices for cross_entropy, targets for mse). Batches are drawn in a seeded random order each
+epoch; a last partial batch is dropped, because the compiled step has a static batch shape.
+The parameters are written as .npz, or .safetensors where the `safetensors` package is installed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AnychipError, NotExecutable
+from ..inputs import load_npz
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model with the compiled train step of a target")
+    p.add_argument("model", help="zoo:NAME (see 'anychip zoo') or an .onnx file")
+    p.add_argument("--target", "-t", default="cpu", help="target name (see 'anychip targets')")
+    p.add_argument("--data", required=True, help=".npz with arrays x (inputs) and y (labels)")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the data (default 1)")
+    p.add_argument("--batch-size", "-b", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--loss", choices=["cross_entropy", "mse"],
+                   help="default: cross_entropy for integer y, mse for float y")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (sgd 0.01, adam 0.001)")
+    p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--precision", help="precision, as for 'anychip compile' (per target)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batch order")
+    p.add_argument("--no-shuffle", action="store_true", help="keep the data order")
+    p.add_argument("-o", "--output", help="write the trained parameters (.npz or .safetensors)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=run)
+
+
+def _positive(name: str, value: int) -> None:
+    if value < 1:
+        raise AnychipError(f"{name} must be at least 1, got {value}.")
+
+
+def load_data(path: str) -> tuple[np.ndarray, np.ndarray]:
+    data = load_npz(path)
+    missing = [k for k in ("x", "y") if k not in data]
+    if missing:
+        raise AnychipError(f"{path}: no array '{missing[0]}'; the file needs x (inputs) and y "
+                           f"(labels), e.g. numpy.savez('data.npz', x=x, y=y).")
+    x, y = data["x"], data["y"]
+    if x.ndim < 1 or y.ndim < 1 or len(x) != len(y):
+        raise AnychipError(f"{path}: x has {len(x) if x.ndim else 0} examples and y "
+                           f"{len(y) if y.ndim else 0}; they must match (batch first).")
+    if x.dtype.kind == "f" and x.dtype != np.float32:
+        x = x.astype(np.float32)
+    return x, y
+
+
+def make_optimizer(args):
+    from ..training.optim import SGD, Adam
+
+    if args.optimizer == "adam":
+        return Adam(lr=args.lr if args.lr is not None else 1e-3, weight_decay=args.weight_decay)
+    return SGD(lr=args.lr if args.lr is not None else 0.01, momentum=args.momentum,
+               weight_decay=args.weight_decay)
+
+
+def _model_and_inputs(model: str, x_batch: np.ndarray):
+    """(model argument, example_inputs, shapes) for compile_training."""
+    if model.startswith("zoo:"):
+        import torch
+
+        return model, (torch.from_numpy(np.array(x_batch)),), None
+    if not model.endswith(".onnx"):
+        raise AnychipError(f"{model}: give zoo:NAME or an .onnx file to train.")
+    import onnx
+
+    from ..frontend import graph_inputs
+
+    names = graph_inputs(onnx.load(model, load_external_data=False))
+    if len(names) != 1:
+        raise AnychipError(f"{model}: has {len(names)} inputs; 'anychip train' feeds one (x).")
+    return model, None, {names[0]: tuple(x_batch.shape)}
+
+
+def write_params(path: str, state: dict, force: bool) -> str:
+    """.npz always; .safetensors through the safetensors package when it is installed."""
+    from ..atomic import write_file
+    from ..inputs import save_npz
+
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.numpy import save_file
+        except ImportError as exc:
+            raise AnychipError(f"{path}: writing .safetensors needs the 'safetensors' package "
+                               f"(pip install safetensors); or write -o params.npz.") from exc
+        arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+        write_file(path, lambda tmp: save_file(arrays, str(tmp)), force=force)
+        return path
+    if not path.endswith(".npz"):
+        raise AnychipError(f"{path}: the parameters are written as .npz or .safetensors; "
+                           f"name the file accordingly.")
+    save_npz(path, state, force=force)
+    return path
+
+
+class _Progress:
+    """tqdm when it is installed, else one line per epoch."""
+
+    def __init__(self, total: int, epoch: int, epochs: int):
+        self.epoch, self.epochs, self.losses = epoch, epochs, []
+        try:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="step",
+                            file=sys.stderr, leave=True, dynamic_ncols=True)
+        except ImportError:
+            self.bar = None
+
+    def update(self, loss: float) -> None:
+        self.losses.append(loss)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if not self.losses:
+            if self.bar is not None:
+                self.bar.close()
+            return
+        mean = float(np.mean(self.losses))
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{self.losses[-1]:.4f}", mean=f"{mean:.4f}")
+            self.bar.close()
+        else:
+            print(f"epoch {self.epoch}/{self.epochs}: {len(self.losses)} steps, "
+                  f"last loss {self.losses[-1]:.4f}, mean {mean:.4f}", file=sys.stderr)
+
+
+def run(args) -> int:
+    from ..training import compile_training
+
+    _positive("--epochs", args.epochs)
+    _positive("--batch-size", args.batch_size)
+    if args.output and Path(args.output).exists() and not args.force:
+        raise AnychipError(f"{args.output}: already exists; pass --force to replace it.")
+    x, y = load_data(args.data)
+    if len(x) < args.batch_size:
+        raise AnychipError(f"{args.data}: {len(x)} examples, fewer than one batch of "
+                           f"{args.batch_size}; lower --batch-size.")
+    loss = args.loss or ("cross_entropy" if y.dtype.kind in "iu" else "mse")
+    if loss == "mse" and y.dtype.kind == "f":
+        y = y.astype(np.float32)
+    model, example, shapes = _model_and_inputs(args.model, x[:args.batch_size])
+    trainer = compile_training(model, example_inputs=example, loss=loss,
+                               optimizer=make_optimizer(args), target=args.target,
+                               precision=args.precision, shapes=shapes)
+    print(f"train step: {trainer.describe()}; compiled in {trainer.report['compile_s']:.1f} s")
+    if not trainer.execution.can_run:
+        raise NotExecutable(f"target '{args.target}': the train step compiled, but it cannot run "
+                            f"here: {trainer.execution.why}.")
+    steps = len(x) // args.batch_size
+    rng = np.random.default_rng(args.seed)
+    last = float("nan")
+    for epoch in range(1, args.epochs + 1):
+        order = np.arange(len(x)) if args.no_shuffle else rng.permutation(len(x))
+        progress = _Progress(steps, epoch, args.epochs)
+        try:
+            for i in range(steps):
+                batch = order[i * args.batch_size:(i + 1) * args.batch_size]
+                last = trainer.step(x[batch], y[batch])
+                progress.update(last)
+        finally:
+            progress.close()
+    print(f"trained {trainer.steps} steps on {args.target} ({trainer.execution.mode.verb}); "
+          f"final loss {last:.6g}")
+    if args.output:
+        written = write_params(args.output, trainer.state_dict(), args.force)
+        print(f"wrote {written}")
+    return 0

@@ -1,0 +1,57 @@
+"""ONNX node conformance per target (issue 7): ONNX's own node test cases through the whole
+anychip pipeline, each compared with the outputs ONNX expects under the case's tolerance.
+
+    report = run_conformance("cpu", ops=["Add", "Conv"])
+    report.summary()      # "cpu (executed): 20/20 passed (100.0%), ..."
+
+Cases run in worker processes with a per-case time limit (pool.py), so a hang or a crash is
+one failed case. Statuses and the comparison are defined in engines.py; expected failures
+per target live in backends/conformance/<target>.yaml (expected.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ..errors import AnychipError
+from . import cases as case_store
+from .engines import COMPILED, FAILED, PASSED, UNSUPPORTED, Result
+from .pool import DEFAULT_TIMEOUT_S, run_cases
+from .report import TargetReport
+
+ORT = "ort"
+
+
+def how_target_runs(target: str) -> str:
+    """'executed', 'simulated', 'compiled only' (or 'reference' for ONNX Runtime)."""
+    if target == ORT:
+        return "reference"
+    from ..backend import Mode
+    from ..registry import execution, get_profile
+
+    mode = execution(get_profile(target)).mode
+    if mode is Mode.UNAVAILABLE:
+        raise AnychipError(f"target '{target}' cannot compile here: "
+                           f"{execution(get_profile(target)).why}; see 'anychip targets'.")
+    return mode.verb
+
+
+def run_conformance(target: str, ops: list[str] | None = None, names: list[str] | None = None,
+                    limit: int | None = None, jobs: int = 2,
+                    timeout: float = DEFAULT_TIMEOUT_S,
+                    progress: Callable[[Result, int, int], None] | None = None,
+                    selected: list[case_store.Case] | None = None) -> TargetReport:
+    """Run the node suite (or a selection) on `target` ('ort' for ONNX Runtime)."""
+    import onnx
+
+    how = how_target_runs(target)
+    if selected is None:
+        selected = case_store.select(case_store.collect(), ops, names, limit)
+    start = time.perf_counter()
+    results = run_cases(selected, target, jobs=jobs, timeout=timeout, progress=progress)
+    return TargetReport(target, how, onnx.__version__, results, time.perf_counter() - start)
+
+
+__all__ = ["run_conformance", "TargetReport", "Result", "ORT", "PASSED", "FAILED",
+           "UNSUPPORTED", "COMPILED"]

@@ -1,0 +1,103 @@
+"""Importer fixes: what anychip puts in front of TVM's ONNX importer, in one place.
+
+`prepare_for_tvm(source)` is called by importer.to_relax before TVM sees a model. It returns
+a ModelSource whose `proto` is a prepared copy (the caller's model is never edited), after,
+in this order:
+
+1. refusing element types no target compiles (NotSupported, reported as unsupported);
+2. inlining model-local functions (onnx's inliner);
+3. expanding operators TVM cannot import into their ONNX function bodies;
+4. writing Constant's value_int(s)/value_float(s) as `value` tensors;
+5. folding shape computations to constants (static shapes make them constant);
+6. specialising shape-like graph inputs when the caller asked for it (specialise.py states
+   the policy; the compiled code checks the values at every run);
+
+and registers the extra Relax converters (converters.py). Each step is one function whose
+docstring names the ONNX behaviour and the conformance cases it fixes; the steps a model
+needed are listed in `source.extra["importer_fixes"]`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+from ..errors import AnychipError
+
+SPECIALISE_KEY = "specialise"     # source.extra[...]: {input name: value} to specialise
+
+
+class NotSupported(AnychipError):
+    """A deliberate refusal: the model uses something no anychip target can compile."""
+
+
+# TVM has a converter under these names, but for another operator (com.microsoft's
+# Attention), or without parts of the ONNX operator: expand them to their ONNX function.
+def _expand_despite_converter(node, opset: int) -> bool:
+    if node.op_type == "Attention":
+        return opset >= 23          # ONNX Attention (q/kv_num_heads), not com.microsoft's
+    if node.op_type == "LayerNormalization":
+        return len([o for o in node.output if o]) > 1   # TVM gives the normalised output only
+    return False
+
+
+def prepare_for_tvm(source):
+    """The ModelSource TVM's importer should see (see the module docstring)."""
+    from . import converters, onnx_level, specialise
+
+    converters.register()
+    proto = copy.deepcopy(source.proto)
+    applied: list[str] = []
+    bad = onnx_level.uncompilable_type(proto)
+    if bad:
+        raise NotSupported(f"{source.label}: {bad}; this element type is not supported by "
+                           f"anychip (TVM cannot compile it). Cast it to a supported type "
+                           f"before export.")
+    if onnx_level.inline_local_functions(proto):
+        applied.append("inline_local_functions")
+    known = _known_ops()
+    expanded = onnx_level.expand_schema_functions(
+        proto, lambda node, opset: node.op_type not in known
+        or _expand_despite_converter(node, opset))
+    if expanded:
+        applied.append(f"expand_schema_functions({', '.join(sorted(set(expanded)))})")
+    if onnx_level.constants_as_tensors(proto):
+        applied.append("constants_as_tensors")
+    if onnx_level.fold_shape_computations(proto):
+        applied.append("fold_shape_computations")
+    values = source.extra.get(SPECIALISE_KEY) or {}
+    if values:
+        safe = {s.name: s.safe_name for s in source.inputs}
+        names = specialise.specialise_inputs(proto, {safe.get(k, k): v for k, v in values.items()})
+        applied.append(f"specialise_inputs({', '.join(names)})")
+    extra = dict(source.extra)
+    extra["importer_fixes"] = applied
+    return dataclasses.replace(source, proto=proto, extra=extra)
+
+
+def _known_ops() -> set[str]:
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    return set(_get_convert_map()) | {"If", "Constant"}
+
+
+def specialise_for(source, feed: dict) -> list[str]:
+    """Ask for the shape-like graph inputs of `source` to be specialised to their values in
+    `feed` (see specialise.py for the policy); returns notes naming each one and its value."""
+    from .specialise import shape_inputs
+
+    by_safe = {s.safe_name: s.name for s in source.inputs}
+    names = [by_safe.get(n, n) for n in shape_inputs(source.proto)]
+    values = {n: feed[n] for n in names if n in feed}
+    if not values:
+        return []
+    source.extra[SPECIALISE_KEY] = values
+    return [f"specialised {n}={_short(v)}" for n, v in values.items()]
+
+
+def _short(value) -> str:
+    import numpy as np
+
+    arr = np.asarray(value)
+    text = np.array2string(arr, threshold=8, separator=",").replace("\n", "")
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,82 @@
+"""Clear one-line errors for what training does not support, before anything is compiled."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import anychip
+from anychip.compiler.errors import AnychipError
+
+from .torch_models import make_model
+
+SGD = anychip.optim.SGD(lr=0.1)
+
+
+def _single_line(exc) -> str:
+    text = str(exc.value)
+    assert "\n" not in text
+    return text
+
+
+def test_unknown_loss_lists_the_supported_ones():
+    model, shape = make_model("mlp")
+    with pytest.raises(AnychipError) as exc:
+        anychip.compile_training(model, example_inputs=(torch.zeros(shape),), loss="hinge",
+                                 optimizer=SGD)
+    assert "unknown loss 'hinge'" in _single_line(exc) and "cross_entropy, mse" in str(exc.value)
+
+
+def test_dropout_in_train_mode_is_refused_with_what_to_do():
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+    with pytest.raises(AnychipError) as exc:
+        anychip.compile_training(model, example_inputs=(torch.zeros(2, 4),), optimizer=SGD)
+    text = _single_line(exc)
+    assert "Dropout" in text and "p=0.5" in text and "nn.Identity()" in text
+
+
+def test_layer_without_a_tvm_gradient_is_named():
+    model = nn.Sequential(nn.Linear(4, 8), nn.LeakyReLU(0.1), nn.Linear(8, 2))
+    with pytest.raises(AnychipError) as exc:
+        anychip.compile_training(model, example_inputs=(torch.zeros(2, 4),), optimizer=SGD)
+    assert "no gradient for operator 'relax.nn.leakyrelu'" in _single_line(exc)
+
+
+def test_batchnorm_without_running_stats_is_refused():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
+    with pytest.raises(AnychipError) as exc:
+        anychip.compile_training(model, example_inputs=(torch.zeros(2, 3, 5, 5),),
+                                 loss="mse", optimizer=SGD)
+    assert "track_running_stats=False" in _single_line(exc)
+
+
+@pytest.mark.parametrize("bad", [dict(lr=-1.0), dict(lr=0.1, momentum=-0.5)])
+def test_optimizer_arguments_are_checked(bad):
+    with pytest.raises(AnychipError, match="must be >= 0"):
+        anychip.optim.SGD(**bad)
+    with pytest.raises(AnychipError, match=r"betas\[1\] must be in \[0, 1\)"):
+        anychip.optim.Adam(lr=0.1, betas=(0.9, 1.0))
+
+
+def test_missing_optimizer_and_unknown_target():
+    model, shape = make_model("mlp")
+    with pytest.raises(AnychipError, match="optimizer=anychip.optim.SGD"):
+        anychip.compile_training(model, example_inputs=(torch.zeros(shape),))
+    with pytest.raises(AnychipError, match="unknown target 'no-such-chip'"):
+        anychip.compile_training(model, example_inputs=(torch.zeros(shape),), optimizer=SGD,
+                                 target="no-such-chip")
+
+
+def test_bad_batches_are_user_errors():
+    model, shape = make_model("mlp")
+    trainer = anychip.compile_training(model, example_inputs=(torch.zeros(shape),),
+                                       optimizer=SGD)
+    x = torch.zeros(shape)
+    with pytest.raises(AnychipError, match="out of range: the model has 5 classes"):
+        trainer.step(x, torch.full((shape[0],), 5))
+    with pytest.raises(AnychipError, match="must be float32"):
+        trainer.step(x.double(), torch.zeros(shape[0], dtype=torch.int64))
+    with pytest.raises(AnychipError, match="one class index per example"):
+        trainer.step(x, torch.zeros(shape[0] + 1, dtype=torch.int64))
+    assert trainer.steps == 0

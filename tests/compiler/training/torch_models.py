@@ -1,0 +1,108 @@
+"""Small torch models for the training tests (until the zoo's mlp and resnet18 land), and the
+torch autograd reference the compiled train step is compared with."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self, features: int = 16, hidden: int = 32, classes: int = 5):
+        super().__init__()
+        self.fc1 = nn.Linear(features, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+class Block(nn.Module):
+    """ResNet basic block: conv-bn-relu-conv-bn + shortcut (1x1 conv-bn when shapes change)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                      nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(out + (x if self.down is None else self.down(x)))
+
+
+class ResNetCNN(nn.Module):
+    """A small ResNet-style CNN: stem, two basic blocks (one strided), global pool, linear."""
+
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8),
+                                  nn.ReLU())
+        self.layer1 = Block(8, 8)
+        self.layer2 = Block(8, 16, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.layer2(self.layer1(self.stem(x)))), 1))
+
+
+def make_model(name: str) -> tuple[nn.Module, tuple]:
+    """(model, input shape) with seeded weights."""
+    torch.manual_seed(0)
+    if name == "mlp":
+        return MLP(), (8, 16)
+    if name == "resnet":
+        return ResNetCNN(), (8, 3, 8, 8)
+    raise ValueError(name)
+
+
+def batches(shape: tuple, classes: int, steps: int, seed: int = 1):
+    """`steps` seeded (x, y) batches: float32 inputs, int64 class labels."""
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(shape, generator=gen), torch.randint(0, classes, (shape[0],),
+                                                              generator=gen))
+            for _ in range(steps)]
+
+
+def torch_reference(model: nn.Module, optimizer, data, loss: str = "cross_entropy"):
+    """Losses and final state_dict of torch autograd with the same optimizer rule."""
+    ref = copy.deepcopy(model).train()
+    opt = optimizer.to_torch(ref.parameters())
+    loss_fn = nn.CrossEntropyLoss() if loss == "cross_entropy" else nn.MSELoss()
+    losses = []
+    for x, y in data:
+        opt.zero_grad()
+        value = loss_fn(ref(x), y)
+        value.backward()
+        opt.step()
+        losses.append(value.item())
+    return np.array(losses), {k: v.detach().numpy() for k, v in ref.state_dict().items()}
+
+
+def parity(trainer, losses, ref_losses, ref_state) -> dict:
+    """Compare with torch at the trainer's training tolerance; the worst figures per kind."""
+    from anychip.compiler.tolerances import compare
+
+    tol = trainer.tolerance
+    result = {"loss": compare(np.array(losses), ref_losses, tol)}
+    state = trainer.state_dict()
+    assert list(state) == list(ref_state)
+    worst = None
+    for key, expected in ref_state.items():
+        cmp = compare(state[key], expected, tol)
+        assert cmp.passed, f"{key}: max abs {cmp.max_abs:.3g}, max rel {cmp.max_rel:.3g} ({tol})"
+        if worst is None or cmp.max_rel > worst.max_rel:
+            worst = cmp
+    result["params"] = worst
+    assert result["loss"].passed, f"losses {losses} vs torch {ref_losses.tolist()} ({tol})"
+    return result
