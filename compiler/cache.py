@@ -32,6 +32,7 @@ from .errors import AnychipError
 
 CACHE_FORMAT = 1
 ENTRIES = "entries"
+ALIASES = "aliases"
 QUARANTINE = "quarantine"
 TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 3600
@@ -45,8 +46,14 @@ def disabled() -> bool:
     return os.environ.get("ANYCHIP_NO_CACHE", "").strip() not in ("", "0")
 
 
+_WARNED: set[str] = set()
+
+
 def _warn(message: str) -> None:
-    warnings.warn(f"anychip cache: {message}", CacheWarning, stacklevel=3)
+    """Warn once per message and process (both driver hooks open the cache)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(f"anychip cache: {message}", CacheWarning, stacklevel=3)
 
 
 def user_cache_dir(create: bool = True, warn: bool = True) -> Path | None:
@@ -171,6 +178,27 @@ class CompileCache:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
+    def read_alias(self, alias: str) -> str | None:
+        """The entry key an alias points at; None when absent or unreadable."""
+        try:
+            key = (self.root / ALIASES / alias).read_text().strip()
+        except OSError:
+            return None
+        return key if len(key) == 64 and all(c in "0123456789abcdef" for c in key) else None
+
+    def write_alias(self, alias: str, key: str) -> None:
+        folder = self.root / ALIASES
+        tmp = folder / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+            tmp.write_text(key + "\n")
+            os.replace(tmp, folder / alias)
+        except OSError:
+            pass   # an alias is only a shortcut
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
     def clean_stale(self, older_than: float = STALE_TMP_SECONDS) -> None:
         """Remove temp folders left by killed processes (never a published entry)."""
         now = time.time()
@@ -182,8 +210,30 @@ class CompileCache:
             pass
 
 
-def key_parts(source, target: str, options) -> dict[str, Any]:
-    """Everything that determines the artifact of compiling `source` for `target`."""
+def code_digest() -> str:
+    """sha256 of anychip's own sources (.py, .yaml, .json under its packages), so an edited
+    checkout never reuses an artifact built by different code under the same version."""
+    global _CODE_DIGEST
+    if _CODE_DIGEST is None:
+        import anychip
+        from anychip import backends, compiler, models
+
+        digest = hashlib.sha256()
+        roots = {Path(p).resolve() for m in (anychip, compiler, backends, models)
+                 for p in m.__path__}
+        for root in sorted(roots):
+            for file in sorted(root.rglob("*")):
+                if file.suffix in (".py", ".yaml", ".json") and "__pycache__" not in file.parts:
+                    digest.update(str(file.relative_to(root)).encode() + b"\0")
+                    digest.update(file.read_bytes())
+        _CODE_DIGEST = digest.hexdigest()
+    return _CODE_DIGEST
+
+
+_CODE_DIGEST: str | None = None
+
+
+def _common_parts(target: str, options) -> dict[str, Any]:
     import onnx
     import tvm
 
@@ -198,20 +248,60 @@ def key_parts(source, target: str, options) -> dict[str, Any]:
     tvm_target = backend.target(profile)
     extra_parts = getattr(backend, "cache_key_parts", None)
     return {
-        "model_sha256": source.sha256,
-        "inputs": [s.as_dict() for s in source.inputs],
         "target": target,
         "profile_sha256": profile.sha256(),
         "tvm_target": str(tvm_target),
         "options": options.as_dict(),
         "backend": extra_parts(profile) if extra_parts else {},
         "tuning_db": database_digest(str(tvm_target)),
-        "versions": {"anychip": __version__, "tvm": tvm.__version__, "onnx": onnx.__version__,
-                     "artifact_format": FORMAT_VERSION},
+        "versions": {"anychip": __version__, "code": code_digest(), "tvm": tvm.__version__,
+                     "onnx": onnx.__version__, "artifact_format": FORMAT_VERSION},
     }
 
 
-def cached(compile_fn):
+def key_parts(source, target: str, options) -> dict[str, Any]:
+    """Everything that determines the artifact of compiling a loaded model for `target`."""
+    return {"model_sha256": source.sha256, "inputs": [s.as_dict() for s in source.inputs],
+            **_common_parts(target, options)}
+
+
+def model_fingerprint(model) -> str | None:
+    """A content digest of a model as the user gave it, before the frontend runs; None when
+    there is no cheap one (torch modules, ONNX files with external data)."""
+    import onnx
+
+    if isinstance(model, (str, Path)) and str(model).startswith("zoo:"):
+        # zoo builders are seeded code (covered by the code digest in the key) run by these
+        # libraries: torch models are exported, the others calibrated with ONNX Runtime
+        versions = ",".join(f"{lib}={_version(lib)}" for lib in
+                            ("torch", "onnxscript", "onnxruntime", "numpy"))
+        return f"zoo:{str(model)[4:]}|{versions}"
+    if isinstance(model, (str, Path)):
+        try:
+            data = Path(model).read_bytes()
+        except OSError:
+            return None
+        # external data entries always carry a "location" key: without that string the
+        # file is the whole model
+        return None if b"location" in data else "onnx:" + hashlib.sha256(data).hexdigest()
+    if isinstance(model, (bytes, bytearray)):
+        return None if b"location" in model else "onnx:" + hashlib.sha256(model).hexdigest()
+    if isinstance(model, onnx.ModelProto):
+        data = model.SerializeToString(deterministic=True)
+        return None if b"location" in data else "onnx:" + hashlib.sha256(data).hexdigest()
+    return None
+
+
+def _version(lib: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(lib)
+    except Exception:
+        return "absent"
+
+
+def cached_source(compile_fn):
     """Wrap the driver's compile_source(source, target, options) with the cache."""
     import functools
 
@@ -231,5 +321,35 @@ def cached(compile_fn):
         if path is None:
             return artifact
         return cache.lookup(key) or artifact
+
+    return compile_with_cache
+
+
+def cached_model(compile_fn):
+    """Wrap the driver's compile_model(model, target, ...) so that a model given as a file,
+    bytes, a ModelProto or zoo:NAME is found in the cache before the frontend runs: an alias
+    (the raw model's digest and the options) points at the entry compile_source published."""
+    import functools
+
+    from .backend import CompileOptions
+
+    @functools.wraps(compile_fn)
+    def compile_with_cache(model, target="cpu", example_inputs=None, precision=None,
+                           shapes=None, **extra):
+        cache = CompileCache.open()
+        fingerprint = model_fingerprint(model) if cache is not None else None
+        if fingerprint is None:
+            return compile_fn(model, target, example_inputs, precision, shapes, **extra)
+        norm_shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
+        options = CompileOptions(precision=precision, shapes=norm_shapes, extra=dict(extra))
+        alias = cache_key({"model": fingerprint, **_common_parts(target, options)})
+        entry = cache.read_alias(alias)
+        hit = cache.lookup(entry) if entry else None
+        if hit is not None:
+            return hit
+        artifact = compile_fn(model, target, example_inputs, precision, shapes, **extra)
+        if artifact.path.parent.parent == cache.root / ENTRIES:   # published by compile_source
+            cache.write_alias(alias, artifact.path.name)
+        return artifact
 
     return compile_with_cache

@@ -11,7 +11,7 @@ from typing import Any
 
 from .artifact import Artifact, new_staging_dir, write_artifact
 from .backend import CompileOptions, Mode
-from .cache import cached
+from .cache import cached_model, cached_source
 from .errors import AnychipError, NotExecutable
 from .frontend import ModelSource, load_model
 from .importer import to_relax
@@ -58,7 +58,7 @@ def compile_source(source: ModelSource, target: str, options: CompileOptions) ->
     return Artifact(staging, manifest, temporary=True)
 
 
-compile_source = cached(compile_source)  # compile cache (compiler/cache.py); ANYCHIP_NO_CACHE=1
+compile_source = cached_source(compile_source)  # compile cache (compiler/cache.py)
 
 
 def compile_model(model: Any, target: str = "cpu", example_inputs: tuple | None = None,
@@ -69,3 +69,6 @@ def compile_model(model: Any, target: str = "cpu", example_inputs: tuple | None 
     source = load_model(model, example_inputs, shapes)
     options = CompileOptions(precision=precision, shapes=shapes, extra=dict(extra))
     return compile_source(source, target, options)
+
+
+compile_model = cached_model(compile_model)  # cache hit before the frontend runs

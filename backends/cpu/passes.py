@@ -1,6 +1,7 @@
 """Graph-level passes of the cpu backend, each one Relax function-to-function rewrite.
 
 They run before library dispatch so the dispatched kernels see the cheapest graph:
+- `drop_dropout`: inference dropout is the identity;
 - `sum_as_add`: ONNX `Sum` imports as broadcast_to + stack + sum (5-D), which stops layout
   conversion (tvm-notes.md); an n-input Sum of same-shaped tensors is a chain of adds.
 - `fold_conv_affine`: per-output-channel add/subtract/multiply/divide by constants after a
@@ -71,6 +72,29 @@ def _map_main(mod, make_mutator):
     # a rewrite that returns an existing variable leaves `a = b` aliases, which ConvertLayout
     # does not see through
     return relax.transform.CanonicalizeBindings()(mod)
+
+
+def drop_dropout(mod):
+    """dropout(x)[0] -> x: inference dropout is the identity (ONNX Dropout imports as a
+    training-style relax.nn.dropout whose tuple result ConvertLayout cannot handle)."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    dropout = _op("relax.nn.dropout")
+
+    @mutator
+    class DropDropout(PyExprMutator):
+        def visit_tuple_getitem_(self, node):
+            new = super().visit_tuple_getitem_(node)
+            value = new.tuple_value
+            while isinstance(value, relax.Var) and self.lookup_binding(value) is not None:
+                value = self.lookup_binding(value)
+            if isinstance(value, relax.Call) and value.op == dropout and new.index == 0:
+                return value.args[0]
+            return new
+
+    mod = _map_main(mod, lambda m, f: DropDropout(m))
+    return relax.transform.DeadCodeElimination()(mod)
 
 
 def sum_as_add(mod):

@@ -19,13 +19,8 @@ from anychip.backends.simt import CHIP_SCHEMA, GpuChip, lower_for_gpu, relax_bui
 from anychip.backends.simt.device_code import device_source
 from anychip.backends.simt.lowering import attach_report, take_report
 from anychip.backends.simt.toolchains import cuda_device, nvcc, nvcc_compile
-from anychip.compiler.backend import (
-    BuildResult,
-    CompileOptions,
-    Execution,
-    Mode,
-    OptionalBackendHooks,
-)
+from anychip.compiler.backend import (BuildResult, CompileOptions, Execution, Mode,
+                                      OptionalBackendHooks)
 from anychip.compiler.errors import AnychipError, NotExecutable
 from anychip.compiler.profiles import Profile
 

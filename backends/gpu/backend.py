@@ -15,13 +15,8 @@ from anychip.backends.simt import CHIP_SCHEMA, GpuChip, lower_for_gpu
 from anychip.backends.simt.lowering import attach_report, take_report
 from anychip.backends.simt.opencl import opencl_device
 from anychip.backends.simt.toolchains import cuda_device, nvcc
-from anychip.compiler.backend import (
-    BuildResult,
-    CompileOptions,
-    Execution,
-    Mode,
-    OptionalBackendHooks,
-)
+from anychip.compiler.backend import (BuildResult, CompileOptions, Execution, Mode,
+                                      OptionalBackendHooks)
 from anychip.compiler.errors import NotExecutable
 from anychip.compiler.profiles import Profile
 

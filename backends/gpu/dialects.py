@@ -19,19 +19,10 @@ import time
 
 from anychip.backends.simt import GpuChip, relax_build
 from anychip.backends.simt.device_code import capture_rocm_link, device_modules, device_source
-from anychip.backends.simt.opencl import (
-    build_opencl,
-    clang_check_opencl,
-    clang_for_opencl,
-    opencl_device,
-)
-from anychip.backends.simt.toolchains import (
-    lld_for_tvm,
-    llvm_major,
-    nvcc,
-    nvcc_compile,
-    rocm_bitcode_dir,
-)
+from anychip.backends.simt.opencl import (build_opencl, clang_check_opencl, clang_for_opencl,
+                                          opencl_device)
+from anychip.backends.simt.toolchains import (lld_for_tvm, llvm_major, nvcc, nvcc_compile,
+                                              rocm_bitcode_dir)
 from anychip.compiler.errors import AnychipError
 
 CUDA_LIKE = {"musa", "maca", "corex", "cuda"}

@@ -10,9 +10,9 @@ module that is built is not changed.
 
 from __future__ import annotations
 
-from anychip.compiler.errors import AnychipError
-
 from .chip import GpuChip
+
+from anychip.compiler.errors import AnychipError
 
 _UNITS = {"max_shared_memory_per_block": "B of shared memory per block",
           "max_threads_per_block": "threads per block",

@@ -13,11 +13,11 @@ import ctypes.util
 import json
 import time
 
-from anychip.compiler.errors import AnychipError
-
 from .chip import GpuChip
 from .limits import check_kernel_limits
 from .precision import PRECISION_USED, apply_float64_policy, precision_passes
+
+from anychip.compiler.errors import AnychipError
 
 REPORT_ATTR = "anychip_lowering_report"
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from anychip.compiler.errors import AnychipError
 
-
 @dataclass(frozen=True)
 class Tool:
     path: str

@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--precision", help="precision, as for 'anychip compile' (per target)")
+    p.add_argument("--precision-mode", help="NPU precision mode, as for 'anychip compile'")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch order")
     p.add_argument("--no-shuffle", action="store_true", help="keep the data order")
     p.add_argument("-o", "--output", help="write the trained parameters (.npz or .safetensors)")
@@ -86,24 +87,33 @@ def _model_and_inputs(model: str, x_batch: np.ndarray):
     return model, None, {names[0]: tuple(x_batch.shape)}
 
 
+def check_output(path: str, force: bool) -> None:
+    """Refuse a bad -o before any compiling or training is spent on it."""
+    if Path(path).exists() and not force:
+        raise AnychipError(f"{path}: already exists; pass --force to replace it.")
+    if path.endswith(".safetensors"):
+        try:
+            import safetensors.numpy  # noqa: F401
+        except ImportError as exc:
+            raise AnychipError(f"{path}: writing .safetensors needs the 'safetensors' package "
+                               f"(pip install safetensors); or write -o params.npz.") from exc
+    elif not path.endswith(".npz"):
+        raise AnychipError(f"{path}: the parameters are written as .npz or .safetensors; "
+                           f"name the file accordingly.")
+
+
 def write_params(path: str, state: dict, force: bool) -> str:
-    """.npz always; .safetensors through the safetensors package when it is installed."""
+    """.npz, or .safetensors through the safetensors package (atomic: temp file + rename)."""
     from ..atomic import write_file
     from ..inputs import save_npz
 
     if path.endswith(".safetensors"):
-        try:
-            from safetensors.numpy import save_file
-        except ImportError as exc:
-            raise AnychipError(f"{path}: writing .safetensors needs the 'safetensors' package "
-                               f"(pip install safetensors); or write -o params.npz.") from exc
+        from safetensors.numpy import save_file
+
         arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
         write_file(path, lambda tmp: save_file(arrays, str(tmp)), force=force)
-        return path
-    if not path.endswith(".npz"):
-        raise AnychipError(f"{path}: the parameters are written as .npz or .safetensors; "
-                           f"name the file accordingly.")
-    save_npz(path, state, force=force)
+    else:
+        save_npz(path, state, force=force)
     return path
 
 
@@ -145,8 +155,8 @@ def run(args) -> int:
 
     _positive("--epochs", args.epochs)
     _positive("--batch-size", args.batch_size)
-    if args.output and Path(args.output).exists() and not args.force:
-        raise AnychipError(f"{args.output}: already exists; pass --force to replace it.")
+    if args.output:
+        check_output(args.output, args.force)
     x, y = load_data(args.data)
     if len(x) < args.batch_size:
         raise AnychipError(f"{args.data}: {len(x)} examples, fewer than one batch of "
@@ -155,9 +165,10 @@ def run(args) -> int:
     if loss == "mse" and y.dtype.kind == "f":
         y = y.astype(np.float32)
     model, example, shapes = _model_and_inputs(args.model, x[:args.batch_size])
+    extra = {"precision_mode": args.precision_mode} if args.precision_mode else {}
     trainer = compile_training(model, example_inputs=example, loss=loss,
                                optimizer=make_optimizer(args), target=args.target,
-                               precision=args.precision, shapes=shapes)
+                               precision=args.precision, shapes=shapes, **extra)
     print(f"train step: {trainer.describe()}; compiled in {trainer.report['compile_s']:.1f} s")
     if not trainer.execution.can_run:
         raise NotExecutable(f"target '{args.target}': the train step compiled, but it cannot run "

@@ -26,17 +26,26 @@ DEFAULT_TIMEOUT_S = 20.0
 READY_TIMEOUT_S = 180.0
 
 
-def _worker_main(conn, cases_path: str, engine: str) -> None:
+RUNNER = "anychip.compiler.conformance.engines:run_case"
+
+
+def _load_runner(spec: str) -> Callable:
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _worker_main(conn, cases_path: str, engine: str, runner: str) -> None:
     """Worker loop: read a case name, run it, send back its result as a dict."""
     import warnings
 
     warnings.filterwarnings("ignore")
     _silence_native_output()
     os.environ.setdefault("TVM_NUM_THREADS", "1")
-    from .engines import run_case
-
+    run_case = _load_runner(runner)
     store = case_store.load(Path(cases_path))
-    if engine != "ort":
+    if engine != "ort" and runner == RUNNER:
         _warm_up(engine)
     conn.send("ready")
     while True:
@@ -79,10 +88,10 @@ def _warm_up(engine: str) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, cases_path: Path, engine: str):
+    def __init__(self, ctx, cases_path: Path, engine: str, runner: str):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, str(cases_path), engine),
-                                daemon=True)
+        self.proc = ctx.Process(target=_worker_main,
+                                args=(child, str(cases_path), engine, runner), daemon=True)
         self.proc.start()
         child.close()
         self.done = 0
@@ -135,8 +144,11 @@ class _Worker:
 
 def run_cases(selected: list[Case], engine: str, jobs: int = 2,
               timeout: float = DEFAULT_TIMEOUT_S, recycle: int = 150,
-              progress: Callable[[Result, int, int], None] | None = None) -> list[Result]:
-    """Run `selected` on `engine` ('ort' or a target name) in `jobs` workers; results in order."""
+              progress: Callable[[Result, int, int], None] | None = None,
+              runner: str = RUNNER) -> list[Result]:
+    """Run `selected` on `engine` ('ort' or a target name) in `jobs` workers; results in order.
+    `runner` ("module:function", called as f(case, engine) -> Result) is what a worker runs;
+    tests name a stand-in to prove the isolation."""
     if not selected:
         return []
     ctx = mp.get_context("spawn")
@@ -162,7 +174,7 @@ def run_cases(selected: list[Case], engine: str, jobs: int = 2,
                 if worker is None or not worker.alive() or worker.done >= recycle:
                     if worker is not None:
                         worker.stop()
-                    worker = _Worker(ctx, path, engine)
+                    worker = _Worker(ctx, path, engine, runner)
                     if not worker.wait_ready():
                         worker.kill()
                         worker = None

@@ -85,6 +85,23 @@ def structural_check(pattern: Pattern, annotated) -> bool:
     return True
 
 
+def _intermediates_private(ctx) -> bool:
+    """Only the pattern's final value may be used outside it: a library call computes the
+    epilogue in place and has no intermediate results to hand out."""
+    from tvm import relax
+
+    fused = set(ctx.matched_bindings.keys())
+    final = ctx.value_to_bound_var.get(ctx.matched_expr)
+    for var in fused:
+        if final is not None and var.same_as(final):
+            continue
+        if not isinstance(var, relax.DataflowVar):   # a function output
+            return False
+        if any(user not in fused for user in ctx.var_usages.get(var, [])):
+            return False
+    return True
+
+
 def _match_from_composite(func, call_args, pattern: Pattern) -> Match:
     """Read a composite function (root binding, then one binding per epilogue step)."""
     from tvm import relax
@@ -122,7 +139,8 @@ def partition(mod, library) -> tuple[Any, DispatchReport]:
     def make_check(pattern):
         def check(ctx) -> bool:
             annotated = dict(ctx.annotated_expr.items())
-            return structural_check(pattern, annotated) and library.accepts(pattern, annotated)
+            return (_intermediates_private(ctx) and structural_check(pattern, annotated)
+                    and library.accepts(pattern, annotated))
         return check
 
     fusion = [relax.transform.FusionPattern(p.name, *p.build(), check=make_check(p))

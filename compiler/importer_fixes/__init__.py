@@ -8,8 +8,9 @@ in this order:
 2. inlining model-local functions (onnx's inliner);
 3. expanding operators TVM cannot import into their ONNX function bodies;
 4. writing Constant's value_int(s)/value_float(s) as `value` tensors;
-5. folding shape computations to constants (static shapes make them constant);
-6. specialising shape-like graph inputs when the caller asked for it (specialise.py states
+5. unrolling Scans whose length static shapes fix (control_flow.py);
+6. folding shape computations to constants (static shapes make them constant);
+7. specialising shape-like graph inputs when the caller asked for it (specialise.py states
    the policy; the compiled code checks the values at every run);
 
 and registers the extra Relax converters (converters.py). Each step is one function whose
@@ -43,7 +44,7 @@ def _expand_despite_converter(node, opset: int) -> bool:
 
 def prepare_for_tvm(source):
     """The ModelSource TVM's importer should see (see the module docstring)."""
-    from . import converters, onnx_level, specialise
+    from . import control_flow, converters, onnx_level, specialise
 
     converters.register()
     proto = copy.deepcopy(source.proto)
@@ -63,6 +64,9 @@ def prepare_for_tvm(source):
         applied.append(f"expand_schema_functions({', '.join(sorted(set(expanded)))})")
     if onnx_level.constants_as_tensors(proto):
         applied.append("constants_as_tensors")
+    if any(n.op_type == "Scan" for n in proto.graph.node) and \
+            control_flow.unroll_scans(proto, onnx_level.static_shapes(proto)):
+        applied.append("unroll_scans")
     if onnx_level.fold_shape_computations(proto):
         applied.append("fold_shape_computations")
     values = source.extra.get(SPECIALISE_KEY) or {}

@@ -196,7 +196,8 @@ _NOT_FOLDABLE = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUni
                  "Bernoulli", "Multinomial", "If", "Loop", "Scan", "SequenceMap"}
 
 
-def _static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+def static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """{value name: dims} for every value ONNX shape inference gives a fully static shape."""
     graph = _inferred(model).graph
     shapes = {}
     for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
@@ -254,7 +255,7 @@ def fold_shape_computations(model: onnx.ModelProto) -> int:
             new_nodes.append(node)
             continue
         if node.op_type in ("Shape", "Size") and node.input[0] not in values:
-            shapes = _static_shapes(model) if shapes is None else shapes
+            shapes = static_shapes(model) if shapes is None else shapes
             dims = shapes.get(node.input[0])
             if dims is not None:
                 result = [_shape_value(node, dims)]

@@ -26,6 +26,10 @@ def compile_training(model, example_inputs=None, loss: str = "cross_entropy", op
     `optimizer`: anychip.optim.SGD or anychip.optim.Adam (torch's update rules). Keyword options
     beyond these go to the backend, as for anychip.compile (e.g. precision_mode on an NPU).
     `shapes` ({input: shape}) fixes an ONNX model's input shapes, the batch shape trained on.
+
+    The whole model trains in train mode, as after model.train(): BatchNorm uses batch
+    statistics and updates its running ones; parameters with requires_grad=False stay fixed.
+    The user's module is not modified.
     """
     if loss not in LOSSES:
         raise AnychipError(f"unknown loss '{loss}'; supported: {', '.join(LOSSES)}.")

@@ -124,7 +124,8 @@ def _check_torch_layers(module, label: str) -> None:
                                    f"Use track_running_stats=True.")
             if sub.momentum is None:
                 raise AnychipError(f"{label}: BatchNorm '{name}' has momentum=None (cumulative "
-                                   f"average), which is not supported; set a momentum such as 0.1.")
+                                   f"average), which training does not support; set a momentum, "
+                                   f"e.g. 0.1 (torch's default), on every BatchNorm first.")
 
 
 def from_torch(module, example_inputs, label: str | None = None) -> TrainGraph:
@@ -133,8 +134,10 @@ def from_torch(module, example_inputs, label: str | None = None) -> TrainGraph:
 
     label = label or f"<torch {type(module).__name__}>"
     _check_torch_layers(module, label)
-    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    inputs = tuple(torch.as_tensor(x) if not isinstance(x, torch.Tensor) else x for x in inputs)
+    if not isinstance(example_inputs, (tuple, list)):
+        example_inputs = (example_inputs,)
+    inputs = tuple(x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+                   for x in example_inputs)
     names = ["x"] if len(inputs) == 1 else [f"x{i}" for i in range(len(inputs))]
     # Exporting in training mode runs the model once, which updates BatchNorm statistics and
     # counters: keep the state from before and put it back into the user's module afterwards.
@@ -239,7 +242,8 @@ def _edit_dropout(graph: onnx.GraphProto, label: str) -> None:
         if node.op_type != "Dropout":
             continue
         where = f"node '{node.name or node.output[0]}' (Dropout)"
-        ratio = 0.5
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        ratio = float(attrs.get("ratio", 0.5))   # an attribute before opset 12
         if len(node.input) > 1 and node.input[1]:
             value = _constant_value(node.input[1], consts, inits)
             if value is None:
@@ -295,10 +299,11 @@ def _train_mode(proto: onnx.ModelProto, label: str, trainable_names: set[str] | 
     if len(graph.output) != 1:
         raise AnychipError(f"{label}: the model has {len(graph.output)} outputs; training needs "
                            f"exactly one (the prediction the loss compares with the labels).")
+    has_bn = any(n.op_type == "BatchNormalization" for n in graph.node)
     for opset in proto.opset_import:
-        if opset.domain in ("", "ai.onnx") and opset.version < 14:
-            raise AnychipError(f"{label}: opset {opset.version}: training needs opset >= 14 "
-                               f"(train-mode BatchNormalization); re-export with opset {OPSET}.")
+        if has_bn and opset.domain in ("", "ai.onnx") and opset.version < 14:
+            raise AnychipError(f"{label}: opset {opset.version}: training BatchNormalization "
+                               f"needs opset >= 14 (training_mode); re-export with opset {OPSET}.")
     _edit_dropout(graph, label)
     specs = _edit_batch_norm(graph, label)
     del graph.value_info[:]  # re-inferred by frontend.prepare

@@ -121,8 +121,8 @@ def setup_trainer(backbone, loss_name: str, optimizer, label: str):
         missing = re.search(r"FPrimalGradient has not been registered for (\S+)", detail)
         if missing:
             raise AnychipError(f"{label}: TVM has no gradient for operator '{missing[1]}', so "
-                               f"the layer that uses it cannot be trained; replace that layer "
-                               f"or freeze everything before it.") from exc
+                               f"the layer that uses it cannot be trained; replace it with one "
+                               f"that TVM can differentiate.") from exc
         raise AnychipError(f"{label}: TVM cannot differentiate the model: {detail}.") from exc
     optim_state = [t.numpy() for t in mod.attrs["optim_state"]]
     keep = {gv: func for gv, func in mod.functions_items() if gv.name_hint in (ADJOINT, OPTIMIZER)}

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import re
 
-import anychip
 import numpy as np
 import pytest
 import yaml
+
+import anychip
 from anychip.backends.cuda.backend import cubin_arch, ptx_arch
 from anychip.backends.simt import CHIP_SCHEMA
 from anychip.backends.simt.toolchains import cuda_device, nvcc

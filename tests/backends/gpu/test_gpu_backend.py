@@ -7,9 +7,11 @@ from __future__ import annotations
 import re
 import warnings
 
-import anychip
 import pytest
 import yaml
+from onnx import TensorProto
+
+import anychip
 from anychip.backends.gpu.dialects import describe_amdgpu_elf, hip_toolchain, widen_lane_masks
 from anychip.backends.simt import CHIP_SCHEMA
 from anychip.backends.simt.opencl import clang_for_opencl, opencl_device
@@ -21,7 +23,6 @@ from anychip.compiler.frontend import load_model
 from anychip.compiler.importer import to_relax
 from anychip.compiler.profiles import load_profile
 from anychip.compiler.registry import get_backend, profiles
-from onnx import TensorProto
 
 from tests.backends.gpu.onnx_models import make_float64_model, make_softmax_mlp, squeezenet_path
 

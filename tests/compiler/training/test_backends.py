@@ -65,7 +65,7 @@ def fake_targets(monkeypatch):
 
 def test_simulating_backend_without_training_lowering_runs_a_reported_host_build(
         fake_targets, tmp_path):
-    model, shape = make_model("mlp")
+    model, shape, _ = make_model("mlp")
     data = batches(shape, 5, 3)
     optimizer = anychip.optim.SGD(lr=0.1, momentum=0.9)
     ref_losses, ref_state = torch_reference(model, optimizer, data)
@@ -81,7 +81,7 @@ def test_simulating_backend_without_training_lowering_runs_a_reported_host_build
 
 
 def test_compile_only_target_compiles_and_refuses_to_step(fake_targets, tmp_path):
-    model, shape = make_model("mlp")
+    model, shape, _ = make_model("mlp")
     x, y = batches(shape, 5, 1)[0]
     trainer = anychip.compile_training(model, example_inputs=(x,),
                                        optimizer=anychip.optim.SGD(lr=0.1), target="dev-chip")

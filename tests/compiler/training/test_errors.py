@@ -21,7 +21,7 @@ def _single_line(exc) -> str:
 
 
 def test_unknown_loss_lists_the_supported_ones():
-    model, shape = make_model("mlp")
+    model, shape, _ = make_model("mlp")
     with pytest.raises(AnychipError) as exc:
         anychip.compile_training(model, example_inputs=(torch.zeros(shape),), loss="hinge",
                                  optimizer=SGD)
@@ -60,7 +60,7 @@ def test_optimizer_arguments_are_checked(bad):
 
 
 def test_missing_optimizer_and_unknown_target():
-    model, shape = make_model("mlp")
+    model, shape, _ = make_model("mlp")
     with pytest.raises(AnychipError, match="optimizer=anychip.optim.SGD"):
         anychip.compile_training(model, example_inputs=(torch.zeros(shape),))
     with pytest.raises(AnychipError, match="unknown target 'no-such-chip'"):
@@ -69,7 +69,7 @@ def test_missing_optimizer_and_unknown_target():
 
 
 def test_bad_batches_are_user_errors():
-    model, shape = make_model("mlp")
+    model, shape, _ = make_model("mlp")
     trainer = anychip.compile_training(model, example_inputs=(torch.zeros(shape),),
                                        optimizer=SGD)
     x = torch.zeros(shape)

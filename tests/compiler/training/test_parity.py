@@ -10,7 +10,7 @@ import pytest
 
 import anychip
 
-from .torch_models import batches, make_model, parity, torch_reference
+from .torch_models import TiedRegressor, batches, make_model, parity, torch_reference
 
 STEPS = 4
 OPTIMIZERS = {
@@ -27,13 +27,15 @@ def _train(trainer, data) -> tuple[list[float], float]:
 
 
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
-@pytest.mark.parametrize("model_name", ["mlp", "resnet"])
+@pytest.mark.parametrize("model_name", ["zoo:mlp", "resnet"])
 def test_matches_torch_autograd(model_name, opt, runnable):
-    model, shape = make_model(model_name)
-    data = batches(shape, 5, STEPS)
+    model, shape, classes = make_model(model_name)
+    data = batches(shape, classes, STEPS)
     optimizer = OPTIMIZERS[opt]
     ref_losses, ref_state = torch_reference(model, optimizer, data)
-    trainer = anychip.compile_training(model, example_inputs=(data[0][0],),
+    # zoo:NAME goes through the zoo's own torch module, the CNN is passed as a module
+    source = model_name if model_name.startswith("zoo:") else model
+    trainer = anychip.compile_training(source, example_inputs=(data[0][0],),
                                        loss="cross_entropy", optimizer=optimizer,
                                        target=runnable)
     # the user's module is left as it was (exporting in train mode runs it once)
@@ -45,29 +47,32 @@ def test_matches_torch_autograd(model_name, opt, runnable):
           f"{step_s * 1e3:.2f} ms/step, {trainer.execution.mode.verb}")
 
 
-def test_mse_and_dropout_p0(runnable):
-    """mse with float targets, and Dropout(p=0) compiled as the identity it is."""
+def test_mse_tied_weights_batchnorm1d_dropout_p0(runnable):
+    """mse with float targets; a weight shared by two layers (one parameter, both state_dict
+    keys); BatchNorm1d statistics; Dropout(p=0) compiled as the identity it is."""
     import torch
-    from torch import nn
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Dropout(0.0), nn.Linear(12, 3))
+    model = TiedRegressor()
     gen = torch.Generator().manual_seed(2)
     data = [(torch.randn(4, 6, generator=gen), torch.randn(4, 3, generator=gen))
             for _ in range(STEPS)]
-    optimizer = anychip.optim.SGD(lr=0.05)
+    optimizer = anychip.optim.SGD(lr=0.05, momentum=0.5)
     ref_losses, ref_state = torch_reference(model, optimizer, data, loss="mse")
     trainer = anychip.compile_training(model, example_inputs=(data[0][0],), loss="mse",
                                        optimizer=optimizer, target=runnable)
     losses = [trainer.step(x, y) for x, y in data]   # torch tensors in
     parity(trainer, losses, ref_losses, ref_state)
+    state = trainer.state_dict()
+    np.testing.assert_array_equal(state["a.weight"], state["b.weight"])
+    assert int(state["bn.num_batches_tracked"]) == STEPS
 
 
 def test_onnx_model_trains_like_torch(tmp_path):
     """An .onnx file trains too: float initializers are the parameters, keyed by name."""
     import torch
 
-    model, shape = make_model("mlp")
+    model, shape, _ = make_model("mlp")
     path = tmp_path / "mlp.onnx"
     torch.onnx.export(model, (torch.zeros(1, 16),), str(path), dynamo=False, opset_version=17,
                       input_names=["features"], output_names=["logits"])

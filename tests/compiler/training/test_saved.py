@@ -13,7 +13,7 @@ from .torch_models import batches, make_model
 
 @pytest.fixture(scope="module")
 def trained():
-    model, shape = make_model("resnet")
+    model, shape, _ = make_model("resnet")
     data = batches(shape, 5, 4)
     trainer = anychip.compile_training(model, example_inputs=(data[0][0],),
                                        optimizer=anychip.optim.Adam(lr=0.01))

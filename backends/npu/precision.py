@@ -1,0 +1,116 @@
+"""The graph the chip runs: the ONNX model with the precision mode's dtypes made explicit.
+
+ATC picks a dtype per node (placement.py) and puts Cast nodes where a float16 region meets a
+float32 one. `simulated_model` does the same on a copy of the ONNX model: each node computes
+in its placed dtype, casts are inserted only at dtype boundaries (one per tensor and dtype),
+float constants feeding a lowered node are converted at compile time, and the graph's inputs
+and outputs keep their dtypes. TVM imports that graph, so the simulator computes what the chip
+computes, op by op; the cube's fp32 accumulation is added at the Relax level (cube.py).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from anychip.compiler.errors import AnychipError
+
+from .placement import FLOATS, NodePlacement, accepts, opset_of, schema_of, tensor_types
+
+# TVM's ONNX converters that reject float16 (LRN multiplies by a float32 constant): the
+# simulator runs them in float32 on float16-rounded inputs and rounds their outputs to float16.
+TVM_FLOAT32_ONLY = frozenset({"LRN"})
+
+_ONNX_TYPE = {"float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16,
+              "bfloat16": onnx.TensorProto.BFLOAT16, "float64": onnx.TensorProto.DOUBLE}
+
+
+def _np_cast(array: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return array.astype(ml_dtypes.bfloat16)
+    return array.astype(dtype)
+
+
+def simulated_model(model: onnx.ModelProto, placements: list[NodePlacement],
+                    label: str = "model") -> onnx.ModelProto:
+    """A copy of `model` whose nodes compute in their placed dtypes (see the module docstring)."""
+    out = copy.deepcopy(model)
+    graph = out.graph
+    types = tensor_types(model)
+    opset = opset_of(model)
+    inits = {i.name: i for i in graph.initializer}
+    # versions[tensor][dtype] = name of that tensor in that dtype
+    versions: dict[str, dict[str, str]] = {}
+    producer_dtype: dict[str, str] = {}
+    nodes = []
+    new_inits = []
+
+    def _get(name: str, dtype: str) -> str:
+        have = versions.setdefault(name, {})
+        if dtype in have:
+            return have[dtype]
+        if name in inits and name not in producer_dtype:
+            new = f"{name}__{dtype}"
+            array = numpy_helper.to_array(inits[name])
+            new_inits.append(numpy_helper.from_array(_np_cast(array, dtype), new))
+            have[dtype] = new
+            return new
+        source_dtype = producer_dtype.get(name, types.get(name, ""))
+        source = have.get(source_dtype, name)
+        new = name if dtype == types.get(name) else f"{name}__{dtype}"
+        nodes.append(helper.make_node("Cast", [source], [new], to=_ONNX_TYPE[dtype],
+                                      name=f"{new}__cast"))
+        have[dtype] = new
+        return new
+
+    for node, place in zip(list(graph.node), placements):
+        lowered = place.dtype is not None and place.dtype != place.dtype_in and \
+            place.unit in ("cube", "vector")
+        schema = schema_of(node, opset) if lowered else None
+        emulated = lowered and node.op_type in TVM_FLOAT32_ONLY
+        if emulated:
+            lowered = False
+        for i, name in enumerate(node.input):
+            if not name or types.get(name) not in FLOATS:
+                continue
+            want = place.dtype if lowered and accepts(schema, i, place.dtype) else types[name]
+            node.input[i] = _get(name, want) if (want != types[name] or
+                                                 name in producer_dtype) else name
+        for i, name in enumerate(node.output):
+            if not name or types.get(name) not in FLOATS:
+                continue
+            if lowered and types[name] == place.dtype_in and accepts(schema, i, place.dtype, True):
+                new = f"{name}__{place.dtype}"
+                node.output[i] = new
+                producer_dtype[name] = place.dtype
+                versions[name] = {place.dtype: new}
+            elif emulated and types[name] == place.dtype_in:
+                raw = f"{name}__raw"
+                node.output[i] = raw
+                rounded = f"{name}__{place.dtype}"
+                nodes.append(node)
+                node = helper.make_node("Cast", [raw], [rounded], to=_ONNX_TYPE[place.dtype],
+                                        name=f"{rounded}__cast")
+                producer_dtype[name] = place.dtype
+                versions[name] = {place.dtype: rounded}
+        nodes.append(node)
+    # graph outputs keep their name and dtype
+    for vi in graph.output:
+        if vi.name in producer_dtype:
+            _get(vi.name, types[vi.name])
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(new_inits)
+    del graph.value_info[:]
+    try:
+        return onnx.shape_inference.infer_shapes(out, strict_mode=True)
+    except Exception as exc:  # onnx raises InferenceError with the node in the text
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise AnychipError(f"{label}: the precision-annotated graph is inconsistent ({first}); "
+                           f"try --precision-mode must_keep_origin_dtype and report the model."
+                           ) from exc

@@ -1,0 +1,71 @@
+"""`anychip matrix MODEL... --targets all`: models x targets, markdown and JUnit for CI.
+
+Exit 0 when every cell that should pass (its target executes, simulates or compiles here)
+passed, 1 otherwise, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..atomic import write_file
+from ..errors import AnychipError
+from .common import table
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("matrix", help="verify or compile models on many targets (CI matrix)")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help=".onnx paths or zoo:NAME ('zoo:all' for every zoo model)")
+    p.add_argument("--targets", "-t", default="all",
+                   help="comma-separated target names, or 'all' (default): every target; "
+                        "those that cannot compile here give 'unavailable' cells")
+    p.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per cell)")
+    p.add_argument("--json", action="store_true", help="print the cells as JSON")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.set_defaults(func=run)
+
+
+def _models(given: list[str]) -> list[str]:
+    if "zoo:all" not in given:
+        return given
+    from anychip import models as zoo
+
+    expanded = []
+    for m in given:
+        expanded.extend([f"zoo:{n}" for n in zoo.names()] if m == "zoo:all" else [m])
+    return expanded
+
+
+def run(args) -> int:
+    from ..conformance.matrix import (FAILED, junit_xml, markdown, matrix_targets, run_cell)
+
+    models = _models(args.models)
+    targets = matrix_targets(args.targets)
+    if not targets:
+        raise AnychipError(f"--targets '{args.targets}' names no target; see 'anychip targets'.")
+    cells = []
+    for model in models:
+        for target in targets:
+            cell = run_cell(model, target)
+            if not args.json:
+                print(f"{model} on {target}: {cell.text()} ({cell.seconds:.1f} s)",
+                      file=sys.stderr, flush=True)
+            cells.append(cell)
+    if args.markdown:
+        text = markdown(cells, models, targets)
+        write_file(args.markdown, lambda tmp: tmp.write_text(text), force=args.force)
+    if args.junit:
+        data = junit_xml(cells)
+        write_file(args.junit, lambda tmp: tmp.write_bytes(data), force=args.force)
+    if args.json:
+        print(json.dumps([c.as_dict() for c in cells], indent=1))
+    else:
+        rows = [[c.model, c.target, c.status, f"{c.max_abs:.3g}" if c.max_abs is not None else "",
+                 f"{c.max_rel:.3g}" if c.max_rel is not None else "", c.tolerance,
+                 c.reason[:70]] for c in cells]
+        print(table(["model", "target", "result", "max abs", "max rel", "tolerance", "why"], rows))
+    failed = [c for c in cells if c.expected_to_pass and (c.status == FAILED or not c.passed)]
+    return 1 if failed else 0

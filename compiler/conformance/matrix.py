@@ -1,0 +1,131 @@
+"""The model x target matrix for CI and the README: every cell says how the target ran
+the model here and with what error against ONNX Runtime.
+
+A cell is `executed` or `simulated` (verify: compiled, run, every output within the
+tolerance of the precision used, with max abs / max rel error), `compiled only` (the
+target builds here but cannot run: compile success is all that is claimed), `failed`
+(with the reason: a wrong result or an error on the way), or `unavailable` (the target
+cannot even compile here; not counted as a failure, the row says why). Every cell whose
+target can run or compile here is expected to pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from xml.etree import ElementTree as ET
+
+EXECUTED, SIMULATED, COMPILED_ONLY = "executed", "simulated", "compiled only"
+FAILED, UNAVAILABLE = "failed", "unavailable"
+
+
+@dataclass
+class Cell:
+    model: str
+    target: str
+    status: str
+    passed: bool
+    how: str = ""               # how the target runs here (executed/simulated/compiled only)
+    precision: str = ""
+    max_abs: float | None = None
+    max_rel: float | None = None
+    tolerance: str = ""
+    reason: str = ""
+    seconds: float = 0.0
+
+    @property
+    def expected_to_pass(self) -> bool:
+        return self.status != UNAVAILABLE
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def text(self) -> str:
+        if self.status in (EXECUTED, SIMULATED):
+            return f"{self.status} ✓ max rel {self.max_rel:.2g} ({self.precision})"
+        if self.status == COMPILED_ONLY:
+            return "compiled only ✓"
+        if self.status == FAILED:
+            return f"failed ✗ {self.reason[:80]}"
+        return f"unavailable: {self.reason[:60]}"
+
+
+def matrix_targets(spec: str) -> list[str]:
+    """'all' -> every target known here (unavailable ones give unavailable cells);
+    otherwise the comma-separated names, validated."""
+    from ..registry import expand_targets, targets
+
+    if spec == "all":
+        return [t.name for t in targets()]
+    return expand_targets(spec)
+
+
+def run_cell(model: str, target: str) -> Cell:
+    """Verify (runnable targets) or compile (compiles-only targets) one model on one target."""
+    from ..backend import Mode
+    from ..driver import compile_model
+    from ..errors import AnychipError
+    from ..registry import execution, get_profile
+    from ..verify import verify_model
+
+    start = time.perf_counter()
+    mode = execution(get_profile(target))
+    if mode.mode is Mode.UNAVAILABLE:
+        return Cell(model, target, UNAVAILABLE, False, reason=mode.why)
+    cell = Cell(model, target, FAILED, False, how=mode.mode.verb)
+    try:
+        if mode.can_run:
+            report = verify_model(model, target=target)
+            worst = next((o for o in report.outputs if not o.passed), None)
+            cell.status = report.how if report.passed else FAILED
+            cell.passed = report.passed
+            cell.precision = report.precision
+            cell.max_abs, cell.max_rel = report.max_abs, report.max_rel
+            first = report.outputs[0] if report.outputs else None
+            cell.tolerance = f"rtol={first.rtol:g} atol={first.atol:g}" if first else ""
+            if worst is not None:
+                cell.reason = (f"{worst.mismatches}/{worst.size} values of '{worst.name}' out "
+                               f"of tolerance (max abs {worst.max_abs:.3g}, max rel "
+                               f"{worst.max_rel:.3g})")
+        else:
+            artifact = compile_model(model, target=target)
+            cell.status, cell.passed, cell.precision = COMPILED_ONLY, True, artifact.precision
+    except AnychipError as exc:
+        cell.reason = str(exc).splitlines()[0][:300]
+    except Exception as exc:  # noqa: BLE001 - a TVM or anychip bug is a failed cell, not a crash
+        cell.reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[-1][:300]}"
+    cell.seconds = round(time.perf_counter() - start, 2)
+    return cell
+
+
+def markdown(cells: list[Cell], models: list[str], targets: list[str]) -> str:
+    """A models x targets table (README-ready), with the legend."""
+    by = {(c.model, c.target): c for c in cells}
+    lines = ["| model | " + " | ".join(targets) + " |",
+             "|---|" + "---|" * len(targets)]
+    for model in models:
+        row = [by[(model, t)].text().replace("|", "/") if (model, t) in by else "" for t in targets]
+        lines.append(f"| {model} | " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("executed / simulated: outputs within tolerance of ONNX Runtime (CPU provider) "
+                 "on the original model, max relative error shown; compiled only: built here, "
+                 "not run; unavailable: the target cannot compile on this machine.")
+    return "\n".join(lines) + "\n"
+
+
+def junit_xml(cells: list[Cell]) -> bytes:
+    root = ET.Element("testsuites", name="anychip matrix")
+    suite = ET.SubElement(root, "testsuite", name="matrix", tests=str(len(cells)),
+                          failures=str(sum(c.status == FAILED for c in cells)),
+                          skipped=str(sum(c.status == UNAVAILABLE for c in cells)), errors="0")
+    for c in cells:
+        case = ET.SubElement(suite, "testcase", classname=f"matrix.{c.target}", name=c.model,
+                             time=f"{c.seconds:.2f}")
+        if c.status == FAILED:
+            ET.SubElement(case, "failure", message=c.reason[:1000], type="failed")
+        elif c.status == UNAVAILABLE:
+            ET.SubElement(case, "skipped", message=c.reason[:1000])
+        else:
+            ET.SubElement(case, "system-out").text = c.text()
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)

@@ -1,0 +1,128 @@
+"""Library dispatch on the cpu backend: the same numbers as TVM's own kernels, offloaded calls
+counted, artifacts that load and run in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import anychip
+from anychip.compiler.dispatch import all_patterns
+from anychip.compiler.errors import AnychipError
+from anychip.compiler.inputs import random_inputs
+
+from .models import attention_block, conv_net
+
+
+def _run(art, seed=0):
+    feed = random_inputs(art.inputs, seed)
+    return feed, list(art.run(feed).values())
+
+
+def _compare(model, expected_calls):
+    fast = anychip.compile(model, target="cpu")
+    plain = anychip.compile(model, target="cpu", dispatch=False, layout="NCHW")
+    assert fast.report["dispatch"]["calls"] == expected_calls
+    assert plain.report["dispatch"] is None
+    _, got = _run(fast)
+    _, want = _run(plain)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+        assert np.abs(w).max() > 1e-2          # not a degenerate all-zero output
+    return fast
+
+
+def test_conv_net_library_matches_tvm_kernels():
+    fast = _compare(conv_net(), {"anychip.conv2d_bias_relu": 2,
+                                 "anychip.conv2d_bias_residual_relu": 1,
+                                 "anychip.matmul_bias": 1})
+    assert fast.report["layout"] == "NHWC"
+    assert fast.manifest["runtime"]["libraries"] == ["torch-cpu"]
+
+
+def test_conv_net_nchw_library_path_matches():
+    nchw = anychip.compile(conv_net(), target="cpu", layout="NCHW")
+    nhwc = anychip.compile(conv_net(), target="cpu")
+    assert nchw.report["layout"] == "NCHW" and nchw.report["dispatch"]["total"] == 4
+    np.testing.assert_allclose(_run(nchw)[1][0], _run(nhwc)[1][0], rtol=1e-5, atol=1e-6)
+
+
+def test_attention_block_library_matches_tvm_kernels():
+    _compare(attention_block(), {"anychip.matmul": 2, "anychip.matmul_bias": 3,
+                                 "anychip.matmul_bias_gelu": 1,
+                                 "anychip.matmul_bias_residual": 2})
+
+
+@pytest.mark.parametrize("build", [conv_net, attention_block])
+def test_dispatched_model_matches_onnxruntime(build):
+    report = anychip.verify(build(), target="cpu")
+    assert report.passed, report.summary()
+    assert report.max_abs < 1e-4
+
+
+def test_intermediate_outputs_are_not_fused_away():
+    """A value the graph returns cannot disappear inside a library epilogue: with the first
+    batch norm's output exposed, its conv takes the bias only and relu stays in TVM."""
+    from onnx import TensorProto, helper
+
+    model = conv_net()
+    extra = "n1"   # BatchNormalization output, consumed by Relu
+
+    model.graph.output.append(helper.make_tensor_value_info(extra, TensorProto.FLOAT,
+                                                            [1, 8, 12, 12]))
+    report = anychip.verify(model, target="cpu")
+    assert report.passed, report.summary()
+    assert [o.name for o in report.outputs] == ["y", extra]
+    calls = anychip.compile(model, target="cpu").report["dispatch"]["calls"]
+    assert calls["anychip.conv2d_bias"] == 1 and calls["anychip.conv2d_bias_relu"] == 1
+
+
+def test_artifact_with_library_calls_runs_in_a_fresh_process(tmp_path):
+    art = anychip.compile(conv_net(), target="cpu")
+    feed, outs = _run(art, seed=3)
+    saved = art.save(tmp_path / "net.anychip")
+    np.savez(tmp_path / "in.npz", **feed)
+    script = (
+        "import sys, numpy as np, anychip\n"
+        "a = anychip.load(sys.argv[1])\n"
+        "feed = dict(np.load(sys.argv[2]))\n"
+        "np.save(sys.argv[3], list(a.run(feed).values())[0])\n")
+    subprocess.run([sys.executable, "-c", script, str(saved.path), str(tmp_path / "in.npz"),
+                    str(tmp_path / "out.npy")], check=True, timeout=300)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), outs[0], rtol=1e-6, atol=1e-7)
+
+
+def test_unknown_kernel_library_is_a_clear_error(tmp_path):
+    saved = anychip.compile(conv_net(), target="cpu").save(tmp_path / "net.anychip")
+    manifest = saved.path / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["runtime"]["libraries"] = ["no-such-library"]
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(AnychipError, match="kernel library 'no-such-library' is not available"):
+        anychip.load(saved.path).run()
+
+
+def test_pattern_table_is_ordered_longest_first():
+    patterns = all_patterns()
+    names = [p.name for p in patterns]
+    assert len(names) == len(set(names))
+    lengths = [len(p.epilogue) for p in patterns]
+    assert lengths == sorted(lengths, reverse=True)
+    assert "anychip.conv2d_bias_residual_relu" in names and "anychip.matmul" in names
+
+
+def test_thread_count_override(monkeypatch):
+    from anychip.backends.cpu.backend import host_cores, run_threads
+
+    monkeypatch.setenv("ANYCHIP_NUM_THREADS", "1")
+    assert run_threads(8) == 1
+    monkeypatch.delenv("ANYCHIP_NUM_THREADS")
+    assert run_threads(10_000) == host_cores()
+    monkeypatch.setenv("ANYCHIP_NUM_THREADS", "zero")
+    with pytest.raises(AnychipError, match="ANYCHIP_NUM_THREADS"):
+        run_threads(2)

@@ -1,0 +1,86 @@
+"""`anychip train`: trains from data.npz, shows the loss, writes the parameters; exit codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from anychip.compiler.cli.main import main
+
+from .test_backends import fake_targets  # noqa: F401 - fixture
+from .torch_models import make_model
+
+
+@pytest.fixture
+def mlp_onnx(tmp_path):
+    model, _, _ = make_model("mlp")
+    path = tmp_path / "mlp.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 16),), str(path), dynamo=False, opset_version=17,
+                      input_names=["features"], output_names=["logits"])
+    return path
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((40, 16)).astype(np.float64)   # float64: cast for the model
+    y = rng.integers(0, 5, 40)
+    path = tmp_path / "data.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_trains_shows_loss_and_writes_params(mlp_onnx, data, tmp_path, capsys):
+    out = tmp_path / "params.npz"
+    code = main(["train", str(mlp_onnx), "--data", str(data), "--epochs", "2",
+                 "--batch-size", "16", "--optimizer", "adam", "--lr", "0.01", "-o", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "loss=" in captured.err or "last loss" in captured.err   # tqdm bar or plain line
+    assert "trained 4 steps on cpu (executed)" in captured.out     # 40 // 16 = 2 per epoch
+    with np.load(out) as params:
+        assert sorted(params.files) == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight",
+                                        "head.bias", "head.weight"]
+    assert main(["train", str(mlp_onnx), "--data", str(data), "-o", str(out)]) == 2
+    assert "already exists" in _one_line(capsys)
+
+
+def test_bad_data_is_one_line_exit_2(mlp_onnx, tmp_path, capsys):
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=np.zeros((4, 16), np.float32))
+    assert main(["train", str(mlp_onnx), "--data", str(path)]) == 2
+    assert "no array 'y'" in _one_line(capsys)
+
+
+def test_compile_only_target_exits_3(fake_targets, mlp_onnx, data, capsys):  # noqa: F811
+    assert main(["train", str(mlp_onnx), "--target", "dev-chip", "--data", str(data),
+                 "-b", "8"]) == 3
+    assert "cannot run here: no test device" in _one_line(capsys)
+
+
+def test_zoo_model_with_sgd_momentum(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "zoo.npz"
+    np.savez(path, x=rng.standard_normal((24, 64)).astype(np.float32), y=rng.integers(0, 10, 24))
+    code = main(["train", "zoo:mlp", "--data", str(path), "-b", "8", "--momentum", "0.9",
+                 "--lr", "0.05", "--no-shuffle"])
+    out = capsys.readouterr().out
+    assert code == 0 and "trained 3 steps on cpu (executed)" in out and "SGD" in out
+
+
+def test_output_format_is_checked_before_training(mlp_onnx, data, tmp_path, capsys):
+    try:
+        import safetensors  # noqa: F401
+    except ImportError:
+        assert main(["train", str(mlp_onnx), "--data", str(data),
+                     "-o", str(tmp_path / "p.safetensors")]) == 2
+        assert "needs the 'safetensors' package" in _one_line(capsys)
+    assert main(["train", str(mlp_onnx), "--data", str(data), "-o", str(tmp_path / "p.pt")]) == 2
+    assert "written as .npz or .safetensors" in _one_line(capsys)

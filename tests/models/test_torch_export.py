@@ -1,0 +1,65 @@
+"""compiler/torch_export.py: the dynamo exporter, quiet, self-contained, one-line errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from anychip.compiler.errors import AnychipError
+from anychip.compiler.torch_export import export_torch
+
+
+class WithDropout(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 4)
+        self.drop = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.drop(torch.relu(self.fc(x)))
+
+
+class DataDependent(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:
+            return x
+        return -x
+
+
+def test_export_is_eval_mode_static_self_contained_and_quiet(capfd):
+    torch.manual_seed(0)
+    module = WithDropout().train()
+    x = torch.randn(3, 8)
+    proto = export_torch(module, (x,), input_names=["x"], output_names=["y"])
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert not module.training
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["x"]
+    assert [o.name for o in proto.graph.output] == ["y"]
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        assert all(d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim)
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    assert not [n for n in proto.graph.node if n.op_type == "Dropout"
+                and any(a.name == "training_mode" for a in n.attribute)]
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        want = module(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], want, rtol=1e-5, atol=1e-6)
+
+
+def test_failed_export_is_one_line_naming_the_class():
+    with pytest.raises(AnychipError) as err:
+        export_torch(DataDependent(), (torch.randn(4),))
+    message = str(err.value)
+    assert message.startswith("torch.onnx.export failed for DataDependent: ")
+    assert "\n" not in message and "\x1b" not in message
+    assert "data-dependent" in message
+
+
+def test_not_a_module_is_refused():
+    with pytest.raises(AnychipError, match="expected a torch.nn.Module, got dict"):
+        export_torch({}, (torch.randn(2),))
