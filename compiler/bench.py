@@ -127,7 +127,7 @@ def measure_peak_gflops(threads: int, size: int = 2048, runs: int = 5) -> float:
     return 2.0 * size**3 / best / 1e9
 
 
-def peak_gflops(threads: int, measure: Callable[[int], float] = measure_peak_gflops) -> float:
+def peak_gflops(threads: int, measure: Callable[[int], float] | None = None) -> float:
     """The machine's peak, measured once per CPU model, thread count and torch version, and
     kept in the cache folder (when there is a usable one)."""
     import torch
@@ -145,7 +145,7 @@ def peak_gflops(threads: int, measure: Callable[[int], float] = measure_peak_gfl
                 return float(table[key])
         except (OSError, ValueError):
             table = {}
-    value = measure(threads)
+    value = (measure or measure_peak_gflops)(threads)
     if path is not None:
         table = table if isinstance(table, dict) else {}
         table[key] = value
@@ -181,24 +181,27 @@ def _ort_engine(source, threads: int) -> Callable[[dict], Any]:
     return lambda feed: session.run(None, feed)
 
 
-def torch_module_for(model_ref) -> tuple[Any | None, str]:
-    """(torch.nn.Module, '') for a zoo model that has one, else (None, why not)."""
+def _torch_module(model_ref, source) -> tuple[Any | None, str]:
+    """(eval-mode torch.nn.Module, '') for the model, or (None, why torch is n/a).
+
+    Zoo torch models and modules passed directly are used as they are; an ONNX-only model
+    goes through onnx2torch when it is installed."""
     if isinstance(model_ref, str) and model_ref.startswith("zoo:"):
         from anychip import models as zoo
 
-        built = zoo.build(model_ref[4:])
-        module = getattr(built, "torch_module", None)
-        module = module() if callable(module) and not _is_module(module) else module
-        if _is_module(module):
+        module = zoo.build(model_ref[4:]).torch_module
+        if module is not None:
             return module.eval(), ""
-        return None, "no torch module for this zoo model (ONNX only)"
-    if _is_module(model_ref):
+    elif _is_module(model_ref):
         return model_ref.eval(), ""
     try:
-        import onnx2torch  # noqa: F401
+        import onnx2torch
     except ImportError:
-        return None, "ONNX-only model and onnx2torch is not installed"
-    return None, "onnx2torch"
+        return None, "ONNX-only model, and onnx2torch is not installed"
+    try:
+        return onnx2torch.convert(source.original).eval(), ""
+    except Exception as exc:  # onnx2torch raises many types for unsupported ops
+        return None, f"onnx2torch could not convert the model: {str(exc)[:120]}"
 
 
 def _is_module(obj) -> bool:
@@ -212,21 +215,14 @@ def _is_module(obj) -> bool:
 def _torch_engine(model_ref, source, threads: int) -> tuple[Callable | None, str]:
     import torch
 
-    module, why = torch_module_for(model_ref)
-    if module is None and why == "onnx2torch":
-        import onnx2torch
-
-        try:
-            module = onnx2torch.convert(source.original).eval()
-        except Exception as exc:
-            return None, f"onnx2torch could not convert the model: {str(exc)[:120]}"
+    module, why = _torch_module(model_ref, source)
     if module is None:
         return None, why
     names = [s.name for s in source.inputs]
 
     def run(feed):
+        torch.set_num_threads(threads)
         with torch.inference_mode():
-            torch.set_num_threads(threads)
             out = module(*[torch.from_numpy(feed[n]) for n in names])
         outs = out if isinstance(out, (tuple, list)) else [out]
         return [o.numpy() for o in outs]
@@ -372,7 +368,7 @@ def format_table(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
-def plot(result: BenchResult, path: str | Path) -> Path:
+def plot(result: BenchResult, path: str | Path, force: bool = False) -> Path:
     """A bar chart of median latency per engine (whiskers: min to max)."""
     try:
         import matplotlib
@@ -399,6 +395,6 @@ def plot(result: BenchResult, path: str | Path) -> Path:
         fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
 
     try:
-        return write_file(path, write, force=True)
+        return write_file(path, write, force=force)
     finally:
         plt.close(fig)

@@ -80,7 +80,7 @@ def build_module() -> nn.Module:
                 m.bias.normal_(0.0, 0.1, generator=gen)
                 m.momentum = None          # cumulative average over the passes below
         model.train()
-        for _ in range(4):
+        for _ in range(2):
             model(torch.randn(2, 3, SIZE, SIZE, generator=gen))
     return model.eval()
 

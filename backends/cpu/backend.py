@@ -133,7 +133,9 @@ class CpuBackend(OptionalBackendHooks):
             report = json.loads(str(mod.attrs[DISPATCH_ATTR]))
             mod = mod.without_attr(DISPATCH_ATTR)
         target = self.target(profile)
-        executable = relax.build(mod, target, relax_pipeline=schedule.pipeline(target))
+        parallel = bool(options.extra.get("parallel", True))
+        executable = relax.build(mod, target,
+                                 relax_pipeline=schedule.pipeline(target, parallel))
         libraries = [report["dispatch"]["library"]] if report.get("dispatch", {}) and \
             report["dispatch"]["total"] else []
         return BuildResult(executable=executable,

@@ -27,10 +27,11 @@ def _extent(sch, loop) -> int | None:
         return None
 
 
-def _rule(apply):
+def _rule(apply, parallel: bool):
     from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-    return type(apply.__name__, (CPUScheduleRule,), {"apply": lambda self, f, t, _: apply(f, t)})()
+    return type(apply.__name__, (CPUScheduleRule,),
+                {"apply": lambda self, f, t, _: apply(f, t, parallel)})()
 
 
 def _vector_lanes(target, bits: int = 32) -> int:
@@ -40,7 +41,7 @@ def _vector_lanes(target, bits: int = 32) -> int:
     return max((width if width > 0 else 128) // bits, 1)
 
 
-def _parallel_vectorize(sch, block, target) -> None:
+def _parallel_vectorize(sch, block, target, parallel: bool) -> None:
     """Fuse the loops of `block`, vectorize the inner lanes, parallelize the outer part."""
     loops = sch.get_loops(block)
     if not loops:
@@ -55,11 +56,11 @@ def _parallel_vectorize(sch, block, target) -> None:
         sch.vectorize(inner)
     else:
         outer = fused
-    if total >= MIN_PARALLEL_ELEMENTS:
+    if parallel and total >= MIN_PARALLEL_ELEMENTS:
         sch.parallel(outer)
 
 
-def _injective(func, target):
+def _injective(func, target, parallel: bool):
     from tvm import s_tir
     from tvm.s_tir.dlight.analysis import normalize_prim_func
 
@@ -72,16 +73,18 @@ def _injective(func, target):
             sch.compute_inline(info.block_rv)
         except Exception:  # TVM raises ScheduleError when a block cannot be inlined
             return None
-    _parallel_vectorize(sch, infos[-1].block_rv, target)
+    _parallel_vectorize(sch, infos[-1].block_rv, target, parallel)
     return sch
 
 
-def _outer_parallel(func, target):
+def _outer_parallel(func, target, parallel: bool):
     """Parallelize the outermost loop of every top-level loop nest when it is spatial."""
     from tvm import s_tir
 
     from tvm.s_tir.dlight.analysis import get_root_block
 
+    if not parallel:
+        return None
     sch = s_tir.Schedule(func)
     changed = False
     try:
@@ -109,14 +112,18 @@ def _work(sch, block) -> int:
     return math.prod(extents)
 
 
-def schedule_rules():
+def schedule_rules(parallel: bool = True):
     from tvm.s_tir.dlight.cpu import Reduction
 
-    return [_rule(_injective), Reduction(), _rule(_outer_parallel)]
+    rules = [_rule(_injective, parallel)]
+    if parallel:
+        rules += [Reduction(), _rule(_outer_parallel, parallel)]
+    return rules
 
 
-def pipeline(target):
-    """TVM's cpu_generic phases with the default schedules above after fusion."""
+def pipeline(target, parallel: bool = True):
+    """TVM's cpu_generic phases with the default schedules above after fusion; with
+    `parallel` False, TVM's kernels stay on one thread (vectorized only)."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.s_tir.dlight import ApplyDefaultSchedule
@@ -125,7 +132,7 @@ def pipeline(target):
     def _pipeline(mod, _ctx):
         with target:
             passes = (cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
-                      + [ApplyDefaultSchedule(*schedule_rules())]
+                      + [ApplyDefaultSchedule(*schedule_rules(parallel))]
                       + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)
 

@@ -43,7 +43,7 @@ def run(args) -> int:
     else:
         print(format_table(result))
     if args.plot:
-        written = plot(result, args.plot)
+        written = plot(result, args.plot, force=args.force)
         if not args.json:
             print(f"wrote {written}")
     return 0

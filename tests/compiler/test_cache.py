@@ -88,20 +88,28 @@ def test_corrupted_entry_is_quarantined_and_rebuilt(cache_dir, model_path, damag
     x = np.ones((2, 8), np.float32)
     expected = first.run(x)["y"]
     lib, manifest = first.path / "lib.so", first.path / "manifest.json"
+    # the damage lands as a new file: this process has lib.so mapped, and rewriting a mapped
+    # library in place would crash the test itself
     if damage == "flip_library_byte":
         data = bytearray(lib.read_bytes())
         data[len(data) // 2] ^= 0xFF
-        lib.write_bytes(bytes(data))
+        _replace(lib, bytes(data))
     elif damage == "truncate_library":
-        lib.write_bytes(lib.read_bytes()[:100])
+        _replace(lib, lib.read_bytes()[:100])
     else:
-        manifest.write_text("{not json")
+        _replace(manifest, b"{not json")
     builds = _count_builds(monkeypatch)
     with pytest.warns(CacheWarning, match="quarantined"):
         again = anychip.compile(model_path, target="cpu")
     assert len(builds) == 1
     assert len(list((cache_dir / "quarantine").glob("*.why"))) == 1
     np.testing.assert_array_equal(again.run(x)["y"], expected)
+
+
+def _replace(path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def test_concurrent_compiles_of_one_key_all_succeed(cache_dir, model_path, tmp_path):

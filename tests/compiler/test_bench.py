@@ -1,0 +1,138 @@
+"""`anychip bench`: fields, ratios from the same run, FLOP counting, the cached peak, exit codes.
+No timing assertions: speed is for benchmarks, not tests."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from anychip.compiler import bench as bench_mod
+from anychip.compiler.cli.main import main as cli
+
+from ..conftest import make_linear_model
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANYCHIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("ANYCHIP_NO_CACHE", raising=False)
+
+
+@pytest.fixture
+def linear_file(tmp_path):
+    path = tmp_path / "linear.onnx"
+    onnx.save(make_linear_model(), str(path))
+    return path
+
+
+def _conv_matmul_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w")
+    g = numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "g")
+    m = numpy_helper.from_array(rng.standard_normal((6, 5)).astype(np.float32), "m")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Conv", ["c", "w2"], ["d"], group=4),
+             helper.make_node("Gemm", ["a", "g"], ["e"], transB=1),
+             helper.make_node("MatMul", ["b", "m"], ["f"])]
+    w2 = numpy_helper.from_array(rng.standard_normal((8, 4, 1, 1)).astype(np.float32), "w2")
+    graph = helper.make_graph(
+        nodes, "flops",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+         helper.make_tensor_value_info("a", TensorProto.FLOAT, [4, 8]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3, 6])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "def"], [w, w2, g, m])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def test_flops_of_conv_gemm_matmul_from_inferred_shapes():
+    conv1 = 2 * (16 * 4 * 4) * (3 * 3 * 3)        # 16x4x4 outputs, Cin*kh*kw each
+    conv2 = 2 * (8 * 4 * 4) * (4 * 1 * 1)          # groups=4: Cin/groups = 4
+    gemm = 2 * (4 * 8) * 8
+    matmul = 2 * (2 * 3 * 5) * 6
+    assert bench_mod.count_flops(_conv_matmul_model()) == conv1 + conv2 + gemm + matmul
+
+
+def test_interleaved_timing_rotates_the_order():
+    calls = []
+    engines = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
+    samples = bench_mod.time_interleaved(engines, warmup=1, repeat=3)
+    assert calls[:3] == ["a", "b", "c"]                       # warm-up, once each
+    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
+    measured = []
+
+    def fake_measure(threads):
+        measured.append(threads)
+        return 123.0
+
+    assert bench_mod.peak_gflops(2, measure=fake_measure) == 123.0
+    assert bench_mod.peak_gflops(2, measure=fake_measure) == 123.0
+    assert measured == [2]
+    assert (tmp_path / "cache" / "peak_gflops.json").is_file()
+
+
+def test_bench_json_has_the_fields_and_same_run_ratios(linear_file, capsys, monkeypatch):
+    monkeypatch.setattr(bench_mod, "measure_peak_gflops", lambda threads: 50.0)
+    rc = cli(["bench", str(linear_file), "--target", "cpu", "--json", "--warmup", "1",
+              "--repeat", "3"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["target"] == "cpu" and out["how"] == "executed"
+    lat = out["latency_ms"]
+    assert set(lat) == {"median", "min", "max"} and lat["min"] <= lat["median"] <= lat["max"]
+    assert set(out["ratio"]) == {"ort", "torch"}
+    ort = out["engines"]["ort"]
+    assert out["ratio"]["ort"] == pytest.approx(lat["median"] / ort["median"], rel=1e-2)
+    # an ONNX file has no torch module; without onnx2torch the engine is n/a, with the reason
+    try:
+        import onnx2torch  # noqa: F401
+    except ImportError:
+        assert out["ratio"]["torch"] is None and out["engines"]["torch"] is None
+        assert "onnx2torch" in out["notes"]["torch"]
+    assert out["gflop"] == pytest.approx(2 * 2 * 8 * 4 / 1e9)
+    assert out["peak_gflops"] == 50.0
+    assert out["peak_pct"] == pytest.approx(100 * out["gflops"] / 50.0)
+    assert out["repeat"] == 3 and out["warmup"] == 1
+
+
+def test_bench_table_names_every_engine(linear_file, capsys):
+    assert cli(["bench", str(linear_file), "--against", "ort", "--repeat", "2",
+                "--warmup", "0", "--no-peak"]) == 0
+    text = capsys.readouterr().out
+    assert "anychip" in text and "ort" in text and "(anychip/ort)" in text
+
+
+def test_bench_of_a_compiles_only_target_exits_3(linear_file, capsys):
+    from anychip.compiler.registry import targets
+
+    compile_only = [t.name for t in targets() if t.execution == "compiles-only"]
+    if not compile_only:
+        pytest.skip("no compiles-only target is installed")
+    assert cli(["bench", str(linear_file), "--target", compile_only[0]]) == 3
+    assert "cannot run here" in capsys.readouterr().err
+
+
+def test_bench_bad_engine_is_a_usage_error(linear_file, capsys):
+    assert cli(["bench", str(linear_file), "--against", "tensorrt"]) == 2
+    assert "engines are ort, torch" in capsys.readouterr().err
+
+
+def test_plot_needs_matplotlib_or_writes_a_chart(linear_file, tmp_path, capsys):
+    out = tmp_path / "bench.png"
+    rc = cli(["bench", str(linear_file), "--against", "ort", "--repeat", "2", "--warmup", "0",
+              "--no-peak", "--plot", str(out)])
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert rc == 2 and "pip install matplotlib" in capsys.readouterr().err
+        assert not out.exists()
+    else:
+        assert rc == 0 and out.read_bytes()[:4] == b"\x89PNG"
