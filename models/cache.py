@@ -1,9 +1,10 @@
 """A per-user cache of built zoo models, as serialized ONNX bytes.
 
 Exporting a torch model costs seconds and the light models' weight calibration up to tens of
-seconds, so tests and the CLI build each model once. Location: `$ANYCHIP_CACHE_DIR`, else
-`~/.cache/anychip`, created with mode 0700; a folder that another user owns or that others
-may write to is not used (a planted model would be run by the tests). An entry is named by
+seconds, so tests and the CLI build each model once. Location: `zoo/` in `$ANYCHIP_CACHE_DIR`,
+else in `~/.cache/anychip`, created with mode 0700; a folder that another user owns or that
+others may write to is not used (a planted model would be run by the tests);
+`ANYCHIP_NO_CACHE=1` turns it off. An entry is named by
 the model and the sha256 of everything its bytes depend on (the builder's source files, the
 library versions, the name), is written to a temporary file in the same folder and renamed
 into place, and is rebuilt when it does not parse. Writing a new entry for a name removes the
@@ -23,23 +24,38 @@ from pathlib import Path
 import onnx
 
 ENV = "ANYCHIP_CACHE_DIR"
+OFF = "ANYCHIP_NO_CACHE"
+SUBDIR = "zoo"      # the compile cache (compiler/cache.py) keeps its entries beside it
+
+
+def _usable(path: Path) -> str | None:
+    """Why `path` must not hold models that tests will run, or None."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a folder"
+    if st.st_uid != os.getuid():
+        return f"is owned by uid {st.st_uid}, not you"
+    if st.st_mode & 0o022:
+        return f"is writable by others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
 
 
 def cache_dir() -> Path | None:
-    """The cache folder, created if missing; None when it cannot be used safely."""
-    root = Path(os.environ.get(ENV) or Path.home() / ".cache" / "anychip")
+    """The zoo's cache folder, created 0700 if missing; None when off or unsafe (a warning)."""
+    if os.environ.get(OFF, "").strip() not in ("", "0"):
+        return None
+    root = Path(os.environ.get(ENV, "").strip() or Path.home() / ".cache" / "anychip")
+    root = root.expanduser()
     try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        st = root.stat()
+        problem = _usable(root) or _usable(root / SUBDIR)
     except OSError as exc:
-        warnings.warn(f"anychip: model cache {root} unusable ({exc}); building without it.",
-                      stacklevel=3)
+        problem = f"is unusable ({exc.strerror or exc})"
+    if problem:
+        warnings.warn(f"anychip: model cache {root} {problem}; building without it (chmod 700 "
+                      f"it, or set {ENV} to a folder of yours).", stacklevel=3)
         return None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
-        warnings.warn(f"anychip: model cache {root} is not a folder of yours closed to other "
-                      f"users (chmod 700 it, or set {ENV}); building without it.", stacklevel=3)
-        return None
-    return root
+    return root / SUBDIR
 
 
 def cache_key(name: str, sources: Iterable[str | Path], versions: dict[str, str]) -> str:

@@ -330,34 +330,52 @@ def cube_kernel(plan: CubePlan, a_shape: tuple[int, ...], b_groups: int,
     sch = s_tir.Schedule(func)
     cb, ob = sch.get_sblock("C_acc"), sch.get_sblock("C")
     sch.set_scope(cb, 0, SCOPES["L0C"])
-    copy = sch.cache_write(ob, 0, SCOPES["UB"])
-    g, i, j = sch.get_loops(copy)
-    io, ii = sch.split(i, [None, t.m1])
-    jo, ji = sch.split(j, [None, t.n1])
-    sch.reorder(g, io, jo, ii, ji)
+    g, i, j, k = sch.get_loops(cb)
+    io, ii = sch.split(i, [Mp // t.m1, t.m1])
+    jo, ji = sch.split(j, [Np // t.n1, t.n1])
+    sch.reorder(g, io, jo, ii, ji, k)
     block_loop = sch.fuse(g, io, jo)
-    sch.compute_at(ob, block_loop)
-    sch.compute_at(cb, block_loop)
-    i, j, k = sch.get_loops(cb)[-3:]
-    i_f, i16 = sch.split(i, [None, fm])
-    j_f, j16 = sch.split(j, [None, fn])
-    k1, k0, k_f, k16 = sch.split(k, [None, t.k1 // t.k0, t.k0 // fk, fk])
-    sch.reorder(k1, k0, i_f, j_f, k_f, i16, j16, k16)
+    i_f, i16 = _split(sch, ii, [t.m1 // fm, fm])
+    j_f, j16 = _split(sch, ji, [t.n1 // fn, fn])
+    k1, k0, k_f, k16 = _split(sch, k, [Kp // t.k1, t.k1 // t.k0, t.k0 // fk, fk])
+    sch.reorder(*[loop for loop in (k1, k0, i_f, j_f, k_f, i16, j16, k16) if loop is not None])
+    copy = sch.cache_write(ob, 0, SCOPES["UB"])
+    sch.reverse_compute_at(ob, block_loop)
+    sch.reverse_compute_at(copy, block_loop)
     a_l1 = sch.cache_read(cb, 0, SCOPES["L1"])
     b_l1 = sch.cache_read(cb, 1, SCOPES["L1"])
-    sch.compute_at(a_l1, k1)
-    sch.compute_at(b_l1, k1)
+    _place(sch, a_l1, k1 or block_loop)
+    _place(sch, b_l1, k1 or block_loop)
     sch.compute_inline(sch.get_sblock("A_frac"))
     sch.compute_inline(sch.get_sblock("B_frac"))
     a_l0 = sch.cache_read(cb, 0, SCOPES["L0A"])
     b_l0 = sch.cache_read(cb, 1, SCOPES["L0B"])
-    sch.compute_at(a_l0, k0)
-    sch.compute_at(b_l0, k0)
+    _place(sch, a_l0, k0 or k1 or block_loop)
+    _place(sch, b_l0, k0 or k1 or block_loop)
     if plan.blocks > 1:
         sch.parallel(block_loop)              # output tiles over the AI cores
-    sch.decompose_reduction(cb, k1)
+    sch.decompose_reduction(cb, k1 or k0 or i_f or j_f or k_f or i16)
     sch.tensorize(i16, register_intrinsic(ind, acc, fm, fn, fk))
     return sch.mod["main"].with_attr("tir.is_scheduled", True)
+
+
+def _place(sch, block, loop) -> None:
+    """compute_at, unless the block already sits under `loop`."""
+    target = sch.get(loop)
+    if not any(sch.get(other).same_as(target) for other in sch.get_loops(block)):
+        sch.compute_at(block, loop)
+
+
+def _split(sch, loop, factors: list[int]) -> list:
+    """Split `loop` by exact `factors`, with None for each factor of 1 except the innermost
+    (extent-1 loops get simplified away and then block bindings no longer match tensorize)."""
+    kept = [f for f in factors[:-1] if f > 1] + [factors[-1]]
+    parts = list(sch.split(loop, kept)) if len(kept) > 1 else [loop]
+    out, it = [], iter(parts)
+    for f in factors[:-1]:
+        out.append(next(it) if f > 1 else None)
+    out.append(next(it))
+    return out
 
 
 def check_capacity(func, chip: Chip, where: str = "") -> dict[str, int]:

@@ -25,6 +25,7 @@ def _tiny() -> onnx.ModelProto:
 def cache_root(tmp_path, monkeypatch):
     root = tmp_path / "anychip-cache"
     monkeypatch.setenv(cache.ENV, str(root))
+    monkeypatch.delenv(cache.OFF, raising=False)
     return root
 
 
@@ -52,9 +53,10 @@ def test_first_build_stores_then_reads(cache_root, source):
     assert len(calls) == 1
     assert first.SerializeToString() == second.SerializeToString()
     assert stat.S_IMODE(cache_root.stat().st_mode) == 0o700
-    entries = list(cache_root.iterdir())
+    assert stat.S_IMODE((cache_root / "zoo").stat().st_mode) == 0o700
+    entries = list((cache_root / "zoo").iterdir())
     assert len(entries) == 1 and entries[0].name.startswith("tiny-")
-    assert not [p for p in cache_root.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in (cache_root / "zoo").iterdir() if p.name.endswith(".tmp")]
 
 
 def test_key_follows_sources_versions_and_name(source):
@@ -71,14 +73,14 @@ def test_changed_source_rebuilds_and_replaces_the_old_entry(cache_root, source):
     source.write_text("# version 2\n")
     cache.cached_model("tiny", [source], {}, build)
     assert len(calls) == 2
-    assert len(list(cache_root.glob("tiny-*.onnx"))) == 1
+    assert len(list((cache_root / "zoo").glob("tiny-*.onnx"))) == 1
 
 
 @pytest.mark.parametrize("damage", ["garbage", "empty", "truncated"])
 def test_corrupt_entry_is_rebuilt(cache_root, source, damage):
     build, calls = _counting_builder()
     cache.cached_model("tiny", [source], {}, build)
-    (entry,) = cache_root.glob("tiny-*.onnx")
+    (entry,) = (cache_root / "zoo").glob("tiny-*.onnx")
     data = entry.read_bytes()
     entry.write_bytes({"garbage": b"\x08\xff\xff not a protobuf",
                        "empty": b"", "truncated": data[: len(data) // 2]}[damage])
@@ -93,18 +95,27 @@ def test_folder_open_to_others_is_not_used(cache_root, source):
     cache_root.mkdir(mode=0o700)
     os.chmod(cache_root, 0o777)
     build, calls = _counting_builder()
-    with pytest.warns(UserWarning, match="not a folder of yours"):
+    with pytest.warns(UserWarning, match="writable by others"):
         cache.cached_model("tiny", [source], {}, build)
     assert not list(cache_root.iterdir())
 
 
+def test_no_cache_switch(cache_root, source, monkeypatch):
+    monkeypatch.setenv(cache.OFF, "1")
+    build, calls = _counting_builder()
+    cache.cached_model("tiny", [source], {}, build)
+    cache.cached_model("tiny", [source], {}, build)
+    assert len(calls) == 2 and not cache_root.exists()
+
+
 def test_default_location_is_under_home(monkeypatch, tmp_path):
     monkeypatch.delenv(cache.ENV, raising=False)
+    monkeypatch.delenv(cache.OFF, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert cache.cache_dir() == tmp_path / ".cache" / "anychip"
+    assert cache.cache_dir() == tmp_path / ".cache" / "anychip" / "zoo"
 
 
 def test_zoo_uses_the_cache(cache_root):
     models.build("mlp")
-    (entry,) = cache_root.glob("mlp-*.onnx")
+    (entry,) = (cache_root / "zoo").glob("mlp-*.onnx")
     assert onnx.load_from_string(entry.read_bytes()).graph.output[0].name == "logits"

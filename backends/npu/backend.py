@@ -1,0 +1,149 @@
+"""The `npu` backend: Ascend-style chips, compiled through TVM and run by a functional simulator.
+
+`lower` reads as phases (style.md):
+1. placement and precision per ONNX node, as ATC decides them (placement.py);
+2. the precision-annotated graph (precision.py), imported into Relax (lowering.py);
+3. graph passes, float32 accumulation of float16 reductions, and the cube: matmul and conv
+   as tiled, tensorized TIR kernels staged through L1/L0A/L0B/L0C/UB (cube.py);
+`build` compiles the program for the host through LLVM (vector.py schedules the rest), adds
+the cost model's estimate (cost.py) and the files ATC needs for the real chip (atc.py).
+
+The driver imports the model too; this backend re-imports the precision-annotated ONNX it
+gets as `options.extra["onnx_model"]`, because ATC's precision decisions are per ONNX node.
+"""
+
+from __future__ import annotations
+
+import json
+
+from anychip.compiler.backend import (BuildResult, CompileOptions, Execution, Mode,
+                                      OptionalBackendHooks)
+from anychip.compiler.errors import AnychipError
+from anychip.compiler.profiles import Profile
+
+from . import atc, cost
+from .chip import CHIP_SCHEMA, Chip
+from .placement import place_nodes, precision_used, resolve_precision_mode, summary
+
+REPORT_ATTR = "anychip_npu_report"
+SIMULATOR = "functional simulator on the host CPU (TVM LLVM, with the cube's numerics)"
+ASSUMPTIONS = [
+    "cube: float16/bfloat16 inputs, float32 accumulation, result cast to the op's dtype "
+    "(hardware.md §1.1)",
+    "vector reductions (softmax, layer norm, mean, sum, average pooling) over float16 "
+    "accumulate in float32 and round the result [U]",
+    "LRN in float16 is computed in float32 on float16-rounded inputs (TVM's converter takes "
+    "float32 only)",
+]
+
+
+def _host():
+    from anychip.backends.cpu.backend import host_cores, host_cpu_name
+
+    return host_cpu_name(), host_cores()
+
+
+class NpuBackend(OptionalBackendHooks):
+    family = "npu"
+    chip_schema = CHIP_SCHEMA
+
+    def target(self, profile: Profile):
+        import tvm
+
+        mcpu, cores = _host()
+        attrs = dict(profile.target)
+        if attrs.get("mcpu") == "host":
+            attrs["mcpu"] = mcpu
+        attrs.setdefault("num-cores", cores)
+        return tvm.target.Target(attrs)
+
+    def execution(self, profile: Profile) -> Execution:
+        if atc.cann_available():
+            return Execution(Mode.EXECUTES, "ONNX Runtime's CANN execution provider "
+                                            "(onnxruntime-cann) on the legalised ONNX model")
+        return Execution(Mode.SIMULATES, f"{SIMULATOR}; onnxruntime-cann is not installed, so "
+                                         f"no Ascend device is used")
+
+    # -- lower -----------------------------------------------------------------------------
+    def lower(self, mod, profile: Profile, options: CompileOptions):
+        from tvm import relax
+
+        from anychip.backends.cpu import passes
+
+        from .lowering import (CubeLowering, fp32_reductions, graph_passes, import_simulated,
+                               requested_tile)
+        from .precision import simulated_model
+
+        chip = Chip.of(profile)
+        model = options.extra.get("onnx_model")
+        if model is None:
+            raise AnychipError(f"target '{profile.name}': the npu backend needs the ONNX model "
+                               f"(options.extra['onnx_model']); compile with anychip.compile.")
+        label = model.graph.name or "model"
+        mode = resolve_precision_mode(chip, options.extra, options.precision,
+                                      bool(options.extra.get("training", False)))
+        placements = place_nodes(model, chip, mode)
+        simulated = simulated_model(model, placements, label)
+        mod = import_simulated(simulated, label)
+        cube = CubeLowering(chip, requested_tile(options.extra))
+        with self.target(profile):
+            mod = graph_passes(mod)
+            mod = fp32_reductions(mod)
+            mod = cube(mod)
+            mod = passes.fold_constants(mod)       # weight layouts for the cube, at compile time
+            mod = relax.transform.DeadCodeElimination()(mod)
+        report = {
+            "precision_mode": mode,
+            "precision": precision_used(mode, placements),
+            "placement": {**summary(placements), "nodes": [p.as_dict() for p in placements]},
+            "cube_kernels": cube.kernels,
+            "assumptions": ASSUMPTIONS,
+        }
+        return mod.with_attr(REPORT_ATTR, json.dumps(report))
+
+    # -- build -----------------------------------------------------------------------------
+    def build(self, mod, profile: Profile, options: CompileOptions) -> BuildResult:
+        from tvm import relax
+
+        from .vector import pipeline
+
+        chip = Chip.of(profile)
+        report = json.loads(str(mod.attrs[REPORT_ATTR])) if mod.attrs is not None and \
+            REPORT_ATTR in mod.attrs else {}
+        mod = mod.without_attr(REPORT_ATTR)
+        target = self.target(profile)
+        executable = relax.build(mod, target, relax_pipeline=pipeline(target, chip))
+        model = options.extra.get("onnx_model")
+        report["simulator"] = SIMULATOR
+        report["estimate"] = cost.estimate(model, chip, report)
+        device_sources, report["atc"] = atc.device_files(model, chip, profile, report)
+        return BuildResult(executable=executable, precision=report.get("precision", "fp16"),
+                           device_sources=device_sources, report=report,
+                           runtime={"device": "cpu", "mcpu": target.attrs["mcpu"],
+                                    "num_threads": int(target.attrs["num-cores"]),
+                                    "libraries": [],
+                                    "precision_mode": report.get("precision_mode")})
+
+    # -- run -------------------------------------------------------------------------------
+    def runner(self, artifact):
+        from anychip.backends.cpu.backend import VmRunner
+
+        execution = self.execution(artifact.profile)
+        if execution.mode is Mode.EXECUTES:
+            return atc.CannRunner(artifact, execution)
+        return VmRunner(artifact, "cpu", execution)
+
+    def check_loadable(self, manifest: dict) -> None:
+        built_for = manifest.get("runtime", {}).get("mcpu")
+        here, _ = _host()
+        if built_for and built_for != here:
+            raise AnychipError(f"artifact was built to simulate on CPU '{built_for}' but this host "
+                               f"is '{here}'; its code may use instructions this CPU lacks. "
+                               f"Recompile it here.")
+
+    def cache_key_parts(self, profile: Profile) -> dict:
+        mcpu, cores = _host()
+        return {"mcpu": mcpu, "cores": cores, "cann": atc.cann_available()}
+
+    def doctor(self) -> list[dict]:
+        return atc.doctor()

@@ -1,0 +1,267 @@
+"""Relax-level lowering of the npu backend: the simulated graph becomes the chip's program.
+
+Phases (each one pass or function, in the order `lower` runs them):
+1. import: the precision-annotated ONNX (precision.py) through the project's importer, so
+   each op already computes in the dtype ATC gives it;
+2. graph: inference decomposition, constants folded in numpy, BatchNorm folded into conv
+   weights (ATC's conv+BN fusion), as the cpu backend does it;
+3. vector numerics: reductions over float16/bfloat16 (softmax, layer norm, mean, sum,
+   average pooling) accumulate in float32 and round their result, as CANN's reduce kernels do
+   (an assumption, listed in the report);
+4. cube: every matmul and 2-D convolution whose dtype the cube takes becomes a call to a
+   tiled, tensorized TIR kernel (cube.py); convolutions go through im2col on the way into L1.
+Everything else (elementwise, pooling, data movement) is legalized by TVM and scheduled as
+vector kernels (vector.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from anychip.compiler.errors import AnychipError
+
+from .chip import Chip
+from .cube import Conv2dGeometry, CubePlan, Tile, check_capacity, cube_kernel, plan_tiles
+
+
+def import_simulated(proto, label: str):
+    """Import an ONNX model (static shapes) with the project's importer and neutral passes."""
+    import tvm
+    from onnx import helper
+
+    from anychip.compiler.frontend import ModelSource, TensorSpec
+    from anychip.compiler.importer import to_relax
+    from anychip.compiler.passes import target_neutral_passes
+
+    inits = {i.name for i in proto.graph.initializer}
+
+    def spec(vi) -> TensorSpec:
+        dims = tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).name
+        return TensorSpec(vi.name, vi.name, dims, dtype)
+
+    source = ModelSource(label, proto, proto, [spec(vi) for vi in proto.graph.input
+                                               if vi.name not in inits],
+                         [spec(vi) for vi in proto.graph.output], "")
+    mod = to_relax(source)
+    return tvm.transform.Sequential(target_neutral_passes())(mod)
+
+
+def graph_passes(mod):
+    """Phase 2: decomposition and numpy-side constant folding (shared with the cpu backend)."""
+    from tvm import relax
+
+    from anychip.backends.cpu import passes
+
+    mod = relax.transform.DecomposeOpsForInference()(mod)
+    mod = relax.transform.CanonicalizeBindings()(mod)
+    mod = passes.fold_constants(mod)
+    mod = passes.sum_as_add(mod)
+    mod = passes.fold_conv_affine(mod)
+    return passes.fold_constants(mod)
+
+
+# Relax reductions whose float16 form accumulates in float32 on the vector unit.
+REDUCTIONS = ("relax.nn.softmax", "relax.nn.log_softmax", "relax.nn.layer_norm",
+              "relax.nn.group_norm", "relax.nn.instance_norm", "relax.nn.rms_norm",
+              "relax.mean", "relax.sum", "relax.variance", "relax.prod", "relax.nn.avg_pool2d",
+              "relax.nn.adaptive_avg_pool2d", "relax.nn.avg_pool1d", "relax.nn.avg_pool3d")
+
+
+def _dtype(expr) -> str | None:
+    ty = getattr(expr, "ty", None)
+    return str(getattr(ty, "dtype", "")) or None
+
+
+def _shape(expr) -> tuple[int, ...] | None:
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    if shape is None:
+        return None
+    try:
+        return tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def fp32_reductions(mod):
+    """Phase 3: float16/bfloat16 reductions compute in float32 and cast the result back."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    ops = {tvm.ir.Op.get(name) for name in REDUCTIONS}
+
+    @mutator
+    class _Fp32Reductions(PyExprMutator):
+        def visit_call_(self, call):  # noqa: N802 - TVM's visitor naming
+            call = self.visit_expr_post_order(call)
+            low = _dtype(call)
+            if call.op not in ops or low not in ("float16", "bfloat16"):
+                return call
+            args = [relax.op.astype(a, "float32") if _dtype(a) == low else a for a in call.args]
+            wide = relax.Call(call.op, args, call.attrs, call.ty_args)
+            return relax.op.astype(self.builder_.normalize(wide), low)
+
+    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    for gvar, func in list(out.functions.items()):
+        if isinstance(func, relax.Function):
+            out[gvar] = _Fp32Reductions(out).visit_expr(func)
+    return out
+
+
+class CubeLowering:
+    """Phase 4: matmul and conv2d -> call_tir of cube kernels; records one plan per kernel."""
+
+    def __init__(self, chip: Chip, requested: Tile | None = None):
+        self.chip = chip
+        self.requested = requested
+        self.kernels: dict[str, dict] = {}      # kernel name -> plan and checked buffer use
+        self._funcs: dict[str, object] = {}
+
+    def __call__(self, mod):
+        import tvm
+        from tvm import relax
+        from tvm.relax.expr_functor import PyExprMutator, mutator
+
+        matmul, conv2d = tvm.ir.Op.get("relax.matmul"), tvm.ir.Op.get("relax.nn.conv2d")
+        lowering = self
+
+        @mutator
+        class _Cube(PyExprMutator):
+            def visit_call_(self, call):  # noqa: N802
+                call = self.visit_expr_post_order(call)
+                if call.op == matmul:
+                    return lowering.matmul(self.builder_, call) or call
+                if call.op == conv2d:
+                    return lowering.conv2d(self.builder_, call) or call
+                return call
+
+        for gvar, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function):
+                cube = _Cube(mod)
+                new = cube.visit_expr(func)
+                mod = cube.builder_.get()
+                mod[gvar] = new
+        return mod
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _in_dtype(self, a, b) -> str | None:
+        da, db = _dtype(a), _dtype(b)
+        if da != db or da not in self.chip.cube_dtypes:
+            return None             # not a cube dtype: stays a host op (placement said so)
+        return da
+
+    def _kernel(self, builder, name: str, plan: CubePlan, a_shape, b_groups: int,
+                conv: Conv2dGeometry | None):
+        if name not in self._funcs:
+            where = f" kernel '{name}'"
+            func = cube_kernel(plan, a_shape, b_groups, conv)
+            used = check_capacity(func, self.chip, where)
+            self._funcs[name] = builder.add_func(func, name)
+            self.kernels[name] = {"kind": "conv2d" if conv else "matmul", **plan.as_dict(),
+                                  "tir_buffer_bytes": used}
+        return self._funcs[name]
+
+    def _call(self, builder, gvar, args, shape, dtype):
+        from tvm import relax
+
+        return builder.normalize(relax.call_tir(gvar, args, relax.TensorType(shape, dtype)))
+
+    def _out_dtype(self, call, in_dtype: str) -> str:
+        out = str(getattr(call.attrs, "out_dtype", "") or "")
+        if out in ("", "void"):
+            out = in_dtype
+        return out
+
+    # -- matmul ----------------------------------------------------------------------------
+    def matmul(self, builder, call):
+        from tvm import relax
+
+        a, b = call.args
+        ind = self._in_dtype(a, b)
+        sa, sb = _shape(a), _shape(b)
+        if ind is None or sa is None or sb is None or len(sa) < 2 or len(sb) < 2:
+            return None
+        outd = self._out_dtype(call, ind)
+        M, K = sa[-2:]
+        N = sb[-1]
+        a_batch, b_batch = sa[:-2], sb[:-2]
+        if not b_batch or math.prod(b_batch) == 1 and len(sb) == 2:
+            rows = math.prod(a_batch) * M
+            a3 = relax.op.reshape(a, (1, rows, K))
+            b3 = relax.op.reshape(b, (1, K, N))
+            G, Ga, Gb, Mx, out_shape = 1, 1, 1, rows, a_batch + (M, N)
+        else:
+            batch = tuple(np.broadcast_shapes(a_batch, b_batch))
+            G = math.prod(batch)
+            a3, Ga = self._batched(a, a_batch, batch, (M, K))
+            b3, Gb = self._batched(b, b_batch, batch, (K, N))
+            Mx, out_shape = M, batch + (M, N)
+        plan = plan_tiles(self.chip, G, Mx, N, K, ind, outd, self.requested)
+        name = f"cube_matmul_{G}x{Mx}x{N}x{K}_{ind}_{outd}_a{Ga}_b{Gb}"
+        gvar = self._kernel(builder, name, plan, (Ga, Mx, K), Gb, None)
+        a3, b3 = builder.normalize(a3), builder.normalize(b3)
+        out = self._call(builder, gvar, [a3, b3], (G, Mx, N), outd)
+        return relax.op.reshape(out, out_shape)
+
+    @staticmethod
+    def _batched(x, batch, full, tail):
+        from tvm import relax
+
+        if batch == full:
+            return relax.op.reshape(x, (math.prod(full),) + tail), math.prod(full)
+        if math.prod(batch) == 1:
+            return relax.op.reshape(x, (1,) + tail), 1
+        return relax.op.reshape(relax.op.broadcast_to(x, full + tail),
+                                (math.prod(full),) + tail), math.prod(full)
+
+    # -- conv2d ----------------------------------------------------------------------------
+    def conv2d(self, builder, call):
+        from tvm import relax
+
+        x, w = call.args
+        at = call.attrs
+        ind = self._in_dtype(x, w)
+        sx, sw = _shape(x), _shape(w)
+        if ind is None or sx is None or sw is None or at.data_layout != "NCHW" or \
+                at.kernel_layout != "OIHW" or str(at.out_layout) not in ("NCHW", ""):
+            return None
+        outd = self._out_dtype(call, ind)
+        nb, c, h, wd = sx
+        oc, cg, kh, kw = sw
+        groups = int(at.groups)
+        pad = tuple(int(p) for p in at.padding)
+        if len(pad) == 2:
+            pad = pad + pad
+        geo = Conv2dGeometry(nb, c, h, wd, groups, (kh, kw), tuple(int(s) for s in at.strides),
+                             pad, tuple(int(d) for d in at.dilation))
+        oh, ow = geo.out_hw
+        M, K, N = nb * oh * ow, cg * kh * kw, oc // groups
+        if cg * groups != c or oc % groups:
+            raise AnychipError(f"conv2d with {c} channels, {groups} groups and weight "
+                               f"{list(sw)} is inconsistent.")
+        plan = plan_tiles(self.chip, groups, M, N, K, ind, outd, self.requested)
+        name = (f"cube_conv2d_{nb}x{c}x{h}x{wd}_{oc}x{cg}x{kh}x{kw}_g{groups}_s{geo.strides[0]}"
+                f"x{geo.strides[1]}_p{'x'.join(map(str, pad))}_d{geo.dilation[0]}"
+                f"x{geo.dilation[1]}_{ind}_{outd}")
+        gvar = self._kernel(builder, name, plan, sx, groups, geo)
+        # weights [OC, Cg, KH, KW] -> [G, Cg*KH*KW, OC/G] (constant-folded for constant weights)
+        b = relax.op.permute_dims(relax.op.reshape(w, (groups, N, K)), [0, 2, 1])
+        b = builder.normalize(b)
+        out = self._call(builder, gvar, [x, b], (groups, M, N), outd)
+        out = relax.op.reshape(out, (groups, nb, oh, ow, N))
+        out = relax.op.permute_dims(out, [1, 0, 4, 2, 3])
+        return relax.op.reshape(out, (nb, oc, oh, ow))
+
+
+def requested_tile(extra: dict) -> Tile | None:
+    """options.extra['cube_tile'] = [m1, n1, k1, k0] forces a tile (re-tiled if it overflows)."""
+    value = extra.get("cube_tile")
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or len(value) != 4 or \
+            not all(isinstance(v, int) and v > 0 for v in value):
+        raise AnychipError(f"cube_tile={value!r}: give four positive integers [m1, n1, k1, k0].")
+    return Tile(*value)

@@ -1,0 +1,108 @@
+"""Importer fixes keep the model's meaning: each prepared model gives ONNX Runtime's outputs
+of the original; the shape-input guard refuses a value it was not compiled for."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from anychip.compiler.backend import CompileOptions
+from anychip.compiler.driver import compile_source
+from anychip.compiler.errors import AnychipError
+from anychip.compiler.frontend import load_model
+from anychip.compiler.importer_fixes import NotSupported, prepare_for_tvm, specialise_for
+
+
+def _model(nodes, inputs, outputs, opset=17, inits=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _ort(model: onnx.ModelProto, feed: dict) -> list[np.ndarray]:
+    return ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def _same_outputs(model: onnx.ModelProto, feed: dict) -> onnx.ModelProto:
+    prepared = prepare_for_tvm(load_model(model)).proto
+    for got, want in zip(_ort(prepared, feed), _ort(model, feed)):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+    return prepared
+
+
+def _vi(name, dtype, shape):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def test_celu_expanded_to_its_function_body():
+    model = _model([helper.make_node("Celu", ["x"], ["y"], alpha=2.0)],
+                   [_vi("x", TensorProto.FLOAT, [3, 4])], [_vi("y", TensorProto.FLOAT, [3, 4])],
+                   opset=12)
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    prepared = _same_outputs(model, {"x": x})
+    ops = [n.op_type for n in prepared.graph.node]
+    assert "Celu" not in ops and "Elu" in ops
+
+
+def test_constant_value_ints_becomes_a_tensor():
+    model = _model([helper.make_node("Constant", [], ["s"], value_ints=[4, 3]),
+                    helper.make_node("Reshape", ["x", "s"], ["y"])],
+                   [_vi("x", TensorProto.FLOAT, [3, 4])], [_vi("y", TensorProto.FLOAT, [4, 3])])
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    prepared = _same_outputs(model, {"x": x})
+    const = prepared.graph.node[0]
+    assert [a.name for a in const.attribute] == ["value"]
+
+
+def test_shape_arithmetic_folds_to_constants():
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("ReduceProd", ["s"], ["n"], keepdims=1),
+             helper.make_node("Reshape", ["x", "n"], ["flat"]),
+             helper.make_node("Shape", ["x"], ["y"])]
+    model = _model(nodes, [_vi("x", TensorProto.FLOAT, [2, 3])],
+                   [_vi("flat", TensorProto.FLOAT, [6]), _vi("y", TensorProto.INT64, [2])])
+    prepared = _same_outputs(model, {"x": np.ones((2, 3), np.float32)})
+    assert [n.op_type for n in prepared.graph.node] == ["Constant", "Constant", "Reshape",
+                                                        "Constant"]
+
+
+def test_scan_is_unrolled():
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s_in", "x_t"], ["s_out"]),
+         helper.make_node("Identity", ["s_out"], ["y_t"])], "body",
+        [_vi("s_in", TensorProto.FLOAT, [2]), _vi("x_t", TensorProto.FLOAT, [2])],
+        [_vi("s_out", TensorProto.FLOAT, [2]), _vi("y_t", TensorProto.FLOAT, [2])])
+    scan = helper.make_node("Scan", ["init", "x"], ["final", "ys"], body=body,
+                            num_scan_inputs=1, scan_input_directions=[1])
+    model = _model([scan], [_vi("init", TensorProto.FLOAT, [2]), _vi("x", TensorProto.FLOAT, [4, 2])],
+                   [_vi("final", TensorProto.FLOAT, [2]), _vi("ys", TensorProto.FLOAT, [4, 2])])
+    feed = {"init": np.ones(2, np.float32),
+            "x": np.arange(8, dtype=np.float32).reshape(4, 2)}
+    prepared = _same_outputs(model, feed)
+    assert "Scan" not in {n.op_type for n in prepared.graph.node}
+
+
+def test_string_tensors_are_refused_as_unsupported():
+    model = _model([helper.make_node("Identity", ["x"], ["y"])],
+                   [_vi("x", TensorProto.STRING, [2])], [_vi("y", TensorProto.STRING, [2])])
+    with pytest.raises(NotSupported, match="element type string"):
+        prepare_for_tvm(load_model(model))
+
+
+def test_specialised_shape_input_is_kept_and_guarded():
+    model = _model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                   [_vi("x", TensorProto.FLOAT, [2, 6]), _vi("shape", TensorProto.INT64, [2])],
+                   [_vi("y", TensorProto.FLOAT, [3, 4])])
+    source = load_model(model)
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    notes = specialise_for(source, {"x": x, "shape": np.array([3, 4])})
+    assert notes == ["specialised shape=[3,4]"]
+    artifact = compile_source(source, "cpu", CompileOptions())
+    assert [s.name for s in artifact.inputs] == ["x", "shape"]     # still an input
+    out = artifact.run({"x": x, "shape": np.array([3, 4])})
+    np.testing.assert_array_equal(out["y"], x.reshape(3, 4))
+    with pytest.raises(Exception, match="match_cast"):
+        artifact.run({"x": x, "shape": np.array([4, 3])})

@@ -1,0 +1,46 @@
+"""`anychip matrix`: cells say how each target ran, with error figures; a failed cell that
+should pass makes the exit code 1; markdown and JUnit are written for CI."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from anychip.compiler.cli.main import main
+from anychip.compiler.conformance.matrix import run_cell
+from tests.conftest import make_linear_model
+
+
+def test_cell_on_cpu_is_executed_with_error_figures(tmp_path):
+    path = tmp_path / "lin.onnx"
+    onnx.save(make_linear_model(), str(path))
+    cell = run_cell(str(path), "cpu")
+    assert (cell.status, cell.passed, cell.precision) == ("executed", True, "fp32")
+    assert cell.max_rel is not None and cell.max_rel < 1e-4
+    assert cell.tolerance == "rtol=0.0001 atol=0.0001"
+
+
+def test_cli_markdown_junit_and_exit_codes(tmp_path, capsys):
+    good = tmp_path / "lin.onnx"
+    onnx.save(make_linear_model(), str(good))
+    bad = tmp_path / "rev.onnx"       # ReverseSequence: TVM has no converter
+    node = helper.make_node("ReverseSequence", ["x", "lens"], ["y"], batch_axis=1, time_axis=0)
+    graph = helper.make_graph([node], "rev",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 2]),
+                               helper.make_tensor_value_info("lens", TensorProto.INT64, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(bad))
+    md, xml = tmp_path / "m.md", tmp_path / "m.xml"
+    assert main(["matrix", str(good), "--targets", "cpu", "--markdown", str(md),
+                 "--junit", str(xml)]) == 0
+    assert "| model | cpu |" in md.read_text() and "executed ✓" in md.read_text()
+    assert 'failures="0"' in xml.read_text()
+    capsys.readouterr()
+    assert main(["matrix", str(good), str(bad), "--targets", "cpu", "--json"]) == 1
+    import json
+
+    cells = json.loads(capsys.readouterr().out)
+    assert [c["status"] for c in cells] == ["executed", "failed"]
+    assert "ReverseSequence" in cells[1]["reason"]
+    assert np.isfinite(cells[0]["max_abs"])

@@ -1,0 +1,35 @@
+"""The pool's isolation: a hanging case times out, a crashing case is one failed case, and
+the cases after either still run (in a fresh worker)."""
+
+from __future__ import annotations
+
+from anychip.compiler.conformance.cases import Case
+from anychip.compiler.conformance.pool import run_cases
+
+RUNNER = "tests.compiler.conformance.faulty_runner:run_case"
+
+
+def _case(name: str) -> Case:
+    return Case(name, "Fake", b"", [], [], 1e-3, 1e-7)
+
+
+def test_hang_and_crash_are_failed_cases_and_the_run_goes_on():
+    cases = [_case(n) for n in ["test_ok_1", "test_hang", "test_ok_2", "test_crash", "test_ok_3"]]
+    results = run_cases(cases, "fake", jobs=1, timeout=2.0, runner=RUNNER)
+    by = {r.name: r for r in results}
+    assert [r.name for r in results] == [c.name for c in cases]
+    assert by["test_hang"].status == "failed" and "timed out after 2 s" in by["test_hang"].reason
+    assert by["test_crash"].status == "failed"
+    assert "crashed the worker (signal 6)" in by["test_crash"].reason
+    assert all(by[n].status == "passed" for n in ["test_ok_1", "test_ok_2", "test_ok_3"])
+    # each fault cost its worker: the three good cases ran in three different processes
+    pids = {by[n].reason.rsplit(" ", 1)[-1] for n in ["test_ok_1", "test_ok_2", "test_ok_3"]}
+    assert len(pids) == 3
+
+
+def test_two_workers_keep_case_order():
+    cases = [_case(f"test_ok_{i}") for i in range(6)]
+    results = run_cases(cases, "fake", jobs=2, timeout=10.0, runner=RUNNER)
+    assert [r.name for r in results] == [c.name for c in cases]
+    assert {r.status for r in results} == {"passed"}
+    assert len({r.reason.rsplit(" ", 1)[-1] for r in results}) == 2
