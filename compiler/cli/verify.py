@@ -37,9 +37,10 @@ def run(args) -> int:
                 raise
             continue
     if args.json:
-        print(json.dumps([r.as_dict() for r in reports] if len(names) > 1 else reports[0].as_dict(),
+        many = len(names) > 1 or args.target == "all"
+        print(json.dumps([r.as_dict() for r in reports] if many else reports[0].as_dict(),
                          indent=2))
-    elif len(reports) == 1:
+    elif len(reports) == 1 and args.target != "all":
         print(reports[0].summary())
     else:
         rows = [[r.target, r.how, r.precision, "PASS" if r.passed else "FAIL", f"{r.max_abs:.3g}",
