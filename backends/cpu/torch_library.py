@@ -1,16 +1,19 @@
-"""The cpu backend's kernel library: torch's oneDNN (convolution) and MKL (matmul) kernels.
+"""The cpu backend's kernel library: torch's oneDNN and MKL kernels.
 
 The TVM wheel has no CPU BYOC library, so compiled code reaches these through packed
 functions registered from Python (tvm-notes.md). Tensors cross as DLPack views, no copies:
 - `anychip.torch.conv2d` (returns a new tensor): oneDNN convolution on channels-last data
-  with the bias, residual add and relu fused as post-ops. Constant weights are reordered
-  into oneDNN's blocked layout once per process, keyed by the weight's content digest that
-  the compiler baked into the call, so a reused address can never serve a stale weight.
-- `anychip.torch.matmul` (destination-passing): torch.mm/addmm/matmul writing straight into
-  the output buffer TVM planned; residual and activation applied in place.
+  with bias, residual add and relu fused as post-ops. Constant weights are reordered into
+  oneDNN's blocked layout once per process, keyed by the weight's content digest that the
+  compiler baked into the call, so a reused address can never serve a stale weight.
+- `anychip.torch.matmul` (destination-passing): torch.mm/addmm/matmul (MKL) writing straight
+  into the buffer TVM planned; residual and activation applied in place.
+- `anychip.torch.softmax` (destination-passing), `anychip.torch.layer_norm` and
+  `anychip.torch.max_pool2d` (new tensors): torch's vectorized kernels, which beat TVM's
+  untuned loops and run on the same threads as the rest.
 
-Every call carries a spec string with what the kernel needs (layout, strides, padding,
-epilogue, weight digest), so lib.so stays self-contained: loading it needs only `register()`.
+Every call carries a spec string ("v1;key=value;...") with what the kernel needs, so lib.so
+stays self-contained: loading it needs only `register()`.
 """
 
 from __future__ import annotations
@@ -18,66 +21,53 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
 from anychip.compiler.dispatch import Match, Pattern
 
 NAME = "torch-cpu"
-CONV = "anychip.torch.conv2d"
-MATMUL = "anychip.torch.matmul"
-SPEC_VERSION = "1"
+PREFIX = "anychip.torch."
+SPEC_VERSION = "v1"
 ACTIVATIONS = ("relu", "gelu")
+LAYOUTS = (("NHWC", "NHWC"), ("NCHW", "NCHW"))
 _PACKED_CACHE_ENTRIES = 4096
 
 
-@dataclass(frozen=True)
-class ConvSpec:
-    layout: str                 # "NHWC" or "NCHW" (data and output)
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    groups: int
-    epilogue: tuple[str, ...]
-    weight_digest: str          # "" when the weight is not a compile-time constant
+def spec_text(**fields) -> str:
+    """'v1;k=v;...' with lists joined by commas; the inverse of parse_spec."""
+    def text(value) -> str:
+        if isinstance(value, (list, tuple)):
+            return ",".join(text(v) for v in value)
+        return value.hex() if isinstance(value, float) else str(value)
 
-
-def _conv_spec_text(spec: ConvSpec) -> str:
-    return ";".join([f"v{SPEC_VERSION}", spec.layout, "s=%d,%d" % spec.stride,
-                     "p=%d,%d" % spec.padding, "d=%d,%d" % spec.dilation, f"g={spec.groups}",
-                     "e=" + ",".join(spec.epilogue), f"w={spec.weight_digest}"])
+    return ";".join([SPEC_VERSION] + [f"{k}={text(v)}" for k, v in fields.items()])
 
 
 @functools.lru_cache(maxsize=4096)
-def parse_conv_spec(text: str) -> ConvSpec:
+def parse_spec(text: str) -> dict[str, str]:
     parts = text.split(";")
-    if parts[0] != f"v{SPEC_VERSION}":
-        raise ValueError(f"conv2d call spec version {parts[0]!r}, this anychip reads "
-                         f"v{SPEC_VERSION}: recompile the model")
-    fields = dict(p.split("=", 1) for p in parts[2:])
-
-    def pair(key):
-        a, b = (int(v) for v in fields[key].split(","))
-        return a, b
-
-    epilogue = tuple(e for e in fields["e"].split(",") if e)
-    return ConvSpec(parts[1], pair("s"), pair("p"), pair("d"), int(fields["g"]), epilogue,
-                    fields["w"])
+    if parts[0] != SPEC_VERSION:
+        raise ValueError(f"kernel call spec {parts[0]!r}, this anychip reads {SPEC_VERSION}: "
+                         f"recompile the model")
+    return dict(p.split("=", 1) for p in parts[1:])
 
 
-@functools.lru_cache(maxsize=4096)
-def parse_matmul_spec(text: str) -> tuple[str, ...]:
-    parts = text.split(";")
-    if parts[0] != f"v{SPEC_VERSION}":
-        raise ValueError(f"matmul call spec version {parts[0]!r}, this anychip reads "
-                         f"v{SPEC_VERSION}: recompile the model")
-    return tuple(e for e in parts[1].removeprefix("e=").split(",") if e)
+def _ints(value: str) -> list[int]:
+    return [int(v) for v in value.split(",") if v]
+
+
+def _steps(value: str) -> tuple[str, ...]:
+    return tuple(v for v in value.split(",") if v)
 
 
 def _shape(expr):
     shape = getattr(getattr(expr, "ty", None), "shape", None)
     return None if shape is None else tuple(int(d) for d in shape)
+
+
+def _dtype(expr) -> str:
+    return str(getattr(getattr(expr, "ty", None), "dtype", ""))
 
 
 def _constant(expr) -> np.ndarray | None:
@@ -88,8 +78,14 @@ def _constant(expr) -> np.ndarray | None:
     return None
 
 
+def _symmetric(padding) -> bool:
+    pad = [int(p) for p in padding]
+    return len(pad) == 4 and pad[0] == pad[2] and pad[1] == pad[3]
+
+
 class TorchCpuLibrary:
-    """conv2d and matmul (with bias / residual / relu / gelu epilogues) through torch."""
+    """conv2d and matmul with bias / residual / relu / gelu epilogues, softmax, layer norm and
+    max pooling, through torch."""
 
     name = NAME
     codegen = None
@@ -100,46 +96,60 @@ class TorchCpuLibrary:
 
     # -- compile time -------------------------------------------------------------------
     def implements(self, pattern: Pattern) -> bool:
-        return pattern.root in ("conv2d", "matmul") and (
-            pattern.activation is None or pattern.activation in ACTIVATIONS)
+        return pattern.activation is None or pattern.activation in ACTIVATIONS
 
     def accepts(self, pattern: Pattern, annotated: dict) -> bool:
         root = annotated["root"]
-        if str(root.ty.dtype) != "float32" or any(
-                str(annotated[k].ty.dtype) != "float32" for k in ("data", "weight")):
+        if any(_dtype(annotated[k]) != "float32" for k in (*pattern.operands, "root")):
             return False
+        a, rank = root.attrs, len(_shape(root))
         if pattern.root == "conv2d":
-            a = root.attrs
-            layout_ok = (a.data_layout, a.out_layout) in (("NHWC", "NHWC"), ("NCHW", "NCHW"))
-            pad = [int(p) for p in a.padding]
-            return (layout_ok and a.kernel_layout == "OIHW" and len(pad) == 4
-                    and pad[0] == pad[2] and pad[1] == pad[3])
-        a_shape, b_shape = _shape(annotated["data"]), _shape(annotated["weight"])
-        return len(a_shape) >= 2 and len(b_shape) >= 2   # no 1-D (vector) operands
+            return ((a.data_layout, a.out_layout) in LAYOUTS and a.kernel_layout == "OIHW"
+                    and _symmetric(a.padding))
+        if pattern.root == "matmul":
+            return len(_shape(annotated["data"])) >= 2 and len(_shape(annotated["weight"])) >= 2
+        if pattern.root == "softmax":
+            return int(a.axis) in (-1, rank - 1)
+        if pattern.root == "layer_norm":
+            return ([int(x) % rank for x in a.axes] == [rank - 1] and bool(a.center)
+                    and bool(a.scale))
+        if pattern.root == "max_pool2d":
+            return ((a.layout, a.out_layout) in LAYOUTS and _symmetric(a.padding)
+                    and not a.ceil_mode
+                    and all(2 * int(p) <= int(k) for p, k in zip(a.padding, a.pool_size)))
+        return False
 
     def emit(self, match: Match):
         import tvm
         from tvm import relax
 
-        epilogue = tuple(s for s in match.pattern.epilogue)
-        tensors = [match.data, match.weight]
-        if match.bias is not None:
-            tensors.append(self._flat_bias(match.bias))
-        if match.residual is not None:
-            tensors.append(match.residual)
-        if match.pattern.root == "conv2d":
-            a = match.attrs
+        root, a = match.pattern.root, match.attrs
+        if root in ("conv2d", "matmul"):
+            tensors = [match.data, match.weight]
+            tensors += [self._flat_bias(match.bias)] if match.bias is not None else []
+            tensors += [match.residual] if match.residual is not None else []
+        else:
+            tensors = list(match.operands.values())
+        if root == "conv2d":
             weight = _constant(match.weight)
             digest = "" if weight is None else hashlib.sha256(
                 np.ascontiguousarray(weight).tobytes() + str(weight.shape).encode()).hexdigest()
-            spec = ConvSpec(a.data_layout, tuple(int(s) for s in a.strides),
-                            (int(a.padding[0]), int(a.padding[1])),
-                            tuple(int(d) for d in a.dilation), int(a.groups), epilogue, digest)
-            return relax.op.call_pure_packed(CONV, *tensors,
-                                             tvm.ir.StringImm(_conv_spec_text(spec)),
-                                             ty_args=match.out_ty)
-        spec = f"v{SPEC_VERSION};e=" + ",".join(epilogue)
-        return relax.call_dps_packed(MATMUL, [*tensors, tvm.ir.StringImm(spec)], match.out_ty)
+            spec = spec_text(layout=a.data_layout, s=list(a.strides), p=list(a.padding)[:2],
+                             d=list(a.dilation), g=int(a.groups), e=match.pattern.epilogue,
+                             w=digest)
+        elif root == "matmul":
+            spec = spec_text(e=match.pattern.epilogue)
+        elif root == "layer_norm":
+            spec = spec_text(eps=float(a.epsilon))
+        elif root == "max_pool2d":
+            spec = spec_text(layout=a.layout, k=list(a.pool_size), s=list(a.strides),
+                             p=list(a.padding)[:2], d=list(a.dilation))
+        else:
+            spec = spec_text()
+        call = [*tensors, tvm.ir.StringImm(spec)]
+        if root in ("matmul", "softmax"):   # torch has out= variants: write TVM's buffer
+            return relax.call_dps_packed(PREFIX + root, call, match.out_ty)
+        return relax.op.call_pure_packed(PREFIX + root, *call, ty_args=match.out_ty)
 
     @staticmethod
     def _flat_bias(bias):
@@ -153,7 +163,7 @@ class TorchCpuLibrary:
     def digest(self) -> str:
         import torch
 
-        return f"{NAME}:spec{SPEC_VERSION}:torch{torch.__version__}"
+        return f"{NAME}:{SPEC_VERSION}:torch{torch.__version__}"
 
     # -- run time -------------------------------------------------------------------------
     def register(self, threads: int) -> None:
@@ -167,20 +177,20 @@ class TorchCpuLibrary:
             return
         import tvm_ffi
 
-        tvm_ffi.register_global_func(CONV, self._conv2d, override=True)
-        tvm_ffi.register_global_func(MATMUL, self._matmul, override=True)
+        kernels = {"conv2d": self._conv2d, "matmul": _matmul, "softmax": _softmax,
+                   "layer_norm": _layer_norm, "max_pool2d": _max_pool2d}
+        for name, func in kernels.items():
+            tvm_ffi.register_global_func(PREFIX + name, func, override=True)
         self._registered = True
 
-    def _packed_weight(self, spec: ConvSpec, weight, input_shape):
+    def _packed_weight(self, spec: dict, weight, input_shape, conv_args):
         import torch
 
-        key = (spec.weight_digest, spec.stride, spec.padding, spec.dilation, spec.groups,
-               tuple(input_shape))
+        key = (spec["w"], *map(tuple, conv_args[:3]), conv_args[3], tuple(input_shape))
         packed = self._packed.get(key)
         if packed is None:
             packed = torch.ops.mkldnn._reorder_convolution_weight(
-                weight.contiguous(), list(spec.padding), list(spec.stride),
-                list(spec.dilation), spec.groups, list(input_shape))
+                weight.contiguous(), *conv_args, list(input_shape))
             self._packed[key] = packed
             if len(self._packed) > _PACKED_CACHE_ENTRIES:
                 self._packed.popitem(last=False)
@@ -191,53 +201,80 @@ class TorchCpuLibrary:
     def _conv2d(self, *args):
         import torch
 
-        spec = parse_conv_spec(str(args[-1]))
-        tensors = [torch.from_dlpack(t) for t in args[:-1]]
-        x, weight = tensors[0], tensors[1]
-        rest = iter(tensors[2:])
-        bias = next(rest) if "bias" in spec.epilogue else None
-        residual = next(rest) if "residual" in spec.epilogue else None
-        nhwc = spec.layout == "NHWC"
+        spec = parse_spec(str(args[-1]))
+        epilogue = _steps(spec["e"])
+        x, weight, *rest = (torch.from_dlpack(t) for t in args[:-1])
+        rest = iter(rest)
+        bias = next(rest) if "bias" in epilogue else None
+        residual = next(rest) if "residual" in epilogue else None
+        nhwc = spec["layout"] == "NHWC"
         if nhwc:  # NCHW-shaped views with channels-last strides: oneDNN's native format
             x = x.permute(0, 3, 1, 2)
             residual = residual.permute(0, 3, 1, 2) if residual is not None else None
-        if spec.weight_digest:
-            weight = self._packed_weight(spec, weight, x.shape)
-        act = spec.epilogue[-1] if spec.epilogue and spec.epilogue[-1] in ACTIVATIONS else None
-        args_common = (list(spec.padding), list(spec.stride), list(spec.dilation), spec.groups)
+        conv_args = (_ints(spec["p"]), _ints(spec["s"]), _ints(spec["d"]), int(spec["g"]))
+        if spec["w"]:
+            weight = self._packed_weight(spec, weight, x.shape, conv_args)
+        act = epilogue[-1] if epilogue and epilogue[-1] in ACTIVATIONS else None
         if residual is not None:
             y = torch.ops.mkldnn._convolution_pointwise.binary(
-                x, residual, weight, bias, *args_common, "add", None, act, [], "")
+                x, residual, weight, bias, *conv_args, "add", None, act, [], "")
         else:
-            y = torch.ops.mkldnn._convolution_pointwise(
-                x, weight, bias, *args_common, act or "none", [], "")
-        y = y.permute(0, 2, 3, 1) if nhwc else y
-        return y if y.is_contiguous() else y.contiguous()
+            y = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *conv_args,
+                                                        act or "none", [], "")
+        return _compact(y.permute(0, 2, 3, 1) if nhwc else y)
 
-    @staticmethod
-    def _matmul(*args):
-        import torch
 
-        epilogue = parse_matmul_spec(str(args[-2]))
-        out = torch.from_dlpack(args[-1])
-        a, b, *rest = (torch.from_dlpack(t) for t in args[:-2])
-        it = iter(rest)
-        bias = next(it) if "bias" in epilogue else None
-        residual = next(it) if "residual" in epilogue else None
-        if b.dim() == 2 and a.dim() >= 2 and out.is_contiguous() and a.is_contiguous():
-            a2, o2 = a.reshape(-1, a.shape[-1]), out.view(-1, out.shape[-1])
-            if bias is not None:
-                torch.addmm(bias, a2, b, out=o2)
-            else:
-                torch.mm(a2, b, out=o2)
+def _compact(tensor):
+    return tensor if tensor.is_contiguous() else tensor.contiguous()
+
+
+def _matmul(*args):
+    import torch
+
+    epilogue = _steps(parse_spec(str(args[-2]))["e"])
+    out = torch.from_dlpack(args[-1])
+    a, b, *rest = (torch.from_dlpack(t) for t in args[:-2])
+    rest = iter(rest)
+    bias = next(rest) if "bias" in epilogue else None
+    residual = next(rest) if "residual" in epilogue else None
+    if b.dim() == 2 and a.dim() >= 2:   # dense: one GEMM over all leading rows
+        a2, o2 = a.reshape(-1, a.shape[-1]), out.view(-1, out.shape[-1])
+        if bias is not None:
+            torch.addmm(bias, a2, b, out=o2)
         else:
-            torch.matmul(a, b, out=out)
-            if bias is not None:
-                out.add_(bias)
-        if residual is not None:
-            out.add_(residual)
-        if epilogue and epilogue[-1] == "relu":
-            out.relu_()
-        elif epilogue and epilogue[-1] == "gelu":
-            torch.ops.aten.gelu_(out)
-        return None
+            torch.mm(a2, b, out=o2)
+    else:
+        torch.matmul(a, b, out=out)
+        if bias is not None:
+            out.add_(bias)
+    if residual is not None:
+        out.add_(residual)
+    if epilogue and epilogue[-1] == "relu":
+        out.relu_()
+    elif epilogue and epilogue[-1] == "gelu":
+        torch.ops.aten.gelu_(out)
+
+
+def _softmax(x, spec, out):
+    import torch
+
+    torch.ops.aten._softmax.out(torch.from_dlpack(x), -1, False, out=torch.from_dlpack(out))
+
+
+def _layer_norm(x, gamma, beta, spec):
+    import torch
+
+    eps = float.fromhex(parse_spec(str(spec))["eps"])
+    x, gamma = torch.from_dlpack(x), torch.from_dlpack(gamma)
+    return torch.nn.functional.layer_norm(x, gamma.shape, gamma, torch.from_dlpack(beta), eps)
+
+
+def _max_pool2d(x, spec):
+    import torch
+
+    spec = parse_spec(str(spec))
+    x = torch.from_dlpack(x)
+    nhwc = spec["layout"] == "NHWC"
+    y = torch.nn.functional.max_pool2d(x.permute(0, 3, 1, 2) if nhwc else x, _ints(spec["k"]),
+                                       _ints(spec["s"]), _ints(spec["p"]), _ints(spec["d"]))
+    return _compact(y.permute(0, 2, 3, 1) if nhwc else y)

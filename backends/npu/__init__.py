@@ -1,19 +1,7 @@
-"""The 'npu' backend family: registered with its profiles, not built yet (see its issue)."""
+"""The `npu` family: Ascend-style chips (ascend-910b, ascend-910, ascend-310p), compiled through
+TVM with ATC's placement and precision rules, cube kernels tiled through the chip's buffers,
+and run by a functional simulator on the host CPU (or ONNX Runtime's CANN provider)."""
 
-from anychip.compiler.backend import Execution, Mode, OptionalBackendHooks
-from anychip.compiler.errors import NotExecutable
+from .backend import NpuBackend
 
-
-class NpuBackend(OptionalBackendHooks):
-    family = "npu"
-
-    def execution(self, profile):
-        return Execution(Mode.UNAVAILABLE, "the 'npu' backend is not built yet")
-
-    def target(self, profile):
-        raise NotExecutable(f"target '{profile.name}': the 'npu' backend is not built yet.")
-
-    lower = build = target
-
-    def runner(self, artifact):
-        raise NotExecutable("the 'npu' backend is not built yet.")
+__all__ = ["NpuBackend"]

@@ -28,6 +28,7 @@ VECTOR_WORK = {"Exp": 4, "Log": 4, "Sigmoid": 4, "Tanh": 4, "Erf": 6, "Gelu": 8,
                "BatchNormalization": 2, "Div": 2, "Sqrt": 2, "Pow": 4, "Reciprocal": 2,
                "LRN": 8, "HardSwish": 3, "HardSigmoid": 2, "Softplus": 5, "Elu": 4, "Selu": 4,
                "Sin": 4, "Cos": 4}
+GATHERS = frozenset({"Gather", "GatherElements", "GatherND"})
 POOLS = frozenset({"MaxPool", "AveragePool"})
 
 
@@ -63,10 +64,14 @@ def _elements(shape) -> int:
 def _kernel_cost(node, place: dict, chip: Chip, shapes: dict, types: dict, requested) -> dict:
     unit, dtype = place["unit"], place["dtype"] or types.get(node.output[0], "float32")
     ins = [t for t in node.input if t]
+    if place["op_type"] in GATHERS:     # only the gathered rows of the data are read
+        ins = ins[1:]
     in_bytes = sum(_elements(shapes.get(t)) * dtype_bytes(_dtype_of(t, place, types))
                    for t in ins)
     out_elems = sum(_elements(shapes.get(t)) for t in node.output if t)
     out_bytes = out_elems * dtype_bytes(dtype)
+    if place["op_type"] in GATHERS:
+        in_bytes += out_bytes
     k = {"node": place["name"], "op": place["op_type"], "unit": unit, "dtype": dtype}
     clock = chip.clock_ghz * 1e9
     bandwidth = chip.bandwidth_gbs * 1e9

@@ -132,11 +132,12 @@ class CubeLowering:
         class _Cube(PyExprMutator):
             def visit_call_(self, call):  # noqa: N802
                 call = self.visit_expr_post_order(call)
+                new = None
                 if call.op == matmul:
-                    return lowering.matmul(self.builder_, call) or call
-                if call.op == conv2d:
-                    return lowering.conv2d(self.builder_, call) or call
-                return call
+                    new = lowering.matmul(self.builder_, call)
+                elif call.op == conv2d:
+                    new = lowering.conv2d(self.builder_, call)
+                return call if new is None else new
 
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, relax.Function):

@@ -55,7 +55,7 @@ def _vector_rule(chip: Chip):
             total = _extent(sch, fused)
             if total is None:
                 return sch
-            dtype = str(sch.get(block).writes[0].buffer.dtype)
+            dtype = str(sch.get(block).writes[0].source.dtype)
             lanes = _lanes_for(total, chip.vector_lanes(dtype))
             outer = fused
             if lanes >= 8:

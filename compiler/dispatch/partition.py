@@ -21,21 +21,25 @@ from .patterns import Pattern, all_patterns, by_name
 class Match:
     """One matched subgraph in library terms: the root op, its operands and the epilogue.
 
-    Tensors are Relax expressions valid at the call site (variables or constants); `bias` is
-    the constant of the `bias` step, `residual` the tensor of the `residual` step.
+    Tensors are Relax expressions valid at the call site (variables or constants): `operands`
+    are the root's, by the names of the pattern table (data, weight, gamma...); `bias` is the
+    constant of the `bias` step, `residual` the tensor of the `residual` step.
     """
 
     pattern: Pattern
-    attrs: Any                      # the root call's attrs (Conv2DAttrs, MatmulAttrs)
-    data: Any
-    weight: Any
-    out_ty: Any                     # relax.TensorType of the result
+    attrs: Any                      # the root call's attrs (Conv2DAttrs, MatmulAttrs, ...)
+    operands: dict[str, Any]
+    out_ty: Any = None              # relax.TensorType of the result
     bias: Any = None
     residual: Any = None
 
     @property
-    def activation(self) -> str | None:
-        return self.pattern.activation
+    def data(self):
+        return self.operands["data"]
+
+    @property
+    def weight(self):
+        return self.operands.get("weight")
 
 
 @dataclass
@@ -67,11 +71,11 @@ def _dtype(expr) -> str:
 
 
 def structural_check(pattern: Pattern, annotated) -> bool:
-    """Checks every library relies on: static float shapes, a per-last-axis bias, a residual of
+    """Checks every library relies on: static shapes, a per-last-axis bias, a residual of
     the output's shape. The library then checks what it supports (`Library.accepts`)."""
     root = annotated["root"]
     out_shape = _shape(root)
-    if out_shape is None or _shape(annotated["data"]) is None or _shape(annotated["weight"]) is None:
+    if out_shape is None or any(_shape(annotated[name]) is None for name in pattern.operands):
         return False
     if "bias" in annotated:
         bias = _shape(annotated["bias"])
@@ -113,7 +117,8 @@ def _match_from_composite(func, call_args, pattern: Pattern) -> Match:
 
     bindings = [b for block in func.body.blocks for b in block.bindings]
     root = bindings[0].value
-    match = Match(pattern, root.attrs, outer(root.args[0]), outer(root.args[1]), None)
+    operands = {name: outer(arg) for name, arg in zip(pattern.operands, root.args)}
+    match = Match(pattern, root.attrs, operands)
     previous = bindings[0].var
     for step, binding in zip(pattern.epilogue, bindings[1:]):
         if step in ("bias", "residual"):

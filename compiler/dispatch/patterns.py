@@ -3,9 +3,11 @@
 One table for every library and backend (style.md: patterns are registered in one place).
 A pattern is a root operator followed by an epilogue, a sequence of steps applied to the
 root's result: `bias` (add of a constant broadcast along the last axis), `residual` (add of
-a tensor of the output's shape), and an activation. A library says which patterns it
-implements; FuseOpsByPattern tries longer patterns first, so a conv2d followed by bias,
-residual add and relu becomes one library call when the library offers it.
+a tensor of the output's shape), and an activation. Only the compute-bound roots (conv2d,
+matmul) take epilogues; the memory-bound ones (softmax, layer_norm, max_pool2d) are offered
+alone, for libraries whose vectorized kernels beat TVM's untuned loops. A library says which
+patterns it implements; FuseOpsByPattern tries longer patterns first, so a conv2d followed by
+bias, residual add and relu becomes one library call when the library offers it.
 """
 
 from __future__ import annotations
@@ -13,15 +15,19 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+# root name -> (Relax op, names of its operands in order)
 ROOTS = {
-    "conv2d": "relax.nn.conv2d",
-    "matmul": "relax.matmul",
+    "conv2d": ("relax.nn.conv2d", ("data", "weight")),
+    "matmul": ("relax.matmul", ("data", "weight")),
+    "softmax": ("relax.nn.softmax", ("data",)),
+    "layer_norm": ("relax.nn.layer_norm", ("data", "gamma", "beta")),
+    "max_pool2d": ("relax.nn.max_pool2d", ("data",)),
 }
+WITH_EPILOGUE = ("conv2d", "matmul")
 ACTIVATIONS = {
     "relu": "relax.nn.relu",
     "gelu": "relax.nn.gelu",
 }
-STEPS = ("bias", "residual")
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,10 @@ class Pattern:
         return "anychip." + "_".join((self.root, *self.epilogue))
 
     @property
+    def operands(self) -> tuple[str, ...]:
+        return ROOTS[self.root][1]
+
+    @property
     def activation(self) -> str | None:
         last = self.epilogue[-1] if self.epilogue else None
         return last if last in ACTIVATIONS else None
@@ -44,9 +54,10 @@ class Pattern:
         """(DFPattern, {annotation name: DFPattern}) for FuseOpsByPattern."""
         from tvm.relax.dpl import is_const, is_op, wildcard
 
-        data, weight = wildcard(), wildcard()
-        out = is_op(ROOTS[self.root])(data, weight)
-        annotations = {"data": data, "weight": weight, "root": out}
+        op, names = ROOTS[self.root]
+        operands = {name: wildcard() for name in names}
+        out = is_op(op)(*operands.values())
+        annotations = {**operands, "root": out}
         for step in self.epilogue:
             if step == "bias":
                 bias = is_const()
@@ -65,6 +76,9 @@ def all_patterns() -> list[Pattern]:
     """Every pattern of the table, longest epilogue first (the order FuseOpsByPattern needs)."""
     found = []
     for root in ROOTS:
+        if root not in WITH_EPILOGUE:
+            found.append(Pattern(root))
+            continue
         for use_bias, use_residual in itertools.product((True, False), repeat=2):
             steps = (("bias",) if use_bias else ()) + (("residual",) if use_residual else ())
             for act in (*ACTIVATIONS, None):

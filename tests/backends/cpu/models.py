@@ -17,8 +17,9 @@ def _model(nodes, inputs, outputs, inits, opset: int = 17) -> onnx.ModelProto:
 
 
 def conv_net(channels: int = 8) -> onnx.ModelProto:
-    """Conv+BN+Relu, a residual block (Conv+BN, Sum with the skip, Relu), a grouped strided
-    conv, a dilated conv with asymmetric padding (not offloadable), GlobalAveragePool, Gemm."""
+    """Conv+BN+Relu, a residual block (Conv+BN, Sum with the skip, Relu), MaxPool, a grouped
+    strided conv, a dilated conv with asymmetric padding (not offloadable), GlobalAveragePool,
+    Gemm."""
     rng = np.random.default_rng(1)
     c = channels
 
@@ -48,7 +49,8 @@ def conv_net(channels: int = 8) -> onnx.ModelProto:
         helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
         bn_node("bn2", "c2", "n2"),
         helper.make_node("Sum", ["n2", "r1"], ["s2"]), helper.make_node("Relu", ["s2"], ["r2"]),
-        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1], strides=[2, 2],
+        helper.make_node("MaxPool", ["r2"], ["m2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["m2", "w3", "b3"], ["c3"], pads=[1, 1, 1, 1], strides=[2, 2],
                          group=2),
         helper.make_node("Relu", ["c3"], ["r3"]),
         helper.make_node("Conv", ["r3", "w4"], ["c4"], pads=[2, 2, 1, 1], dilations=[2, 2]),

@@ -40,7 +40,7 @@ def _compare(model, expected_calls):
 def test_conv_net_library_matches_tvm_kernels():
     fast = _compare(conv_net(), {"anychip.conv2d_bias_relu": 2,
                                  "anychip.conv2d_bias_residual_relu": 1,
-                                 "anychip.matmul_bias": 1})
+                                 "anychip.max_pool2d": 1, "anychip.matmul_bias": 1})
     assert fast.report["layout"] == "NHWC"
     assert fast.manifest["runtime"]["libraries"] == ["torch-cpu"]
 
@@ -48,14 +48,15 @@ def test_conv_net_library_matches_tvm_kernels():
 def test_conv_net_nchw_library_path_matches():
     nchw = anychip.compile(conv_net(), target="cpu", layout="NCHW")
     nhwc = anychip.compile(conv_net(), target="cpu")
-    assert nchw.report["layout"] == "NCHW" and nchw.report["dispatch"]["total"] == 4
+    assert nchw.report["layout"] == "NCHW" and nchw.report["dispatch"]["total"] == 5
     np.testing.assert_allclose(_run(nchw)[1][0], _run(nhwc)[1][0], rtol=1e-5, atol=1e-6)
 
 
 def test_attention_block_library_matches_tvm_kernels():
     _compare(attention_block(), {"anychip.matmul": 2, "anychip.matmul_bias": 3,
                                  "anychip.matmul_bias_gelu": 1,
-                                 "anychip.matmul_bias_residual": 2})
+                                 "anychip.matmul_bias_residual": 2, "anychip.softmax": 1,
+                                 "anychip.layer_norm": 1})
 
 
 @pytest.mark.parametrize("build", [conv_net, attention_block])
