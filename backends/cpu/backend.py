@@ -126,6 +126,8 @@ class CpuBackend(OptionalBackendHooks):
     def build(self, mod, profile: Profile, options: CompileOptions) -> BuildResult:
         from tvm import relax
 
+        from anychip.compiler.tuning import meta_schedule_database
+
         from . import schedule
 
         report = {}
@@ -139,8 +141,9 @@ class CpuBackend(OptionalBackendHooks):
         # pool spinning next to the library's OpenMP threads slowed the library's convolutions
         # by a third (measured on ResNet-50); what TVM still computes there is small.
         parallel = bool(options.extra.get("parallel", not libraries))
+        database = meta_schedule_database(str(target))
         executable = relax.build(mod, target,
-                                 relax_pipeline=schedule.pipeline(target, parallel))
+                                 relax_pipeline=schedule.pipeline(target, parallel, database))
         return BuildResult(executable=executable,
                            precision=options.precision or profile.default_precision,
                            report={"target": str(target), **report},

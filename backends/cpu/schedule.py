@@ -121,18 +121,25 @@ def schedule_rules(parallel: bool = True):
     return rules
 
 
-def pipeline(target, parallel: bool = True):
-    """TVM's cpu_generic phases with the default schedules above after fusion; with
-    `parallel` False, TVM's kernels stay on one thread (vectorized only)."""
+def pipeline(target, parallel: bool = True, database=None):
+    """TVM's cpu_generic phases with, after fusion, the tuned schedules of `database` (a
+    MetaSchedule database of records for this exact target, see compiler/tuning) and the
+    default schedules above for the rest; with `parallel` False, TVM's kernels stay on one
+    thread (vectorized only)."""
+    import contextlib
+
     import tvm
+    from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.s_tir.dlight import ApplyDefaultSchedule
 
+    tuned = [relax.transform.MetaScheduleApplyDatabase()] if database is not None else []
+
     @tvm.transform.module_pass(opt_level=0, name="AnychipCpuPipeline")
     def _pipeline(mod, _ctx):
-        with target:
+        with target, (database if database is not None else contextlib.nullcontext()):
             passes = (cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
-                      + [ApplyDefaultSchedule(*schedule_rules(parallel))]
+                      + tuned + [ApplyDefaultSchedule(*schedule_rules(parallel))]
                       + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)
 

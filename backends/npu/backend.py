@@ -105,6 +105,7 @@ class NpuBackend(OptionalBackendHooks):
     def build(self, mod, profile: Profile, options: CompileOptions) -> BuildResult:
         from tvm import relax
 
+        from .lowering import requested_tile
         from .vector import pipeline
 
         chip = Chip.of(profile)
@@ -112,10 +113,13 @@ class NpuBackend(OptionalBackendHooks):
             REPORT_ATTR in mod.attrs else {}
         mod = mod.without_attr(REPORT_ATTR)
         target = self.target(profile)
-        executable = relax.build(mod, target, relax_pipeline=pipeline(target, chip))
+        vector_kernels: list[dict] = []
+        executable = relax.build(mod, target, relax_pipeline=pipeline(target, chip,
+                                                                     vector_kernels))
+        report["vector_kernels"] = vector_kernels
         model = options.extra.get("onnx_model")
         report["simulator"] = SIMULATOR
-        report["estimate"] = cost.estimate(model, chip, report)
+        report["estimate"] = cost.estimate(model, chip, report, requested_tile(options.extra))
         device_sources, report["atc"] = atc.device_files(model, chip, profile, report)
         return BuildResult(executable=executable, precision=report.get("precision", "fp16"),
                            device_sources=device_sources, report=report,

@@ -167,8 +167,9 @@ def overflow(use: dict[str, int], capacity: dict[str, int]) -> str | None:
 
 
 def _score(chip: Chip, G, M, N, K, tile: Tile, in_dtype: str) -> tuple:
-    """Estimated cycles of a tiling: padded cube work over the cores it keeps busy, plus the
-    GM traffic its re-reads cost; ties go to the larger tile."""
+    """Estimated cycles of a tiling (cube work over the cores it keeps busy, or the GM traffic
+    its re-reads cost, whichever is longer); ties go to the least padding (work the simulator
+    would do for nothing), then to the larger tile."""
     blocks = G * math.ceil(M / tile.m1) * math.ceil(N / tile.n1)
     waves = math.ceil(blocks / chip.ai_cores)
     fm, fn, fk = chip.fractal(in_dtype)
@@ -177,7 +178,8 @@ def _score(chip: Chip, G, M, N, K, tile: Tile, in_dtype: str) -> tuple:
     traffic = G * ib * (M * K * math.ceil(N / tile.n1) + K * N * math.ceil(M / tile.m1))
     bytes_per_cycle = chip.bandwidth_gbs / chip.clock_ghz
     cycles = max(waves * per_block / chip.fractals_per_cycle(in_dtype), traffic / bytes_per_cycle)
-    return (cycles, -(tile.m1 * tile.n1 * tile.k1))
+    padded = G * _ceil_to(M, tile.m1) * _ceil_to(N, tile.n1) * _ceil_to(K, tile.k1)
+    return (cycles, padded, -(tile.m1 * tile.n1 * tile.k1))
 
 
 def plan_tiles(chip: Chip, G: int, M: int, N: int, K: int, in_dtype: str, out_dtype: str,

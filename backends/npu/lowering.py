@@ -189,7 +189,7 @@ class CubeLowering:
         M, K = sa[-2:]
         N = sb[-1]
         a_batch, b_batch = sa[:-2], sb[:-2]
-        if not b_batch or math.prod(b_batch) == 1 and len(sb) == 2:
+        if not b_batch:
             rows = math.prod(a_batch) * M
             a3 = relax.op.reshape(a, (1, rows, K))
             b3 = relax.op.reshape(b, (1, K, N))

@@ -11,7 +11,7 @@ CPU rule; the cube kernels come scheduled and are left alone (`tir.is_scheduled`
 
 from __future__ import annotations
 
-from .chip import Chip
+from .chip import Chip, dtype_bytes
 
 MIN_PARALLEL_ELEMENTS = 16384   # below this, a parallel region costs the host more than it saves
 
@@ -23,15 +23,16 @@ def _extent(sch, loop) -> int | None:
         return None
 
 
-def _lanes_for(total: int, lanes: int) -> int:
-    """The vector repeat for `total` elements: `lanes`, or its largest power-of-two divisor of
-    `total` (a tail shorter than a repeat is a masked repeat on the chip)."""
-    while lanes > 1 and total % lanes:
+def _lanes_for(total: int, lanes: int, smallest: int) -> int:
+    """The vector repeat for `total` elements: `lanes`, or the largest power-of-two divisor of
+    `total` below it that still covers one aligned block (`smallest` lanes); 0 when none does
+    (the chip then runs masked repeats, the host a scalar loop)."""
+    while lanes >= smallest and total % lanes:
         lanes //= 2
-    return lanes
+    return lanes if lanes >= smallest else 0
 
 
-def _vector_rule(chip: Chip):
+def _vector_rule(chip: Chip, log: list):
     from tvm import s_tir
     from tvm.s_tir.dlight.analysis import normalize_prim_func
     from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
@@ -56,11 +57,16 @@ def _vector_rule(chip: Chip):
             if total is None:
                 return sch
             dtype = str(sch.get(block).writes[0].source.dtype)
-            lanes = _lanes_for(total, chip.vector_lanes(dtype))
+            size = dtype_bytes(dtype)
+            lanes = _lanes_for(total, chip.vector_lanes(dtype),
+                               max(chip.alignment // size, 1))
             outer = fused
-            if lanes >= 8:
+            if lanes:
                 outer, inner = sch.split(fused, [None, lanes])
                 sch.vectorize(inner)
+            log.append({"block": str(sch.get(block).name_hint), "elements": total, "dtype": dtype,
+                        "lanes": lanes, "repeat_bytes": lanes * size,
+                        "aligned": lanes * size % chip.alignment == 0 if lanes else False})
             if total >= MIN_PARALLEL_ELEMENTS and _extent(sch, outer) > 1:
                 sch.parallel(outer)
             return sch
@@ -68,13 +74,30 @@ def _vector_rule(chip: Chip):
     return VectorInjective()
 
 
-def schedule_rules(chip: Chip) -> list:
+def _guarded(rule):
+    """A rule that gives up (None: the next rule, or no schedule) where TVM cannot apply it,
+    e.g. dlight's Reduction on a reduction whose consumer is a cast of an output."""
+    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+    class Guarded(CPUScheduleRule):
+        def apply(self, func, target, tunable):
+            try:
+                return rule.apply(func, target, tunable)
+            except Exception:  # TVM's ScheduleError and friends
+                return None
+
+    return Guarded()
+
+
+def schedule_rules(chip: Chip, log: list) -> list:
+    """The vector rule (each kernel it schedules is appended to `log`), then the cpu
+    backend's dlight Reduction and outer-parallel rules."""
     from anychip.backends.cpu.schedule import schedule_rules as cpu_rules
 
-    return [_vector_rule(chip)] + cpu_rules()[1:]    # dlight Reduction, outer-parallel
+    return [_guarded(rule) for rule in [_vector_rule(chip, log)] + cpu_rules()[1:]]
 
 
-def pipeline(target, chip: Chip):
+def pipeline(target, chip: Chip, log: list):
     """TVM's cpu_generic phases with the vector schedules after fusion."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -84,7 +107,7 @@ def pipeline(target, chip: Chip):
     def _pipeline(mod, _ctx):
         with target:
             passes = (cpu.legalize_passes(target)
-                      + [ApplyDefaultSchedule(*schedule_rules(chip))]
+                      + [ApplyDefaultSchedule(*schedule_rules(chip, log))]
                       + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)
 

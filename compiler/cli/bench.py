@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from ..bench import ENGINES, bench, format_table, plot
+from ..dispatch import prefer_passive_openmp
 from ..errors import AnychipError
 from .common import add_model_args, parse_shapes
+
+# The CLI imports every subcommand before any model (and torch) loads: the earliest point to
+# choose OpenMP's wait policy, for anychip's library calls and torch eager alike.
+prefer_passive_openmp()
 
 
 def add_parser(sub) -> None:

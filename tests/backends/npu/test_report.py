@@ -26,7 +26,7 @@ def test_cost_model_counts_fractals_and_bytes(npu_target):
     assert mm["bytes"]["GM"] >= (32 * 64 + 64 * 48 + 32 * 48) * 2      # fp16 operands
     cycles = mm["cube_fractals"] / (chip.fractals_per_cycle("float16") * min(mm["blocks"],
                                                                             chip.ai_cores))
-    assert math.isclose(mm["compute_us"], cycles / (chip.clock_ghz * 1e3), rel_tol=1e-2)
+    assert math.isclose(mm["compute_us"], cycles / (chip.clock_ghz * 1e3), abs_tol=1e-3)
     total = estimate["total"]
     assert total["time_us"] == round(sum(k["time_us"] for k in estimate["kernels"]), 3)
     assert estimate["roofline"]["bound"] in ("compute", "memory")
@@ -55,7 +55,7 @@ def test_atc_files_and_command(npu_target, tmp_path):
     chip = Chip.of(get_profile(npu_target))
     assert f"--soc_version={chip.raw['soc_version']}" in atc["command"]
     assert "--precision_mode=force_fp16" in atc["command"]
-    assert "--input_shape='ids:8;x:8,16'" in atc["command"]
+    assert "'--input_shape=ids:8;x:8,16'" in atc["command"]
     legal = onnx.load(str(art.path / "device" / "model.onnx"))
     onnx.checker.check_model(legal)
     ids = next(i for i in legal.graph.input if i.name == "ids")

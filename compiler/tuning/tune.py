@@ -1,0 +1,132 @@
+"""`anychip tune`: MetaSchedule on the kernels TVM compiles for a model, into the database.
+
+The model is lowered by its backend first, so kernels a library takes over (library
+dispatch) are not tuned: only what TVM itself will compile. Tuning runs in rounds; after
+each round the new records are appended to the database (a killed run keeps what earlier
+rounds committed) and one line per task reports the best latency so far.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import AnychipError, NotExecutable
+from .database import TuningDatabase, entry, user_database_path
+
+TRIALS_PER_ROUND = 8      # per task: one MetaSchedule trial costs 3-4 s on 2 cores
+
+
+@dataclass
+class TuneReport:
+    model: str
+    target: str
+    database: str
+    tasks: list[str] = field(default_factory=list)
+    trials: int = 0
+    records_added: int = 0
+    best_us: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def fused_module(mod, target):
+    """The Relax module after legalization and fusion: the form MetaSchedule extracts tasks
+    from and applies records to (tvm-notes.md)."""
+    import tvm
+    from tvm import relax
+
+    with target:
+        return tvm.transform.Sequential([
+            relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(), relax.transform.FuseOps(),
+            relax.transform.FuseTIR()])(mod)
+
+
+def tune(model, target: str = "cpu", trials: int | None = None, minutes: float | None = None,
+         database: str | None = None, shapes: dict | None = None,
+         progress: Callable[[str], None] = print) -> TuneReport:
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
+
+    from ..backend import CompileOptions, Mode
+    from ..frontend import load_model
+    from ..importer import to_relax
+    from ..registry import get_backend, get_profile
+
+    if trials is not None and trials < 1 or minutes is not None and minutes <= 0:
+        raise AnychipError("--trials must be >= 1 and --minutes > 0.")
+    profile = get_profile(target)
+    backend = get_backend(profile)
+    execution = backend.execution(profile)
+    if execution.mode is not Mode.EXECUTES:
+        raise NotExecutable(f"target '{target}' cannot run here ({execution.mode.verb}): "
+                            f"{execution.why}; tuning measures kernels on the target itself.")
+    path = database or user_database_path()
+    if path is None:
+        raise AnychipError("no usable cache folder for the tuning database; pass --db FILE.")
+    db = TuningDatabase(path)
+    shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
+    source = load_model(model, None, shapes)
+    options = CompileOptions(shapes=shapes)
+    tvm_target = backend.target(profile)
+    fused = fused_module(backend.lower(to_relax(source), profile, options), tvm_target)
+    tasks = ms.relax_integration.extract_tasks(fused, tvm_target)
+    report = TuneReport(source.label, target, str(path), [t.task_name for t in tasks])
+    if not tasks:
+        progress("nothing to tune: every kernel of this model goes to a library or is trivial")
+        return report
+    budget_trials = trials if trials is not None else (None if minutes else 32 * len(tasks))
+    started = time.perf_counter()
+    seen: set[str] = set()
+    with tempfile.TemporaryDirectory(prefix="anychip-tune-") as work_dir:
+        contexts, weights = extracted_tasks_to_tune_contexts(tasks, work_dir=work_dir)
+        while True:
+            step = TRIALS_PER_ROUND * len(tasks)
+            if budget_trials is not None:
+                step = min(step, budget_trials - report.trials)
+            if step <= 0:
+                break
+            ms_db = ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir,
+                                       max_trials_global=report.trials + step,
+                                       num_trials_per_iter=min(step, 16))
+            report.trials += step
+            report.records_added += _commit_new(ms_db, str(tvm_target), db, seen)
+            report.best_us = _best(ms_db, tasks)
+            elapsed = time.perf_counter() - started
+            progress(f"[{elapsed / 60:.1f} min, {report.trials} trials] best: " + ", ".join(
+                f"{name} {us:.1f} us" for name, us in report.best_us.items()))
+            if minutes is not None and elapsed >= minutes * 60:
+                break
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _commit_new(ms_db, target: str, db: TuningDatabase, seen: set[str]) -> int:
+    import json
+
+    fresh = []
+    for record in ms_db.get_all_tuning_records():
+        line = entry(target, record)
+        key = json.dumps([line["workload"][0], line["record"]], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            if record.run_secs:   # a failed build or run has no measurement
+                fresh.append(line)
+    if fresh:
+        db.append(fresh)
+    return len(fresh)
+
+
+def _best(ms_db, tasks) -> dict[str, float]:
+    best = {}
+    for task in tasks:
+        for mod in task.dispatched:
+            if not ms_db.has_workload(mod):
+                continue
+            top = ms_db.get_top_k(ms_db.commit_workload(mod), 1)
+            if top and top[0].run_secs:
+                secs = sum(float(s) for s in top[0].run_secs) / len(top[0].run_secs)
+                best[task.task_name] = min(best.get(task.task_name, float("inf")), secs * 1e6)
+    return best
