@@ -25,6 +25,7 @@ from collections import OrderedDict
 import numpy as np
 
 from anychip.compiler.dispatch import Match, Pattern
+from anychip.compiler.dispatch.partition import bias_axis
 
 NAME = "torch-cpu"
 PREFIX = "anychip.torch."
@@ -103,6 +104,10 @@ class TorchCpuLibrary:
         if any(_dtype(annotated[k]) != "float32" for k in (*pattern.operands, "root")):
             return False
         a, rank = root.attrs, len(_shape(root))
+        if "bias" in annotated:   # the library's bias runs along the channel / last axis
+            channel = rank - 1 if pattern.root == "matmul" else a.out_layout.index("C")
+            if bias_axis(annotated["bias"], _shape(root)) != channel:
+                return False
         if pattern.root == "conv2d":
             return ((a.data_layout, a.out_layout) in LAYOUTS and a.kernel_layout == "OIHW"
                     and _symmetric(a.padding))

@@ -36,6 +36,18 @@ def _np_cast(array: np.ndarray, dtype: str) -> np.ndarray:
     return array.astype(dtype)
 
 
+def _outer_names(node) -> set[str]:
+    """Tensor names the node's subgraphs (If/Loop/Scan bodies) read, at any depth."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+        for graph in graphs:
+            for inner in graph.node:
+                names.update(n for n in inner.input if n)
+                names.update(_outer_names(inner))
+    return names
+
+
 def simulated_model(model: onnx.ModelProto, placements: list[NodePlacement],
                     label: str = "model") -> onnx.ModelProto:
     """A copy of `model` whose nodes compute in their placed dtypes (see the module docstring)."""
@@ -69,6 +81,9 @@ def simulated_model(model: onnx.ModelProto, placements: list[NodePlacement],
         return new
 
     for node, place in zip(list(graph.node), placements):
+        for name in _outer_names(node):      # subgraphs read outer tensors by their own name
+            if name in producer_dtype:
+                _get(name, types[name])
         lowered = place.dtype is not None and place.dtype != place.dtype_in and \
             place.unit in ("cube", "vector")
         schema = schema_of(node, opset) if lowered else None

@@ -71,22 +71,35 @@ def _dtype(expr) -> str:
 
 
 def structural_check(pattern: Pattern, annotated) -> bool:
-    """Checks every library relies on: static shapes, a per-last-axis bias, a residual of
-    the output's shape. The library then checks what it supports (`Library.accepts`)."""
+    """Checks every library relies on: static shapes, a bias that varies along one axis of
+    the output only, a residual of the output's shape. The library then checks what it
+    supports, such as which axis the bias runs along (`Library.accepts`)."""
     root = annotated["root"]
     out_shape = _shape(root)
     if out_shape is None or any(_shape(annotated[name]) is None for name in pattern.operands):
         return False
     if "bias" in annotated:
-        bias = _shape(annotated["bias"])
-        if bias is None or len(bias) > len(out_shape) or _dtype(annotated["bias"]) != _dtype(root):
+        if bias_axis(annotated["bias"], out_shape) is None:
             return False
-        if bias and (bias[-1] != out_shape[-1] or any(d != 1 for d in bias[:-1])):
+        if _dtype(annotated["bias"]) != _dtype(root):
             return False
     if "residual" in annotated:
         if _shape(annotated["residual"]) != out_shape or _dtype(annotated["residual"]) != _dtype(root):
             return False
     return True
+
+
+def bias_axis(bias, out_shape: tuple[int, ...]) -> int | None:
+    """The output axis a bias runs along (its only dimension > 1, right-aligned), or None
+    when it is not such a vector."""
+    shape = _shape(bias)
+    if shape is None or len(shape) > len(out_shape):
+        return None
+    full = (1,) * (len(out_shape) - len(shape)) + shape
+    axes = [i for i, d in enumerate(full) if d != 1]
+    if len(axes) != 1 or full[axes[0]] != out_shape[axes[0]]:
+        return None
+    return axes[0]
 
 
 def _intermediates_private(ctx) -> bool:

@@ -17,6 +17,10 @@ from ..errors import AnychipError, NotExecutable
 from .database import TuningDatabase, entry, user_database_path
 
 TRIALS_PER_ROUND = 8      # per task: one MetaSchedule trial costs 3-4 s on 2 cores
+# MetaSchedule's 30 s default kills builds on a loaded 2-core machine (a builder worker first
+# imports TVM); every candidate then "fails" and nothing is learned.
+BUILD_TIMEOUT_S = 180
+RUN_TIMEOUT_S = 60
 
 
 @dataclass
@@ -80,6 +84,8 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
     budget_trials = trials if trials is not None else (None if minutes else 32 * len(tasks))
     started = time.perf_counter()
     seen: set[str] = set()
+    builder = ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S)
+    runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S)
     with tempfile.TemporaryDirectory(prefix="anychip-tune-") as work_dir:
         contexts, weights = extracted_tasks_to_tune_contexts(tasks, work_dir=work_dir)
         while True:
@@ -89,8 +95,9 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
             if step <= 0:
                 break
             ms_db = ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work_dir,
-                                       max_trials_global=report.trials + step,
-                                       num_trials_per_iter=min(step, 16))
+                                       max_trials_global=step,
+                                       num_trials_per_iter=min(step, 16), builder=builder,
+                                       runner=runner, cost_model=_cost_model())
             report.trials += step
             report.records_added += _commit_new(ms_db, str(tvm_target), db, seen)
             report.best_us = _best(ms_db, tasks)
@@ -101,6 +108,15 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
                 break
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _cost_model() -> str:
+    """XGBoost's model when installed (MetaSchedule's default), else random search."""
+    try:
+        import xgboost  # noqa: F401
+    except ImportError:
+        return "random"
+    return "xgb"
 
 
 def _commit_new(ms_db, target: str, db: TuningDatabase, seen: set[str]) -> int:
