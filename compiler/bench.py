@@ -360,8 +360,8 @@ def format_table(result: BenchResult) -> str:
             ratio = result.ratio[name]
             rows.append([name, "executed", f"{lat['median']:.2f}", f"{lat['min']:.2f}",
                          f"{lat['max']:.2f}", f"{ratio:.2f}x (anychip/{name})"])
-    lines = [f"{result.model} on {result.target}: {result.threads} threads, {result.warmup} "
-             f"warm-up + {result.repeat} interleaved runs per engine ({result.date})",
+    lines = [(f"{result.model} on {result.target}: {result.threads} threads, {result.warmup} "
+              f"warm-up + {result.repeat} interleaved runs per engine ({result.date})"),
              table(["engine", "how", "median ms", "min ms", "max ms", "ratio"], rows)]
     if result.gflops is not None:
         peak = (f", {result.peak_pct:.0f}% of the measured peak {result.peak_gflops:.0f} GFLOP/s"

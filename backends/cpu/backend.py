@@ -90,7 +90,6 @@ class CpuBackend(OptionalBackendHooks):
         return Execution(Mode.EXECUTES, f"host CPU ({host_cpu_name()}) through TVM LLVM")
 
     def lower(self, mod, profile: Profile, options: CompileOptions):
-        import tvm
         from tvm import relax
 
         from anychip.compiler.dispatch import partition

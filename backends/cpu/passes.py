@@ -152,7 +152,7 @@ def fold_conv_affine(mod):
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    conv_op, add_op = _op("relax.nn.conv2d"), _op("relax.add")
+    conv_op = _op("relax.nn.conv2d")
     affine = {_op("relax.add"): "add", _op("relax.subtract"): "sub",
               _op("relax.multiply"): "mul", _op("relax.divide"): "div"}
 

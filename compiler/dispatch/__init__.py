@@ -92,5 +92,5 @@ def prefer_passive_openmp() -> bool:
     return True
 
 
-__all__ = ["prefer_passive_openmp", "Library", "Match", "Pattern", "DispatchReport", "partition", "all_patterns",
-           "register_library", "get_library", "make_available"]
+__all__ = ["DispatchReport", "Library", "Match", "Pattern", "all_patterns", "get_library",
+           "make_available", "partition", "prefer_passive_openmp", "register_library"]

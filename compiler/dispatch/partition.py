@@ -78,15 +78,12 @@ def structural_check(pattern: Pattern, annotated) -> bool:
     out_shape = _shape(root)
     if out_shape is None or any(_shape(annotated[name]) is None for name in pattern.operands):
         return False
-    if "bias" in annotated:
-        if bias_axis(annotated["bias"], out_shape) is None:
-            return False
-        if _dtype(annotated["bias"]) != _dtype(root):
-            return False
-    if "residual" in annotated:
-        if _shape(annotated["residual"]) != out_shape or _dtype(annotated["residual"]) != _dtype(root):
-            return False
-    return True
+    if "bias" in annotated and (bias_axis(annotated["bias"], out_shape) is None
+                                or _dtype(annotated["bias"]) != _dtype(root)):
+        return False
+    residual = annotated.get("residual")
+    return residual is None or (_shape(residual) == out_shape
+                                and _dtype(residual) == _dtype(root))
 
 
 def bias_axis(bias, out_shape: tuple[int, ...]) -> int | None:
