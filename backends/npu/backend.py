@@ -79,9 +79,10 @@ class NpuBackend(OptionalBackendHooks):
             # The train step is a Relax module (loss, gradient, optimizer) with no ONNX graph
             # to place node by node; the trainer builds it for the host and says so.
             mode = resolve_precision_mode(chip, options.extra, options.precision, True)
-            raise NotImplementedError(f"npu train steps are not placed or cube-tiled yet; "
-                                      f"simulated in fp32, which is {profile.name}'s training "
-                                      f"precision mode '{mode}' only for must_keep_origin_dtype")
+            raise NotImplementedError(f"npu train steps are not placed or cube-tiled yet; the "
+                                      f"step runs in fp32, which matches precision mode "
+                                      f"must_keep_origin_dtype ({profile.name}'s training "
+                                      f"default: {mode})")
         model = options.extra.get("onnx_model")
         if model is None:
             raise AnychipError(f"target '{profile.name}': the npu backend needs the ONNX model "
