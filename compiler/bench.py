@@ -2,7 +2,9 @@
 
 Method: every engine gets the same seeded inputs and the same thread count, `warmup` runs
 each, then `repeat` rounds in which every engine runs once, the order rotating each round
-(interleaved, so a noisy neighbour slows all engines alike). Latency is wall-clock per call,
+(interleaved, so a noisy neighbour slows all engines alike), with a short untimed pause before
+each call (PAUSE_S: one engine's idle worker threads must not slow the next). Latency is
+wall-clock per call,
 numpy in and numpy out for every engine; the report gives median, min and max, and each
 ratio is anychip's median over that engine's median from this same run.
 
@@ -26,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from .dispatch import choose_openmp_wait_policy, run_threads, usable_cores
 from .errors import AnychipError, NotExecutable
+from .frontend import _is_torch_module
 
 ENGINES = ("ort", "torch")
 
@@ -199,7 +203,7 @@ def _torch_module(model_ref, source) -> tuple[Any | None, str]:
         module = zoo.build(model_ref[4:]).torch_module
         if module is not None:
             return module.eval(), ""
-    elif _is_module(model_ref):
+    elif _is_torch_module(model_ref):
         return model_ref.eval(), ""
     try:
         import onnx2torch
@@ -209,14 +213,6 @@ def _torch_module(model_ref, source) -> tuple[Any | None, str]:
         return onnx2torch.convert(source.original).eval(), ""
     except Exception as exc:  # onnx2torch raises many types for unsupported ops
         return None, f"onnx2torch could not convert the model: {str(exc)[:120]}"
-
-
-def _is_module(obj) -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return isinstance(obj, torch.nn.Module)
 
 
 def _torch_engine(model_ref, source, threads: int) -> tuple[Callable | None, str]:
@@ -239,8 +235,15 @@ def _torch_engine(model_ref, source, threads: int) -> tuple[Callable | None, str
 
 # -- the run -------------------------------------------------------------------------------
 
-def time_interleaved(engines: dict[str, Callable[[], Any]], warmup: int,
-                     repeat: int) -> dict[str, list[float]]:
+# Untimed pause before each call: worker threads the previous call left spinning (ONNX
+# Runtime's pool keeps spinning well after a run) go idle instead of taking a core from the
+# next engine. Measured on 2 cores, ResNet-50 through anychip right after an ONNX Runtime run:
+# 58-67 ms with a 10 ms pause (41-44 ms when it followed itself), 41-47 ms with 50 ms.
+PAUSE_S = 0.05
+
+
+def time_interleaved(engines: dict[str, Callable[[], Any]], warmup: int, repeat: int,
+                     pause: float = PAUSE_S) -> dict[str, list[float]]:
     """Seconds per call for each engine; rounds interleave the engines, rotating the order."""
     names = list(engines)
     for name in names:
@@ -249,6 +252,7 @@ def time_interleaved(engines: dict[str, Callable[[], Any]], warmup: int,
     samples: dict[str, list[float]] = {n: [] for n in names}
     for i in range(repeat):
         for name in names[i % len(names):] + names[:i % len(names)]:
+            time.sleep(pause)
             start = time.perf_counter()
             engines[name]()
             samples[name].append(time.perf_counter() - start)
@@ -309,8 +313,9 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
         warmup=warmup, repeat=repeat, latency_ms=_brief(ours), engines=others, ratio=ratio,
         notes=notes, gflop=gflop or None,
         date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        machine={"cpu": _cpu_name(), "cores_usable": _cores(), "platform": platform.platform(),
-                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        machine={"cpu": _cpu_name(), "cores_usable": usable_cores(),
+                 "platform": platform.platform(),
+                 "openmp_wait_policy": choose_openmp_wait_policy(),
                  "load_avg_before": load_before, "load_avg_after": _load()})
     if gflop:
         result.gflops = gflop / (ours.median / 1e3)
@@ -321,22 +326,13 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
 
 
 def _brief(lat: Latency) -> dict[str, float]:
-    return {"median": round(lat.median, 3), "min": round(lat.min, 3), "max": round(lat.max, 3)}
+    """Unrounded, so that ratio == latency_ms.median / engines[e].median holds exactly."""
+    return {"median": lat.median, "min": lat.min, "max": lat.max}
 
 
 def _threads_of(artifact) -> int:
-    runtime = artifact.manifest.get("runtime", {})
-    wanted = os.environ.get("ANYCHIP_NUM_THREADS", "").strip()
-    if wanted.isdigit() and int(wanted) > 0:
-        return int(wanted)
-    return max(1, min(int(runtime.get("num_threads") or _cores()), _cores()))
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:
-        return os.cpu_count() or 1
+    """The threads the artifact runs on: every engine gets as many."""
+    return run_threads(artifact.manifest.get("runtime", {}).get("num_threads"))
 
 
 def _load() -> list[float] | None:
@@ -372,7 +368,8 @@ def format_table(result: BenchResult) -> str:
     if load:
         lines.append(f"machine: {result.machine['cpu']}, {result.machine['cores_usable']} cores "
                      f"usable, load average {load[0]} before / "
-                     f"{(result.machine.get('load_avg_after') or ['?'])[0]} after")
+                     f"{(result.machine.get('load_avg_after') or ['?'])[0]} after; OpenMP "
+                     f"wait policy: {result.machine.get('openmp_wait_policy')}")
     return "\n".join(lines)
 
 

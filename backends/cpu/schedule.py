@@ -133,11 +133,10 @@ def pipeline(target, parallel: bool = True, database=None):
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.s_tir.dlight import ApplyDefaultSchedule
 
-    tuned = [relax.transform.MetaScheduleApplyDatabase()] if database is not None else []
-
     @tvm.transform.module_pass(opt_level=0, name="AnychipCpuPipeline")
     def _pipeline(mod, _ctx):
         with target, (database if database is not None else contextlib.nullcontext()):
+            tuned = [relax.transform.MetaScheduleApplyDatabase()] if database is not None else []
             passes = (cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
                       + tuned + [ApplyDefaultSchedule(*schedule_rules(parallel))]
                       + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))

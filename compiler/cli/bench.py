@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from ..bench import ENGINES, bench, format_table, plot
-from ..dispatch import prefer_passive_openmp
+from ..dispatch import choose_openmp_wait_policy
 from ..errors import AnychipError
 from .common import add_model_args, parse_shapes
 
 # The CLI imports every subcommand before any model (and torch) loads: the earliest point to
 # choose OpenMP's wait policy, for anychip's library calls and torch eager alike.
-prefer_passive_openmp()
+choose_openmp_wait_policy()
 
 
 def add_parser(sub) -> None:

@@ -110,6 +110,13 @@ def check_outputs(actual: list, expected: list, rtol: float, atol: float) -> str
     return ""
 
 
+def _array(value):
+    """Case data as arrays: some cases give numpy scalars (np.int32(10)) for 0-d tensors."""
+    if isinstance(value, (list, tuple)) or value is None or isinstance(value, np.ndarray):
+        return value
+    return np.asarray(value)
+
+
 def run_anychip(case: Case, target: str) -> Result:
     """load_model -> compile_source -> Artifact.run, exactly as a user's model goes."""
     import onnx
@@ -126,7 +133,7 @@ def run_anychip(case: Case, target: str) -> Result:
     try:
         model = onnx.load_from_string(case.model)
         source = load_model(model)
-        feed = dict(zip([vi.name for vi in model.graph.input], case.inputs))
+        feed = {vi.name: _array(v) for vi, v in zip(model.graph.input, case.inputs)}
         result.notes = specialise_for(source, feed)
         stage = "compile"
         artifact = compile_source(source, target, CompileOptions())
@@ -153,8 +160,10 @@ def run_anychip(case: Case, target: str) -> Result:
     return result
 
 
+# ORT has no kernel, or its numpy API cannot take the element type (bfloat16, float8, int4).
 _ORT_REFUSALS = re.compile(r"NOT_IMPLEMENTED|Could not find an implementation|not supported|"
-                           r"Unsupported (type|data type)|unsupported type", re.IGNORECASE)
+                           r"Unsupported (type|data type)|unsupported type|can't be converted to "
+                           r"MLDataType|No corresponding Numpy type", re.IGNORECASE)
 
 
 def run_ort(case: Case) -> Result:
@@ -173,7 +182,7 @@ def run_ort(case: Case) -> Result:
         session = ort.InferenceSession(case.model, opts, providers=["CPUExecutionProvider"])
         stage = "run"
         names = [vi.name for vi in model.graph.input]
-        feed = {n: v for n, v in zip(names, case.inputs)}
+        feed = {n: _array(v) for n, v in zip(names, case.inputs)}
         outs = session.run(None, feed)
         why = check_outputs(list(outs), case.outputs, case.rtol, case.atol)
         result.status, result.reason = (FAILED, why) if why else (PASSED, "")

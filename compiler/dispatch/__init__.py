@@ -74,23 +74,65 @@ def make_available(names: list[str], threads: int) -> None:
         get_library(name).register(threads)
 
 
-def prefer_passive_openmp() -> bool:
-    """Make GNU OpenMP worker threads sleep when idle instead of spinning, if it is not too
-    late (torch not imported yet) and the user chose nothing (OMP_WAIT_POLICY, GOMP_SPINCOUNT).
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
-    libgomp reads this once, when torch loads it. On a machine shared with other work, a
-    spinning worker burns the time slice the thread it waits for needs: measured on 2 cores
-    at load average 5, torch's conv and matmul kernels ran 10-30x slower with the default
-    policy and at ONNX Runtime's speed with PASSIVE (the BERT encoder 176-433 ms -> 14-18 ms,
-    ResNet-50 132-202 ms -> 100-157 ms). True when the policy is now PASSIVE.
+
+def run_threads(compiled_for: int | None) -> int:
+    """Threads an artifact runs its library calls on: $ANYCHIP_NUM_THREADS, else the cores it
+    was compiled for, never more than this process may use."""
+    wanted = os.environ.get("ANYCHIP_NUM_THREADS", "").strip()
+    if wanted:
+        if not wanted.isdigit() or int(wanted) < 1:
+            raise AnychipError(f"ANYCHIP_NUM_THREADS={wanted!r}: give a positive integer.")
+        return int(wanted)
+    return max(1, min(int(compiled_for or usable_cores()), usable_cores()))
+
+
+def choose_openmp_wait_policy() -> str:
+    """Pick GNU OpenMP's wait policy for the libraries' worker threads, before torch loads
+    libgomp (which reads it once); returns what was decided.
+
+    Spinning workers (libgomp's default) answer the next library call at once, and on an idle
+    machine that is worth the most: the BERT encoder 6.8-7.6 ms with spinning, 13.3 ms with
+    sleeping workers (2 cores, best runs). On a machine where other work already fills the
+    cores, a spinning worker burns the time slice of the thread it waits for: at load
+    average 5 the encoder took 176-433 ms spinning and 14-18 ms sleeping, ResNet-50 132-433
+    ms against 100-157 ms. So workers sleep (PASSIVE) when the load average at start is at
+    least the usable cores minus one half, and spin otherwise. OMP_WAIT_POLICY or
+    GOMP_SPINCOUNT set by the user always win; after torch is imported nothing can change.
+    The first call decides; later calls return the same answer.
     """
+    global _OPENMP_DECISION
+    if _OPENMP_DECISION is None:
+        _OPENMP_DECISION = _decide_openmp_wait_policy()
+    return _OPENMP_DECISION
+
+
+_OPENMP_DECISION: str | None = None
+
+
+def _decide_openmp_wait_policy() -> str:
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
-        return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
+        chosen = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+                  if k in os.environ]
+        return "set by the user: " + ", ".join(chosen)
     if "torch" in sys.modules:
-        return False
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    return True
+        return "libgomp default: torch was imported before anychip could choose"
+    try:
+        busy = os.getloadavg()[0] >= usable_cores() - 0.5
+    except OSError:   # no load average on this platform
+        return "libgomp default"
+    if busy:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        return "PASSIVE: the machine was busy at start"
+    return "libgomp default (spinning): the machine was idle at start"
 
 
-__all__ = ["DispatchReport", "Library", "Match", "Pattern", "all_patterns", "get_library",
-           "make_available", "partition", "prefer_passive_openmp", "register_library"]
+__all__ = ["DispatchReport", "Library", "Match", "Pattern", "all_patterns",
+           "choose_openmp_wait_policy", "get_library", "make_available", "partition",
+           "register_library", "run_threads", "usable_cores"]

@@ -8,10 +8,12 @@ in this order:
 2. inlining model-local functions (onnx's inliner);
 3. expanding operators TVM cannot import into their ONNX function bodies;
 4. writing Constant's value_int(s)/value_float(s) as `value` tensors;
-5. unrolling Scans whose length static shapes fix (control_flow.py);
-6. folding shape computations to constants (static shapes make them constant);
-7. specialising shape-like graph inputs when the caller asked for it (specialise.py states
+5. decomposing operators without a function body into ONNX operators (decompositions.py);
+   unrolling Scans (control_flow.py) and RNN/GRU/LSTM (recurrent.py), whose trip counts
+   static shapes fix;
+6. specialising shape-like graph inputs when the caller asked for it (specialise.py states
    the policy; the compiled code checks the values at every run);
+7. folding shape computations to constants (static shapes make them constant);
 
 and registers the extra Relax converters (converters.py). Each step is one function whose
 docstring names the ONNX behaviour and the conformance cases it fixes; the steps a model
@@ -39,12 +41,14 @@ def _expand_despite_converter(node, opset: int) -> bool:
         return opset >= 23          # ONNX Attention (q/kv_num_heads), not com.microsoft's
     if node.op_type == "LayerNormalization":
         return len([o for o in node.output if o]) > 1   # TVM gives the normalised output only
+    if node.op_type == "RMSNormalization":               # TVM's fails for a non-last axis
+        return any(a.name == "axis" and a.i != -1 for a in node.attribute)
     return False
 
 
 def prepare_for_tvm(source):
     """The ModelSource TVM's importer should see (see the module docstring)."""
-    from . import control_flow, converters, onnx_level, specialise
+    from . import control_flow, converters, decompositions, onnx_level, recurrent, specialise
 
     converters.register()
     proto = copy.deepcopy(source.proto)
@@ -64,16 +68,27 @@ def prepare_for_tvm(source):
         applied.append(f"expand_schema_functions({', '.join(sorted(set(expanded)))})")
     if onnx_level.constants_as_tensors(proto):
         applied.append("constants_as_tensors")
-    if any(n.op_type == "Scan" for n in proto.graph.node) and \
-            control_flow.unroll_scans(proto, onnx_level.static_shapes(proto)):
-        applied.append("unroll_scans")
-    if onnx_level.fold_shape_computations(proto):
-        applied.append("fold_shape_computations")
+    if any((n.domain.replace("ai.onnx", "") if n.domain == "ai.onnx" else n.domain, n.op_type)
+           in decompositions.DECOMPOSITIONS for n in proto.graph.node):
+        done = decompositions.decompose(proto, onnx_level.static_shapes(proto),
+                                        onnx_level.element_types(proto))
+        if done:
+            applied.append(f"decompose({', '.join(sorted(set(done)))})")
+    if any(n.op_type in recurrent.GATES or n.op_type == "Scan" for n in proto.graph.node):
+        shapes, dtypes = onnx_level.static_shapes(proto), onnx_level.element_types(proto)
+        if control_flow.unroll_scans(proto, shapes):
+            applied.append("unroll_scans")
+        unrolled = recurrent.unroll_recurrent(proto, shapes, dtypes)
+        if unrolled:
+            applied.append(f"unroll_recurrent({', '.join(sorted(set(unrolled)))})")
     values = source.extra.get(SPECIALISE_KEY) or {}
     if values:
         safe = {s.name: s.safe_name for s in source.inputs}
         names = specialise.specialise_inputs(proto, {safe.get(k, k): v for k, v in values.items()})
         applied.append(f"specialise_inputs({', '.join(names)})")
+    if onnx_level.fold_shape_computations(proto, specialise.GUARD_OP,
+                                          specialise.shape_values(proto)):
+        applied.append("fold_shape_computations")
     extra = dict(source.extra)
     extra["importer_fixes"] = applied
     return dataclasses.replace(source, proto=proto, extra=extra)

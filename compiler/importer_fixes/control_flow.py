@@ -22,7 +22,7 @@ def _attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-class _Emitter:
+class Emitter:
     """Collects the nodes that replace one Scan, with fresh value names."""
 
     def __init__(self, prefix: str, opset: int):
@@ -101,7 +101,7 @@ def _unroll_scan(node: onnx.NodeProto, shapes: dict[str, list[int]], opset: int)
     length = _scan_length(node, shapes, n_state, in_axes)
     if not length or length * len(body.node) > MAX_UNROLLED_NODES:
         return None
-    emit = _Emitter(node.name or f"scan_{node.output[0]}", opset)
+    emit = Emitter(node.name or f"scan_{node.output[0]}", opset)
     state = list(node.input[:n_state])
     slices: list[list[str]] = [[] for _ in range(n_out)]
     for step in range(length):

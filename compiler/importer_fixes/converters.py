@@ -16,7 +16,7 @@ import numpy as np
 _MARK = "_anychip_extra_converters"
 
 
-def _const_int(expr, what: str) -> int:
+def const_int(expr, what: str) -> int:
     import tvm
 
     from . import NotSupported
@@ -27,13 +27,21 @@ def _const_int(expr, what: str) -> int:
     return int(np.asarray(expr.value.numpy()).reshape(-1)[0])
 
 
-def _static_shape(expr) -> list[int]:
+def _round_half_even(x):
+    """TE: round to nearest, ties to even (ONNX's rounding for quantization)."""
+    from tvm import te, tirx
+
+    return te.compute(x.shape, lambda *i: tirx.nearbyint(x(*i)), name="round_half_even")
+
+
+def static_shape(expr) -> list[int]:
     return [int(d) for d in expr.ty.shape]
 
 
 @functools.lru_cache(maxsize=1)
 def extra_converters() -> dict:
     """op_type -> converter class, built on first use (imports TVM)."""
+    import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
@@ -47,7 +55,7 @@ def extra_converters() -> dict:
         def _impl_v26(cls, bb, inputs, attr, params):
             data = inputs[0]
             rank = len(data.ty.shape)
-            axis = _const_int(inputs[1], "CumProd's axis")
+            axis = const_int(inputs[1], "CumProd's axis")
             axis = axis + rank if axis < 0 else axis
             if attr.get("reverse", 0):
                 data = bb.emit(relax.op.flip(data, axis))
@@ -88,8 +96,203 @@ def extra_converters() -> dict:
         def _impl_v1(cls, bb, inputs, attr, params):
             raise NotImplementedError("If is converted by TVM's importer directly")
 
+    class BitCast(OnnxOpConverter):
+        """ONNX BitCast (opset 26) between element types of the same width: the bits are
+        reinterpreted (TE reinterpret). Other widths change the shape and are refused.
+        Cases: test_bitcast_*."""
+
+        @classmethod
+        def _impl_v26(cls, bb, inputs, attr, params):
+            from onnx import helper
+            from tvm import topi
+
+            from . import NotSupported
+
+            x = inputs[0]
+            to = np.dtype(helper.tensor_dtype_to_np_dtype(int(attr["to"])))
+            src = str(x.ty.dtype)
+            if to.itemsize * 8 != tvm.DataType(src).bits or src == "bool" or to == np.bool_:
+                raise NotSupported(f"BitCast from {src} to {to.name} changes the element "
+                                   f"width; not supported by anychip")
+            return bb.emit_te(topi.reinterpret, x, to.name)
+
+    class QLinearMatMul(OnnxOpConverter):
+        """ONNX QLinearMatMul as ONNX defines it: the zero-point-corrected integer product
+        (MatMulInteger, int32), scaled by a_scale * b_scale / y_scale, rounded half to even,
+        plus y_zero_point, saturated to the output type. Cases: test_qlinearmatmul_*."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp = inputs
+            acc = relax.op.matmul(relax.op.subtract(relax.op.astype(a, "int32"),
+                                                    relax.op.astype(a_zp, "int32")),
+                                  relax.op.subtract(relax.op.astype(b, "int32"),
+                                                    relax.op.astype(b_zp, "int32")),
+                                  out_dtype="int32")
+            scale = relax.op.divide(relax.op.multiply(relax.op.astype(a_scale, "float32"),
+                                                      relax.op.astype(b_scale, "float32")),
+                                    relax.op.astype(y_scale, "float32"))
+            scaled = bb.emit(relax.op.multiply(relax.op.astype(acc, "float32"), scale))
+            rounded = bb.emit_te(_round_half_even, scaled)
+            out_dtype = str(y_zp.ty.dtype)
+            info = np.iinfo(out_dtype)
+            shifted = relax.op.add(rounded, relax.op.astype(y_zp, "float32"))
+            return relax.op.astype(relax.op.clip(shifted, float(info.min), float(info.max)),
+                                   out_dtype)
+
+    class ConvInteger(OnnxOpConverter):
+        """ONNX ConvInteger: the convolution of zero-point-corrected integers accumulated in
+        int32, with Conv's attributes (TVM's Conv converter on int32 operands). Cases:
+        test_convinteger_*."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            from tvm.relax.frontend.onnx import onnx_frontend as fe
+
+            def corrected(value, zero_point):
+                wide = relax.op.astype(value, "int32")
+                if zero_point is None:
+                    return bb.emit(wide)
+                return bb.emit(relax.op.subtract(wide, relax.op.astype(zero_point, "int32")))
+
+            x = corrected(inputs[0], inputs[2] if len(inputs) > 2 else None)
+            w = corrected(inputs[1], inputs[3] if len(inputs) > 3 else None)
+            return fe.Conv.get_converter(11)(bb, [x, w, None], attr, params)
+
+    from .spectral import dft_converter
+
     return {"CumProd": CumProd, "LpNormalization": LpNormalization, "If": If,
-            GUARD_OP: guard_converter()}
+            "BitCast": BitCast, "QLinearMatMul": QLinearMatMul, "ConvInteger": ConvInteger,
+            "DFT": dft_converter(), GUARD_OP: guard_converter()}
+
+
+@functools.lru_cache(maxsize=1)
+def replacements() -> dict:
+    """TVM converters replaced for ONNX behaviours they get wrong; each falls back to TVM's
+    own for the cases it does not change."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as fe
+
+    tvm_pow, tvm_onehot, tvm_resize = fe.Pow, fe.OneHot, fe.Resize
+
+    class Pow(fe.OnnxOpConverter):
+        """ONNX Pow takes base and exponent of different types (float32 ** int64, int32 **
+        float32, int64 ** int64) and gives the base's type; TVM's requires one float type.
+        Mixed or integer operands are computed in float64 and cast to the base's type.
+        Cases: test_pow_types_*."""
+
+        @classmethod
+        def _impl_v7(cls, bb, inputs, attr, params):
+            x, y = inputs
+            xt, yt = str(x.ty.dtype), str(y.ty.dtype)
+            if xt == yt and xt.startswith(("float", "bfloat")):
+                return tvm_pow.get_converter(13)(bb, inputs, attr, params)
+            if xt.startswith(("float", "bfloat")):
+                return relax.op.power(x, relax.op.astype(y, xt))
+            wide = relax.op.power(relax.op.astype(x, "float64"), relax.op.astype(y, "float64"))
+            return relax.op.astype(wide, xt)
+
+    class OneHot(fe.OnnxOpConverter):
+        """ONNX OneHot with its [off, on] `values` given at run time (TVM's needs them
+        constant) and with float indices (TVM's needs integers): a 0/1 one-hot of the
+        integer indices selects between the two values. Cases: test_onehot_*."""
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            import tvm
+
+            depth = fe.get_constant(inputs[1], params)
+            if not isinstance(depth, tvm.ir.GenericConst):
+                return tvm_onehot.get_converter(11)(bb, inputs, attr, params)
+            depth_value = int(np.asarray(depth.value.numpy()).reshape(-1)[0])
+            indices = inputs[0]
+            if not str(indices.ty.dtype).startswith(("int", "uint")):   # ONNX allows floats
+                indices = bb.emit(relax.op.astype(indices, "int64"))
+            extent = relax.const(depth_value, str(indices.ty.dtype))
+            indices = fe._normalize_negative_indices(bb, indices, extent)
+            axis = int(attr.get("axis", -1))
+            axis = axis + len(indices.ty.shape) + 1 if axis < 0 else axis   # of the output
+            hot = bb.emit(relax.op.one_hot(indices, relax.prim_value(1), relax.prim_value(0),
+                                           depth_value, axis))
+            values = inputs[2]
+            off = relax.op.take(values, relax.const(0, "int64"), axis=0)
+            on = relax.op.take(values, relax.const(1, "int64"), axis=0)
+            return relax.op.where(relax.op.equal(hot, relax.const(1, "int64")), on, off)
+
+    class Resize(fe.OnnxOpConverter):
+        """ONNX Resize (opset 18+) with `axes` or `keep_aspect_ratio_policy`, which TVM's
+        converter ignores: roi, scales and sizes for the named axes are widened to every
+        axis (scale 1, the input's size, roi [0, 1] elsewhere), and not_larger/not_smaller
+        sizes are recomputed with one scale for all the axes. Cases: test_resize_*_axes_2_3,
+        test_resize_*_axes_3_2, test_resize_tf_crop_and_resize_axes_*,
+        test_resize_*_not_larger, test_resize_*_not_smaller."""
+
+        @classmethod
+        def _impl_v18(cls, bb, inputs, attr, params):
+            import tvm
+
+            policy = attr.get("keep_aspect_ratio_policy", b"stretch")
+            policy = policy.decode() if isinstance(policy, bytes) else policy
+            if not attr.get("axes") and policy == "stretch":
+                return tvm_resize.get_converter(18)(bb, inputs, attr, params)
+            x = inputs[0]
+            rank = len(x.ty.shape)
+            axes = [a + rank if a < 0 else a for a in attr.get("axes") or range(rank)]
+            dims = static_shape(x)
+            wide = list(inputs)
+            consts = [fe.get_constant(v, params) if v is not None else None for v in inputs[1:4]]
+            for slot, value in zip((1, 2, 3), consts):
+                if value is None:
+                    continue
+                if not isinstance(value, tvm.ir.GenericConst):
+                    return tvm_resize.get_converter(18)(bb, inputs, attr, params)
+                given = np.asarray(value.value.numpy())
+                if given.size == 0:
+                    continue
+                if slot == 1:
+                    full = np.array([0.0] * rank + [1.0] * rank, dtype=given.dtype)
+                    for i, a in enumerate(axes):
+                        full[a], full[rank + a] = given[i], given[len(axes) + i]
+                elif slot == 2:
+                    full = np.ones(rank, dtype=given.dtype)
+                    full[axes] = given
+                else:
+                    full = np.array(dims, dtype=given.dtype)
+                    full[axes] = given
+                    if policy != "stretch":
+                        full = cls._keep_aspect_ratio(full, dims, axes, policy)
+                wide[slot] = relax.const(full)
+            rest = {k: v for k, v in attr.items() if k not in ("axes", "keep_aspect_ratio_policy")}
+            return tvm_resize.get_converter(18)(bb, wide, rest, params)
+
+        @classmethod
+        def _keep_aspect_ratio(cls, sizes: np.ndarray, dims: list[int], axes: list[int],
+                               policy: str) -> np.ndarray:
+            """ONNX keep_aspect_ratio_policy: one scale for the given axes, the smallest
+            (not_larger) or largest (not_smaller) of sizes/dims, rounded half up."""
+            ratios = [sizes[a] / dims[a] for a in axes]
+            scale = min(ratios) if policy == "not_larger" else max(ratios)
+            out = np.array(sizes)
+            for a in axes:
+                out[a] = int(np.floor(scale * dims[a] + 0.5))
+            return out
+
+    class Elu(fe.OnnxOpConverter):
+        """ONNX Elu for every float type: TVM's builds its constants as float32, which
+        float16 and bfloat16 inputs refuse. Cases: test_celu_float16, test_celu_bfloat16
+        (Celu's function body is Elu) and their _expanded forms."""
+
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            dtype = str(x.ty.dtype)
+            alpha = float(attr.get("alpha", 1.0))
+            negative = relax.op.multiply(relax.const(alpha, dtype),
+                                         relax.op.subtract(relax.op.exp(x),
+                                                           relax.const(1.0, dtype)))
+            return relax.op.where(relax.op.greater(x, relax.const(0.0, dtype)), x, negative)
+
+    return {"Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu}
 
 
 def register() -> None:
@@ -104,6 +307,7 @@ def register() -> None:
         table = current()
         for name, converter in extra_converters().items():
             table.setdefault(name, converter)
+        table.update(replacements())
         return table
 
     setattr(convert_map_with_extras, _MARK, True)

@@ -64,7 +64,12 @@ def inline_local_functions(model: onnx.ModelProto) -> bool:
         return False
     from onnx import inliner
 
-    inlined = inliner.inline_local_functions(model)
+    # ONNX function bodies are written against an older opset than the model's (Swish's at
+    # 24 inside an opset-28 model): the inliner converts them, or it skips them silently.
+    try:
+        inlined = inliner.inline_local_functions(_inferred(model), convert_version=True)
+    except Exception:  # noqa: BLE001 - conversion needs types inference could not give
+        inlined = inliner.inline_local_functions(model)
     model.CopyFrom(inlined)
     return True
 
@@ -103,18 +108,16 @@ def _function_body(node: onnx.NodeProto, opset: int,
     return onnx.FunctionProto.FromString(body) if body else None
 
 
-def _with_defaults(body: onnx.FunctionProto, node: onnx.NodeProto, schema) -> None:
-    """Attribute defaults of the schema go into the function, so @ref attributes resolve."""
+def _with_defaults(node: onnx.NodeProto, schema) -> None:
+    """The schema's attribute defaults are written on the calling node, so every @ref
+    attribute of the body resolves when inlined (the inliner drops unresolved ones)."""
     given = {a.name for a in node.attribute}
     for name, attr in schema.attributes.items():
         if name not in given and attr.default_value.name:
             default = onnx.AttributeProto()
             default.CopyFrom(attr.default_value)
             default.name = name
-            body.attribute_proto.append(default)
-    kept = [a for a in body.attribute if a not in {d.name for d in body.attribute_proto}]
-    del body.attribute[:]
-    body.attribute.extend(kept)
+            node.attribute.append(default)
 
 
 def expand_schema_functions(model: onnx.ModelProto, needs_expansion) -> list[str]:
@@ -139,8 +142,7 @@ def expand_schema_functions(model: onnx.ModelProto, needs_expansion) -> list[str
             body = _function_body(node, opset, types)
             if body is None:
                 continue
-            schema = onnx.defs.get_schema(node.op_type, opset, "")
-            _with_defaults(body, node, schema)
+            _with_defaults(node, onnx.defs.get_schema(node.op_type, opset, ""))
             body.domain, body.name = EXPANDED_DOMAIN, f"{node.op_type}_{len(model.functions)}"
             expanded.append(node.op_type)
             node.domain, node.op_type = body.domain, body.name
@@ -172,13 +174,24 @@ _CONSTANT_ATTRS = {
 }
 
 
+def _all_graphs(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield from _all_graphs(attr.g)
+            for sub in attr.graphs:
+                yield from _all_graphs(sub)
+
+
 def constants_as_tensors(model: onnx.ModelProto) -> int:
     """Constant nodes written with value_int, value_ints, value_float or value_floats (ONNX
-    opset >= 12) become the equivalent `value` tensor: TVM's Constant converter reads `value`
-    only. Cases: test_constant_value_int*, test_constant_value_float*, and function bodies
-    (Celu, the losses) that build their constants this way. Returns how many were rewritten."""
+    opset >= 12) become the equivalent `value` tensor, in the main graph and in subgraphs
+    (If branches): TVM's Constant converter reads `value` only. Cases:
+    test_constant_value_int*, function bodies (Celu, the losses, AffineGrid's If branches in
+    test_affine_grid_*_expanded) that build their constants this way. Returns the count."""
     count = 0
-    for node in model.graph.node:
+    for node in (n for g in _all_graphs(model.graph) for n in g.node):
         if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
             continue
         attr = next((a for a in node.attribute if a.name in _CONSTANT_ATTRS), None)
@@ -210,6 +223,22 @@ def static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     return shapes
 
 
+def element_types(model: onnx.ModelProto) -> dict[str, str]:
+    """{value name: numpy dtype name} for values whose element type is known."""
+    graph = _inferred(model).graph
+    types = {}
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            try:
+                types[vi.name] = np.dtype(
+                    helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).name
+            except Exception:  # noqa: BLE001 - a type numpy cannot hold
+                continue
+    for init in model.graph.initializer:
+        types.setdefault(init.name, np.dtype(helper.tensor_dtype_to_np_dtype(init.data_type)).name)
+    return types
+
+
 def _evaluate(node: onnx.NodeProto, values: dict[str, np.ndarray], opset: int) -> list:
     from onnx.reference import ReferenceEvaluator
 
@@ -224,26 +253,40 @@ def _evaluate(node: onnx.NodeProto, values: dict[str, np.ndarray], opset: int) -
     return ReferenceEvaluator(model).run(None, {n: values[n] for n in inputs})
 
 
-def fold_shape_computations(model: onnx.ModelProto) -> int:
+def fold_shape_computations(model: onnx.ModelProto, guard_op: str = "",
+                            shape_values: set[str] | None = None) -> int:
     """Shape computations become constants. With static input shapes, `Shape` and `Size` of
     a tensor whose shape ONNX shape inference knows are constants, and so is any node whose
     inputs are all constants (model initializers, Constant nodes, folded shapes) when its
-    outputs are small integer tensors: shape arithmetic (Gather, Concat, Unsqueeze, Cast,
-    Slice... of shapes). TVM's importer otherwise hands `Shape`'s result around as a Relax
-    ShapeExpr that most converters refuse ("cannot handle ShapeExpr inputs"), or returns it
-    as a graph output the runtime cannot give back as a tensor. Float tensors and large
-    values are left to TVM; graph inputs are never treated as constants. Cases: the
+    outputs are small integer or boolean tensors: shape arithmetic (Gather, Concat, Unsqueeze,
+    Cast, Slice, Equal, Where... of shapes), and any small result that decides a shape (in
+    `shape_values`, e.g. a Cast feeding Range's limit). TVM's importer otherwise hands
+    `Shape`'s result around as a Relax ShapeExpr that most converters refuse ("cannot handle
+    ShapeExpr inputs"), or returns it as a graph output the runtime cannot give back as a
+    tensor, or keeps shapes symbolic (dynamic Expand or Range: slow or failing builds). Other
+    float tensors and large values are left to TVM. Graph inputs are never constants; a
+    specialised input's guarded value (`guard_op` nodes, see specialise.py) is only used to
+    fold values that decide shapes, never the rest of what the model computes. Cases: the
     `_expanded` cases that compute shapes (test_attention_*_expanded, test_layer_norm*_expanded,
     test_group_normalization_*_expanded...), test_shape*, test_size*. Returns nodes folded."""
     opset = default_opset(model)
     values: dict[str, np.ndarray] = {
         i.name: numpy_helper.to_array(i) for i in model.graph.initializer
         if int(np.prod(i.dims)) <= FOLD_MAX_ELEMENTS}
-    shapes = None
+    guarded: set[str] = set()         # values derived from a specialised input
+    shape_values = shape_values or set()
+    shapes, shapes_after = None, -1
     folded = 0
-    new_nodes = []
-    for node in model.graph.node:
+    new_nodes: list[onnx.NodeProto] = []
+    nodes = list(model.graph.node)
+    for index, node in enumerate(nodes):
         result = None
+        if guard_op and node.op_type == guard_op:
+            attr = next(a for a in node.attribute if a.name == "value")
+            values[node.output[0]] = numpy_helper.to_array(attr.t)
+            guarded.add(node.output[0])
+            new_nodes.append(node)
+            continue
         if node.domain not in ("", "ai.onnx") or node.op_type in _NOT_FOLDABLE or \
                 any(a.HasField("g") or a.graphs for a in node.attribute):
             new_nodes.append(node)
@@ -255,22 +298,30 @@ def fold_shape_computations(model: onnx.ModelProto) -> int:
             new_nodes.append(node)
             continue
         if node.op_type in ("Shape", "Size") and node.input[0] not in values:
-            shapes = static_shapes(model) if shapes is None else shapes
+            if shapes is None or (node.input[0] not in shapes and shapes_after < folded):
+                shapes, shapes_after = _shapes_so_far(model, new_nodes + nodes[index:]), folded
             dims = shapes.get(node.input[0])
             if dims is not None:
                 result = [_shape_value(node, dims)]
-        elif node.input and all(n in values for n in node.input if n):
+        elif node.input and all(n in values for n in node.input if n) and (
+                not any(n in guarded for n in node.input)
+                or all(o in shape_values for o in node.output if o)):
             try:
                 result = _evaluate(node, values, opset)
             except Exception:  # noqa: BLE001 - not foldable by the reference: leave it
                 result = None
+        decides_shape = all(o in shape_values for o in node.output if o)
         if result is None or len(result) != len([o for o in node.output if o]) or not all(
-                isinstance(r, np.ndarray) and r.dtype.kind in "iu" and r.size <= FOLD_MAX_ELEMENTS
+                isinstance(r, np.ndarray) and r.size <= FOLD_MAX_ELEMENTS
+                and (r.dtype.kind in "iub" or (decides_shape and r.dtype.kind == "f"))
                 for r in result):
             new_nodes.append(node)
             continue
+        tainted = any(n in guarded for n in node.input)
         for name, value in zip([o for o in node.output if o], result):
             values[name] = value
+            if tainted:
+                guarded.add(name)
             new_nodes.append(helper.make_node("Constant", [], [name], name=f"folded/{name}",
                                               value=numpy_helper.from_array(value)))
         folded += 1
@@ -278,6 +329,17 @@ def fold_shape_computations(model: onnx.ModelProto) -> int:
         del model.graph.node[:]
         model.graph.node.extend(new_nodes)
     return folded
+
+
+def _shapes_so_far(model: onnx.ModelProto, nodes: list) -> dict[str, list[int]]:
+    """Static shapes with the constants folded so far (a Pad's output shape is known once
+    its pads are)."""
+    partial = onnx.ModelProto()
+    partial.CopyFrom(model)
+    del partial.graph.node[:]
+    partial.graph.node.extend(nodes)
+    del partial.graph.value_info[:]
+    return static_shapes(partial)
 
 
 def _shape_value(node: onnx.NodeProto, dims: list[int]) -> np.ndarray:

@@ -39,26 +39,61 @@ SHAPE_SLOTS: dict[str, tuple[int, ...]] = {
 }
 
 
-def shape_inputs(model: onnx.ModelProto) -> list[str]:
-    """Graph inputs that feed a SHAPE_SLOTS input of some node, in graph-input order."""
-    inits = {i.name for i in model.graph.initializer}
-    names = [vi.name for vi in model.graph.input if vi.name not in inits]
-    used: set[str] = set()
+# Operators through which a shape-like value stays shape-like (shape arithmetic).
+SHAPE_ARITHMETIC = {
+    "Add", "Sub", "Mul", "Div", "Mod", "Max", "Min", "Neg", "Abs", "Ceil", "Floor", "Round",
+    "Sqrt", "Pow", "Sign", "Cast", "CastLike", "Identity", "Concat", "Gather", "Slice",
+    "Squeeze", "Unsqueeze", "Reshape", "Flatten", "Expand", "Equal", "Less", "Greater",
+    "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Where", "ReduceProd", "ReduceSum",
+    "ReduceMax", "ReduceMin",
+}   # not Shape or Size: their input's values do not matter, only its shape
+
+
+def _slot_use(node: onnx.NodeProto, index: int) -> bool:
+    return node.domain in ("", "ai.onnx") and index in SHAPE_SLOTS.get(node.op_type, ())
+
+
+def shape_values(model: onnx.ModelProto) -> set[str]:
+    """Values that decide a shape: used at a SHAPE_SLOTS input, or by shape arithmetic with
+    an output that decides a shape (they may be used as data elsewhere too)."""
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
     for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx"):
-            continue
-        for index in SHAPE_SLOTS.get(node.op_type, ()):
-            if index < len(node.input) and node.input[index] in names:
-                used.add(node.input[index])
-    return [n for n in names if n in used]
+        for index, name in enumerate(node.input):
+            if name:
+                consumers.setdefault(name, []).append((node, index))
+    result: set[str] = set()
+
+    def decide(name: str) -> None:
+        if any(_slot_use(n, i) or (n.op_type in SHAPE_ARITHMETIC and n.domain in ("", "ai.onnx")
+                                   and any(o in result for o in n.output if o))
+               for n, i in consumers.get(name, [])):
+            result.add(name)
+
+    for node in reversed(model.graph.node):
+        for out in node.output:
+            if out:
+                decide(out)
+    for vi in model.graph.input:
+        decide(vi.name)
+    return result
+
+
+def shape_inputs(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs that decide a shape (shape_values), in graph-input order."""
+    inits = {i.name for i in model.graph.initializer}
+    used = shape_values(model)
+    return [vi.name for vi in model.graph.input if vi.name not in inits and vi.name in used]
 
 
 def specialise_inputs(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> list[str]:
     """Route every consumer of each named graph input through a guard node that holds its
     value; the input stays a graph input. Returns the names specialised."""
     done = []
+    types = {vi.name: vi.type for vi in model.graph.input}
     for name, value in values.items():
         guarded = f"{name}__specialised"
+        if name in types:   # so ONNX shape inference carries on past the guard
+            model.graph.value_info.append(helper.make_value_info(guarded, types[name]))
         node = helper.make_node(GUARD_OP, [name], [guarded], domain=GUARD_DOMAIN,
                                 name=f"specialise/{name}",
                                 value=numpy_helper.from_array(np.asarray(value)))

@@ -8,6 +8,8 @@ rounds committed) and one line per task reports the best latency so far.
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -61,6 +63,10 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
 
     if trials is not None and trials < 1 or minutes is not None and minutes <= 0:
         raise AnychipError("--trials must be >= 1 and --minutes > 0.")
+    missing = [m for m in ("cloudpickle", "tornado") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise AnychipError(f"anychip tune needs {', '.join(missing)} (MetaSchedule's worker "
+                           f"processes): pip install {' '.join(missing)}.")
     profile = get_profile(target)
     backend = get_backend(profile)
     execution = backend.execution(profile)
@@ -84,6 +90,8 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
     budget_trials = trials if trials is not None else (None if minutes else 32 * len(tasks))
     started = time.perf_counter()
     seen: set[str] = set()
+    # MetaSchedule logs every round to stdout; the progress line below says what matters
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     builder = ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S)
     runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S)
     with tempfile.TemporaryDirectory(prefix="anychip-tune-") as work_dir:

@@ -1,5 +1,5 @@
 """The compile cache (compiler/cache.py, reliability.md §4): reuse, corruption, concurrency,
-unsafe or unwritable folders. Every test uses its own cache folder."""
+unsafe or unwritable folders, eviction. Every test uses its own cache folder."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import errno
 import os
 import subprocess
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -191,3 +192,17 @@ def test_alias_finds_the_entry_before_the_frontend(cache_dir, model_path, monkey
     alias.write_text("not a key")
     assert anychip.compile(model_path, target="cpu").path == art.path   # bad alias: a miss
     assert len(alias.read_text().strip()) == 64                          # and rewritten
+
+
+def test_eviction_removes_least_recently_used_entries_only(cache_dir):
+    cache = CompileCache(cache_dir)
+    now = time.time()
+    for i, age in enumerate([7200, 3600, 60]):   # seconds since last use
+        key = f"{i:02d}" + "0" * 62
+        path = cache.store(key, lambda tmp: (tmp / "lib.so").write_bytes(b"x" * 1000))
+        os.utime(path, (now - age, now - age))
+    removed = cache.evict(max_bytes=1500)
+    assert [p.name[:2] for p in removed] == ["00", "01"]
+    # the newest entry stays although the cache is still over budget: it was used recently
+    assert [p.name[:2] for p in _entries(cache_dir)] == ["02"]
+    assert cache.evict(max_bytes=0) == []

@@ -84,3 +84,32 @@ def test_digest_changes_with_the_records_for_the_target(user_db):
     assert tdb.database_digest(CPU_A) == first        # another target's record: no change
     db.append([tdb.entry(CPU_A, rec)])
     assert tdb.database_digest(CPU_A) != first
+
+
+@pytest.mark.slow
+def test_tune_then_compile_applies_the_records(user_db, tmp_path, monkeypatch, capsys):
+    """End to end (minutes on 2 cores): `anychip tune` measures candidates for the kernels
+    TVM compiles, commits them for this exact target, and the next compile applies them and
+    still matches ONNX Runtime."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    import anychip
+    from anychip.compiler.cli.main import main as cli
+
+    monkeypatch.setenv("ANYCHIP_CACHE_DIR", str(tmp_path / "cache"))
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["y"])]
+    graph = helper.make_graph(nodes, "swish",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 256])])
+    path = tmp_path / "swish.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert cli(["tune", str(path), "--target", "cpu", "--trials", "2", "--json",
+                "--db", str(user_db)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["trials"] == 2 and summary["database"] == str(user_db)
+    art = anychip.compile(path, target="cpu")
+    if summary["records_added"]:
+        assert art.report["tuning"]["records"] == summary["records_added"]
+    report = anychip.verify(path, target="cpu")
+    assert report.passed, report.summary()

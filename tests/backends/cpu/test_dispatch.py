@@ -119,12 +119,12 @@ def test_pattern_table_is_ordered_longest_first():
 
 
 def test_thread_count_override(monkeypatch):
-    from anychip.backends.cpu.backend import host_cores, run_threads
+    from anychip.compiler.dispatch import run_threads, usable_cores
 
     monkeypatch.setenv("ANYCHIP_NUM_THREADS", "1")
     assert run_threads(8) == 1
     monkeypatch.delenv("ANYCHIP_NUM_THREADS")
-    assert run_threads(10_000) == host_cores()
+    assert run_threads(10_000) == usable_cores()
     monkeypatch.setenv("ANYCHIP_NUM_THREADS", "zero")
     with pytest.raises(AnychipError, match="ANYCHIP_NUM_THREADS"):
         run_threads(2)

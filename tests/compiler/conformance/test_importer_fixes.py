@@ -85,6 +85,32 @@ def test_scan_is_unrolled():
     assert "Scan" not in {n.op_type for n in prepared.graph.node}
 
 
+def test_lstm_is_unrolled_in_both_directions():
+    rng = np.random.default_rng(1)
+    hidden, inputs, dirs = 3, 2, 2
+    w = helper.make_tensor("W", TensorProto.FLOAT, [dirs, 4 * hidden, inputs],
+                           rng.standard_normal(dirs * 4 * hidden * inputs).tolist())
+    r = helper.make_tensor("R", TensorProto.FLOAT, [dirs, 4 * hidden, hidden],
+                           rng.standard_normal(dirs * 4 * hidden * hidden).tolist())
+    node = helper.make_node("LSTM", ["x", "W", "R"], ["y", "y_h", "y_c"], hidden_size=hidden,
+                            direction="bidirectional")
+    model = _model([node], [_vi("x", TensorProto.FLOAT, [4, 1, inputs])],
+                   [_vi("y", TensorProto.FLOAT, [4, dirs, 1, hidden]),
+                    _vi("y_h", TensorProto.FLOAT, [dirs, 1, hidden]),
+                    _vi("y_c", TensorProto.FLOAT, [dirs, 1, hidden])], inits=[w, r])
+    prepared = _same_outputs(model, {"x": rng.standard_normal((4, 1, inputs)).astype(np.float32)})
+    assert "LSTM" not in {n.op_type for n in prepared.graph.node}
+
+
+def test_reverse_sequence_is_decomposed():
+    node = helper.make_node("ReverseSequence", ["x", "lens"], ["y"], batch_axis=1, time_axis=0)
+    model = _model([node], [_vi("x", TensorProto.FLOAT, [4, 3]), _vi("lens", TensorProto.INT64, [3])],
+                   [_vi("y", TensorProto.FLOAT, [4, 3])])
+    feed = {"x": np.arange(12, dtype=np.float32).reshape(4, 3), "lens": np.array([4, 2, 1])}
+    prepared = _same_outputs(model, feed)
+    assert "ReverseSequence" not in {n.op_type for n in prepared.graph.node}
+
+
 def test_string_tensors_are_refused_as_unsupported():
     model = _model([helper.make_node("Identity", ["x"], ["y"])],
                    [_vi("x", TensorProto.STRING, [2])], [_vi("y", TensorProto.STRING, [2])])
