@@ -67,3 +67,21 @@ def sanitize_io_names(model: onnx.ModelProto) -> dict[str, str]:
         if safe != name:
             _rename_everywhere(graph, name, safe)
     return mapping
+
+
+def sanitize_initializer_names(model: onnx.ModelProto) -> None:
+    """Rename initializers in place to C identifiers, keeping their order.
+
+    Inference binds initializers as constants, so their names never reach device code; a train
+    step keeps them as function parameters, and a torch name such as `2.bias` would become the
+    CUDA parameter `float* 2_bias_ptr`, which nvcc rejects.
+    """
+    graph = model.graph
+    taken = {n for node in graph.node for n in (*node.input, *node.output)}
+    taken |= {vi.name for vi in (*graph.input, *graph.output)}
+    init_names = [i.name for i in graph.initializer]
+    taken -= set(init_names)
+    for name in init_names:
+        safe = c_identifier(name, taken)
+        if safe != name:
+            _rename_everywhere(graph, name, safe)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..errors import AnychipError
 from ..frontend import TensorSpec, prepare
 from ..importer import to_relax
+from ..names import sanitize_initializer_names
 from .graph import TrainGraph
 
 BACKBONE = "backbone"
@@ -32,10 +33,11 @@ def build_backbone(graph: TrainGraph) -> Backbone:
     import tvm
 
     source = prepare(graph.proto, graph.label, None, graph.shapes or None)
+    init_names = [i.name for i in source.proto.graph.initializer]
+    sanitize_initializer_names(source.proto)   # parameters reach device code by name
     mod = to_relax(source, keep_params_in_input=True)
     func = mod["main"]
     num_input = int(func.attrs["num_input"])
-    init_names = [i.name for i in source.proto.graph.initializer]
     if len(func.params) - num_input != len(init_names):
         raise AnychipError(f"{graph.label}: {len(init_names)} initializers became "
                            f"{len(func.params) - num_input} Relax parameters (two names sanitize "

@@ -92,3 +92,25 @@ def test_compile_only_target_compiles_and_refuses_to_step(fake_targets, tmp_path
     # it can still be saved, to run where the device is, and its state read
     loaded = anychip.load_training(trainer.save(tmp_path / "dev.train"))
     assert set(loaded.state_dict()) == set(model.state_dict())
+
+
+@pytest.mark.parametrize("target", ["nvidia-h100", "hygon-k100", "mthreads-s4000"])
+def test_real_gpu_profiles_compile_a_train_step_with_torch_parameter_names(target):
+    """nn.Sequential names its parameters `0.weight`, `2.bias`: the train step keeps them as
+    kernel parameters, so they must reach nvcc/hipcc as C identifiers."""
+    import torch
+
+    execution = registry.get_backend(registry.get_profile(target)).execution(
+        registry.get_profile(target))
+    if execution.mode is Mode.UNAVAILABLE:
+        pytest.skip(f"{target} cannot compile here: {execution.why}")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    x = torch.randn(8, 16)
+    trainer = anychip.compile_training(model, example_inputs=(x,), loss="cross_entropy",
+                                       optimizer=anychip.optim.SGD(lr=0.1), target=target)
+    assert trainer.report["built_for"] == target
+    assert set(trainer.state_dict()) == set(model.state_dict())
+    if execution.mode is Mode.COMPILES_ONLY:
+        with pytest.raises(NotExecutable, match="cannot run here"):
+            trainer.step(x.numpy(), torch.randint(0, 4, (8,)).numpy())
