@@ -31,3 +31,23 @@ def test_every_subpackage_is_listed_in_pyproject():
     assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
     stale = sorted(packages - on_disk)
     assert not stale, f"listed in pyproject.toml but not on disk: {stale}"
+
+
+def test_every_data_file_is_package_data():
+    """Profiles, schemas and expected-failure lists are read at run time from the installed
+    package; a file that no package-data glob matches is missing from the wheel."""
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_dir, data = cfg["package-dir"], cfg.get("package-data", {})
+    unlisted = []
+    for name, folder in package_dir.items():
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix not in (".yaml", ".yml", ".json", ".jsonl") or "__pycache__" in path.parts:
+                continue
+            owner = path.parent
+            while not (owner / "__init__.py").exists():
+                owner = owner.parent
+            package = ".".join([name, *owner.relative_to(ROOT / folder).parts])
+            rel = path.relative_to(owner)
+            if not any(rel.match(glob) for glob in data.get(package, [])):
+                unlisted.append(f"{package}: {rel}")
+    assert not unlisted, f"add to [tool.setuptools.package-data]: {unlisted}"
