@@ -67,7 +67,7 @@ def order_inputs(specs: Sequence[TensorSpec], feed, label: str) -> list[np.ndarr
             raise AnychipError(f"{label}: input '{spec.name}' must be "
                                f"{_describe(spec.dtype, want)}, got {_describe(arr.dtype, arr.shape)}; "
                                f"cast or reshape it (or recompile with --shape).")
-        ordered.append(np.ascontiguousarray(arr))
+        ordered.append(np.asarray(arr, order="C"))   # ascontiguousarray makes 0-d arrays 1-d
     return ordered
 
 

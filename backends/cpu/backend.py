@@ -192,7 +192,7 @@ class VmRunner:
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         import tvm
 
-        args = [tvm.runtime.tensor(np.ascontiguousarray(x), self._dev) for x in inputs]
+        args = [tvm.runtime.tensor(np.asarray(x, order="C"), self._dev) for x in inputs]
         out = self._vm["main"](*args)
         return [np.asarray(o.numpy()) for o in _flatten(out)]
 

@@ -292,7 +292,7 @@ def fold_constants(mod):
                 result = result.astype(dtype) if result.shape == out_shape else None
             if result is None:
                 return new
-            return relax.const(np.ascontiguousarray(result))
+            return relax.const(np.asarray(result, order="C"))
 
     mod = _map_main(mod, lambda m, f: FoldConstants(m))
     return relax.transform.DeadCodeElimination()(mod)

@@ -110,7 +110,7 @@ def write_params(path: str, state: dict, force: bool) -> str:
     if path.endswith(".safetensors"):
         from safetensors.numpy import save_file
 
-        arrays = {k: np.ascontiguousarray(v) for k, v in state.items()}
+        arrays = {k: np.asarray(v, order="C") for k, v in state.items()}
         write_file(path, lambda tmp: save_file(arrays, str(tmp)), force=force)
     else:
         save_npz(path, state, force=force)

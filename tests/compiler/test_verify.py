@@ -26,3 +26,21 @@ def test_every_zoo_model_matches_onnxruntime_on_cpu(name):
     report = anychip.verify(f"zoo:{name}", target="cpu")
     assert report.how == "executed"
     assert report.passed, report.summary()
+
+
+def test_scalar_inputs_keep_rank_zero(anychip_target, tmp_path):
+    """A 0-d input reaches the VM as 0-d (np.ascontiguousarray would make it 1-d and the VM
+    rejects it), and the result matches ONNX Runtime."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    require_runnable(anychip_target)
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "scale"], ["y"])], "scalar_mul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8]),
+         helper.make_tensor_value_info("scale", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])])
+    path = tmp_path / "scalar_mul.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    report = anychip.verify(str(path), target=anychip_target)
+    assert report.passed, report.summary()
