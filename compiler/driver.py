@@ -15,6 +15,7 @@ from .cache import cached_model, cached_source
 from .errors import AnychipError, NotExecutable
 from .frontend import ModelSource, load_model
 from .importer import to_relax
+from .importer_fixes import specialised_by_safe_name
 from .passes import target_neutral_passes
 from .registry import get_backend, get_profile
 
@@ -40,6 +41,8 @@ def compile_source(source: ModelSource, target: str, options: CompileOptions) ->
     if execution.mode is Mode.UNAVAILABLE:
         raise NotExecutable(f"target '{target}' cannot compile here: {execution.why}.")
     options.extra.setdefault("onnx_model", source.proto)
+    # a tuple of (input, value) pairs: kept out of options.as_dict (manifest, cache key)
+    options.extra.setdefault("onnx_specialise", tuple(specialised_by_safe_name(source).items()))
     mod = to_relax(source)
     mod = tvm_sequential(target_neutral_passes())(mod)
     try:

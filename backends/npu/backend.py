@@ -92,7 +92,7 @@ class NpuBackend(OptionalBackendHooks):
                                       bool(options.extra.get("training", False)))
         placements = place_nodes(model, chip, mode)
         simulated = simulated_model(model, placements, label)
-        mod = import_simulated(simulated, label)
+        mod = import_simulated(simulated, label, options.extra.get("onnx_specialise"))
         cube = CubeLowering(chip, requested_tile(options.extra))
         with self.target(profile):
             mod = graph_passes(mod)

@@ -26,13 +26,16 @@ from .chip import Chip
 from .cube import Conv2dGeometry, CubePlan, Tile, check_capacity, cube_kernel, plan_tiles
 
 
-def import_simulated(proto, label: str):
-    """Import an ONNX model (static shapes) with the project's importer and neutral passes."""
+def import_simulated(proto, label: str, specialise: dict | None = None):
+    """Import an ONNX model (static shapes) with the project's importer and neutral passes;
+    `specialise` ({input name: value}) names the graph inputs the caller asked to specialise
+    (compiler/importer_fixes/specialise.py), as the cpu path specialises them."""
     import tvm
     from onnx import helper
 
     from anychip.compiler.frontend import ModelSource, TensorSpec
     from anychip.compiler.importer import to_relax
+    from anychip.compiler.importer_fixes import SPECIALISE_KEY
     from anychip.compiler.passes import target_neutral_passes
 
     inits = {i.name for i in proto.graph.initializer}
@@ -44,7 +47,8 @@ def import_simulated(proto, label: str):
 
     source = ModelSource(label, proto, proto, [spec(vi) for vi in proto.graph.input
                                                if vi.name not in inits],
-                         [spec(vi) for vi in proto.graph.output], "")
+                         [spec(vi) for vi in proto.graph.output], "",
+                         {SPECIALISE_KEY: dict(specialise)} if specialise else {})
     mod = to_relax(source)
     return tvm.transform.Sequential(target_neutral_passes())(mod)
 

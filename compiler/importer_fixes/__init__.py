@@ -114,6 +114,13 @@ def specialise_for(source, feed: dict) -> list[str]:
     return [f"specialised {n}={_short(v)}" for n, v in values.items()]
 
 
+def specialised_by_safe_name(source) -> dict:
+    """The values `specialise_for` asked for, keyed by the inputs' names in `source.proto`
+    (sanitized): for a backend that re-imports that proto (the npu backend's simulated model)."""
+    safe = {s.name: s.safe_name for s in source.inputs}
+    return {safe.get(k, k): v for k, v in (source.extra.get(SPECIALISE_KEY) or {}).items()}
+
+
 def _short(value) -> str:
     import numpy as np
 

@@ -174,6 +174,7 @@ def replacements() -> dict:
     from tvm.relax.frontend.onnx import onnx_frontend as fe
 
     tvm_pow, tvm_onehot, tvm_resize = fe.Pow, fe.OneHot, fe.Resize
+    tvm_nms = fe.NonMaxSuppression
 
     class Pow(fe.OnnxOpConverter):
         """ONNX Pow takes base and exponent of different types (float32 ** int64, int32 **
@@ -292,7 +293,38 @@ def replacements() -> dict:
                                                            relax.const(1.0, dtype)))
             return relax.op.where(relax.op.greater(x, relax.const(0.0, dtype)), x, negative)
 
-    return {"Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu}
+    class NonMaxSuppression(fe.OnnxOpConverter):
+        """ONNX NonMaxSuppression suppresses a box whose IoU with a selected box is *greater*
+        than iou_threshold; TVM's kernel suppresses at `iou >= threshold`. The threshold is
+        passed on as the next float32 above it, so `iou >= next` is exactly `iou > threshold`.
+        TVM's converter needs max_output_boxes_per_class and the thresholds as constants
+        (graph inputs are specialised, specialise.py); a run-time value is refused rather
+        than read as TVM's default. Cases: test_nonmaxsuppression_*."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            import tvm
+
+            from . import NotSupported
+
+            inputs = list(inputs) + [None] * (5 - len(inputs))
+            for slot, what in ((2, "max_output_boxes_per_class"), (3, "iou_threshold"),
+                               (4, "score_threshold")):
+                if inputs[slot] is None:
+                    continue
+                value = fe.get_constant(inputs[slot], params)
+                if not isinstance(value, tvm.ir.GenericConst):
+                    raise NotSupported(f"NonMaxSuppression's {what} must be a constant; a "
+                                       f"run-time tensor is not supported by anychip")
+                inputs[slot] = value
+            if inputs[3] is not None:
+                iou = np.float32(np.asarray(inputs[3].value.numpy()).reshape(-1)[0])
+                nudged = np.nextafter(iou, np.float32(np.inf), dtype=np.float32)
+                inputs[3] = relax.const(np.array(nudged, dtype=np.float32))
+            return tvm_nms.get_converter(10)(bb, inputs, attr, params)
+
+    return {"Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu,
+            "NonMaxSuppression": NonMaxSuppression}
 
 
 def register() -> None:

@@ -35,7 +35,7 @@ SHAPE_SLOTS: dict[str, tuple[int, ...]] = {
     "Resize": (1, 2, 3), "Upsample": (1,), "Pad": (1, 3), "CenterCropPad": (1,),
     "Trilu": (1,), "MaxUnpool": (2,), "AffineGrid": (1,), "Col2Im": (1, 2),
     "DFT": (1, 2), "STFT": (1, 3), "HannWindow": (0,), "HammingWindow": (0,),
-    "BlackmanWindow": (0,), "MelWeightMatrix": (0, 1, 2),
+    "BlackmanWindow": (0,), "MelWeightMatrix": (0, 1, 2), "NonMaxSuppression": (2, 3, 4),
 }
 
 

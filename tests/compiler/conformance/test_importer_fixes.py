@@ -132,3 +132,39 @@ def test_specialised_shape_input_is_kept_and_guarded():
     np.testing.assert_array_equal(out["y"], x.reshape(3, 4))
     with pytest.raises(Exception, match="match_cast"):
         artifact.run({"x": x, "shape": np.array([4, 3])})
+
+
+def test_specialised_shape_input_reaches_the_npu_import():
+    """The npu backend re-imports the ONNX model (its simulated form): the specialised values
+    must reach that import too."""
+    model = _model([helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                   [_vi("x", TensorProto.FLOAT, [2, 6]), _vi("shape", TensorProto.INT64, [2])],
+                   [_vi("y", TensorProto.FLOAT, [3, 4])])
+    source = load_model(model)
+    x = np.arange(12, dtype=np.float32).reshape(2, 6)
+    specialise_for(source, {"x": x, "shape": np.array([3, 4])})
+    artifact = compile_source(source, "ascend-910b", CompileOptions())
+    out = artifact.run({"x": x, "shape": np.array([3, 4])})
+    np.testing.assert_allclose(out["y"], x.reshape(3, 4), rtol=1e-3)
+
+
+def test_non_max_suppression_keeps_a_box_at_the_iou_threshold():
+    """ONNX suppresses at IoU > threshold (TVM's kernel at >=); the count, threshold and
+    score threshold are graph inputs, specialised."""
+    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "n", "iou", "score"],
+                            ["selected"])
+    model = _model([node], [_vi("boxes", TensorProto.FLOAT, [1, 3, 4]),
+                            _vi("scores", TensorProto.FLOAT, [1, 1, 3]),
+                            _vi("n", TensorProto.INT64, [1]), _vi("iou", TensorProto.FLOAT, [1]),
+                            _vi("score", TensorProto.FLOAT, [1])],
+                   [_vi("selected", TensorProto.INT64, [None, 3])], opset=11)
+    boxes = np.array([[[0, 0, 1, 1], [0.5, 0.5, 1.5, 1.5], [0, 0, 1, 1.05]]], np.float32)
+    feed = {"boxes": boxes, "scores": np.array([[[0.9, 0.8, 0.7]]], np.float32),
+            "n": np.array([3]), "iou": np.array([0.25 / 1.75], np.float32),
+            "score": np.array([0.0], np.float32)}
+    source = load_model(model)
+    assert len(specialise_for(source, feed)) == 3
+    out = compile_source(source, "cpu", CompileOptions()).run(feed)
+    expected = _ort(model, feed)[0]
+    assert expected.shape == (2, 3)
+    np.testing.assert_array_equal(out["selected"], expected)
