@@ -174,7 +174,7 @@ def replacements() -> dict:
     from tvm.relax.frontend.onnx import onnx_frontend as fe
 
     tvm_pow, tvm_onehot, tvm_resize = fe.Pow, fe.OneHot, fe.Resize
-    tvm_nms = fe.NonMaxSuppression
+    tvm_nms, tvm_pad = fe.NonMaxSuppression, fe.Pad
 
     class Pow(fe.OnnxOpConverter):
         """ONNX Pow takes base and exponent of different types (float32 ** int64, int32 **
@@ -323,8 +323,38 @@ def replacements() -> dict:
                 inputs[3] = relax.const(np.array(nudged, dtype=np.float32))
             return tvm_nms.get_converter(10)(bb, inputs, attr, params)
 
+    class Pad(fe.OnnxOpConverter):
+        """ONNX Pad (opset 11+) with its constant_value given at run time (a graph input;
+        TVM's converter needs a constant): padded with 0, then the padding is replaced by the
+        value through a mask of where the input lies (a constant: the pads are known). Other
+        modes ignore the value. Cases: test_constant_pad, test_constant_pad_axes,
+        test_constant_pad_negative_axes."""
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            import tvm
+
+            inputs = list(inputs) + [None] * (4 - len(inputs))
+            value = inputs[2]
+            version = 19    # TVM's newest: every mode, the axes input
+            if value is None or isinstance(fe.get_constant(value, params), tvm.ir.GenericConst):
+                return tvm_pad.get_converter(version)(bb, inputs, attr, params)
+            mode = attr.get("mode", b"constant")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            zero_padded = tvm_pad.get_converter(version)(bb, inputs[:2] + [None, inputs[3]],
+                                                         attr, params)
+            if mode != "constant":
+                return zero_padded
+            x = inputs[0]
+            ones = relax.const(np.ones(static_shape(x), dtype="float32"))
+            inside = tvm_pad.get_converter(version)(bb, [ones, inputs[1], None, inputs[3]],
+                                                    attr, params)
+            mask = bb.emit(relax.op.greater(inside, relax.const(0.5, "float32")))
+            fill = relax.op.reshape(value, [])
+            return relax.op.where(mask, zero_padded, fill)
+
     return {"Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu,
-            "NonMaxSuppression": NonMaxSuppression}
+            "NonMaxSuppression": NonMaxSuppression, "Pad": Pad}
 
 
 def register() -> None:

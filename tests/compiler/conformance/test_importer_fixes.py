@@ -168,3 +168,21 @@ def test_non_max_suppression_keeps_a_box_at_the_iou_threshold():
     expected = _ort(model, feed)[0]
     assert expected.shape == (2, 3)
     np.testing.assert_array_equal(out["selected"], expected)
+
+
+def test_pad_takes_its_constant_value_at_run_time():
+    node = helper.make_node("Pad", ["x", "pads", "value", "axes"], ["y"], mode="constant")
+    model = _model([node], [_vi("x", TensorProto.FLOAT, [2, 3]),
+                            _vi("pads", TensorProto.INT64, [2]),
+                            _vi("value", TensorProto.FLOAT, []),
+                            _vi("axes", TensorProto.INT64, [1])],
+                   [_vi("y", TensorProto.FLOAT, [2, 6])], opset=19)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    feed = {"x": x, "pads": np.array([1, 2]), "value": np.array(1.5, np.float32),
+            "axes": np.array([-1])}
+    source = load_model(model)
+    assert specialise_for(source, feed) == ["specialised pads=[1,2]", "specialised axes=[-1]"]
+    artifact = compile_source(source, "cpu", CompileOptions())
+    for value in (1.5, -7.0):      # not specialised: a run-time value
+        feed["value"] = np.array(value, np.float32)
+        np.testing.assert_array_equal(artifact.run(feed)["y"], _ort(model, feed)[0])
