@@ -38,6 +38,17 @@ def static_shape(expr) -> list[int]:
     return [int(d) for d in expr.ty.shape]
 
 
+def runtime_refusal(bb, bad) -> None:
+    """Emit a check that the compiled code keeps: a run with `bad` (a boolean tensor) true
+    anywhere fails (a Relax match_cast of a shape [count of true] against [0]), as the
+    specialised-input guard does (specialise.py)."""
+    from tvm import relax
+
+    count = bb.emit(relax.op.sum(relax.op.astype(bad, "int64")))
+    as_shape = bb.emit(relax.op.tensor_to_shape(relax.op.reshape(count, [1])))
+    bb.match_cast(as_shape, relax.ShapeType([0]))
+
+
 @functools.lru_cache(maxsize=1)
 def extra_converters() -> dict:
     """op_type -> converter class, built on first use (imports TVM)."""
@@ -175,6 +186,7 @@ def replacements() -> dict:
 
     tvm_pow, tvm_onehot, tvm_resize = fe.Pow, fe.OneHot, fe.Resize
     tvm_nms, tvm_pad = fe.NonMaxSuppression, fe.Pad
+    tvm_mod, tvm_max, tvm_min = fe.Mod, fe.ReduceMax, fe.ReduceMin
 
     class Pow(fe.OnnxOpConverter):
         """ONNX Pow takes base and exponent of different types (float32 ** int64, int32 **
@@ -353,8 +365,120 @@ def replacements() -> dict:
             fill = relax.op.reshape(value, [])
             return relax.op.where(mask, zero_padded, fill)
 
+    class Dropout(fe.OnnxOpConverter):
+        """ONNX Dropout: in inference mode the output is the input and the mask (output 1) is
+        all true, of type bool (TVM's gives a float mask). Training mode with a nonzero ratio
+        draws random numbers, which anychip does not support: refused when training_mode and
+        ratio are constants, and checked at every run when they are inputs (a run that asks
+        for random dropout fails instead of returning the input). Cases:
+        test_dropout_default_mask*, test_training_dropout_zero_ratio*."""
+
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            import tvm
+
+            from . import NotSupported
+
+            x = inputs[0]
+            ratio = inputs[1] if len(inputs) > 1 and inputs[1] is not None else \
+                relax.const(float(attr.get("ratio", 0.5)), "float32")
+            training = inputs[2] if len(inputs) > 2 else None
+            if training is not None:
+                mode = fe.get_constant(training, params)
+                rate = fe.get_constant(ratio, params)
+                if isinstance(mode, tvm.ir.GenericConst) and isinstance(rate, tvm.ir.GenericConst):
+                    if bool(np.asarray(mode.value.numpy()).reshape(-1)[0]) and \
+                            float(np.asarray(rate.value.numpy()).reshape(-1)[0]) != 0.0:
+                        raise NotSupported("Dropout in training mode draws random numbers; "
+                                           "not supported by anychip")
+                else:
+                    runtime_refusal(bb, relax.op.logical_and(
+                        relax.op.astype(training, "bool"),
+                        relax.op.not_equal(ratio, relax.const(0, str(ratio.ty.dtype)))))
+            mask = relax.const(np.ones(static_shape(x), dtype=bool))
+            return relax.Tuple([x, mask])
+
+    class EyeLike(fe.OnnxOpConverter):
+        """ONNX EyeLike with a `dtype` other than the input's (TVM's refuses it). Cases:
+        test_eyelike_with_dtype, test_eyelike_populate_off_main_diagonal."""
+
+        @classmethod
+        def _impl_v9(cls, bb, inputs, attr, params):
+            dtype = fe.get_type(attr["dtype"]) if "dtype" in attr else str(inputs[0].ty.dtype)
+            rows, cols = static_shape(inputs[0])
+            return relax.op.eye(rows, cols, int(attr.get("k", 0)), dtype)
+
+    class Mod(fe.OnnxOpConverter):
+        """ONNX Mod with fmod=0 on floats is numpy's mod (the result takes the divisor's
+        sign): fmod, plus the divisor where the signs differ. TVM's floor_mod computes
+        x - floor(x / y) * y, NaN for an infinite divisor. Cases:
+        test_mod_float_edge_cases_fmod_0_*."""
+
+        @classmethod
+        def _impl_v10(cls, bb, inputs, attr, params):
+            x, y = inputs
+            dtype = str(x.ty.dtype)
+            if attr.get("fmod", 0) or not dtype.startswith(("float", "bfloat")):
+                return tvm_mod.get_converter(13)(bb, inputs, attr, params)
+            r = bb.emit(relax.op.mod(x, y))
+            zero = relax.const(0, dtype)
+            differ = relax.op.logical_and(
+                relax.op.not_equal(r, zero),
+                relax.op.logical_xor(relax.op.less(r, zero), relax.op.less(y, zero)))
+            return relax.op.where(differ, relax.op.add(r, y), r)
+
+    def reduce_extreme(tvm_op, largest: bool):
+        class Reduce(fe.OnnxOpConverter):
+            """ONNX ReduceMax/ReduceMin on bool (computed on uint8) and over an empty set
+            (the reduction's identity: -inf/+inf, the integer type's min/max, false/true;
+            TVM's gives the type's finite extreme). Cases: test_reduce_max_bool_inputs,
+            test_reduce_min_bool_inputs, test_reduce_max_empty_set*,
+            test_reduce_min_empty_set."""
+
+            @classmethod
+            def _impl_v1(cls, bb, inputs, attr, params):
+                import tvm
+
+                opset = 18 if len(inputs) > 1 else 13
+                x = inputs[0]
+                dtype = str(x.ty.dtype)
+                dims = static_shape(x)
+                axes = attr.get("axes")
+                if len(inputs) > 1 and inputs[1] is not None:
+                    value = fe.get_constant(inputs[1], params)
+                    if not isinstance(value, tvm.ir.GenericConst):
+                        return tvm_op.get_converter(opset)(bb, inputs, attr, params)
+                    axes = np.asarray(value.value.numpy()).reshape(-1).tolist()
+                noop = attr.get("noop_with_empty_axes", 0)
+                if not axes and noop:
+                    return x
+                axes = [a % len(dims) for a in axes] if axes else list(range(len(dims)))
+                if any(dims[a] == 0 for a in axes):
+                    keep = attr.get("keepdims", 1)
+                    shape = [1 if i in axes else d for i, d in enumerate(dims)
+                             if keep or i not in axes]
+                    return relax.const(np.full(shape, cls._identity(dtype), dtype=dtype))
+                if dtype == "bool":
+                    wide = [bb.emit(relax.op.astype(x, "uint8"))] + list(inputs[1:])
+                    out = bb.normalize(tvm_op.get_converter(opset)(bb, wide, attr, params))
+                    return relax.op.astype(out, "bool")
+                return tvm_op.get_converter(opset)(bb, inputs, attr, params)
+
+            @classmethod
+            def _identity(cls, dtype: str):
+                if dtype == "bool":
+                    return not largest
+                if dtype.startswith(("int", "uint")):
+                    info = np.iinfo(dtype)
+                    return info.min if largest else info.max
+                return -np.inf if largest else np.inf
+
+        return Reduce
+
     return {"Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu,
-            "NonMaxSuppression": NonMaxSuppression, "Pad": Pad}
+            "NonMaxSuppression": NonMaxSuppression, "Pad": Pad, "Dropout": Dropout,
+            "EyeLike": EyeLike, "Mod": Mod, "ReduceMax": reduce_extreme(tvm_max, True),
+            "ReduceMin": reduce_extreme(tvm_min, False)}
 
 
 def register() -> None:

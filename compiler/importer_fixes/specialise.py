@@ -35,7 +35,10 @@ SHAPE_SLOTS: dict[str, tuple[int, ...]] = {
     "Resize": (1, 2, 3), "Upsample": (1,), "Pad": (1, 3), "CenterCropPad": (1,),
     "Trilu": (1,), "MaxUnpool": (2,), "AffineGrid": (1,), "Col2Im": (1, 2),
     "DFT": (1, 2), "STFT": (1, 3), "HannWindow": (0,), "HammingWindow": (0,),
-    "BlackmanWindow": (0,), "MelWeightMatrix": (0, 1, 2), "NonMaxSuppression": (2, 3, 4),
+    "BlackmanWindow": (0,), "MelWeightMatrix": (0, 1, 2),
+    # not shapes, but what the converters need as constants: NMS's count and thresholds,
+    # Dropout's ratio and training_mode (which decide whether random numbers are drawn)
+    "NonMaxSuppression": (2, 3, 4), "Dropout": (1, 2),
 }
 
 
@@ -119,7 +122,10 @@ def guard_converter():
             value = get_numpy(attr["value"])
             actual = inputs[0]
             const = relax.const(value, str(value.dtype))
-            differs = bb.emit(relax.op.not_equal(actual, const))
+            if value.dtype == np.bool_:   # not_equal on bool lowers to a float compare
+                differs = bb.emit(relax.op.logical_xor(actual, const))
+            else:
+                differs = bb.emit(relax.op.not_equal(actual, const))
             count = bb.emit(relax.op.sum(relax.op.astype(differs, "int64")))
             as_shape = bb.emit(relax.op.tensor_to_shape(relax.op.reshape(count, [1])))
             bb.match_cast(as_shape, relax.ShapeType([0]))

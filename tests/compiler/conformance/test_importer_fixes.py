@@ -186,3 +186,51 @@ def test_pad_takes_its_constant_value_at_run_time():
     for value in (1.5, -7.0):      # not specialised: a run-time value
         feed["value"] = np.array(value, np.float32)
         np.testing.assert_array_equal(artifact.run(feed)["y"], _ort(model, feed)[0])
+
+
+def _compiled(model, feed, target="cpu"):
+    source = load_model(model)
+    return compile_source(source, target, CompileOptions()).run(feed)
+
+
+def test_dropout_mask_is_bool_and_random_dropout_is_refused_at_run_time():
+    node = helper.make_node("Dropout", ["x", "r", "t"], ["y", "mask"])
+    model = _model([node], [_vi("x", TensorProto.FLOAT, [2, 3]), _vi("r", TensorProto.FLOAT, []),
+                            _vi("t", TensorProto.BOOL, [])],
+                   [_vi("y", TensorProto.FLOAT, [2, 3]), _vi("mask", TensorProto.BOOL, [2, 3])],
+                   opset=13)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    artifact = compile_source(load_model(model), "cpu", CompileOptions())   # not specialised
+    feed = {"x": x, "r": np.array(0.5, np.float32), "t": np.array(False)}
+    out = artifact.run(feed)
+    np.testing.assert_array_equal(out["y"], x)
+    assert out["mask"].dtype == np.bool_ and out["mask"].all()
+    with pytest.raises(Exception, match="match_cast"):
+        artifact.run({**feed, "t": np.array(True)})
+
+
+def test_eyelike_mod_and_bool_or_empty_reductions_match_numpy():
+    """(ONNX Runtime refuses float Mod with fmod=0 before opset 28: numpy is the reference.)"""
+    nodes = [helper.make_node("EyeLike", ["i"], ["eye"], dtype=TensorProto.DOUBLE, k=1),
+             helper.make_node("Mod", ["a", "b"], ["mod"], fmod=0),
+             helper.make_node("ReduceMax", ["flags", "ax"], ["any"], keepdims=0),
+             helper.make_node("ReduceMin", ["flags", "ax"], ["all"], keepdims=0),
+             helper.make_node("ReduceMax", ["empty", "ax"], ["max_empty"], keepdims=1)]
+    axes = helper.make_tensor("ax", TensorProto.INT64, [1], [1])
+    model = _model(nodes, [_vi("i", TensorProto.INT32, [3, 4]), _vi("a", TensorProto.FLOAT, [6]),
+                           _vi("b", TensorProto.FLOAT, [6]), _vi("flags", TensorProto.BOOL, [2, 3]),
+                           _vi("empty", TensorProto.FLOAT, [2, 0, 3])],
+                   [_vi("eye", TensorProto.DOUBLE, [3, 4]), _vi("mod", TensorProto.FLOAT, [6]),
+                    _vi("any", TensorProto.BOOL, [2]), _vi("all", TensorProto.BOOL, [2]),
+                    _vi("max_empty", TensorProto.FLOAT, [2, 1, 3])], opset=20, inits=[axes])
+    feed = {"i": np.zeros((3, 4), np.int32),
+            "a": np.array([-3, 3, -1, 1, 5.5, -5.5], np.float32),
+            "b": np.array([np.inf, np.inf, -np.inf, -np.inf, -2, 2], np.float32),
+            "flags": np.array([[True, False, True], [True, True, True]]),
+            "empty": np.zeros((2, 0, 3), np.float32)}
+    out = _compiled(model, feed)
+    expected = [np.eye(3, 4, k=1), np.mod(feed["a"], feed["b"]), feed["flags"].any(1),
+                feed["flags"].all(1), np.full((2, 1, 3), -np.inf, np.float32)]
+    for name, want in zip(["eye", "mod", "any", "all", "max_empty"], expected):
+        assert out[name].dtype == want.dtype, name
+        np.testing.assert_array_equal(out[name], want, err_msg=name)
