@@ -96,4 +96,21 @@ def export_torch(module, example_inputs: tuple, input_names: Sequence[str] | Non
         raise AnychipError(f"torch.onnx.export for {name} put {len(external)} weights in external "
                            f"data (first: {external[0]}); the model is too big to embed (2 GiB "
                            f"protobuf limit): export it to a folder and pass the .onnx path.")
+    _drop_exporter_metadata(proto.graph)
     return proto
+
+
+def _drop_exporter_metadata(graph: onnx.GraphProto) -> None:
+    """Remove the exporter's per-node metadata (FX node text, Python stack traces).
+
+    The stack traces hold the absolute paths of the exporting process's source files, so the
+    same module exported from two installs gave different bytes (and different cache keys);
+    nothing downstream reads them.
+    """
+    for coll in (graph.node, graph.input, graph.output, graph.value_info, graph.initializer):
+        for item in coll:
+            del item.metadata_props[:]
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                _drop_exporter_metadata(sub)

@@ -63,3 +63,13 @@ def test_failed_export_is_one_line_naming_the_class():
 def test_not_a_module_is_refused():
     with pytest.raises(AnychipError, match="expected a torch.nn.Module, got dict"):
         export_torch({}, (torch.randn(2),))
+
+
+def test_exported_bytes_do_not_depend_on_where_the_source_lives():
+    """The exporter records Python stack traces (absolute file paths) per node; they are
+    dropped so two installs of the same code export the same bytes (and zoo cache keys)."""
+    torch.manual_seed(0)
+    proto = export_torch(WithDropout(), (torch.randn(2, 8),))
+    serialized = proto.SerializeToString()
+    assert __file__.encode() not in serialized and b"stack_trace" not in serialized
+    assert all(len(n.metadata_props) == 0 for n in proto.graph.node)
