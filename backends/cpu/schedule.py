@@ -44,8 +44,8 @@ def _vector_lanes(target, bits: int = 32) -> int:
 def _parallel_vectorize(sch, block, target, parallel: bool) -> None:
     """Fuse the loops of `block`, vectorize the inner lanes, parallelize the outer part."""
     loops = sch.get_loops(block)
-    if not loops:
-        return
+    if not loops or any(_extent(sch, loop) == 0 for loop in loops):
+        return      # a zero-size result (ONNX allows them): nothing to run; fuse divides by 0
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     total = _extent(sch, fused)
     if total is None:

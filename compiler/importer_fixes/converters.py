@@ -186,7 +186,7 @@ def replacements() -> dict:
 
     tvm_pow, tvm_onehot, tvm_resize = fe.Pow, fe.OneHot, fe.Resize
     tvm_nms, tvm_pad = fe.NonMaxSuppression, fe.Pad
-    tvm_mod, tvm_max, tvm_min = fe.Mod, fe.ReduceMax, fe.ReduceMin
+    tvm_mod, tvm_max, tvm_min, tvm_split = fe.Mod, fe.ReduceMax, fe.ReduceMin, fe.Split
 
     class Pow(fe.OnnxOpConverter):
         """ONNX Pow takes base and exponent of different types (float32 ** int64, int32 **
@@ -475,8 +475,35 @@ def replacements() -> dict:
 
         return Reduce
 
+    class Split(fe.OnnxOpConverter):
+        """ONNX Split with zero-size parts (TVM's split needs strictly increasing indices):
+        each part is a strided slice. Cases: test_split_zero_size_splits_*."""
+
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            import tvm
+
+            sizes = None
+            if len(inputs) > 1 and inputs[1] is not None:
+                value = fe.get_constant(inputs[1], params)
+                if isinstance(value, tvm.ir.GenericConst):
+                    sizes = np.asarray(value.value.numpy()).reshape(-1).tolist()
+            elif attr.get("split") is not None:
+                sizes = list(attr["split"])
+            if sizes is None or all(sizes):
+                return tvm_split.get_converter(18 if len(inputs) > 1 else 1)(
+                    bb, inputs, attr, params)
+            x = inputs[0]
+            axis = int(attr.get("axis", 0)) % len(x.ty.shape)
+            parts, start = [], 0
+            for size in sizes:
+                parts.append(bb.emit(relax.op.strided_slice(x, axes=[axis], begin=[start],
+                                                            end=[start + int(size)])))
+                start += int(size)
+            return relax.Tuple(parts)
+
     return {"Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu,
-            "NonMaxSuppression": NonMaxSuppression, "Pad": Pad, "Dropout": Dropout,
+            "NonMaxSuppression": NonMaxSuppression, "Pad": Pad, "Dropout": Dropout, "Split": Split,
             "EyeLike": EyeLike, "Mod": Mod, "ReduceMax": reduce_extreme(tvm_max, True),
             "ReduceMin": reduce_extreme(tvm_min, False)}
 

@@ -234,3 +234,24 @@ def test_eyelike_mod_and_bool_or_empty_reductions_match_numpy():
     for name, want in zip(["eye", "mod", "any", "all", "max_empty"], expected):
         assert out[name].dtype == want.dtype, name
         np.testing.assert_array_equal(out[name], want, err_msg=name)
+
+
+def test_zero_size_results_compile_and_run():
+    """A Slice starting past the end and a Split with zero-size parts give empty tensors (the
+    cpu scheduler fused their zero-extent loops and divided by zero)."""
+    nodes = [helper.make_node("Slice", ["x", "start", "end", "axis"], ["empty"]),
+             helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], axis=1),
+             helper.make_node("Add", ["x", "x"], ["twice"])]
+    inits = [helper.make_tensor("start", TensorProto.INT64, [1], [9]),
+             helper.make_tensor("end", TensorProto.INT64, [1], [12]),
+             helper.make_tensor("axis", TensorProto.INT64, [1], [1]),
+             helper.make_tensor("sizes", TensorProto.INT64, [3], [0, 4, 0])]
+    model = _model(nodes, [_vi("x", TensorProto.FLOAT, [2, 4])],
+                   [_vi("empty", TensorProto.FLOAT, [2, 0]), _vi("a", TensorProto.FLOAT, [2, 0]),
+                    _vi("b", TensorProto.FLOAT, [2, 4]), _vi("c", TensorProto.FLOAT, [2, 0]),
+                    _vi("twice", TensorProto.FLOAT, [2, 4])], opset=18, inits=inits)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    out = _compiled(model, {"x": x})
+    for name, want in zip(["empty", "a", "b", "c", "twice"], _ort(model, {"x": x})):
+        assert out[name].shape == want.shape, name
+        np.testing.assert_array_equal(out[name], want)
