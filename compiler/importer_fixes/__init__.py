@@ -6,7 +6,8 @@ in this order:
 
 1. refusing element types no target compiles (NotSupported, reported as unsupported);
 2. inlining model-local functions (onnx's inliner);
-3. expanding operators TVM cannot import into their ONNX function bodies;
+3. expanding operators TVM cannot import into their ONNX function bodies (half-precision
+   Attention computed in float32 first);
 4. writing Constant's value_int(s)/value_float(s) as `value` tensors;
 5. decomposing operators without a function body into ONNX operators (decompositions.py);
    unrolling Scans (control_flow.py) and RNN/GRU/LSTM (recurrent.py), whose trip counts
@@ -60,6 +61,8 @@ def prepare_for_tvm(source):
                            f"before export.")
     if onnx_level.inline_local_functions(proto):
         applied.append("inline_local_functions")
+    if onnx_level.attention_in_float32(proto):
+        applied.append("attention_in_float32")
     known = _known_ops()
     expanded = onnx_level.expand_schema_functions(
         proto, lambda node, opset: node.op_type not in known

@@ -352,3 +352,53 @@ def _shape_value(node: onnx.NodeProto, dims: list[int]) -> np.ndarray:
     start = min(max(start + rank if start < 0 else start, 0), rank)
     end = min(max(end + rank if end < 0 else end, 0), rank)
     return np.array(dims[start:end], dtype=np.int64)
+
+
+_HALF_TYPES = (TensorProto.FLOAT16,)
+
+
+def attention_in_float32(model: onnx.ModelProto) -> int:
+    """ONNX Attention (opset 23+) on float16 inputs is computed in float32 and its
+    outputs rounded to the input type once, as ONNX Runtime's kernel computes it and as the
+    reference's outputs are (its expansion in half precision rounds the scores, the softmax
+    and the products at every step, up to 3e-3 off). Casts go around the node: its float
+    inputs (Q, K, V, a float mask, the past cache) to float32, its outputs back. Cases:
+    test_attention_4d_fp16, test_attention_4d_causal_fp16,
+    test_attention_4d_gqa_with_past_and_present_fp16,
+    test_attention_4d_gqa_causal_nonpad_decode_fp16. (Not bfloat16: the reference rounds
+    each step to bfloat16 and test_attention_4d_causal_padded_kv_bf16 expects that.) Returns
+    nodes rewritten."""
+    if default_opset(model) < 23 or not any(n.op_type == "Attention" and n.domain in
+                                            ("", "ai.onnx") for n in model.graph.node):
+        return 0
+    types = {name: t.tensor_type.elem_type for name, t in
+             _value_types(_inferred(model)).items() if t.HasField("tensor_type")}
+    nodes: list[onnx.NodeProto] = []
+    rewritten = 0
+    for node in model.graph.node:
+        half = types.get(node.input[0]) if node.input else None
+        if node.op_type != "Attention" or node.domain not in ("", "ai.onnx") or \
+                half not in _HALF_TYPES:
+            nodes.append(node)
+            continue
+        rewritten += 1
+        for i, name in enumerate(node.input):
+            if name and types.get(name) in _HALF_TYPES:
+                wide = f"{name}__f32_{rewritten}"
+                nodes.append(helper.make_node("Cast", [name], [wide], to=TensorProto.FLOAT,
+                                              name=f"attention_f32/{wide}"))
+                node.input[i] = wide
+        outs = list(node.output)
+        for i, name in enumerate(outs):
+            if name:
+                wide = f"{name}__f32"
+                node.output[i] = wide
+        nodes.append(node)
+        for name, wide in zip(outs, node.output):
+            if name:
+                nodes.append(helper.make_node("Cast", [wide], [name], to=types.get(name, half),
+                                              name=f"attention_f32/{name}"))
+    if rewritten:
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+    return rewritten

@@ -255,3 +255,22 @@ def test_zero_size_results_compile_and_run():
     for name, want in zip(["empty", "a", "b", "c", "twice"], _ort(model, {"x": x})):
         assert out[name].shape == want.shape, name
         np.testing.assert_array_equal(out[name], want)
+
+
+def test_float16_attention_is_computed_in_float32():
+    node = helper.make_node("Attention", ["q", "k", "v"], ["y"])
+    shape = [1, 2, 3, 8]
+    model = _model([node], [_vi(n, TensorProto.FLOAT16, shape) for n in "qkv"],
+                   [_vi("y", TensorProto.FLOAT16, shape)], opset=23)
+    rng = np.random.default_rng(3)
+    feed = {n: rng.standard_normal(shape).astype(np.float16) for n in "qkv"}
+    prepared = prepare_for_tvm(load_model(model))
+    assert "attention_in_float32" in prepared.extra["importer_fixes"]
+    q, k, v = (feed[n].astype(np.float32) for n in "qkv")
+    scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(8)
+    weights = np.exp(scores - scores.max(-1, keepdims=True))
+    want = ((weights / weights.sum(-1, keepdims=True)) @ v).astype(np.float16)
+    got = _compiled(model, feed)["y"]
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-3,
+                               atol=1e-3)
