@@ -187,6 +187,7 @@ def replacements() -> dict:
     tvm_pow, tvm_onehot, tvm_resize = fe.Pow, fe.OneHot, fe.Resize
     tvm_nms, tvm_pad = fe.NonMaxSuppression, fe.Pad
     tvm_mod, tvm_max, tvm_min, tvm_split = fe.Mod, fe.ReduceMax, fe.ReduceMin, fe.Split
+    tvm_s2d = fe.SpaceToDepth
 
     class Pow(fe.OnnxOpConverter):
         """ONNX Pow takes base and exponent of different types (float32 ** int64, int32 **
@@ -502,7 +503,52 @@ def replacements() -> dict:
                 start += int(size)
             return relax.Tuple(parts)
 
+    class BitShift(fe.OnnxOpConverter):
+        """ONNX BitShift by a negative amount or by the type's width or more: 0, and -1 for a
+        negative signed value shifted right (the shift is arithmetic); in-range amounts are
+        shifted as before (C's shift is undefined out of range). Cases:
+        test_bitshift_left_int32_shift_ge_width, test_bitshift_left_int32_negative_shift."""
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            import tvm
+
+            x, y = inputs
+            dtype = str(x.ty.dtype)
+            bits = tvm.DataType(dtype).bits
+            direction = attr.get("direction", b"LEFT")
+            direction = direction.decode() if isinstance(direction, bytes) else direction
+            zero = relax.const(0, str(y.ty.dtype))
+            outside = bb.emit(relax.op.logical_or(
+                relax.op.less(y, zero), relax.op.greater_equal(y, relax.const(bits, str(y.ty.dtype)))))
+            safe = bb.emit(relax.op.where(outside, zero, y))
+            op = relax.op.left_shift if direction == "LEFT" else relax.op.right_shift
+            shifted = bb.emit(op(x, safe))
+            fill = relax.const(0, dtype)
+            if direction != "LEFT" and dtype.startswith("int"):
+                fill = relax.op.where(relax.op.less(x, relax.const(0, dtype)),
+                                      relax.const(-1, dtype), fill)
+            return relax.op.where(outside, fill, shifted)
+
+    class SpaceToDepth(fe.OnnxOpConverter):
+        """ONNX SpaceToDepth with mode CRD (opset 28; TVM's converter does DCR whatever the
+        mode): the block offsets go after the channel, not before. Cases:
+        test_spacetodepth_crd_mode_example."""
+
+        @classmethod
+        def _impl_v1(cls, bb, inputs, attr, params):
+            mode = attr.get("mode", b"DCR")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            if mode != "CRD":
+                return tvm_s2d.get_converter(13)(bb, inputs, attr, params)
+            size = int(attr["blocksize"])
+            n, c, h, w = static_shape(inputs[0])
+            x = relax.op.reshape(inputs[0], (n, c, h // size, size, w // size, size))
+            x = relax.op.permute_dims(x, [0, 1, 3, 5, 2, 4])
+            return relax.op.reshape(x, (n, c * size * size, h // size, w // size))
+
     return {"Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu,
+            "BitShift": BitShift, "SpaceToDepth": SpaceToDepth,
             "NonMaxSuppression": NonMaxSuppression, "Pad": Pad, "Dropout": Dropout, "Split": Split,
             "EyeLike": EyeLike, "Mod": Mod, "ReduceMax": reduce_extreme(tvm_max, True),
             "ReduceMin": reduce_extreme(tvm_min, False)}

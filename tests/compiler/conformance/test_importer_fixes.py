@@ -274,3 +274,20 @@ def test_float16_attention_is_computed_in_float32():
     assert got.dtype == np.float16
     np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=1e-3,
                                atol=1e-3)
+
+
+def test_out_of_range_bitshift_and_crd_space_to_depth_match_the_reference():
+    from onnx.reference import ReferenceEvaluator
+
+    nodes = [helper.make_node("BitShift", ["a", "n"], ["left"], direction="LEFT"),
+             helper.make_node("BitShift", ["a", "n"], ["right"], direction="RIGHT"),
+             helper.make_node("SpaceToDepth", ["x"], ["crd"], blocksize=2, mode="CRD")]
+    model = _model(nodes, [_vi("a", TensorProto.INT32, [5]), _vi("n", TensorProto.INT32, [5]),
+                           _vi("x", TensorProto.FLOAT, [1, 2, 4, 6])],
+                   [_vi("left", TensorProto.INT32, [5]), _vi("right", TensorProto.INT32, [5]),
+                    _vi("crd", TensorProto.FLOAT, [1, 8, 2, 3])], opset=28)
+    feed = {"a": np.array([-8, 4, -1, 3, -5], np.int32), "n": np.array([32, 33, -1, 2, 40], np.int32),
+            "x": np.arange(48, dtype=np.float32).reshape(1, 2, 4, 6)}
+    out = _compiled(model, feed)
+    for name, want in zip(["left", "right", "crd"], ReferenceEvaluator(model).run(None, feed)):
+        np.testing.assert_array_equal(out[name], want, err_msg=name)
