@@ -170,9 +170,50 @@ def extra_converters() -> dict:
             w = corrected(inputs[1], inputs[3] if len(inputs) > 3 else None)
             return fe.Conv.get_converter(11)(bb, [x, w, None], attr, params)
 
+    class Det(OnnxOpConverter):
+        """ONNX Det of [..., n, n] matrices for n up to 4: cofactor expansion along the first
+        row (exact for these sizes, no pivoting); larger matrices are refused. Cases:
+        test_det_2d, test_det_nd."""
+
+        MAX_N = 4
+
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            from . import NotSupported
+
+            x = inputs[0]
+            n = static_shape(x)[-1]
+            if n > cls.MAX_N:
+                raise NotSupported(f"Det of {n}x{n} matrices (more than {cls.MAX_N}) is not "
+                                   f"supported by anychip")
+            rank = len(static_shape(x))
+
+            def element(i, j):
+                row = relax.op.take(x, relax.const(i, "int64"), axis=rank - 2)
+                return bb.emit(relax.op.take(row, relax.const(j, "int64"), axis=rank - 2))
+
+            entries = {(i, j): element(i, j) for i in range(n) for j in range(n)}
+
+            def det(rows, cols):
+                if len(rows) == 1:
+                    return entries[(rows[0], cols[0])]
+                total = None
+                for k, col in enumerate(cols):
+                    term = relax.op.multiply(entries[(rows[0], col)],
+                                             det(rows[1:], cols[:k] + cols[k + 1:]))
+                    if total is None:
+                        total = term
+                    elif k % 2:
+                        total = relax.op.subtract(total, term)
+                    else:
+                        total = relax.op.add(total, term)
+                return bb.emit(total)
+
+            return det(list(range(n)), list(range(n)))
+
     from .spectral import dft_converter
 
-    return {"CumProd": CumProd, "LpNormalization": LpNormalization, "If": If,
+    return {"Det": Det, "CumProd": CumProd, "LpNormalization": LpNormalization, "If": If,
             "BitCast": BitCast, "QLinearMatMul": QLinearMatMul, "ConvInteger": ConvInteger,
             "DFT": dft_converter(), GUARD_OP: guard_converter()}
 

@@ -291,3 +291,12 @@ def test_out_of_range_bitshift_and_crd_space_to_depth_match_the_reference():
     out = _compiled(model, feed)
     for name, want in zip(["left", "right", "crd"], ReferenceEvaluator(model).run(None, feed)):
         np.testing.assert_array_equal(out[name], want, err_msg=name)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4])
+def test_det_matches_numpy(n):
+    model = _model([helper.make_node("Det", ["x"], ["y"])],
+                   [_vi("x", TensorProto.FLOAT, [2, n, n])], [_vi("y", TensorProto.FLOAT, [2])])
+    x = np.random.default_rng(n).standard_normal((2, n, n)).astype(np.float32)
+    np.testing.assert_allclose(_compiled(model, {"x": x})["y"], np.linalg.det(x), rtol=1e-4,
+                               atol=1e-5)
