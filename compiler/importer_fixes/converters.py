@@ -228,7 +228,7 @@ def replacements() -> dict:
     tvm_pow, tvm_onehot, tvm_resize = fe.Pow, fe.OneHot, fe.Resize
     tvm_nms, tvm_pad = fe.NonMaxSuppression, fe.Pad
     tvm_mod, tvm_max, tvm_min, tvm_split = fe.Mod, fe.ReduceMax, fe.ReduceMin, fe.Split
-    tvm_s2d = fe.SpaceToDepth
+    tvm_s2d, tvm_upsample = fe.SpaceToDepth, fe.Upsample
 
     class Pow(fe.OnnxOpConverter):
         """ONNX Pow takes base and exponent of different types (float32 ** int64, int32 **
@@ -571,6 +571,36 @@ def replacements() -> dict:
                                       relax.const(-1, dtype), fill)
             return relax.op.where(outside, fill, shifted)
 
+    class Upsample(fe.OnnxOpConverter):
+        """ONNX Upsample from opset 9 takes its scales as an input (TVM's converter reads the
+        opset-7 attribute only): a constant input (or a specialised graph input) becomes the
+        attribute. Cases: test_upsample_nearest."""
+
+        @classmethod
+        def _impl_v7(cls, bb, inputs, attr, params):
+            import tvm
+
+            from . import NotSupported
+
+            if "scales" not in attr and len(inputs) > 1 and inputs[1] is not None:
+                scales = fe.get_constant(inputs[1], params)
+                if not isinstance(scales, tvm.ir.GenericConst):
+                    raise NotSupported("Upsample's scales must be a constant; a run-time "
+                                       "tensor is not supported by anychip")
+                attr = {**attr, "scales": np.asarray(scales.value.numpy()).reshape(-1).tolist()}
+            scales = [float(v) for v in attr["scales"]]
+            dims = static_shape(inputs[0])
+            mode = attr.get("mode", b"nearest")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            if len(dims) != 4 or scales[:2] != [1.0, 1.0] or mode not in ("nearest", "linear"):
+                return tvm_upsample.get_converter(9)(bb, inputs[:1], attr, params)
+            size = [int(d * f) for d, f in zip(dims[2:], scales[2:])]
+            # ONNX's nearest Upsample reads input[floor(i / scale)]: asymmetric, floor
+            return relax.op.image.resize2d(
+                inputs[0], roi=None, size=relax.ShapeExpr(size), layout="NCHW",
+                method="nearest_neighbor" if mode == "nearest" else "linear",
+                coordinate_transformation_mode="asymmetric", rounding_method="floor")
+
     class SpaceToDepth(fe.OnnxOpConverter):
         """ONNX SpaceToDepth with mode CRD (opset 28; TVM's converter does DCR whatever the
         mode): the block offsets go after the channel, not before. Cases:
@@ -589,7 +619,7 @@ def replacements() -> dict:
             return relax.op.reshape(x, (n, c * size * size, h // size, w // size))
 
     return {"Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu,
-            "BitShift": BitShift, "SpaceToDepth": SpaceToDepth,
+            "BitShift": BitShift, "SpaceToDepth": SpaceToDepth, "Upsample": Upsample,
             "NonMaxSuppression": NonMaxSuppression, "Pad": Pad, "Dropout": Dropout, "Split": Split,
             "EyeLike": EyeLike, "Mod": Mod, "ReduceMax": reduce_extreme(tvm_max, True),
             "ReduceMin": reduce_extreme(tvm_min, False)}

@@ -300,3 +300,12 @@ def test_det_matches_numpy(n):
     x = np.random.default_rng(n).standard_normal((2, n, n)).astype(np.float32)
     np.testing.assert_allclose(_compiled(model, {"x": x})["y"], np.linalg.det(x), rtol=1e-4,
                                atol=1e-5)
+
+
+def test_upsample_takes_its_scales_as_an_input():
+    scales = helper.make_tensor("scales", TensorProto.FLOAT, [4], [1, 1, 2, 3])
+    model = _model([helper.make_node("Upsample", ["x", "scales"], ["y"], mode="nearest")],
+                   [_vi("x", TensorProto.FLOAT, [1, 1, 2, 3])],
+                   [_vi("y", TensorProto.FLOAT, [1, 1, 4, 9])], opset=9, inits=[scales])
+    x = np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)
+    np.testing.assert_array_equal(_compiled(model, {"x": x})["y"], _ort(model, {"x": x})[0])
