@@ -1,10 +1,11 @@
 """The built-in model zoo: `zoo:NAME` anywhere a model is accepted.
 
-    anychip.models.names()          -> ['mlp', 'resnet18', 'bert', 'resnet50', ...]
+    anychip.models.names()          -> ['mlp', 'resnet18', 'bert', 'gpt2', 'llama', 'vit', ...]
     anychip.models.build("bert")    -> ZooModel(name, proto, description, input_ranges, ...)
 
 Everything is built here from code and the onnx package's own test files: no downloads. Torch
-models (mlp, resnet18, bert) are defined in this package and exported with the dynamo
+models (mlp, resnet18, and the transformers bert, gpt2, llama and vit) are defined in this
+package from configurations with seeded random weights and exported with the dynamo
 exporter; the others are the real architectures that onnx ships under
 onnx/backend/test/data/light, with their constant placeholder weights replaced by seeded random
 ones (models/onnx_light.py). Every model has static shapes, passes the full ONNX checker, and
@@ -24,7 +25,8 @@ from anychip.compiler.errors import AnychipError
 
 from . import cache, calibration, onnx_light
 
-_TORCH = {"mlp": "mlp", "resnet18": "resnet", "bert": "bert"}   # zoo name -> module here
+_TORCH = {"mlp": "mlp", "resnet18": "resnet", "bert": "bert", "gpt2": "gpt2", "llama": "llama",
+          "vit": "vit"}                                # zoo name -> module here
 
 
 @dataclass

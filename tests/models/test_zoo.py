@@ -18,7 +18,7 @@ from anychip import models
 from anychip.compiler.errors import AnychipError
 from anychip.models import onnx_light
 
-TORCH = ["mlp", "resnet18", "bert"]
+TORCH = ["mlp", "resnet18", "bert", "gpt2", "llama", "vit"]
 LIGHT = ["resnet50", "densenet121", "inception_v1", "inception_v2", "squeezenet", "shufflenet",
          "vgg19", "bvlc_alexnet", "zfnet512"]
 CHEAP = ["mlp", "bert", "squeezenet", "shufflenet", "inception_v1"]  # rebuilt uncached in seconds
@@ -159,6 +159,20 @@ def test_torch_models_match_their_module(zoo):
         want = module(*zoo.example_inputs).numpy()
     got = _session(zoo.proto).run(None, feed)[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_decoders_are_causal(name):
+    """Changing token 64 leaves the logits of tokens 0..63 as they were and changes the rest
+    (the -1e4 mask gives exactly zero attention to later tokens)."""
+    model = models.build(name)
+    session = _session(model.proto)
+    feed = _inputs(model, 3)
+    changed = {"input_ids": feed["input_ids"].copy()}
+    changed["input_ids"][0, 64] = (changed["input_ids"][0, 64] + 1) % 8192
+    before, after = session.run(None, feed)[0], session.run(None, changed)[0]
+    np.testing.assert_allclose(after[:, :64], before[:, :64], rtol=0, atol=1e-6)
+    assert np.abs(after[:, 64:] - before[:, 64:]).max(axis=-1).min() > 1e-3
 
 
 def _light(name: str) -> models.ZooModel:

@@ -1,6 +1,6 @@
 """Zoo models through every GPU profile (families cuda and gpu), compile only.
 
-The whole matrix (12 zoo models on 13 profiles with nvcc/ld.lld/PoCL checks) takes about an
+The whole matrix (15 zoo models on 13 profiles with nvcc/ld.lld/PoCL checks) takes about an
 hour on 2 cores, so by default zoo:mlp is compiled for every profile and each other zoo model
 for one profile, taking the profiles in turn, cheapest models first (seconds measured on
 2 cores, below); once BUDGET_S seconds are spent the rest skip, saying so.
@@ -23,9 +23,9 @@ TARGETS = sorted(n for n, p in profiles().items() if p.family in ("cuda", "gpu")
 FULL = os.environ.get("ANYCHIP_GPU_SWEEP") == "full"
 BUDGET_S = 240.0
 # Compile seconds measured here (one profile each, idle machine); unknown models go first.
-MEASURED_S = {"mlp": 3, "squeezenet": 11, "bert": 15, "resnet18": 15, "bvlc_alexnet": 15,
-              "zfnet512": 18, "vgg19": 23, "resnet50": 29, "shufflenet": 32, "inception_v1": 41,
-              "inception_v2": 65, "densenet121": 94}
+MEASURED_S = {"mlp": 3, "squeezenet": 11, "llama": 11, "gpt2": 12, "vit": 12, "bert": 15,
+              "resnet18": 15, "bvlc_alexnet": 15, "zfnet512": 18, "vgg19": 23, "resnet50": 29,
+              "shufflenet": 32, "inception_v1": 41, "inception_v2": 65, "densenet121": 94}
 _spent = [0.0]
 
 
