@@ -145,8 +145,12 @@ class Artifact:
         ordered = order_inputs(specs, feed, f"{self.path.name}")
         if self._runner is None:
             self._runner = self._backend().runner(self)
-        results = self._runner.run(ordered)
-        return {spec.name: value for spec, value in zip(self.outputs, results)}
+        # low-bit tensors (float8, int4...) travel as their uint8 storage (importer_fixes/lowbit.py)
+        from .importer_fixes.lowbit import from_storage, to_storage
+
+        results = self._runner.run([to_storage(a) for a in ordered])
+        return {spec.name: from_storage(value, spec.dtype)
+                for spec, value in zip(self.outputs, results)}
 
     def save(self, dest: str | Path, force: bool = False) -> "Artifact":
         from .atomic import publish_dir

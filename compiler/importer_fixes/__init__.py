@@ -4,7 +4,9 @@
 a ModelSource whose `proto` is a prepared copy (the caller's model is never edited), after,
 in this order:
 
-1. refusing element types no target compiles (NotSupported, reported as unsupported);
+1. carrying low-bit element types (float8, float4, int4, int2) as uint8 storage with exact
+   encode/decode (lowbit.py); refusing element types no target compiles (NotSupported,
+   reported as unsupported);
 2. inlining model-local functions (onnx's inliner);
 3. expanding operators TVM cannot import into their ONNX function bodies (half-precision
    Attention computed in float32 first);
@@ -54,6 +56,9 @@ def prepare_for_tvm(source):
     converters.register()
     proto = copy.deepcopy(source.proto)
     applied: list[str] = []
+    from . import lowbit
+    if lowbit.uses_lowbit(proto):   # low-bit types as uint8 storage (lowbit.py)
+        applied.append(f"emulate_lowbit({', '.join(sorted(set(lowbit.emulate_lowbit(proto))))})")
     bad = onnx_level.uncompilable_type(proto)
     if bad:
         raise NotSupported(f"{source.label}: {bad}; this element type is not supported by "
@@ -94,7 +99,9 @@ def prepare_for_tvm(source):
         applied.append("fold_shape_computations")
     extra = dict(source.extra)
     extra["importer_fixes"] = applied
-    return dataclasses.replace(source, proto=proto, extra=extra)
+    return dataclasses.replace(source, proto=proto, extra=extra,
+                               inputs=lowbit.storage_specs(source.inputs),
+                               outputs=lowbit.storage_specs(source.outputs))
 
 
 def _known_ops() -> set[str]:
