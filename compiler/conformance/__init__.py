@@ -21,6 +21,7 @@ from .pool import DEFAULT_TIMEOUT_S, run_cases
 from .report import TargetReport
 
 ORT = "ort"
+DEFAULT_NPU_MODE = "must_keep_origin_dtype"
 
 
 def how_target_runs(target: str) -> str:
@@ -41,7 +42,8 @@ def run_conformance(target: str, ops: list[str] | None = None, names: list[str] 
                     limit: int | None = None, jobs: int = 2,
                     timeout: float = DEFAULT_TIMEOUT_S,
                     progress: Callable[[Result, int, int], None] | None = None,
-                    selected: list[case_store.Case] | None = None) -> TargetReport:
+                    selected: list[case_store.Case] | None = None,
+                    precision_mode: str | None = None) -> TargetReport:
     """Run the node suite (or a selection) on `target` ('ort' for ONNX Runtime)."""
     import onnx
 
@@ -49,8 +51,33 @@ def run_conformance(target: str, ops: list[str] | None = None, names: list[str] 
     if selected is None:
         selected = case_store.select(case_store.collect(), ops, names, limit)
     start = time.perf_counter()
-    results = run_cases(selected, target, jobs=jobs, timeout=timeout, progress=progress)
-    return TargetReport(target, how, onnx.__version__, results, time.perf_counter() - start)
+    mode = conformance_precision_mode(target, precision_mode)
+    results = run_cases(selected, target, jobs=jobs, timeout=timeout, progress=progress,
+                        options={"precision_mode": mode} if mode else {})
+    report = TargetReport(target, how, onnx.__version__, results, time.perf_counter() - start)
+    if mode:
+        report.extra["precision_mode"] = mode
+    return report
+
+
+def conformance_precision_mode(target: str, given: str | None) -> str | None:
+    """The precision mode an npu target runs the suite in; None for other families.
+
+    The suite checks operator semantics against each case's own (float32-level) tolerances, so
+    by default an npu target keeps the model's dtypes (ATC's must_keep_origin_dtype) and the
+    suite measures what the backend implements, not how float16 rounds; `anychip verify` and
+    `anychip matrix` measure the default force_fp16 numerics on real models.
+    """
+    if target == ORT:
+        return None
+    from ..registry import get_profile
+
+    if get_profile(target).family != "npu":
+        if given:
+            raise AnychipError(f"--precision-mode applies to npu targets (ascend-*), not "
+                               f"'{target}'.")
+        return None
+    return given or DEFAULT_NPU_MODE
 
 
 __all__ = ["run_conformance", "TargetReport", "Result", "ORT", "PASSED", "FAILED",

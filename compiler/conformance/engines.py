@@ -117,8 +117,9 @@ def _array(value):
     return np.asarray(value)
 
 
-def run_anychip(case: Case, target: str) -> Result:
-    """load_model -> compile_source -> Artifact.run, exactly as a user's model goes."""
+def run_anychip(case: Case, target: str, precision_mode: str | None = None) -> Result:
+    """load_model -> compile_source -> Artifact.run, exactly as a user's model goes
+    (`precision_mode`: ATC's mode for npu targets, as `--precision-mode` gives it)."""
     import onnx
 
     from ..backend import CompileOptions
@@ -136,7 +137,8 @@ def run_anychip(case: Case, target: str) -> Result:
         feed = {vi.name: _array(v) for vi, v in zip(model.graph.input, case.inputs)}
         result.notes = specialise_for(source, feed)
         stage = "compile"
-        artifact = compile_source(source, target, CompileOptions())
+        extra = {"precision_mode": precision_mode} if precision_mode else {}
+        artifact = compile_source(source, target, CompileOptions(extra=extra))
         if not artifact.execution().can_run:
             result.status = COMPILED
             result.reason = f"compiled only: {artifact.execution().why}"
@@ -195,6 +197,6 @@ def run_ort(case: Case) -> Result:
     return result
 
 
-def run_case(case: Case, engine: str) -> Result:
+def run_case(case: Case, engine: str, precision_mode: str | None = None) -> Result:
     """engine: 'ort', or an anychip target name."""
-    return run_ort(case) if engine == "ort" else run_anychip(case, engine)
+    return run_ort(case) if engine == "ort" else run_anychip(case, engine, precision_mode)

@@ -36,7 +36,7 @@ def _load_runner(spec: str) -> Callable:
     return getattr(importlib.import_module(module), name)
 
 
-def _worker_main(conn, cases_path: str, engine: str, runner: str) -> None:
+def _worker_main(conn, cases_path: str, engine: str, runner: str, options: dict) -> None:
     """Worker loop: read a case name, run it, send back its result as a dict."""
     import warnings
 
@@ -55,7 +55,7 @@ def _worker_main(conn, cases_path: str, engine: str, runner: str) -> None:
             return
         if name is None:
             return
-        conn.send(run_case(store[name], engine).as_dict())
+        conn.send(run_case(store[name], engine, **options).as_dict())
 
 
 def _silence_native_output() -> None:
@@ -88,10 +88,11 @@ def _warm_up(engine: str) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx, cases_path: Path, engine: str, runner: str):
+    def __init__(self, ctx, cases_path: Path, engine: str, runner: str, options: dict):
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main,
-                                args=(child, str(cases_path), engine, runner), daemon=True)
+                                args=(child, str(cases_path), engine, runner, options),
+                                daemon=True)
         self.proc.start()
         child.close()
         self.done = 0
@@ -145,10 +146,12 @@ class _Worker:
 def run_cases(selected: list[Case], engine: str, jobs: int = 2,
               timeout: float = DEFAULT_TIMEOUT_S, recycle: int = 150,
               progress: Callable[[Result, int, int], None] | None = None,
-              runner: str = RUNNER) -> list[Result]:
+              runner: str = RUNNER, options: dict | None = None) -> list[Result]:
     """Run `selected` on `engine` ('ort' or a target name) in `jobs` workers; results in order.
-    `runner` ("module:function", called as f(case, engine) -> Result) is what a worker runs;
-    tests name a stand-in to prove the isolation."""
+    `runner` ("module:function", called as f(case, engine, **options) -> Result) is what a
+    worker runs; tests name a stand-in to prove the isolation. `options` are keyword arguments
+    for the runner (e.g. precision_mode)."""
+    options = dict(options or {})
     if not selected:
         return []
     ctx = mp.get_context("spawn")
@@ -174,7 +177,7 @@ def run_cases(selected: list[Case], engine: str, jobs: int = 2,
                 if worker is None or not worker.alive() or worker.done >= recycle:
                     if worker is not None:
                         worker.stop()
-                    worker = _Worker(ctx, path, engine, runner)
+                    worker = _Worker(ctx, path, engine, runner, options)
                     if not worker.wait_ready():
                         worker.kill()
                         worker = None

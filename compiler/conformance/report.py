@@ -41,7 +41,7 @@ class TargetReport:
              "unsupported": self.count(UNSUPPORTED), "compiled": self.count(COMPILED),
              "pass_rate": round(self.rate(PASSED), 4),
              "passed_with_specialised_inputs": self.specialised,
-             "wall_s": round(self.wall_s, 1)}
+             "wall_s": round(self.wall_s, 1), **self.extra}
         if self.expectation is not None:
             d["expected"] = self.expectation.as_dict()
         if with_cases:
@@ -52,7 +52,9 @@ class TargetReport:
     def summary(self) -> str:
         good = self.count(COMPILED) if self.how == "compiled only" else self.count(PASSED)
         word = "compiled" if self.how == "compiled only" else "passed"
-        line = (f"{self.target} ({self.how}): {good}/{self.total} {word} "
+        how = self.how + (f", {self.extra['precision_mode']}" if "precision_mode" in self.extra
+                          else "")
+        line = (f"{self.target} ({how}): {good}/{self.total} {word} "
                 f"({100 * good / max(self.total, 1):.1f}%), {self.count(FAILED)} failed, "
                 f"{self.count(UNSUPPORTED)} unsupported")
         if self.specialised:
