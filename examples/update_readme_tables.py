@@ -45,7 +45,8 @@ def conformance_table(targets: str, jobs: int, saved: str | None = None) -> str:
     rows = ["| target | how it ran | cases | passed | failed | unsupported | pass rate |",
             "|---|---|---|---|---|---|---|"]
     for r in reports:
-        rows.append(f"| {r['target']} | {r['how']} | {r['total']} | {r['passed']} | "
+        how = r["how"] + (f", {r['precision_mode']}" if r.get("precision_mode") else "")
+        rows.append(f"| {r['target']} | {how} | {r['total']} | {r['passed']} | "
                     f"{r['failed']} | {r['unsupported']} | {100 * r['pass_rate']:.1f}% |")
     onnx_version = reports[0].get("onnx", "?")
     return "\n".join(rows) + (f"\n\nONNX {onnx_version} node test cases, each with its own "
@@ -76,11 +77,11 @@ def _stamp() -> str:
 
 
 def replace_region(text: str, name: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(\n<!-- {name}:end -->)", re.S)
+    pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
         raise SystemExit(f"{README}: markers <!-- {name}:begin --> / <!-- {name}:end --> "
                          f"are missing; add them where the table belongs.")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
 
 
 def main() -> None:
