@@ -72,6 +72,10 @@ REDUCTIONS = ("relax.nn.softmax", "relax.nn.log_softmax", "relax.nn.layer_norm",
               "relax.nn.group_norm", "relax.nn.instance_norm", "relax.nn.rms_norm",
               "relax.mean", "relax.sum", "relax.variance", "relax.prod", "relax.nn.avg_pool2d",
               "relax.nn.adaptive_avg_pool2d", "relax.nn.avg_pool1d", "relax.nn.avg_pool3d")
+# Elementwise math that TVM's LLVM codegen has no float16 lowering for ("unknown intrinsic
+# tirx.acos"): computed in float32 and rounded once, as a float16 vector kernel built from
+# float32 arithmetic would be (an assumption about CANN's kernels, like the reductions').
+WIDENED_MATH = ("relax.acos", "relax.asin", "relax.atan", "relax.cosh", "relax.sinh")
 
 
 def _dtype(expr) -> str | None:
@@ -90,12 +94,13 @@ def _shape(expr) -> tuple[int, ...] | None:
 
 
 def fp32_reductions(mod):
-    """Phase 3: float16/bfloat16 reductions compute in float32 and cast the result back."""
+    """Phase 3: float16/bfloat16 reductions (and WIDENED_MATH) compute in float32 and cast the
+    result back."""
     import tvm
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    ops = {tvm.ir.Op.get(name) for name in REDUCTIONS}
+    ops = {tvm.ir.Op.get(name) for name in REDUCTIONS + WIDENED_MATH}
 
     @mutator
     class _Fp32Reductions(PyExprMutator):
