@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
@@ -188,14 +189,14 @@ class TorchCpuLibrary:
             tvm_ffi.register_global_func(PREFIX + name, func, override=True)
         self._registered = True
 
-    def _packed_weight(self, spec: dict, weight, input_shape, conv_args):
+    def _packed_weight(self, plan: "_ConvPlan", weight, input_shape):
         import torch
 
-        key = (spec["w"], *map(tuple, conv_args[:3]), conv_args[3], tuple(input_shape))
+        key = (plan.weight_digest, plan.args, tuple(input_shape))
         packed = self._packed.get(key)
         if packed is None:
             packed = torch.ops.mkldnn._reorder_convolution_weight(
-                weight.contiguous(), *conv_args, list(input_shape))
+                weight.contiguous(), *plan.args, list(input_shape))
             self._packed[key] = packed
             if len(self._packed) > _PACKED_CACHE_ENTRIES:
                 self._packed.popitem(last=False)
@@ -204,29 +205,47 @@ class TorchCpuLibrary:
         return packed
 
     def _conv2d(self, *args):
+        """Runs once per convolution per inference: everything derivable from the spec is
+        parsed once (`_conv_plan`), so the per-call Python work is a few DLPack views."""
         import torch
 
-        spec = parse_spec(str(args[-1]))
-        epilogue = _steps(spec["e"])
+        plan = _conv_plan(str(args[-1]))
         x, weight, *rest = (torch.from_dlpack(t) for t in args[:-1])
-        rest = iter(rest)
-        bias = next(rest) if "bias" in epilogue else None
-        residual = next(rest) if "residual" in epilogue else None
-        nhwc = spec["layout"] == "NHWC"
-        if nhwc:  # NCHW-shaped views with channels-last strides: oneDNN's native format
+        bias = rest[0] if plan.has_bias else None
+        residual = rest[-1] if plan.has_residual else None
+        if plan.nhwc:  # NCHW-shaped views with channels-last strides: oneDNN's native format
             x = x.permute(0, 3, 1, 2)
             residual = residual.permute(0, 3, 1, 2) if residual is not None else None
-        conv_args = (_ints(spec["p"]), _ints(spec["s"]), _ints(spec["d"]), int(spec["g"]))
-        if spec["w"]:
-            weight = self._packed_weight(spec, weight, x.shape, conv_args)
-        act = epilogue[-1] if epilogue and epilogue[-1] in ACTIVATIONS else None
+        if plan.weight_digest:
+            weight = self._packed_weight(plan, weight, x.shape)
         if residual is not None:
             y = torch.ops.mkldnn._convolution_pointwise.binary(
-                x, residual, weight, bias, *conv_args, "add", None, act, [], "")
+                x, residual, weight, bias, *plan.args, "add", None, plan.activation, [], "")
         else:
-            y = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *conv_args,
-                                                        act or "none", [], "")
-        return _compact(y.permute(0, 2, 3, 1) if nhwc else y)
+            y = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *plan.args,
+                                                        plan.activation or "none", [], "")
+        return _compact(y.permute(0, 2, 3, 1) if plan.nhwc else y)
+
+
+class _ConvPlan(NamedTuple):
+    nhwc: bool
+    args: tuple          # (padding, stride, dilation, groups) as oneDNN takes them
+    activation: str | None
+    has_bias: bool
+    has_residual: bool
+    weight_digest: str   # "" when the weight is not a compile-time constant
+
+
+@functools.lru_cache(maxsize=4096)
+def _conv_plan(text: str) -> _ConvPlan:
+    spec = parse_spec(text)
+    epilogue = _steps(spec["e"])
+    act = epilogue[-1] if epilogue and epilogue[-1] in ACTIVATIONS else None
+    return _ConvPlan(nhwc=spec["layout"] == "NHWC",
+                     args=(tuple(_ints(spec["p"])), tuple(_ints(spec["s"])),
+                           tuple(_ints(spec["d"])), int(spec["g"])),
+                     activation=act, has_bias="bias" in epilogue,
+                     has_residual="residual" in epilogue, weight_digest=spec["w"])
 
 
 def _compact(tensor):

@@ -23,7 +23,8 @@ from anychip.compiler.profiles import Profile
 
 from . import atc, cost
 from .chip import CHIP_SCHEMA, Chip
-from .placement import place_nodes, precision_used, resolve_precision_mode, summary
+from .placement import (NodePlacement, place_nodes, precision_used, resolve_precision_mode,
+                        summary)
 
 REPORT_ATTR = "anychip_npu_report"
 SIMULATOR = "functional simulator on the host CPU (TVM LLVM, with the cube's numerics)"
@@ -72,6 +73,7 @@ class NpuBackend(OptionalBackendHooks):
 
         from .lowering import (CubeLowering, fp32_reductions, graph_passes, import_simulated,
                                requested_tile)
+        from .fusion import fuse_channel_affine
         from .precision import simulated_model
 
         chip = Chip.of(profile)
@@ -90,8 +92,11 @@ class NpuBackend(OptionalBackendHooks):
         label = model.graph.name or "model"
         mode = resolve_precision_mode(chip, options.extra, options.precision,
                                       bool(options.extra.get("training", False)))
+        model, fused = fuse_channel_affine(model)     # as ATC does, before any dtype change
         placements = place_nodes(model, chip, mode)
         simulated = simulated_model(model, placements, label)
+        absorbed = [NodePlacement(f.name, f.op_type, "fused", f.reason, None, None)
+                    for f in fused]
         mod = import_simulated(simulated, label, options.extra.get("onnx_specialise"))
         cube = CubeLowering(chip, requested_tile(options.extra))
         with self.target(profile):
@@ -103,7 +108,8 @@ class NpuBackend(OptionalBackendHooks):
         report = {
             "precision_mode": mode,
             "precision": precision_used(mode, placements),
-            "placement": {**summary(placements), "nodes": [p.as_dict() for p in placements]},
+            "placement": {**summary(placements + absorbed),
+                          "nodes": [p.as_dict() for p in placements + absorbed]},
             "cube_kernels": cube.kernels,
             "assumptions": ASSUMPTIONS,
         }
@@ -113,6 +119,7 @@ class NpuBackend(OptionalBackendHooks):
     def build(self, mod, profile: Profile, options: CompileOptions) -> BuildResult:
         from tvm import relax
 
+        from .fusion import fuse_channel_affine
         from .lowering import requested_tile
         from .vector import pipeline
 
@@ -127,7 +134,9 @@ class NpuBackend(OptionalBackendHooks):
         report["vector_kernels"] = vector_kernels
         model = options.extra.get("onnx_model")
         report["simulator"] = SIMULATOR
-        report["estimate"] = cost.estimate(model, chip, report, requested_tile(options.extra))
+        fused_model = fuse_channel_affine(model)[0] if model is not None else None
+        report["estimate"] = cost.estimate(fused_model, chip, report,
+                                           requested_tile(options.extra))
         device_sources, report["atc"] = atc.device_files(model, chip, profile, report)
         return BuildResult(executable=executable, precision=report.get("precision", "fp16"),
                            device_sources=device_sources, report=report,

@@ -46,7 +46,7 @@ class NodePlacement:
 
     name: str
     op_type: str
-    unit: str          # "cube" | "vector" | "host" | "folded"
+    unit: str          # "cube" | "vector" | "host" | "folded" | "fused"
     reason: str
     dtype_in: str | None
     dtype: str | None
