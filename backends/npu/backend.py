@@ -33,6 +33,10 @@ ASSUMPTIONS = [
     "(hardware.md §1.1)",
     "vector reductions (softmax, layer norm, mean, sum, average pooling) over float16 "
     "accumulate in float32 and round the result [U]",
+    "a constant bias after a float16 conv2d/matmul is added to the float32 accumulator "
+    "before the one rounding (bias as L0C's initial value / 910B's bias table) [U]",
+    "Conv+BatchNorm and per-channel Scale (Mul/Add by constants) are folded in float32 before "
+    "float16 conversion, as ATC's fusion passes do",
     "LRN in float16 is computed in float32 on float16-rounded inputs (TVM's converter takes "
     "float32 only)",
 ]
@@ -71,8 +75,8 @@ class NpuBackend(OptionalBackendHooks):
 
         from anychip.backends.cpu import passes
 
-        from .lowering import (CubeLowering, fp32_reductions, graph_passes, import_simulated,
-                               requested_tile)
+        from .lowering import (CubeLowering, cube_bias_in_fp32, fp32_reductions,
+                               graph_passes, import_simulated, requested_tile)
         from .fusion import fuse_channel_affine
         from .precision import simulated_model
 
@@ -102,6 +106,7 @@ class NpuBackend(OptionalBackendHooks):
         with self.target(profile):
             mod = graph_passes(mod)
             mod = fp32_reductions(mod)
+            mod = cube_bias_in_fp32(mod)
             mod = cube(mod)
             mod = passes.fold_constants(mod)       # weight layouts for the cube, at compile time
             mod = relax.transform.DeadCodeElimination()(mod)

@@ -120,6 +120,66 @@ def fp32_reductions(mod):
     return out
 
 
+def cube_bias_in_fp32(mod):
+    """Phase 3b: a float16/bfloat16 conv2d or matmul followed by the add of a constant bias
+    keeps its float32 accumulator for the add and rounds once, as the cube does when the bias
+    is the accumulator's initial value (L0C / 910B's bias table) instead of a vector add on
+    the rounded result."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    cube_ops = {tvm.ir.Op.get("relax.nn.conv2d"), tvm.ir.Op.get("relax.matmul")}
+    add = tvm.ir.Op.get("relax.add")
+    const = tvm.ir.expr.GenericConst
+
+    @mutator
+    class _BiasInFp32(PyExprMutator):
+        def __init__(self, mod, uses):
+            super().__init__(mod)
+            self.uses = uses
+
+        def _bound(self, expr):
+            while isinstance(expr, relax.Var):
+                value = self.lookup_binding(expr)
+                if value is None:
+                    return None
+                expr = value
+            return expr
+
+        def visit_call_(self, call):  # noqa: N802
+            call = self.visit_expr_post_order(call)
+            low = _dtype(call)
+            if call.op != add or low not in ("float16", "bfloat16") or len(call.args) != 2:
+                return call
+            lhs, bias = call.args
+            if not isinstance(bias, const):
+                lhs, bias = bias, lhs
+            acc = self._bound(lhs) if isinstance(lhs, relax.Var) and \
+                self.uses.get(lhs, 0) == 1 else None
+            if not isinstance(bias, const) or not isinstance(acc, relax.Call) or \
+                    acc.op not in cube_ops or _dtype(acc) != low or \
+                    _shape(bias) is None or _shape(call) != _shape(acc):
+                return call
+            if acc.op.name == "relax.nn.conv2d":
+                a = acc.attrs
+                wide = relax.op.nn.conv2d(acc.args[0], acc.args[1], a.strides, a.padding,
+                                          a.dilation, a.groups, a.data_layout, a.kernel_layout,
+                                          a.out_layout, "float32")
+            else:
+                wide = relax.op.matmul(acc.args[0], acc.args[1], "float32")
+            total = relax.op.add(self.builder_.normalize(wide), relax.op.astype(bias, "float32"))
+            return relax.op.astype(self.builder_.normalize(total), low)
+
+    from anychip.backends.cpu.passes import _use_counts
+
+    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    for gvar, func in list(out.functions.items()):
+        if isinstance(func, relax.Function):
+            out[gvar] = _BiasInFp32(out, _use_counts(func)).visit_expr(func)
+    return relax.transform.DeadCodeElimination()(out)
+
+
 class CubeLowering:
     """Phase 4: matmul and conv2d -> call_tir of cube kernels; records one plan per kernel."""
 

@@ -111,3 +111,20 @@ def test_report_lists_absorbed_nodes_and_fp16_error_falls(tmp_path):
     assert compare(got, want, tolerance_for("fp16", np.float32)).passed
     assert not np.array_equal(got, want)        # it did compute in float16
     json.dumps(art.report)                      # still plain JSON
+
+
+def test_conv_bias_is_added_to_the_fp32_accumulator_before_rounding():
+    """After the fusion the conv carries the bias; under force_fp16 the cube keeps its float32
+    accumulator for that add and rounds once (one float16 rounding fewer per conv)."""
+    from anychip.backends.npu.chip import Chip
+    from anychip.backends.npu.lowering import cube_bias_in_fp32, graph_passes, import_simulated
+    from anychip.backends.npu.placement import place_nodes
+    from anychip.backends.npu.precision import simulated_model
+    from anychip.compiler.registry import get_profile
+
+    model, _ = fuse_channel_affine(conv_bn_scale_model())
+    places = place_nodes(model, Chip.of(get_profile("ascend-910b")), "force_fp16")
+    mod = graph_passes(import_simulated(simulated_model(model, places), "m"))
+    before, after = mod.script(), cube_bias_in_fp32(mod).script()
+    assert 'out_dtype="float32"' not in before
+    assert 'out_dtype="float32"' in after and after.count("R.nn.conv2d") == 1
