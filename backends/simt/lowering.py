@@ -59,23 +59,30 @@ def library_dispatch_passes(chip: GpuChip, use_cublas: bool) -> list:
     return passes
 
 
-def legalize_passes() -> list:
-    """Legalize, fuse, and give every kernel a GPU schedule (Fallback catches the rest)."""
-    import tvm
+def legalize_passes(schedule: bool = True) -> list:
+    """Legalize, fuse, and give every kernel a GPU schedule (Fallback catches the rest);
+    `schedule=False` stops before scheduling (the kernels as plain loops, which the host can
+    build: the reference for executing the scheduled ones, backends/gpu/kernel_run.py)."""
     from tvm import relax
-    from tvm.s_tir import dlight as dl
 
-    return [
+    fuse = [
         relax.transform.DecomposeOpsForInference(),
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
-        dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
-                                dl.gpu.GeneralReduction(), dl.gpu.Fallback()),
-        tvm.relax.transform.DeadCodeElimination(),
     ]
+    return fuse + schedule_passes() if schedule else fuse
+
+
+def schedule_passes() -> list:
+    import tvm
+    from tvm.s_tir import dlight as dl
+
+    return [dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                    dl.gpu.GeneralReduction(), dl.gpu.Fallback()),
+            tvm.relax.transform.DeadCodeElimination()]
 
 
 def build_passes() -> list:

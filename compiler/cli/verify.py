@@ -17,11 +17,32 @@ def add_parser(sub) -> None:
     p.add_argument("--rtol", type=float, help="override the tolerance table's rtol")
     p.add_argument("--atol", type=float, help="override the tolerance table's atol")
     p.add_argument("--precision-mode", help="NPU precision mode (see 'anychip compile --help')")
+    p.add_argument("--kernels", action="store_true",
+                   help="OpenCL-dialect targets (e.g. biren-br104): execute each generated "
+                        "kernel on this machine's OpenCL device (PoCL) and compare it with the "
+                        "same kernel built for the host; the whole model does not run")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
 
+def run_kernels(args) -> int:
+    from anychip.backends.gpu.kernel_run import run_kernels as execute
+
+    reports = [execute(args.model, name, precision=args.precision,
+                       shapes=parse_shapes(args.shape))
+               for name in args.target.split(",")]
+    for report in reports:
+        print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
+        if not args.json:
+            for k in report.kernels:
+                if k.status != "passed":
+                    print(f"  {k.status}: {k.function}: {k.detail}")
+    return 0 if all(r.passed for r in reports) else 1
+
+
 def run(args) -> int:
+    if args.kernels:
+        return run_kernels(args)
     names = expand_targets(args.target)
     if not names:
         raise AnychipError("no target can execute or simulate here; see 'anychip targets'.")

@@ -38,7 +38,7 @@ def test_light_cnn_matches_onnxruntime_on_310p():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["resnet18", "squeezenet", "bert", "shufflenet",
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "squeezenet", "bert", "shufflenet",
                                   "inception_v1"])
 def test_zoo_matches_onnxruntime(name, npu_target):
     _check(anychip.verify(f"zoo:{name}", target=npu_target))

@@ -1,0 +1,63 @@
+"""OpenCL kernels executed for real on this machine's OpenCL device (PoCL), one by one, against
+the same functions built for the host; a wrong launch must fail the check."""
+
+from __future__ import annotations
+
+import pytest
+
+from anychip.backends.gpu import kernel_run
+from anychip.compiler.cli.main import main as cli
+from anychip.compiler.errors import AnychipError
+from anychip.compiler.registry import profiles
+
+OPENCL_PROFILES = sorted(name for name, p in profiles().items()
+                         if p.family == "gpu" and p.chip.get("dialect") == "opencl")
+
+
+def _need_device() -> None:
+    cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed")
+    if not [d for p in cl.get_platforms() for d in p.get_devices()]:
+        pytest.skip("no OpenCL device here (Debian: apt-get install pocl-opencl-icd)")
+
+
+@pytest.mark.parametrize("target", OPENCL_PROFILES)
+@pytest.mark.parametrize("model", ["zoo:mlp", "zoo:squeezenet"])
+def test_every_kernel_runs_on_the_opencl_device_and_matches(model, target):
+    _need_device()
+    report = kernel_run.run_kernels(model, target)
+    counts = report.counts()
+    assert report.passed, report.summary()
+    assert counts["passed"] >= 3 and counts["failed"] == 0
+    assert report.how.startswith("executed")
+    ran = [k for k in report.kernels if k.status == "passed"]
+    assert all(k.block and k.grid and k.max_abs < 1e-3 for k in ran)
+
+
+def test_a_wrong_launch_is_caught(monkeypatch):
+    """Half the threads in x: the kernel leaves part of its output unwritten, and the
+    comparison with the host build must say so."""
+    _need_device()
+    real = kernel_run._device_kernels
+
+    def half_the_threads(*args):
+        kernels = real(*args)
+        return [(name, params, {**extents, "threadIdx.x": str(max(1, int(extents.get(
+            "threadIdx.x", "1")) // 2))}, source) for name, params, extents, source in kernels]
+
+    monkeypatch.setattr(kernel_run, "_device_kernels", half_the_threads)
+    report = kernel_run.run_kernels("zoo:mlp", OPENCL_PROFILES[0])
+    assert not report.passed
+    assert report.counts()["failed"] >= 1
+    assert any("outside" in k.detail for k in report.kernels if k.status == "failed")
+
+
+def test_cli_kernels_flag(capsys):
+    _need_device()
+    assert cli(["verify", "zoo:mlp", "--target", OPENCL_PROFILES[0], "--kernels"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and "executed on" in out and "whole model did not run" in out
+
+
+def test_non_opencl_targets_are_refused():
+    with pytest.raises(AnychipError, match="does not emit OpenCL C"):
+        kernel_run.run_kernels("zoo:mlp", "hygon-k100")
