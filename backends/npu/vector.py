@@ -98,7 +98,9 @@ def schedule_rules(chip: Chip, log: list) -> list:
 
 
 def pipeline(target, chip: Chip, log: list):
-    """TVM's cpu_generic phases with the vector schedules after fusion."""
+    """TVM's cpu_generic phases with the vector schedules after fusion. The dispatch phase
+    (DispatchSortScan, DispatchSampling) is kept: it is what lowers cumsum, cumprod, sort and
+    top-k, which LegalizeOps leaves alone."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.s_tir.dlight import ApplyDefaultSchedule
@@ -106,7 +108,7 @@ def pipeline(target, chip: Chip, log: list):
     @tvm.transform.module_pass(opt_level=0, name="AnychipNpuSimulatorPipeline")
     def _pipeline(mod, _ctx):
         with target:
-            passes = (cpu.legalize_passes(target)
+            passes = (cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
                       + [ApplyDefaultSchedule(*schedule_rules(chip, log))]
                       + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)

@@ -49,3 +49,27 @@ def test_zoo_matches_onnxruntime(name, npu_target):
 def test_resnet18_in_other_modes(mode, npu_target):
     report = anychip.verify("zoo:resnet18", target=npu_target, precision_mode=mode)
     _check(report, "mixed" if mode == "allow_mix_precision" else "fp16")
+
+
+def _scan_topk_model():
+    """cumsum along axis 1, reversed and exclusive, then the top 3 of each row."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("CumSum", ["x", "axis"], ["c"], exclusive=1, reverse=1),
+             helper.make_node("TopK", ["c", "k"], ["v", "i"], axis=-1)]
+    graph = helper.make_graph(
+        nodes, "scan_topk", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 16])],
+        [helper.make_tensor_value_info("v", TensorProto.FLOAT, [4, 3]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, [4, 3])],
+        [numpy_helper.from_array(np.array(1, np.int64), "axis"),
+         numpy_helper.from_array(np.array([3], np.int64), "k")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_cumsum_and_topk_lower_on_the_npu(npu_target):
+    """Scans and top-k go through TVM's sort/scan dispatch (LegalizeOps leaves them alone)."""
+    report = anychip.verify(_scan_topk_model(), target=npu_target,
+                            precision_mode="must_keep_origin_dtype")
+    assert report.how == "simulated" and report.passed, report.summary()
+    assert [o.name for o in report.outputs] == ["v", "i"]
