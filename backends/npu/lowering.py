@@ -227,7 +227,9 @@ class CubeLowering:
                 conv: Conv2dGeometry | None):
         if name not in self._funcs:
             where = f" kernel '{name}'"
-            func = cube_kernel(plan, a_shape, b_groups, conv)
+            # te.create_prim_func names every kernel 'main'; TVM's dispatch passes rebuild
+            # the module with a BlockBuilder, which refuses duplicate global symbols
+            func = cube_kernel(plan, a_shape, b_groups, conv).with_attr("global_symbol", name)
             used = check_capacity(func, self.chip, where)
             self._funcs[name] = builder.add_func(func, name)
             self.kernels[name] = {"kind": "conv2d" if conv else "matmul", **plan.as_dict(),
