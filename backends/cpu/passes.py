@@ -60,6 +60,19 @@ def _use_counts(func) -> dict:
     return counts
 
 
+def bound_value(mutator, expr):
+    """What a Relax variable is bound to inside `mutator`'s function, through `a = b` aliases;
+    None when it is bound outside (a parameter)."""
+    from tvm import relax
+
+    while isinstance(expr, relax.Var):
+        value = mutator.lookup_binding(expr)
+        if value is None:
+            return None
+        expr = value
+    return expr
+
+
 def _map_main(mod, make_mutator):
     """Apply a mutator to every Relax function of the module."""
     from tvm import relax
@@ -173,12 +186,8 @@ def fold_conv_affine(mod):
             self.folded: dict = {}   # new var -> (data, W, b, attrs)
 
         def _const(self, expr):
-            while isinstance(expr, relax.Var):
-                bound = self.lookup_binding(expr)
-                if bound is None:
-                    return None
-                expr = bound
-            return _const_value(expr)
+            value = bound_value(self, expr)
+            return None if value is None else _const_value(value)
 
         def _conv_of(self, var):
             """(data, W, b, attrs) when `var` is a foldable conv(+bias) result."""
@@ -257,12 +266,8 @@ def fold_constants(mod):
     @mutator
     class FoldConstants(PyExprMutator):
         def _const(self, expr):
-            while isinstance(expr, relax.Var):
-                bound = self.lookup_binding(expr)
-                if bound is None:
-                    return None
-                expr = bound
-            return _const_value(expr)
+            value = bound_value(self, expr)
+            return None if value is None else _const_value(value)
 
         def visit_call_(self, call):
             new = super().visit_call_(call)

@@ -139,14 +139,6 @@ def cube_bias_in_fp32(mod):
             super().__init__(mod)
             self.uses = uses
 
-        def _bound(self, expr):
-            while isinstance(expr, relax.Var):
-                value = self.lookup_binding(expr)
-                if value is None:
-                    return None
-                expr = value
-            return expr
-
         def visit_call_(self, call):  # noqa: N802
             call = self.visit_expr_post_order(call)
             low = _dtype(call)
@@ -155,7 +147,7 @@ def cube_bias_in_fp32(mod):
             lhs, bias = call.args
             if not isinstance(bias, const):
                 lhs, bias = bias, lhs
-            acc = self._bound(lhs) if isinstance(lhs, relax.Var) and \
+            acc = bound_value(self, lhs) if isinstance(lhs, relax.Var) and \
                 self.uses.get(lhs, 0) == 1 else None
             if not isinstance(bias, const) or not isinstance(acc, relax.Call) or \
                     acc.op not in cube_ops or _dtype(acc) != low or \
@@ -171,7 +163,7 @@ def cube_bias_in_fp32(mod):
             total = relax.op.add(self.builder_.normalize(wide), relax.op.astype(bias, "float32"))
             return relax.op.astype(self.builder_.normalize(total), low)
 
-    from anychip.backends.cpu.passes import _use_counts
+    from anychip.backends.cpu.passes import _use_counts, bound_value
 
     out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
     for gvar, func in list(out.functions.items()):
