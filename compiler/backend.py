@@ -114,5 +114,16 @@ class OptionalBackendHooks:
         """Facts about this machine for `anychip doctor`: [{name, found, version, detail}]."""
         return []
 
+    def execute_kernels(self, model, target: str, precision: str | None = None,
+                        shapes: dict | None = None):
+        """Execute each generated kernel on its own, for a target whose whole model cannot run
+        on this machine (`anychip verify --kernels`); a report with `.passed`, `.summary()`,
+        `.kernels` and `.as_dict()`. Backends without such a device say so."""
+        from .errors import AnychipError
+
+        raise AnychipError(f"target '{target}': --kernels runs GPU targets' kernels one by one "
+                           f"(OpenCL-dialect ones on PoCL, nvidia-* on an NVIDIA GPU); use "
+                           f"plain 'anychip verify' here.")
+
     def check_loadable(self, manifest: dict) -> None:
         """Refuse an artifact this host must not load (other CPU features...); raise AnychipError."""

@@ -112,26 +112,39 @@ def count_flops(model) -> float:
 
 # -- peak ----------------------------------------------------------------------------------
 
-def measure_peak_gflops(threads: int, size: int = 2048, runs: int = 5) -> float:
-    """Best fp32 GFLOP/s of a size^3 GEMM (torch.mm) on `threads` threads."""
+def measure_peak_gflops(threads: int, size: int = 2048, runs: int = 5,
+                        device: str = "cpu") -> float:
+    """Best fp32 GFLOP/s of a size^3 GEMM (torch.mm) on `threads` threads, or on the GPU
+    (plain fp32: TF32 off, so the peak matches the precision the bench compares)."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
     try:
-        a, b = torch.randn(size, size), torch.randn(size, size)
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            size = max(size, 8192)
+        a = torch.randn(size, size, device=device)
+        b = torch.randn(size, size, device=device)
         torch.mm(a, b)
         best = float("inf")
         for _ in range(runs):
+            if device == "cuda":
+                torch.cuda.synchronize()
             start = time.perf_counter()
             torch.mm(a, b)
+            if device == "cuda":
+                torch.cuda.synchronize()
             best = min(best, time.perf_counter() - start)
     finally:
         torch.set_num_threads(before)
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     return 2.0 * size**3 / best / 1e9
 
 
-def peak_gflops(threads: int, measure: Callable[[int], float] | None = None) -> float:
+def peak_gflops(threads: int, measure: Callable[[int], float] | None = None,
+                device: str = "cpu") -> float:
     """The machine's peak, measured once per CPU model, thread count and torch version and
     kept in the cache folder (when there is a usable one) with the load average it was
     measured at. On a shared machine the first measurement may be low: a later bench on a
@@ -140,7 +153,8 @@ def peak_gflops(threads: int, measure: Callable[[int], float] | None = None) -> 
 
     from .cache import user_cache_dir
 
-    key = f"{_cpu_name()}|{threads}|torch{torch.__version__}"
+    where = _cpu_name() if device == "cpu" else f"{device}:{_gpu_name()}"
+    key = f"{where}|{threads}|torch{torch.__version__}"
     folder = user_cache_dir(create=True, warn=False)
     path = folder / "peak_gflops.json" if folder else None
     table: dict = {}
@@ -155,7 +169,7 @@ def peak_gflops(threads: int, measure: Callable[[int], float] | None = None) -> 
     if known and isinstance(known.get("gflops"), (int, float)) and \
             load >= float(known.get("load", 0.0)) - 0.5:
         return float(known["gflops"])
-    value = (measure or measure_peak_gflops)(threads)
+    value = (measure(threads) if measure else measure_peak_gflops(threads, device=device))
     if known and isinstance(known.get("gflops"), (int, float)):
         value = max(value, float(known["gflops"]))
     table[key] = {"gflops": value, "load": load}
@@ -178,18 +192,43 @@ def _cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def _gpu_name() -> str:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    except Exception:  # noqa: BLE001 - only a label
+        return "unknown GPU"
+
+
+def engine_device(profile) -> str:
+    """Where the other engines run for a fair ratio: on the GPU for a CUDA target, else the
+    host (the npu simulator and the cpu backend both run on it)."""
+    return "cuda" if profile.family == "cuda" else "cpu"
+
+
 # -- engines -------------------------------------------------------------------------------
 
-def _ort_engine(source, threads: int) -> Callable[[dict], Any]:
+def _ort_engine(source, threads: int, device: str = "cpu") -> tuple[Callable[[dict], Any], str]:
+    """ONNX Runtime on the target's kind of device: its CUDA provider for a CUDA target when
+    onnxruntime-gpu is installed, else the CPU provider, and a note that says so."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    providers, note = ["CPUExecutionProvider"], ""
+    if device == "cuda":
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            note = "CUDAExecutionProvider"
+        else:
+            note = ("CPUExecutionProvider: ONNX Runtime's CUDA provider is not installed "
+                    "(onnxruntime-gpu), so this ratio is GPU against CPU")
     session = ort.InferenceSession(source.original.SerializeToString(), opts,
-                                   providers=["CPUExecutionProvider"])
-    return lambda feed: session.run(None, feed)
+                                   providers=providers)
+    return (lambda feed: session.run(None, feed)), note
 
 
 def _torch_module(model_ref, source) -> tuple[Any | None, str]:
@@ -215,22 +254,29 @@ def _torch_module(model_ref, source) -> tuple[Any | None, str]:
         return None, f"onnx2torch could not convert the model: {str(exc)[:120]}"
 
 
-def _torch_engine(model_ref, source, threads: int) -> tuple[Callable | None, str]:
+def _torch_engine(model_ref, source, threads: int,
+                  device: str = "cpu") -> tuple[Callable | None, str]:
+    """torch eager on the target's kind of device; numpy in and out like every engine (on a
+    GPU that includes the copies to and from it, as anychip's own run does)."""
     import torch
 
     module, why = _torch_module(model_ref, source)
     if module is None:
         return None, why
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            return None, "torch has no CUDA device here (a CPU build of torch?)"
+        module = module.to("cuda")
     names = [s.name for s in source.inputs]
 
     def run(feed):
         torch.set_num_threads(threads)
         with torch.inference_mode():
-            out = module(*[torch.from_numpy(feed[n]) for n in names])
+            out = module(*[torch.from_numpy(feed[n]).to(device) for n in names])
         outs = out if isinstance(out, (tuple, list)) else [out]
-        return [o.numpy() for o in outs]
+        return [o.cpu().numpy() for o in outs]
 
-    return run, ""
+    return run, ("torch eager on CUDA" if device == "cuda" else "")
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -286,14 +332,17 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
     feed = random_inputs(artifact.inputs, seed)
     engines: dict[str, Callable[[], Any]] = {"anychip": lambda: artifact.run(feed)}
     notes: dict[str, str] = {}
+    device = engine_device(profile)
     if "ort" in against:
-        ort_run = _ort_engine(source, threads)
+        ort_run, note = _ort_engine(source, threads, device)
         engines["ort"] = lambda: ort_run(feed)
+        if note:
+            notes["ort"] = note
     if "torch" in against:
-        torch_run, why = _torch_engine(model, source, threads)
-        if torch_run is None:
+        torch_run, why = _torch_engine(model, source, threads, device)
+        if why:
             notes["torch"] = why
-        else:
+        if torch_run is not None:
             engines["torch"] = lambda: torch_run(feed)
     load_before = _load()
     samples = time_interleaved(engines, warmup, repeat)
@@ -314,13 +363,14 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
         notes=notes, gflop=gflop or None,
         date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         machine={"cpu": _cpu_name(), "cores_usable": usable_cores(),
+                 **({"gpu": _gpu_name()} if device == "cuda" else {}),
                  "platform": platform.platform(),
                  "openmp_wait_policy": choose_openmp_wait_policy(),
                  "load_avg_before": load_before, "load_avg_after": _load()})
     if gflop:
         result.gflops = gflop / (ours.median / 1e3)
         if peak:
-            result.peak_gflops = peak_gflops(threads)
+            result.peak_gflops = peak_gflops(threads, device=device)
             result.peak_pct = 100.0 * result.gflops / result.peak_gflops
     return result
 
@@ -364,6 +414,11 @@ def format_table(result: BenchResult) -> str:
                 if result.peak_gflops else "")
         lines.append(f"{result.gflop:.2f} GFLOP per run (Conv/MatMul/Gemm): anychip "
                      f"{result.gflops:.0f} GFLOP/s{peak}")
+    for name, note in result.notes.items():
+        if result.engines.get(name) is not None:
+            lines.append(f"{name}: {note}")
+    if result.machine.get("gpu"):
+        lines.append(f"GPU: {result.machine['gpu']}")
     load = result.machine.get("load_avg_before")
     if load:
         lines.append(f"machine: {result.machine['cpu']}, {result.machine['cores_usable']} cores "

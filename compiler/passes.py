@@ -41,5 +41,61 @@ def safe_take():
     return _pass
 
 
+def small_integer_powers():
+    """`Pow(x, 2)` and `Pow(x, 3)` with a constant exponent become products.
+
+    Correctness, not speed: GPU code is compiled with fast math on most toolchains (TVM's NVRTC
+    path always passes --use_fast_math), which turns powf into __powf = exp2(y*log2(x)): NaN
+    for every negative x. RMSNorm's x^2 and tanh-GELU's x^3 see negative x all the time (found
+    on an H100: llama's logits were all NaN). x*x is also what powf(x, 2) rounds to exactly.
+    """
+    import tvm
+    import tvm_ffi
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    power_op = tvm.ir.Op.get("relax.power")
+
+    def exponent(expr) -> int | None:
+        if not isinstance(expr, tvm.ir.expr.GenericConst):   # relax constants in TVM 0.27
+            return None
+        try:
+            value = expr.value.numpy()
+        except Exception:  # noqa: BLE001 - a non-tensor literal
+            return None
+        if value.size != 1 or value.dtype.kind != "f":
+            return None
+        value = float(value.reshape(-1)[0])
+        return int(value) if value in (2.0, 3.0) else None
+
+    @mutator
+    class _Powers(PyExprMutator):
+        def visit_call_(self, call):  # noqa: N802 - TVM's visitor naming
+            call = super().visit_call_(call)
+            if call.op != power_op:
+                return call
+            n = exponent(call.args[1])
+            base = call.args[0]
+            base_ty = getattr(base, "ty", None)
+            out_ty = getattr(call, "ty", None)
+            if n is None or base_ty is None or out_ty is None or \
+                    str(getattr(base_ty, "dtype", "")) != str(getattr(out_ty, "dtype", "")) or \
+                    getattr(base_ty, "shape", None) is None or \
+                    not tvm_ffi.structural_equal(base_ty.shape, out_ty.shape):
+                return call   # broadcasting or a dtype change: leave it to power
+            square = self.builder_.normalize(relax.op.multiply(base, base))
+            return square if n == 2 else relax.op.multiply(square, base)
+
+    @tvm.transform.module_pass(opt_level=0, name="AnychipSmallIntegerPowers")
+    def _pass(mod, _ctx):
+        mutator_ = _Powers(mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                mod[gvar] = mutator_.visit_expr(func)
+        return mod
+
+    return _pass
+
+
 def target_neutral_passes() -> list:
-    return [safe_take()]
+    return [safe_take(), small_integer_powers()]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 
@@ -20,5 +22,16 @@ def run_onnxruntime(model: onnx.ModelProto, feed: dict[str, np.ndarray], label: 
                                        providers=["CPUExecutionProvider"])
         return [np.asarray(v) for v in session.run(None, feed)]
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise AnychipError(f"{label}: ONNX Runtime (the reference) failed: {first}") from exc
+        raise AnychipError(f"{label}: ONNX Runtime (the reference) failed: "
+                           f"{ort_error_line(exc)}") from exc
+
+
+def ort_error_line(exc: Exception) -> str:
+    """ORT's message without its C++ source location and signature (which push the reason past
+    any sensible line length), plus what to do where the reason is a known one."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = re.sub(r"\S+\.(?:cc|cpp|h):\d+ [\w:~<>]+\([^)]*\)\s*", "", text)[:300]
+    if "IR version" in text:
+        text += (" (the model's IR version is newer than this onnxruntime reads: upgrade "
+                 "onnxruntime, or save the model with an older ir_version)")
+    return text

@@ -70,6 +70,7 @@ class Comparison:
     max_rel: float
     mismatches: int
     size: int
+    nonfinite: int = 0          # NaN/Inf produced where the reference is finite
 
     @property
     def passed(self) -> bool:
@@ -105,4 +106,5 @@ def compare(actual: np.ndarray, expected: np.ndarray, tol: Tolerance) -> Compari
     max_abs = float(diff.max()) if diff.size else 0.0
     rel = np.where(finite, diff / np.maximum(np.abs(e), max(tol.atol, 1e-12)), 0.0)
     max_rel = float(rel.max()) if rel.size else 0.0
-    return Comparison(max_abs, max_rel, bad, expected.size)
+    nonfinite = int(np.count_nonzero(~np.isfinite(a) & np.isfinite(e)))
+    return Comparison(max_abs, max_rel, bad, expected.size, nonfinite)

@@ -32,6 +32,7 @@ class OutputCheck:
     rtol: float
     atol: float
     passed: bool
+    nonfinite: int = 0        # NaN/Inf where the reference is finite (max abs ignores them)
 
 
 @dataclass
@@ -59,6 +60,8 @@ class VerifyReport:
         worst = [o for o in self.outputs if not o.passed]
         extra = (f"; {worst[0].mismatches}/{worst[0].size} values of '{worst[0].name}' out of "
                  f"tolerance") if worst else ""
+        if worst and worst[0].nonfinite:
+            extra += f" ({worst[0].nonfinite} of them NaN/Inf where the reference is finite)"
         return (f"{verdict} {self.model} on {self.target} ({self.how}, {self.precision}): "
                 f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, {tol_text}{extra}")
 
@@ -89,7 +92,7 @@ def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None
         cmp = compare(got, exp, tol)
         checks.append(OutputCheck(spec.name, str(exp.dtype), list(exp.shape), cmp.max_abs,
                                   cmp.max_rel, cmp.mismatches, cmp.size, tol.rtol, tol.atol,
-                                  cmp.passed))
+                                  cmp.passed, cmp.nonfinite))
     return VerifyReport(label, artifact.target, execution.mode.verb, artifact.precision,
                         all(c.passed for c in checks), checks)
 

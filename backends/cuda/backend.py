@@ -138,6 +138,13 @@ class CudaBackend(OptionalBackendHooks):
 
         return CudaRunner(artifact, self.execution(artifact.profile))
 
+    def execute_kernels(self, model, target: str, precision: str | None = None,
+                        shapes: dict | None = None):
+        """Each kernel on its own on this GPU against the host build (kernel_check)."""
+        from .kernel_check import run_kernels
+
+        return run_kernels(model, target, precision=precision, shapes=shapes)
+
     def doctor(self) -> list[dict]:
         from .runner import cuda_bindings_version
 

@@ -2,15 +2,16 @@
 
 TVM compiles a CUDA module's source when it is loaded, through the `tvm_callback_cuda_compile`
 callback. The runner registers a callback that answers, for the artifact's own kernels.cu (found
-by its sha256), with the cubin or PTX nvcc made at build time, and defers to TVM's callback for
-any other source. A GPU older than the artifact's architecture is refused: PTX for sm_90 does
-not run on sm_80.
+by its sha256), with the cubin or PTX nvcc made at build time; any other source is compiled by
+nvcc here when it is installed, and by TVM's NVRTC callback (fast math) only as a last resort.
+A GPU older than the artifact's architecture is refused: PTX for sm_90 does not run on sm_80.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import warnings
 
 from anychip.backends.cpu.backend import VmRunner
 from anychip.compiler.backend import Execution
@@ -30,10 +31,25 @@ def cuda_bindings_version() -> str | None:
         return None
 
 
+# How each CUDA module this process loaded got its binary (the runner reports it).
+COMPILED_BY = {"precompiled": 0, "nvcc": 0, "nvrtc": 0}
+
+
+def _as_text(code) -> str:
+    return bytes(code).decode() if isinstance(code, (bytes, bytearray)) else str(code)
+
+
 def _install_compile_hook() -> None:
-    """Register the lookup callback once per process, keeping TVM's own as the fallback."""
+    """Register the lookup callback once per process.
+
+    Order: the artifact's own precompiled cubin/PTX (matched by the source's sha256), else nvcc
+    here (same flags as the build: -O3, no fast math), else TVM's NVRTC callback, which always
+    compiles with --use_fast_math (powf becomes exp2(y*log2(x)), NaN for a negative base).
+    """
     import tvm
     import tvm_ffi
+
+    from anychip.backends.simt.toolchains import nvcc, nvcc_compile
 
     with _LOCK:
         if _INSTALLED:
@@ -45,12 +61,17 @@ def _install_compile_hook() -> None:
         fallback = tvm.get_global_func("tvm_callback_cuda_compile", allow_missing=True)
 
         def compile_or_lookup(code, *rest):
-            key = hashlib.sha256(str(code).encode()).hexdigest()
-            binary = _PRECOMPILED.get(key)
+            text = _as_text(code)
+            binary = _PRECOMPILED.get(hashlib.sha256(text.encode()).hexdigest())
             if binary is not None:
-                return tvm_ffi.convert(binary) if not isinstance(binary, bytes) else binary
+                COMPILED_BY["precompiled"] += 1
+                return binary
+            if nvcc() is not None:
+                COMPILED_BY["nvcc"] += 1
+                return nvcc_compile(text, _device_arch(), "fatbin", "CUDA kernels")
             if fallback is None:
-                raise RuntimeError("no CUDA compiler: install cuda-bindings (NVRTC) or nvcc")
+                raise RuntimeError("no CUDA compiler: install nvcc or cuda-bindings (NVRTC)")
+            COMPILED_BY["nvrtc"] += 1
             return fallback(code, *rest)
 
         tvm_ffi.register_global_func("tvm_callback_cuda_compile", compile_or_lookup,
@@ -79,4 +100,11 @@ class CudaRunner(VmRunner):
         elif source_sha and ptx.exists():
             _PRECOMPILED[source_sha] = ptx.read_bytes() + b"\0"
         _install_compile_hook()
+        before = dict(COMPILED_BY)
         super().__init__(artifact, "cuda", execution)
+        used = [k for k, v in COMPILED_BY.items() if v > before[k]]
+        self.device_code = used[0] if used else "not loaded yet"
+        if "nvrtc" in used:
+            warnings.warn(f"artifact '{artifact.path.name}': no precompiled kernels for {here} "
+                          f"and no nvcc here; TVM's NVRTC compiled them with fast math "
+                          f"(less accurate pow/exp/division)", stacklevel=2)

@@ -91,6 +91,13 @@ class GpuBackend(OptionalBackendHooks):
         raise NotExecutable(f"target '{artifact.target}' cannot run here: {why}. Deploy the "
                             f"artifact's lib.so with a TVM runtime built for the device.")
 
+    def execute_kernels(self, model, target: str, precision: str | None = None,
+                        shapes: dict | None = None):
+        """OpenCL-dialect profiles: each kernel on this machine's OpenCL device (kernel_run)."""
+        from .kernel_run import run_kernels
+
+        return run_kernels(model, target, precision=precision, shapes=shapes)
+
     def doctor(self) -> list[dict]:
         ok, why = hip_toolchain()
         device = opencl_device()

@@ -18,19 +18,22 @@ def add_parser(sub) -> None:
     p.add_argument("--atol", type=float, help="override the tolerance table's atol")
     p.add_argument("--precision-mode", help="NPU precision mode (see 'anychip compile --help')")
     p.add_argument("--kernels", action="store_true",
-                   help="OpenCL-dialect targets (e.g. biren-br104): execute each generated "
-                        "kernel on this machine's OpenCL device (PoCL) and compare it with the "
-                        "same kernel built for the host; the whole model does not run")
+                   help="execute each generated kernel on its own and compare it with the "
+                        "same kernel built for the host: OpenCL-dialect targets (e.g. "
+                        "biren-br104) on this machine's OpenCL device (PoCL), nvidia-* targets "
+                        "on the NVIDIA GPU; finds the kernel behind a failed verify")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
 
 def run_kernels(args) -> int:
-    from anychip.backends.gpu.kernel_run import run_kernels as execute
+    from ..registry import get_backend, get_profile
 
-    reports = [execute(args.model, name, precision=args.precision,
-                       shapes=parse_shapes(args.shape))
-               for name in args.target.split(",")]
+    reports = []
+    for name in args.target.split(","):
+        backend = get_backend(get_profile(name))
+        reports.append(backend.execute_kernels(args.model, name, precision=args.precision,
+                                               shapes=parse_shapes(args.shape)))
     for report in reports:
         print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
         if not args.json:

@@ -80,7 +80,7 @@ def test_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
 
 
 def test_bench_json_has_the_fields_and_same_run_ratios(linear_file, capsys, monkeypatch):
-    monkeypatch.setattr(bench_mod, "measure_peak_gflops", lambda threads: 50.0)
+    monkeypatch.setattr(bench_mod, "measure_peak_gflops", lambda threads, **_: 50.0)
     rc = cli(["bench", str(linear_file), "--target", "cpu", "--json", "--warmup", "1",
               "--repeat", "3"])
     assert rc == 0
@@ -136,3 +136,23 @@ def test_plot_needs_matplotlib_or_writes_a_chart(linear_file, tmp_path, capsys):
         assert not out.exists()
     else:
         assert rc == 0 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_other_engines_run_where_the_target_runs():
+    from anychip.compiler.registry import get_profile
+
+    assert bench_mod.engine_device(get_profile("nvidia-h100")) == "cuda"
+    assert bench_mod.engine_device(get_profile("cpu")) == "cpu"
+    assert bench_mod.engine_device(get_profile("ascend-910b")) == "cpu"   # simulated on the host
+
+
+def test_ort_on_a_cuda_target_says_which_provider_it_used(linear_file):
+    import onnxruntime as ort
+
+    from anychip.compiler.frontend import load_model
+
+    _, note = bench_mod._ort_engine(load_model(str(linear_file), None, {}), 1, "cuda")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert note == "CUDAExecutionProvider"
+    else:   # a CPU build of onnxruntime: the ratio must not pass for GPU against GPU
+        assert note.startswith("CPUExecutionProvider") and "GPU against CPU" in note

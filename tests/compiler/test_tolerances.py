@@ -45,3 +45,12 @@ def test_reduced_precisions_are_looser_and_ordered():
 def test_unknown_precision_is_an_error():
     with pytest.raises(AnychipError, match="no tolerance for precision 'fp7'"):
         tolerance_for("fp7", np.float32)
+
+
+def test_nan_where_the_reference_is_finite_is_counted_not_hidden():
+    """max abs is taken over finite values, so an all-NaN output reads 'max abs 0': the
+    comparison must still fail it and say how many values are not finite."""
+    e = np.ones(6, np.float32)
+    result = compare(np.full(6, np.nan, np.float32), e, tolerance_for("fp32", np.float32))
+    assert not result.passed and result.max_abs == 0.0
+    assert result.nonfinite == 6 and result.mismatches == 6

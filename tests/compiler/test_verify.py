@@ -44,3 +44,15 @@ def test_scalar_inputs_keep_rank_zero(anychip_target, tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     report = anychip.verify(str(path), target=anychip_target)
     assert report.passed, report.summary()
+
+
+def test_an_onnx_runtime_refusal_reads_as_one_line_with_the_reason():
+    from anychip.compiler.reference import ort_error_line
+
+    exc = RuntimeError("[ONNXRuntimeError] : 1 : FAIL : /onnxruntime_src/onnxruntime/core/graph/"
+                       "model.cc:202 onnxruntime::Model::Model(onnx::ModelProto&&, const "
+                       "onnxruntime::PathString&, const onnxruntime::ModelOptions&) Unsupported "
+                       "model IR version: 14, max supported IR version: 13")
+    line = ort_error_line(exc)
+    assert "\n" not in line and "model.cc" not in line
+    assert "IR version: 14" in line and "older ir_version" in line

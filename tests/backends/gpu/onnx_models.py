@@ -25,7 +25,7 @@ def make_softmax_mlp(width: int = 256) -> onnx.ModelProto:
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, width])],
                               [w1, b1, w2])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def make_float64_model(io_dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
@@ -40,7 +40,7 @@ def make_float64_model(io_dtype: int = TensorProto.FLOAT) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "double_inside",
                               [helper.make_tensor_value_info("x", io_dtype, [8])],
                               [helper.make_tensor_value_info("y", io_dtype, [8])], [two, one])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def squeezenet_path() -> str:
