@@ -112,6 +112,11 @@ class CudaBackend(OptionalBackendHooks):
         chip = GpuChip.from_profile(profile)
         report = take_report(mod) or take_report(mod := self.lower(mod, profile, options))
         started = time.perf_counter()
+        from .runner import install_compile_hook
+
+        # On a host with a CUDA driver TVM compiles the kernels during the build, through this
+        # callback: nvcc without fast math, as below, rather than TVM's NVRTC with fast math.
+        install_compile_hook()
         executable = relax_build(mod, chip)
         source = device_source(executable, "cuda")
         report["timings_s"]["codegen"] = round(time.perf_counter() - started, 3)

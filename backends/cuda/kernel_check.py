@@ -58,9 +58,9 @@ def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
     if not present:
         raise NotExecutable(f"target '{target}': executing CUDA kernels needs an NVIDIA GPU: "
                             f"{why}")
-    from .runner import _install_compile_hook
+    from .runner import install_compile_hook
 
-    _install_compile_hook()   # nvcc without fast math, as the build compiles them
+    install_compile_hook()   # nvcc without fast math, as the build compiles them
     profile = get_profile(target)
     started = time.perf_counter()
     source = load_model(model, None, dict(shapes or {}))

@@ -39,10 +39,12 @@ def _as_text(code) -> str:
     return bytes(code).decode() if isinstance(code, (bytes, bytearray)) else str(code)
 
 
-def _install_compile_hook() -> None:
-    """Register the lookup callback once per process.
+def install_compile_hook() -> None:
+    """Register the compile callback once per process (public: the build calls it first).
 
-    Order: the artifact's own precompiled cubin/PTX (matched by the source's sha256), else nvcc
+    TVM calls it when a CUDA module is built on a host with a CUDA driver (a target is current:
+    compile for its arch) and when one holding source is loaded (no target: the artifact's own
+    binary first). Order: the artifact's own precompiled cubin/PTX (matched by the source's sha256), else nvcc
     here (same flags as the build: -O3, no fast math), else TVM's NVRTC callback, which always
     compiles with --use_fast_math (powf becomes exp2(y*log2(x)), NaN for a negative base).
     """
@@ -62,13 +64,17 @@ def _install_compile_hook() -> None:
 
         def compile_or_lookup(code, *rest):
             text = _as_text(code)
-            binary = _PRECOMPILED.get(hashlib.sha256(text.encode()).hexdigest())
-            if binary is not None:
-                COMPILED_BY["precompiled"] += 1
-                return binary
-            if nvcc() is not None:
+            target = tvm.target.Target.current(allow_none=True)
+            arch = str(target.attrs.get("arch", "")) if target is not None and \
+                target.kind.name == "cuda" else ""
+            if not arch:   # loading a module: the artifact's own binary, when it has one
+                binary = _PRECOMPILED.get(hashlib.sha256(text.encode()).hexdigest())
+                if binary is not None:
+                    COMPILED_BY["precompiled"] += 1
+                    return binary
+            if nvcc() is not None:   # building on a GPU host compiles for the target's arch
                 COMPILED_BY["nvcc"] += 1
-                return nvcc_compile(text, _device_arch(), "fatbin", "CUDA kernels")
+                return nvcc_compile(text, arch or _device_arch(), "fatbin", "CUDA kernels")
             if fallback is None:
                 raise RuntimeError("no CUDA compiler: install nvcc or cuda-bindings (NVRTC)")
             COMPILED_BY["nvrtc"] += 1
@@ -99,7 +105,7 @@ class CudaRunner(VmRunner):
             _PRECOMPILED[source_sha] = cubin.read_bytes()
         elif source_sha and ptx.exists():
             _PRECOMPILED[source_sha] = ptx.read_bytes() + b"\0"
-        _install_compile_hook()
+        install_compile_hook()
         before = dict(COMPILED_BY)
         super().__init__(artifact, "cuda", execution)
         used = [k for k, v in COMPILED_BY.items() if v > before[k]]
