@@ -7,6 +7,22 @@ target-specific rewrites belong to each backend's `lower`.
 from __future__ import annotations
 
 
+def _relax_functions_pass(mutator_class, name: str):
+    """A module pass that runs one PyExprMutator over every Relax function of the module."""
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod, _ctx):
+        mutator_ = mutator_class(mod)
+        for gvar, func in mod.functions_items():
+            if isinstance(func, relax.Function):
+                mod[gvar] = mutator_.visit_expr(func)
+        return mod
+
+    return _pass
+
+
 def safe_take():
     """Out-of-range Gather indices never read out of bounds (reliability.md §2 case 12).
 
@@ -30,15 +46,7 @@ def safe_take():
                 return relax.op.take(call.args[0], call.args[1], call.attrs.axis, mode=mode)
             return call
 
-    @tvm.transform.module_pass(opt_level=0, name="AnychipSafeTake")
-    def _pass(mod, _ctx):
-        mutator_ = _SafeTake(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mod[gvar] = mutator_.visit_expr(func)
-        return mod
-
-    return _pass
+    return _relax_functions_pass(_SafeTake, "AnychipSafeTake")
 
 
 def small_integer_powers():
@@ -86,15 +94,7 @@ def small_integer_powers():
             square = self.builder_.normalize(relax.op.multiply(base, base))
             return square if n == 2 else relax.op.multiply(square, base)
 
-    @tvm.transform.module_pass(opt_level=0, name="AnychipSmallIntegerPowers")
-    def _pass(mod, _ctx):
-        mutator_ = _Powers(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mod[gvar] = mutator_.visit_expr(func)
-        return mod
-
-    return _pass
+    return _relax_functions_pass(_Powers, "AnychipSmallIntegerPowers")
 
 
 def target_neutral_passes() -> list:
