@@ -107,3 +107,17 @@ def attention_block(seq: int = 16, hidden: int = 32, heads: int = 2) -> onnx.Mod
     return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, seq, d])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, seq, d])], inits,
                   opset=20)
+
+
+def residual_relu_dense(rows: int = 12, width: int = 24) -> onnx.ModelProto:
+    """y = relu(x @ W + b + x): a dense layer whose constant weight the library packs, with the
+    residual and relu that cannot be fused into oneDNN's linear and run after it."""
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((width, width)).astype(np.float32), "W")
+    b = numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "b")
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]),
+             helper.make_node("Add", ["xw", "b"], ["xwb"]),
+             helper.make_node("Add", ["xwb", "x"], ["r"]),
+             helper.make_node("Relu", ["r"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, width])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, width])], [w, b])

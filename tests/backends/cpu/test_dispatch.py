@@ -15,7 +15,7 @@ from anychip.compiler.dispatch import all_patterns
 from anychip.compiler.errors import AnychipError
 from anychip.compiler.inputs import random_inputs
 
-from .models import attention_block, conv_net
+from .models import attention_block, conv_net, residual_relu_dense
 
 
 def _run(art, seed=0):
@@ -43,6 +43,11 @@ def test_conv_net_library_matches_tvm_kernels():
                                  "anychip.max_pool2d": 1, "anychip.matmul_bias": 1})
     assert fast.report["layout"] == "NHWC"
     assert fast.manifest["runtime"]["libraries"] == ["torch-cpu"]
+
+
+def test_dense_layer_with_a_packed_weight_and_residual_relu_matches():
+    """The constant weight goes to oneDNN's linear (packed once); residual and relu after."""
+    _compare(residual_relu_dense(), {"anychip.matmul_bias_residual_relu": 1})
 
 
 def test_conv_net_nchw_library_path_matches():
