@@ -33,6 +33,12 @@ def tvm_sequential(passes: list):
     return tvm.transform.Sequential(passes)
 
 
+def neutral_relax(source: ModelSource):
+    """The Relax module every backend's `lower` receives: imported, then the target-neutral
+    passes. Compile and tune both start here, so tuned workloads are the compiled ones."""
+    return tvm_sequential(target_neutral_passes())(to_relax(source))
+
+
 def compile_source(source: ModelSource, target: str, options: CompileOptions) -> Artifact:
     """Compile an already loaded model for one target."""
     profile = get_profile(target)
@@ -43,8 +49,7 @@ def compile_source(source: ModelSource, target: str, options: CompileOptions) ->
     options.extra.setdefault("onnx_model", source.proto)
     # a tuple of (input, value) pairs: kept out of options.as_dict (manifest, cache key)
     options.extra.setdefault("onnx_specialise", tuple(specialised_by_safe_name(source).items()))
-    mod = to_relax(source)
-    mod = tvm_sequential(target_neutral_passes())(mod)
+    mod = neutral_relax(source)
     try:
         lowered = backend.lower(mod, profile, options)
         result = backend.build(lowered, profile, options)

@@ -141,7 +141,10 @@ class CpuBackend(OptionalBackendHooks):
         parallel = bool(options.extra.get("parallel", not libraries))
         database = meta_schedule_database(str(target))
         if database is not None:
-            report["tuning"] = {"records": len(database.get_all_tuning_records())}
+            from anychip.compiler.tuning.tune import kernels_with_records
+
+            report["tuning"] = {"records": len(database.get_all_tuning_records()),
+                                "kernels_tuned": kernels_with_records(mod, target, database)}
         executable = relax.build(mod, target,
                                  relax_pipeline=schedule.pipeline(target, parallel, database))
         return BuildResult(executable=executable,

@@ -50,6 +50,15 @@ def fused_module(mod, target):
             relax.transform.FuseTIR()])(mod)
 
 
+def kernels_with_records(mod, target, database) -> int:
+    """How many of the module's TVM kernels `database` has a record for: what a compile
+    actually applies (a record for another form of the same kernel is never used)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    tasks = ms.relax_integration.extract_tasks(fused_module(mod, target), target)
+    return sum(1 for task in tasks if database.has_workload(task.dispatched[0]))
+
+
 def tune(model, target: str = "cpu", trials: int | None = None, minutes: float | None = None,
          database: str | None = None, shapes: dict | None = None,
          progress: Callable[[str], None] = print) -> TuneReport:
@@ -57,8 +66,9 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
     from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
 
     from ..backend import CompileOptions, Mode
+    from ..driver import neutral_relax
     from ..frontend import load_model
-    from ..importer import to_relax
+    from ..importer_fixes import specialised_by_safe_name
     from ..registry import get_backend, get_profile
 
     if trials is not None and trials < 1 or minutes is not None and minutes <= 0:
@@ -81,7 +91,10 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
     source = load_model(model, None, shapes)
     options = CompileOptions(shapes=shapes)
     tvm_target = backend.target(profile)
-    fused = fused_module(backend.lower(to_relax(source), profile, options), tvm_target)
+    options.extra.setdefault("onnx_model", source.proto)   # what compile_source passes too
+    options.extra.setdefault("onnx_specialise",
+                             tuple(specialised_by_safe_name(source).items()))
+    fused = fused_module(backend.lower(neutral_relax(source), profile, options), tvm_target)
     tasks = ms.relax_integration.extract_tasks(fused, tvm_target)
     report = TuneReport(source.label, target, str(path), [t.task_name for t in tasks])
     if not tasks:
