@@ -125,5 +125,10 @@ class OptionalBackendHooks:
                            f"(OpenCL-dialect ones on PoCL, nvidia-* on an NVIDIA GPU); use "
                            f"plain 'anychip verify' here.")
 
+    def bench_device(self, profile) -> str:
+        """Where `anychip bench` runs ONNX Runtime and torch for a fair ratio: 'cpu' (the
+        host), or 'cuda' for a target whose artifacts run on an NVIDIA GPU here."""
+        return "cpu"
+
     def check_loadable(self, manifest: dict) -> None:
         """Refuse an artifact this host must not load (other CPU features...); raise AnychipError."""

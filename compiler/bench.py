@@ -201,12 +201,6 @@ def _gpu_name() -> str:
         return "unknown GPU"
 
 
-def engine_device(profile) -> str:
-    """Where the other engines run for a fair ratio: on the GPU for a CUDA target, else the
-    host (the npu simulator and the cpu backend both run on it)."""
-    return "cuda" if profile.family == "cuda" else "cpu"
-
-
 # -- engines -------------------------------------------------------------------------------
 
 def _ort_engine(source, threads: int, device: str = "cpu") -> tuple[Callable[[dict], Any], str]:
@@ -332,7 +326,7 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
     feed = random_inputs(artifact.inputs, seed)
     engines: dict[str, Callable[[], Any]] = {"anychip": lambda: artifact.run(feed)}
     notes: dict[str, str] = {}
-    device = engine_device(profile)
+    device = get_backend(profile).bench_device(profile)
     if "ort" in against:
         ort_run, note = _ort_engine(source, threads, device)
         engines["ort"] = lambda: ort_run(feed)

@@ -95,7 +95,7 @@ class TorchCpuLibrary:
     codegen = None
 
     def __init__(self) -> None:
-        self._packed: OrderedDict = OrderedDict()
+        self._packed_cache: OrderedDict = OrderedDict()
         self._registered = False
 
     # -- compile time -------------------------------------------------------------------
@@ -194,36 +194,33 @@ class TorchCpuLibrary:
             tvm_ffi.register_global_func(PREFIX + name, func, override=True)
         self._registered = True
 
+    def _packed(self, key, make):
+        """A weight in oneDNN's blocked layout, made once per process and kept in an LRU keyed
+        by the weight's content digest (a reused address can never serve a stale weight)."""
+        packed = self._packed_cache.get(key)
+        if packed is None:
+            packed = self._packed_cache[key] = make()
+            if len(self._packed_cache) > _PACKED_CACHE_ENTRIES:
+                self._packed_cache.popitem(last=False)
+        else:
+            self._packed_cache.move_to_end(key)
+        return packed
+
     def _packed_weight(self, plan: "_ConvPlan", weight, input_shape):
         import torch
 
-        key = (plan.weight_digest, plan.args, tuple(input_shape))
-        packed = self._packed.get(key)
-        if packed is None:
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
-                weight.contiguous(), *plan.args, list(input_shape))
-            self._packed[key] = packed
-            if len(self._packed) > _PACKED_CACHE_ENTRIES:
-                self._packed.popitem(last=False)
-        else:
-            self._packed.move_to_end(key)
-        return packed
+        return self._packed(
+            (plan.weight_digest, plan.args, tuple(input_shape)),
+            lambda: torch.ops.mkldnn._reorder_convolution_weight(
+                weight.contiguous(), *plan.args, list(input_shape)))
 
     def _packed_linear_weight(self, digest: str, weight, rows: int):
-        """oneDNN's blocked layout for a constant [K, N] weight and `rows` input rows, made on
-        the first call and kept (keyed by the weight's digest, as for convolutions)."""
+        """A constant [K, N] weight for oneDNN's linear with `rows` input rows."""
         import torch
 
-        key = ("linear", digest, rows)
-        packed = self._packed.get(key)
-        if packed is None:
-            packed = torch.ops.mkldnn._reorder_linear_weight(weight.t().contiguous(), rows)
-            self._packed[key] = packed
-            if len(self._packed) > _PACKED_CACHE_ENTRIES:
-                self._packed.popitem(last=False)
-        else:
-            self._packed.move_to_end(key)
-        return packed
+        return self._packed(("linear", digest, rows),
+                            lambda: torch.ops.mkldnn._reorder_linear_weight(
+                                weight.t().contiguous(), rows))
 
     def _matmul(self, *args):
         """Dense layers with a constant weight: oneDNN's linear on the packed weight, bias and
@@ -232,10 +229,9 @@ class TorchCpuLibrary:
         import torch
 
         plan = _matmul_plan(str(args[-2]))
-        b = torch.from_dlpack(args[1])
-        if not plan.weight_digest or b.dim() != 2 or not _onednn_linear():
+        if not plan.weight_digest or not _onednn_linear():   # digest: a constant 2-D weight
             return _matmul(*args)
-        a = torch.from_dlpack(args[0])
+        a, b = torch.from_dlpack(args[0]), torch.from_dlpack(args[1])
         rest = iter(torch.from_dlpack(t) for t in args[2:-2])
         bias = next(rest) if plan.has_bias else None
         residual = next(rest) if plan.has_residual else None
@@ -329,7 +325,6 @@ def _onednn_linear() -> bool:
             torch.backends.mkldnn.is_available()
     except (ImportError, RuntimeError, AttributeError):
         return False
-
 
 
 def _matmul(*args):

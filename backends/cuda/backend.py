@@ -143,6 +143,9 @@ class CudaBackend(OptionalBackendHooks):
 
         return CudaRunner(artifact, self.execution(artifact.profile))
 
+    def bench_device(self, profile: Profile) -> str:
+        return "cuda" if cuda_device()[0] else "cpu"
+
     def execute_kernels(self, model, target: str, precision: str | None = None,
                         shapes: dict | None = None):
         """Each kernel on its own on this GPU against the host build (kernel_check)."""

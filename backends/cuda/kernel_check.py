@@ -16,16 +16,16 @@ import time
 
 import numpy as np
 
-from anychip.backends.gpu.kernel_run import (KernelResult, KernelRunReport, _host_reference,
-                                             _is_buffer, _normwise, _random_buffers,
-                                             scheduled_functions)
+from anychip.backends.simt.kernel_check import (KernelResult, KernelRunReport, host_reference,
+                                               is_buffer, normwise, random_buffers,
+                                               scheduled_functions)
 from anychip.backends.simt.toolchains import cuda_device
 from anychip.compiler.errors import NotExecutable
 
 
 def _skip_reason(func) -> str | None:
     for param in func.params:
-        if not _is_buffer(param):
+        if not is_buffer(param):
             return "scalar parameter (dynamic shape)"
         if not all(isinstance(d, int) or d.__class__.__name__ == "IntImm" for d in param.shape):
             return "dynamic shape"
@@ -77,9 +77,9 @@ def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
         if why:
             results.append(KernelResult(gvar.name_hint, gvar.name_hint, "skipped", why))
             continue
-        arrays = _random_buffers(func, rng)
+        arrays = random_buffers(func, rng)
         plain_gvar = plain.get_global_var(gvar.name_hint)
-        expected = _host_reference(plain_gvar, plain[plain_gvar], arrays)
+        expected = host_reference(plain_gvar, plain[plain_gvar], arrays)
         try:
             got = _run_on_gpu(gvar, func, chip.target(), arrays)
         except Exception as exc:  # noqa: BLE001 - TVM raises builtin types on build/launch
@@ -89,7 +89,7 @@ def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
             continue
         worst, bad = 0.0, []
         for n, want in expected.items():
-            tol = _normwise(tolerance_for(precision_used, want.dtype), want)
+            tol = normwise(tolerance_for(precision_used, want.dtype), want)
             check = compare(got[n], want, tol)
             worst = max(worst, check.max_abs)
             if not check.passed:

@@ -91,6 +91,10 @@ class GpuBackend(OptionalBackendHooks):
         raise NotExecutable(f"target '{artifact.target}' cannot run here: {why}. Deploy the "
                             f"artifact's lib.so with a TVM runtime built for the device.")
 
+    def bench_device(self, profile: Profile) -> str:
+        """Warp-32 CUDA-compatible profiles run on an NVIDIA GPU here when one is present."""
+        return "cuda" if self._runs_on_nvidia(GpuChip.from_profile(profile)) else "cpu"
+
     def execute_kernels(self, model, target: str, precision: str | None = None,
                         shapes: dict | None = None):
         """OpenCL-dialect profiles: each kernel on this machine's OpenCL device (kernel_run)."""

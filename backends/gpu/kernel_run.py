@@ -17,61 +17,17 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from anychip.backends.simt.kernel_check import (KernelResult, KernelRunReport, host_reference,
+                                               is_buffer, normwise, random_buffers,
+                                               scheduled_functions)
 from anychip.compiler.errors import AnychipError, NotExecutable
 
 # `T.launch_thread("threadIdx.x", 256)` or `..., T.int64(256))` in a device function's script
 _LAUNCH = re.compile(r'launch_thread\("((?:blockIdx|threadIdx)\.[xyz])", '
                      r'(?:T\.u?int(?:8|16|32|64)\()?(\w+)\)?\)')
-
-
-@dataclass
-class KernelResult:
-    function: str
-    kernel: str
-    status: str                 # "passed" | "failed" | "skipped"
-    detail: str = ""
-    grid: list[int] = field(default_factory=list)
-    block: list[int] = field(default_factory=list)
-    max_abs: float = 0.0
-
-
-@dataclass
-class KernelRunReport:
-    model: str
-    target: str
-    device: str
-    how: str
-    kernels: list[KernelResult]
-    seconds: float
-    language: str = "OpenCL"
-    note: str = "; the whole model did not run: no OpenCL runtime in TVM here"
-
-    def counts(self) -> dict[str, int]:
-        out = {"passed": 0, "failed": 0, "skipped": 0}
-        for k in self.kernels:
-            out[k.status] += 1
-        return out
-
-    @property
-    def passed(self) -> bool:
-        counts = self.counts()
-        return counts["failed"] == 0 and counts["passed"] > 0
-
-    def summary(self) -> str:
-        c = self.counts()
-        verdict = "PASS" if self.passed else "FAIL"
-        return (f"{verdict} {self.model} on {self.target}: {c['passed']} of {len(self.kernels)} "
-                f"{self.language} kernels executed on {self.device} and matched the host build, "
-                f"{c['failed']} failed, {c['skipped']} skipped ({self.how}{self.note})")
-
-    def as_dict(self) -> dict:
-        return {"model": self.model, "target": self.target, "device": self.device,
-                "how": self.how, "passed": self.passed, "counts": self.counts(),
-                "seconds": round(self.seconds, 2), "kernels": [asdict(k) for k in self.kernels]}
 
 
 def _opencl():
@@ -87,30 +43,6 @@ def _opencl():
     if not devices:
         raise NotExecutable("no OpenCL device here (Debian: apt-get install pocl-opencl-icd)")
     return cl, devices[0]
-
-
-def scheduled_functions(source, profile, precision: str | None = None):
-    """(plain, scheduled) IRModules of the model's fused kernels for the profile: the same
-    functions before and after the GPU schedule."""
-    import tvm
-
-    from anychip.backends.simt import GpuChip
-    from anychip.backends.simt.lowering import legalize_passes, schedule_passes
-    from anychip.backends.simt.precision import apply_float64_policy, precision_passes
-    from anychip.compiler.importer import to_relax
-    from anychip.compiler.passes import target_neutral_passes
-
-    chip = GpuChip.from_profile(profile)
-    precision = precision or profile.default_precision
-    mod = tvm.transform.Sequential(target_neutral_passes())(to_relax(source))
-    mod, _ = apply_float64_policy(mod, profile.name, chip.float64)
-    with chip.target(), tvm.transform.PassContext(opt_level=3):
-        plain = tvm.transform.Sequential(precision_passes(precision)
-                                         + legalize_passes(schedule=False))(mod)
-        # dlight updates the module it is given in place: schedule a copy
-        scheduled = tvm.transform.Sequential(schedule_passes())(
-            tvm.IRModule(dict(plain.functions), attrs=plain.attrs))
-    return chip, plain, scheduled
 
 
 def _device_kernels(gvar, func, target):
@@ -136,39 +68,11 @@ def _device_kernels(gvar, func, target):
     return kernels
 
 
-def _is_buffer(param) -> bool:
-    """TIR parameters in TVM 0.27 are Vars; a buffer parameter's type is a BufferType."""
-    return type(getattr(param, "ty", None)).__name__ == "BufferType"
-
-
-def _random_buffers(func, rng) -> dict[str, np.ndarray]:
-    arrays = {}
-    for param in func.params:
-        shape = tuple(int(d) for d in param.shape)
-        dtype = np.dtype(str(param.dtype)) if str(param.dtype) != "bool" else np.dtype(bool)
-        if dtype.kind == "f":
-            arrays[param.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            arrays[param.name] = np.zeros(shape, dtype)
-    return arrays
-
-
-def _host_reference(gvar, plain_func, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    import tvm
-
-    func = plain_func.with_attr("global_symbol", gvar.name_hint)
-    lib = tvm.tirx.build(tvm.IRModule({gvar: func}), target="llvm")
-    tensors = {name: tvm.runtime.tensor(a.copy()) for name, a in arrays.items()}
-    order = [p.name for p in plain_func.params]
-    lib[gvar.name_hint](*(tensors[n] for n in order))
-    return {n: t.numpy() for n, t in tensors.items()}
-
-
 def _skip_reason(func, kernels, fp16_ok: bool) -> str | None:
     if len(kernels) != 1:
         return f"{len(kernels)} device kernels in one function (host code between them)"
     for param in func.params:
-        if not _is_buffer(param):
+        if not is_buffer(param):
             return "scalar parameter (dynamic shape)"
         if not all(isinstance(d, int) or d.__class__.__name__ == "IntImm" for d in param.shape):
             return "dynamic shape"
@@ -180,18 +84,6 @@ def _skip_reason(func, kernels, fp16_ok: bool) -> str | None:
     if not fp16_ok and "half" in source:
         return "float16 kernel; this OpenCL device lacks cl_khr_fp16"
     return None
-
-
-def _normwise(tol, want: np.ndarray):
-    """The table's tolerance with atol scaled by the buffer's largest finite magnitude: the
-    device schedule sums in another order than the host loop, and on random data a reduction
-    over thousands of terms (divided by a near-zero random 'variance', say) reaches magnitudes
-    where a fixed atol would judge rounding, not code."""
-    from anychip.compiler.tolerances import Tolerance
-
-    finite = np.abs(want[np.isfinite(want)]) if want.dtype.kind == "f" else np.zeros(0)
-    scale = max(1.0, float(finite.max())) if finite.size else 1.0
-    return Tolerance(tol.rtol, tol.atol * scale)
 
 
 def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
@@ -230,14 +122,14 @@ def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
         name, params, extents, code = kernels[0]
         grid = [int(extents.get(f"blockIdx.{a}", 1)) for a in "xyz"]
         block = [int(extents.get(f"threadIdx.{a}", 1)) for a in "xyz"]
-        arrays = _random_buffers(func, rng)
+        arrays = random_buffers(func, rng)
         by_param = {f"{n}_ptr": n for n in arrays} | {n: n for n in arrays}
         if any(p not in by_param for p in params):
             results.append(KernelResult(gvar.name_hint, name, "skipped",
                                         "kernel parameter that is not a buffer"))
             continue
         plain_func = plain[plain.get_global_var(gvar.name_hint)]
-        expected = _host_reference(plain.get_global_var(gvar.name_hint), plain_func, arrays)
+        expected = host_reference(plain.get_global_var(gvar.name_hint), plain_func, arrays)
         mf = cl.mem_flags
         buffers = {n: cl.Buffer(context, mf.READ_WRITE | mf.COPY_HOST_PTR,
                                 hostbuf=np.ascontiguousarray(a) if a.size else np.zeros(1, a.dtype))
@@ -258,7 +150,7 @@ def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
             got = np.empty_like(arrays[n])
             if got.size:
                 cl.enqueue_copy(queue, got, buffers[n]).wait()
-            tol = _normwise(tolerance_for(precision_used, want.dtype), want)
+            tol = normwise(tolerance_for(precision_used, want.dtype), want)
             check = compare(got, want, tol)
             worst = max(worst, check.max_abs)
             if not check.passed:
@@ -267,4 +159,5 @@ def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
                                     "; ".join(bad), grid, block, worst))
     return KernelRunReport(source.label, target, f"{device.platform.name} / {device.name}",
                            "executed: each kernel on the OpenCL device", results,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, language="OpenCL",
+                           note="; the whole model did not run: no OpenCL runtime in TVM here")

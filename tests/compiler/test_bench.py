@@ -138,12 +138,18 @@ def test_plot_needs_matplotlib_or_writes_a_chart(linear_file, tmp_path, capsys):
         assert rc == 0 and out.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_other_engines_run_where_the_target_runs():
-    from anychip.compiler.registry import get_profile
+def test_other_engines_run_where_the_target_runs(monkeypatch):
+    from anychip.backends.cuda import backend as cuda_backend
+    from anychip.compiler.registry import get_backend, get_profile
 
-    assert bench_mod.engine_device(get_profile("nvidia-h100")) == "cuda"
-    assert bench_mod.engine_device(get_profile("cpu")) == "cpu"
-    assert bench_mod.engine_device(get_profile("ascend-910b")) == "cpu"   # simulated on the host
+    def device(name):
+        return get_backend(get_profile(name)).bench_device(get_profile(name))
+
+    assert device("cpu") == "cpu" and device("ascend-910b") == "cpu"   # npu: simulated on host
+    monkeypatch.setattr(cuda_backend, "cuda_device", lambda: (False, "no driver"))
+    assert device("nvidia-h100") == "cpu"   # (bench refuses it: cannot execute here)
+    monkeypatch.setattr(cuda_backend, "cuda_device", lambda: (True, "1 CUDA device(s)"))
+    assert device("nvidia-h100") == "cuda"
 
 
 def test_ort_on_a_cuda_target_says_which_provider_it_used(linear_file):
