@@ -42,6 +42,34 @@ ASSUMPTIONS = [
 ]
 
 
+# Precision modes a train step is lowered in. must_keep_origin_dtype: float32 stays float32
+# (910B's cube takes it). allow_fp32_to_fp16: float32 stays where the unit has it (the vector
+# unit), the cube's operands are rounded to float16 where its cube lacks float32 (910, 310P).
+TRAIN_STEP_MODES = ("must_keep_origin_dtype", "allow_fp32_to_fp16")
+
+# Ops a cube could take that CubeLowering may leave as vector kernels (a gradient's
+# conv2d_transpose, a dtype the cube lacks): counted in a train step's report.
+CUBE_SHAPED_OPS = ("relax.matmul", "relax.nn.conv2d", "relax.nn.conv2d_transpose")
+
+
+def _calls_of(mod, names) -> dict[str, int]:
+    """How many calls of each operator in `names` the module's Relax functions still make."""
+    import tvm
+    from tvm import relax
+
+    counts: dict[str, int] = {}
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and \
+                expr.op.name in names:
+            counts[expr.op.name] = counts.get(expr.op.name, 0) + 1
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return counts
+
+
 def _host():
     from anychip.backends.cpu.backend import host_cores, host_cpu_name
 
@@ -82,13 +110,7 @@ class NpuBackend(OptionalBackendHooks):
 
         chip = Chip.of(profile)
         if options.extra.get("training"):
-            # The train step is a Relax module (loss, gradient, optimizer) with no ONNX graph
-            # to place node by node; the trainer builds it for the host and says so.
-            mode = resolve_precision_mode(chip, options.extra, options.precision, True)
-            raise NotImplementedError(f"npu train steps are not placed or cube-tiled yet; the "
-                                      f"step runs in fp32, which matches precision mode "
-                                      f"must_keep_origin_dtype ({profile.name}'s training "
-                                      f"default: {mode})")
+            return self._lower_train_step(mod, chip, profile, options)
         model = options.extra.get("onnx_model")
         if model is None:
             raise AnychipError(f"target '{profile.name}': the npu backend needs the ONNX model "
@@ -115,6 +137,44 @@ class NpuBackend(OptionalBackendHooks):
             "precision": precision_used(mode, placements),
             "placement": {**summary(placements + absorbed),
                           "nodes": [p.as_dict() for p in placements + absorbed]},
+            "cube_kernels": cube.kernels,
+            "assumptions": ASSUMPTIONS,
+        }
+        return mod.with_attr(REPORT_ATTR, json.dumps(report))
+
+    def _lower_train_step(self, mod, chip: Chip, profile: Profile, options: CompileOptions):
+        """The train step (forward, gradients, optimizer: one Relax module, no ONNX graph)
+        in a precision mode of TRAIN_STEP_MODES: every matmul and conv2d the cube can take
+        (forward and backward alike) becomes a tiled cube kernel, the rest vector kernels,
+        all built for the simulator as inference is. Modes that round ops to float16 per ONNX
+        node (placement.py) need the graph a train step has not; they raise
+        NotImplementedError and the trainer builds the step for the host, saying so."""
+        from tvm import relax
+
+        from .lowering import CubeLowering, requested_tile
+
+        mode = resolve_precision_mode(chip, options.extra, options.precision, True)
+        if mode not in TRAIN_STEP_MODES:
+            raise NotImplementedError(f"npu train steps are lowered in "
+                                      f"{' or '.join(TRAIN_STEP_MODES)} only; precision mode "
+                                      f"'{mode}' changes dtypes per ONNX node, which a train "
+                                      f"step does not have")
+        reduce = mode == "allow_fp32_to_fp16" and "float32" not in chip.cube_dtypes
+        cube = CubeLowering(chip, requested_tile(options.extra),
+                            fp32_inputs_as="float16" if reduce else None)
+        with self.target(profile):
+            mod = relax.transform.CanonicalizeBindings()(mod)
+            mod = cube(mod)
+            mod = relax.transform.DeadCodeElimination()(mod)
+        on_cube = sorted({k["in_dtype"] for k in cube.kernels.values()})
+        left = _calls_of(mod, CUBE_SHAPED_OPS)
+        report = {
+            "precision_mode": mode,
+            "precision": "fp16" if reduce and cube.kernels else "fp32",
+            "train_step": {"cube_kernels": len(cube.kernels), "cube_dtypes": on_cube,
+                           "matmul_conv_on_vector_unit": left,
+                           "note": "matmul/conv2d in a cube dtype on the cube (forward and "
+                                   "backward); everything else on the vector unit"},
             "cube_kernels": cube.kernels,
             "assumptions": ASSUMPTIONS,
         }

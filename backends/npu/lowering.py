@@ -175,9 +175,14 @@ def cube_bias_in_fp32(mod):
 class CubeLowering:
     """Phase 4: matmul and conv2d -> call_tir of cube kernels; records one plan per kernel."""
 
-    def __init__(self, chip: Chip, requested: Tile | None = None):
+    def __init__(self, chip: Chip, requested: Tile | None = None,
+                 fp32_inputs_as: str | None = None):
         self.chip = chip
         self.requested = requested
+        # a train step in allow_fp32_to_fp16 on a cube without float32: float32 operands are
+        # rounded to this dtype, accumulated in float32, and the result stays float32 (for
+        # inference, placement.py has already given every node its dtype: None)
+        self.fp32_inputs_as = fp32_inputs_as
         self.kernels: dict[str, dict] = {}      # kernel name -> plan and checked buffer use
         self._funcs: dict[str, object] = {}
 
@@ -215,6 +220,21 @@ class CubeLowering:
             return None             # not a cube dtype: stays a host op (placement said so)
         return da
 
+    def _operands(self, builder, a, b):
+        """(a, b, the cube's input dtype, the default output dtype), or None when the cube
+        cannot take them (the op stays a vector/host kernel)."""
+        from tvm import relax
+
+        ind = self._in_dtype(a, b)
+        if ind is not None:
+            return a, b, ind, ind
+        if self.fp32_inputs_as and _dtype(a) == _dtype(b) == "float32" and \
+                self.fp32_inputs_as in self.chip.cube_dtypes:
+            a = builder.normalize(relax.op.astype(a, self.fp32_inputs_as))
+            b = builder.normalize(relax.op.astype(b, self.fp32_inputs_as))
+            return a, b, self.fp32_inputs_as, "float32"
+        return None
+
     def _kernel(self, builder, name: str, plan: CubePlan, a_shape, b_groups: int,
                 conv: Conv2dGeometry | None):
         if name not in self._funcs:
@@ -233,10 +253,10 @@ class CubeLowering:
 
         return builder.normalize(relax.call_tir(gvar, args, relax.TensorType(shape, dtype)))
 
-    def _out_dtype(self, call, in_dtype: str) -> str:
+    def _out_dtype(self, call, default: str) -> str:
         out = str(getattr(call.attrs, "out_dtype", "") or "")
         if out in ("", "void"):
-            out = in_dtype
+            out = default
         return out
 
     # -- matmul ----------------------------------------------------------------------------
@@ -244,11 +264,12 @@ class CubeLowering:
         from tvm import relax
 
         a, b = call.args
-        ind = self._in_dtype(a, b)
         sa, sb = _shape(a), _shape(b)
-        if ind is None or sa is None or sb is None or len(sa) < 2 or len(sb) < 2:
+        operands = self._operands(builder, a, b)
+        if operands is None or sa is None or sb is None or len(sa) < 2 or len(sb) < 2:
             return None
-        outd = self._out_dtype(call, ind)
+        a, b, ind, default_out = operands
+        outd = self._out_dtype(call, default_out)
         M, K = sa[-2:]
         N = sb[-1]
         a_batch, b_batch = sa[:-2], sb[:-2]
@@ -287,12 +308,23 @@ class CubeLowering:
 
         x, w = call.args
         at = call.attrs
-        ind = self._in_dtype(x, w)
-        sx, sw = _shape(x), _shape(w)
-        if ind is None or sx is None or sw is None or at.data_layout != "NCHW" or \
-                at.kernel_layout != "OIHW" or str(at.out_layout) not in ("NCHW", ""):
+        out_layout = str(at.out_layout) or str(at.data_layout)
+        # any order of N,C,H,W (a weight gradient is conv2d in CNHW/IOHW): permuted to
+        # NCHW/OIHW on the way in, the result back to out_layout on the way out
+        to_x, to_w = _to_canonical(at.data_layout, "NCHW"), _to_canonical(at.kernel_layout, "OIHW")
+        back = _from_canonical(out_layout, "NCHW")
+        if _shape(x) is None or _shape(w) is None or None in (to_x, to_w, back):
             return None
-        outd = self._out_dtype(call, ind)
+        operands = self._operands(builder, x, w)
+        if operands is None:
+            return None
+        x, w, ind, default_out = operands
+        if to_x != [0, 1, 2, 3]:
+            x = builder.normalize(relax.op.permute_dims(x, to_x))
+        if to_w != [0, 1, 2, 3]:
+            w = builder.normalize(relax.op.permute_dims(w, to_w))
+        sx, sw = _shape(x), _shape(w)
+        outd = self._out_dtype(call, default_out)
         nb, c, h, wd = sx
         oc, cg, kh, kw = sw
         groups = int(at.groups)
@@ -317,7 +349,26 @@ class CubeLowering:
         out = self._call(builder, gvar, [x, b], (groups, M, N), outd)
         out = relax.op.reshape(out, (groups, nb, oh, ow, N))
         out = relax.op.permute_dims(out, [1, 0, 4, 2, 3])
-        return relax.op.reshape(out, (nb, oc, oh, ow))
+        out = relax.op.reshape(out, (nb, oc, oh, ow))
+        return out if back == [0, 1, 2, 3] else relax.op.permute_dims(
+            builder.normalize(out), back)
+
+
+def _to_canonical(layout, canonical: str) -> list[int] | None:
+    """permute_dims axes taking a tensor in `layout` (a permutation of `canonical`'s four
+    letters) to `canonical`; None for any other layout (packed ones such as NCHW4c)."""
+    layout = str(layout)
+    if len(layout) != 4 or sorted(layout) != sorted(canonical):
+        return None
+    return [layout.index(c) for c in canonical]
+
+
+def _from_canonical(layout, canonical: str) -> list[int] | None:
+    """permute_dims axes taking a tensor in `canonical` to `layout`."""
+    layout = str(layout)
+    if len(layout) != 4 or sorted(layout) != sorted(canonical):
+        return None
+    return [canonical.index(c) for c in layout]
 
 
 def requested_tile(extra: dict) -> Tile | None:

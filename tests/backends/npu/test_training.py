@@ -1,0 +1,62 @@
+"""npu train steps: lowered by the npu backend itself (cube kernels for the forward and the
+backward matmuls/convolutions, simulated), in the chip's training precision mode, and
+compared with torch autograd at the tolerance of the precision the step used."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import anychip
+
+sys.path.insert(0, str(Path(__file__).parents[2] / "compiler" / "training"))
+from torch_models import batches, make_model, parity, torch_reference  # noqa: E402
+
+
+def _train(target: str, name: str, **extra):
+    model, shape, _ = make_model(name)
+    data = batches(shape, 5, 3)
+    optimizer = anychip.optim.SGD(lr=0.1, momentum=0.9)
+    ref_losses, ref_state = torch_reference(model, optimizer, data)
+    trainer = anychip.compile_training(model, example_inputs=(data[0][0],),
+                                       optimizer=optimizer, target=target, **extra)
+    losses = [trainer.step(x, y) for x, y in data]
+    return trainer, np.array(losses), ref_losses, ref_state
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet"])
+def test_train_step_runs_on_the_simulated_cube(npu_target, name):
+    trainer, losses, ref_losses, ref_state = _train(npu_target, name)
+    assert trainer.report["built_for"] == npu_target and "note" not in trainer.report
+    step = trainer.report["backend_report"]["train_step"]
+    # forward and backward matmuls (dX and dW) and, for the CNN, the weight gradients'
+    # conv2d in CNHW/IOHW layouts all reach the cube
+    assert step["cube_kernels"] >= 5
+    assert "relax.matmul" not in step["matmul_conv_on_vector_unit"]
+    assert "relax.nn.conv2d" not in step["matmul_conv_on_vector_unit"]
+    parity(trainer, losses, ref_losses, ref_state)
+
+
+def test_precision_mode_moves_the_train_step_numerics():
+    """910B keeps float32 on its cube (must_keep_origin_dtype): fp32-level agreement with
+    torch. The 910's cube has no float32, so allow_fp32_to_fp16 rounds the cube operands:
+    fp16-level error, larger than the 910B's, still within the fp16 training tolerance."""
+    exact, exact_losses, ref_losses, _ = _train("ascend-910b", "mlp")
+    rounded, rounded_losses, _, _ = _train("ascend-910", "mlp")
+    assert exact.precision == "fp32" and rounded.precision == "fp16"
+    assert exact.report["backend_report"]["train_step"]["cube_dtypes"] == ["float32"]
+    assert rounded.report["backend_report"]["train_step"]["cube_dtypes"] == ["float16"]
+    fp32_error = np.abs(exact_losses - ref_losses).max()
+    fp16_error = np.abs(rounded_losses - ref_losses).max()
+    assert fp32_error < 1e-5 < fp16_error < 2e-2
+
+
+def test_a_mode_the_train_step_cannot_take_builds_for_the_host_and_says_so():
+    trainer, losses, ref_losses, ref_state = _train("ascend-910b", "mlp",
+                                                    precision_mode="force_fp16")
+    assert trainer.report["built_for"] == "cpu"
+    assert "force_fp16" in trainer.report["note"] and "host CPU" in trainer.report["note"]
+    parity(trainer, losses, ref_losses, ref_state)
