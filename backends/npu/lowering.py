@@ -192,6 +192,7 @@ class CubeLowering:
         from tvm.relax.expr_functor import PyExprMutator, mutator
 
         matmul, conv2d = tvm.ir.Op.get("relax.matmul"), tvm.ir.Op.get("relax.nn.conv2d")
+        conv2d_transpose = tvm.ir.Op.get("relax.nn.conv2d_transpose")
         lowering = self
 
         @mutator
@@ -203,6 +204,8 @@ class CubeLowering:
                     new = lowering.matmul(self.builder_, call)
                 elif call.op == conv2d:
                     new = lowering.conv2d(self.builder_, call)
+                elif call.op == conv2d_transpose:
+                    new = lowering.conv2d_transpose(self.builder_, call)
                 return call if new is None else new
 
         for gvar, func in list(mod.functions.items()):
@@ -352,6 +355,49 @@ class CubeLowering:
         out = relax.op.reshape(out, (nb, oc, oh, ow))
         return out if back == [0, 1, 2, 3] else relax.op.permute_dims(
             builder.normalize(out), back)
+
+
+    # -- conv2d_transpose ------------------------------------------------------------------
+    def conv2d_transpose(self, builder, call):
+        """A transposed convolution (an input gradient, a decoder's upsampling) as the conv2d
+        the cube runs, as Conv2DBackpropInput does: the input with stride-1 zeros between its
+        pixels, padded by dilation*(k-1)-pad (+ output_padding), convolved at stride 1 with
+        the spatially flipped kernel, input and output channels swapped. Groups, packed
+        layouts and a padding larger than the kernel's reach stay vector kernels."""
+        from tvm import relax
+
+        x, w = call.args
+        at = call.attrs
+        sx, sw = _shape(x), _shape(w)
+        if sx is None or sw is None or int(at.groups) != 1 or str(at.data_layout) != "NCHW" \
+                or str(at.kernel_layout) != "IOHW" or str(at.out_layout) not in ("NCHW", ""):
+            return None
+        nb, c, h, wd = sx
+        kh, kw = sw[2:]
+        sh, sw_ = (int(v) for v in at.strides)
+        dh, dw = (int(v) for v in at.dilation)
+        pad = [int(p) for p in at.padding]
+        pt, pl, pb, pr = pad if len(pad) == 4 else pad + pad
+        oph, opw = (int(v) for v in at.output_padding)
+        edges = [dh * (kh - 1) - pt, dh * (kh - 1) - pb + oph,
+                 dw * (kw - 1) - pl, dw * (kw - 1) - pr + opw]
+        if min(edges) < 0:
+            return None
+        if sh > 1 or sw_ > 1:          # stride-1 zeros between pixels: [N,C,H,1,W,1] padded
+            x = relax.op.reshape(x, (nb, c, h, 1, wd, 1))
+            x = relax.op.nn.pad(x, [0, 0, 0, 0, 0, 0, 0, sh - 1, 0, 0, 0, sw_ - 1])
+            x = relax.op.reshape(x, (nb, c, h * sh, wd * sw_))
+            x = relax.op.strided_slice(x, axes=[2, 3], begin=[0, 0],
+                                       end=[(h - 1) * sh + 1, (wd - 1) * sw_ + 1])
+        x = builder.normalize(relax.op.nn.pad(x, [0, 0, 0, 0, edges[0], edges[1],
+                                                  edges[2], edges[3]]))
+        w = relax.op.flip(relax.op.flip(w, 2), 3)
+        w = builder.normalize(relax.op.permute_dims(w, [1, 0, 2, 3]))
+        out_dtype = str(at.out_dtype or "")
+        conv = builder.normalize(relax.op.nn.conv2d(
+            x, w, strides=1, padding=0, dilation=(dh, dw),
+            out_dtype=None if out_dtype in ("", "void") else out_dtype))
+        return self.conv2d(builder, conv)
 
 
 def _to_canonical(layout, canonical: str) -> list[int] | None:

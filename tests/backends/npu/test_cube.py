@@ -140,3 +140,35 @@ def test_capacity_is_checked_on_the_scheduled_tir():
     ok = plan_tiles(chip, 1, 256, 256, 64, "float16", "float16")
     used = check_capacity(cube_kernel(ok, (1, 256, 64), 1), chip)
     assert used == ok.buffer_bytes
+
+
+@pytest.mark.parametrize("stride, pads, output_padding, dilation",
+                         [(2, (1, 1, 1, 1), (1, 1), 1), (3, (0, 2, 1, 0), (0, 2), 1),
+                          (1, (1, 1, 1, 1), (0, 0), 2)])
+def test_conv_transpose_runs_on_the_cube_and_matches_onnxruntime(stride, pads, output_padding,
+                                                                 dilation):
+    """ONNX ConvTranspose (and a train step's input gradient) becomes the zero-inserted,
+    padded, flipped-kernel conv2d of the cube; float32 on 910B compares at fp32 tolerance."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import anychip
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((6, 4, 3, 3)).astype(np.float32), "w")
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[stride, stride],
+                            pads=list(pads), output_padding=list(output_padding),
+                            dilations=[dilation, dilation])
+    graph = helper.make_graph([node], "deconv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                             [1, 6, 5, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model = onnx.shape_inference.infer_shapes(model)
+    report = anychip.verify(model, target="ascend-910b", precision_mode="must_keep_origin_dtype")
+    assert report.passed, report.summary()
+    art = anychip.compile(model, target="ascend-910b", precision_mode="must_keep_origin_dtype")
+    kinds = [k["kind"] for k in art.report["cube_kernels"].values()]
+    assert kinds == ["conv2d"]
