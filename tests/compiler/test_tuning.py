@@ -119,3 +119,86 @@ def test_tune_then_compile_applies_the_records(user_db, tmp_path, monkeypatch, c
     assert art.report["tuning"]["kernels_tuned"] >= 1   # the records match compiled kernels
     report = anychip.verify(path, target="cpu")
     assert report.passed, report.summary()
+
+
+# -- the shipped database (compiler/tuning/ship.py) -------------------------------------------
+SHIPPED_DATA = tdb.SHIPPED            # the package's own folder (the fixture hides it)
+
+
+def test_ship_keeps_the_fastest_record_per_kernel_and_target(tmp_path):
+    from anychip.compiler.tuning import ship
+
+    lines = []
+    for target, secs in ((CPU_A, 2e-5), (CPU_A, 1e-5), (CPU_A, 3e-5), (CPU_B, 4e-5)):
+        _, rec = _record(target)
+        line = tdb.entry(target, rec)
+        line["record"][1] = [secs]
+        lines.append(line)
+    db = tmp_path / "run.jsonl"
+    tdb.TuningDatabase(db).append(lines)
+    best = ship.best_per_kernel([db])
+    assert sorted((b["target"], b["record"][1]) for b in best) == [(CPU_A, [1e-5]),
+                                                                    (CPU_B, [4e-5])]
+
+
+def test_ship_keeps_a_record_only_when_it_beats_the_default_schedule(monkeypatch):
+    from anychip.compiler.tuning import ship
+
+    _, rec = _record(CPU_A)
+    line = tdb.entry(CPU_A, rec)
+    timings = iter([("b", 10.0, 9.9), ("b", 10.0, 5.0)])
+    monkeypatch.setattr(ship, "measure", lambda _line: next(timings))
+    lines = [line, line, tdb.entry(CPU_B, rec)]
+    kept, decisions = ship.select(lines, CPU_A, progress=lambda _: None)
+    assert [d.shipped for d in decisions] == [False, True, True]
+    assert decisions[2].default_us is None          # another target: kept, not measured here
+    assert [k["target"] for k in kept] == [CPU_A, CPU_B]
+
+
+def test_ship_measures_both_schedules_of_a_real_record_on_this_host():
+    """The record's kernel and the default schedule's are built, checked to compute the same
+    values, and timed on this host."""
+    from anychip.compiler.registry import get_backend, get_profile
+    from anychip.compiler.tuning import ship
+
+    profile = get_profile("cpu")
+    host = str(get_backend(profile).target(profile))
+    _, rec = _record(host)
+    name, default_us, tuned_us = ship.measure(tdb.entry(host, rec), rounds=1)
+    assert name == "b" and default_us > 0 and tuned_us > 0
+
+
+def test_shipped_databases_hold_one_loadable_record_per_kernel(recwarn):
+    import tvm
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    files = sorted(SHIPPED_DATA.glob("*.jsonl"))
+    assert files, f"no tuning database ships in {SHIPPED_DATA}"
+    for path in files:
+        assert path.stat().st_size < 1 << 20, f"{path}: over 1 MiB; ship the best records only"
+        lines = tdb.TuningDatabase(path).lines()
+        assert lines and not [w for w in recwarn if issubclass(w.category, tdb.TuningWarning)]
+        keys = [(line["target"], line["workload"][0]) for line in lines]
+        assert len(keys) == len(set(keys)), f"{path}: more than one record for a kernel"
+        for line in lines:
+            tvm.target.Target(json.loads(line["target"]))
+            workload = ms.database.Workload.from_json(line["workload"])
+            record = ms.database.TuningRecord.from_json(line["record"], workload)
+            record.trace.apply_to_schedule(s_tir.Schedule(workload.mod), remove_postproc=False)
+
+
+@pytest.mark.slow
+def test_shipped_records_apply_to_resnet50_on_the_cpu_kind_they_were_tuned_on(monkeypatch,
+                                                                               tmp_path):
+    import anychip
+    from anychip.compiler.registry import get_backend, get_profile
+
+    monkeypatch.setattr(tdb, "SHIPPED", SHIPPED_DATA)
+    monkeypatch.setenv("ANYCHIP_CACHE_DIR", str(tmp_path / "cache"))
+    profile = get_profile("cpu")
+    host = str(get_backend(profile).target(profile))
+    if not tdb.records_for(host):
+        pytest.skip(f"no shipped tuning records for this host's target {host}")
+    art = anychip.compile("zoo:resnet50", target="cpu")
+    assert art.report["tuning"]["kernels_tuned"] >= 1
