@@ -111,6 +111,8 @@ class CpuBackend(OptionalBackendHooks):
             mod = passes.drop_dropout(mod)
             mod = passes.sum_as_add(mod)
             mod = passes.fold_conv_affine(mod)
+            if options.extra.get("combine_matmuls", True):
+                mod = passes.combine_parallel_matmuls(mod)
             report = {"layout": layout, "dispatch": None}
             if layout == "NHWC":
                 mod, report["layout"] = _to_nhwc(mod)

@@ -10,6 +10,8 @@ They run before library dispatch so the dispatched kernels see the cheapest grap
 - `fold_constants`: elementwise and shape ops on constants (weights built by ConstantOfShape,
   batch-norm statistics, layout permutations of constants), evaluated in numpy: TVM's
   FoldConstant builds and runs a kernel per constant, ~60 ms each.
+- `combine_parallel_matmuls`: matmuls of one input by constant weights (QKV) joined into one
+  wider GEMM and sliced (options.extra["combine_matmuls"]=False turns it off).
 """
 
 from __future__ import annotations
@@ -261,7 +263,7 @@ def fold_constants(mod):
               "relax.multiply": np.multiply, "relax.divide": np.divide,
               "relax.power": np.power}
     shaped = {"relax.reshape", "relax.expand_dims", "relax.squeeze", "relax.broadcast_to"}
-    ops = {_op(n): n for n in [*unary, *binary, *shaped, "relax.permute_dims"]}
+    ops = {_op(n): n for n in [*unary, *binary, *shaped, "relax.permute_dims", "relax.concat"]}
 
     @mutator
     class FoldConstants(PyExprMutator):
@@ -275,8 +277,12 @@ def fold_constants(mod):
             out_shape, out_ty = _shape(new), getattr(new, "ty", None)
             if name is None or out_shape is None:
                 return new
-            values = [self._const(a) for a in new.args[:1 if name in shaped or
-                                                        name == "relax.permute_dims" else None]]
+            if name == "relax.concat":      # CombineParallelMatmul's joined weights
+                fields = new.args[0].fields if isinstance(new.args[0], relax.Tuple) else None
+                values = [self._const(a) for a in fields] if fields else [None]
+            else:
+                values = [self._const(a) for a in new.args[:1 if name in shaped or
+                                                            name == "relax.permute_dims" else None]]
             if any(v is None for v in values):
                 return new
             with np.errstate(all="ignore"):
@@ -288,6 +294,8 @@ def fold_constants(mod):
                     axes = new.attrs.axes
                     result = np.transpose(values[0], None if axes is None
                                           else [int(a) for a in axes])
+                elif name == "relax.concat":
+                    result = np.concatenate(values, axis=int(new.attrs.axis))
                 elif name == "relax.broadcast_to":
                     result = np.broadcast_to(values[0], out_shape)
                 else:
@@ -301,3 +309,95 @@ def fold_constants(mod):
 
     mod = _map_main(mod, lambda m, f: FoldConstants(m))
     return relax.transform.DeadCodeElimination()(mod)
+
+
+
+def combine_parallel_matmuls(mod, min_branches: int = 2):
+    """Matmuls that read the same input with constant 2-D weights (attention's Q, K and V
+    projections; a gated MLP's gate and up) become one matmul on the weights joined along N,
+    then slices: one wider GEMM runs closer to the library's peak than several narrow ones
+    (ONNX Runtime's attention fusion packs QKV for the same reason). When every branch's only
+    use is a constant bias add, the biases are joined too, so dispatch still fuses the bias.
+    TVM 0.27's CombineParallelMatmul left such graphs unchanged when we tried it, with the
+    weights as constants (an imported ONNX model) and as parameters alike."""
+    from tvm import relax
+    from tvm.ir.expr import Constant
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    matmul, add = _op("relax.matmul"), _op("relax.add")
+
+    def branches(func):
+        """{input var: [(matmul var, weight, bias add var or None, bias)]} worth joining."""
+        uses = _use_counts(func)
+        body = func.body
+        values = {b.var: b.value for block in getattr(body, "blocks", [])
+                  for b in block.bindings if isinstance(b, relax.VarBinding)}
+        adds = {}
+        for var, value in values.items():
+            if isinstance(value, relax.Call) and value.op == add and \
+                    isinstance(value.args[0], relax.Var) and \
+                    isinstance(value.args[1], Constant):
+                adds[value.args[0]] = (var, value.args[1])
+        groups: dict = {}
+        for var, value in values.items():
+            if not (isinstance(value, relax.Call) and value.op == matmul):
+                continue
+            x, w = value.args
+            shape_x, shape_w = _shape(x), _shape(w)
+            out = str(getattr(value.attrs, "out_dtype", "") or "")
+            if not isinstance(x, relax.Var) or not isinstance(w, Constant) or \
+                    shape_x is None or shape_w is None or len(shape_w) != 2 or \
+                    len(shape_x) < 2 or out not in ("", "void"):
+                continue
+            bias = adds.get(var) if uses.get(var, 0) == 1 else None
+            if bias is not None and _shape(bias[1]) != (shape_w[1],):
+                bias = None
+            key = (x, shape_w[0], str(w.ty.dtype))
+            groups.setdefault(key, []).append((var, w, *(bias or (None, None))))
+        return {key: members for key, members in groups.items()
+                if len(members) >= min_branches}
+
+    @mutator
+    class Combine(PyExprMutator):
+        def __init__(self, mod, groups):
+            super().__init__(mod)
+            self.replace = {}      # var of a matmul or bias add -> (group, column range)
+            self.joined = {}       # group -> the joined result var, once emitted
+            self.groups = groups
+            for key, members in groups.items():
+                with_bias = all(m[2] is not None for m in members)
+                start = 0
+                for var, w, bias_var, _ in members:
+                    end = start + _shape(w)[1]
+                    self.replace[bias_var if with_bias else var] = (key, start, end)
+                    start = end
+
+        def _joined(self, key):
+            if key not in self.joined:
+                members = self.groups[key]
+                x = self.visit_expr(key[0])
+                weight = np.concatenate([_const_value(m[1]) for m in members], axis=1)
+                value = relax.op.matmul(x, relax.const(weight))
+                if all(m[2] is not None for m in members):
+                    bias = np.concatenate([_const_value(m[3]) for m in members])
+                    value = relax.op.add(self.builder_.emit(value), relax.const(bias))
+                self.joined[key] = self.builder_.emit(value)
+            return self.joined[key]
+
+        def visit_var_binding_(self, binding):
+            target = self.replace.get(binding.var)
+            if target is None:
+                return super().visit_var_binding_(binding)
+            key, start, end = target
+            joined = self._joined(key)
+            axis = len(_shape(joined)) - 1
+            sliced = relax.op.strided_slice(joined, axes=[axis], begin=[start], end=[end])
+            self.set_var_remap(binding.var, self.builder_.emit(sliced))
+
+    for gvar, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            groups = branches(func)
+            if groups:
+                mod[gvar] = relax.analysis.remove_all_unused(
+                    Combine(mod, groups).visit_expr(func))
+    return relax.transform.CanonicalizeBindings()(mod)

@@ -59,10 +59,36 @@ def test_conv_net_nchw_library_path_matches():
 
 
 def test_attention_block_library_matches_tvm_kernels():
-    _compare(attention_block(), {"anychip.matmul": 2, "anychip.matmul_bias": 3,
+    # Q, K and V projections read the same input: one GEMM on the joined weight and bias
+    _compare(attention_block(), {"anychip.matmul": 2, "anychip.matmul_bias": 1,
                                  "anychip.matmul_bias_gelu": 1,
                                  "anychip.matmul_bias_residual": 2, "anychip.softmax": 1,
                                  "anychip.layer_norm": 1})
+
+
+@pytest.mark.parametrize("reuse_k", [False, True])
+def test_parallel_projections_join_into_one_gemm_with_the_same_numbers(reuse_k):
+    """Joined QKV gives the separate GEMMs' outputs; when one projection's product is used
+    twice, its bias cannot be joined, so the product alone is (three slices, biases after)."""
+    import onnx
+    from onnx import helper
+
+    model = attention_block()
+    if reuse_k:        # k_mm also feeds the output: the k bias add is no longer its only use
+        model.graph.node.append(helper.make_node("ReduceSum", ["k_mm"], ["k_sum"], keepdims=0))
+        model.graph.output.append(helper.make_tensor_value_info("k_sum", onnx.TensorProto.FLOAT,
+                                                                []))
+    joined = anychip.compile(model, target="cpu")
+    separate = anychip.compile(model, target="cpu", combine_matmuls=False)
+    calls = joined.report["dispatch"]["calls"]
+    assert separate.report["dispatch"]["calls"]["anychip.matmul_bias"] == (2 if reuse_k else 3)
+    assert calls.get("anychip.matmul_bias", 0) == (0 if reuse_k else 1)
+    assert calls["anychip.matmul"] == (3 if reuse_k else 2)      # + attention's two
+    feed, got = _run(joined)
+    want = list(separate.run(feed).values())
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    assert anychip.verify(model, target="cpu").passed
 
 
 @pytest.mark.parametrize("build", [conv_net, attention_block])
