@@ -8,6 +8,9 @@
 `build` compiles the program for the host through LLVM (vector.py schedules the rest), adds
 the cost model's estimate (cost.py) and the files ATC needs for the real chip (atc.py).
 
+A train step (options.extra["training"]) has no ONNX graph: `_lower_train_step` cube-tiles its
+Relax module directly (forward and backward matmuls/convolutions) in ATC's training modes.
+
 The driver imports the model too; this backend re-imports the precision-annotated ONNX it
 gets as `options.extra["onnx_model"]`, because ATC's precision decisions are per ONNX node.
 """
@@ -47,8 +50,8 @@ ASSUMPTIONS = [
 # unit), the cube's operands are rounded to float16 where its cube lacks float32 (910, 310P).
 TRAIN_STEP_MODES = ("must_keep_origin_dtype", "allow_fp32_to_fp16")
 
-# Ops a cube could take that CubeLowering may leave as vector kernels (a gradient's
-# conv2d_transpose, a dtype the cube lacks): counted in a train step's report.
+# Ops a cube could take that CubeLowering may leave as vector kernels (a grouped
+# conv2d_transpose, a packed layout, a dtype the cube lacks): counted in a train step's report.
 CUBE_SHAPED_OPS = ("relax.matmul", "relax.nn.conv2d", "relax.nn.conv2d_transpose")
 
 
