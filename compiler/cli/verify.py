@@ -26,6 +26,14 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def reduced_precision_hint(model: str, target: str) -> str:
+    """What to do next when a reduced-precision result is out of tolerance: is it the format's
+    error growing through the network, or a wrong kernel?"""
+    return (f"next: 'anychip compare {model} --target {target}' shows where the error grows, "
+            f"node by node; '--precision fp32' (on an NPU: --precision-mode "
+            f"must_keep_origin_dtype) tells reduced-precision error from a wrong result")
+
+
 def run_kernels(args) -> int:
     from ..registry import get_backend, get_profile
 
@@ -66,6 +74,8 @@ def run(args) -> int:
                          indent=2))
     elif len(reports) == 1 and args.target != "all":
         print(reports[0].summary())
+        if not reports[0].passed and reports[0].precision != "fp32":
+            print(reduced_precision_hint(args.model, reports[0].target))
     else:
         rows = [[r.target, r.how, r.precision, "PASS" if r.passed else "FAIL", f"{r.max_abs:.3g}",
                  f"{r.max_rel:.3g}", f"rtol={r.outputs[0].rtol:g} atol={r.outputs[0].atol:g}"]

@@ -76,6 +76,15 @@ def test_verify_failure_exits_1(model_path, capsys, monkeypatch):
     assert capsys.readouterr().out.startswith("FAIL")
 
 
+def test_reduced_precision_failure_says_what_to_try_next(model_path, capsys):
+    """ascend-910b computes in fp16 by default; a zero tolerance makes it fail."""
+    assert main(["verify", str(model_path), "--target", "ascend-910b", "--rtol", "0",
+                 "--atol", "0"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("FAIL") and "fp16" in out[0]
+    assert out[1].startswith("next: 'anychip compare") and "must_keep_origin_dtype" in out[1]
+
+
 @pytest.mark.parametrize("argv_tail, needle", [
     (["--shape", "in/x=3x8"], None),
     (["--target", "no-such-chip"], "unknown target 'no-such-chip'"),
