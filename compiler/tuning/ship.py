@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import AnychipError
 from ..tolerances import compare, tolerance_for
-from .database import FORMAT, TuningDatabase
+from .database import TuningDatabase
 
 MIN_GAIN = 0.05           # a record must beat the default schedule by 5 % to ship
 
@@ -145,17 +145,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-gain", type=float, default=MIN_GAIN)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
+    missing = [str(p) for p in args.databases if not p.is_file()]
+    if missing:
+        print(f"error: no such tuning database: {', '.join(missing)}", file=sys.stderr)
+        return 2
     profile = get_profile("cpu")
     host_target = str(get_backend(profile).target(profile))
     lines = best_per_kernel(args.databases)
     kept, _ = select(lines, host_target, args.min_gain)
-    for line in kept:
-        assert line["format"] == FORMAT
 
     def write(tmp: Path) -> None:
         tmp.write_text("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in kept))
 
-    write_file(args.output, write, force=args.force)
+    try:       # written beside the destination, then renamed: never half a file
+        write_file(args.output, write, force=args.force)
+    except AnychipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"{len(kept)} of {len(lines)} kernels' records written to {args.output}")
     return 0
 

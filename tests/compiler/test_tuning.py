@@ -201,3 +201,16 @@ def test_shipped_records_apply_to_resnet50_on_the_cpu_kind_they_were_tuned_on(mo
         pytest.skip(f"no shipped tuning records for this host's target {host}")
     art = anychip.compile("zoo:resnet50", target="cpu")
     assert art.report["tuning"]["kernels_tuned"] >= 1
+
+
+def test_ship_refuses_missing_input_and_existing_output_with_exit_2(tmp_path, capsys):
+    from anychip.compiler.tuning import ship
+
+    assert ship.main([str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "out.jsonl")]) == 2
+    assert "no such tuning database" in capsys.readouterr().err
+    db, out = tmp_path / "run.jsonl", tmp_path / "out.jsonl"
+    db.write_text("")
+    out.write_text("keep me\n")
+    assert ship.main([str(db), "-o", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_text() == "keep me\n"
+    assert ship.main([str(db), "-o", str(out), "--force"]) == 0 and out.read_text() == ""
