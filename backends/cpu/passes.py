@@ -376,11 +376,13 @@ def combine_parallel_matmuls(mod, min_branches: int = 2):
             if key not in self.joined:
                 members = self.groups[key]
                 x = self.visit_expr(key[0])
+                # relax.const would turn float64 into float32: keep the weights' dtype
                 weight = np.concatenate([_const_value(m[1]) for m in members], axis=1)
-                value = relax.op.matmul(x, relax.const(weight))
+                value = relax.op.matmul(x, relax.const(weight, str(weight.dtype)))
                 if all(m[2] is not None for m in members):
                     bias = np.concatenate([_const_value(m[3]) for m in members])
-                    value = relax.op.add(self.builder_.emit(value), relax.const(bias))
+                    value = relax.op.add(self.builder_.emit(value),
+                                         relax.const(bias, str(bias.dtype)))
                 self.joined[key] = self.builder_.emit(value)
             return self.joined[key]
 

@@ -159,3 +159,21 @@ def test_thread_count_override(monkeypatch):
     monkeypatch.setenv("ANYCHIP_NUM_THREADS", "zero")
     with pytest.raises(AnychipError, match="ANYCHIP_NUM_THREADS"):
         run_threads(2)
+
+
+def test_joined_projections_keep_a_float64_weight_dtype():
+    """ONNX's DFT cases import as two float64 matmuls of one input: the joined weight must stay
+    float64 (relax.const alone would make it float32 and the matmul ill-typed)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 5)), f"w{i}") for i in range(2)]
+    nodes = [helper.make_node("MatMul", ["x", f"w{i}"], [f"y{i}"]) for i in range(2)]
+    graph = helper.make_graph(
+        nodes, "f64", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [3, 6])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.DOUBLE, [3, 5]) for i in range(2)],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    report = anychip.verify(model, target="cpu")
+    assert report.passed, report.summary()
