@@ -11,6 +11,11 @@ accumulated over a network: tf32 and fp16 have 10-bit mantissas (unit roundoff 4
 has 7 bits (3.9e-3); the figures are ~20x the unit roundoff, as ORT derives its fp16/bf16
 rows as a multiple of the cast error. Integers and booleans are exact. Training compares
 losses and parameters after several optimizer steps, so errors compound once more.
+
+The table is the first rule. A reduced-precision output that misses it is judged once more by
+verify against the format's own error (format_error.py: within 3x the RMS error of the model
+run with every tensor stored in that format), because on a deep network the format alone
+leaves these elementwise bounds.
 """
 
 from __future__ import annotations
