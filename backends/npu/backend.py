@@ -9,7 +9,8 @@
 the cost model's estimate (cost.py) and the files ATC needs for the real chip (atc.py).
 
 A train step (options.extra["training"]) has no ONNX graph: `_lower_train_step` cube-tiles its
-Relax module directly (forward and backward matmuls/convolutions) in ATC's training modes.
+Relax module directly (forward and backward matmuls/convolutions) in ATC's training modes, and
+its estimate is made from the lowered program's kernels (cost.train_step_estimate).
 
 The driver imports the model too; this backend re-imports the precision-annotated ONNX it
 gets as `options.extra["onnx_model"]`, because ATC's precision decisions are per ONNX node.
@@ -53,6 +54,25 @@ TRAIN_STEP_MODES = ("must_keep_origin_dtype", "allow_fp32_to_fp16")
 # Ops a cube could take that CubeLowering may leave as vector kernels (a grouped
 # conv2d_transpose, a packed layout, a dtype the cube lacks): counted in a train step's report.
 CUBE_SHAPED_OPS = ("relax.matmul", "relax.nn.conv2d", "relax.nn.conv2d_transpose")
+
+
+def _tir_calls(mod, names) -> dict[str, int]:
+    """How many call_tir calls of each PrimFunc in `names` the module's Relax functions make."""
+    import tvm
+    from tvm import relax
+
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    counts: dict[str, int] = {}
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and expr.op.same_as(call_tir) and \
+                expr.args[0].name_hint in names:
+            counts[expr.args[0].name_hint] = counts.get(expr.args[0].name_hint, 0) + 1
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return counts
 
 
 def _calls_of(mod, names) -> dict[str, int]:
@@ -175,6 +195,7 @@ class NpuBackend(OptionalBackendHooks):
             "precision_mode": mode,
             "precision": "fp16" if reduce and cube.kernels else "fp32",
             "train_step": {"cube_kernels": len(cube.kernels), "cube_dtypes": on_cube,
+                           "cube_calls": _tir_calls(mod, set(cube.kernels)),
                            "matmul_conv_on_vector_unit": left,
                            "note": "matmul/conv2d in a cube dtype on the cube (forward and "
                                    "backward); everything else on the vector unit"},
@@ -203,8 +224,13 @@ class NpuBackend(OptionalBackendHooks):
         model = options.extra.get("onnx_model")
         report["simulator"] = SIMULATOR
         fused_model = fuse_channel_affine(model)[0] if model is not None else None
-        report["estimate"] = cost.estimate(fused_model, chip, report,
-                                           requested_tile(options.extra))
+        if "train_step" in report:
+            report["estimate"] = cost.train_step_estimate(
+                chip, report.get("cube_kernels", {}), report["train_step"]["cube_calls"],
+                vector_kernels)
+        else:
+            report["estimate"] = cost.estimate(fused_model, chip, report,
+                                               requested_tile(options.extra))
         device_sources, report["atc"] = atc.device_files(model, chip, profile, report)
         return BuildResult(executable=executable, precision=report.get("precision", "fp16"),
                            device_sources=device_sources, report=report,

@@ -28,6 +28,8 @@ VECTOR_WORK = {"Exp": 4, "Log": 4, "Sigmoid": 4, "Tanh": 4, "Erf": 6, "Gelu": 8,
                "BatchNormalization": 2, "Div": 2, "Sqrt": 2, "Pow": 4, "Reciprocal": 2,
                "LRN": 8, "HardSwish": 3, "HardSigmoid": 2, "Softplus": 5, "Elu": 4, "Selu": 4,
                "Sin": 4, "Cos": 4}
+# TOPI's names for the blocks of reshape-like ops: views on the chip (as VIEWS above)
+VIEW_BLOCKS = ("T_reshape", "T_squeeze", "T_expand_dims")
 GATHERS = frozenset({"Gather", "GatherElements", "GatherND"})
 POOLS = frozenset({"MaxPool", "AveragePool"})
 
@@ -73,7 +75,6 @@ def _kernel_cost(node, place: dict, chip: Chip, shapes: dict, types: dict, reque
     if place["op_type"] in GATHERS:
         in_bytes += out_bytes
     k = {"node": place["name"], "op": place["op_type"], "unit": unit, "dtype": dtype}
-    clock = chip.clock_ghz * 1e9
     bandwidth = chip.bandwidth_gbs * 1e9
     if unit == "cube":
         dims = gemm_dims(node, shapes)
@@ -82,16 +83,7 @@ def _kernel_cost(node, place: dict, chip: Chip, shapes: dict, types: dict, reque
         g, m, n, kk = dims
         out_dtype = "int32" if dtype == "int8" else dtype
         plan = plan_tiles(chip, g, m, n, kk, dtype, out_dtype, requested)
-        waves = math.ceil(plan.blocks / chip.ai_cores)
-        busy = plan.blocks / (waves * chip.ai_cores)
-        cycles = plan.fractals / (chip.fractals_per_cycle(dtype) * chip.ai_cores * busy)
-        moved = plan.moved_bytes()
-        flops = 2 * g * m * n * kk
-        compute, memory = cycles / clock, moved["GM"] / bandwidth
-        k.update(flops=flops, cube_fractals=plan.fractals, blocks=plan.blocks,
-                 tile=[plan.tile.m1, plan.tile.n1, plan.tile.k1, plan.tile.k0],
-                 bytes=moved, buffer_bytes=plan.buffer_bytes)
-        launch = float(chip.raw["launch_us"]) * 1e-6
+        return {**k, **cube_cost(chip, plan.as_dict())}
     elif unit == "vector":
         if place["op_type"] in VIEWS:
             return {**k, "flops": 0, "bytes": {"GM": 0}, "time_us": 0.0,
@@ -101,28 +93,49 @@ def _kernel_cost(node, place: dict, chip: Chip, shapes: dict, types: dict, reque
             kernel = next((list(a.ints) for a in node.attribute if a.name == "kernel_shape"), [1])
             work = math.prod(kernel)
         elems = max(out_elems, max((_elements(shapes.get(t)) for t in ins), default=0))
-        repeats = math.ceil(elems * dtype_bytes(dtype) / chip.vector_bytes) * work
-        waves = math.ceil(repeats / chip.vector_cores)
-        cycles = waves / chip.vector_repeats_per_cycle
-        gm = in_bytes + out_bytes
-        flops = elems * work
-        compute, memory = cycles / clock, gm / bandwidth
-        k.update(flops=flops, vector_repeats=repeats, bytes={"GM": gm, "UB": gm})
-        launch = float(chip.raw["launch_us"]) * 1e-6
+        return {**k, **vector_cost(chip, elems, dtype, work, in_bytes + out_bytes)}
     elif unit == "host":
         ai_cpu = chip.raw["ai_cpu"]
         flops = max(out_elems, 1) * VECTOR_WORK.get(place["op_type"], 1)
         rate = ai_cpu["cores"] * ai_cpu["gflops_per_core"] * 1e9
-        compute, memory = flops / rate, (in_bytes + out_bytes) / bandwidth
         k.update(flops=flops, bytes={"GM": in_bytes + out_bytes})
-        launch = float(ai_cpu["launch_us"]) * 1e-6
-    else:
-        return {**k, "flops": 0, "bytes": {"GM": 0}, "time_us": 0.0}
-    k.update(compute_us=round(compute * 1e6, 3), memory_us=round(memory * 1e6, 3),
-             launch_us=round(launch * 1e6, 3),
-             bound="compute" if compute >= memory else "memory",
-             time_us=round((max(compute, memory) + launch) * 1e6, 3))
-    return k
+        return {**k, **_timed(flops / rate, (in_bytes + out_bytes) / bandwidth,
+                              float(ai_cpu["launch_us"]) * 1e-6)}
+    return {**k, "flops": 0, "bytes": {"GM": 0}, "time_us": 0.0}
+
+
+def _timed(compute: float, memory: float, launch: float) -> dict:
+    """A kernel takes max(compute, memory) plus its launch overhead (seconds in, us out)."""
+    return {"compute_us": round(compute * 1e6, 3), "memory_us": round(memory * 1e6, 3),
+            "launch_us": round(launch * 1e6, 3),
+            "bound": "compute" if compute >= memory else "memory",
+            "time_us": round((max(compute, memory) + launch) * 1e6, 3)}
+
+
+def cube_cost(chip: Chip, plan: dict) -> dict:
+    """One cube kernel from its tiling plan (CubePlan.as_dict()): its fractals over the AI cores
+    its output tiles keep busy, and the plan's GM traffic over the memory bandwidth."""
+    waves = math.ceil(plan["blocks"] / chip.ai_cores)
+    busy = plan["blocks"] / (waves * chip.ai_cores)
+    cycles = plan["fractals"] / (chip.fractals_per_cycle(plan["in_dtype"]) * chip.ai_cores * busy)
+    tile = plan["tile"]
+    return {"flops": 2 * plan["G"] * plan["M"] * plan["N"] * plan["K"],
+            "cube_fractals": plan["fractals"], "blocks": plan["blocks"],
+            "tile": [tile["m1"], tile["n1"], tile["k1"], tile["k0"]],
+            "bytes": plan["moved_bytes"], "buffer_bytes": plan["buffer_bytes"],
+            **_timed(cycles / (chip.clock_ghz * 1e9), plan["moved_bytes"]["GM"] /
+                     (chip.bandwidth_gbs * 1e9), float(chip.raw["launch_us"]) * 1e-6)}
+
+
+def vector_cost(chip: Chip, elements: int, dtype: str, work: int, gm_bytes: int) -> dict:
+    """One vector kernel: 256-byte repeats of its largest operand, `work` passes each, over the
+    vector cores; `gm_bytes` over the memory bandwidth."""
+    repeats = math.ceil(elements * dtype_bytes(dtype) / chip.vector_bytes) * work
+    cycles = math.ceil(repeats / chip.vector_cores) / chip.vector_repeats_per_cycle
+    return {"flops": elements * work, "vector_repeats": repeats,
+            "bytes": {"GM": gm_bytes, "UB": gm_bytes},
+            **_timed(cycles / (chip.clock_ghz * 1e9), gm_bytes / (chip.bandwidth_gbs * 1e9),
+                     float(chip.raw["launch_us"]) * 1e-6)}
 
 
 def _dtype_of(tensor: str, place: dict, types: dict) -> str:
@@ -174,6 +187,51 @@ def estimate(model, chip: Chip, report: dict, requested=None) -> dict:
         place = by_name.get(node.name or node.output[0])
         if place is not None:
             kernels.append(_kernel_cost(node, place, chip, shapes, types, requested))
+    weights = sum(_elements(tuple(i.dims)) * dtype_bytes(
+        types.get(i.name, "float32")) for i in model.graph.initializer)
+    activations = _peak_activation_bytes(model, by_name, shapes, types)
+    return {
+        **_summarise(kernels, chip),
+        "memory": {"weights_bytes": weights, "peak_activation_bytes": activations,
+                   "device_bytes": int(chip.memory_gb * 2**30),
+                   "use": round((weights + activations) / (chip.memory_gb * 2**30), 6)
+                   if chip.memory_gb else None},
+    }
+
+
+def train_step_estimate(chip: Chip, cube_kernels: dict, cube_calls: dict,
+                        vector_kernels: list) -> dict:
+    """A train step's estimate: it has no ONNX graph, so its kernels are the lowered program's.
+    Each cube kernel (forward and backward matmul/conv) from its tiling plan, times the calls
+    the step makes; each vector kernel the build scheduled from its element count and dtype,
+    one pass, its elements read once and written once (the vector schedule logs no operand
+    list, so this is a lower bound on traffic)."""
+    kernels = []
+    for name, plan in cube_kernels.items():
+        calls = max(int(cube_calls.get(name, 1)), 1)
+        one = cube_cost(chip, plan)
+        for key in ("flops", "time_us", "compute_us", "memory_us", "launch_us", "cube_fractals"):
+            one[key] = round(one[key] * calls, 3) if isinstance(one[key], float) \
+                else one[key] * calls
+        one["bytes"] = {level: b * calls for level, b in one["bytes"].items()}
+        kernels.append({"node": name, "op": plan.get("kind", "matmul"), "unit": "cube",
+                        "dtype": plan["in_dtype"], "calls": calls, **one})
+    for v in vector_kernels:
+        elems, dtype = int(v["elements"]), str(v["dtype"])
+        if str(v["block"]).startswith(VIEW_BLOCKS):
+            kernels.append({"node": v["block"], "op": "view", "unit": "vector", "dtype": dtype,
+                            "flops": 0, "bytes": {"GM": 0}, "time_us": 0.0,
+                            "note": "a view on the chip: no data moves"})
+            continue
+        kernels.append({"node": v["block"], "op": "vector", "unit": "vector", "dtype": dtype,
+                        **vector_cost(chip, elems, dtype, 1, 2 * elems * dtype_bytes(dtype))})
+    return {**_summarise(kernels, chip),
+            "note": "train step: kernels of the lowered program (no ONNX graph); vector "
+                    "kernels one pass each, their traffic a lower bound"}
+
+
+def _summarise(kernels: list, chip: Chip) -> dict:
+    """Totals, the roofline bound and the peak buffer use over a list of kernel estimates."""
     total = {"time_us": 0.0, "cube_us": 0.0, "vector_us": 0.0, "host_us": 0.0}
     flops = gm = 0
     for k in kernels:
@@ -191,14 +249,11 @@ def estimate(model, chip: Chip, report: dict, requested=None) -> dict:
     intensity = flops / gm if gm else float("inf")
     ridge = peak_flops / bandwidth
     bound_s = max(flops / peak_flops, gm / bandwidth)
-    weights = sum(_elements(tuple(i.dims)) * dtype_bytes(
-        types.get(i.name, "float32")) for i in model.graph.initializer)
     buffers = {}
     for level, capacity in chip.buffers.items():
         used = max((k.get("buffer_bytes", {}).get(level, 0) for k in kernels), default=0)
         buffers[level] = {"peak_bytes": used, "capacity_bytes": capacity,
                           "use": round(used / capacity, 4)}
-    activations = _peak_activation_bytes(model, by_name, shapes, types)
     return {
         "kernels": kernels,
         "total": {**total, "kernels": sum(1 for k in kernels if k.get("time_us", 0) > 0),
@@ -210,8 +265,4 @@ def estimate(model, chip: Chip, report: dict, requested=None) -> dict:
                      "bound": "compute" if intensity >= ridge else "memory",
                      "bound_time_us": round(bound_s * 1e6, 3)},
         "buffers": buffers,
-        "memory": {"weights_bytes": weights, "peak_activation_bytes": activations,
-                   "device_bytes": int(chip.memory_gb * 2**30),
-                   "use": round((weights + activations) / (chip.memory_gb * 2**30), 6)
-                   if chip.memory_gb else None},
     }

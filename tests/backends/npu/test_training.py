@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import anychip
 
@@ -47,6 +48,16 @@ def test_precision_mode_moves_the_train_step_numerics():
     assert exact.precision == "fp32" and rounded.precision == "fp16"
     assert exact.report["backend_report"]["train_step"]["cube_dtypes"] == ["float32"]
     assert rounded.report["backend_report"]["train_step"]["cube_dtypes"] == ["float16"]
+    # the estimate counts the lowered step's cube work: forward (16->32->32->5, batch 8),
+    # every weight gradient, and the input gradients of fc2 and head (not of the data)
+    estimate = exact.report["backend_report"]["estimate"]
+    cube = [k for k in estimate["kernels"] if k["unit"] == "cube"]
+    forward = 2 * 8 * (16 * 32 + 32 * 32 + 32 * 5)
+    assert sum(k["flops"] for k in cube) == 2 * forward + 2 * 8 * (32 * 32 + 32 * 5)
+    assert sum(k["calls"] for k in cube) == 8
+    assert estimate["total"]["cube_us"] > 0 and estimate["total"]["vector_us"] > 0
+    assert estimate["total"]["time_us"] == pytest.approx(
+        sum(k["time_us"] for k in estimate["kernels"]), abs=1e-2)
     fp32_error = np.abs(exact_losses - ref_losses).max()
     fp16_error = np.abs(rounded_losses - ref_losses).max()
     assert fp32_error < 1e-5 < fp16_error < 2e-2
