@@ -45,6 +45,18 @@ def test_zoo_matches_onnxruntime(name, npu_target):
 
 
 @pytest.mark.slow
+def test_densenet_is_within_fp16s_own_error_on_910b():
+    """DenseNet-121's 120 layers under force_fp16 leave a third of its logits outside
+    rtol=atol=1e-2, as merely storing its tensors in fp16 does (compiler/format_error.py); the
+    simulator's RMS error is no larger than that storage error's (measured 0.0254 vs 0.0265)."""
+    report = anychip.verify("zoo:densenet121", target="ascend-910b")
+    _check(report)
+    (out,) = report.outputs
+    assert out.rule == "format-error" and out.mismatches > 0
+    assert out.rmse <= 1.2 * out.format_rmse
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["allow_fp32_to_fp16", "allow_mix_precision"])
 def test_resnet18_in_other_modes(mode, npu_target):
     report = anychip.verify("zoo:resnet18", target=npu_target, precision_mode=mode)
