@@ -362,14 +362,16 @@ class CubeLowering:
         """A transposed convolution (an input gradient, a decoder's upsampling) as the conv2d
         the cube runs, as Conv2DBackpropInput does: the input with stride-1 zeros between its
         pixels, padded by dilation*(k-1)-pad (+ output_padding), convolved at stride 1 with
-        the spatially flipped kernel, input and output channels swapped. Groups, packed
-        layouts and a padding larger than the kernel's reach stay vector kernels."""
+        the spatially flipped kernel, input and output channels swapped within each group (a
+        grouped transposed convolution is the grouped conv2d). Packed layouts and a padding
+        larger than the kernel's reach stay vector kernels."""
         from tvm import relax
 
         x, w = call.args
         at = call.attrs
         sx, sw = _shape(x), _shape(w)
-        if sx is None or sw is None or int(at.groups) != 1 or str(at.data_layout) != "NCHW" \
+        groups = int(at.groups)
+        if sx is None or sw is None or str(at.data_layout) != "NCHW" \
                 or str(at.kernel_layout) != "IOHW" or str(at.out_layout) not in ("NCHW", ""):
             return None
         nb, c, h, wd = sx
@@ -392,10 +394,16 @@ class CubeLowering:
         x = builder.normalize(relax.op.nn.pad(x, [0, 0, 0, 0, edges[0], edges[1],
                                                   edges[2], edges[3]]))
         w = relax.op.flip(relax.op.flip(w, 2), 3)
-        w = builder.normalize(relax.op.permute_dims(w, [1, 0, 2, 3]))
+        if groups == 1:
+            w = builder.normalize(relax.op.permute_dims(w, [1, 0, 2, 3]))
+        else:                          # [g*Ci, Co, k, k] -> [g, Co, Ci, k, k] -> [g*Co, Ci, k, k]
+            ci, co = sw[0] // groups, sw[1]
+            w = relax.op.reshape(w, (groups, ci, co, kh, kw))
+            w = relax.op.permute_dims(w, [0, 2, 1, 3, 4])
+            w = builder.normalize(relax.op.reshape(w, (groups * co, ci, kh, kw)))
         out_dtype = str(at.out_dtype or "")
         conv = builder.normalize(relax.op.nn.conv2d(
-            x, w, strides=1, padding=0, dilation=(dh, dw),
+            x, w, strides=1, padding=0, dilation=(dh, dw), groups=groups,
             out_dtype=None if out_dtype in ("", "void") else out_dtype))
         return self.conv2d(builder, conv)
 

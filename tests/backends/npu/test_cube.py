@@ -142,23 +142,28 @@ def test_capacity_is_checked_on_the_scheduled_tir():
     assert used == ok.buffer_bytes
 
 
-@pytest.mark.parametrize("stride, pads, output_padding, dilation",
-                         [(2, (1, 1, 1, 1), (1, 1), 1), (3, (0, 2, 1, 0), (0, 2), 1),
-                          (1, (1, 1, 1, 1), (0, 0), 2)])
+@pytest.mark.parametrize("stride, pads, output_padding, dilation, group",
+                         [(2, (1, 1, 1, 1), (1, 1), 1, 1), (3, (0, 2, 1, 0), (0, 2), 1, 1),
+                          (1, (1, 1, 1, 1), (0, 0), 2, 1), (2, (1, 0, 0, 1), (1, 0), 1, 2),
+                          (2, (0, 0, 0, 0), (0, 0), 1, 6)])
 def test_conv_transpose_runs_on_the_cube_and_matches_onnxruntime(stride, pads, output_padding,
-                                                                 dilation):
+                                                                 dilation, group):
     """ONNX ConvTranspose (and a train step's input gradient) becomes the zero-inserted,
-    padded, flipped-kernel conv2d of the cube; float32 on 910B compares at fp32 tolerance."""
+    padded, flipped-kernel conv2d of the cube (grouped: the grouped conv2d, channels swapped
+    within each group; group 6 is a depthwise upsampling); float32 on 910B compares at fp32
+    tolerance."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     import anychip
 
     rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.standard_normal((6, 4, 3, 3)).astype(np.float32), "w")
+    per_group = 4 if group == 1 else 3 if group == 2 else 1
+    weight = numpy_helper.from_array(
+        rng.standard_normal((6, per_group, 3, 3)).astype(np.float32), "w")
     node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[stride, stride],
                             pads=list(pads), output_padding=list(output_padding),
-                            dilations=[dilation, dilation])
+                            dilations=[dilation, dilation], group=group)
     graph = helper.make_graph([node], "deconv",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                              [1, 6, 5, 7])],
