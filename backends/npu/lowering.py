@@ -268,8 +268,17 @@ class CubeLowering:
 
         a, b = call.args
         sa, sb = _shape(a), _shape(b)
+        if sa is None or sb is None or not sa or not sb:
+            return None
+        # numpy's 1-D rules (ATC runs these on the cube too): a vector operand becomes a one-row
+        # (a) or one-column (b) matrix, and that axis is dropped from the result
+        drop_m, drop_n = len(sa) == 1, len(sb) == 1
+        if drop_m:
+            a, sa = builder.normalize(relax.op.reshape(a, (1,) + sa)), (1,) + sa
+        if drop_n:
+            b, sb = builder.normalize(relax.op.reshape(b, sb + (1,))), sb + (1,)
         operands = self._operands(builder, a, b)
-        if operands is None or sa is None or sb is None or len(sa) < 2 or len(sb) < 2:
+        if operands is None:
             return None
         a, b, ind, default_out = operands
         outd = self._out_dtype(call, default_out)
@@ -292,7 +301,12 @@ class CubeLowering:
         gvar = self._kernel(builder, name, plan, (Ga, Mx, K), Gb, None)
         a3, b3 = builder.normalize(a3), builder.normalize(b3)
         out = self._call(builder, gvar, [a3, b3], (G, Mx, N), outd)
-        return relax.op.reshape(out, out_shape)
+        result = list(out_shape)
+        if drop_n:
+            del result[-1]
+        if drop_m:
+            del result[-1 if drop_n else -2]
+        return relax.op.reshape(out, tuple(result))
 
     @staticmethod
     def _batched(x, batch, full, tail):

@@ -177,3 +177,28 @@ def test_conv_transpose_runs_on_the_cube_and_matches_onnxruntime(stride, pads, o
     art = anychip.compile(model, target="ascend-910b", precision_mode="must_keep_origin_dtype")
     kinds = [k["kind"] for k in art.report["cube_kernels"].values()]
     assert kinds == ["conv2d"]
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((7,), (2, 7, 5)), ((3, 4, 7), (7,)), ((7,), (7,)),
+                                              ((7,), (7, 9))])
+def test_matmul_with_a_vector_operand_runs_on_the_cube(a_shape, b_shape):
+    """numpy's 1-D MatMul rules (a vector is a one-row or one-column matrix whose axis leaves
+    the result): placement says cube, so the lowering must put it there (it used to leave
+    these on the vector unit, where float16 accumulates in float16)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    import anychip
+
+    rng = np.random.default_rng(1)
+    b = numpy_helper.from_array(rng.standard_normal(b_shape).astype(np.float32), "b")
+    y_shape = list(np.matmul(np.zeros(a_shape), np.zeros(b_shape)).shape)
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "mv",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, a_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+                              [b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    report = anychip.verify(model, target="ascend-910b", precision_mode="must_keep_origin_dtype")
+    assert report.passed and report.precision == "fp32", report.summary()
+    assert report.outputs[0].shape == y_shape
+    art = anychip.compile(model, target="ascend-910b")
+    assert [k["kind"] for k in art.report["cube_kernels"].values()] == ["matmul"]
