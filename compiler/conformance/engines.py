@@ -40,6 +40,9 @@ class Result:
     reason: str = ""
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)   # e.g. inputs specialised at compile time
+    # a reduced-precision case out of its tolerance: "within" or "beyond" 3x the error of the
+    # case run with its tensors stored in that format (format_error.py); "" when not judged
+    format_error: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -147,6 +150,11 @@ def run_anychip(case: Case, target: str, precision_mode: str | None = None) -> R
         outs = artifact.run({s.name: feed[s.name] for s in source.inputs})
         why = check_outputs(list(outs.values()), case.outputs, case.rtol, case.atol)
         result.status, result.reason = (FAILED, why) if why else (PASSED, "")
+        if why and "out of tolerance" in why:
+            result.format_error = _format_verdict(case, model, feed, list(outs.values()),
+                                                  artifact.precision)
+            if result.format_error:
+                result.reason += f" [{result.format_error} 3x {artifact.precision} storage's own error]"
     except Exception as exc:  # noqa: BLE001 - every error becomes the case's reason
         result.status = UNSUPPORTED if _is_refusal(exc) else FAILED
         text = str(exc).strip().splitlines()[0][:400] if isinstance(exc, AnychipError) else \
@@ -160,6 +168,28 @@ def run_anychip(case: Case, target: str, precision_mode: str | None = None) -> R
     finally:
         result.seconds = round(time.perf_counter() - start, 3)
     return result
+
+
+def _format_verdict(case: Case, model, feed: dict, actual: list, precision: str) -> str:
+    """'within' / 'beyond' when every float output of a reduced-precision run is / is not
+    within the format-error rule against the case's expected outputs; '' when it cannot be
+    judged (full precision, sequences, ONNX Runtime cannot run the case)."""
+    from ..format_error import emulated_outputs, has_emulation, rmse, within_format_error
+
+    if not has_emulation(precision):
+        return ""
+    emulated = emulated_outputs(model, feed, precision, case.name)
+    if emulated is None or len(emulated) != len(case.outputs):
+        return ""
+    for got, emu, exp in zip(actual, emulated, case.outputs):
+        if isinstance(exp, (list, tuple)) or exp is None:
+            return ""
+        exp = np.asarray(exp)
+        if exp.dtype.kind != "f":
+            continue
+        if not within_format_error(rmse(got, exp), rmse(emu, exp), case.atol):
+            return "beyond"
+    return "within"
 
 
 # ORT has no kernel, or its numpy API cannot take the element type (bfloat16, float8, int4).

@@ -32,6 +32,11 @@ class TargetReport:
     def specialised(self) -> int:
         return sum(1 for r in self.results if r.status == PASSED and r.notes)
 
+    @property
+    def within_format(self) -> int:
+        """Failed cases whose error a reduced precision's own storage error explains."""
+        return sum(1 for r in self.results if r.status == FAILED and r.format_error == "within")
+
     def rate(self, status: str = PASSED) -> float:
         return self.count(status) / self.total if self.total else 0.0
 
@@ -41,12 +46,14 @@ class TargetReport:
              "unsupported": self.count(UNSUPPORTED), "compiled": self.count(COMPILED),
              "pass_rate": round(self.rate(PASSED), 4),
              "passed_with_specialised_inputs": self.specialised,
+             "failed_within_format_error": self.within_format,
              "wall_s": round(self.wall_s, 1), **self.extra}
         if self.expectation is not None:
             d["expected"] = self.expectation.as_dict()
         if with_cases:
             d["cases"] = [{"name": r.name, "op": r.op, "status": r.status, "reason": r.reason,
-                           "notes": r.notes, "seconds": r.seconds} for r in self.results]
+                           "notes": r.notes, "seconds": r.seconds,
+                           "format_error": r.format_error} for r in self.results]
         return d
 
     def summary(self) -> str:
@@ -59,6 +66,10 @@ class TargetReport:
                 f"{self.count(UNSUPPORTED)} unsupported")
         if self.specialised:
             line += f"; {self.specialised} passed with shape inputs specialised at compile time"
+        judged = [r for r in self.results if r.status == FAILED and r.format_error]
+        if judged:
+            line += (f"; of the failed, {self.within_format} within 3x their precision's own "
+                     f"storage error (rounding), {len(judged) - self.within_format} beyond it")
         return line + f"; {self.wall_s:.0f} s"
 
 

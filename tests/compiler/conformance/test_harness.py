@@ -74,3 +74,18 @@ def test_cli_json_and_expected_failures(tmp_path, capsys):
     junit = tmp_path / "c.xml"
     assert main(args + ["--junit", str(junit)]) == 0   # now it matches the list
     assert 'skipped message="expected unsupported' in junit.read_text()
+
+
+def test_reduced_precision_failures_are_triaged_by_the_formats_error(all_cases):
+    """force_fp16 on ascend-910b: a batched MatMul misses the case's float32-level tolerance by
+    rounding alone (within 3x fp16 storage's error); a Resize that is wrong in float32 too is
+    beyond it. Both stay failed: the suite's tolerance is the contract."""
+    names = ["test_matmul_3d", "test_resize_downsample_scales_linear"]
+    report = run_conformance("ascend-910b", selected=_exact(all_cases, names), jobs=1,
+                             precision_mode="force_fp16")
+    status = {r.name: r for r in report.results}
+    assert [status[n].status for n in names] == ["failed", "failed"]
+    assert status["test_matmul_3d"].format_error == "within"
+    assert status["test_resize_downsample_scales_linear"].format_error == "beyond"
+    assert "within 3x fp16 storage's own error" in status["test_matmul_3d"].reason
+    assert report.within_format == 1 and "1 within 3x" in report.summary()
