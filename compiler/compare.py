@@ -20,7 +20,8 @@ import onnx
 from .backend import CompileOptions
 from .driver import compile_source
 from .errors import NotExecutable
-from .format_error import emulated_outputs, has_emulation, rmse, within_format_error
+from .format_error import (emulated_outputs, has_emulation, reference_rms, rmse,
+                           within_format_error)
 from .frontend import load_model
 from .inputs import random_inputs
 from .reference import run_onnxruntime
@@ -88,7 +89,8 @@ def compare_layers(model, target: str = "cpu", seed: int = 0, **extra) -> tuple[
                 spec.name in emulated:
             row.rmse = rmse(actual[spec.name], exp)
             row.format_rmse = rmse(emulated[spec.name], exp)
-            row.passed = within_format_error(row.rmse, row.format_rmse, tol.atol)
+            row.passed = within_format_error(row.rmse, row.format_rmse, tol.atol,
+                                             reference_rms(exp))
             row.rule = "format-error"
         rows.append(row)
     order = {node.name or "(unnamed)": i for i, node in enumerate(exposed.original.graph.node)}

@@ -14,7 +14,8 @@ from .artifact import Artifact
 from .backend import CompileOptions
 from .driver import compile_source
 from .errors import NotExecutable
-from .format_error import FORMAT_ERROR_MULTIPLIER, emulated_outputs, rmse, within_format_error
+from .format_error import (FORMAT_ERROR_MULTIPLIER, emulated_outputs, reference_rms, rmse,
+                           within_format_error)
 from .frontend import load_model
 from .inputs import random_inputs
 from .reference import run_onnxruntime
@@ -117,7 +118,8 @@ def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None
                                             label) or []
             if k < len(emulated):
                 check.rmse, check.format_rmse = rmse(got, exp), rmse(emulated[k], exp)
-                check.passed = within_format_error(check.rmse, check.format_rmse, tol.atol)
+                check.passed = within_format_error(check.rmse, check.format_rmse, tol.atol,
+                                                   reference_rms(exp))
                 check.rule = "format-error"
         checks.append(check)
     return VerifyReport(label, artifact.target, execution.mode.verb, artifact.precision,

@@ -174,7 +174,8 @@ def _format_verdict(case: Case, model, feed: dict, actual: list, precision: str)
     """'within' / 'beyond' when every float output of a reduced-precision run is / is not
     within the format-error rule against the case's expected outputs; '' when it cannot be
     judged (full precision, sequences, ONNX Runtime cannot run the case)."""
-    from ..format_error import emulated_outputs, has_emulation, rmse, within_format_error
+    from ..format_error import (emulated_outputs, has_emulation, reference_rms, rmse,
+                                within_format_error)
 
     if not has_emulation(precision):
         return ""
@@ -187,7 +188,7 @@ def _format_verdict(case: Case, model, feed: dict, actual: list, precision: str)
         exp = np.asarray(exp)
         if exp.dtype.kind != "f":
             continue
-        if not within_format_error(rmse(got, exp), rmse(emu, exp), case.atol):
+        if not within_format_error(rmse(got, exp), rmse(emu, exp), case.atol, reference_rms(exp)):
             return "beyond"
     return "within"
 

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 import anychip
 from anychip.compiler.backend import CompileOptions
 from anychip.compiler.driver import compile_source
-from anychip.compiler.format_error import (emulated_outputs, has_emulation, rmse,
+from anychip.compiler.format_error import (emulated_outputs, has_emulation, reference_rms, rmse,
                                            storage_emulation, within_format_error)
 from anychip.compiler.frontend import load_model
 from anychip.compiler.verify import verify_artifact
@@ -72,6 +72,13 @@ def test_rmse_treats_a_nan_the_reference_lacks_as_infinite():
     assert rmse(np.array([1.0, 2.0]), e) == float("inf")
     assert not within_format_error(float("inf"), 1.0, 1e-2)
     assert within_format_error(0.03, 0.01, 1e-2) and not within_format_error(0.032, 0.01, 1e-2)
+    # fp16 storage that overflows bounds nothing: any result would be "within" an infinite error
+    assert not within_format_error(0.0, float("inf"), 1e-2)
+    assert not within_format_error(0.0, float("nan"), 1e-2)
+    # nor does a format whose own error is above 10% of the output's RMS (it lost the signal)
+    assert within_format_error(0.3, 0.1, 1e-2, signal_rms=1.0)
+    assert not within_format_error(0.3, 0.2, 1e-2, signal_rms=1.0)
+    assert reference_rms(np.array([3.0, 4.0, np.inf])) == pytest.approx(np.sqrt(12.5))
 
 
 def test_fp16_result_outside_rtol_atol_passes_only_within_the_formats_error():
