@@ -31,7 +31,6 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .errors import AnychipError
 from .reference import run_onnxruntime
 
 # torch._dynamo.utils.same's multiplier for float16/bfloat16 results.
@@ -100,7 +99,7 @@ def emulated_outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray], precis
                for k, v in feed.items()}
     try:
         return run_onnxruntime(storage_emulation(model, precision), rounded, label)
-    except (AnychipError, onnx.shape_inference.InferenceError):
+    except Exception:  # noqa: BLE001 - shape inference, external data, ORT: cannot judge
         return None
 
 

@@ -115,3 +115,12 @@ def test_matrix_cell_says_the_format_error_rule_decided(tmp_path):
     cell = run_cell(str(path), "ascend-910b")
     assert (cell.status, cell.passed, cell.rule) == ("simulated", True, "format-error")
     assert "within 3x its format's error" in cell.text()
+
+
+def test_a_model_the_emulation_cannot_run_leaves_the_table_to_judge():
+    graph = helper.make_graph([helper.make_node("Mystery", ["x"], ["y"], domain="vendor.ops")],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("vendor.ops", 1)])
+    assert emulated_outputs(model, {"x": np.ones(2, np.float32)}, "fp16", "g") is None
