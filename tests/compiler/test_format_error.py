@@ -124,3 +124,15 @@ def test_a_model_the_emulation_cannot_run_leaves_the_table_to_judge():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid("vendor.ops", 1)])
     assert emulated_outputs(model, {"x": np.ones(2, np.float32)}, "fp16", "g") is None
+
+
+def test_cli_table_marks_a_pass_by_the_format_error_rule(tmp_path, capsys):
+    from anychip.compiler.cli.main import main
+
+    path = tmp_path / "deep_dot.onnx"
+    onnx.save(_matmul_model(_weights()), str(path))
+    assert main(["verify", str(path), "--target", "cpu,ascend-910b"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    assert rows["cpu"][3] == "PASS" and rows["ascend-910b"][3] == "PASS*"
+    assert "* outside rtol/atol, judged by the format-error rule" in out
