@@ -20,8 +20,7 @@ import onnx
 from .backend import CompileOptions
 from .driver import compile_source
 from .errors import NotExecutable
-from .format_error import (emulated_outputs, has_emulation, reference_rms, rmse,
-                           within_format_error)
+from .format_error import emulated_outputs, has_emulation, judge
 from .frontend import load_model
 from .inputs import random_inputs
 from .reference import run_onnxruntime
@@ -70,11 +69,16 @@ def compare_layers(model, target: str = "cpu", seed: int = 0, **extra) -> tuple[
     expected = dict(zip([o.name for o in exposed.original.graph.output],
                         run_onnxruntime(exposed.original, feed, source.label)))
     producer = {out: node for node in exposed.original.graph.node for out in node.output}
-    emulated = None
-    if has_emulation(artifact.precision):
-        values = emulated_outputs(exposed.original, feed, artifact.precision, source.label)
-        if values is not None:
+    emulated: dict | None = None      # run once, and only when a node misses the table
+
+    def emulation() -> dict:
+        nonlocal emulated
+        if emulated is None:
+            values = emulated_outputs(exposed.original, feed, artifact.precision,
+                                      source.label) or []
             emulated = dict(zip([o.name for o in exposed.original.graph.output], values))
+        return emulated
+
     rows = []
     for spec in artifact.outputs:
         node = producer.get(spec.name)
@@ -85,13 +89,11 @@ def compare_layers(model, target: str = "cpu", seed: int = 0, **extra) -> tuple[
         cmp = compare(actual[spec.name], exp, tol)
         row = NodeError(node.name or "(unnamed)", node.op_type, spec.name, cmp.max_abs,
                         cmp.max_rel, cmp.passed)
-        if not cmp.passed and emulated is not None and exp.dtype.kind == "f" and \
-                spec.name in emulated:
-            row.rmse = rmse(actual[spec.name], exp)
-            row.format_rmse = rmse(emulated[spec.name], exp)
-            row.passed = within_format_error(row.rmse, row.format_rmse, tol.atol,
-                                             reference_rms(exp))
-            row.rule = "format-error"
+        if not cmp.passed and exp.dtype.kind == "f" and has_emulation(artifact.precision) \
+                and spec.name in emulation():
+            verdict = judge(actual[spec.name], emulation()[spec.name], exp, tol.atol)
+            row.rmse, row.format_rmse = verdict.rmse, verdict.format_rmse
+            row.passed, row.rule = verdict.passed, "format-error"
         rows.append(row)
     order = {node.name or "(unnamed)": i for i, node in enumerate(exposed.original.graph.node)}
     rows.sort(key=lambda r: order.get(r.node, len(order)))  # topological (node) order

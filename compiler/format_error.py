@@ -26,6 +26,7 @@ format error). tf32 and int8 have no such emulation: the table alone judges them
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -130,6 +131,24 @@ def within_format_error(actual_rmse: float, format_rmse: float, atol: float,
             format_rmse > MAX_FORMAT_RELATIVE_ERROR * signal_rms + atol / 10.0:
         return False
     return actual_rmse <= FORMAT_ERROR_MULTIPLIER * format_rmse + atol / 10.0
+
+
+@dataclass(frozen=True)
+class Judgement:
+    rmse: float            # the result's RMS error against the reference
+    format_rmse: float     # the storage emulation's RMS error against the same reference
+    passed: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.rmse / self.format_rmse if self.format_rmse else float("inf")
+
+
+def judge(actual, emulated, expected, atol: float) -> Judgement:
+    """The format-error rule for one output: `actual` and the storage emulation's `emulated`,
+    both against the fp32 `expected`. The one place verify, compare and conformance decide it."""
+    r, f = rmse(actual, expected), rmse(emulated, expected)
+    return Judgement(r, f, within_format_error(r, f, atol, reference_rms(expected)))
 
 
 def reference_rms(expected: np.ndarray) -> float:

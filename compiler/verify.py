@@ -14,8 +14,7 @@ from .artifact import Artifact
 from .backend import CompileOptions
 from .driver import compile_source
 from .errors import NotExecutable
-from .format_error import (FORMAT_ERROR_MULTIPLIER, emulated_outputs, reference_rms, rmse,
-                           within_format_error)
+from .format_error import FORMAT_ERROR_MULTIPLIER, emulated_outputs, judge
 from .frontend import load_model
 from .inputs import random_inputs
 from .reference import run_onnxruntime
@@ -117,10 +116,9 @@ def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None
                 emulated = emulated_outputs(reference_model, feed, artifact.precision,
                                             label) or []
             if k < len(emulated):
-                check.rmse, check.format_rmse = rmse(got, exp), rmse(emulated[k], exp)
-                check.passed = within_format_error(check.rmse, check.format_rmse, tol.atol,
-                                                   reference_rms(exp))
-                check.rule = "format-error"
+                verdict = judge(got, emulated[k], exp, tol.atol)
+                check.rmse, check.format_rmse = verdict.rmse, verdict.format_rmse
+                check.passed, check.rule = verdict.passed, "format-error"
         checks.append(check)
     return VerifyReport(label, artifact.target, execution.mode.verb, artifact.precision,
                         all(c.passed for c in checks), checks)

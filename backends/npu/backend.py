@@ -56,36 +56,22 @@ TRAIN_STEP_MODES = ("must_keep_origin_dtype", "allow_fp32_to_fp16")
 CUBE_SHAPED_OPS = ("relax.matmul", "relax.nn.conv2d", "relax.nn.conv2d_transpose")
 
 
-def _tir_calls(mod, names) -> dict[str, int]:
-    """How many call_tir calls of each PrimFunc in `names` the module's Relax functions make."""
-    import tvm
-    from tvm import relax
-
-    call_tir = tvm.ir.Op.get("relax.call_tir")
-    counts: dict[str, int] = {}
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and expr.op.same_as(call_tir) and \
-                expr.args[0].name_hint in names:
-            counts[expr.args[0].name_hint] = counts.get(expr.args[0].name_hint, 0) + 1
-
-    for func in mod.functions.values():
-        if isinstance(func, relax.Function):
-            relax.analysis.post_order_visit(func, visit)
-    return counts
-
-
 def _calls_of(mod, names) -> dict[str, int]:
-    """How many calls of each operator in `names` the module's Relax functions still make."""
+    """How many calls the module's Relax functions make of each name in `names`: an operator
+    (relax.matmul) or a PrimFunc reached through call_tir (a cube kernel)."""
     import tvm
     from tvm import relax
 
     counts: dict[str, int] = {}
 
     def visit(expr):
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and \
-                expr.op.name in names:
-            counts[expr.op.name] = counts.get(expr.op.name, 0) + 1
+        if not (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op)):
+            return
+        name = expr.op.name
+        if name == "relax.call_tir" and isinstance(expr.args[0], tvm.ir.GlobalVar):
+            name = expr.args[0].name_hint
+        if name in names:
+            counts[name] = counts.get(name, 0) + 1
 
     for func in mod.functions.values():
         if isinstance(func, relax.Function):
@@ -195,7 +181,7 @@ class NpuBackend(OptionalBackendHooks):
             "precision_mode": mode,
             "precision": "fp16" if reduce and cube.kernels else "fp32",
             "train_step": {"cube_kernels": len(cube.kernels), "cube_dtypes": on_cube,
-                           "cube_calls": _tir_calls(mod, set(cube.kernels)),
+                           "cube_calls": _calls_of(mod, set(cube.kernels)),
                            "matmul_conv_on_vector_unit": left,
                            "note": "matmul/conv2d in a cube dtype on the cube (forward and "
                                    "backward); everything else on the vector unit"},

@@ -208,7 +208,9 @@ def train_step_estimate(chip: Chip, cube_kernels: dict, cube_calls: dict,
     list, so this is a lower bound on traffic)."""
     kernels = []
     for name, plan in cube_kernels.items():
-        calls = max(int(cube_calls.get(name, 1)), 1)
+        calls = int(cube_calls.get(name, 0))
+        if not calls:              # built, then left without a caller (dead code): never runs
+            continue
         one = cube_cost(chip, plan)
         for key in ("flops", "time_us", "compute_us", "memory_us", "launch_us", "cube_fractals"):
             one[key] = round(one[key] * calls, 3) if isinstance(one[key], float) \

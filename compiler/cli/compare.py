@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 
 from ..compare import compare_layers
+from ..format_error import FORMAT_ERROR_MULTIPLIER
 from .common import table
 
 
@@ -26,6 +27,7 @@ def run(args) -> int:
                           "first_failure": asdict(first_bad) if first_bad else None}, indent=2))
         return 0 if first_bad is None else 1
     shown = rows if args.all or first_bad is None else rows[: rows.index(first_bad) + 1]
+
     def ok(r) -> str:
         if r.rule == "format-error":     # outside rtol/atol: judged against the format's error
             return f"{'fmt' if r.passed else 'NO'} ({r.rmse / max(r.format_rmse, 1e-30):.1f}x)"
@@ -35,11 +37,11 @@ def run(args) -> int:
                 [[r.node, r.op, r.output, f"{r.max_abs:.3g}", f"{r.max_rel:.3g}", ok(r)]
                  for r in shown[-40:]]))
     if any(r.rule == "format-error" for r in shown):
-        print("fmt: outside rtol/atol but within 3x the RMS error of the model run with every "
-              "tensor stored in the precision used (Nx: the ratio)")
+        print(f"fmt: outside rtol/atol but within {FORMAT_ERROR_MULTIPLIER:g}x the RMS error of "
+              f"the model run with every tensor stored in the precision used (Nx: the ratio)")
     if first_bad:
-        beyond = "beyond 3x its format's own error" if first_bad.rule == "format-error" \
-            else "out of tolerance"
+        beyond = (f"beyond {FORMAT_ERROR_MULTIPLIER:g}x its format's own error"
+                  if first_bad.rule == "format-error" else "out of tolerance")
         print(f"first node {beyond} on {args.target} ({how}): '{first_bad.node}' "
               f"({first_bad.op}), max abs {first_bad.max_abs:.3g}")
         return 1

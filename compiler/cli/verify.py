@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ..errors import AnychipError, NotExecutable
+from ..format_error import FORMAT_ERROR_MULTIPLIER
 from ..registry import expand_targets
 from ..verify import verify_model
 from .common import add_model_args, parse_shapes, table
@@ -88,7 +89,7 @@ def run(args) -> int:
         print(table(["target", "how", "precision", "result", "max abs", "max rel", "tolerance"],
                     rows))
         if any(row[3].endswith("*") for row in rows):
-            print("* outside rtol/atol, judged by the format-error rule: RMS error vs 3x that of "
-                  "the model run with every tensor stored in the precision used (verify --target "
-                  "T for the figures)")
+            print(f"* outside rtol/atol, judged by the format-error rule: RMS error vs "
+                  f"{FORMAT_ERROR_MULTIPLIER:g}x that of the model run with every tensor stored "
+                  f"in the precision used (verify --target T for the figures)")
     return 0 if all(r.passed for r in reports) else 1

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..format_error import FORMAT_ERROR_MULTIPLIER
 from .cases import Case
 
 PASSED, FAILED, UNSUPPORTED, COMPILED = "passed", "failed", "unsupported", "compiled"
@@ -154,7 +155,8 @@ def run_anychip(case: Case, target: str, precision_mode: str | None = None) -> R
             result.format_error = _format_verdict(case, model, feed, list(outs.values()),
                                                   artifact.precision)
             if result.format_error:
-                result.reason += f" [{result.format_error} 3x {artifact.precision} storage's own error]"
+                result.reason += (f" [{result.format_error} {FORMAT_ERROR_MULTIPLIER:g}x "
+                                  f"{artifact.precision} storage's own error]")
     except Exception as exc:  # noqa: BLE001 - every error becomes the case's reason
         result.status = UNSUPPORTED if _is_refusal(exc) else FAILED
         text = str(exc).strip().splitlines()[0][:400] if isinstance(exc, AnychipError) else \
@@ -174,8 +176,7 @@ def _format_verdict(case: Case, model, feed: dict, actual: list, precision: str)
     """'within' / 'beyond' when every float output of a reduced-precision run is / is not
     within the format-error rule against the case's expected outputs; '' when it cannot be
     judged (full precision, sequences, ONNX Runtime cannot run the case)."""
-    from ..format_error import (emulated_outputs, has_emulation, reference_rms, rmse,
-                                within_format_error)
+    from ..format_error import emulated_outputs, has_emulation, judge
 
     if not has_emulation(precision):
         return ""
@@ -188,7 +189,7 @@ def _format_verdict(case: Case, model, feed: dict, actual: list, precision: str)
         exp = np.asarray(exp)
         if exp.dtype.kind != "f":
             continue
-        if not within_format_error(rmse(got, exp), rmse(emu, exp), case.atol, reference_rms(exp)):
+        if not judge(got, emu, exp, case.atol).passed:
             return "beyond"
     return "within"
 

@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 from xml.etree import ElementTree as ET
 
+from ..format_error import FORMAT_ERROR_MULTIPLIER
+
 EXECUTED, SIMULATED, COMPILED_ONLY = "executed", "simulated", "compiled only"
 FAILED, UNAVAILABLE = "failed", "unavailable"
 
@@ -43,7 +45,8 @@ class Cell:
 
     def text(self) -> str:
         if self.status in (EXECUTED, SIMULATED):
-            by = ", within 3x its format's error" if self.rule == "format-error" else ""
+            by = f", within {FORMAT_ERROR_MULTIPLIER:g}x its format's error" \
+                if self.rule == "format-error" else ""
             return f"{self.status} ✓ max rel {self.max_rel:.2g} ({self.precision}{by})"
         if self.status == COMPILED_ONLY:
             return "compiled only ✓"

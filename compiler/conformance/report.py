@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from xml.etree import ElementTree as ET
 
+from ..format_error import FORMAT_ERROR_MULTIPLIER
 from .engines import COMPILED, FAILED, PASSED, UNSUPPORTED, Result
 from .expected import ExpectationCheck
 
@@ -68,7 +69,8 @@ class TargetReport:
             line += f"; {self.specialised} passed with shape inputs specialised at compile time"
         judged = [r for r in self.results if r.status == FAILED and r.format_error]
         if judged:
-            line += (f"; of the failed, {self.within_format} within 3x their precision's own "
+            line += (f"; of the failed, {self.within_format} within "
+                     f"{FORMAT_ERROR_MULTIPLIER:g}x their precision's own "
                      f"storage error (rounding), {len(judged) - self.within_format} beyond it")
         return line + f"; {self.wall_s:.0f} s"
 
