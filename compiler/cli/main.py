@@ -14,7 +14,8 @@ from ..errors import AnychipError
 
 # Each subcommand is one module with add_parser(subparsers) and run(args) -> int.
 COMMANDS = ["targets", "compile", "run", "verify", "compare", "doctor", "zoo", "analyze", "train",
-            "conformance", "matrix", "bench", "tune"]
+            "conformance", "matrix", "bench", "tune", "generate", "verify_lm", "scan", "serve",
+            "farm"]
 
 
 def build_parser() -> argparse.ArgumentParser:
