@@ -263,12 +263,19 @@ class TorchCpuLibrary:
             residual = residual.permute(0, 3, 1, 2) if residual is not None else None
         if plan.weight_digest:
             weight = self._packed_weight(plan, weight, x.shape)
+        # oneDNN's GELU post-op takes its algorithm, "none" (erf, what relax.nn.gelu is) or
+        # "tanh"; any other string (even "") is refused at the first run, and after a binary
+        # post-op torch fuses relu only ("Unary Fusion behavior undefined"): GELU runs after
+        algorithm = "none" if plan.activation == "gelu" else ""
         if residual is not None:
+            fused = plan.activation if plan.activation == "relu" else None
             y = torch.ops.mkldnn._convolution_pointwise.binary(
-                x, residual, weight, bias, *plan.args, "add", None, plan.activation, [], "")
+                x, residual, weight, bias, *plan.args, "add", None, fused, [], "")
+            if plan.activation == "gelu":
+                torch.ops.aten.gelu_(y)
         else:
             y = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *plan.args,
-                                                        plan.activation or "none", [], "")
+                                                        plan.activation or "none", [], algorithm)
         return _compact(y.permute(0, 2, 3, 1) if plan.nhwc else y)
 
 
