@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnychipError
+from .undefined import undefined_masks
 
 _EXPANDED = re.compile(r"_expanded(_ver\d+)?$")
 
@@ -32,6 +33,8 @@ class Case:
     outputs: list
     rtol: float
     atol: float
+    # per output, elements the ONNX spec leaves undefined (not compared; see undefined.py)
+    undefined: list | None = None
 
     @property
     def expanded(self) -> bool:
@@ -81,10 +84,12 @@ def collect() -> list[Case]:
         if c.model is None or not c.data_sets:
             continue
         inputs, outputs = c.data_sets[0]
+        inputs = [_to_numpy(v) for v in inputs]
+        outputs = [_to_numpy(v) for v in outputs]
         cases.append(Case(c.name, _op_of(c.name, c.model, ops_by_name),
-                          c.model.SerializeToString(), [_to_numpy(v) for v in inputs],
-                          [_to_numpy(v) for v in outputs],
-                          float(c.rtol), float(c.atol)))
+                          c.model.SerializeToString(), inputs, outputs,
+                          float(c.rtol), float(c.atol),
+                          undefined_masks(c.model, inputs, len(outputs))))
     return cases
 
 

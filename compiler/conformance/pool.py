@@ -1,6 +1,9 @@
 """Isolation: cases run in worker processes, one case at a time, each under a time limit.
 
-A case that hangs is killed at its limit (failed: "timed out"), one that crashes the worker
+A case that hangs is killed at its limit; one that timed out while other workers shared the
+machine is run once more alone, after the others, with twice the limit (RETRY_FACTOR), so load
+on a small machine cannot turn a pass into a failure (LSTM/RNN cases took over 20 s on a loaded
+2-core machine); a second time-out is a failure ("timed out"). One that crashes the worker
 (a segfault in generated code, an abort in TVM) is failed with the signal; either way a fresh
 worker takes the next case, so one bad case never ends the run. Workers are also replaced
 every `recycle` cases to bound what TVM's caches and leaked modules hold. Workers are spawned
@@ -23,6 +26,7 @@ from .cases import Case
 from .engines import FAILED, Result
 
 DEFAULT_TIMEOUT_S = 20.0
+RETRY_FACTOR = 2.0
 READY_TIMEOUT_S = 180.0
 
 
@@ -199,4 +203,26 @@ def run_cases(selected: list[Case], engine: str, jobs: int = 2,
             t.start()
         for t in threads:
             t.join()
+        _retry_timeouts_alone(selected, results, ctx, path, engine, runner, options, timeout)
     return [r for r in results if r is not None]
+
+
+def _retry_timeouts_alone(selected: list[Case], results: list, ctx, path: Path, engine: str,
+                          runner: str, options: dict, timeout: float) -> None:
+    """Run each timed-out case again in a fresh worker with no other worker alive, under
+    RETRY_FACTOR x the limit; its result replaces the first one (the reason says it was
+    retried when it times out again)."""
+    again = [i for i, r in enumerate(results)
+             if r is not None and r.status == FAILED and r.reason.startswith("timed out")]
+    for index in again:
+        case = selected[index]
+        worker = _Worker(ctx, path, engine, runner, options)
+        if not worker.wait_ready():
+            worker.kill()
+            continue
+        result = worker.run(case, timeout * RETRY_FACTOR)
+        worker.stop()
+        if result.status == FAILED and result.reason.startswith("timed out"):
+            result.reason = (f"timed out after {timeout:g} s, and after "
+                             f"{timeout * RETRY_FACTOR:g} s run alone")
+        results[index] = result

@@ -83,13 +83,40 @@ def test_fp8_input_and_output_through_artifact_run():
     np.testing.assert_array_equal(out["t"].view(np.uint8), x.T.view(np.uint8))
 
 
-def test_int4_cast_wraps_and_quantize_clips():
-    x = np.array([-9.0, -8.7, -0.5, 7.9, 8.0, 15.0, 100.0, np.nan, np.inf], np.float32)
-    art = anychip.compile(_cast_model(TensorProto.FLOAT, TensorProto.INT4, [x.size]))
+def _wrapped(x: np.ndarray, bits: int, signed: bool) -> np.ndarray:
+    """anychip's rule for float -> n-bit integer (written out here, independent of any
+    library): truncate toward zero, wrap modulo 2**bits, NaN/Inf give 0."""
+    with np.errstate(all="ignore"):
+        t = np.where(np.isfinite(x), np.trunc(x), 0).astype(np.int64)
+    m = np.mod(t, 2 ** bits)
+    return np.where(signed & (m >= 2 ** (bits - 1)), m - 2 ** bits, m)
+
+
+@pytest.mark.parametrize("to,bits,signed", [(TensorProto.INT4, 4, True),
+                                            (TensorProto.UINT4, 4, False),
+                                            (TensorProto.INT2, 2, True),
+                                            (TensorProto.UINT2, 2, False)])
+def test_float_to_low_bit_int_cast(to, bits, signed):
+    """In range, the spec defines the value (truncation toward zero) and the installed onnx
+    reference agrees; out of range the spec says undefined, and anychip wraps. The reference
+    is not asked there: ml_dtypes 0.7.0 changed its answer (wrap -> 0) under the same onnx."""
+    x = np.array([-9.0, -8.7, -2.5, -1.5, -0.5, 0.0, 1.9, 3.0, 7.9, 8.0, 15.0, 100.0, -100.0,
+                  np.nan, np.inf, -np.inf], np.float32)
+    art = anychip.compile(_cast_model(TensorProto.FLOAT, to, [x.size]))
     got = art.run({"x": x})["y"]
-    assert got.dtype == np.dtype(ml_dtypes.int4)
-    np.testing.assert_array_equal(got.astype(np.int8), cast_to(x, TensorProto.INT4, True)
-                                  .astype(np.int8))
+    assert got.dtype == np.dtype(helper.tensor_dtype_to_np_dtype(to))
+    got = got.astype(np.int64)
+    np.testing.assert_array_equal(got, _wrapped(x, bits, signed))
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    with np.errstate(all="ignore"):
+        defined = np.isfinite(x) & (np.trunc(x) >= lo) & (np.trunc(x) <= hi)
+    assert defined.sum() >= 4 and (~defined).sum() >= 4
+    reference = cast_to(x[defined], to, True).astype(np.int64)
+    np.testing.assert_array_equal(got[defined], reference)
+
+
+def test_int4_quantize_clips():
+    x = np.array([-9.0, -8.7, -0.5, 7.9, 8.0, 15.0, 100.0, np.nan, np.inf], np.float32)
 
     node = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"], axis=0)
     graph = helper.make_graph(

@@ -18,7 +18,8 @@ def test_hang_and_crash_are_failed_cases_and_the_run_goes_on():
     results = run_cases(cases, "fake", jobs=1, timeout=2.0, runner=RUNNER)
     by = {r.name: r for r in results}
     assert [r.name for r in results] == [c.name for c in cases]
-    assert by["test_hang"].status == "failed" and "timed out after 2 s" in by["test_hang"].reason
+    assert by["test_hang"].status == "failed"
+    assert "timed out after 2 s, and after 4 s run alone" in by["test_hang"].reason
     assert by["test_crash"].status == "failed"
     assert "crashed the worker (signal 6)" in by["test_crash"].reason
     assert all(by[n].status == "passed" for n in ["test_ok_1", "test_ok_2", "test_ok_3"])
@@ -33,3 +34,11 @@ def test_two_workers_keep_case_order():
     assert [r.name for r in results] == [c.name for c in cases]
     assert {r.status for r in results} == {"passed"}
     assert len({r.reason.rsplit(" ", 1)[-1] for r in results}) == 2
+
+
+def test_a_case_that_times_out_under_load_passes_when_run_alone_with_more_time():
+    """A case slower than the limit is retried once alone with RETRY_FACTOR x the limit."""
+    cases = [_case("test_ok_1"), _case("test_slow"), _case("test_ok_2")]
+    results = run_cases(cases, "fake", jobs=2, timeout=2.0, runner=RUNNER)
+    assert [r.name for r in results] == [c.name for c in cases]
+    assert {r.status for r in results} == {"passed"}
