@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import weakref
@@ -47,7 +48,21 @@ def _sha256(path: Path) -> str:
 
 def write_artifact(directory: Path, result: BuildResult, source: ModelSource, profile: Profile,
                    options: CompileOptions, execution: Execution) -> dict:
-    """Fill `directory`; the manifest, with every file's hash, is written last."""
+    """Fill `directory`; the manifest, with every file's hash, is written last. A failed
+    write (full disk, quota) is one line, exit 2: nothing the user owns was touched yet."""
+    try:
+        return _write_artifact(directory, result, source, profile, options, execution)
+    except AnychipError:
+        raise
+    except Exception as exc:   # OSError, or TVM's RuntimeError when the linker cannot write
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        why = getattr(exc, "strerror", None) or (lines[-1] if lines else type(exc).__name__)
+        raise AnychipError(f"{directory}: cannot write the build folder ({why[:200]}); free "
+                           f"space in {tempfile.gettempdir()} (or set TMPDIR) and retry.") from exc
+
+
+def _write_artifact(directory: Path, result: BuildResult, source: ModelSource, profile: Profile,
+                    options: CompileOptions, execution: Execution) -> dict:
     result.executable.export_library(str(directory / LIBRARY))
     for name, data in sorted(result.device_sources.items()):
         rel = PurePosixPath(name)
@@ -164,8 +179,34 @@ class Artifact:
         return load_artifact(dest)
 
 
+STAGING_PREFIX = "anychip-build-"
+
+
+def clean_stale_staging() -> list[Path]:
+    """Remove build folders of compiles that were killed: only ours (our uid, our name
+    pattern with the writer's pid), only when that pid is dead."""
+    from .atomic import pid_alive
+
+    removed = []
+    for path in Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*"):
+        parts = path.name[len(STAGING_PREFIX):].split("-", 1)
+        if len(parts) != 2 or not parts[0].isdigit() or pid_alive(int(parts[0])):
+            continue
+        try:
+            if path.is_symlink() or not path.is_dir() or path.lstat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def new_staging_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="anychip-build-"))
+    """A private build folder named after this process, so a later compile can tell a killed
+    compile's leftover (pid dead) from a running one's."""
+    clean_stale_staging()
+    return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
 
 
 def load_artifact(path: str | Path) -> Artifact:

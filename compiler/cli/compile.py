@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic import check_output
 from ..driver import compile_model
 from .common import add_model_args, parse_shapes
 
@@ -25,9 +26,10 @@ def default_output(model: str, target: str) -> Path:
 
 def run(args) -> int:
     extra = {"precision_mode": args.precision_mode} if args.precision_mode else {}
+    out = Path(args.output) if args.output else default_output(args.model, args.target)
+    check_output(out, args.force)   # refuse '-o .', a user's folder... before compiling
     art = compile_model(args.model, target=args.target, precision=args.precision,
                         shapes=parse_shapes(args.shape), **extra)
-    out = Path(args.output) if args.output else default_output(args.model, args.target)
     art.save(out, force=args.force)
     ex = art.execution()
     print(f"wrote {out} ({args.target}, {art.precision}; here: {ex.mode.value}: {ex.why})")
