@@ -68,3 +68,19 @@ def load_training(path):
 
 
 __all__ += ["compile_training", "load_training", "optim"]
+
+
+# -- language models (issue 17) -----------------------------------------------------------------
+def compile_lm(model, target: str = "cpu", max_seq_len: int = 256, **kwargs):
+    """Compile a causal LM as a prefill and a decode function sharing a static KV cache.
+
+    `model`: a transformers causal LM, a local model folder or config.json, or zoo:llama /
+    zoo:gpt2. Returns a CompiledLM: `.generate(input_ids, max_new_tokens=N, do_sample=False |
+    temperature/top_k/top_p with seed, eos_token_id=...)` -> numpy ids [batch, prompt + new].
+    """
+    from .compiler.lm.compiled_lm import compile_lm as _compile_lm
+
+    return _compile_lm(model, target=target, max_seq_len=max_seq_len, **kwargs)
+
+
+__all__ += ["compile_lm"]
