@@ -26,4 +26,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["compile_training", "load_training", "Trainer", "SGD", "Adam"]
+__all__ = ["SGD", "Adam", "Trainer", "compile_training", "load_training"]

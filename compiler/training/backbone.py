@@ -27,6 +27,7 @@ class Backbone:
     module: object              # tvm.IRModule with `backbone`, param_num, state_num
     inputs: list[TensorSpec]    # graph inputs (user names, static shapes)
     prediction: object          # relax.TensorType of the prediction
+    proto: object = None        # the train-mode ONNX graph (names nodes in refusals)
 
 
 def build_backbone(graph: TrainGraph) -> Backbone:
@@ -62,7 +63,7 @@ def build_backbone(graph: TrainGraph) -> Backbone:
         raise AnychipError(f"{graph.label}: the training backbone is not well formed ({first}); "
                            f"report the model.") from exc
     prediction = func.body.body.fields[0].ty if len(graph.states) else func.body.body.ty
-    return Backbone(module, source.inputs, prediction)
+    return Backbone(module, source.inputs, prediction, graph.proto)
 
 
 def _with_tuple_return(func, params, num_states: int):

@@ -96,7 +96,7 @@ def _training_graph(model, example_inputs) -> TrainGraph:
     if isinstance(model, str) or hasattr(model, "__fspath__"):
         from ..frontend import read_onnx_file
 
-        proto, base = read_onnx_file(model)
+        proto, _base = read_onnx_file(model)
         if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
             raise AnychipError(f"{model}: training from an ONNX model with external data is not "
                                f"supported; save it with the weights inside the file.")

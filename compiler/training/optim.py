@@ -187,5 +187,5 @@ def _torch_adam_class():
     return TorchAdam
 
 
-def _TorchAdam(config: Adam):  # noqa: N802 - behaves as a class constructor
+def _TorchAdam(config: Adam):
     return _torch_adam_class()(config)

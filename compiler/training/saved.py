@@ -24,7 +24,6 @@ MANIFEST, LIBRARY, STATE = "manifest.json", "lib.so", "state.npz"
 
 def _versions() -> dict:
     import tvm
-
     from anychip import __version__
 
     return {"anychip": __version__, "tvm": tvm.__version__}

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from ..backend import CompileOptions, Execution, Mode
 from ..errors import AnychipError, NotExecutable
 from ..registry import get_backend, get_profile
+from .undifferentiable import check_differentiable
 
 ADJOINT = "backbone_loss_adjoint"
 OPTIMIZER = "optimizer"
@@ -110,6 +111,7 @@ def setup_trainer(backbone, loss_name: str, optimizer, label: str):
 
     loss, label_type = loss_function(loss_name, backbone.prediction)
     loss(backbone.prediction, label_type)  # our own code: its errors are not the model's
+    check_differentiable(backbone, loss, label_type, label)  # all ops without a gradient
     relax_optimizer = optimizer.relax_optimizer()
     try:
         mod = SetupTrainer(loss, relax_optimizer,

@@ -21,6 +21,7 @@ from ..inputs import order_inputs
 from ..tolerances import Tolerance, tolerance_for
 from .step import ADJOINT, OPTIMIZER
 
+
 class Trainer:
     """A compiled train step with its state. Built by anychip.compile_training or load_training.
 
@@ -222,7 +223,7 @@ class Trainer:
                 self._library = path.read_bytes()
         return bytes(self._library)
 
-    def warm_up(self) -> "Trainer":
+    def warm_up(self) -> Trainer:
         """Load the step onto the device now (when it can run here) instead of at the first step."""
         if self.execution.can_run:
             self._runtime()
