@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from ..errors import AnychipError
+from ..limits import MAX_DIM, MAX_STATIC_ELEMENTS
 
 _SHAPE = re.compile(r"^(?P<name>.+)=(?P<dims>\d+(x\d+)*)$")
 
@@ -16,7 +18,13 @@ def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
         match = _SHAPE.match(item)
         if not match:
             raise AnychipError(f"--shape '{item}': expected NAME=1x3x224x224.")
-        shapes[match["name"]] = tuple(int(d) for d in match["dims"].split("x"))
+        dims = tuple(int(d) for d in match["dims"].split("x"))
+        if any(d > MAX_DIM for d in dims):
+            raise AnychipError(f"--shape '{item}': a dimension is over {MAX_DIM}.")
+        if math.prod(dims) > MAX_STATIC_ELEMENTS:
+            raise AnychipError(f"--shape '{item}': {math.prod(dims)} elements, over the limit "
+                               f"of {MAX_STATIC_ELEMENTS} (ANYCHIP_MAX_ELEMENTS).")
+        shapes[match["name"]] = dims
     return shapes
 
 

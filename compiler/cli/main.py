@@ -19,8 +19,10 @@ COMMANDS = ["targets", "compile", "run", "verify", "compare", "doctor", "zoo", "
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="anychip", description="One model, any chip: compile "
-                                     "ONNX/PyTorch models with TVM and verify every backend.")
+    from .values import CheckedParser
+
+    parser = CheckedParser(prog="anychip", description="One model, any chip: compile "
+                           "ONNX/PyTorch models with TVM and verify every backend.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
