@@ -149,7 +149,7 @@ def plan_file(path: str, source: str) -> tuple[str | None, int, str]:
         eol = newline.group().decode() if newline else "\n"
         helper = ("import torch" + eol if torch_name is None else "") + \
             f'{dev} = torch.accelerator.current_accelerator() or torch.device("cpu")' + \
-            f"  # added by anychip scan --fix{eol}"
+            f"  # anychip scan --fix{eol}"
         offset = starts[line] if line < len(starts) else len(data)
         prefix = b"" if offset == 0 or data[:offset].endswith((b"\n", b"\r")) else eol.encode()
         new = new[:offset] + prefix + helper.encode() + new[offset:]

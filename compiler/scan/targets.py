@@ -11,15 +11,18 @@ family holds on all of them.
 
 from __future__ import annotations
 
+import functools
+
 from ..errors import AnychipError
 from ..profiles import Profile, load_profile, profile_paths
 from .ecosystems import ecosystem
 from .findings import SEVERITIES, Finding, ScanResult
 
 
-def all_profiles() -> list[Profile]:
+@functools.lru_cache(maxsize=1)
+def all_profiles() -> tuple[Profile, ...]:
     # load_profile validates against the common schema; no backend (and no TVM) is imported.
-    return [load_profile(path) for path in profile_paths()]
+    return tuple(load_profile(path) for path in profile_paths())
 
 
 def select(target: str | None, family: str | None) -> list[Profile]:
