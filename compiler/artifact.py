@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import weakref
 from pathlib import Path, PurePosixPath
@@ -209,21 +210,82 @@ def new_staging_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-"))
 
 
+def _refuse_links_and_special_files(path: Path, label: str) -> None:
+    """Nothing inside an artifact may be a symlink (a `device/` pointing elsewhere would make
+    the hashes vouch for files outside it) or a fifo/device (reading one hangs or never ends)."""
+    for root, dirs, files in os.walk(path, followlinks=False):
+        for name in (*dirs, *files):
+            entry = Path(root) / name
+            mode = entry.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise AnychipError(f"{label}: '{entry.relative_to(path)}' is a symbolic link; "
+                                   f"artifacts never contain links, refusing to load it.")
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise AnychipError(f"{label}: '{entry.relative_to(path)}' is not a regular "
+                                   f"file; refusing to load the artifact.")
+
+
+def read_manifest(path: Path, label: str) -> dict:
+    """manifest.json parsed (size-capped, UTF-8) and validated against the schema."""
+    from .limits import MAX_MANIFEST_BYTES
+    from .manifest_schema import validate_manifest
+
+    file = path / MANIFEST
+    try:
+        info = file.lstat()
+    except FileNotFoundError as exc:
+        raise AnychipError(f"{label}: not an anychip artifact (no {MANIFEST}).") from exc
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_MANIFEST_BYTES:
+        raise AnychipError(f"{label}: {MANIFEST} is not a regular file under "
+                           f"{MAX_MANIFEST_BYTES >> 20} MiB; refusing it.")
+    try:
+        with open(file, "rb") as fh:
+            manifest = json.loads(fh.read(MAX_MANIFEST_BYTES + 1).decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise AnychipError(f"{label}: {MANIFEST} is corrupted; recompile the model.") from exc
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        version = manifest.get("format_version") if isinstance(manifest, dict) else "?"
+        raise AnychipError(f"{label}: artifact format {version} is not {FORMAT_VERSION}; "
+                           f"recompile with this anychip.")
+    files = manifest.get("files")
+    for rel in files if isinstance(files, dict) else ():
+        pure = PurePosixPath(rel)
+        if pure.is_absolute() or ".." in pure.parts or "\\" in rel:
+            raise AnychipError(f"{label}: manifest lists an unsafe path '{rel}'; refused.")
+    return validate_manifest(manifest, label)
+
+
+def _check_target_consistency(manifest: dict, label: str) -> None:
+    """What a run reports comes from the backend and profile installed here, so the manifest's
+    target, family and embedded profile must agree with them (an artifact edited to say
+    `nvidia-h100` must not run on the cpu backend and report an H100)."""
+    import hashlib
+
+    from .registry import get_profile
+
+    raw = manifest["profile"]
+    if raw["name"] != manifest["target"] or raw["family"] != manifest["family"]:
+        raise AnychipError(f"{label}: manifest target '{manifest['target']}' ({manifest['family']}) "
+                           f"does not match its profile '{raw['name']}' ({raw['family']}); the "
+                           f"artifact was edited, recompile the model.")
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
+    if digest != manifest["profile_sha256"]:
+        raise AnychipError(f"{label}: the manifest's profile does not match profile_sha256; the "
+                           f"artifact was edited, recompile the model.")
+    installed = get_profile(manifest["target"])
+    if installed.family != manifest["family"]:
+        raise AnychipError(f"{label}: target '{installed.name}' is a {installed.family} target "
+                           f"here, the manifest says {manifest['family']}; recompile the model.")
+
+
 def load_artifact(path: str | Path) -> Artifact:
     """Open a saved artifact after checking format, versions and every file's sha256."""
     path = Path(path)
     label = str(path)
     if not path.is_dir():
         raise AnychipError(f"{label}: no such artifact folder; create one with 'anychip compile'.")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except FileNotFoundError as exc:
-        raise AnychipError(f"{label}: not an anychip artifact (no {MANIFEST}).") from exc
-    except (OSError, ValueError) as exc:
-        raise AnychipError(f"{label}: {MANIFEST} is corrupted; recompile the model.") from exc
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        raise AnychipError(f"{label}: artifact format {manifest.get('format_version') if isinstance(manifest, dict) else '?'} "
-                           f"is not {FORMAT_VERSION}; recompile with this anychip.")
+    _refuse_links_and_special_files(path, label)
+    manifest = read_manifest(path, label)
     here = versions()
     built = manifest.get("versions", {})
     for key, value in here.items():
@@ -244,6 +306,7 @@ def load_artifact(path: str | Path) -> Artifact:
         if _sha256(file) != digest:
             raise AnychipError(f"{label}: '{rel}' does not match its sha256 in the manifest; the "
                                f"artifact is corrupted or was tampered with, recompile the model.")
+    _check_target_consistency(manifest, label)
     artifact = Artifact(path, manifest)
     check = getattr(artifact._backend(), "check_loadable", None)
     if check is not None:
