@@ -50,6 +50,7 @@ class VerifyReport:
     passed: bool
     outputs: list[OutputCheck] = field(default_factory=list)
     reference: str = "onnxruntime CPUExecutionProvider on the original ONNX model"
+    where: str = ""          # a farm server: "HOST ADDR (remote, key K)"; "" = this machine
 
     @property
     def max_abs(self) -> float:
@@ -76,7 +77,8 @@ class VerifyReport:
                       f"{o.format_rmse:.3g} (+atol/10) of {self.precision} storage emulated in "
                       f"ONNX Runtime: {'passed' if o.passed else 'failed'} by the format-error "
                       f"rule")
-        return (f"{verdict} {self.model} on {self.target} ({self.how}, {self.precision}): "
+        how = f"{self.how} on {self.where}" if self.where else self.how
+        return (f"{verdict} {self.model} on {self.target} ({how}, {self.precision}): "
                 f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, {tol_text}{extra}")
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,17 +91,24 @@ class VerifyReport:
 
 
 def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None, seed: int = 0,
-                    rtol: float | None = None, atol: float | None = None) -> VerifyReport:
+                    rtol: float | None = None, atol: float | None = None,
+                    remote=None) -> VerifyReport:
     """Run an artifact and ONNX Runtime on the same inputs and compare every output.
 
     A float output of a reduced precision that fails the table's rtol/atol is judged again
-    against the format's own error (format_error.py), unless the caller set rtol/atol."""
-    execution = artifact.execution()
-    if not execution.can_run:
-        raise NotExecutable(f"target '{artifact.target}' cannot run here ({execution.mode.verb}): "
-                            f"{execution.why}.")
+    against the format's own error (format_error.py), unless the caller set rtol/atol.
+    `remote` (compiler/farm: (artifact, feed) -> (outputs, how, where)) runs the artifact on a
+    farm server instead of here; the comparison with ONNX Runtime stays here."""
     feed = random_inputs(artifact.inputs, seed) if inputs is None else dict(inputs)
-    actual = artifact.run(feed)
+    where = ""
+    if remote is not None:
+        actual, how, where = remote(artifact, feed)
+    else:
+        execution = artifact.execution()
+        if not execution.can_run:
+            raise NotExecutable(f"target '{artifact.target}' cannot run here "
+                                f"({execution.mode.verb}): {execution.why}.")
+        actual, how = artifact.run(feed), execution.mode.verb
     expected = run_onnxruntime(reference_model, feed, label)
     checks = []
     emulated: list | None = None
@@ -120,17 +129,18 @@ def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None
                 check.rmse, check.format_rmse = verdict.rmse, verdict.format_rmse
                 check.passed, check.rule = verdict.passed, "format-error"
         checks.append(check)
-    return VerifyReport(label, artifact.target, execution.mode.verb, artifact.precision,
-                        all(c.passed for c in checks), checks)
+    return VerifyReport(label, artifact.target, how, artifact.precision,
+                        all(c.passed for c in checks), checks, where=where)
 
 
 def verify_model(model, target: str = "cpu", *, example_inputs=None, inputs=None, seed: int = 0,
                  rtol: float | None = None, atol: float | None = None,
-                 precision: str | None = None, shapes: dict | None = None,
+                 precision: str | None = None, shapes: dict | None = None, remote=None,
                  **extra: Any) -> VerifyReport:
     """anychip.verify: compile for `target`, run, and compare with ONNX Runtime."""
     shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
     source = load_model(model, example_inputs, shapes)
     options = CompileOptions(precision=precision, shapes=shapes, extra=dict(extra))
     artifact = compile_source(source, target, options)
-    return verify_artifact(artifact, source.original, source.label, inputs, seed, rtol, atol)
+    return verify_artifact(artifact, source.original, source.label, inputs, seed, rtol, atol,
+                           remote=remote)

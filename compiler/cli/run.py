@@ -16,23 +16,38 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", help=".npz to write the outputs to, keyed by output names")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
+    from ..farm.client import add_farm_args
+
+    add_farm_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from ..farm.client import runner_for, spec_from_args
+
     art = load_artifact(args.artifact)
-    ex = art.execution()
-    if not ex.can_run:
-        raise NotExecutable(f"{args.artifact}: target '{art.target}' cannot run here: {ex.why}.")
-    feed = load_npz(args.inputs) if args.inputs else None
-    outputs = art.run(feed, seed=args.seed)
+    farm = spec_from_args(args)
+    if farm is not None:
+        from ..inputs import random_inputs
+
+        remote = runner_for(farm, art.target)
+        feed = load_npz(args.inputs) if args.inputs else random_inputs(art.inputs, args.seed)
+        outputs, how, where = remote(art, feed)
+        how = f"{how} on {where}, target {art.target}"
+    else:
+        ex = art.execution()
+        if not ex.can_run:
+            raise NotExecutable(f"{args.artifact}: target '{art.target}' cannot run here: "
+                                f"{ex.why}.")
+        feed = load_npz(args.inputs) if args.inputs else None
+        outputs, how = art.run(feed, seed=args.seed), f"{ex.mode.verb} on {art.target}"
     for name, value in outputs.items():
         v = np.asarray(value, dtype=np.float64) if value.dtype.kind in "fiub" else value
         print(f"{name}: {value.dtype}{list(value.shape)} mean {v.mean():.6g} "
               f"min {v.min():.6g} max {v.max():.6g}")
     if args.output:
         save_npz(args.output, outputs, force=args.force)
-        print(f"wrote {args.output} ({ex.mode.verb} on {art.target})")
+        print(f"wrote {args.output} ({how})")
     else:
-        print(f"({ex.mode.verb} on {art.target})")
+        print(f"({how})")
     return 0

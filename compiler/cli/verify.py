@@ -9,6 +9,7 @@ from ..format_error import FORMAT_ERROR_MULTIPLIER
 from ..registry import expand_targets
 from ..verify import verify_model
 from .common import add_model_args, parse_shapes, table
+from .family_flags import add_family_flags, family_options_for
 
 
 def add_parser(sub) -> None:
@@ -17,13 +18,16 @@ def add_parser(sub) -> None:
                       "executes or simulates here)")
     p.add_argument("--rtol", type=float, help="override the tolerance table's rtol")
     p.add_argument("--atol", type=float, help="override the tolerance table's atol")
-    p.add_argument("--precision-mode", help="NPU precision mode (see 'anychip compile --help')")
     p.add_argument("--kernels", action="store_true",
                    help="execute each generated kernel on its own and compare it with the "
                         "same kernel built for the host: OpenCL-dialect targets (e.g. "
                         "biren-br104) on this machine's OpenCL device (PoCL), nvidia-* targets "
                         "on the NVIDIA GPU; finds the kernel behind a failed verify")
     p.add_argument("--json", action="store_true", help="print JSON")
+    add_family_flags(p)
+    from ..farm.client import add_farm_args
+
+    add_farm_args(p)
     p.set_defaults(func=run)
 
 
@@ -58,13 +62,23 @@ def run(args) -> int:
     names = expand_targets(args.target)
     if not names:
         raise AnychipError("no target can execute or simulate here; see 'anychip targets'.")
-    extra = {"precision_mode": args.precision_mode} if args.precision_mode else {}
+    family_options_for(args, names[0], names)   # a flag no selected target takes: error
+    extra: dict = {}
+    from ..farm.client import runner_for, spec_from_args
+
+    farm = spec_from_args(args)
+    if farm is not None:   # every target must have a server: exit 3 before any compile
+        extra["remote"] = None
+        remotes = {name: runner_for(farm, name) for name in names}
     reports = []
     for name in names:
+        if farm is not None:
+            extra["remote"] = remotes[name]
         try:
             reports.append(verify_model(args.model, target=name, rtol=args.rtol, atol=args.atol,
                                         precision=args.precision,
-                                        shapes=parse_shapes(args.shape), **extra))
+                                        shapes=parse_shapes(args.shape), **extra,
+                                        **family_options_for(args, name, names)))
         except NotExecutable:
             if len(names) == 1:
                 raise
@@ -82,7 +96,7 @@ def run(args) -> int:
             by_format = any(o.rule == "format-error" for o in r.outputs)
             return ("PASS" if r.passed else "FAIL") + ("*" if by_format else "")
 
-        rows = [[r.target, r.how, r.precision, result(r), f"{r.max_abs:.3g}",
+        rows = [[r.target, f"{r.how} on {r.where}" if r.where else r.how, r.precision, result(r), f"{r.max_abs:.3g}",
                  f"{r.max_rel:.3g}", f"rtol={r.outputs[0].rtol:g} atol={r.outputs[0].atol:g}"]
                 for r in reports]
         print(f"{args.model} vs ONNX Runtime (CPU provider, original model)")
