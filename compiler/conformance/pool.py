@@ -1,8 +1,9 @@
 """Isolation: cases run in worker processes, one case at a time, each under a time limit.
 
-A case that hangs is killed at its limit; one that timed out while other workers shared the
-machine is run once more alone, after the others, with twice the limit (RETRY_FACTOR), so load
-on a small machine cannot turn a pass into a failure (LSTM/RNN cases took over 20 s on a loaded
+A case that hangs is killed at its limit. The limit scales with the machine's load (the 1-minute
+load average per usable core, at least 1, at most MAX_LOAD_FACTOR), and a case that timed out is
+run once more alone, after the others, with RETRY_FACTOR times the (re-scaled) limit, so load on
+a small machine cannot turn a pass into a failure (LSTM/RNN cases took over 20 s on a loaded
 2-core machine); a second time-out is a failure ("timed out"). One that crashes the worker
 (a segfault in generated code, an abort in TVM) is failed with the signal; either way a fresh
 worker takes the next case, so one bad case never ends the run. Workers are also replaced
@@ -27,6 +28,21 @@ from .engines import FAILED, Result
 
 DEFAULT_TIMEOUT_S = 20.0
 RETRY_FACTOR = 2.0
+MAX_LOAD_FACTOR = 8.0
+
+
+def load_factor() -> float:
+    """How many times longer a case may take now than on an idle machine: the 1-minute load
+    average per usable core, clamped to [1, MAX_LOAD_FACTOR]."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return 1.0
+    return min(MAX_LOAD_FACTOR, max(1.0, load / max(1, cores)))
 READY_TIMEOUT_S = 180.0
 
 
@@ -118,7 +134,7 @@ class _Worker:
             return Result(case.name, case.op, FAILED, "worker died before the case started")
         if not self.conn.poll(timeout):
             self.kill()
-            return Result(case.name, case.op, FAILED, f"timed out after {timeout:g} s",
+            return Result(case.name, case.op, FAILED, f"timed out after {timeout:.0f} s",
                           round(time.perf_counter() - start, 3))
         reply = self._recv()
         if reply is None:
@@ -166,6 +182,7 @@ def run_cases(selected: list[Case], engine: str, jobs: int = 2,
     lock = threading.Lock()
     finished = [0]
 
+    limit = timeout * load_factor()
     with tempfile.TemporaryDirectory(prefix="anychip-conformance-") as tmp:
         path = Path(tmp) / "cases.pkl"
         case_store.save(selected, path)
@@ -188,7 +205,7 @@ def run_cases(selected: list[Case], engine: str, jobs: int = 2,
                         results[index] = Result(case.name, case.op, FAILED,
                                                 "the worker process failed to start")
                         continue
-                result = worker.run(case, timeout)
+                result = worker.run(case, limit)
                 results[index] = result
                 with lock:
                     finished[0] += 1
@@ -220,9 +237,10 @@ def _retry_timeouts_alone(selected: list[Case], results: list, ctx, path: Path, 
         if not worker.wait_ready():
             worker.kill()
             continue
-        result = worker.run(case, timeout * RETRY_FACTOR)
+        limit = timeout * RETRY_FACTOR * load_factor()
+        result = worker.run(case, limit)
         worker.stop()
         if result.status == FAILED and result.reason.startswith("timed out"):
-            result.reason = (f"timed out after {timeout:g} s, and after "
-                             f"{timeout * RETRY_FACTOR:g} s run alone")
+            result.reason = (f"timed out, and again after {limit:.0f} s run alone "
+                             f"({timeout:g} s x {RETRY_FACTOR:g} x load factor)")
         results[index] = result

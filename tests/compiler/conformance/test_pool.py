@@ -4,6 +4,7 @@ the cases after either still run (in a fresh worker)."""
 from __future__ import annotations
 
 from anychip.compiler.conformance.cases import Case
+from anychip.compiler.conformance import pool
 from anychip.compiler.conformance.pool import run_cases
 
 RUNNER = "tests.compiler.conformance.faulty_runner:run_case"
@@ -19,7 +20,8 @@ def test_hang_and_crash_are_failed_cases_and_the_run_goes_on():
     by = {r.name: r for r in results}
     assert [r.name for r in results] == [c.name for c in cases]
     assert by["test_hang"].status == "failed"
-    assert "timed out after 2 s, and after 4 s run alone" in by["test_hang"].reason
+    assert by["test_hang"].reason.startswith("timed out, and again after")
+    assert "run alone (2 s x 2 x load factor)" in by["test_hang"].reason
     assert by["test_crash"].status == "failed"
     assert "crashed the worker (signal 6)" in by["test_crash"].reason
     assert all(by[n].status == "passed" for n in ["test_ok_1", "test_ok_2", "test_ok_3"])
@@ -42,3 +44,13 @@ def test_a_case_that_times_out_under_load_passes_when_run_alone_with_more_time()
     results = run_cases(cases, "fake", jobs=2, timeout=2.0, runner=RUNNER)
     assert [r.name for r in results] == [c.name for c in cases]
     assert {r.status for r in results} == {"passed"}
+
+
+def test_the_limit_scales_with_load(monkeypatch):
+    monkeypatch.setattr(pool.os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    monkeypatch.setattr(pool.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert pool.load_factor() == 4.5
+    monkeypatch.setattr(pool.os, "getloadavg", lambda: (0.3, 0.0, 0.0))
+    assert pool.load_factor() == 1.0
+    monkeypatch.setattr(pool.os, "getloadavg", lambda: (99.0, 0.0, 0.0))
+    assert pool.load_factor() == pool.MAX_LOAD_FACTOR
