@@ -13,14 +13,19 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from .context import CompileContext
+from .family_options import FamilyOptions, option
 from .profiles import Profile
+
+__all__ = ["Backend", "BuildResult", "CompileContext", "CompileOptions", "Execution",
+           "FamilyOptions", "Mode", "OptionalBackendHooks", "Runner", "option"]
 
 
 class Mode(str, enum.Enum):
     """How a target runs a model on this machine. Every result carries one of these."""
 
-    EXECUTES = "executes"        # real execution on real hardware (cpu, cuda with a GPU)
-    SIMULATES = "simulates"      # functional simulator with the chip's numerics (npu)
+    EXECUTES = "executes"        # real execution on real hardware (the host, a present GPU)
+    SIMULATES = "simulates"      # functional simulator with the chip's numerics
     COMPILES_ONLY = "compiles-only"  # code is generated and checked, not run here
     UNAVAILABLE = "unavailable"  # cannot even compile here (backend not built, toolchain missing)
 
@@ -45,16 +50,25 @@ class Execution:
 
 @dataclass
 class CompileOptions:
-    """Options of one compile. `extra` carries family-specific options (e.g. NPU precision mode)."""
+    """Options of one compile. `extra` holds the family's own options as keyword arguments;
+    the driver validates them against the backend's `Options` (an unknown key is an error)."""
 
     precision: str | None = None          # None: the profile's default
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     opt_level: int = 3
     extra: dict[str, Any] = field(default_factory=dict)
+    # symbolic dims (docs/dynamic-shapes.md): {symbol: (lo, hi)} bounds, and for families
+    # that compile static programs (npu) {symbol: (gear, ...)}; every family, not one's option
+    dims: dict[str, tuple[int, int]] = field(default_factory=dict)
+    gears: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"precision": self.precision, "opt_level": self.opt_level,
                 "shapes": {k: list(v) for k, v in sorted(self.shapes.items())},
+                **({"dims": {k: list(v) for k, v in sorted(self.dims.items())}}
+                   if self.dims else {}),
+                **({"gears": {k: list(v) for k, v in sorted(self.gears.items())}}
+                   if self.gears else {}),
                 "extra": {k: v for k, v in sorted(self.extra.items())
                           if isinstance(v, (str, int, float, bool, list, dict, type(None)))}}
 
@@ -85,18 +99,29 @@ class Runner(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """One backend family. See design.md §4; CompileOptions and BuildResult are defined above."""
+    """One backend family: the whole contract between the compiler and a family.
+
+    The driver (compiler/driver.py) calls, in order, for one model and one target:
+    `Options.parse(extra)` -> [`prepare_onnx`] -> import + target-neutral passes -> `lower`
+    (or `lower_train_step`) -> `build` -> artifact; later `runner` for a loaded artifact. A
+    CompileContext goes to every step: the report under construction, timings, the model.
+    Optional hooks and their defaults are in OptionalBackendHooks.
+    """
 
     family: str
+    Options: type[FamilyOptions]
 
     def target(self, profile: Profile) -> Any:
         """The tvm.target.Target for this chip."""
 
-    def lower(self, mod: Any, profile: Profile, options: CompileOptions) -> Any:
-        """Target-neutral Relax IRModule -> target-legal Relax IRModule."""
+    def lower(self, mod: Any, profile: Profile, options: CompileOptions,
+              ctx: CompileContext | None = None) -> Any:
+        """Target-neutral Relax IRModule -> target-legal Relax IRModule; report sections go
+        into ctx.report."""
 
-    def build(self, mod: Any, profile: Profile, options: CompileOptions) -> BuildResult:
-        """Lowered Relax IRModule -> BuildResult."""
+    def build(self, mod: Any, profile: Profile, options: CompileOptions,
+              ctx: CompileContext | None = None) -> BuildResult:
+        """Lowered Relax IRModule -> BuildResult (its report extends ctx.report)."""
 
     def execution(self, profile: Profile) -> Execution:
         """Whether this machine can run code for this chip, and why."""
@@ -105,10 +130,59 @@ class Backend(Protocol):
         """A Runner for a loaded artifact; raises NotExecutable(why) when it cannot run here."""
 
 
+# Keys that used to ride in CompileOptions.extra beside the user's options, and the
+# CompileContext field that replaces each: still accepted from older callers, never passed on.
+LEGACY_PLUMBING = {"onnx_model": "model", "onnx_specialise": "specialised",
+                   "training": "training"}
+
+
 class OptionalBackendHooks:
     """Optional hooks a backend may provide; a mixin with the defaults the compiler relies on."""
 
     chip_schema: dict | None = None
+    Options: type[FamilyOptions] = FamilyOptions   # a family without options of its own
+
+    def prepare_onnx(self, model: Any, profile: Profile, opts: FamilyOptions,
+                     ctx: CompileContext) -> Any:
+        """For a family that makes its decisions per ONNX node, as a vendor's graph compiler
+        does (fusion, placement, casts): the rewritten onnx.ModelProto, which the driver then
+        imports (with ctx.specialised) instead of the original, so the model is imported once
+        and `lower` receives that module. None (the default): import the model as it is."""
+        return None
+
+    def context(self, profile: Profile, options: CompileOptions, **fields) -> CompileContext:
+        """A context for one compile: the family's options validated from options.extra."""
+        values = dict(options.extra)
+        for key, name in LEGACY_PLUMBING.items():   # callers not yet moved to the context
+            if key in values:
+                value = values.pop(key)
+                fields.setdefault(name, dict(value) if key == "onnx_specialise" else value)
+        opts = self.Options.parse(values, getattr(self, "family", "?"), f"target '{profile.name}'")
+        fields.setdefault("precision", options.precision)
+        return CompileContext(options=opts, **fields)
+
+    def lower_train_step(self, mod: Any, profile: Profile, options: CompileOptions,
+                         ctx: CompileContext) -> Any:
+        """A train step (forward, gradients, optimizer in one Relax module, no ONNX graph).
+        Default: the family's `lower`, for families whose lowering takes any Relax module.
+        Raise NotImplementedError when the family cannot lower one yet."""
+        return self.lower(mod, profile, options, ctx)
+
+    def conformance_options(self, profile: Profile) -> dict:
+        """Options the ONNX operator suite compiles with by default on this family's targets.
+        The suite checks operator semantics at each case's float32-level tolerances, so a
+        family whose default lowers precision can ask for the model's own dtypes here."""
+        return {}
+
+    def cache_key_parts(self, profile: Profile) -> dict:
+        """What the compile cache must key on beyond the profile and the options (the host
+        CPU a build is specialised for, a kernel library's version...)."""
+        return {}
+
+    def render(self, report: dict, top: int = 10) -> list[tuple[str, str]]:
+        """The family's own sections of report.json as text, [(title, body)], printed by
+        `anychip analyze` and `anychip verify --verbose` without knowing the family."""
+        return []
 
     def doctor(self) -> list[dict]:
         """Facts about this machine for `anychip doctor`: [{name, found, version, detail}]."""
@@ -121,13 +195,13 @@ class OptionalBackendHooks:
         `.kernels` and `.as_dict()`. Backends without such a device say so."""
         from .errors import AnychipError
 
-        raise AnychipError(f"target '{target}': --kernels runs GPU targets' kernels one by one "
-                           f"(OpenCL-dialect ones on PoCL, nvidia-* on an NVIDIA GPU); use "
-                           f"plain 'anychip verify' here.")
+        raise AnychipError(f"target '{target}': its family has no per-kernel execution on "
+                           f"this machine ('anychip verify --kernels' needs a device that runs "
+                           f"the family's kernels one by one); use plain 'anychip verify' here.")
 
     def bench_device(self, profile) -> str:
         """Where `anychip bench` runs ONNX Runtime and torch for a fair ratio: 'cpu' (the
-        host), or 'cuda' for a target whose artifacts run on an NVIDIA GPU here."""
+        host), or the torch device name of the accelerator this target's artifacts run on."""
         return "cpu"
 
     def check_loadable(self, manifest: dict) -> None:

@@ -290,13 +290,12 @@ def _common_parts(target: str, options) -> dict[str, Any]:
     profile = get_profile(target)
     backend = get_backend(profile)
     tvm_target = backend.target(profile)
-    extra_parts = getattr(backend, "cache_key_parts", None)
     return {
         "target": target,
         "profile_sha256": profile.sha256(),
         "tvm_target": str(tvm_target),
         "options": options.as_dict(),
-        "backend": extra_parts(profile) if extra_parts else {},
+        "backend": backend.cache_key_parts(profile),
         "tuning_db": database_digest(str(tvm_target)),
         "versions": {"anychip": __version__, "code": code_digest(), "tvm": tvm.__version__,
                      "onnx": onnx.__version__, "artifact_format": FORMAT_VERSION},

@@ -10,13 +10,14 @@ import shutil
 from typing import Any
 
 from .artifact import Artifact, new_staging_dir, write_artifact
-from .backend import CompileOptions, Mode
+from .backend import Backend, BuildResult, CompileContext, CompileOptions, Mode
 from .cache import cached_model, cached_source
 from .errors import AnychipError, NotExecutable
 from .frontend import ModelSource, load_model
 from .importer import to_relax
 from .importer_fixes import specialised_by_safe_name
 from .passes import target_neutral_passes
+from .profiles import Profile
 from .registry import get_backend, get_profile
 
 
@@ -39,6 +40,68 @@ def neutral_relax(source: ModelSource):
     return tvm_sequential(target_neutral_passes())(to_relax(source))
 
 
+def source_from_proto(proto, label: str, specialise: dict | None = None) -> ModelSource:
+    """A ModelSource for an ONNX model a backend rewrote (its `prepare_onnx`): its names are
+    already C-safe, its input and output dtypes are the rewritten ones (a cast may change
+    them), and `specialise` ({input name: value}) carries the values the original import
+    specialised, so both imports fold the same inputs."""
+    import numpy as np
+    from onnx import helper
+
+    from .frontend import TensorSpec
+    from .importer_fixes import SPECIALISE_KEY
+
+    inits = {i.name for i in proto.graph.initializer}
+
+    def spec(vi) -> TensorSpec:
+        dims = tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).name
+        return TensorSpec(vi.name, vi.name, dims, dtype)
+
+    return ModelSource(label, proto, proto,
+                       [spec(vi) for vi in proto.graph.input if vi.name not in inits],
+                       [spec(vi) for vi in proto.graph.output], "",
+                       {SPECIALISE_KEY: dict(specialise)} if specialise else {})
+
+
+def new_context(backend: Backend, profile: Profile, options: CompileOptions,
+                source: ModelSource | None = None, training: bool = False) -> CompileContext:
+    """The driver's context for one compile: the family's options validated (an unknown key
+    is an error here, before any work), the model and the values the importer specialised."""
+    ctx = backend.context(profile, options, training=training)
+    if source is not None:
+        ctx.label = source.label
+        ctx.model = source.proto
+        ctx.specialised = specialised_by_safe_name(source)
+    return ctx
+
+
+def import_for(backend: Backend, source: ModelSource, profile: Profile,
+               ctx: CompileContext):
+    """ONNX -> the Relax module `lower` receives: through the family's `prepare_onnx` when it
+    rewrites the ONNX model itself, so that the model is imported once either way."""
+    with ctx.step("prepare_onnx"):
+        prepared = backend.prepare_onnx(source.proto, profile, ctx.options, ctx)
+    with ctx.step("import"):
+        if prepared is None:
+            return neutral_relax(source)
+        return neutral_relax(source_from_proto(prepared, source.label, ctx.specialised))
+
+
+def lower_and_build(backend: Backend, mod, profile: Profile, options: CompileOptions,
+                    ctx: CompileContext) -> BuildResult:
+    """`lower` (or `lower_train_step`) then `build`, timed; the result's report is the
+    context's report plus what `build` returned, with the step timings (`steps_s`). Inference
+    and train steps both go through here. TVM's errors are left to the caller to word."""
+    lower = backend.lower_train_step if ctx.training else backend.lower
+    with ctx.step("lower"):
+        lowered = lower(mod, profile, options, ctx)
+    with ctx.step("build"):
+        result = backend.build(lowered, profile, options, ctx)
+    result.report = {**ctx.report, **result.report, "steps_s": dict(ctx.timings)}
+    return result
+
+
 def compile_source(source: ModelSource, target: str, options: CompileOptions) -> Artifact:
     """Compile an already loaded model for one target."""
     profile = get_profile(target)
@@ -46,13 +109,10 @@ def compile_source(source: ModelSource, target: str, options: CompileOptions) ->
     execution = backend.execution(profile)
     if execution.mode is Mode.UNAVAILABLE:
         raise NotExecutable(f"target '{target}' cannot compile here: {execution.why}.")
-    options.extra.setdefault("onnx_model", source.proto)
-    # a tuple of (input, value) pairs: kept out of options.as_dict (manifest, cache key)
-    options.extra.setdefault("onnx_specialise", tuple(specialised_by_safe_name(source).items()))
-    mod = neutral_relax(source)
+    ctx = new_context(backend, profile, options, source)
     try:
-        lowered = backend.lower(mod, profile, options)
-        result = backend.build(lowered, profile, options)
+        mod = import_for(backend, source, profile, ctx)
+        result = lower_and_build(backend, mod, profile, options, ctx)
     except AnychipError:
         raise
     except Exception as exc:  # TVM raises its own error types from C++
@@ -72,11 +132,30 @@ compile_source = cached_source(compile_source)  # compile cache (compiler/cache.
 def compile_model(model: Any, target: str = "cpu", example_inputs: tuple | None = None,
                   precision: str | None = None, shapes: dict | None = None,
                   **extra: Any) -> Artifact:
-    """anychip.compile: any model form, one target, keyword options passed to the backend."""
+    """anychip.compile: any model form, one target, keyword options passed to the backend.
+    `dims={"seq": (1, 2048)}` bounds symbolic dims (docs/dynamic-shapes.md)."""
     shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
-    source = load_model(model, example_inputs, shapes)
-    options = CompileOptions(precision=precision, shapes=shapes, extra=dict(extra))
+    dims, gears = extra.pop("dims", None), extra.pop("gears", None)
+    source = load_model(model, example_inputs, shapes, dims)
+    options = CompileOptions(precision=precision, shapes=shapes, extra=dict(extra),
+                             dims=dict(source.extra.get("dims") or {}),
+                             gears=normalise_gears(gears))
     return compile_source(source, target, options)
+
+
+def normalise_gears(gears: dict | None) -> dict[str, tuple[int, ...]]:
+    """{symbol: sorted distinct positive sizes}; one line for anything else."""
+    out = {}
+    for name, values in (gears or {}).items():
+        try:
+            sizes = tuple(sorted({int(v) for v in values}))
+        except (TypeError, ValueError):
+            raise AnychipError(f"gears['{name}'] must be a list of sizes, got {values!r}.") \
+                from None
+        if not sizes or sizes[0] < 1:
+            raise AnychipError(f"gears['{name}'] must be sizes >= 1, got {values!r}.")
+        out[str(name)] = sizes
+    return out
 
 
 compile_model = cached_model(compile_model)  # cache hit before the frontend runs

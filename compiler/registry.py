@@ -49,6 +49,16 @@ def get_profile(name: str) -> Profile:
     return table[name]
 
 
+# The target that runs on this machine's own CPU: where a simulating family's host fallback is
+# built and what `targets()` lists first. A default, not a family the compiler branches on.
+HOST_TARGET = "cpu"
+
+
+def host_profile() -> Profile:
+    """The profile of the host CPU (HOST_TARGET)."""
+    return get_profile(HOST_TARGET)
+
+
 def get_backend(profile: Profile) -> Backend:
     backend = backends().get(profile.family)
     if backend is None:
@@ -80,7 +90,7 @@ class TargetInfo:
 def targets() -> list[TargetInfo]:
     """Every profile with its backend family, vendor, and execution mode on this machine."""
     infos = []
-    for name, profile in sorted(profiles().items(), key=lambda kv: (kv[1].family != "cpu", kv[0])):
+    for name, profile in sorted(profiles().items(), key=lambda kv: (kv[0] != HOST_TARGET, kv[0])):
         ex = execution(profile)
         infos.append(TargetInfo(name, profile.family, profile.vendor, ex.mode.value, ex.why,
                                 profile.description))

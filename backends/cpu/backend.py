@@ -16,17 +16,30 @@ or on, for tests and for comparing against TVM's own kernels.
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 
 import numpy as np
 
-from anychip.compiler.backend import (BuildResult, CompileOptions, Execution, Mode,
-                                      OptionalBackendHooks)
+from anychip.compiler.backend import (BuildResult, CompileContext, CompileOptions, Execution,
+                                      FamilyOptions, Mode, OptionalBackendHooks, option)
 from anychip.compiler.dispatch import run_threads, usable_cores
 from anychip.compiler.errors import AnychipError
 from anychip.compiler.profiles import Profile
 
-DISPATCH_ATTR = "anychip_dispatch_report"
+
+
+@dataclass(frozen=True)
+class CpuOptions(FamilyOptions):
+    """The cpu family's options: phases to turn off or on, for tests and for comparing
+    against TVM's own kernels."""
+
+    layout: str = option("NHWC", "activation layout of convolutions", choices=("NHWC", "NCHW"))
+    dispatch: bool = option(True, "send conv/matmul/softmax/norms to the kernel library "
+                                  "(oneDNN/MKL through torch)", metavar="BOOL")
+    combine_matmuls: bool = option(True, "join parallel matmuls on one input (Q/K/V)",
+                                   metavar="BOOL")
+    parallel: bool | None = option(None, "TVM's own kernels on all cores (default: unless "
+                                         "library calls are in the graph)", metavar="BOOL")
 
 
 def host_cpu_name() -> str:
@@ -75,6 +88,7 @@ def _to_nhwc(mod):
 
 class CpuBackend(OptionalBackendHooks):
     family = "cpu"
+    Options = CpuOptions
 
     def target(self, profile: Profile):
         import tvm
@@ -88,21 +102,21 @@ class CpuBackend(OptionalBackendHooks):
     def execution(self, profile: Profile) -> Execution:
         return Execution(Mode.EXECUTES, f"host CPU ({host_cpu_name()}) through TVM LLVM")
 
-    def lower(self, mod, profile: Profile, options: CompileOptions):
+    def lower(self, mod, profile: Profile, options: CompileOptions,
+              ctx: CompileContext | None = None):
         from tvm import relax
 
         from anychip.compiler.dispatch import partition
 
         from . import passes
 
+        ctx = ctx or self.context(profile, options)
+        opts: CpuOptions = ctx.options
         precision = options.precision or profile.default_precision
         if precision not in profile.precisions:
             raise AnychipError(f"target '{profile.name}' supports --precision "
                                f"{', '.join(profile.precisions)}, not '{precision}'.")
-        layout = str(options.extra.get("layout", "NHWC")).upper()
-        if layout not in ("NHWC", "NCHW"):
-            raise AnychipError(f"target '{profile.name}': layout='{layout}' is not one of "
-                               f"NHWC, NCHW.")
+        layout = opts.layout
         target = self.target(profile)
         with target:
             mod = relax.transform.DecomposeOpsForInference()(mod)
@@ -111,36 +125,36 @@ class CpuBackend(OptionalBackendHooks):
             mod = passes.drop_dropout(mod)
             mod = passes.sum_as_add(mod)
             mod = passes.fold_conv_affine(mod)
-            if options.extra.get("combine_matmuls", True):
+            if opts.combine_matmuls:
                 mod = passes.combine_parallel_matmuls(mod)
             report = {"layout": layout, "dispatch": None}
             if layout == "NHWC":
                 mod, report["layout"] = _to_nhwc(mod)
-            if options.extra.get("dispatch", True):
+            if opts.dispatch:
                 library = _library()
                 mod, dispatched = partition(mod, library)
                 report["dispatch"] = dispatched.as_dict()
             mod = relax.transform.DeadCodeElimination()(mod)
-        return mod.with_attr(DISPATCH_ATTR, json.dumps(report))
+        ctx.report.update(report)
+        return mod
 
-    def build(self, mod, profile: Profile, options: CompileOptions) -> BuildResult:
+    def build(self, mod, profile: Profile, options: CompileOptions,
+              ctx: CompileContext | None = None) -> BuildResult:
         from tvm import relax
 
         from anychip.compiler.tuning import meta_schedule_database
 
         from . import schedule
 
-        report = {}
-        if mod.attrs is not None and DISPATCH_ATTR in mod.attrs:
-            report = json.loads(str(mod.attrs[DISPATCH_ATTR]))
-            mod = mod.without_attr(DISPATCH_ATTR)
+        ctx = ctx or self.context(profile, options)
+        report = {k: ctx.report[k] for k in ("layout", "dispatch") if k in ctx.report}
         target = self.target(profile)
         libraries = [report["dispatch"]["library"]] if (report.get("dispatch") or {}).get(
             "total") else []
         # With library calls in the graph, TVM's own kernels stay on one thread: its thread
         # pool spinning next to the library's OpenMP threads slowed the library's convolutions
         # by a third (measured on ResNet-50); what TVM still computes there is small.
-        parallel = bool(options.extra.get("parallel", not libraries))
+        parallel = bool(not libraries if ctx.options.parallel is None else ctx.options.parallel)
         database = meta_schedule_database(str(target))
         if database is not None:
             from anychip.compiler.tuning.tune import kernels_with_records

@@ -17,10 +17,9 @@ from pathlib import Path
 
 from anychip.backends.simt import CHIP_SCHEMA, GpuChip, lower_for_gpu, relax_build
 from anychip.backends.simt.device_code import device_source
-from anychip.backends.simt.lowering import attach_report, take_report
 from anychip.backends.simt.toolchains import cuda_device, nvcc, nvcc_compile
-from anychip.compiler.backend import (BuildResult, CompileOptions, Execution, Mode,
-                                      OptionalBackendHooks)
+from anychip.compiler.backend import (BuildResult, CompileContext, CompileOptions, Execution,
+                                      Mode, OptionalBackendHooks)
 from anychip.compiler.errors import AnychipError, NotExecutable
 from anychip.compiler.profiles import Profile
 
@@ -102,15 +101,21 @@ class CudaBackend(OptionalBackendHooks):
                     f"{profile.target.get('arch')} here" if tool else "")
         return Execution(Mode.COMPILES_ONLY, why + compiles)
 
-    def lower(self, mod, profile: Profile, options: CompileOptions):
+    def lower(self, mod, profile: Profile, options: CompileOptions,
+              ctx: CompileContext | None = None):
         chip = GpuChip.from_profile(profile)
         precision = options.precision or profile.default_precision
         lowered, report = lower_for_gpu(mod, profile, chip, precision)
-        return attach_report(lowered, report)
+        (ctx or self.context(profile, options)).report.update(report)
+        return lowered
 
-    def build(self, mod, profile: Profile, options: CompileOptions) -> BuildResult:
+    def build(self, mod, profile: Profile, options: CompileOptions,
+              ctx: CompileContext | None = None) -> BuildResult:
         chip = GpuChip.from_profile(profile)
-        report = take_report(mod) or take_report(mod := self.lower(mod, profile, options))
+        ctx = ctx or self.context(profile, options)
+        if "precision_used" not in ctx.report:      # a module that was not lowered yet
+            mod = self.lower(mod, profile, options, ctx)
+        report = dict(ctx.report)
         started = time.perf_counter()
         from .runner import install_compile_hook
 

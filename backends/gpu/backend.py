@@ -12,11 +12,10 @@ import time
 
 from anychip.backends.cpu.backend import VmRunner
 from anychip.backends.simt import CHIP_SCHEMA, GpuChip, lower_for_gpu
-from anychip.backends.simt.lowering import attach_report, take_report
 from anychip.backends.simt.opencl import opencl_device
 from anychip.backends.simt.toolchains import cuda_device, nvcc
-from anychip.compiler.backend import (BuildResult, CompileOptions, Execution, Mode,
-                                      OptionalBackendHooks)
+from anychip.compiler.backend import (BuildResult, CompileContext, CompileOptions, Execution,
+                                      Mode, OptionalBackendHooks)
 from anychip.compiler.errors import NotExecutable
 from anychip.compiler.profiles import Profile
 
@@ -60,15 +59,21 @@ class GpuBackend(OptionalBackendHooks):
                          f"no {DEVICE_RUNTIME[chip.dialect]} device or runtime here; "
                          f"{_checker(chip.dialect)}")
 
-    def lower(self, mod, profile: Profile, options: CompileOptions):
+    def lower(self, mod, profile: Profile, options: CompileOptions,
+              ctx: CompileContext | None = None):
         chip = GpuChip.from_profile(profile)
         lowered, report = lower_for_gpu(mod, profile, chip,
                                         options.precision or profile.default_precision)
-        return attach_report(lowered, report)
+        (ctx or self.context(profile, options)).report.update(report)
+        return lowered
 
-    def build(self, mod, profile: Profile, options: CompileOptions) -> BuildResult:
+    def build(self, mod, profile: Profile, options: CompileOptions,
+              ctx: CompileContext | None = None) -> BuildResult:
         chip = GpuChip.from_profile(profile)
-        report = take_report(mod) or take_report(mod := self.lower(mod, profile, options))
+        ctx = ctx or self.context(profile, options)
+        if "precision_used" not in ctx.report:      # a module that was not lowered yet
+            mod = self.lower(mod, profile, options, ctx)
+        report = dict(ctx.report)
         started = time.perf_counter()
         executable, files, facts = BUILDERS[chip.dialect](mod, chip, profile,
                                                           f"target '{profile.name}'")

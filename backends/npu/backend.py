@@ -8,20 +8,20 @@
 `build` compiles the program for the host through LLVM (vector.py schedules the rest), adds
 the cost model's estimate (cost.py) and the files ATC needs for the real chip (atc.py).
 
-A train step (options.extra["training"]) has no ONNX graph: `_lower_train_step` cube-tiles its
-Relax module directly (forward and backward matmuls/convolutions) in ATC's training modes, and
-its estimate is made from the lowered program's kernels (cost.train_step_estimate).
+A train step has no ONNX graph: `lower_train_step` cube-tiles its Relax module directly
+(forward and backward matmuls/convolutions) in ATC's training modes, and its estimate is made
+from the lowered program's kernels (cost.train_step_estimate).
 
-The driver imports the model too; this backend re-imports the precision-annotated ONNX it
-gets as `options.extra["onnx_model"]`, because ATC's precision decisions are per ONNX node.
+Phase 1 is `prepare_onnx` in the backend contract: ATC's precision decisions are per ONNX node,
+so this family rewrites the ONNX model and the driver imports the rewritten one (once).
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 
-from anychip.compiler.backend import (BuildResult, CompileOptions, Execution, Mode,
-                                      OptionalBackendHooks)
+from anychip.compiler.backend import (BuildResult, CompileContext, CompileOptions, Execution,
+                                      FamilyOptions, Mode, OptionalBackendHooks, option)
 from anychip.compiler.errors import AnychipError
 from anychip.compiler.profiles import Profile
 
@@ -30,7 +30,6 @@ from .chip import CHIP_SCHEMA, Chip
 from .placement import (NodePlacement, place_nodes, precision_used, resolve_precision_mode,
                         summary)
 
-REPORT_ATTR = "anychip_npu_report"
 SIMULATOR = "functional simulator on the host CPU (TVM LLVM, with the cube's numerics)"
 ASSUMPTIONS = [
     "cube: float16/bfloat16 inputs, float32 accumulation, result cast to the op's dtype "
@@ -85,9 +84,22 @@ def _host():
     return host_cpu_name(), host_cores()
 
 
+@dataclass(frozen=True)
+class NpuOptions(FamilyOptions):
+    """The npu family's options, as CANN's ATC names them."""
+
+    precision_mode: str | None = option(
+        None, "precision mode, as CANN's ATC (force_fp16, allow_fp32_to_fp16, "
+              "must_keep_origin_dtype, allow_mix_precision, allow_mix_precision_bf16; "
+              "default: the chip's)", metavar="MODE")
+    cube_tile: tuple | list | None = option(None, "force the cube tile [m1, n1, k1, k0]",
+                                            cli=False)
+
+
 class NpuBackend(OptionalBackendHooks):
     family = "npu"
     chip_schema = CHIP_SCHEMA
+    Options = NpuOptions
 
     def target(self, profile: Profile):
         import tvm
@@ -106,52 +118,56 @@ class NpuBackend(OptionalBackendHooks):
         return Execution(Mode.SIMULATES, f"{SIMULATOR}; onnxruntime-cann is not installed, so "
                                          f"no Ascend device is used")
 
-    # -- lower -----------------------------------------------------------------------------
-    def lower(self, mod, profile: Profile, options: CompileOptions):
-        from tvm import relax
-
-        from anychip.backends.cpu import passes
-
-        from .lowering import (CubeLowering, cube_bias_in_fp32, fp32_reductions,
-                               graph_passes, import_simulated, requested_tile)
+    # -- prepare_onnx and lower -------------------------------------------------------------
+    def prepare_onnx(self, model, profile: Profile, opts: NpuOptions, ctx: CompileContext):
+        """Phase 1: ATC's decisions per ONNX node (fusion, placement, precision casts); the
+        driver imports the precision-annotated model this returns."""
         from .fusion import fuse_channel_affine
         from .precision import simulated_model
 
         chip = Chip.of(profile)
-        if options.extra.get("training"):
-            return self._lower_train_step(mod, chip, profile, options)
-        model = options.extra.get("onnx_model")
-        if model is None:
-            raise AnychipError(f"target '{profile.name}': the npu backend needs the ONNX model "
-                               f"(options.extra['onnx_model']); compile with anychip.compile.")
         label = model.graph.name or "model"
-        mode = resolve_precision_mode(chip, options.extra, options.precision,
-                                      bool(options.extra.get("training", False)))
+        mode = resolve_precision_mode(chip, opts.as_dict(), ctx.precision, False)
         model, fused = fuse_channel_affine(model)     # as ATC does, before any dtype change
         placements = place_nodes(model, chip, mode)
         simulated = simulated_model(model, placements, label)
         absorbed = [NodePlacement(f.name, f.op_type, "fused", f.reason, None, None)
                     for f in fused]
-        mod = import_simulated(simulated, label, options.extra.get("onnx_specialise"))
-        cube = CubeLowering(chip, requested_tile(options.extra))
+        ctx.report.update({
+            "precision_mode": mode,
+            "precision": precision_used(mode, placements),
+            "placement": {**summary(placements + absorbed),
+                          "nodes": [p.as_dict() for p in placements + absorbed]},
+        })
+        return simulated
+
+    def lower(self, mod, profile: Profile, options: CompileOptions,
+              ctx: CompileContext | None = None):
+        from tvm import relax
+
+        from anychip.backends.cpu import passes as relax_passes
+
+        from .lowering import (CubeLowering, cube_bias_in_fp32, fp32_reductions, graph_passes,
+                               requested_tile)
+
+        ctx = ctx or self.context(profile, options)
+        if "placement" not in ctx.report:
+            raise AnychipError(f"target '{profile.name}': the npu family lowers the model its "
+                               f"prepare_onnx placed; compile through anychip.compile.")
+        chip = Chip.of(profile)
+        cube = CubeLowering(chip, requested_tile(ctx.options.as_dict()))
         with self.target(profile):
             mod = graph_passes(mod)
             mod = fp32_reductions(mod)
             mod = cube_bias_in_fp32(mod)
             mod = cube(mod)
-            mod = passes.fold_constants(mod)       # weight layouts for the cube, at compile time
+            mod = relax_passes.fold_constants(mod)   # weight layouts for the cube, at compile time
             mod = relax.transform.DeadCodeElimination()(mod)
-        report = {
-            "precision_mode": mode,
-            "precision": precision_used(mode, placements),
-            "placement": {**summary(placements + absorbed),
-                          "nodes": [p.as_dict() for p in placements + absorbed]},
-            "cube_kernels": cube.kernels,
-            "assumptions": ASSUMPTIONS,
-        }
-        return mod.with_attr(REPORT_ATTR, json.dumps(report))
+        ctx.report.update({"cube_kernels": cube.kernels, "assumptions": ASSUMPTIONS})
+        return mod
 
-    def _lower_train_step(self, mod, chip: Chip, profile: Profile, options: CompileOptions):
+    def lower_train_step(self, mod, profile: Profile, options: CompileOptions,
+                         ctx: CompileContext):
         """The train step (forward, gradients, optimizer: one Relax module, no ONNX graph)
         in a precision mode of TRAIN_STEP_MODES: every matmul and conv2d the cube can take
         (forward and backward alike) becomes a tiled cube kernel, the rest vector kernels,
@@ -162,14 +178,15 @@ class NpuBackend(OptionalBackendHooks):
 
         from .lowering import CubeLowering, requested_tile
 
-        mode = resolve_precision_mode(chip, options.extra, options.precision, True)
+        chip = Chip.of(profile)
+        mode = resolve_precision_mode(chip, ctx.options.as_dict(), options.precision, True)
         if mode not in TRAIN_STEP_MODES:
             raise NotImplementedError(f"npu train steps are lowered in "
                                       f"{' or '.join(TRAIN_STEP_MODES)} only; precision mode "
                                       f"'{mode}' changes dtypes per ONNX node, which a train "
                                       f"step does not have")
         reduce = mode == "allow_fp32_to_fp16" and "float32" not in chip.cube_dtypes
-        cube = CubeLowering(chip, requested_tile(options.extra),
+        cube = CubeLowering(chip, requested_tile(ctx.options.as_dict()),
                             fp32_inputs_as="float16" if reduce else None)
         with self.target(profile):
             mod = relax.transform.CanonicalizeBindings()(mod)
@@ -177,7 +194,7 @@ class NpuBackend(OptionalBackendHooks):
             mod = relax.transform.DeadCodeElimination()(mod)
         on_cube = sorted({k["in_dtype"] for k in cube.kernels.values()})
         left = _calls_of(mod, CUBE_SHAPED_OPS)
-        report = {
+        ctx.report.update({
             "precision_mode": mode,
             "precision": "fp16" if reduce and cube.kernels else "fp32",
             "train_step": {"cube_kernels": len(cube.kernels), "cube_dtypes": on_cube,
@@ -187,27 +204,27 @@ class NpuBackend(OptionalBackendHooks):
                                    "backward); everything else on the vector unit"},
             "cube_kernels": cube.kernels,
             "assumptions": ASSUMPTIONS,
-        }
-        return mod.with_attr(REPORT_ATTR, json.dumps(report))
+        })
+        return mod
 
     # -- build -----------------------------------------------------------------------------
-    def build(self, mod, profile: Profile, options: CompileOptions) -> BuildResult:
+    def build(self, mod, profile: Profile, options: CompileOptions,
+              ctx: CompileContext | None = None) -> BuildResult:
         from tvm import relax
 
         from .fusion import fuse_channel_affine
         from .lowering import requested_tile
         from .vector import pipeline
 
+        ctx = ctx or self.context(profile, options)
         chip = Chip.of(profile)
-        report = json.loads(str(mod.attrs[REPORT_ATTR])) if mod.attrs is not None and \
-            REPORT_ATTR in mod.attrs else {}
-        mod = mod.without_attr(REPORT_ATTR)
+        report = dict(ctx.report)
         target = self.target(profile)
         vector_kernels: list[dict] = []
         executable = relax.build(mod, target, relax_pipeline=pipeline(target, chip,
                                                                      vector_kernels))
         report["vector_kernels"] = vector_kernels
-        model = options.extra.get("onnx_model")
+        model = ctx.model
         report["simulator"] = SIMULATOR
         fused_model = fuse_channel_affine(model)[0] if model is not None else None
         if "train_step" in report:
@@ -216,7 +233,7 @@ class NpuBackend(OptionalBackendHooks):
                 vector_kernels)
         else:
             report["estimate"] = cost.estimate(fused_model, chip, report,
-                                               requested_tile(options.extra))
+                                               requested_tile(ctx.options.as_dict()))
         device_sources, report["atc"] = atc.device_files(model, chip, profile, report)
         return BuildResult(executable=executable, precision=report.get("precision", "fp16"),
                            device_sources=device_sources, report=report,
@@ -241,6 +258,17 @@ class NpuBackend(OptionalBackendHooks):
             raise AnychipError(f"artifact was built to simulate on CPU '{built_for}' but this host "
                                f"is '{here}'; its code may use instructions this CPU lacks. "
                                f"Recompile it here.")
+
+    def render(self, report: dict, top: int = 10) -> list[tuple[str, str]]:
+        from .report_text import sections
+
+        return sections(report, top)
+
+    def conformance_options(self, profile: Profile) -> dict:
+        """The operator suite keeps the model's dtypes (ATC's must_keep_origin_dtype): it
+        measures what the backend implements, not how float16 rounds; `anychip verify` and
+        `anychip matrix` measure the default force_fp16 numerics on real models."""
+        return {"precision_mode": "must_keep_origin_dtype"}
 
     def cache_key_parts(self, profile: Profile) -> dict:
         mcpu, cores = _host()

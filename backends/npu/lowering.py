@@ -27,30 +27,11 @@ from .cube import Conv2dGeometry, CubePlan, Tile, check_capacity, cube_kernel, p
 
 
 def import_simulated(proto, label: str, specialise: dict | None = None):
-    """Import an ONNX model (static shapes) with the project's importer and neutral passes;
-    `specialise` ({input name: value}) names the graph inputs the caller asked to specialise
-    (compiler/importer_fixes/specialise.py), as the cpu path specialises them."""
-    import tvm
-    from onnx import helper
+    """Import a precision-annotated ONNX model the way the driver imports what prepare_onnx
+    returns (kept for tests that lower a placed model by hand)."""
+    from anychip.compiler.driver import neutral_relax, source_from_proto
 
-    from anychip.compiler.frontend import ModelSource, TensorSpec
-    from anychip.compiler.importer import to_relax
-    from anychip.compiler.importer_fixes import SPECIALISE_KEY
-    from anychip.compiler.passes import target_neutral_passes
-
-    inits = {i.name for i in proto.graph.initializer}
-
-    def spec(vi) -> TensorSpec:
-        dims = tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)).name
-        return TensorSpec(vi.name, vi.name, dims, dtype)
-
-    source = ModelSource(label, proto, proto, [spec(vi) for vi in proto.graph.input
-                                               if vi.name not in inits],
-                         [spec(vi) for vi in proto.graph.output], "",
-                         {SPECIALISE_KEY: dict(specialise)} if specialise else {})
-    mod = to_relax(source)
-    return tvm.transform.Sequential(target_neutral_passes())(mod)
+    return neutral_relax(source_from_proto(proto, label, specialise))
 
 
 def graph_passes(mod):

@@ -10,7 +10,6 @@ kernel scheduled and checked; `relax_build` finishes it without legalizing again
 from __future__ import annotations
 
 import ctypes.util
-import json
 import time
 
 from .chip import GpuChip
@@ -18,21 +17,6 @@ from .limits import check_kernel_limits
 from .precision import PRECISION_USED, apply_float64_policy, precision_passes
 
 from anychip.compiler.errors import AnychipError
-
-REPORT_ATTR = "anychip_lowering_report"
-
-
-def attach_report(mod, report: dict):
-    """Carry lower()'s report to build() on the module itself (the contract passes only mod)."""
-    return mod.with_attr(REPORT_ATTR, json.dumps(report))
-
-
-def take_report(mod) -> dict:
-    attrs = mod.attrs
-    if attrs is not None and REPORT_ATTR in attrs:
-        return json.loads(str(attrs[REPORT_ATTR]))
-    return {}
-
 
 def cublas_available(chip: GpuChip) -> tuple[bool, str]:
     """cuBLAS dispatch needs TVM's cuBLAS codegen in this TVM build and libcublas on this host."""

@@ -7,6 +7,9 @@ import re
 
 from ..errors import AnychipError
 from ..limits import MAX_DIM, MAX_STATIC_ELEMENTS
+from ..text_table import table
+
+__all__ = ["add_model_args", "parse_shapes", "table"]
 
 _SHAPE = re.compile(r"^(?P<name>.+)=(?P<dims>\d+(x\d+)*)$")
 
@@ -26,15 +29,6 @@ def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
                                f"of {MAX_STATIC_ELEMENTS} (ANYCHIP_MAX_ELEMENTS).")
         shapes[match["name"]] = dims
     return shapes
-
-
-def table(headers: list[str], rows: list[list]) -> str:
-    """A left-aligned text table (no third-party dependency for something this small)."""
-    cells = [headers] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def add_model_args(parser, target_help: str = "target name (see 'anychip targets')") -> None:

@@ -7,15 +7,15 @@ from pathlib import Path
 from ..atomic import check_output
 from ..driver import compile_model
 from .common import add_model_args, parse_shapes
+from .family_flags import add_family_flags, family_options_for
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compile", help="compile a model into an artifact folder")
     add_model_args(p)
     p.add_argument("-o", "--output", help="artifact folder to write (default: NAME.anychip)")
-    p.add_argument("--precision-mode", help="NPU precision mode, as CANN's ATC "
-                   "(force_fp16, allow_fp32_to_fp16, must_keep_origin_dtype, allow_mix_precision)")
     p.add_argument("--force", action="store_true", help="replace an existing output")
+    add_family_flags(p)
     p.set_defaults(func=run)
 
 
@@ -25,7 +25,7 @@ def default_output(model: str, target: str) -> Path:
 
 
 def run(args) -> int:
-    extra = {"precision_mode": args.precision_mode} if args.precision_mode else {}
+    extra = family_options_for(args, args.target)
     out = Path(args.output) if args.output else default_output(args.model, args.target)
     check_output(out, args.force)   # refuse '-o .', a user's folder... before compiling
     art = compile_model(args.model, target=args.target, precision=args.precision,

@@ -26,10 +26,10 @@ def add_parser(sub) -> None:
     p.add_argument("--ops", help="only cases of these ONNX operators, e.g. Add,Conv,Softmax")
     p.add_argument("--cases", help="only cases whose name contains one of these, comma-separated")
     p.add_argument("--limit", type=int, help="only the first N selected cases")
-    p.add_argument("--precision-mode", help="npu targets: ATC precision mode for the suite "
-                   "(default must_keep_origin_dtype: the suite checks operator semantics; "
-                   "'anychip verify' shows force_fp16's numerics). Lists for another mode are "
-                   "<target>@<mode>.yaml")
+    p.add_argument("--precision-mode", help="for targets whose family has a precision mode: "
+                   "the mode the suite runs in (default: the family's suite default, which "
+                   "checks operator semantics; 'anychip verify' shows the default numerics). "
+                   "Lists for another mode are <target>@<mode>.yaml")
     p.add_argument("--jobs", "-j", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds per case (default 20)")
     p.add_argument("--json", action="store_true", help="print one JSON object per target")
@@ -73,7 +73,7 @@ def _progress(target: str):
 def run(args) -> int:
     from ..conformance import cases as case_store
     from ..conformance import expected as exp
-    from ..conformance import DEFAULT_NPU_MODE, run_conformance
+    from ..conformance import run_conformance, suite_default_options
     from ..conformance.report import failure_classes, junit_xml, per_op
 
     if args.jobs < 1 or args.timeout <= 0:
@@ -92,7 +92,8 @@ def run(args) -> int:
                                  progress=None if args.json else _progress(name),
                                  precision_mode=args.precision_mode)
         mode = report.extra.get("precision_mode")
-        list_name = name if mode in (None, DEFAULT_NPU_MODE) else f"{name}@{mode}"
+        default = suite_default_options(name).get("precision_mode")
+        list_name = name if mode in (None, default) else f"{name}@{mode}"
         listed = exp.load_expected(list_name, directory)
         report.expectation = exp.check(report.results, listed,
                                        str(exp.expected_path(list_name, directory)))

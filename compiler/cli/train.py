@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import AnychipError, NotExecutable
 from ..inputs import load_npz
+from .family_flags import add_family_flags, family_options_for
 
 
 def add_parser(sub) -> None:
@@ -32,11 +33,11 @@ def add_parser(sub) -> None:
     p.add_argument("--momentum", type=float, default=0.0, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--precision", help="precision, as for 'anychip compile' (per target)")
-    p.add_argument("--precision-mode", help="NPU precision mode, as for 'anychip compile'")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch order")
     p.add_argument("--no-shuffle", action="store_true", help="keep the data order")
     p.add_argument("-o", "--output", help="write the trained parameters (.npz or .safetensors)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
+    add_family_flags(p)
     p.set_defaults(func=run)
 
 
@@ -165,7 +166,7 @@ def run(args) -> int:
     if loss == "mse" and y.dtype.kind == "f":
         y = y.astype(np.float32)
     model, example, shapes = _model_and_inputs(args.model, x[:args.batch_size])
-    extra = {"precision_mode": args.precision_mode} if args.precision_mode else {}
+    extra = family_options_for(args, args.target)
     trainer = compile_training(model, example_inputs=example, loss=loss,
                                optimizer=make_optimizer(args), target=args.target,
                                precision=args.precision, shapes=shapes, **extra)

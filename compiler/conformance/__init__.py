@@ -21,7 +21,6 @@ from .pool import DEFAULT_TIMEOUT_S, run_cases
 from .report import TargetReport
 
 ORT = "ort"
-DEFAULT_NPU_MODE = "must_keep_origin_dtype"
 
 
 def how_target_runs(target: str) -> str:
@@ -60,24 +59,32 @@ def run_conformance(target: str, ops: list[str] | None = None, names: list[str] 
     return report
 
 
-def conformance_precision_mode(target: str, given: str | None) -> str | None:
-    """The precision mode an npu target runs the suite in; None for other families.
+def suite_default_options(target: str) -> dict:
+    """The options the suite compiles with on `target` unless given (the family's
+    `conformance_options`); {} for ONNX Runtime."""
+    if target == ORT:
+        return {}
+    from ..registry import get_backend, get_profile
 
-    The suite checks operator semantics against each case's own (float32-level) tolerances, so
-    by default an npu target keeps the model's dtypes (ATC's must_keep_origin_dtype) and the
-    suite measures what the backend implements, not how float16 rounds; `anychip verify` and
-    `anychip matrix` measure the default force_fp16 numerics on real models.
+    profile = get_profile(target)
+    return dict(get_backend(profile).conformance_options(profile))
+
+
+def conformance_precision_mode(target: str, given: str | None) -> str | None:
+    """The precision mode `target` runs the suite in: the one given, else its family's suite
+    default; None for a family without a precision_mode option (giving one there is an error).
     """
     if target == ORT:
         return None
-    from ..registry import get_profile
+    from ..registry import get_backend, get_profile
 
-    if get_profile(target).family != "npu":
+    profile = get_profile(target)
+    if "precision_mode" not in get_backend(profile).Options.names():
         if given:
-            raise AnychipError(f"--precision-mode applies to npu targets (ascend-*), not "
-                               f"'{target}'.")
+            raise AnychipError(f"--precision-mode is not an option of target '{target}' "
+                               f"(family '{profile.family}'); see 'anychip conformance --help'.")
         return None
-    return given or DEFAULT_NPU_MODE
+    return given or suite_default_options(target).get("precision_mode")
 
 
 __all__ = ["run_conformance", "TargetReport", "Result", "ORT", "PASSED", "FAILED",

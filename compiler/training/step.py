@@ -1,10 +1,10 @@
 """Backbone -> the compiled train step for one target.
 
 relax.training.SetupTrainer appends the loss, decomposes ops for training, differentiates with
-relax.transform.Gradient and adds the optimizer. The module then goes through the target's
-backend exactly as inference does (design.md §4): `backend.lower`, then `backend.build`, with
-`options.extra["training"] = True` so a backend can pick its training defaults (the NPU's
-precision mode, for instance). The compiler never looks at the family's name.
+relax.transform.Gradient and adds the optimizer. The module then goes through the driver's
+orchestration exactly as inference does (compiler/driver.py `lower_and_build`), with a
+CompileContext whose `training` is set: the backend's `lower_train_step`, then `build`, so a
+family can pick its training defaults. The compiler never looks at the family's name.
 
 A backend that cannot lower a train step raises NotImplementedError from `lower` or `build`.
 If its target simulates (the functional simulator runs on the host), the step is then built for
@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 
 from ..backend import CompileOptions, Execution, Mode
 from ..errors import AnychipError, NotExecutable
-from ..registry import get_backend, get_profile
+from ..driver import lower_and_build, new_context
+from ..registry import get_backend, get_profile, host_profile
 from .undifferentiable import check_differentiable
 
 ADJOINT = "backbone_loss_adjoint"
 OPTIMIZER = "optimizer"
 LOSSES = ("cross_entropy", "mse")
-HOST_PROFILE = "cpu"
 
 
 @dataclass
@@ -140,22 +140,20 @@ def build_step(mod, target: str, options: CompileOptions, label: str):
     execution = backend.execution(profile)
     if execution.mode is Mode.UNAVAILABLE:
         raise NotExecutable(f"target '{target}' cannot compile here: {execution.why}.")
-    options.extra["training"] = True
     report = {"target": target, "family": profile.family, "built_for": target}
     try:
-        lowered = backend.lower(mod, profile, options)
-        result = backend.build(lowered, profile, options)
+        ctx = new_context(backend, profile, options, training=True)
+        result = lower_and_build(backend, mod, profile, options, ctx)
     except NotImplementedError as exc:
         if execution.mode is not Mode.SIMULATES:
             raise AnychipError(f"target '{target}': the '{profile.family}' backend cannot compile "
                                f"a train step yet ({exc or 'not implemented'}).") from exc
-        host = get_profile(HOST_PROFILE)
+        host = host_profile()
         host_backend = get_backend(host)
-        lowered = _lower_build_errors(host_backend.lower, mod, host, CompileOptions(
-            extra={"training": True}), target)
-        result = _lower_build_errors(host_backend.build, lowered, host, CompileOptions(
-            extra={"training": True}), target)
-        report["built_for"] = HOST_PROFILE
+        host_ctx = new_context(host_backend, host, CompileOptions(), training=True)
+        result = _lower_build_errors(lower_and_build, host_backend, mod, host, CompileOptions(),
+                                     host_ctx, target=target)
+        report["built_for"] = host.name
         report["note"] = (f"the '{profile.family}' backend does not lower train steps yet "
                           f"({exc or 'not implemented'}); the step was built for the host CPU "
                           f"(LLVM) and runs there as the simulation of '{target}'")
@@ -167,9 +165,9 @@ def build_step(mod, target: str, options: CompileOptions, label: str):
     return result, execution, report
 
 
-def _lower_build_errors(fn, mod, profile, options, target):
+def _lower_build_errors(fn, *args, target):
     try:
-        return fn(mod, profile, options)
+        return fn(*args)
     except AnychipError:
         raise
     except Exception as exc:

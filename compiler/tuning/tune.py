@@ -66,9 +66,8 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
     from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
 
     from ..backend import CompileOptions, Mode
-    from ..driver import neutral_relax
+    from ..driver import import_for, new_context
     from ..frontend import load_model
-    from ..importer_fixes import specialised_by_safe_name
     from ..registry import get_backend, get_profile
 
     if trials is not None and trials < 1 or minutes is not None and minutes <= 0:
@@ -91,10 +90,9 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
     source = load_model(model, None, shapes)
     options = CompileOptions(shapes=shapes)
     tvm_target = backend.target(profile)
-    options.extra.setdefault("onnx_model", source.proto)   # what compile_source passes too
-    options.extra.setdefault("onnx_specialise",
-                             tuple(specialised_by_safe_name(source).items()))
-    fused = fused_module(backend.lower(neutral_relax(source), profile, options), tvm_target)
+    ctx = new_context(backend, profile, options, source)   # as compile_source makes it
+    lowered = backend.lower(import_for(backend, source, profile, ctx), profile, options, ctx)
+    fused = fused_module(lowered, tvm_target)
     tasks = ms.relax_integration.extract_tasks(fused, tvm_target)
     report = TuneReport(source.label, target, str(path), [t.task_name for t in tasks])
     if not tasks:

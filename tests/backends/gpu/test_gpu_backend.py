@@ -156,8 +156,9 @@ def test_float64_lowered_with_a_warning(tmp_path):
     mod = to_relax(load_model(make_float64_model(), None, {}))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = backend.build(backend.lower(mod, profile, CompileOptions()), profile,
-                               CompileOptions())
+        ctx = backend.context(profile, CompileOptions())
+        result = backend.build(backend.lower(mod, profile, CompileOptions(), ctx), profile,
+                               CompileOptions(), ctx)
     assert any("computed in float32" in str(w.message) for w in caught)
     assert result.report["warnings"]
     assert "double" not in result.device_sources["kernels.cl"].decode()

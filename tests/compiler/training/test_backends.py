@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 import anychip
+from anychip.backends.cpu import CpuBackend
 from anychip.compiler import registry
 from anychip.compiler.backend import Execution, Mode, OptionalBackendHooks
 from anychip.compiler.errors import NotExecutable
@@ -21,16 +22,20 @@ class SimulatorWithoutTraining(OptionalBackendHooks):
     def execution(self, profile):
         return Execution(Mode.SIMULATES, "test simulator on the host")
 
-    def lower(self, mod, profile, options):
+    def lower(self, mod, profile, options, ctx=None):
         raise NotImplementedError("no train-step lowering in this test backend")
 
-    build = target = lower
+    build = lower_train_step = lower
+
+    def target(self, profile):
+        raise NotImplementedError("no target in this test backend")
 
 
 class CompilesOnly(OptionalBackendHooks):
     """Compiles with the cpu backend's code but says it cannot run here."""
 
     family = "fake-compile"
+    Options = CpuBackend.Options     # the options of the code it compiles with
 
     def __init__(self, cpu):
         self._cpu, self._host = cpu, registry.get_profile("cpu")
@@ -38,11 +43,11 @@ class CompilesOnly(OptionalBackendHooks):
     def execution(self, profile):
         return Execution(Mode.COMPILES_ONLY, "no test device here")
 
-    def lower(self, mod, profile, options):
-        return self._cpu.lower(mod, self._host, options)
+    def lower(self, mod, profile, options, ctx=None):
+        return self._cpu.lower(mod, self._host, options, ctx)
 
-    def build(self, mod, profile, options):
-        return self._cpu.build(mod, self._host, options)
+    def build(self, mod, profile, options, ctx=None):
+        return self._cpu.build(mod, self._host, options, ctx)
 
 
 def _profile(name: str, family: str) -> Profile:
