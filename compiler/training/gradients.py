@@ -66,7 +66,7 @@ def strided_slice_plan(orig_call):
     axes = _ints(orig_call.args[1])
     begins, ends = _ints(orig_call.args[2]), _ints(orig_call.args[3])
     strides = _ints(orig_call.args[4]) if len(orig_call.args) > 4 else [1] * len(axes)
-    out = _shape(orig_call.ty) if hasattr(orig_call, "ty") else None
+    out = _shape(orig_call)
     plan = []
     for i, axis in enumerate(axes):
         axis %= len(shape)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import anychip
 import pytest
 import torch
-from torch import nn
-
-import anychip
 from anychip.compiler.errors import AnychipError
+from torch import nn
 
 from .torch_models import make_model
 
@@ -36,11 +35,26 @@ def test_dropout_in_train_mode_is_refused_with_what_to_do():
     assert "Dropout" in text and "p=0.5" in text and "nn.Identity()" in text
 
 
-def test_layer_without_a_tvm_gradient_is_named():
-    model = nn.Sequential(nn.Linear(4, 8), nn.LeakyReLU(0.1), nn.Linear(8, 2))
+class _NoGradient(nn.Module):
+    """Two operators without a gradient (ReduceMax, ReduceProd) behind trainable layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(h - h.amax(-1, keepdim=True) + h.prod(-1, keepdim=True))
+
+
+def test_every_operator_without_a_gradient_is_listed_with_its_nodes():
     with pytest.raises(AnychipError) as exc:
-        anychip.compile_training(model, example_inputs=(torch.zeros(2, 4),), optimizer=SGD)
-    assert "no gradient for operator 'relax.nn.leakyrelu'" in _single_line(exc)
+        anychip.compile_training(_NoGradient(), example_inputs=(torch.zeros(2, 4),),
+                                 optimizer=SGD)
+    text = _single_line(exc)
+    assert "no gradient for 2 operators" in text
+    assert "relax.max (1 use; ONNX ReduceMax nodes '/ReduceMax')" in text
+    assert "relax.prod (1 use; ONNX ReduceProd nodes '/ReduceProd')" in text
 
 
 def test_batchnorm_without_running_stats_is_refused():
