@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
                         "on the NVIDIA GPU; finds the kernel behind a failed verify")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_family_flags(p)
+    from ..farm.client import add_farm_args
+
+    add_farm_args(p)
     p.set_defaults(func=run)
 
 
@@ -61,8 +64,16 @@ def run(args) -> int:
         raise AnychipError("no target can execute or simulate here; see 'anychip targets'.")
     family_options_for(args, names[0], names)   # a flag no selected target takes: error
     extra: dict = {}
+    from ..farm.client import runner_for, spec_from_args
+
+    farm = spec_from_args(args)
+    if farm is not None:   # every target must have a server: exit 3 before any compile
+        extra["remote"] = None
+        remotes = {name: runner_for(farm, name) for name in names}
     reports = []
     for name in names:
+        if farm is not None:
+            extra["remote"] = remotes[name]
         try:
             reports.append(verify_model(args.model, target=name, rtol=args.rtol, atol=args.atol,
                                         precision=args.precision,
@@ -85,7 +96,7 @@ def run(args) -> int:
             by_format = any(o.rule == "format-error" for o in r.outputs)
             return ("PASS" if r.passed else "FAIL") + ("*" if by_format else "")
 
-        rows = [[r.target, r.how, r.precision, result(r), f"{r.max_abs:.3g}",
+        rows = [[r.target, f"{r.how} on {r.where}" if r.where else r.how, r.precision, result(r), f"{r.max_abs:.3g}",
                  f"{r.max_rel:.3g}", f"rtol={r.outputs[0].rtol:g} atol={r.outputs[0].atol:g}"]
                 for r in reports]
         print(f"{args.model} vs ONNX Runtime (CPU provider, original model)")
