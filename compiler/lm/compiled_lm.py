@@ -108,9 +108,16 @@ class CompiledLM:
                                          self.max_seq_len, output),
                 lm_export.export_decode(self.model, self.shape, batch, self.max_seq_len, output))
 
-    def execution(self, batch: int = 1, length: int = 8) -> str:
-        art = self.function("decode", batch)
-        return art.execution().mode.verb
+    def compile_pair(self, batch: int, prompt_len: int, new_tokens: int,
+                     output: str = "token"):
+        """Compile (or fetch) the prefill for this prompt's gear and the decode function.
+
+        Returns (prefill, decode, execution) where execution is the decode artifact's
+        Execution: executes / simulates / compiles-only on this machine, with the reason."""
+        gear = self.gear(prompt_len, new_tokens)
+        prefill = self.function("prefill", batch, gear, output)
+        decode = self.function("decode", batch, 0, output)
+        return prefill, decode, decode.execution()
 
     # -- generation -------------------------------------------------------------------------
     def prepare(self, input_ids, attention_mask=None, max_new_tokens: int = 16) -> Batch:
@@ -139,12 +146,11 @@ class CompiledLM:
               pad: int) -> GenerationResult:
         b = batch.ids.shape[0]
         gear = self.gear(batch.length, max_new_tokens)
-        prefill = self.function("prefill", b, gear, output)
-        decode = self.function("decode", b, 0, output)
-        mode = decode.execution().mode
+        prefill, decode, execution = self.compile_pair(b, batch.length, max_new_tokens, output)
+        mode = execution.mode
         if mode.value not in ("executes", "simulates"):
             raise NotExecutable(f"target '{self.target}': prefill and decode were compiled "
-                                f"only ({decode.execution().why}); nothing was generated.")
+                                f"only ({execution.why}); nothing was generated.")
         ids, mask = _pad_to(batch.ids, batch.mask, gear, pad)
         positions = np.where(mask == 0, 1, np.cumsum(mask, axis=-1) - 1).astype(np.int64)
         feed = {"input_ids": ids, "position_ids": positions, "attention_mask": mask}
