@@ -320,6 +320,10 @@ def model_fingerprint(model) -> str | None:
                             ("torch", "onnxscript", "onnxruntime", "numpy"))
         return f"zoo:{str(model)[4:]}|{versions}"
     if isinstance(model, (str, Path)):
+        from .onnx_safety import check_model_file
+
+        # the loader's file checks first: /dev/zero or a named pipe must not be read here
+        check_model_file(Path(model), str(model))
         try:
             data = Path(model).read_bytes()
         except OSError:

@@ -18,8 +18,16 @@ import onnx
 from onnx import helper
 
 from .errors import AnychipError
+from .limits import MAX_ACTIVATION_BYTES
 from .names import sanitize_io_names
-from .onnx_safety import check_tensors, iter_graphs
+from .onnx_safety import (
+    check_limits,
+    check_model_file,
+    check_planned_memory,
+    check_strings,
+    check_tensors,
+    iter_graphs,
+)
 
 MAX_PROTOBUF = 2**31  # onnx cannot hold a single protobuf over 2 GiB in memory
 
@@ -73,20 +81,12 @@ def read_onnx_file(path: str | Path) -> tuple[onnx.ModelProto, Path]:
     """Parse a file without following external data; refuse empty, garbage and >2 GiB files."""
     path = Path(path)
     label = str(path)
-    if not path.exists():
-        raise AnychipError(f"{label}: no such file; give a path to an .onnx model or zoo:NAME "
-                           f"(see 'anychip zoo').")
-    if path.is_dir():
-        raise AnychipError(f"{label}: is a folder; give the .onnx file inside it.")
-    size = path.stat().st_size
+    size = check_model_file(path, label)   # regular file, size known: before any read
     if size == 0:
         raise _invalid(label, "the file is empty")
-    if size >= MAX_PROTOBUF:
-        raise AnychipError(f"{label}: a single protobuf over 2 GiB cannot be loaded; save the "
-                           f"weights as ONNX external data (onnx.save(..., "
-                           f"save_as_external_data=True)).")
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        with open(path, "rb") as fh:
+            model = onnx.load_from_string(fh.read(size + 1))
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise _invalid(label, f"protobuf parse failed: {str(exc).splitlines()[0][:120]}") from exc
     return model, path.parent
@@ -193,6 +193,8 @@ def prepare(model: onnx.ModelProto, label: str, base_dir: Path | None,
             shapes: dict[str, tuple[int, ...]] | None = None,
             value_ranges: dict[str, tuple[float, float]] | None = None) -> ModelSource:
     """Check, load external data safely, apply shapes, infer shapes, sanitize names."""
+    check_strings(model, label)
+    check_limits(model, label)
     _check_structure(model, label)
     check_tensors(model, base_dir, label)
     if base_dir is not None and any(t.data_location == onnx.TensorProto.EXTERNAL
@@ -201,6 +203,7 @@ def prepare(model: onnx.ModelProto, label: str, base_dir: Path | None,
     if shapes:
         apply_shapes(model, shapes, label)
     original = check_and_infer(model, label)
+    check_planned_memory(original, label, MAX_ACTIVATION_BYTES, "this host")
     value_ranges = value_ranges or {}
     proto = copy.deepcopy(original)
     mapping = sanitize_io_names(proto)
