@@ -11,8 +11,9 @@ from ..errors import AnychipError
 from ..registry import get_profile
 from .backbone import build_backbone
 from .graph import training_graph
+from .losses import LOSSES
 from .optim import SGD, Adam
-from .step import LOSSES, compile_step
+from .step import compile_step
 from .trainer import Trainer
 
 
@@ -22,9 +23,10 @@ def compile_training(model, example_inputs=None, loss: str = "cross_entropy", op
     """Compile one train step (forward, loss, gradient, optimizer update) for a target.
 
     `model`: a torch.nn.Module (with example_inputs giving the batch shape), 'zoo:NAME', an .onnx
-    path or an onnx.ModelProto. `loss`: 'cross_entropy' (labels are class indices) or 'mse'.
+    path or an onnx.ModelProto. `loss`: 'cross_entropy' (labels are class indices),
+    'token_cross_entropy' (LM logits [B, T, V] against token ids [B, T], -100 ignored) or 'mse'.
     `optimizer`: anychip.optim.SGD or anychip.optim.Adam (torch's update rules). Keyword options
-    beyond these go to the backend, as for anychip.compile (e.g. precision_mode on an NPU).
+    beyond these go to the backend, as for anychip.compile (e.g. a family's precision mode).
     `shapes` ({input: shape}) fixes an ONNX model's input shapes, the batch shape trained on.
 
     The whole model trains in train mode, as after model.train(): BatchNorm uses batch

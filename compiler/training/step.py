@@ -19,14 +19,14 @@ import time
 from dataclasses import dataclass, field
 
 from ..backend import CompileOptions, Execution, Mode
-from ..errors import AnychipError, NotExecutable
 from ..driver import lower_and_build, new_context
+from ..errors import AnychipError, NotExecutable
 from ..registry import get_backend, get_profile, host_profile
+from .losses import loss_function
 from .undifferentiable import check_differentiable
 
 ADJOINT = "backbone_loss_adjoint"
 OPTIMIZER = "optimizer"
-LOSSES = ("cross_entropy", "mse")
 
 
 @dataclass
@@ -40,63 +40,6 @@ class CompiledStep:
     precision: str
     runtime: dict
     report: dict = field(default_factory=dict)
-
-
-def loss_function(name: str, prediction):
-    """(relax.training Loss, label TensorType): torch's CrossEntropyLoss / MSELoss, mean.
-
-    For cross_entropy the compiled step takes one-hot rows (the trainer makes them from the
-    class indices): -sum(log_softmax(x) * one_hot(y)) / batch equals torch's gather exactly,
-    since the product only adds zeros. TVM's own losses are not used, for two TVM 0.27 bugs
-    that stop the GPU families from compiling a train step: nll_loss's gradient kernel reads
-    through the label indices and dlight's GPU Reduction rule asserts on it
-    (detect_dominant_read), and `mean` to a scalar crashes the same rule in rfactor. Reducing
-    with `sum` and scaling by 1/count avoids both (relax.one_hot in the graph would not do:
-    the Gradient pass requires a gradient for every op and one_hot has none).
-    """
-    shape = tuple(int(d) for d in prediction.shape)
-    if name == "cross_entropy":
-        if len(shape) != 2:
-            raise AnychipError(f"loss 'cross_entropy' needs (batch, classes) predictions; the "
-                               f"model gives shape {list(shape)}. Use loss='mse' or reshape.")
-        return _MeanLoss(name, shape[0]), prediction
-    if name == "mse":
-        count = 1
-        for d in shape:
-            count *= d
-        return _MeanLoss(name, count), prediction
-    raise AnychipError(f"unknown loss '{name}'; supported: {', '.join(LOSSES)}.")
-
-
-def _MeanLoss(name: str, count: int):  # noqa: N802 - builds a relax.training Loss
-    from tvm import relax
-    from tvm.relax.training.loss import Loss
-
-    class MeanLoss(Loss):
-        def __init__(self):
-            super().__init__(f"{name}_loss", 1, "mean")
-
-        def __call__(self, predictions, targets):
-            pred = relax.Var("predictions", predictions)
-            target = relax.Var("targets", targets)
-            op = relax.op
-            dtype = predictions.dtype.dtype
-            bb = relax.BlockBuilder()
-            with bb.function(self._loss_name, [pred, target]):
-                with bb.dataflow():
-                    if name == "cross_entropy":
-                        logp = bb.emit(op.nn.log_softmax(pred, axis=-1))
-                        total = bb.emit(op.sum(op.multiply(logp, target)))
-                        scale = relax.const(-1.0 / count, dtype)
-                    else:
-                        diff = bb.emit(op.subtract(pred, target))
-                        total = bb.emit(op.sum(op.multiply(diff, diff)))
-                        scale = relax.const(1.0 / count, dtype)
-                    out = bb.emit_output(op.multiply(total, scale))
-                bb.emit_func_output(out)
-            return bb.get()[self._loss_name]
-
-    return MeanLoss()
 
 
 def _first_line(exc: Exception) -> str:

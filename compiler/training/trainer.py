@@ -19,6 +19,7 @@ from ..errors import AnychipError, NotExecutable
 from ..frontend import TensorSpec
 from ..inputs import order_inputs
 from ..tolerances import Tolerance, tolerance_for
+from .losses import labels_for_step
 from .step import ADJOINT, OPTIMIZER
 
 
@@ -110,30 +111,9 @@ class Trainer:
         self._optim = put(self._host["optim"])
 
     def _labels(self, y) -> np.ndarray:
-        """Labels as the compiled step takes them: one-hot rows for cross_entropy."""
-        arr = y.detach().cpu().numpy() if hasattr(y, "detach") else np.asarray(y)
-        shape = tuple(self.plan["label"]["shape"])
-        dtype = np.dtype(self.plan["label"]["dtype"])
-        if self.plan["loss"] == "cross_entropy":
-            if arr.shape != shape[:1]:
-                raise AnychipError(f"cross_entropy labels must have shape [{shape[0]}] (one class "
-                                   f"index per example), got {list(arr.shape)}.")
-            if arr.dtype.kind not in "iu":
-                raise AnychipError(f"cross_entropy labels are class indices (integers), got "
-                                   f"{arr.dtype}.")
-            classes = shape[1]
-            bad = (arr < 0) | (arr >= classes)
-            if bad.any():
-                raise AnychipError(f"label {int(arr[bad][0])} is out of range: the model has "
-                                   f"{classes} classes (0..{classes - 1}).")
-            hot = np.zeros(shape, dtype)
-            hot[np.arange(shape[0]), arr.astype(np.int64)] = 1
-            return hot
-        if arr.shape != shape:
-            raise AnychipError(f"mse labels must have shape {list(shape)}, got {list(arr.shape)}.")
-        if arr.dtype != dtype:
-            raise AnychipError(f"mse labels must be {dtype.name}, got {arr.dtype}; cast them.")
-        return np.array(arr, order="C")
+        """Labels as the compiled step takes them (training/losses.py)."""
+        return labels_for_step(self.plan["loss"], y, tuple(self.plan["label"]["shape"]),
+                               self.plan["label"]["dtype"])
 
     def step(self, x, y) -> float:
         """One optimizer step on a batch; returns the loss before the update (as torch does)."""

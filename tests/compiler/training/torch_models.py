@@ -74,6 +74,56 @@ class TiedRegressor(nn.Module):
         return self.out(self.drop(self.bn(h)))
 
 
+class EncoderClassifier(nn.Module):
+    """A BERT-style classifier from torch's own nn.TransformerEncoderLayer (dropout 0)."""
+
+    def __init__(self, features: int = 8, width: int = 16, classes: int = 3):
+        super().__init__()
+        self.embed = nn.Linear(features, width)
+        self.encoder = nn.TransformerEncoderLayer(width, 2, 2 * width, dropout=0.0,
+                                                  batch_first=True)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x)).mean(1))
+
+
+class CausalLMLogits(nn.Module):
+    """A transformers causal LM returning only its logits [batch, seq, vocab]; the attention
+    mask is all ones (the exporter cannot trace transformers' mask inference from ids alone)."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, ids):
+        return self.lm(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits
+
+
+def tiny_llama(vocab: int = 32) -> nn.Module:
+    """A seeded one-layer Llama (RMSNorm, rotary embeddings, SwiGLU, grouped-query attention)."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=vocab, hidden_size=16, intermediate_size=32,
+                                      num_hidden_layers=1, num_attention_heads=2,
+                                      num_key_value_heads=1, max_position_embeddings=16,
+                                      attn_implementation="eager")
+    return CausalLMLogits(transformers.LlamaForCausalLM(config).float())
+
+
+def lm_batches(batch: int, seq: int, vocab: int, steps: int, seed: int = 1, distinct: int = 4):
+    """(ids, labels) cycling over `distinct` seeded batches (so the loss can fall): labels are
+    the ids shifted left, the last position ignored (-100)."""
+    gen = torch.Generator().manual_seed(seed)
+    pool = []
+    for _ in range(distinct):
+        ids = torch.randint(0, vocab, (batch, seq), generator=gen)
+        labels = torch.cat([ids[:, 1:], torch.full((batch, 1), -100)], dim=1)
+        pool.append((ids, labels))
+    return [pool[i % distinct] for i in range(steps)]
+
+
 def make_model(name: str) -> tuple[nn.Module, tuple, int]:
     """(torch module, input shape, classes) with seeded weights."""
     torch.manual_seed(0)
@@ -101,7 +151,12 @@ def torch_reference(model: nn.Module, optimizer, data, loss: str = "cross_entrop
     """Losses and final state_dict of torch autograd with the same optimizer rule."""
     ref = copy.deepcopy(model).train()
     opt = optimizer.to_torch(ref.parameters())
-    loss_fn = nn.CrossEntropyLoss() if loss == "cross_entropy" else nn.MSELoss()
+    def loss_fn(out, y):
+        if loss == "token_cross_entropy":
+            return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1),
+                                               ignore_index=-100)
+        return (nn.CrossEntropyLoss() if loss == "cross_entropy" else nn.MSELoss())(out, y)
+
     losses = []
     for x, y in data:
         opt.zero_grad()
