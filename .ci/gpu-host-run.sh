@@ -13,7 +13,7 @@ python3 -m pip install -q --no-index --no-deps --upgrade --target /tmp/anychip-s
 python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1
 export PATH="$(dirname "$(python3 -c 'import sys; print(sys.executable)')"):$PATH"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-python3 -m pytest -m gpu tests/backends/cuda -n "${NPROC:-10}" -p no:cacheprovider -rA -q \
+python3 -m pytest -m runs_on tests/backends/cuda -n "${NPROC:-10}" -p no:cacheprovider -rA -q \
   > "$OUT/pytest.log" 2>&1; echo "pytest rc=$?"
 grep -E "PASSED|FAILED|ERROR|passed|failed" "$OUT/pytest.log" | tail -30
 for m in resnet50 bert; do

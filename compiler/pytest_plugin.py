@@ -2,8 +2,12 @@
 
 Tests that take `anychip_target` run once per selected target; by default every target that
 executes or simulates on this machine, so a new profile is tested by the existing tests.
-Skips are by capability, with the reason (style.md). Where a CI cell declares hardware
-required (ANYCHIP_REQUIRE=cuda,npu...), a missing capability fails instead of skipping.
+Skips are by capability, with the reason. Where a CI cell declares hardware required
+(ANYCHIP_REQUIRE=<family or target>,...), a missing capability fails instead of skipping.
+
+Marker `runs_on(FAMILY)`: the test needs a target of that backend family that executes or
+simulates on this machine (e.g. `@pytest.mark.runs_on("cuda")` for a real GPU); elsewhere it
+is skipped with the family's reason. `pytest -m runs_on` selects every such test.
 """
 
 from __future__ import annotations
@@ -66,20 +70,30 @@ def _runnable_family(family: str) -> tuple[bool, str]:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """`gpu`-marked tests need a CUDA device: skipped with the reason elsewhere, failed where
-    ANYCHIP_REQUIRE names cuda (a CI cell that declares the hardware must not skip green)."""
-    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
-    if not gpu_items:
-        return
-    ok, why = _runnable_family("cuda")
-    if ok:
-        return
+    """`runs_on(FAMILY)`-marked tests need a target of FAMILY that runs here: skipped with the
+    reason elsewhere, failed where ANYCHIP_REQUIRE names the family (a CI cell that declares
+    the hardware must not skip green)."""
     required = {s.strip() for s in os.environ.get("ANYCHIP_REQUIRE", "").split(",") if s.strip()}
-    for item in gpu_items:
-        if "cuda" in required:
-            item.add_marker(pytest.mark.anychip_missing(f"ANYCHIP_REQUIRE=cuda but {why}"))
+    verdicts: dict[str, tuple[bool, str]] = {}
+    for item in items:
+        marker = item.get_closest_marker("runs_on")
+        if marker is None:
+            continue
+        if not marker.args:
+            item.add_marker(pytest.mark.anychip_missing("runs_on needs a family: "
+                                                        "@pytest.mark.runs_on('FAMILY')"))
+            continue
+        family = str(marker.args[0])
+        if family not in verdicts:
+            verdicts[family] = _runnable_family(family)
+        ok, why = verdicts[family]
+        if ok:
+            continue
+        if family in required:
+            item.add_marker(pytest.mark.anychip_missing(f"ANYCHIP_REQUIRE={family} but {why}"))
         else:
-            item.add_marker(pytest.mark.skip(reason=f"needs an NVIDIA GPU: {why}"))
+            item.add_marker(pytest.mark.skip(reason=f"needs a '{family}' target that runs "
+                                                    f"here: {why}"))
 
 
 def pytest_runtest_setup(item) -> None:
@@ -89,6 +103,8 @@ def pytest_runtest_setup(item) -> None:
 
 
 def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU (skipped with the reason otherwise)")
+    config.addinivalue_line("markers", "runs_on(family): needs a target of that backend family "
+                                       "that executes or simulates here (skipped with the reason "
+                                       "otherwise)")
     config.addinivalue_line("markers", "slow: long cases, still run in CI")
     config.addinivalue_line("markers", "anychip_missing(why): required hardware is absent")

@@ -1,6 +1,6 @@
 """`anychip doctor`: what this machine has for each backend family, and what that means.
 
-Vendor SDK mismatches are the most common complaint in the Ascend and Paddle trackers, so
+Vendor SDK mismatches are the most common complaint in accelerator vendors' trackers, so
 each backend reports its own toolchain facts (Backend.doctor) and what to install to do more.
 """
 

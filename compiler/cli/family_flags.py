@@ -1,7 +1,7 @@
 """Command-line flags generated from each backend family's `Options` (compiler/family_options.py).
 
-Why generated: a family's options (the npu family's ATC precision mode, the cpu family's
-layout...) belong to the family, so the core commands must not declare them one by one. Each
+Why generated: a family's options (a vendor graph compiler's precision mode, the host
+family's layout...) belong to the family, so the core commands must not declare them one by one. Each
 installed family gets one help group listing its flags; a flag given for targets of a family
 that does not declare it is one clear error, and with several targets (`--target all`) a flag
 goes to the targets whose family declares it.
@@ -28,7 +28,7 @@ def _cli_fields(backend) -> list:
 
 def add_family_flags(parser: argparse.ArgumentParser) -> None:
     """One argument group per installed family with options, e.g. `--precision-mode` under
-    'npu family targets'. A name two families declare is one flag, listed in both groups' help."""
+    '<family>' family options. A name two families declare is one flag, listed in both groups' help."""
     from ..registry import profiles
 
     owners: dict[str, list[str]] = {}

@@ -19,10 +19,10 @@ def add_parser(sub) -> None:
     p.add_argument("--rtol", type=float, help="override the tolerance table's rtol")
     p.add_argument("--atol", type=float, help="override the tolerance table's atol")
     p.add_argument("--kernels", action="store_true",
-                   help="execute each generated kernel on its own and compare it with the "
-                        "same kernel built for the host: OpenCL-dialect targets (e.g. "
-                        "biren-br104) on this machine's OpenCL device (PoCL), nvidia-* targets "
-                        "on the NVIDIA GPU; finds the kernel behind a failed verify")
+                   help="execute each generated kernel on its own on a device of this machine "
+                        "and compare it with the same kernel built for the host, for targets "
+                        "whose family can (see 'anychip doctor'); finds the kernel behind a "
+                        "failed verify")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_family_flags(p)
     from ..farm.client import add_farm_args
@@ -35,8 +35,8 @@ def reduced_precision_hint(model: str, target: str) -> str:
     """What to do next when a reduced-precision result is out of tolerance: is it the format's
     error growing through the network, or a wrong kernel?"""
     return (f"next: 'anychip compare {model} --target {target}' shows where the error grows, "
-            f"node by node; '--precision fp32' (on an NPU: --precision-mode "
-            f"must_keep_origin_dtype) tells reduced-precision error from a wrong result")
+            f"node by node; '--precision fp32' tells reduced-precision error from a wrong "
+            f"result")
 
 
 def run_kernels(args) -> int:

@@ -3,7 +3,7 @@
 The pattern table (patterns.py) says what can be offloaded; a `Library` says what it
 implements and how to call it; `partition` (partition.py) does the matching with Relax's
 FuseOpsByPattern and rewrites each match into a library call. Backends own their libraries
-(the cpu backend: torch's oneDNN/MKL kernels; the cuda backend can name TVM's cuBLAS codegen)
+(the host family: torch's oneDNN/MKL kernels; a GPU family can name TVM's cuBLAS codegen)
 and register them here by name, so a runner can make an artifact's libraries available
 before it loads lib.so (the manifest's runtime dict lists them).
 """

@@ -126,7 +126,7 @@ def specialise_for(source, feed: dict) -> list[str]:
 
 def specialised_by_safe_name(source) -> dict:
     """The values `specialise_for` asked for, keyed by the inputs' names in `source.proto`
-    (sanitized): for a backend that re-imports that proto (the npu backend's simulated model)."""
+    (sanitized): for a family whose prepare_onnx rewrites that proto, imported again."""
     safe = {s.name: s.safe_name for s in source.inputs}
     return {safe.get(k, k): v for k, v in (source.extra.get(SPECIALISE_KEY) or {}).items()}
 

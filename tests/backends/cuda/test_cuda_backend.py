@@ -167,7 +167,7 @@ def _zoo_names() -> list[str]:
         return []
 
 
-@pytest.mark.gpu
+@pytest.mark.runs_on("cuda")
 @pytest.mark.parametrize("model", _zoo_names() or ["zoo:(zoo not built)"])
 def test_zoo_model_verifies_on_h100(model):
     if model.startswith("zoo:("):
@@ -176,14 +176,14 @@ def test_zoo_model_verifies_on_h100(model):
     assert report.passed, report.summary()
 
 
-@pytest.mark.gpu
+@pytest.mark.runs_on("cuda")
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
 def test_precisions_verify_on_h100(precision):
     report = anychip.verify(make_softmax_mlp(), target="nvidia-h100", precision=precision)
     assert report.passed, report.summary()
 
 
-@pytest.mark.gpu
+@pytest.mark.runs_on("cuda")
 def test_squeezenet_verifies_on_h100_from_saved_artifact(tmp_path):
     art = anychip.compile(squeezenet_path(), target="nvidia-h100").save(tmp_path / "sq.anychip")
     loaded = anychip.load(art.path)

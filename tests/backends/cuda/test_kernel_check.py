@@ -19,7 +19,7 @@ def test_without_a_gpu_the_kernel_check_exits_3_with_the_reason(capsys):
     assert "NVIDIA GPU" in err and "libcuda" in err and "Traceback" not in err
 
 
-@pytest.mark.gpu
+@pytest.mark.runs_on("cuda")
 @pytest.mark.parametrize("model", ["zoo:mlp", "zoo:gpt2", "zoo:llama"])
 def test_every_cuda_kernel_matches_the_host_build(model):
     """Warp-32 reductions (shuffles) run here and nowhere else."""

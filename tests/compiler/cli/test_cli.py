@@ -82,7 +82,7 @@ def test_reduced_precision_failure_says_what_to_try_next(model_path, capsys):
                  "--atol", "0"]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("FAIL") and "fp16" in out[0]
-    assert out[1].startswith("next: 'anychip compare") and "must_keep_origin_dtype" in out[1]
+    assert out[1].startswith("next: 'anychip compare") and "--precision fp32" in out[1]
 
 
 @pytest.mark.parametrize("argv_tail, needle", [
