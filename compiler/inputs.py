@@ -77,21 +77,97 @@ def _to_numpy(value) -> np.ndarray:
     return np.asarray(value)
 
 
+# ml_dtypes formats numpy cannot store: the npz key carries the dtype ("x::bfloat16") and the
+# member holds the bit patterns as unsigned integers of the same width (docs/security.md)
+DTYPE_SEPARATOR = "::"
+ML_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+             "float8_e8m0fnu", "float4_e2m1fn", "int4", "uint4", "int2", "uint2")
+
+
+def _ml_dtype(name: str) -> np.dtype | None:
+    if name not in ML_DTYPES:
+        return None
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    kind = getattr(ml_dtypes, name, None)
+    return np.dtype(kind) if kind is not None else None
+
+
+def _npz_members(path: Path) -> None:
+    """Refuse a zip bomb before numpy inflates anything: the declared sizes of the members
+    (what zipfile will inflate at most) within the limits, and no more members than allowed."""
+    import zipfile
+
+    from .limits import MAX_NPZ_MEMBER_BYTES, MAX_NPZ_MEMBERS
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise AnychipError(f"{path}: not a readable .npz file ({str(exc)[:120]}); write it with "
+                           f"numpy.savez.") from exc
+    if len(infos) > MAX_NPZ_MEMBERS:
+        raise AnychipError(f"{path}: {len(infos)} arrays, over the limit of {MAX_NPZ_MEMBERS}.")
+    total = 0
+    for info in infos:
+        total += info.file_size
+        if total > MAX_NPZ_MEMBER_BYTES:
+            raise AnychipError(f"{path}: member '{info.filename}' inflates the arrays past "
+                               f"{MAX_NPZ_MEMBER_BYTES} bytes (ANYCHIP_MAX_NPZ_BYTES); refusing "
+                               f"to unpack it (a zip bomb, or inputs too large for this host).")
+
+
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Arrays keyed by input name; a key "NAME::bfloat16" (or another ml_dtypes name) is read
+    as that format from its stored bit patterns."""
     path = Path(path)
     if not path.is_file():
         raise AnychipError(f"{path}: no such file; give an .npz keyed by the model's input names.")
+    _npz_members(path)
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            raw = {k: data[k] for k in data.files}
     except Exception as exc:
         raise AnychipError(f"{path}: not a readable .npz file ({str(exc)[:120]}); write it with "
                            f"numpy.savez.") from exc
+    arrays = {}
+    for key, value in raw.items():
+        name, sep, suffix = key.rpartition(DTYPE_SEPARATOR)
+        dtype = _ml_dtype(suffix) if sep else None
+        if dtype is not None:
+            if value.dtype.kind not in "uiV" or value.dtype.itemsize != dtype.itemsize:
+                raise AnychipError(f"{path}: '{key}' must hold {dtype.name} bit patterns as "
+                                   f"uint{8 * dtype.itemsize}, got {value.dtype}.")
+            value, key = np.ascontiguousarray(value).view(dtype), name
+        elif value.dtype.kind == "V":
+            raise AnychipError(f"{path}: '{key}' is stored as raw bytes ({value.dtype}); name the "
+                               f"format in the key, e.g. '{key}{DTYPE_SEPARATOR}bfloat16', and "
+                               f"store the bit patterns as unsigned integers.")
+        arrays[key] = value
+    return arrays
+
+
+def encode_npz(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The npz members for `arrays`: ml_dtypes formats under "NAME::DTYPE" as bit patterns."""
+    out = {}
+    for name, value in arrays.items():
+        value = np.asarray(value)
+        if value.dtype.name in ML_DTYPES:
+            bits = np.dtype(f"uint{8 * value.dtype.itemsize}")
+            out[f"{name}{DTYPE_SEPARATOR}{value.dtype.name}"] = (
+                np.ascontiguousarray(value).view(bits))
+        else:
+            out[name] = value
+    return out
 
 
 def save_npz(path: str | Path, arrays: Mapping[str, np.ndarray], force: bool = False) -> Path:
+    members = encode_npz(arrays)
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
-            np.savez(fh, **dict(arrays))
+            np.savez(fh, **members)
 
     return write_file(path, write, force=force)

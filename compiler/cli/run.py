@@ -42,12 +42,29 @@ def run(args) -> int:
         feed = load_npz(args.inputs) if args.inputs else None
         outputs, how = art.run(feed, seed=args.seed), f"{ex.mode.verb} on {art.target}"
     for name, value in outputs.items():
-        v = np.asarray(value, dtype=np.float64) if value.dtype.kind in "fiub" else value
-        print(f"{name}: {value.dtype}{list(value.shape)} mean {v.mean():.6g} "
-              f"min {v.min():.6g} max {v.max():.6g}")
+        print(f"{name}: {value.dtype}{list(value.shape)} {summary(value)}")
     if args.output:
         save_npz(args.output, outputs, force=args.force)
         print(f"wrote {args.output} ({how})")
     else:
         print(f"({how})")
     return 0
+
+
+def summary(value: np.ndarray) -> str:
+    """mean/min/max of an output of any dtype and size: empty outputs, NaN/Inf and ml_dtypes
+    formats (bfloat16, float8) included."""
+    value = np.asarray(value)
+    if value.size == 0:
+        return "(empty)"
+    try:
+        v = value.astype(np.float64)
+    except (TypeError, ValueError):
+        return "(not numeric)"
+    finite = v[np.isfinite(v)]
+    text = (f"mean {finite.mean():.6g} min {finite.min():.6g} max {finite.max():.6g}"
+            if finite.size else "no finite values")
+    specials = [(int(np.isnan(v).sum()), "NaN"), (int(np.isposinf(v).sum()), "+Inf"),
+                (int(np.isneginf(v).sum()), "-Inf")]
+    extra = ", ".join(f"{n} {what}" for n, what in specials if n)
+    return f"{text} ({extra})" if extra else text
