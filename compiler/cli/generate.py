@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eos-token-id", type=int, help="stop a row at this token (default: the "
                                                     "model's generation config)")
+    p.add_argument("--memory", action="store_true",
+                   help="print weights, KV-cache bytes per token and the longest context that "
+                        "fits each profile's memory, then exit (nothing compiled)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -76,6 +79,8 @@ def run(args) -> int:
     from ..lm.compiled_lm import compile_lm
     from ..lm.sources import tokenizer_for
 
+    if args.memory:
+        return print_memory(args)
     tokenizer = tokenizer_for(args.model) if args.prompt else None
     prompts = prompts_from_args(args, tokenizer)
     lm = compile_lm(args.model, target=args.target, max_seq_len=args.max_seq_len,
@@ -103,4 +108,20 @@ def run(args) -> int:
     for i, row in enumerate(new):
         line = " ".join(str(int(t)) for t in row)
         print(f"  [{i}] {line}" + (f"  | {texts[i]!r}" if texts else ""))
+    return 0
+
+
+def print_memory(args) -> int:
+    from ..lm.compiled_lm import compile_lm
+    from ..lm.memory import format_table
+
+    lm = compile_lm(args.model, target=args.target, max_seq_len=args.max_seq_len)
+    rows = lm.memory()
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print(f"{args.model}: {lm.shape.num_layers} layers, {lm.shape.kv_heads} KV heads x "
+              f"{lm.shape.head_dim}, vocab {lm.vocab}, trained positions "
+              f"{rows[0]['model_max_positions'] if rows else '?'}; activations not counted")
+        print(format_table(rows))
     return 0

@@ -119,6 +119,12 @@ class CompiledLM:
         decode = self.function("decode", batch, 0, output)
         return prefill, decode, decode.execution()
 
+    def memory(self, batch: int = 1, targets=None) -> list[dict]:
+        """Weights, KV-cache bytes per token and the longest context per profile (memory.py)."""
+        from .memory import memory_table
+
+        return memory_table(self.model, self.shape, batch, targets)
+
     # -- generation -------------------------------------------------------------------------
     def prepare(self, input_ids, attention_mask=None, max_new_tokens: int = 16) -> Batch:
         """Validate and left-pad the prompts; raises AnychipError (exit 2) on bad input."""
