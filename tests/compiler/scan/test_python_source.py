@@ -122,6 +122,11 @@ def _rules(source: str) -> list[tuple[int, str]]:
      [(3, "nccl-backend")]),
     ("import os\nos.environ['CUDA_VISIBLE_DEVICES'] = '0'\n", [(2, "cuda-visible-devices")]),
     ("from numba import cuda\n", [(1, "lib-numba-cuda")]),
+    # no CUDA word at all: a module with forward() is a plain graph to export
+    ("from torch import nn\nclass M(nn.Module):\n    def forward(self, x):\n        return x\n",
+     [(2, "plain-module")]),
+    ("import torch\nx = torch.ones(2, dtype=torch.float64)\ny = f'cuda:{torch.cuda.current_device()}'\n",
+     [(2, "dtype-float64"), (3, "cuda-device-string"), (3, "cuda-current-device")]),
     ("import torch\nx = torch.cuda.FloatTensor(3)\n", [(2, "torch-cuda")]),
     ("import torch\nwith torch.cuda.device(1):\n    pass\n", [(2, "cuda-device-context")]),
     ("import torch\ng = torch.cuda.graph(cg)\n", [(2, "cuda-graph")]),
