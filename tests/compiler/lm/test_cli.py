@@ -1,0 +1,73 @@
+"""anychip generate / verify-lm: tokens on stdout equal HF's, bad input is exit 2 in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from anychip.compiler.cli.main import main
+
+from .conftest import CONFIGS, MAX_SEQ_LEN, PROMPTS, hf_greedy, tiny_lm
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    """A model folder holding only config.json: built from it with seed 0 (= tiny_lm)."""
+    folder = tmp_path_factory.mktemp("tinyllama")
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama",
+                                                    **CONFIGS["llama"][2]}))
+    return folder
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+def test_generate_json_gives_hf_greedy_tokens(llama_dir, capsys):
+    args = ["generate", str(llama_dir), "--max-seq-len", str(MAX_SEQ_LEN), "--max-new-tokens",
+            "16", "--json"] + [a for p in PROMPTS for a in ("--prompt-ids", ",".join(map(str, p)))]
+    assert main(args + ["--eos-token-id", "100000"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = hf_greedy(tiny_lm("llama"), PROMPTS, 16)[:, 6:]
+    assert out["execution"] == "executed" and out["target"] == "cpu"
+    assert out["new_tokens"] == expected.tolist()
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--prompt-ids", ",".join(["1"] * 70)], "max_seq_len is 64"),
+    (["--prompt-ids", "1,2,3", "--max-new-tokens", "62"], "ask for at most 61"),
+    (["--prompt-ids", ""], "empty"),
+    (["--prompt-ids", "1,2,999"], "token id 999 is outside the vocabulary"),
+    (["--prompt-ids", "1,x"], "expected integers"),
+    (["--prompt", "hello"], "needs the model's tokenizer"),
+    ([], "give the prompt"),
+])
+def test_generate_bad_input_exit_2(llama_dir, capsys, extra, match):
+    code = main(["generate", str(llama_dir), "--max-seq-len", "64"] + extra)
+    assert code == 2
+    err = _one_line_error(capsys)
+    assert match in err
+    assert capsys.readouterr().out == ""          # nothing reported as generated
+
+
+def test_generate_unknown_model_exit_2(tmp_path, capsys):
+    assert main(["generate", str(tmp_path / "nope"), "--prompt-ids", "1"]) == 2
+    assert "no such file or folder" in _one_line_error(capsys)
+    assert main(["generate", "zoo:resnet18", "--prompt-ids", "1"]) == 2
+    assert "no such LM in the zoo" in _one_line_error(capsys)
+
+
+def test_memory_report_per_profile(llama_dir, capsys):
+    assert main(["generate", str(llama_dir), "--memory", "--json"]) == 0
+    rows = {r["target"]: r for r in json.loads(capsys.readouterr().out)}
+    h100 = rows["nvidia-h100"]
+    # 2 (K and V) x 2 layers x 2 KV heads x head_dim 16 x 4 bytes
+    assert h100["kv_bytes_per_token"] == 2 * 2 * 2 * 16 * 4
+    model = tiny_lm("llama")
+    weights = sum(p.numel() * 4 for p in model.parameters()) + sum(
+        b.numel() * b.element_size() for b in model.buffers())
+    assert h100["weight_bytes"] == weights
+    assert h100["max_context_tokens"] == (80 * 2**30 - weights) // h100["kv_bytes_per_token"]
+    assert {"ascend-910b", "cpu", "biren-br104"} <= set(rows)
