@@ -3,8 +3,8 @@ the cases after either still run (in a fresh worker)."""
 
 from __future__ import annotations
 
-from anychip.compiler.conformance.cases import Case
 from anychip.compiler.conformance import pool
+from anychip.compiler.conformance.cases import Case
 from anychip.compiler.conformance.pool import run_cases
 
 RUNNER = "tests.compiler.conformance.faulty_runner:run_case"

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper
-
 from anychip.compiler.conformance.engines import check_outputs
 from anychip.compiler.conformance.undefined import out_of_range, undefined_masks
+from onnx import TensorProto, helper
 
 
 def _cast(to: int, op: str = "Cast"):

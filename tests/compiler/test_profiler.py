@@ -1,0 +1,49 @@
+"""`anychip bench --profile` (compiler/profiler.py): measured where the target executes, from
+the backend's cost model (marked estimated) where it simulates, refused where neither."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from anychip.compiler.cli.main import main
+from anychip.compiler.errors import NotExecutable
+from anychip.compiler.profiler import HOST, profile_model
+
+
+def test_cpu_profile_sees_every_library_call_and_adds_up():
+    prof, events = profile_model("zoo:mlp", "cpu", runs=3)
+    assert prof.how == "executed"
+    gemm = [e for e in prof.entries if e.kind == "library GEMM"]
+    assert sum(e.calls for e in gemm) == 3            # the zoo MLP's three Gemm nodes
+    assert all(e.gflops and e.gflops > 0 for e in gemm)
+    parts = sum(e.total_ms for e in prof.entries) + prof.totals[HOST]
+    assert parts == pytest.approx(prof.run_ms, rel=0.35)
+    assert len(events) == sum(e.calls for e in prof.entries)
+    assert all(ev["ph"] == "X" and ev["dur"] >= 0 for ev in events)
+
+
+def test_npu_profile_is_the_cost_models_estimate():
+    prof, events = profile_model("zoo:mlp", "ascend-910b")
+    assert prof.how.startswith("estimated")
+    assert {e.kind for e in prof.entries} == {"cube unit", "vector unit"}
+    assert sum(e.calls for e in prof.entries) == 5     # 3 Gemm on the cube, 2 Relu on vector
+    assert sum(prof.totals.values()) == pytest.approx(prof.run_ms, rel=1e-3)
+    assert len(events) == 5
+
+
+def test_cli_profile_json_and_trace(tmp_path, capsys):
+    trace = tmp_path / "trace.json"
+    assert main(["bench", "zoo:mlp", "--target", "cpu", "--profile", "--repeat", "2",
+                 "--json", "--trace", str(trace)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["how"] == "executed" and out["entries"]
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert {ev["name"] for ev in events} >= {e["name"] for e in out["entries"]}
+    assert main(["bench", "zoo:mlp", "--target", "cpu", "--profile", "--trace",
+                 str(trace)]) == 2                   # exists, no --force
+
+
+def test_compile_only_target_without_estimate_is_exit_3():
+    with pytest.raises(NotExecutable, match="nothing to profile"):
+        profile_model("zoo:mlp", "biren-br104")
