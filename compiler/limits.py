@@ -64,7 +64,8 @@ MAX_NPZ_MEMBER_BYTES = _env_int("ANYCHIP_MAX_NPZ_BYTES", max(host_memory_bytes()
 MAX_NPZ_MEMBERS = 10_000
 # manifest.json is small; a huge one is an attack on the JSON parser
 MAX_MANIFEST_BYTES = 64 << 20
-# the CLI's compile runs in a child process under this address-space ceiling, so a blow-up
-# inside TVM (std::bad_alloc) is a one-line error instead of an abort or the OOM killer
-COMPILE_ADDRESS_SPACE_BYTES = _env_int("ANYCHIP_COMPILE_MEMORY_BYTES",
-                                       max(host_memory_bytes(), 8 * GiB) + 16 * GiB)
+# the CLI's compile runs in a child process under this ceiling on its heap (RLIMIT_DATA), so
+# a blow-up inside TVM (std::bad_alloc) is a one-line error instead of an abort or the OOM
+# killer taking the machine; a normal compile of a zoo model stays well under 8 GiB
+COMPILE_MEMORY_BYTES = _env_int("ANYCHIP_COMPILE_MEMORY_BYTES",
+                                max(host_memory_bytes() * 3 // 4, 4 * GiB))

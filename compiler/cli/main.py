@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:   # the `anychip` command (not a call from Python): compile in a child
+        from .isolate import limit_self, run_isolated, wanted
+
+        if wanted(sys.argv[1:]):
+            return run_isolated(sys.argv[1:])
+        limit_self()
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -51,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("anychip: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        if args.debug:
+            raise
+        print("anychip: error: out of memory (the compile's ceiling is "
+              "ANYCHIP_COMPILE_MEMORY_BYTES); give smaller static shapes.", file=sys.stderr)
+        return 2
     except Exception as exc:  # an anychip or TVM bug: still one line unless --debug
         if args.debug:
             raise
