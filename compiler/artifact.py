@@ -86,6 +86,8 @@ def _write_artifact(directory: Path, result: BuildResult, source: ModelSource, p
         "profile_sha256": profile.sha256(),
         "model": {"label": source.label, "sha256": source.sha256},
         "inputs": [s.as_dict() for s in source.inputs],
+        # symbolic dims: {name: {"min": lo, "max": hi}}; run() checks inputs against them
+        "symbols": _symbols(source),
         "outputs": [s.as_dict() for s in source.outputs],
         "precision": result.precision,
         "options": options.as_dict(),
@@ -94,6 +96,12 @@ def _write_artifact(directory: Path, result: BuildResult, source: ModelSource, p
     }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
     return manifest
+
+
+def _symbols(source: ModelSource) -> dict:
+    from .importer import symbol_bounds
+
+    return {n: {"min": lo, "max": hi} for n, (lo, hi) in symbol_bounds(source).items()}
 
 
 class Artifact:
@@ -131,6 +139,18 @@ class Artifact:
         return [TensorSpec.from_dict(d) for d in self.manifest["outputs"]]
 
     @property
+    def symbols(self) -> dict[str, tuple[int, int]]:
+        """{symbol: (lo, hi)} of the inputs' symbolic dims; {} for a static artifact."""
+        return {n: (int(b["min"]), int(b["max"]))
+                for n, b in (self.manifest.get("symbols") or {}).items()}
+
+    def sizes_at(self, where: str = "min") -> dict[str, int]:
+        """Each symbol at its lower bound ('min'), upper bound ('max') or midpoint ('mid')."""
+        pick = {"min": lambda lo, hi: lo, "max": lambda lo, hi: hi,
+                "mid": lambda lo, hi: (lo + hi + 1) // 2}[where]
+        return {n: pick(lo, hi) for n, (lo, hi) in self.symbols.items()}
+
+    @property
     def library_path(self) -> Path:
         return self.path / LIBRARY
 
@@ -157,8 +177,8 @@ class Artifact:
         from .inputs import random_inputs
 
         specs = self.inputs
-        feed = random_inputs(specs, seed) if inputs is None else inputs
-        ordered = order_inputs(specs, feed, f"{self.path.name}")
+        feed = random_inputs(specs, seed, self.sizes_at("min")) if inputs is None else inputs
+        ordered = order_inputs(specs, feed, f"{self.path.name}", self.symbols)
         if self._runner is None:
             self._runner = self._backend().runner(self)
         # low-bit tensors (float8, int4...) travel as their uint8 storage (importer_fixes/lowbit.py)

@@ -217,8 +217,36 @@ def prepare(model: onnx.ModelProto, label: str, base_dir: Path | None,
 
 
 def load_model(model: Any, example_inputs: tuple | None = None,
-               shapes: dict[str, tuple[int, ...]] | None = None) -> ModelSource:
-    """Any supported model form -> ModelSource (checked, shapes inferred, names sanitized)."""
+               shapes: dict[str, tuple[int, ...]] | None = None,
+               dims: dict[str, tuple[int, int]] | None = None) -> ModelSource:
+    """Any supported model form -> ModelSource (checked, shapes inferred, names sanitized).
+
+    `dims` bounds symbolic dims ({"seq": (1, 2048)}); it is kept in `extra["dims"]` for the
+    importer, which refuses a name that is not a symbol of the inputs."""
+    source = _load_model(model, example_inputs, shapes)
+    if dims:
+        source.extra["dims"] = check_dims(dims, source.label)
+    return source
+
+
+def check_dims(dims: dict, label: str) -> dict[str, tuple[int, int]]:
+    """{name: (lo, hi)} with 1 <= lo <= hi, else one line naming the symbol."""
+    out = {}
+    for name, bounds in dims.items():
+        try:
+            lo, hi = (int(b) for b in bounds)
+        except (TypeError, ValueError):
+            raise AnychipError(f"{label}: dims['{name}'] must be (LO, HI), got {bounds!r}.") \
+                from None
+        if not 1 <= lo <= hi:
+            raise AnychipError(f"{label}: bounds of '{name}' must satisfy 1 <= LO <= HI, got "
+                               f"{lo}..{hi}.")
+        out[str(name)] = (lo, hi)
+    return out
+
+
+def _load_model(model: Any, example_inputs: tuple | None = None,
+                shapes: dict[str, tuple[int, ...]] | None = None) -> ModelSource:
     if isinstance(model, ModelSource):
         return model
     if isinstance(model, (str, Path)) and str(model).startswith("zoo:"):

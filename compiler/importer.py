@@ -1,7 +1,10 @@
-"""ONNX -> TVM Relax through `tvm.relax.frontend.onnx.from_onnx`, with static input shapes.
+"""ONNX -> TVM Relax through `tvm.relax.frontend.onnx.from_onnx`.
 
-Static shapes are required: TVM's importer loses symbolic shapes after a Transpose
-(tvm-notes.md), and every backend's memory planning and tiling wants them.
+Static dims stay static. A symbolic dim (ONNX `dim_param`) becomes one `tir.Var` per name,
+shared by every input naming it; where TVM's importer loses the symbols inside the graph,
+importer_fixes/symbolic.py re-states the shapes ONNX inferred. The symbols' bounds (the
+user's `--dim`, else a default range) are attached to `main` as `tir_var_lower_bound` /
+`tir_var_upper_bound`, which TVM's memory planning reads to size buffers for the upper bound.
 """
 
 from __future__ import annotations
@@ -30,27 +33,73 @@ def to_relax(source: ModelSource, keep_params_in_input: bool = False):
     """Import the sanitized model; every input must have a static shape."""
     from tvm.relax.frontend.onnx import from_onnx
 
-    dynamic = [s for s in source.inputs if not s.is_static]
-    if dynamic:
-        spec = dynamic[0]
-        example = "x".join(str(d) if isinstance(d, int) else "1" for d in spec.shape) or "1"
-        raise AnychipError(f"{source.label}: input '{spec.name}' has dynamic shape "
-                           f"{list(spec.shape)}; give a static one with --shape "
-                           f"{spec.name}={example} (shapes=... in Python).")
+    from .importer_fixes import symbolic
+
+    unknown = [s for s in source.inputs
+               if any(d == "?" or (isinstance(d, int) and d < 0) for d in s.shape)]
+    if unknown:
+        raise AnychipError(f"{source.label}: input dims without a name cannot be compiled: "
+                           + "; ".join(_static_hint(s) for s in unknown)
+                           + " (shapes=... in Python), or name the dims (dim_param).")
     source = prepare_for_tvm(source)  # importer_fixes: ONNX-level fixes + extra converters
     missing = unsupported_ops(source)
     if missing:
         listed = ", ".join(f"{op} (node '{n}')" for op, n in sorted(missing.items()))
         raise AnychipError(f"{source.label}: TVM's ONNX importer does not support {listed}; "
                            f"rewrite these ops or run 'anychip conformance' to see what is covered.")
-    shape_dict = {s.safe_name: list(s.shape) for s in source.inputs}
+    names = symbolic.input_symbols(source.inputs)
+    variables = symbolic.make_vars(names)
+    shape_dict = {s.safe_name: symbolic.relax_shape(s.shape, variables) for s in source.inputs}
     dtype_dict = {s.safe_name: s.dtype for s in source.inputs}
+    lost: list = []
     try:
-        return from_onnx(source.proto, shape_dict=shape_dict, dtype_dict=dtype_dict,
-                         keep_params_in_input=keep_params_in_input, sanitize_input_names=False)
+        if names:
+            symbolic.name_nodes_uniquely(source.proto)
+            with symbolic.recover_shapes(source.proto, variables, lost):
+                mod = from_onnx(source.proto, shape_dict=shape_dict, dtype_dict=dtype_dict,
+                                keep_params_in_input=keep_params_in_input,
+                                sanitize_input_names=False)
+        else:
+            return from_onnx(source.proto, shape_dict=shape_dict, dtype_dict=dtype_dict,
+                             keep_params_in_input=keep_params_in_input,
+                             sanitize_input_names=False)
     except AnychipError:
         raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+        if names:
+            where = (f" (at node '{lost[-1][0]}' ({lost[-1][1]}))" if lost else "")
+            dynamic = [s for s in source.inputs if not s.is_static]
+            raise AnychipError(f"{source.label}: the symbolic dims could not be kept through "
+                               f"TVM's ONNX importer{where}: {first}; compile static shapes "
+                               f"instead: " + "; ".join(_static_hint(s) for s in dynamic)) from exc
         raise AnychipError(f"{source.label}: TVM's ONNX importer failed: {first}. "
                            f"Run 'anychip compare' or report the model.") from exc
+    bounds = symbol_bounds(source)
+    main = mod["main"].with_attr("tir_var_upper_bound", {n: bounds[n][1] for n in names})
+    main = main.with_attr("tir_var_lower_bound", {n: bounds[n][0] for n in names})
+    mod["main"] = main
+    return mod
+
+
+DIMS_KEY = "dims"   # source.extra[...]: {symbol: (lo, hi)} from --dim / dims=
+
+
+def symbol_bounds(source: ModelSource) -> dict[str, tuple[int, int]]:
+    """{symbol: (lo, hi)} for every symbol of the inputs: the user's bounds, else the
+    default range (importer_fixes/symbolic.py)."""
+    from .importer_fixes import symbolic
+
+    given = source.extra.get(DIMS_KEY) or {}
+    names = symbolic.input_symbols(source.inputs)
+    extra = sorted(set(given) - set(names))
+    if extra:
+        raise AnychipError(f"{source.label}: --dim names '{extra[0]}', but the model's symbolic "
+                           f"dims are {', '.join(names) or 'none'}.")
+    return {n: tuple(int(v) for v in given.get(n, symbolic.default_range(n))) for n in names}
+
+
+def _static_hint(spec) -> str:
+    example = "x".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in spec.shape)
+    return f"input '{spec.name}' {list(spec.shape)}: --shape {spec.name}={example or '1'}"
+

@@ -16,12 +16,28 @@ from .errors import AnychipError
 from .frontend import TensorSpec
 
 
-def random_inputs(specs: Sequence[TensorSpec], seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs keyed by the user's names: N(0,1) floats, integers in the declared range."""
+def concrete_shape(spec: TensorSpec, sizes: Mapping[str, int] | None) -> tuple[int, ...]:
+    """The spec's shape with its symbolic dims evaluated at `sizes` ({symbol: value})."""
+    from .importer_fixes.symbolic import evaluate
+
+    shape = []
+    for dim in spec.shape:
+        value = evaluate(dim, dict(sizes or {}))
+        if value is None:
+            raise AnychipError(f"input '{spec.name}' has the symbolic dim '{dim}': give its "
+                               f"value (--shape or --dim), or pass inputs.")
+        shape.append(int(value))
+    return tuple(shape)
+
+
+def random_inputs(specs: Sequence[TensorSpec], seed: int = 0,
+                  sizes: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Seeded inputs keyed by the user's names: N(0,1) floats, integers in the declared range.
+    Symbolic dims take their value from `sizes` ({symbol: value})."""
     rng = np.random.default_rng(seed)
     feed = {}
     for spec in specs:
-        shape = tuple(int(d) for d in spec.shape)
+        shape = concrete_shape(spec, sizes)
         dtype = np.dtype(spec.dtype)
         if dtype == np.bool_:
             value = rng.random(shape) < 0.5
@@ -38,8 +54,11 @@ def _describe(dtype, shape) -> str:
     return f"{np.dtype(dtype).name}[{'x'.join(str(d) for d in shape)}]"
 
 
-def order_inputs(specs: Sequence[TensorSpec], feed, label: str) -> list[np.ndarray]:
-    """Inputs in graph order; `feed` is a dict (user's or safe names), a sequence, or one array."""
+def order_inputs(specs: Sequence[TensorSpec], feed, label: str,
+                 symbols: Mapping[str, tuple[int, int]] | None = None) -> list[np.ndarray]:
+    """Inputs in graph order; `feed` is a dict (user's or safe names), a sequence, or one array.
+    Symbolic dims are bound from the arrays and checked against `symbols` ({name: (lo, hi)}):
+    outside the bounds, or two inputs disagreeing on one symbol, is one line (exit 2)."""
     if isinstance(feed, np.ndarray) or not isinstance(feed, (Mapping, Sequence)):
         feed = [feed]
     if isinstance(feed, Mapping):
@@ -60,15 +79,45 @@ def order_inputs(specs: Sequence[TensorSpec], feed, label: str) -> list[np.ndarr
             raise AnychipError(f"{label}: got {len(values)} inputs, the model takes {len(specs)} "
                                f"({', '.join(s.name for s in specs)}).")
     ordered = []
-    for spec, value in zip(specs, values):
-        arr = _to_numpy(value)
-        want = tuple(int(d) for d in spec.shape)
+    arrays = [_to_numpy(v) for v in values]
+    sizes = bind_symbols(specs, arrays, label, symbols or {})
+    for spec, arr in zip(specs, arrays):
+        want = concrete_shape(spec, sizes)
         if arr.dtype != np.dtype(spec.dtype) or arr.shape != want:
             raise AnychipError(f"{label}: input '{spec.name}' must be "
                                f"{_describe(spec.dtype, want)}, got {_describe(arr.dtype, arr.shape)}; "
                                f"cast or reshape it (or recompile with --shape).")
         ordered.append(np.asarray(arr, order="C"))   # ascontiguousarray makes 0-d arrays 1-d
     return ordered
+
+
+def bind_symbols(specs: Sequence[TensorSpec], arrays: Sequence[np.ndarray], label: str,
+                 symbols: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+    """{symbol: value} read from the inputs' plain symbolic dims ('seq', not 'past+1'),
+    checked for agreement between inputs and against the bounds."""
+    sizes: dict[str, int] = {}
+    source: dict[str, str] = {}
+    for spec, arr in zip(specs, arrays):
+        if arr.ndim != len(spec.shape):
+            continue   # the shape check after this reports the rank
+        for axis, dim in enumerate(spec.shape):
+            if isinstance(dim, int) or not str(dim).isidentifier():
+                continue
+            value = int(arr.shape[axis])
+            where = f"input '{spec.name}' axis {axis}"
+            bounds = symbols.get(dim)
+            bounds_text = f" (bounds {bounds[0]}..{bounds[1]})" if bounds else ""
+            if dim in sizes and sizes[dim] != value:
+                raise AnychipError(f"{label}: symbol '{dim}'{bounds_text} is {sizes[dim]} in "
+                                   f"{source[dim]} but {value} in {where}; inputs sharing a "
+                                   f"symbol must agree.")
+            if bounds and not bounds[0] <= value <= bounds[1]:
+                raise AnychipError(f"{label}: symbol '{dim}' is {value} in {where}, outside its "
+                                   f"bounds {bounds[0]}..{bounds[1]}; recompile with --dim "
+                                   f"{dim}=LO..HI to serve it.")
+            sizes.setdefault(dim, value)
+            source.setdefault(dim, where)
+    return sizes
 
 
 def _to_numpy(value) -> np.ndarray:

@@ -1,0 +1,317 @@
+"""Symbolic dimensions through TVM's ONNX importer.
+
+Why: an ONNX `dim_param` (or a torch.export dynamic dim) must become ONE `tir.Var` per name,
+shared by every input that names it, so a single compiled program serves every size (Relax
+VM shapes are checked and bound at the call). TVM's importer does create such variables, but
+it loses them inside the graph: a Reshape whose target comes from a Shape/Slice/Concat chain,
+a Range with a computed end, an Expand to a computed shape give results whose shape is
+unknown, and the next Reshape with a -1 then fails ("Reshape expects the input tensor to have
+known shape"). ONNX shape inference (with data propagation) knows those shapes in terms of the
+input symbols ('seq', '2*seq'), so `recover_shapes` re-states them: after each node is
+converted, a result whose shape Relax lost gets a `match_cast` to the shape ONNX inferred,
+written with the same variables. The cast is checked at run time, so a wrong inference would
+be an error, never a wrong answer.
+
+The default range of an unbounded symbol (DEFAULT_RANGE) is documented in
+docs/dynamic-shapes.md; `--dim NAME=LO..HI` / `dims={...}` overrides it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import onnx
+
+# Bounds given to a symbol the user did not bound: sequence-like names get a longer range.
+DEFAULT_RANGE = (1, 64)
+DEFAULT_SEQUENCE_RANGE = (1, 2048)
+_SEQUENCE_WORDS = ("seq", "len", "token", "past", "time", "pos", "step", "ctx", "context")
+
+_TOKEN = re.compile(r"\s*(?:(?P<num>\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)|(?P<op>//|[-+*/()]))")
+
+
+def default_range(name: str) -> tuple[int, int]:
+    lowered = name.lower()
+    if any(w in lowered for w in _SEQUENCE_WORDS):
+        return DEFAULT_SEQUENCE_RANGE
+    return DEFAULT_RANGE
+
+
+def dim_names(dim) -> list[str]:
+    """The symbol names in one dimension ('past+1' -> ['past']); [] for an int."""
+    if isinstance(dim, int):
+        return []
+    return [m["name"] for m in _TOKEN.finditer(str(dim)) if m["name"]]
+
+
+def input_symbols(specs) -> list[str]:
+    """Symbol names of the inputs' dims, in first-use order."""
+    seen: list[str] = []
+    for spec in specs:
+        for dim in spec.shape:
+            for name in dim_names(dim):
+                if name not in seen:
+                    seen.append(name)
+    return seen
+
+
+def evaluate(dim, sizes: dict[str, int]) -> int | None:
+    """The value of a dimension ('2*seq', 'past+1', 7) at `sizes`; None if a name is unbound."""
+    if isinstance(dim, int):
+        return dim
+    expr = parse(str(dim), {k: int(v) for k, v in sizes.items()})
+    return None if expr is None else int(expr)
+
+
+def parse(text: str, names: dict):
+    """Parse +, -, *, /, // and parentheses over integers and `names` (ints or tir.Vars);
+    None when the text uses a name not in `names` (an 'unk__3' from shape inference)."""
+    tokens = [m for m in _TOKEN.finditer(text)]
+    if "".join(m.group(0) for m in tokens).replace(" ", "") != text.replace(" ", ""):
+        return None
+    pos = 0
+
+    def peek():
+        return tokens[pos] if pos < len(tokens) else None
+
+    def atom():
+        nonlocal pos
+        tok = peek()
+        if tok is None:
+            raise ValueError(text)
+        pos += 1
+        if tok["num"]:
+            return int(tok["num"])
+        if tok["name"]:
+            if tok["name"] not in names:
+                raise KeyError(tok["name"])
+            return names[tok["name"]]
+        if tok["op"] == "(":
+            value = expr()
+            pos += 1
+            return value
+        if tok["op"] == "-":
+            return -atom()
+        raise ValueError(text)
+
+    def term():
+        nonlocal pos
+        value = atom()
+        while peek() is not None and peek()["op"] in ("*", "/", "//"):
+            op = peek()["op"]
+            pos += 1
+            rhs = atom()
+            value = value * rhs if op == "*" else value // rhs
+        return value
+
+    def expr():
+        nonlocal pos
+        value = term()
+        while peek() is not None and peek()["op"] in ("+", "-"):
+            op = peek()["op"]
+            pos += 1
+            rhs = term()
+            value = value + rhs if op == "+" else value - rhs
+        return value
+
+    try:
+        result = expr()
+    except (KeyError, ValueError, IndexError, ZeroDivisionError):
+        return None
+    return result if pos == len(tokens) else None
+
+
+def make_vars(names) -> dict:
+    from tvm import tirx
+
+    return {name: tirx.Var(name, "int64") for name in names}
+
+
+def relax_shape(dims, variables: dict):
+    """Input dims (ints, symbol names, expressions) -> PrimExprs over `variables`."""
+    out = []
+    for dim in dims:
+        if isinstance(dim, int):
+            out.append(dim)
+            continue
+        value = parse(str(dim), variables)
+        if value is None:
+            raise KeyError(str(dim))
+        out.append(value)
+    return out
+
+
+def _inferred_shapes(proto: onnx.ModelProto) -> dict[str, list]:
+    infos = list(proto.graph.value_info) + list(proto.graph.output)
+    shapes = {}
+    for vi in infos:
+        t = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if t is None or not t.HasField("shape"):
+            continue
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                           for d in t.shape.dim]
+    return shapes
+
+
+def name_nodes_uniquely(proto: onnx.ModelProto) -> None:
+    """TVM's importer tells a converter only the node's name: make names unique (in place)."""
+    seen: set[str] = set()
+    for k, node in enumerate(proto.graph.node):
+        if not node.name or node.name in seen:
+            node.name = f"{node.name or node.op_type}__{k}"
+        seen.add(node.name)
+
+
+@contextlib.contextmanager
+def recover_shapes(proto: onnx.ModelProto, variables: dict, lost: list):
+    """While TVM imports `proto`, re-state the ONNX-inferred shape of every single-output node
+    whose Relax result lost its shape (module docstring). Nodes whose shape could not be
+    re-stated are appended to `lost` as (node name, op type, output name)."""
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    inferred = _inferred_shapes(proto)
+    by_name = {node.name: node for node in proto.graph.node}
+    importer = onnx_frontend.ONNXGraphImporter
+    original = importer._convert_operator
+
+    def convert(self, op_name, inputs, attrs, opset):
+        node = by_name.get((attrs.get("tvm_custom") or {}).get("name"))
+        out_dims = inferred.get(node.output[0]) if node is not None and node.output else None
+        out_shape = None if out_dims is None or None in out_dims else \
+            [d if isinstance(d, int) else parse(d, variables) for d in out_dims]
+        if out_shape is not None and any(d is None for d in out_shape):
+            out_shape = None
+        try:
+            fixed = SYMBOLIC_CONVERTERS.get(op_name, _no_fix)(self.bb, inputs, out_shape)
+            result = original(self, op_name, inputs, attrs, opset) if fixed is None \
+                else self.bb.normalize(fixed)
+        except Exception:
+            if node is not None:
+                lost.append((node.name, node.op_type, node.output[0] if node.output else ""))
+            raise
+        if node is None or len(node.output) != 1 or not isinstance(result, relax.Expr):
+            return result
+        ty = result.ty
+        if not isinstance(ty, relax.TensorType):
+            return result
+        dims = inferred.get(node.output[0])
+        shape = None if dims is None or None in dims else \
+            [d if isinstance(d, int) else parse(d, variables) for d in dims]
+        if shape is None or any(d is None for d in shape) or \
+                (ty.ndim >= 0 and ty.ndim != len(shape)):
+            if ty.shape is None:
+                lost.append((node.name, node.op_type, node.output[0]))
+            return result
+        if ty.shape is not None and _same_shape(ty.shape, shape):
+            return result
+        # no shape, or one in fresh variables TVM made up (Range's 'range_len_0'), which
+        # nothing downstream can relate to the inputs' symbols
+        if not isinstance(result, relax.Var):   # match_cast a bound value, not a nested call
+            result = self.bb.emit(result)
+        return self.bb.match_cast(result, relax.TensorType(shape, ty.dtype))
+
+    importer._convert_operator = convert
+    try:
+        yield
+    finally:
+        importer._convert_operator = original
+
+
+def _same_shape(have, want) -> bool:
+    import tvm
+    from tvm.sym import Analyzer
+
+    if len(have) != len(want):
+        return False
+    analyzer = Analyzer()
+    for a, b in zip(have, want):
+        diff = analyzer.simplify(a - b)
+        if not (isinstance(diff, tvm.tirx.IntImm) and int(diff) == 0):
+            return False
+    return True
+
+
+def _no_fix(bb, inputs, out_shape):
+    return None
+
+
+def _constant_ints(expr) -> list[int] | None:
+    import tvm
+
+    if isinstance(expr, tvm.ir.GenericConst):
+        return [int(v) for v in expr.value.numpy().reshape(-1)]
+    return None
+
+
+def _symbolic_shape(expr):
+    from tvm import relax, tirx
+
+    ty = getattr(expr, "ty", None)
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    dims = list(ty.shape)
+    return dims if any(not isinstance(d, tirx.IntImm) for d in dims) else None
+
+
+def expand_symbolic(bb, inputs, out_shape):
+    """ONNX Expand of a tensor with a symbolic dim to a constant shape: TVM's converter reads
+    every dim of the input as an integer ('Var' object has no attribute 'value'). ONNX Expand
+    is bidirectional broadcasting, where a 1 in the target keeps the input's dim: the result
+    shape is built from both, with the symbols kept."""
+    from tvm import relax
+
+    data_dims = _symbolic_shape(inputs[0])
+    target = _constant_ints(inputs[1]) if len(inputs) > 1 else None
+    if data_dims is None or target is None:
+        return None
+    rank = max(len(data_dims), len(target))
+    data_dims = [1] * (rank - len(data_dims)) + data_dims
+    target = [1] * (rank - len(target)) + target
+    shape = [d if t in (1, -1) else t for d, t in zip(data_dims, target)]
+    return relax.op.broadcast_to(inputs[0], shape)
+
+
+def range_symbolic(bb, inputs, out_shape):
+    """ONNX Range(start, limit, delta) with a limit computed from a shape (positions
+    0..seq-1): TVM's converter turns the limit into a fresh variable ('range_len_0') that
+    nothing relates to 'seq', so every later broadcast with the inputs loses its shape (and
+    Relax's binding canonicalisation drops a match_cast that would re-state it). With constant
+    start and delta and the length L that ONNX inferred, the result is arange(start,
+    start + L*delta, delta) in the inputs' symbols."""
+    from tvm import relax, tirx
+
+    if out_shape is None or len(out_shape) != 1 or isinstance(out_shape[0], int):
+        return None
+    start, delta = _constant_scalar(inputs[0]), _constant_scalar(inputs[2])
+    if start is None or delta is None or delta == 0:
+        return None
+    dtype = str(inputs[0].ty.dtype)
+    length = out_shape[0]
+    if "float" in dtype:
+        return None
+    end = tirx.const(start, "int64") + length * tirx.const(delta, "int64")
+    return relax.op.arange(start, end, delta, dtype=dtype)
+
+
+def _constant_scalar(expr):
+    values = _constant_ints(expr) if expr is not None else None
+    return values[0] if values is not None and len(values) == 1 else None
+
+
+def reshape_symbolic(bb, inputs, out_shape):
+    """ONNX Reshape to a shape computed from Shape/Gather/Concat: TVM's converter wants that
+    shape as a Relax shape and fails on the tensor a Gather of a shape gives ("Reshape requires
+    the input new shape to be Shape"). ONNX shape inference (data propagation) has the target
+    in the inputs' symbols: reshape to it."""
+    from tvm import relax
+
+    if out_shape is None or _constant_ints(inputs[1]) is not None:
+        return None
+    return relax.op.reshape(inputs[0], out_shape)
+
+
+# ONNX op -> a converter used instead of TVM's when it returns an expression (None: TVM's)
+SYMBOLIC_CONVERTERS = {"Expand": expand_symbolic, "Range": range_symbolic,
+                       "Reshape": reshape_symbolic}
