@@ -185,20 +185,32 @@ class CompileCache:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def read_alias(self, alias: str) -> str | None:
-        """The entry key an alias points at; None when absent or unreadable."""
+    def read_alias(self, alias: str, fingerprint: str | None = None) -> dict | None:
+        """The record an alias holds ({"key", "alias", "fingerprint", "target",
+        "model_sha256"}); None when absent, unreadable, or written for another alias or model
+        (two alias files swapped must not hand model A the artifact of model B)."""
         try:
-            key = (self.root / ALIASES / alias).read_text().strip()
-        except OSError:
+            with open(self.root / ALIASES / alias, "rb") as fh:
+                record = json.loads(fh.read(4096).decode())
+        except (OSError, ValueError):
             return None
-        return key if len(key) == 64 and all(c in "0123456789abcdef" for c in key) else None
+        if not isinstance(record, dict) or record.get("alias") != alias:
+            return None
+        if fingerprint is not None and record.get("fingerprint") != fingerprint:
+            return None
+        key = record.get("key")
+        if not (isinstance(key, str) and len(key) == 64
+                and all(c in "0123456789abcdef" for c in key)):
+            return None
+        return record
 
-    def write_alias(self, alias: str, key: str) -> None:
+    def write_alias(self, alias: str, key: str, **facts: str) -> None:
+        """Record alias -> entry key with what the entry must match (see read_alias)."""
         folder = self.root / ALIASES
         tmp = folder / f"{TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}"
         try:
             folder.mkdir(mode=0o700, exist_ok=True)
-            tmp.write_text(key + "\n")
+            tmp.write_text(json.dumps({"alias": alias, "key": key, **facts}) + "\n")
             os.replace(tmp, folder / alias)
         except OSError:
             pass   # an alias is only a shortcut
@@ -373,6 +385,16 @@ def cached_source(compile_fn):
     return compile_with_cache
 
 
+def _alias_matches(manifest: dict, record: dict, target: str, options) -> bool:
+    """The entry an alias names is the one it was written for: same model, target, options."""
+    def canon(value) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    return (manifest.get("target") == target == record.get("target")
+            and manifest.get("model", {}).get("sha256") == record.get("model_sha256")
+            and canon(manifest.get("options")) == canon(options.as_dict()))
+
+
 def cached_model(compile_fn):
     """Wrap the driver's compile_model(model, target, ...) so that a model given as a file,
     bytes, a ModelProto or zoo:NAME is found in the cache before the frontend runs: an alias
@@ -391,13 +413,14 @@ def cached_model(compile_fn):
         norm_shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
         options = CompileOptions(precision=precision, shapes=norm_shapes, extra=dict(extra))
         alias = cache_key({"model": fingerprint, **_common_parts(target, options)})
-        entry = cache.read_alias(alias)
-        hit = cache.lookup(entry) if entry else None
-        if hit is not None:
+        record = cache.read_alias(alias, fingerprint)
+        hit = cache.lookup(record["key"]) if record else None
+        if hit is not None and _alias_matches(hit.manifest, record, target, options):
             return hit
         artifact = compile_fn(model, target, example_inputs, precision, shapes, **extra)
         if artifact.path.parent.parent == cache.root / ENTRIES:   # published by compile_source
-            cache.write_alias(alias, artifact.path.name)
+            cache.write_alias(alias, artifact.path.name, fingerprint=fingerprint, target=target,
+                              model_sha256=artifact.manifest["model"]["sha256"])
         return artifact
 
     return compile_with_cache

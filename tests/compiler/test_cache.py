@@ -4,6 +4,7 @@ unsafe or unwritable folders, eviction. Every test uses its own cache folder."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -191,7 +192,27 @@ def test_alias_finds_the_entry_before_the_frontend(cache_dir, model_path, monkey
     alias = next((cache_dir / "aliases").iterdir())
     alias.write_text("not a key")
     assert anychip.compile(model_path, target="cpu").path == art.path   # bad alias: a miss
-    assert len(alias.read_text().strip()) == 64                          # and rewritten
+    assert len(json.loads(alias.read_text())["key"]) == 64               # and rewritten
+
+
+def test_swapped_alias_files_do_not_hand_out_another_models_artifact(cache_dir, tmp_path):
+    """Issue 19 item 6: two alias files swapped made model A's compile return model B's."""
+    import onnx
+
+    paths = []
+    for name, out in (("a", "ya"), ("b", "yb")):
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(make_linear_model(out_name=out), str(path))
+        paths.append(path)
+    first = [anychip.compile(p, target="cpu") for p in paths]
+    aliases = sorted((cache_dir / "aliases").iterdir())
+    assert len(aliases) == 2
+    texts = [a.read_bytes() for a in aliases]
+    aliases[0].write_bytes(texts[1])
+    aliases[1].write_bytes(texts[0])
+    again = [anychip.compile(p, target="cpu") for p in paths]
+    assert [a.outputs[0].name for a in again] == ["ya", "yb"]
+    assert [a.path for a in again] == [a.path for a in first]
 
 
 def test_eviction_removes_least_recently_used_entries_only(cache_dir):
