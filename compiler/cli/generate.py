@@ -32,6 +32,11 @@ def add_parser(sub) -> None:
     p.add_argument("--memory", action="store_true",
                    help="print weights, KV-cache bytes per token and the longest context that "
                         "fits each profile's memory, then exit (nothing compiled)")
+    p.add_argument("--bench", action="store_true",
+                   help="time prefill tokens/s and decode ms/token against torch eager with "
+                        "HF's cache, interleaved (batch 1, random prompt of --prompt-len)")
+    p.add_argument("--prompt-len", type=int, default=32, help="prompt length for --bench")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds for --bench")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
@@ -81,6 +86,8 @@ def run(args) -> int:
 
     if args.memory:
         return print_memory(args)
+    if args.bench:
+        return print_bench(args)
     tokenizer = tokenizer_for(args.model) if args.prompt else None
     prompts = prompts_from_args(args, tokenizer)
     lm = compile_lm(args.model, target=args.target, max_seq_len=args.max_seq_len,
@@ -124,4 +131,18 @@ def print_memory(args) -> int:
               f"{lm.shape.head_dim}, vocab {lm.vocab}, trained positions "
               f"{rows[0]['model_max_positions'] if rows else '?'}; activations not counted")
         print(format_table(rows))
+    return 0
+
+
+def print_bench(args) -> int:
+    from ..lm.bench import bench_generation, format_bench
+    from ..lm.compiled_lm import compile_lm
+
+    if args.prompt_len < 1 or args.rounds < 1 or args.max_new_tokens < 1:
+        raise AnychipError("--prompt-len, --rounds and --max-new-tokens must be at least 1.")
+    lm = compile_lm(args.model, target=args.target, max_seq_len=args.max_seq_len,
+                    precision=args.precision)
+    lm.prepare([[0] * args.prompt_len], None, args.max_new_tokens)   # fits the cache: exit 2
+    result = bench_generation(lm, args.prompt_len, args.max_new_tokens, args.rounds)
+    print(json.dumps(result) if args.json else format_bench(result))
     return 0

@@ -13,6 +13,7 @@ the loop stops when every row has finished.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,7 +90,7 @@ class CompiledLM:
         key = (kind, batch, length if kind == "prefill" else 0, output)
         art = self._functions.get(key)
         if art is None:
-            import anychip
+            from ..driver import compile_model
 
             if kind == "prefill":
                 proto = lm_export.export_prefill(self.model, self.shape, batch, length,
@@ -97,8 +98,8 @@ class CompiledLM:
             else:
                 proto = lm_export.export_decode(self.model, self.shape, batch,
                                                 self.max_seq_len, output)
-            art = anychip.compile(proto, target=self.target, precision=self.precision,
-                                  **self.options)
+            art = compile_model(proto, target=self.target, precision=self.precision,
+                                **self.options)
             self._functions[key] = art
         return art
 
@@ -160,7 +161,9 @@ class CompiledLM:
         ids, mask = _pad_to(batch.ids, batch.mask, gear, pad)
         positions = np.where(mask == 0, 1, np.cumsum(mask, axis=-1) - 1).astype(np.int64)
         feed = {"input_ids": ids, "position_ids": positions, "attention_mask": mask}
+        t0 = time.perf_counter()
         out = prefill.run(_only(prefill, feed))
+        t1 = time.perf_counter()
         k, v = out["k_cache_out"], out["v_cache_out"]
         full_mask = np.zeros((b, self.max_seq_len), np.int64)
         full_mask[:, :gear] = mask
@@ -184,10 +187,13 @@ class CompiledLM:
             out = decode.run(_only(decode, feed))
             k, v = out["k_cache_out"], out["v_cache_out"]
             slot += 1
+        t2 = time.perf_counter()
         tokens = np.concatenate(new, axis=1)
         seqs = np.concatenate([batch.ids, tokens], axis=1)
         return GenerationResult(seqs, batch.length, tokens.shape[1], mode.verb, self.target,
-                                stopped_by_eos=bool(eos_set) and not unfinished.any())
+                                stopped_by_eos=bool(eos_set) and not unfinished.any(),
+                                timings={"prefill_s": t1 - t0, "decode_s": t2 - t1,
+                                         "decode_steps": len(new) - 1})
 
 
 def _only(art, feed: dict) -> dict:
