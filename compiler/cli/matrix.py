@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per cell)")
     p.add_argument("--json", action="store_true", help="print the cells as JSON")
     p.add_argument("--force", action="store_true", help="replace existing output files")
+    from ..farm.client import add_farm_args
+
+    add_farm_args(p)
     p.set_defaults(func=run)
 
 
@@ -46,8 +49,16 @@ def run(args) -> int:
     targets = matrix_targets(args.targets)
     if not targets:
         raise AnychipError(f"--targets '{args.targets}' names no target; see 'anychip targets'.")
+    from ..farm.client import spec_from_args
+
+    farm = spec_from_args(args)
     cells = []
-    for model in models:
+    if farm is not None:
+        from ..farm.matrix import farm_matrix, stderr_progress
+
+        cells = farm_matrix(models, targets, farm,
+                            progress=None if args.json else stderr_progress)
+    for model in models if farm is None else []:
         for target in targets:
             cell = run_cell(model, target)
             if not args.json:
@@ -65,7 +76,7 @@ def run(args) -> int:
     else:
         rows = [[c.model, c.target, c.status, f"{c.max_abs:.3g}" if c.max_abs is not None else "",
                  f"{c.max_rel:.3g}" if c.max_rel is not None else "", c.tolerance,
-                 c.reason[:70]] for c in cells]
+                 (c.reason or (f"on {c.where}" if c.where else ""))[:70]] for c in cells]
         print(table(["model", "target", "result", "max abs", "max rel", "tolerance", "why"], rows))
     failed = [c for c in cells if c.expected_to_pass and (c.status == FAILED or not c.passed)]
     return 1 if failed else 0

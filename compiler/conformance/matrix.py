@@ -35,6 +35,7 @@ class Cell:
     reason: str = ""
     seconds: float = 0.0
     rule: str = "elementwise"   # "format-error" when an output passed by that rule (verify)
+    where: str = ""             # a farm server "HOST ADDR (remote, key K)"; "" = this machine
 
     @property
     def expected_to_pass(self) -> bool:
@@ -49,7 +50,7 @@ class Cell:
                 if self.rule == "format-error" else ""
             return f"{self.status} ✓ max rel {self.max_rel:.2g} ({self.precision}{by})"
         if self.status == COMPILED_ONLY:
-            return "compiled only ✓"
+            return "compiled only ✓" + (f" ({self.reason})" if self.reason else "")
         if self.status == FAILED:
             return f"failed ✗ {self.reason[:80]}"
         return f"unavailable: {self.reason[:60]}"
@@ -65,8 +66,9 @@ def matrix_targets(spec: str) -> list[str]:
     return expand_targets(spec)
 
 
-def run_cell(model: str, target: str) -> Cell:
-    """Verify (runnable targets) or compile (compiles-only targets) one model on one target."""
+def run_cell(model: str, target: str, remote=None) -> Cell:
+    """Verify (runnable targets) or compile (compiles-only targets) one model on one target.
+    `remote` (compiler/farm) verifies on a farm server instead of here."""
     from ..backend import Mode
     from ..driver import compile_model
     from ..errors import AnychipError
@@ -79,8 +81,9 @@ def run_cell(model: str, target: str) -> Cell:
         return Cell(model, target, UNAVAILABLE, False, reason=mode.why)
     cell = Cell(model, target, FAILED, False, how=mode.mode.verb)
     try:
-        if mode.can_run:
-            report = verify_model(model, target=target)
+        if mode.can_run or remote is not None:
+            report = verify_model(model, target=target, remote=remote)
+            cell.how, cell.where = report.how, report.where
             worst = next((o for o in report.outputs if not o.passed), None)
             cell.status = report.how if report.passed else FAILED
             cell.passed = report.passed

@@ -129,8 +129,8 @@ class Session:
             self._sess = rpc.connect(host, port, matchkey,
                                      session_timeout=spec.timeout_s + 120)
         except Exception as exc:
-            raise NotExecutable(f"cannot open an RPC session with {self.address} (key "
-                                f"'{key}'): {_one_line(exc)}.") from exc
+            raise NotExecutable(f"server {self.address} is unreachable or refused the session "
+                                f"(key '{key}'): {_one_line(exc)}.") from exc
         try:
             self.info = json.loads(self._sess.get_function("anychip.farm.info")())
         except Exception as exc:
@@ -201,6 +201,10 @@ class RemoteRunner:
 
 def runner_for(spec: FarmSpec, target: str) -> RemoteRunner:
     """A RemoteRunner for `target`, or NotExecutable (exit 3) naming the missing key."""
+    if spec.remote is not None:   # exit 3 now, before any compile
+        from .address import open_socket
+
+        open_socket(spec.remote, "anychip server").close()
     key = spec.key_for(target)
     if key is None:
         keys = " or ".join(f"'{k}'" for k in candidate_keys(target))
