@@ -26,6 +26,12 @@ def add_parser(sub) -> None:
     p.add_argument("--plot", metavar="FILE", help="write a bar chart of the latencies "
                                                   "(needs matplotlib)")
     p.add_argument("--force", action="store_true", help="replace an existing --plot file")
+    p.add_argument("--profile", action="store_true",
+                   help="print where the time goes: each kernel and library call, the top 15, "
+                        "totals per kind (measured where the target executes, else the "
+                        "backend's estimate, marked so)")
+    p.add_argument("--trace", metavar="FILE", help="with --profile: write a Chrome/Perfetto "
+                                                   "trace of one run")
     p.add_argument("--no-peak", action="store_true",
                    help="skip the peak-GFLOP/s measurement (cached after the first run)")
     from ..farm.client import add_farm_args
@@ -40,6 +46,8 @@ def run(args) -> int:
     farm = spec_from_args(args)
     if farm is not None:
         return _remote(args, farm)
+    if args.profile or args.trace:
+        return _profile(args)
     against = tuple(e.strip() for e in args.against.split(",") if e.strip() and e != "none")
     if args.plot and not args.force:
         from pathlib import Path
@@ -84,3 +92,27 @@ def _require_matplotlib() -> None:
     except ImportError as exc:
         raise AnychipError("--plot needs matplotlib, which is not installed; run 'pip install "
                            "matplotlib' or drop --plot.") from exc
+
+
+def _profile(args) -> int:
+    import json
+
+    from ..profiler import format_profile, profile_model, write_trace
+
+    if args.trace and not args.force:
+        from pathlib import Path
+
+        if Path(args.trace).exists() or Path(args.trace).is_symlink():
+            raise AnychipError(f"{args.trace}: already exists; pass --force to replace it.")
+    prof, events = profile_model(args.model, target=args.target,
+                                 shapes=parse_shapes(args.shape), precision=args.precision,
+                                 runs=args.repeat)
+    if args.json:
+        print(json.dumps(prof.as_dict()))
+    else:
+        print(format_profile(prof))
+    if args.trace:
+        written = write_trace(events, args.trace, force=args.force)
+        if not args.json:
+            print(f"wrote {written} (open it in https://ui.perfetto.dev or chrome://tracing)")
+    return 0
