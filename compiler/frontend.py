@@ -7,6 +7,7 @@ The original model is kept as well: verification runs ONNX Runtime on it (design
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -210,6 +211,11 @@ def prepare(model: onnx.ModelProto, label: str, base_dir: Path | None,
     by_name = {vi.name: vi for vi in original.graph.input}
     inputs = [TensorSpec(n, mapping[n], _dims(by_name[n]), _dtype(by_name[n], label),
                          value_ranges.get(n)) for n in graph_inputs(original)]
+    from .inputs import integer_input_ranges  # ids over the embedding's rows, masks 0/1
+
+    found = integer_input_ranges(original, inputs)
+    inputs = [s if s.value_range is not None or s.name not in found
+              else dataclasses.replace(s, value_range=found[s.name]) for s in inputs]
     outputs = [TensorSpec(vi.name, mapping[vi.name], _dims(vi), _dtype(vi, label))
                for vi in original.graph.output]
     digest = hashlib.sha256(original.SerializeToString(deterministic=True)).hexdigest()

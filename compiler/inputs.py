@@ -44,10 +44,52 @@ def random_inputs(specs: Sequence[TensorSpec], seed: int = 0,
         elif np.issubdtype(dtype, np.integer):
             low, high = spec.value_range or (0, 10)
             value = rng.integers(int(low), int(high), size=shape).astype(dtype)
+            if (int(low), int(high)) == (0, 2) and value.ndim >= 1 and value.shape[-1] > 0:
+                value[..., 0] = 1   # a 0/1 mask: no row masked entirely (softmax of nothing)
         else:
             value = rng.standard_normal(shape).astype(dtype)
         feed[spec.name] = np.asarray(value)
     return feed
+
+
+_ID_WORDS = ("ids", "id", "token", "tokens", "input_ids", "position", "positions", "index",
+             "indices", "labels")
+_MASK_WORDS = ("mask",)
+
+
+def integer_input_ranges(model, specs: Sequence[TensorSpec]) -> dict[str, tuple[int, int]]:
+    """[low, high) for integer inputs that random inputs must respect to mean anything:
+    an input that indexes an embedding (Gather on a constant table, through Casts) covers the
+    table's rows, the whole vocabulary; a mask-like name gets 0/1. Why: ids drawn from [0, 10)
+    exercise 10 rows of a 30k-row embedding, and a 'mask' of 0..9 is not a mask."""
+    inits = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    consts = {n.output[0]: tuple(n.attribute[0].t.dims) for n in model.graph.node
+              if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+    tables = {**inits, **consts}
+    ranges: dict[str, tuple[int, int]] = {}
+    for spec in specs:
+        if not np.issubdtype(np.dtype(spec.dtype), np.integer):
+            continue
+        words = spec.name.lower().replace(".", "_").replace("/", "_").split("_")
+        if any(w in words or w in spec.name.lower() for w in _MASK_WORDS):
+            ranges[spec.name] = (0, 2)
+            continue
+        names, rows = {spec.name}, None
+        for node in model.graph.node:   # graph order: Casts before their consumers
+            if node.op_type in ("Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze") and \
+                    node.input and node.input[0] in names:
+                names.add(node.output[0])
+            elif node.op_type == "Gather" and len(node.input) > 1 and node.input[1] in names \
+                    and node.input[0] in tables:
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                dims = tables[node.input[0]]
+                if dims:
+                    rows = min(rows or dims[axis], dims[axis])
+        if rows:
+            ranges[spec.name] = (0, int(rows))
+        elif any(w in words for w in _ID_WORDS):
+            ranges[spec.name] = (0, 10)
+    return ranges
 
 
 def _describe(dtype, shape) -> str:

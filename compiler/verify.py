@@ -51,6 +51,10 @@ class VerifyReport:
     outputs: list[OutputCheck] = field(default_factory=list)
     reference: str = "onnxruntime CPUExecutionProvider on the original ONNX model"
     where: str = ""          # a farm server: "HOST ADDR (remote, key K)"; "" = this machine
+    # a model with symbolic dims: the symbol values this report ran at, and, on the combined
+    # report verify_model returns, one report per shape checked (docs/dynamic-shapes.md)
+    sizes: dict[str, int] = field(default_factory=dict)
+    by_shape: list[VerifyReport] = field(default_factory=list)
 
     @property
     def max_abs(self) -> float:
@@ -61,6 +65,8 @@ class VerifyReport:
         return max((o.max_rel for o in self.outputs), default=0.0)
 
     def summary(self) -> str:
+        if self.by_shape:
+            return "\n".join(r.summary() for r in self.by_shape)
         verdict = "PASS" if self.passed else "FAIL"
         tol = self.outputs[0] if self.outputs else None
         tol_text = f"rtol={tol.rtol:g} atol={tol.atol:g}" if tol else "-"
@@ -78,7 +84,8 @@ class VerifyReport:
                       f"ONNX Runtime: {'passed' if o.passed else 'failed'} by the format-error "
                       f"rule")
         how = f"{self.how} on {self.where}" if self.where else self.how
-        return (f"{verdict} {self.model} on {self.target} ({how}, {self.precision}): "
+        at = (" at " + ",".join(f"{k}={v}" for k, v in self.sizes.items())) if self.sizes else ""
+        return (f"{verdict} {self.model} on {self.target}{at} ({how}, {self.precision}): "
                 f"max abs {self.max_abs:.3g}, max rel {self.max_rel:.3g}, {tol_text}{extra}")
 
     def as_dict(self) -> dict[str, Any]:
@@ -92,14 +99,16 @@ class VerifyReport:
 
 def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None, seed: int = 0,
                     rtol: float | None = None, atol: float | None = None,
-                    remote=None) -> VerifyReport:
+                    remote=None, sizes: dict[str, int] | None = None) -> VerifyReport:
     """Run an artifact and ONNX Runtime on the same inputs and compare every output.
 
     A float output of a reduced precision that fails the table's rtol/atol is judged again
     against the format's own error (format_error.py), unless the caller set rtol/atol.
     `remote` (compiler/farm: (artifact, feed) -> (outputs, how, where)) runs the artifact on a
     farm server instead of here; the comparison with ONNX Runtime stays here."""
-    feed = random_inputs(artifact.inputs, seed) if inputs is None else dict(inputs)
+    if inputs is None and sizes is None:
+        sizes = artifact.sizes_at("min")
+    feed = random_inputs(artifact.inputs, seed, sizes) if inputs is None else dict(inputs)
     where = ""
     if remote is not None:
         actual, how, where = remote(artifact, feed)
@@ -130,7 +139,22 @@ def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None
                 check.passed, check.rule = verdict.passed, "format-error"
         checks.append(check)
     return VerifyReport(label, artifact.target, how, artifact.precision,
-                        all(c.passed for c in checks), checks, where=where)
+                        all(c.passed for c in checks), checks, where=where,
+                        sizes=dict(sizes or {}))
+
+
+def shape_points(artifact: Artifact) -> list[dict[str, int]]:
+    """The symbol values verify checks by default: every gear of a gear artifact, else the
+    lower bound, the midpoint and the upper bound (fewer when they coincide)."""
+    gears = artifact.manifest.get("gears") or []
+    if gears:
+        return [dict(g["sizes"]) for g in gears]
+    points = []
+    for where in ("min", "mid", "max"):
+        point = artifact.sizes_at(where)
+        if point not in points:
+            points.append(point)
+    return points
 
 
 def verify_model(model, target: str = "cpu", *, example_inputs=None, inputs=None, seed: int = 0,
@@ -138,9 +162,23 @@ def verify_model(model, target: str = "cpu", *, example_inputs=None, inputs=None
                  precision: str | None = None, shapes: dict | None = None, remote=None,
                  **extra: Any) -> VerifyReport:
     """anychip.verify: compile for `target`, run, and compare with ONNX Runtime."""
+    from .driver import normalise_gears
+
     shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
-    source = load_model(model, example_inputs, shapes)
-    options = CompileOptions(precision=precision, shapes=shapes, extra=dict(extra))
+    dims, gears = extra.pop("dims", None), extra.pop("gears", None)
+    source = load_model(model, example_inputs, shapes, dims)
+    options = CompileOptions(precision=precision, shapes=shapes, extra=dict(extra),
+                             dims=dict(source.extra.get("dims") or {}),
+                             gears=normalise_gears(gears))
     artifact = compile_source(source, target, options)
-    return verify_artifact(artifact, source.original, source.label, inputs, seed, rtol, atol,
-                           remote=remote)
+    points = shape_points(artifact) if inputs is None else []
+    if len(points) <= 1:
+        return verify_artifact(artifact, source.original, source.label, inputs, seed, rtol,
+                               atol, remote=remote, sizes=points[0] if points else None)
+    # a symbolic model: one comparison with ONNX Runtime per shape, one artifact for all
+    reports = [verify_artifact(artifact, source.original, source.label, None, seed, rtol, atol,
+                               remote=remote, sizes=point) for point in points]
+    worst = next((r for r in reports if not r.passed), reports[-1])
+    return VerifyReport(worst.model, worst.target, worst.how, worst.precision,
+                        all(r.passed for r in reports), worst.outputs, where=worst.where,
+                        sizes=worst.sizes, by_shape=reports)

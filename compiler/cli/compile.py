@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..atomic import check_output
 from ..driver import compile_model
-from .common import add_model_args, parse_shapes
+from .common import add_model_args, parse_shapes, shape_options
 from .family_flags import add_family_flags, family_options_for
 
 
@@ -29,7 +29,7 @@ def run(args) -> int:
     out = Path(args.output) if args.output else default_output(args.model, args.target)
     check_output(out, args.force)   # refuse '-o .', a user's folder... before compiling
     art = compile_model(args.model, target=args.target, precision=args.precision,
-                        shapes=parse_shapes(args.shape), **extra)
+                        shapes=parse_shapes(args.shape), **shape_options(args), **extra)
     art.save(out, force=args.force)
     ex = art.execution()
     print(f"wrote {out} ({args.target}, {art.precision}; here: {ex.mode.value}: {ex.why})")

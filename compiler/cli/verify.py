@@ -6,9 +6,10 @@ import json
 
 from ..errors import AnychipError, NotExecutable
 from ..format_error import FORMAT_ERROR_MULTIPLIER
+from ..inputs import load_npz
 from ..registry import expand_targets
 from ..verify import verify_model
-from .common import add_model_args, parse_shapes, table
+from .common import add_model_args, parse_shapes, shape_options, table
 from .family_flags import add_family_flags, family_options_for
 
 
@@ -23,6 +24,9 @@ def add_parser(sub) -> None:
                         "and compare it with the same kernel built for the host, for targets "
                         "whose family can (see 'anychip doctor'); finds the kernel behind a "
                         "failed verify")
+    p.add_argument("--inputs", metavar="IN.npz",
+                   help="real inputs, keyed by the model's input names (default: seeded random "
+                        "inputs; token ids over the embedding's rows, masks 0/1)")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_family_flags(p)
     from ..farm.client import add_farm_args
@@ -78,6 +82,8 @@ def run(args) -> int:
             reports.append(verify_model(args.model, target=name, rtol=args.rtol, atol=args.atol,
                                         precision=args.precision,
                                         shapes=parse_shapes(args.shape), **extra,
+                                        inputs=load_npz(args.inputs) if args.inputs else None,
+                                        **shape_options(args),
                                         **family_options_for(args, name, names)))
         except NotExecutable:
             if len(names) == 1:
@@ -96,9 +102,13 @@ def run(args) -> int:
             by_format = any(o.rule == "format-error" for o in r.outputs)
             return ("PASS" if r.passed else "FAIL") + ("*" if by_format else "")
 
-        rows = [[r.target, f"{r.how} on {r.where}" if r.where else r.how, r.precision, result(r), f"{r.max_abs:.3g}",
+        def label(r) -> str:   # a symbolic model: one row per shape checked
+            at = ",".join(f"{k}={v}" for k, v in r.sizes.items())
+            return f"{r.target} ({at})" if at else r.target
+
+        rows = [[label(r), f"{r.how} on {r.where}" if r.where else r.how, r.precision, result(r), f"{r.max_abs:.3g}",
                  f"{r.max_rel:.3g}", f"rtol={r.outputs[0].rtol:g} atol={r.outputs[0].atol:g}"]
-                for r in reports]
+                for top in reports for r in (top.by_shape or [top])]
         print(f"{args.model} vs ONNX Runtime (CPU provider, original model)")
         print(table(["target", "how", "precision", "result", "max abs", "max rel", "tolerance"],
                     rows))

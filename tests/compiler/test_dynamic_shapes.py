@@ -3,17 +3,16 @@ Runtime at each size; the manifest records the bounds; run() refuses sizes outsi
 
 from __future__ import annotations
 
+import anychip
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-
-import anychip
 from anychip.compiler.errors import AnychipError
 from anychip.compiler.frontend import load_model
 from anychip.compiler.inputs import random_inputs
 from anychip.compiler.reference import run_onnxruntime
 from anychip.compiler.tolerances import compare, tolerance_for
+from onnx import TensorProto, helper, numpy_helper
 
 
 def _model(nodes, inputs, outputs, inits, opset=17):

@@ -4,12 +4,11 @@ the cpu backend fuses the GELU into oneDNN's convolution, which takes the algori
 
 from __future__ import annotations
 
+import anychip
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-
-import anychip
 
 
 def _conv_gelu(residual: bool) -> onnx.ModelProto:
