@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import ast
 import re
+from dataclasses import replace
 
 from .findings import Finding
 from .requirements import requirement_rule
-from .rules import AMP_DEVICE_TYPE_CALLS, LIBRARIES, Rule, lookup, torch_cuda_rule
+from .rules import AMP_DEVICE_TYPE_CALLS, LIBRARIES, TORCH_API, Rule, lookup, torch_cuda_rule
 
 _CUDA_DEVICE = re.compile(r"^cuda(:\d+)?$")  # a device string literal, not free text
 _NCCL = re.compile(r"^(?:\w+:\w+,)*(?:\w+:)?nccl(?:,\w+:\w+)*$", re.IGNORECASE)
@@ -89,6 +90,7 @@ class _Analyser:
         self.claimed: set[int] = set()  # ids of literals already reported by a richer rule
         self.findings: list[Finding] = []
         self.modules: list[tuple[ast.ClassDef, str]] = []
+        self.guarded: set[int] = set()  # imports inside try/except ImportError
 
     # -- helpers ---------------------------------------------------------------------------
     def qualname(self, node: ast.AST) -> str | None:
@@ -121,6 +123,11 @@ class _Analyser:
     def collect(self, tree: ast.Module) -> dict[type, list]:
         """Pass 1 over one walk of the tree; returns the nodes by type for pass 2."""
         nodes = _nodes_by_type(tree)
+        for kind in (ast.Try, getattr(ast, "TryStar", ast.Try)):
+            for node in set(nodes.get(kind, ())):
+                if any(_catches_import_error(h.type) for h in node.handlers):
+                    self.guarded.update(id(n) for stmt in node.body for n in ast.walk(stmt)
+                                        if isinstance(n, (ast.Import, ast.ImportFrom)))
         assigns = []
         for node in nodes.get(ast.Import, ()):
             for a in node.names:
@@ -188,6 +195,8 @@ class _Analyser:
         for node in attributes:
             if id(node) not in inner:
                 self._api(node)
+            if node.attr == "is_cuda":
+                self.add(node, _IS_CUDA, ".is_cuda", "tests for the CUDA device")
         for node in get(ast.Name, ()):
             if id(node) not in inner and isinstance(node.ctx, ast.Load):
                 self._api(node)  # `tc = torch.cuda` is reported on its right side
@@ -221,10 +230,16 @@ class _Analyser:
             found = lookup(LIBRARIES, name)
             if found and (best is None or len(found[0]) > len(best[0])):
                 best = found
-        if best:
-            key, rule = best
-            self.add(node, rule, key, f"imports {key}, which runs on NVIDIA GPUs only"
-                     if rule.severity == "blocks" else f"imports {key}")
+        if not best:
+            return
+        key, rule = best
+        if id(node) in self.guarded and rule.severity == "blocks":
+            rule = replace(rule, severity="port", kind="cuda-library-optional")
+            self.add(node, rule, key, f"imports {key} (NVIDIA only) inside try/except "
+                     f"ImportError: the code runs without it but loses what it provides")
+            return
+        self.add(node, rule, key, f"imports {key}, which runs on NVIDIA GPUs only"
+                 if rule.severity == "blocks" else f"imports {key}")
 
     def _api(self, node: ast.AST) -> None:
         """Report a qualified torch name (dtype, torch.cuda.*, backend flags, extensions)."""
@@ -258,6 +273,18 @@ class _Analyser:
                         "the vendor's visible-devices variable, or torch.accelerator."
                         "set_device_index per process")
             self.add(node, rule, node.value, "selects devices through a CUDA variable")
+        elif node.value.startswith("NCCL_"):
+            rule = Rule("nccl-env", "nccl", "info", "nccl",
+                        "the vendor collective's own variables (HCCL_* on Ascend)")
+            self.add(node, rule, node.value, "configures NCCL through the environment")
+        elif node.value.startswith("torch.cuda.") and node.value[11:].isidentifier():
+            self.add(node, TORCH_API["torch.cuda"], node.value,
+                     f"names {node.value} in a string (e.g. set_default_tensor_type)")
+        elif node.value == "nvidia-smi" or node.value.startswith("nvidia-smi "):
+            rule = Rule("nvidia-smi", "cuda-device", "port", "torch-cuda-api",
+                        "torch.accelerator.device_count()/get_memory_info(), or the vendor's "
+                        "SMI tool")
+            self.add(node, rule, "nvidia-smi", "runs nvidia-smi")
 
     def visit_JoinedStr(self, node: ast.JoinedStr) -> None:
         if _is_cuda_string(node) and id(node) not in self.claimed:
@@ -370,6 +397,13 @@ class _Analyser:
                 self.add(deco, _TRITON_KERNEL, qual, f"Triton kernel '{node.name}'")
 
 
+def _catches_import_error(handler_type: ast.AST | None) -> bool:
+    names = [handler_type] if not isinstance(handler_type, ast.Tuple) else handler_type.elts
+    return handler_type is None or any(
+        isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError", "Exception")
+        for n in names)
+
+
 def _empty(node: ast.AST) -> bool:
     return isinstance(node, (ast.List, ast.Tuple)) and not node.elts or (
         isinstance(node, ast.Constant) and not node.value)
@@ -384,6 +418,8 @@ _EXT_INLINE = Rule("cuda-extension-jit", "cuda-extension", "blocks", "cuda-kerne
                    "rewrite the kernel as torch ops (then export this module with anychip), as "
                    "a Triton kernel where the family has Triton, or in the vendor's kernel "
                    "language")
+_IS_CUDA = Rule("is-cuda", "device-string", "info", "torch-cuda-api",
+                 "x.device.type == torch.accelerator.current_accelerator().type")
 _TRITON_KERNEL = Rule("triton-kernel", "triton", "blocks", "triton",
                       "keep it where the family has a Triton backend (see --target), else "
                       "rewrite as torch ops and export the module with anychip")
@@ -400,7 +436,8 @@ def source_lines(source: str) -> list[str]:
 # Every rule needs one of these words in the source (lower-cased): a file without any is only
 # parsed (a file that does not parse is still reported) and checked for plain modules.
 _TRIGGERS = tuple(sorted({"cuda", "nccl", "triton", "nvidia", "requires", "cpp_extension",
-                          "bfloat16", "bf16", "float64", "double", "float8"}
+                          "bfloat16", "bf16", "float64", "double", "float8",
+                          "dataparallel"}
                          | {name.split(".")[0] for name in LIBRARIES}))
 
 

@@ -127,6 +127,14 @@ TORCH_API: dict[str, Rule] = {
                           "torch.distributed collectives (broadcast, reduce_add -> all_reduce)"),
     "torch.cuda.jiterator": _r("cuda-jiterator", "cuda-kernel", "blocks", "cuda-kernel",
                                "an elementwise torch expression (torch.compile fuses it)"),
+    "torch.distributed.Backend.NCCL": _r("nccl-backend", "nccl", "port", "nccl",
+                                         "torch.distributed.get_default_backend_for_device("
+                                         "device) (the vendor's collective)"),
+    "torch.nn.DataParallel": _r("data-parallel", "data-parallel", "port", "torch-cuda-api",
+                                "DistributedDataParallel on the vendor's collective backend"),
+    "torch.nn.parallel.DataParallel": _r("data-parallel", "data-parallel", "port",
+                                         "torch-cuda-api", "DistributedDataParallel on the "
+                                         "vendor's collective backend"),
     # anything else under torch.cuda
     "torch.cuda": _r("torch-cuda", "torch-cuda", "port", "torch-cuda-api",
                      f"{DEVMOD}.<same name>, or the torch.accelerator equivalent"),

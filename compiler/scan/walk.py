@@ -61,8 +61,11 @@ def discover(root: Path) -> tuple[list[tuple[str, str]], list[Skipped]]:
                 continue
             kept.append(d)
         dirs[:] = kept
+        in_requirements_dir = Path(folder).name == "requirements"
         for name in sorted(files):
             kind = kind_of(name)
+            if kind is None and in_requirements_dir and name.endswith((".txt", ".in")):
+                kind = "requirements"  # requirements/runtime.txt
             if kind is None:
                 continue
             full = Path(folder) / name

@@ -122,6 +122,17 @@ def _rules(source: str) -> list[tuple[int, str]]:
      [(3, "nccl-backend")]),
     ("import os\nos.environ['CUDA_VISIBLE_DEVICES'] = '0'\n", [(2, "cuda-visible-devices")]),
     ("from numba import cuda\n", [(1, "lib-numba-cuda")]),
+    # an optional import (try/except ImportError) is a port, not a blocker
+    ("try:\n    import flash_attn\nexcept ImportError:\n    flash_attn = None\n",
+     [(2, "lib-flash-attn")]),
+    ("import torch\nif x.is_cuda:\n    subprocess.run(['nvidia-smi'])\n",
+     [(2, "is-cuda"), (3, "nvidia-smi")]),
+    (("import os, torch\nos.environ['NCCL_DEBUG'] = 'INFO'\n"
+     "torch.set_default_tensor_type('torch.cuda.FloatTensor')\n"),
+     [(2, "nccl-env"), (3, "torch-cuda")]),
+    (("import torch.distributed as dist\nimport torch.nn as nn\n"
+     "dist.init_process_group(dist.Backend.NCCL)\nm = nn.DataParallel(m)\n"),
+     [(3, "nccl-backend"), (4, "data-parallel")]),
     # no CUDA word at all: a module with forward() is a plain graph to export
     ("from torch import nn\nclass M(nn.Module):\n    def forward(self, x):\n        return x\n",
      [(2, "plain-module")]),
@@ -135,3 +146,11 @@ def _rules(source: str) -> list[tuple[int, str]]:
 ])
 def test_aliases_and_device_flow(source, expected):
     assert _rules(source) == expected
+
+
+def test_optional_import_is_port_with_reason():
+    found = analyse("x.py", "try:\n    import xformers.ops\nexcept (ImportError, OSError):\n"
+                            "    pass\nimport apex\n")
+    assert [(f.line, f.rule, f.severity) for f in found] == [
+        (2, "lib-xformers", "port"), (5, "lib-apex", "blocks")]
+    assert "inside try/except ImportError" in found[0].message

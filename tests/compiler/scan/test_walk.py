@@ -68,3 +68,15 @@ def test_single_file_and_parallel_agree(tmp_path):
     assert serial.findings == parallel.findings and len(serial.findings) == 30
     one = scan_path(tmp_path / "m3.py")
     assert [(f.path, f.line, f.rule) for f in one.findings] == [("m3.py", 2, "dot-cuda")]
+
+
+def test_requirements_folder_and_pyproject(tmp_path):
+    (tmp_path / "requirements").mkdir()
+    (tmp_path / "requirements" / "runtime.txt").write_text("numpy\nxformers==0.0.28\n")
+    (tmp_path / "requirements" / "notes.md").write_text("flash-attn\n")
+    (tmp_path / "pyproject.toml").write_text("[project\nname = 1\n")  # does not parse
+    result = scan_path(tmp_path)
+    assert [(f.path, f.line, f.rule) for f in result.findings] == [
+        ("requirements/runtime.txt", 2, "req-xformers")]
+    assert [s.path for s in result.skipped] == ["pyproject.toml"]
+    assert result.skipped[0].reason.startswith("does not parse: TOMLDecodeError")
