@@ -179,6 +179,14 @@ class Artifact:
         specs = self.inputs
         feed = random_inputs(specs, seed, self.sizes_at("min")) if inputs is None else inputs
         ordered = order_inputs(specs, feed, f"{self.path.name}", self.symbols)
+        if self.manifest.get("gears"):   # static programs per gear (compiler/gears.py)
+            from .gears import GearRunner
+            from .inputs import bind_symbols
+
+            if self._runner is None:
+                self._runner = GearRunner(self)
+            return self._runner.run(specs, ordered,
+                                    bind_symbols(specs, ordered, self.path.name, self.symbols))
         if self._runner is None:
             self._runner = self._backend().runner(self)
         # low-bit tensors (float8, int4...) travel as their uint8 storage (importer_fixes/lowbit.py)
@@ -313,7 +321,7 @@ def load_artifact(path: str | Path) -> Artifact:
             raise AnychipError(f"{label}: built with {key} {built.get(key)}, this is {key} "
                                f"{value}; recompile the model.")
     files = manifest.get("files", {})
-    if LIBRARY not in files:
+    if LIBRARY not in files and not manifest.get("gears"):   # gears: one lib.so per gear
         raise AnychipError(f"{label}: the manifest does not list {LIBRARY}; recompile the model.")
     for rel, digest in files.items():
         pure = PurePosixPath(rel)

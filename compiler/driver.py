@@ -116,6 +116,10 @@ def compile_source(source: ModelSource, target: str, options: CompileOptions) ->
     except AnychipError:
         raise
     except Exception as exc:  # TVM raises its own error types from C++
+    if getattr(backend, "static_shapes", False) and any(not s.is_static for s in source.inputs):
+        from .gears import compile_gears  # one static program per gear (compiler/gears.py)
+
+        return compile_gears(source, target, options, compile_source, profile, execution)
         raise _tvm_failure("compilation", target, exc) from exc
     staging = new_staging_dir()
     try:

@@ -74,10 +74,19 @@ MANIFEST_SCHEMA = {
             "if": {"properties": {"device": {"const": "cpu"}}},
             "then": {"required": ["device", "mcpu", "num_threads"]},
         },
-        "files": {"type": "object", "required": ["lib.so"], "maxProperties": 100_000,
+        "files": {"type": "object", "maxProperties": 100_000,
                   "additionalProperties": _SHA256},
         "symbols": {"type": "object"},
+        # a gear artifact (compiler/gears.py): one static artifact per gear under gears/
+        "gears": {"type": "array", "maxItems": 1024,
+                  "items": {"type": "object", "required": ["sizes", "path"],
+                            "properties": {"sizes": {"type": "object"},
+                                           "path": {"type": "string", "maxLength": 4096}}}},
+        "gear_modes": {"type": "object"},
     },
+    # lib.so is required, except in a gear artifact, whose programs are in gears/*/lib.so
+    "if": {"not": {"required": ["gears"]}},
+    "then": {"properties": {"files": {"required": ["lib.so"]}}},
 }
 
 _VALIDATOR = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)

@@ -144,17 +144,20 @@ def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None
 
 
 def shape_points(artifact: Artifact) -> list[dict[str, int]]:
-    """The symbol values verify checks by default: every gear of a gear artifact, else the
-    lower bound, the midpoint and the upper bound (fewer when they coincide)."""
-    gears = artifact.manifest.get("gears") or []
-    if gears:
-        return [dict(g["sizes"]) for g in gears]
+    """The symbol values verify checks by default: the lower bound, the midpoint and the upper
+    bound (fewer when they coincide), and every gear of a gear artifact; for a symbol that
+    only runs at exact gears (compiler/gears.py), its gears only."""
+    modes = artifact.manifest.get("gear_modes") or {}
+    gears = [dict(g["sizes"]) for g in artifact.manifest.get("gears") or []]
     points = []
     for where in ("min", "mid", "max"):
         point = artifact.sizes_at(where)
+        if point not in points and not any(m == "exact" for m in modes.values()):
+            points.append(point)
+    for point in gears:
         if point not in points:
             points.append(point)
-    return points
+    return sorted(points, key=lambda p: tuple(p.values()))
 
 
 def verify_model(model, target: str = "cpu", *, example_inputs=None, inputs=None, seed: int = 0,

@@ -95,6 +95,8 @@ class NpuOptions(FamilyOptions):
     cube_tile: tuple | list | None = option(None, "force the cube tile [m1, n1, k1, k0]",
                                             cli=False)
 
+    # static tiles and buffers: a symbolic dim is compiled as gears (compiler/gears.py)
+    static_shapes = True
 
 class NpuBackend(OptionalBackendHooks):
     family = "npu"
