@@ -135,9 +135,11 @@ def scan_path(path: str | Path, jobs: int | None = None) -> ScanResult:
                         for o in part]
     else:
         outcomes = _analyse_chunk(str(root), files)
-    for found, skip in outcomes:
+    for (_, kind), (found, skip) in zip(files, outcomes):
         result.findings.extend(found)
-        if skip:
+        if skip:  # counted as skipped, not as scanned
             result.skipped.append(skip)
+            result.files -= 1
+            result.python_files -= kind == "python"
     result.sort()
     return result

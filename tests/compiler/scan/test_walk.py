@@ -36,6 +36,7 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
     assert reasons["link_out.py"] == "symbolic link out of the scanned folder: not followed"
     assert reasons["linked_dir"] == "symbolic link to a folder: not followed"
     # ok.py and the in-tree link to it are read; nothing from outside or from .venv
+    assert (result.files, result.python_files, len(result.skipped)) == (2, 2, 5)
     assert sorted((f.path, f.rule) for f in result.findings) == [
         ("link_in.py", "cuda-synchronize"), ("ok.py", "cuda-synchronize")]
 
