@@ -71,17 +71,23 @@ def _helper_name(tree: ast.Module) -> str:
     return "DEVICE" if "DEVICE" not in used else "ANYCHIP_DEVICE"
 
 
-def _insertion_line(tree: ast.Module) -> int:
-    """The line after the module docstring, __future__ imports and leading imports."""
-    line = 0
+def _insertion_point(tree: ast.Module) -> tuple[int, bool]:
+    """The line after the docstring and leading imports, and whether they import torch.
+
+    When `import torch` comes later (after a sys.path tweak, say), the helper brings its own
+    so it never runs before torch is bound.
+    """
+    line, has_torch = 0, False
     for i, stmt in enumerate(tree.body):
         docstring = (i == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
                      and isinstance(stmt.value.value, str))
-        if docstring or isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            line = stmt.end_lineno or stmt.lineno
-        else:
+        if not (docstring or isinstance(stmt, (ast.Import, ast.ImportFrom))):
             break
-    return line
+        line = stmt.end_lineno or stmt.lineno
+        if isinstance(stmt, ast.Import):
+            has_torch |= any(a.name.split(".")[0] == "torch" and a.asname is None
+                             or a.asname == "torch" for a in stmt.names)
+    return line, has_torch
 
 
 def plan_file(path: str, source: str) -> tuple[str | None, int, str]:
@@ -144,10 +150,10 @@ def plan_file(path: str, source: str) -> tuple[str | None, int, str]:
         new = new[:start] + replacement.encode() + new[end:]
     needs_helper = any(dev in r for _, _, r in kept)
     if needs_helper:
-        line = _insertion_line(tree)
+        line, has_torch = _insertion_point(tree)
         newline = _NEWLINE.search(data)
         eol = newline.group().decode() if newline else "\n"
-        helper = ("import torch" + eol if torch_name is None else "") + \
+        helper = ("" if has_torch else "import torch" + eol) + \
             f'{dev} = torch.accelerator.current_accelerator() or torch.device("cpu")' + \
             f"  # anychip scan --fix{eol}"
         offset = starts[line] if line < len(starts) else len(data)

@@ -98,6 +98,9 @@ def test_write_needs_fix(tmp_path, capsys):
     # a name DEVICE already in use: the helper takes another name
     ("import torch\nDEVICE = 3\nz = w.cuda()\n",
      "import torch\nANYCHIP_" + HELPER + "\nDEVICE = 3\nz = w.to(ANYCHIP_DEVICE)\n"),
+    # torch imported only after other code: the helper brings its own import
+    ("import sys\nsys.path.insert(0, '.')\nimport torch\nm.cuda()\n",
+     "import sys\nimport torch\n" + HELPER + "\nsys.path.insert(0, '.')\nimport torch\nm.to(DEVICE)\n"),
     # chained calls rewrite both; synchronize keeps its argument
     ("import torch\nm.cuda().cuda()\ntorch.cuda.synchronize(0)\n",
      "import torch\n" + HELPER + "\nm.to(DEVICE).to(DEVICE)\ntorch.accelerator.synchronize(0)\n"),
