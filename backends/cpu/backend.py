@@ -71,10 +71,35 @@ def _library():
     return get_library("torch-cpu")
 
 
+def _has_conv2d(mod) -> bool:
+    """Whether any function of `mod` calls relax.nn.conv2d (one linear walk)."""
+    import tvm
+    from tvm import relax
+
+    conv = tvm.ir.Op.get("relax.nn.conv2d")
+    found = []
+
+    def visit(expr) -> None:
+        if not found and isinstance(expr, relax.Call) and expr.op.same_as(conv):
+            found.append(True)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+            if found:
+                return True
+    return False
+
+
 def _to_nhwc(mod):
     """NHWC activations (OIHW weights stay: the library reorders them once). TVM's
-    ConvertLayout fails on some graphs; those stay NCHW, which is slower, not wrong."""
+    ConvertLayout fails on some graphs; those stay NCHW, which is slower, not wrong.
+    Without a conv2d there is nothing to convert, and ConvertLayout's cost grows faster than
+    the graph (a 4k-node Add chain: 20 s, 10k: over 100 s), so it is skipped."""
     from tvm import relax
+
+    if not _has_conv2d(mod):
+        return mod, "NHWC"
 
     from . import passes
 
