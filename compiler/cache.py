@@ -25,15 +25,15 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import time
 import uuid
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .errors import AnychipError
+from .user_cache import _WARNED, _warn, unsafe_reason, user_cache_dir  # noqa: F401 - _WARNED: tests
+from .user_cache import CacheWarning as CacheWarning  # re-exported: tests and callers use it
 
 CACHE_FORMAT = 1
 ENTRIES = "entries"
@@ -45,57 +45,8 @@ DEFAULT_MAX_GB = 5.0
 RECENT_SECONDS = 600
 
 
-class CacheWarning(UserWarning):
-    """The cache could not be used; the compile went on without it."""
-
-
 def disabled() -> bool:
     return os.environ.get("ANYCHIP_NO_CACHE", "").strip() not in ("", "0")
-
-
-_WARNED: set[str] = set()
-
-
-def _warn(message: str) -> None:
-    """Warn once per message and process (both driver hooks open the cache)."""
-    if message not in _WARNED:
-        _WARNED.add(message)
-        warnings.warn(f"anychip cache: {message}", CacheWarning, stacklevel=3)
-
-
-def user_cache_dir(create: bool = True, warn: bool = True) -> Path | None:
-    """The per-user cache folder, checked; None (with a warning) when it is unsafe or unusable."""
-    root = os.environ.get("ANYCHIP_CACHE_DIR", "").strip()
-    path = Path(root).expanduser() if root else Path.home() / ".cache" / "anychip"
-    try:
-        if create and not path.exists():
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.is_dir():
-            if warn:
-                _warn(f"{path} is missing or not a folder; compiling without the cache.")
-            return None
-        problem = unsafe_reason(path)
-    except OSError as exc:
-        if warn:
-            _warn(f"{path} is not usable ({exc.strerror or exc}); compiling without the cache.")
-        return None
-    if problem:
-        if warn:
-            _warn(f"{path} {problem}; refusing to use it (set ANYCHIP_CACHE_DIR to a folder of "
-                  f"yours with mode 0700).")
-        return None
-    return path
-
-
-def unsafe_reason(path: Path) -> str | None:
-    """Why `path` must not be trusted as a cache, or None. Symlinks are followed only after
-    checking the link target's owner and mode like the folder itself."""
-    info = path.stat()
-    if hasattr(os, "getuid") and info.st_uid != os.getuid():
-        return f"is owned by uid {info.st_uid}, not by you (uid {os.getuid()})"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
-    return None
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -271,12 +222,14 @@ def code_digest() -> str:
     checkout never reuses an artifact built by different code under the same version."""
     global _CODE_DIGEST
     if _CODE_DIGEST is None:
-        import anychip
-        from anychip import backends, compiler, models
+        import importlib.util
 
+        # the packages' folders without importing them (importing anychip from its own core
+        # made an import cycle)
         digest = hashlib.sha256()
-        roots = {Path(p).resolve() for m in (anychip, compiler, backends, models)
-                 for p in m.__path__}
+        roots = {Path(p).resolve()
+                 for name in ("anychip", "anychip.compiler", "anychip.backends", "anychip.models")
+                 for p in (importlib.util.find_spec(name).submodule_search_locations or [])}
         for root in sorted(roots):
             for file in sorted(root.rglob("*")):
                 if file.suffix in (".py", ".yaml", ".json") and "__pycache__" not in file.parts:
@@ -293,11 +246,10 @@ def _common_parts(target: str, options) -> dict[str, Any]:
     import onnx
     import tvm
 
-    from anychip import __version__
-
     from .artifact import FORMAT_VERSION
     from .registry import get_backend, get_profile
     from .tuning import database_digest
+    from .version import __version__
 
     profile = get_profile(target)
     backend = get_backend(profile)
