@@ -9,7 +9,7 @@ The public functions import TVM lazily, so `anychip targets` and `--help` stay f
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .compiler.version import __version__  # the one source of the version
 
 
 def compile(model, target: str = "cpu", **kwargs):  # noqa: A001 - the public name is `compile`

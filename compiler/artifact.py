@@ -34,7 +34,7 @@ REPORT = "report.json"
 def versions() -> dict[str, str]:
     import tvm
 
-    from anychip import __version__
+    from .version import __version__
 
     return {"anychip": __version__, "tvm": tvm.__version__}
 

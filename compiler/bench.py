@@ -151,7 +151,7 @@ def peak_gflops(threads: int, measure: Callable[[int], float] | None = None,
     less loaded machine measures again and keeps the higher value."""
     import torch
 
-    from .cache import user_cache_dir
+    from .user_cache import user_cache_dir
 
     where = _cpu_name() if device == "cpu" else f"{device}:{_gpu_name()}"
     key = f"{where}|{threads}|torch{torch.__version__}"

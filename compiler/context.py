@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import progress
 from .family_options import FamilyOptions
 
 
@@ -43,7 +44,8 @@ class CompileContext:
         """Time one step: `with ctx.step("lower"): ...` (repeated names add up)."""
         started = time.perf_counter()
         try:
-            yield
+            with progress.stage(name):
+                yield
         finally:
             spent = time.perf_counter() - started
             self.timings[name] = round(self.timings.get(name, 0.0) + spent, 3)

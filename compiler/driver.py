@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
+from . import progress
 from .artifact import Artifact, new_staging_dir, write_artifact
 from .backend import Backend, BuildResult, CompileContext, CompileOptions, Mode
 from .cache import cached_model, cached_source
@@ -96,8 +97,14 @@ def lower_and_build(backend: Backend, mod, profile: Profile, options: CompileOpt
     lower = backend.lower_train_step if ctx.training else backend.lower
     with ctx.step("lower"):
         lowered = lower(mod, profile, options, ctx)
-    with ctx.step("build"):
+    native: list[dict] = []
+    with ctx.step("build"), progress.native_messages(native):
         result = backend.build(lowered, profile, options, ctx)
+    if native:   # TVM's per-kernel log lines, summarised instead of dumped on stderr
+        ctx.report["native_messages"] = native
+        progress.note(f"anychip: TVM logged {sum(m['count'] for m in native)} line(s) while "
+                      f"building ({native[0]['message'][:80]}...); see report.json "
+                      f"native_messages")
     result.report = {**ctx.report, **result.report, "steps_s": dict(ctx.timings)}
     return result
 
@@ -109,17 +116,18 @@ def compile_source(source: ModelSource, target: str, options: CompileOptions) ->
     execution = backend.execution(profile)
     if execution.mode is Mode.UNAVAILABLE:
         raise NotExecutable(f"target '{target}' cannot compile here: {execution.why}.")
-    ctx = new_context(backend, profile, options, source)
-    try:
-        mod = import_for(backend, source, profile, ctx)
-        result = lower_and_build(backend, mod, profile, options, ctx)
-    except AnychipError:
-        raise
-    except Exception as exc:  # TVM raises its own error types from C++
     if getattr(backend, "static_shapes", False) and any(not s.is_static for s in source.inputs):
         from .gears import compile_gears  # one static program per gear (compiler/gears.py)
 
         return compile_gears(source, target, options, compile_source, profile, execution)
+    ctx = new_context(backend, profile, options, source)
+    try:
+        with progress.stage(f"compile {source.label} for {target}"):
+            mod = import_for(backend, source, profile, ctx)
+            result = lower_and_build(backend, mod, profile, options, ctx)
+    except AnychipError:
+        raise
+    except Exception as exc:  # TVM raises its own error types from C++
         raise _tvm_failure("compilation", target, exc) from exc
     staging = new_staging_dir()
     try:

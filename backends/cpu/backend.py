@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from anychip.compiler.backend import (BuildResult, CompileContext, CompileOptions, Execution,
                                       FamilyOptions, Mode, OptionalBackendHooks, option)
-from anychip.compiler.dispatch import run_threads, usable_cores
+from anychip.backends.host.probe import (check_built_here, host_cores, host_cpu_features,
+                                         host_cpu_name, host_target)
+from anychip.backends.host.vm_runner import VmRunner
+from anychip.compiler.dispatch import usable_cores
 from anychip.compiler.errors import AnychipError
 from anychip.compiler.profiles import Profile
 
@@ -40,29 +41,6 @@ class CpuOptions(FamilyOptions):
                                    metavar="BOOL")
     parallel: bool | None = option(None, "TVM's own kernels on all cores (default: unless "
                                          "library calls are in the graph)", metavar="BOOL")
-
-
-def host_cpu_name() -> str:
-    import tvm
-
-    return tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")()
-
-
-def host_cores() -> int:
-    """Cores this process may use (other host-run backends import this)."""
-    return usable_cores()
-
-
-def host_cpu_features() -> str:
-    """Digest of the instruction-set features LLVM sees on this host (AVX-512 masked by a VM
-    gives another digest: an artifact built with them must not be reused without them)."""
-    import hashlib
-
-    import tvm
-
-    features = tvm.get_global_func("tvm.codegen.llvm.GetHostCPUFeatures")()
-    enabled = sorted(str(k) for k, v in features.items() if v)
-    return hashlib.sha256(",".join(enabled).encode()).hexdigest()[:16]
 
 
 def _library():
@@ -101,7 +79,7 @@ def _to_nhwc(mod):
     if not _has_conv2d(mod):
         return mod, "NHWC"
 
-    from . import passes
+    from anychip.backends.host import relax_passes as passes
 
     try:
         converted = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OIHW"]})(mod)
@@ -116,13 +94,7 @@ class CpuBackend(OptionalBackendHooks):
     Options = CpuOptions
 
     def target(self, profile: Profile):
-        import tvm
-
-        attrs = dict(profile.target)
-        if attrs.get("mcpu") == "host":
-            attrs["mcpu"] = host_cpu_name()
-        attrs.setdefault("num-cores", usable_cores())
-        return tvm.target.Target(attrs)
+        return host_target(profile)
 
     def execution(self, profile: Profile) -> Execution:
         return Execution(Mode.EXECUTES, f"host CPU ({host_cpu_name()}) through TVM LLVM")
@@ -131,9 +103,8 @@ class CpuBackend(OptionalBackendHooks):
               ctx: CompileContext | None = None):
         from tvm import relax
 
+        from anychip.backends.host import relax_passes as passes
         from anychip.compiler.dispatch import partition
-
-        from . import passes
 
         ctx = ctx or self.context(profile, options)
         opts: CpuOptions = ctx.options
@@ -167,9 +138,8 @@ class CpuBackend(OptionalBackendHooks):
               ctx: CompileContext | None = None) -> BuildResult:
         from tvm import relax
 
+        from anychip.backends.host import schedule
         from anychip.compiler.tuning import meta_schedule_database
-
-        from . import schedule
 
         ctx = ctx or self.context(profile, options)
         report = {k: ctx.report[k] for k in ("layout", "dispatch") if k in ctx.report}
@@ -195,16 +165,11 @@ class CpuBackend(OptionalBackendHooks):
                                     "num_threads": int(target.attrs["num-cores"]),
                                     "libraries": libraries})
 
-    def runner(self, artifact) -> "VmRunner":
+    def runner(self, artifact) -> VmRunner:
         return VmRunner(artifact, "cpu", self.execution(artifact.profile))
 
     def check_loadable(self, manifest: dict) -> None:
-        built_for = manifest.get("runtime", {}).get("mcpu")
-        here = host_cpu_name()
-        if built_for and built_for != here:
-            raise AnychipError(f"artifact was built for CPU '{built_for}' but this host is "
-                               f"'{here}'; its code may use instructions this CPU lacks. "
-                               f"Recompile it here.")
+        check_built_here(manifest, "built for CPU")
 
     def cache_key_parts(self, profile: Profile) -> dict:
         """What the compile cache must key on beyond the profile: CPU and kernel library."""
@@ -212,41 +177,5 @@ class CpuBackend(OptionalBackendHooks):
                 "cores": usable_cores(), "library": _library().digest()}
 
 
-class VmRunner:
-    """Runs an artifact's lib.so on a TVM device through the Relax VM (shared by host-run backends).
-
-    Kernel libraries the artifact calls into (manifest runtime `libraries`) are registered
-    first: the VM resolves packed functions when it is created.
-    """
-
-    def __init__(self, artifact, device: str, execution: Execution):
-        import tvm
-        from tvm import relax
-
-        from anychip.compiler.dispatch import make_available
-
-        runtime = artifact.manifest.get("runtime", {})
-        threads = run_threads(runtime.get("num_threads"))
-        make_available(list(runtime.get("libraries", [])), threads)
-        self.execution = execution
-        self._dev = tvm.device(device, 0)
-        lib = tvm.runtime.load_module(str(artifact.library_path))
-        self._vm = relax.VirtualMachine(lib, self._dev)
-
-    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        import tvm
-
-        args = [tvm.runtime.tensor(np.asarray(x, order="C"), self._dev) for x in inputs]
-        out = self._vm["main"](*args)
-        return [np.asarray(o.numpy()) for o in _flatten(out)]
-
-
-def _flatten(value) -> list:
-    import tvm
-
-    if isinstance(value, tvm.runtime.Tensor):
-        return [value]
-    result = []
-    for item in value:
-        result.extend(_flatten(item))
-    return result
+__all__ = ["CpuBackend", "CpuOptions", "VmRunner", "host_cores", "host_cpu_features",
+           "host_cpu_name"]

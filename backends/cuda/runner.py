@@ -13,7 +13,7 @@ import hashlib
 import threading
 import warnings
 
-from anychip.backends.cpu.backend import VmRunner
+from anychip.backends.host.vm_runner import VmRunner
 from anychip.compiler.backend import Execution
 from anychip.compiler.errors import NotExecutable
 

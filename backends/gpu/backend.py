@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from anychip.backends.cpu.backend import VmRunner
+from anychip.backends.host.vm_runner import VmRunner
 from anychip.backends.simt import CHIP_SCHEMA, GpuChip, lower_for_gpu
 from anychip.backends.simt.opencl import opencl_device
 from anychip.backends.simt.toolchains import cuda_device, nvcc

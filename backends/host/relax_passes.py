@@ -1,6 +1,8 @@
-"""Graph-level passes of the cpu backend, each one Relax function-to-function rewrite.
+"""Graph-level Relax passes shared by the families that build for the host CPU (the cpu
+backend, the npu simulator), each one Relax function-to-function rewrite.
 
-They run before library dispatch so the dispatched kernels see the cheapest graph:
+In the cpu backend they run before library dispatch so the dispatched kernels see the
+cheapest graph:
 - `drop_dropout`: inference dropout is the identity;
 - `sum_as_add`: ONNX `Sum` imports as broadcast_to + stack + sum (5-D), which stops layout
   conversion (tvm-notes.md); an n-input Sum of same-shaped tensors is a chain of adds.
@@ -11,7 +13,7 @@ They run before library dispatch so the dispatched kernels see the cheapest grap
   batch-norm statistics, layout permutations of constants), evaluated in numpy: TVM's
   FoldConstant builds and runs a kernel per constant, ~60 ms each.
 - `combine_parallel_matmuls`: matmuls of one input by constant weights (QKV) joined into one
-  wider GEMM and sliced (options.extra["combine_matmuls"]=False turns it off).
+  wider GEMM and sliced (the cpu family's option combine_matmuls=False turns it off).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def _shape(expr) -> tuple[int, ...] | None:
         return None
 
 
-def _use_counts(func) -> dict:
+def use_counts(func) -> dict:
     """How many times each variable is used in `func` (any binding, any block)."""
     from tvm import relax
     from tvm.relax.analysis import post_order_visit
@@ -245,7 +247,7 @@ def fold_conv_affine(mod):
             return var
 
     def make(m, func):
-        return FoldAffine(m, _use_counts(func))
+        return FoldAffine(m, use_counts(func))
 
     mod = _map_main(mod, make)
     return relax.transform.DeadCodeElimination()(mod)
@@ -328,7 +330,7 @@ def combine_parallel_matmuls(mod, min_branches: int = 2):
 
     def branches(func):
         """{input var: [(matmul var, weight, bias add var or None, bias)]} worth joining."""
-        uses = _use_counts(func)
+        uses = use_counts(func)
         body = func.body
         values = {b.var: b.value for block in getattr(body, "blocks", [])
                   for b in block.bindings if isinstance(b, relax.VarBinding)}

@@ -1,4 +1,5 @@
-"""TVM-side kernels of the cpu backend: the Relax pipeline after library dispatch.
+"""Default schedules for kernels built for the host CPU: the cpu backend's Relax pipeline after
+library dispatch, and the rules the npu simulator uses after its own vector rule.
 
 TVM's default CPU pipeline leaves every kernel as a scalar single-threaded loop nest
 (tvm-notes.md). After dispatch, what TVM still compiles is memory-bound glue (elementwise,
@@ -112,13 +113,20 @@ def _work(sch, block) -> int:
     return math.prod(extents)
 
 
-def schedule_rules(parallel: bool = True):
+def injective_rule(parallel: bool = True):
+    """Elementwise and layout kernels: inlined, fused, outer loop parallel, inner vectorized."""
+    return _rule(_injective, parallel)
+
+
+def reduction_rules(parallel: bool = True) -> list:
+    """dlight's CPU Reduction, then OuterParallel for anything left (none when not parallel)."""
     from tvm.s_tir.dlight.cpu import Reduction
 
-    rules = [_rule(_injective, parallel)]
-    if parallel:
-        rules += [Reduction(), _rule(_outer_parallel, parallel)]
-    return rules
+    return [Reduction(), _rule(_outer_parallel, parallel)] if parallel else []
+
+
+def schedule_rules(parallel: bool = True):
+    return [injective_rule(parallel)] + reduction_rules(parallel)
 
 
 def pipeline(target, parallel: bool = True, database=None):

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from anychip.backends.host import relax_passes
+from anychip.backends.host.probe import check_built_here, host_cores, host_cpu_name, host_target
+from anychip.backends.host.vm_runner import VmRunner
 from anychip.compiler.backend import (BuildResult, CompileContext, CompileOptions, Execution,
                                       FamilyOptions, Mode, OptionalBackendHooks, option)
 from anychip.compiler.errors import AnychipError
@@ -78,12 +81,6 @@ def _calls_of(mod, names) -> dict[str, int]:
     return counts
 
 
-def _host():
-    from anychip.backends.cpu.backend import host_cores, host_cpu_name
-
-    return host_cpu_name(), host_cores()
-
-
 @dataclass(frozen=True)
 class NpuOptions(FamilyOptions):
     """The npu family's options, as CANN's ATC names them."""
@@ -95,23 +92,16 @@ class NpuOptions(FamilyOptions):
     cube_tile: tuple | list | None = option(None, "force the cube tile [m1, n1, k1, k0]",
                                             cli=False)
 
-    # static tiles and buffers: a symbolic dim is compiled as gears (compiler/gears.py)
-    static_shapes = True
 
 class NpuBackend(OptionalBackendHooks):
     family = "npu"
+    # static tiles and buffers: a symbolic dim is compiled as gears (compiler/gears.py)
+    static_shapes = True
     chip_schema = CHIP_SCHEMA
     Options = NpuOptions
 
     def target(self, profile: Profile):
-        import tvm
-
-        mcpu, cores = _host()
-        attrs = dict(profile.target)
-        if attrs.get("mcpu") == "host":
-            attrs["mcpu"] = mcpu
-        attrs.setdefault("num-cores", cores)
-        return tvm.target.Target(attrs)
+        return host_target(profile)     # the simulator runs on the host CPU
 
     def execution(self, profile: Profile) -> Execution:
         if atc.cann_available():
@@ -132,7 +122,8 @@ class NpuBackend(OptionalBackendHooks):
         mode = resolve_precision_mode(chip, opts.as_dict(), ctx.precision, False)
         model, fused = fuse_channel_affine(model)     # as ATC does, before any dtype change
         placements = place_nodes(model, chip, mode)
-        simulated = simulated_model(model, placements, label)
+        saturated: list[dict] = []
+        simulated = simulated_model(model, placements, label, saturated)
         absorbed = [NodePlacement(f.name, f.op_type, "fused", f.reason, None, None)
                     for f in fused]
         ctx.report.update({
@@ -141,13 +132,13 @@ class NpuBackend(OptionalBackendHooks):
             "placement": {**summary(placements + absorbed),
                           "nodes": [p.as_dict() for p in placements + absorbed]},
         })
+        if saturated:   # e.g. an attention mask's -1e9 becomes -inf in float16
+            ctx.report["saturated_constants"] = saturated
         return simulated
 
     def lower(self, mod, profile: Profile, options: CompileOptions,
               ctx: CompileContext | None = None):
         from tvm import relax
-
-        from anychip.backends.cpu import passes as relax_passes
 
         from .lowering import (CubeLowering, cube_bias_in_fp32, fp32_reductions, graph_passes,
                                requested_tile)
@@ -246,20 +237,13 @@ class NpuBackend(OptionalBackendHooks):
 
     # -- run -------------------------------------------------------------------------------
     def runner(self, artifact):
-        from anychip.backends.cpu.backend import VmRunner
-
         execution = self.execution(artifact.profile)
         if execution.mode is Mode.EXECUTES:
             return atc.CannRunner(artifact, execution)
         return VmRunner(artifact, "cpu", execution)
 
     def check_loadable(self, manifest: dict) -> None:
-        built_for = manifest.get("runtime", {}).get("mcpu")
-        here, _ = _host()
-        if built_for and built_for != here:
-            raise AnychipError(f"artifact was built to simulate on CPU '{built_for}' but this host "
-                               f"is '{here}'; its code may use instructions this CPU lacks. "
-                               f"Recompile it here.")
+        check_built_here(manifest, "built to simulate on CPU")
 
     def render(self, report: dict, top: int = 10) -> list[tuple[str, str]]:
         from .report_text import sections
@@ -273,8 +257,7 @@ class NpuBackend(OptionalBackendHooks):
         return {"precision_mode": "must_keep_origin_dtype"}
 
     def cache_key_parts(self, profile: Profile) -> dict:
-        mcpu, cores = _host()
-        return {"mcpu": mcpu, "cores": cores, "cann": atc.cann_available()}
+        return {"mcpu": host_cpu_name(), "cores": host_cores(), "cann": atc.cann_available()}
 
     def doctor(self) -> list[dict]:
         return atc.doctor()

@@ -35,10 +35,10 @@ def import_simulated(proto, label: str, specialise: dict | None = None):
 
 
 def graph_passes(mod):
-    """Phase 2: decomposition and numpy-side constant folding (shared with the cpu backend)."""
+    """Phase 2: decomposition and numpy-side constant folding (backends/host/relax_passes)."""
     from tvm import relax
 
-    from anychip.backends.cpu import passes
+    from anychip.backends.host import relax_passes as passes
 
     mod = relax.transform.DecomposeOpsForInference()(mod)
     mod = relax.transform.CanonicalizeBindings()(mod)
@@ -144,12 +144,12 @@ def cube_bias_in_fp32(mod):
             total = relax.op.add(self.builder_.normalize(wide), relax.op.astype(bias, "float32"))
             return relax.op.astype(self.builder_.normalize(total), low)
 
-    from anychip.backends.cpu.passes import _use_counts, bound_value
+    from anychip.backends.host.relax_passes import bound_value, use_counts
 
     out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
     for gvar, func in list(out.functions.items()):
         if isinstance(func, relax.Function):
-            out[gvar] = _BiasInFp32(out, _use_counts(func)).visit_expr(func)
+            out[gvar] = _BiasInFp32(out, use_counts(func)).visit_expr(func)
     return relax.transform.DeadCodeElimination()(out)
 
 

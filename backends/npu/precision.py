@@ -28,12 +28,25 @@ _ONNX_TYPE = {"float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLO
               "bfloat16": onnx.TensorProto.BFLOAT16, "float64": onnx.TensorProto.DOUBLE}
 
 
-def _np_cast(array: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "bfloat16":
-        import ml_dtypes
+def _np_cast(array: np.ndarray, dtype: str, name: str = "",
+             saturated: list | None = None) -> np.ndarray:
+    """A constant in the placed dtype. Finite values beyond the format's range become inf, as
+    the chip's conversion makes them: each such tensor is recorded in `saturated` (name,
+    count, largest magnitude) instead of numpy's bare "overflow encountered in cast", which
+    names no tensor."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if dtype == "bfloat16":
+            import ml_dtypes
 
-        return array.astype(ml_dtypes.bfloat16)
-    return array.astype(dtype)
+            out = array.astype(ml_dtypes.bfloat16)
+        else:
+            out = array.astype(dtype)
+    if saturated is not None and array.dtype.kind == "f" and out.size:
+        over = np.isinf(out.astype(np.float32)) & np.isfinite(array)
+        if over.any():
+            saturated.append({"tensor": name, "dtype": dtype, "values": int(over.sum()),
+                              "max_abs": float(np.abs(array[over]).max())})
+    return out
 
 
 def _outer_names(node) -> set[str]:
@@ -49,8 +62,9 @@ def _outer_names(node) -> set[str]:
 
 
 def simulated_model(model: onnx.ModelProto, placements: list[NodePlacement],
-                    label: str = "model") -> onnx.ModelProto:
-    """A copy of `model` whose nodes compute in their placed dtypes (see the module docstring)."""
+                    label: str = "model", saturated: list | None = None) -> onnx.ModelProto:
+    """A copy of `model` whose nodes compute in their placed dtypes (see the module docstring).
+    Constants that saturate in their new dtype are appended to `saturated` (see _np_cast)."""
     out = copy.deepcopy(model)
     graph = out.graph
     types = tensor_types(model)
@@ -69,7 +83,8 @@ def simulated_model(model: onnx.ModelProto, placements: list[NodePlacement],
         if name in inits and name not in producer_dtype:
             new = f"{name}__{dtype}"
             array = numpy_helper.to_array(inits[name])
-            new_inits.append(numpy_helper.from_array(_np_cast(array, dtype), new))
+            new_inits.append(numpy_helper.from_array(_np_cast(array, dtype, name, saturated),
+                                                     new))
             have[dtype] = new
             return new
         source_dtype = producer_dtype.get(name, types.get(name, ""))

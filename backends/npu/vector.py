@@ -90,11 +90,11 @@ def _guarded(rule):
 
 
 def schedule_rules(chip: Chip, log: list) -> list:
-    """The vector rule (each kernel it schedules is appended to `log`), then the cpu
-    backend's dlight Reduction and outer-parallel rules."""
-    from anychip.backends.cpu.schedule import schedule_rules as cpu_rules
+    """The vector rule (each kernel it schedules is appended to `log`), then the host's
+    dlight Reduction and outer-parallel rules."""
+    from anychip.backends.host.schedule import reduction_rules
 
-    return [_guarded(rule) for rule in [_vector_rule(chip, log)] + cpu_rules()[1:]]
+    return [_guarded(rule) for rule in [_vector_rule(chip, log)] + reduction_rules()]
 
 
 def pipeline(target, chip: Chip, log: list):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .. import progress
 from ..bench import ENGINES, bench, format_table, plot
 from ..dispatch import choose_openmp_wait_policy
 from ..errors import AnychipError
@@ -56,9 +57,10 @@ def run(args) -> int:
             raise AnychipError(f"{args.plot}: already exists; pass --force to replace it.")
     if args.plot:
         _require_matplotlib()
-    result = bench(args.model, target=args.target, against=against, warmup=args.warmup,
-                   repeat=args.repeat, shapes=parse_shapes(args.shape),
-                   precision=args.precision, peak=not args.no_peak)
+    with progress.stage(f"bench {args.model} on {args.target}"):
+        result = bench(args.model, target=args.target, against=against, warmup=args.warmup,
+                       repeat=args.repeat, shapes=parse_shapes(args.shape),
+                       precision=args.precision, peak=not args.no_peak)
     if args.json:
         print(result.to_json())
     else:

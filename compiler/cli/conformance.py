@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from .. import progress
 from ..atomic import write_file
 from ..errors import AnychipError
 from .common import table
@@ -55,19 +56,22 @@ def _targets(args) -> list[str]:
     return names
 
 
-def _progress(target: str):
-    tty = sys.stderr.isatty()
+class _Progress:
+    """Cases done per target: a bar on a terminal (compiler/progress.py); in a log (not a
+    TTY, no --quiet) one line per 200 cases, as before."""
 
-    def show(result, done: int, total: int) -> None:
-        if tty:
-            print(f"\r{target}: {done}/{total} {result.name[:50]:<50}", end="", file=sys.stderr,
-                  flush=True)
+    def __init__(self, target: str):
+        self.target, self.bar = target, None
+
+    def __call__(self, result, done: int, total: int) -> None:
+        if progress.enabled():
+            if self.bar is None:
+                self.bar = progress.counter(total, self.target, unit="case")
+            self.bar.update(1)
             if done == total:
-                print(file=sys.stderr)
-        elif done % 200 == 0 or done == total:
-            print(f"{target}: {done}/{total} cases", file=sys.stderr, flush=True)
-
-    return show
+                self.bar.close()
+        elif not progress.silenced() and (done % 200 == 0 or done == total):
+            print(f"{self.target}: {done}/{total} cases", file=sys.stderr, flush=True)
 
 
 def run(args) -> int:
@@ -89,7 +93,7 @@ def run(args) -> int:
     reports = []
     for name in names:
         report = run_conformance(name, selected=selected, jobs=args.jobs, timeout=args.timeout,
-                                 progress=None if args.json else _progress(name),
+                                 progress=None if args.json else _Progress(name),
                                  precision_mode=args.precision_mode)
         mode = report.extra.get("precision_mode")
         default = suite_default_options(name).get("precision_mode")

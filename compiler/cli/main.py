@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CheckedParser(prog="anychip", description="One model, any chip: compile "
                            "ONNX/PyTorch models with TVM and verify every backend.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress display (it shows only on a terminal, never with "
+                             "--json)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -47,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .. import progress
+
+    progress.configure(quiet=args.quiet or bool(getattr(args, "json", False)))
     try:
         return int(args.func(args) or 0)
     except AnychipError as exc:

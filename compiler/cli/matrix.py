@@ -7,8 +7,8 @@ passed, 1 otherwise, 2 on bad usage.
 from __future__ import annotations
 
 import json
-import sys
 
+from .. import progress
 from ..atomic import write_file
 from ..errors import AnychipError
 from .common import table
@@ -58,13 +58,13 @@ def run(args) -> int:
 
         cells = farm_matrix(models, targets, farm,
                             progress=None if args.json else stderr_progress)
-    for model in models if farm is None else []:
-        for target in targets:
+    pairs = [(m, t) for m in models for t in targets] if farm is None else []
+    for model, target in progress.bar(pairs, "matrix", unit="cell"):
+        with progress.stage(f"{model} on {target}"):
             cell = run_cell(model, target)
-            if not args.json:
-                print(f"{model} on {target}: {cell.text()} ({cell.seconds:.1f} s)",
-                      file=sys.stderr, flush=True)
-            cells.append(cell)
+        if not args.json:
+            progress.echo(f"{model} on {target}: {cell.text()} ({cell.seconds:.1f} s)")
+        cells.append(cell)
     if args.markdown:
         text = markdown(cells, models, targets)
         write_file(args.markdown, lambda tmp: tmp.write_text(text), force=args.force)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AnychipError, NotExecutable
+from .. import progress
 from ..inputs import load_npz
 from .family_flags import add_family_flags, family_options_for
 
@@ -119,17 +120,13 @@ def write_params(path: str, state: dict, force: bool) -> str:
 
 
 class _Progress:
-    """tqdm when it is installed, else one line per epoch."""
+    """A bar per epoch on a terminal (compiler/progress.py), else one line per epoch (none
+    with --quiet or --json)."""
 
     def __init__(self, total: int, epoch: int, epochs: int):
         self.epoch, self.epochs, self.losses = epoch, epochs, []
-        try:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="step",
-                            file=sys.stderr, leave=True, dynamic_ncols=True)
-        except ImportError:
-            self.bar = None
+        self.bar = (progress.counter(total, f"epoch {epoch}/{epochs}", unit="step", leave=True)
+                    if progress.enabled() else None)
 
     def update(self, loss: float) -> None:
         self.losses.append(loss)
@@ -146,7 +143,7 @@ class _Progress:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{self.losses[-1]:.4f}", mean=f"{mean:.4f}")
             self.bar.close()
-        else:
+        elif not progress.silenced():
             print(f"epoch {self.epoch}/{self.epochs}: {len(self.losses)} steps, "
                   f"last loss {self.losses[-1]:.4f}, mean {mean:.4f}", file=sys.stderr)
 
@@ -167,9 +164,10 @@ def run(args) -> int:
         y = y.astype(np.float32)
     model, example, shapes = _model_and_inputs(args.model, x[:args.batch_size])
     extra = family_options_for(args, args.target)
-    trainer = compile_training(model, example_inputs=example, loss=loss,
-                               optimizer=make_optimizer(args), target=args.target,
-                               precision=args.precision, shapes=shapes, **extra)
+    with progress.stage(f"compile the train step for {args.target}"):
+        trainer = compile_training(model, example_inputs=example, loss=loss,
+                                   optimizer=make_optimizer(args), target=args.target,
+                                   precision=args.precision, shapes=shapes, **extra)
     print(f"train step: {trainer.describe()}; compiled in {trainer.report['compile_s']:.1f} s")
     if not trainer.execution.can_run:
         raise NotExecutable(f"target '{args.target}': the train step compiled, but it cannot run "
@@ -179,14 +177,14 @@ def run(args) -> int:
     last = float("nan")
     for epoch in range(1, args.epochs + 1):
         order = np.arange(len(x)) if args.no_shuffle else rng.permutation(len(x))
-        progress = _Progress(steps, epoch, args.epochs)
+        epoch_bar = _Progress(steps, epoch, args.epochs)
         try:
             for i in range(steps):
                 batch = order[i * args.batch_size:(i + 1) * args.batch_size]
                 last = trainer.step(x[batch], y[batch])
-                progress.update(last)
+                epoch_bar.update(last)
         finally:
-            progress.close()
+            epoch_bar.close()
     print(f"trained {trainer.steps} steps on {args.target} ({trainer.execution.mode.verb}); "
           f"final loss {last:.6g}")
     if args.output:

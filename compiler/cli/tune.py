@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from .. import progress
 from ..errors import AnychipError
 from .common import add_model_args, parse_shapes
 
@@ -29,9 +30,10 @@ def run(args) -> int:
     if args.precision:
         raise AnychipError("--precision is not used by 'anychip tune'; tune the target's "
                            "default precision.")
-    report = tune(args.model, target=args.target, trials=args.trials, minutes=args.minutes,
-                  database=args.db, shapes=parse_shapes(args.shape),
-                  progress=(lambda line: None) if args.json else print)
+    with progress.stage(f"tune {args.model} for {args.target}"):
+        report = tune(args.model, target=args.target, trials=args.trials, minutes=args.minutes,
+                      database=args.db, shapes=parse_shapes(args.shape),
+                      progress=(lambda line: None) if args.json else print)
     if args.json:
         print(json.dumps(report.__dict__, indent=2))
     else:

@@ -28,13 +28,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 
-from ..errors import AnychipError
+from .refusal import NotSupported  # re-exported: callers catch it from here
 
 SPECIALISE_KEY = "specialise"     # source.extra[...]: {input name: value} to specialise
-
-
-class NotSupported(AnychipError):
-    """A deliberate refusal: the model uses something no anychip target can compile."""
 
 
 # TVM has a converter under these names, but for another operator (com.microsoft's

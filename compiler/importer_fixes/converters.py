@@ -13,18 +13,9 @@ import functools
 
 import numpy as np
 
+from .relax_values import const_int, static_shape
+
 _MARK = "_anychip_extra_converters"
-
-
-def const_int(expr, what: str) -> int:
-    import tvm
-
-    from . import NotSupported
-
-    if not isinstance(expr, tvm.ir.GenericConst):
-        raise NotSupported(f"{what} must be a constant; a run-time tensor is not supported by "
-                           f"anychip")
-    return int(np.asarray(expr.value.numpy()).reshape(-1)[0])
 
 
 def _round_half_even(x):
@@ -32,10 +23,6 @@ def _round_half_even(x):
     from tvm import te, tirx
 
     return te.compute(x.shape, lambda *i: tirx.nearbyint(x(*i)), name="round_half_even")
-
-
-def static_shape(expr) -> list[int]:
-    return [int(d) for d in expr.ty.shape]
 
 
 def runtime_refusal(bb, bad) -> None:
@@ -117,7 +104,7 @@ def extra_converters() -> dict:
             from onnx import helper
             from tvm import topi
 
-            from . import NotSupported
+            from .refusal import NotSupported
 
             x = inputs[0]
             to = np.dtype(helper.tensor_dtype_to_np_dtype(int(attr["to"])))
@@ -179,7 +166,7 @@ def extra_converters() -> dict:
 
         @classmethod
         def _impl_v11(cls, bb, inputs, attr, params):
-            from . import NotSupported
+            from .refusal import NotSupported
 
             x = inputs[0]
             n = static_shape(x)[-1]
@@ -359,7 +346,7 @@ def replacements() -> dict:
         def _impl_v10(cls, bb, inputs, attr, params):
             import tvm
 
-            from . import NotSupported
+            from .refusal import NotSupported
 
             inputs = list(inputs) + [None] * (5 - len(inputs))
             for slot, what in ((2, "max_output_boxes_per_class"), (3, "iou_threshold"),
@@ -419,7 +406,7 @@ def replacements() -> dict:
         def _impl_v1(cls, bb, inputs, attr, params):
             import tvm
 
-            from . import NotSupported
+            from .refusal import NotSupported
 
             x = inputs[0]
             ratio = inputs[1] if len(inputs) > 1 and inputs[1] is not None else \
@@ -580,7 +567,7 @@ def replacements() -> dict:
         def _impl_v7(cls, bb, inputs, attr, params):
             import tvm
 
-            from . import NotSupported
+            from .refusal import NotSupported
 
             if "scales" not in attr and len(inputs) > 1 and inputs[1] is not None:
                 scales = fe.get_constant(inputs[1], params)

@@ -402,7 +402,7 @@ def uses_lowbit(model: onnx.ModelProto) -> bool:
 def emulate_lowbit(model: onnx.ModelProto) -> list[str]:
     """Rewrite `model` in place (see the module docstring); returns the op types rewritten.
     Raises NotSupported (from importer_fixes) with the reason when it cannot."""
-    from . import NotSupported
+    from .refusal import NotSupported
 
     try:
         return _emulate(model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .converters import const_int, static_shape
+from .relax_values import const_int, static_shape
 
 
 def dft_converter():

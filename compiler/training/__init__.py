@@ -13,7 +13,7 @@ from __future__ import annotations
 from .optim import SGD, Adam
 
 _LAZY = {"compile_training": ("build", "compile_training"),
-         "load_training": ("saved", "load_trainer"),
+         "load_training": ("trainer", "load_trainer"),
          "Trainer": ("trainer", "Trainer")}
 
 

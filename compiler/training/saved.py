@@ -24,7 +24,7 @@ MANIFEST, LIBRARY, STATE = "manifest.json", "lib.so", "state.npz"
 
 def _versions() -> dict:
     import tvm
-    from anychip import __version__
+    from ..version import __version__
 
     return {"anychip": __version__, "tvm": tvm.__version__}
 
@@ -67,11 +67,12 @@ def _read_checked(path: Path, name: str, digest: str) -> bytes:
     return data
 
 
-def load_trainer(path):
-    """anychip.load_training: check everything, then rebuild the Trainer."""
+def read_trainer(path):
+    """Check everything in a saved trainer folder: (plan, arrays, library bytes, execution),
+    what Trainer needs (trainer.load_trainer builds it: this module does not import the Trainer,
+    which imports this module to save)."""
     from ..backend import Execution, Mode
     from ..registry import backends, execution, get_profile
-    from .trainer import Trainer
 
     path = Path(path)
     if not path.is_dir():
@@ -117,4 +118,4 @@ def load_trainer(path):
                   "fixed": dict(zip(manifest["fixed_keys"],
                                     group("fixed", len(manifest["fixed_keys"])))),
                   "steps": int(data["meta/steps"])}
-    return Trainer(plan, arrays, library, ex)
+    return plan, arrays, library, ex

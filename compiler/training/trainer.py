@@ -223,3 +223,10 @@ def _loadable(library: bytes):
         return tvm.runtime.load_module(name)
     finally:
         os.unlink(name)
+
+
+def load_trainer(path) -> Trainer:
+    """anychip.load_training: a saved trainer folder, checked (training/saved.py), as a Trainer."""
+    from .saved import read_trainer
+
+    return Trainer(*read_trainer(path))

@@ -33,7 +33,7 @@ def user_database_path() -> Path | None:
     explicit = os.environ.get("ANYCHIP_TUNING_DB", "").strip()
     if explicit:
         return Path(explicit).expanduser()
-    from ..cache import user_cache_dir
+    from ..user_cache import user_cache_dir
 
     folder = user_cache_dir(create=False, warn=False)
     return folder / "tuning.jsonl" if folder else None

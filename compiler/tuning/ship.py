@@ -4,7 +4,7 @@
 
 A tuning run keeps every measured candidate (megabytes); the package needs one record per
 kernel and exact target, and only where it helps: MetaSchedule compares candidates with each
-other, never with the default schedule a compile uses without a record (backends/cpu/
+other, never with the default schedule a compile uses without a record (backends/host/
 schedule.py), so its best can still be slower. For each kernel this keeps the best record,
 then builds that record's schedule and the default one for this host and times both,
 alternating, with TVM's time_evaluator; a record ships only if it is faster by `min_gain`.
@@ -74,7 +74,7 @@ def measure(line: dict, rounds: int = 5) -> tuple[str, float, float]:
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.dlight import ApplyDefaultSchedule
 
-    from anychip.backends.cpu.schedule import schedule_rules
+    from anychip.backends.host.schedule import schedule_rules
 
     target = tvm.target.Target(json.loads(line["target"]))
     workload = ms.database.Workload.from_json(line["workload"])

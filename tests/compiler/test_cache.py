@@ -52,9 +52,9 @@ def _count_builds(monkeypatch):
     calls = []
     original = type(backend).build
 
-    def counting(self, mod, profile, options):
+    def counting(self, mod, profile, options, ctx=None):
         calls.append(1)
-        return original(self, mod, profile, options)
+        return original(self, mod, profile, options, ctx)
 
     monkeypatch.setattr(type(backend), "build", counting)
     return calls
