@@ -10,7 +10,7 @@ Names are resolved lazily so that `anychip.optim` costs no onnx/TVM import.
 
 from __future__ import annotations
 
-from .optim import SGD, Adam
+from .optim import SGD, Adam, AdamW
 
 _LAZY = {"compile_training": ("build", "compile_training"),
          "load_training": ("trainer", "load_trainer"),
@@ -26,4 +26,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["SGD", "Adam", "Trainer", "compile_training", "load_training"]
+__all__ = ["SGD", "Adam", "AdamW", "Trainer", "compile_training", "load_training"]

@@ -13,21 +13,25 @@ from .backbone import build_backbone
 from .graph import training_graph
 from .losses import LOSSES
 from .optim import SGD, Adam
+from .schedules import Schedule
 from .step import compile_step
 from .trainer import Trainer
 
 
 def compile_training(model, example_inputs=None, loss: str = "cross_entropy", optimizer=None,
                      target: str = "cpu", precision: str | None = None,
-                     shapes: dict | None = None, **extra) -> Trainer:
+                     shapes: dict | None = None, schedule=None, accumulate: int = 1,
+                     **extra) -> Trainer:
     """Compile one train step (forward, loss, gradient, optimizer update) for a target.
 
     `model`: a torch.nn.Module (with example_inputs giving the batch shape), 'zoo:NAME', an .onnx
     path or an onnx.ModelProto. `loss`: 'cross_entropy' (labels are class indices),
     'token_cross_entropy' (LM logits [B, T, V] against token ids [B, T], -100 ignored) or 'mse'.
-    `optimizer`: anychip.optim.SGD or anychip.optim.Adam (torch's update rules). Keyword options
+    `optimizer`: anychip.optim.SGD, Adam or AdamW (torch's update rules). Keyword options
     beyond these go to the backend, as for anychip.compile (e.g. a family's precision mode).
     `shapes` ({input: shape}) fixes an ONNX model's input shapes, the batch shape trained on.
+    `schedule`: an anychip.optim.schedules schedule (lr per update, no recompile).
+    `accumulate`: batches whose mean gradient makes one optimizer update (default 1).
 
     The whole model trains in train mode, as after model.train(): BatchNorm uses batch
     statistics and updates its running ones; parameters with requires_grad=False stay fixed.
@@ -36,8 +40,13 @@ def compile_training(model, example_inputs=None, loss: str = "cross_entropy", op
     if loss not in LOSSES:
         raise AnychipError(f"unknown loss '{loss}'; supported: {', '.join(LOSSES)}.")
     if not isinstance(optimizer, (SGD, Adam)):
-        raise AnychipError("compile_training needs optimizer=anychip.optim.SGD(lr=...) or "
-                           "anychip.optim.Adam(lr=...).")
+        raise AnychipError("compile_training needs optimizer=anychip.optim.SGD(lr=...), "
+                           "anychip.optim.Adam(lr=...) or anychip.optim.AdamW(lr=...).")
+    if not isinstance(accumulate, int) or accumulate < 1:
+        raise AnychipError(f"accumulate must be an integer >= 1, got {accumulate!r}.")
+    if schedule is not None and not isinstance(schedule, Schedule):
+        raise AnychipError("schedule must come from anychip.optim.schedules (linear_warmup, "
+                           "cosine, step).")
     get_profile(target)  # an unknown target fails before any export work
     graph = training_graph(model, example_inputs, shapes)
     backbone = build_backbone(graph)
@@ -56,6 +65,8 @@ def compile_training(model, example_inputs=None, loss: str = "cross_entropy", op
         "precision": step.precision,
         "loss": loss,
         "optimizer": optimizer.as_dict(),
+        "schedule": schedule.as_dict() if schedule is not None else None,
+        "accumulate": accumulate,
         "inputs": [s.as_dict() for s in backbone.inputs],
         "label": {"shape": list(step.label_shape), "dtype": step.label_dtype},
         "params": [graph.keys[n] for n in graph.params],

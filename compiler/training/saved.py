@@ -18,19 +18,23 @@ from ..atomic import publish_dir
 from ..errors import AnychipError
 
 FORMAT = "anychip-trainer"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: the optimizer state starts with the lr slot
 MANIFEST, LIBRARY, STATE = "manifest.json", "lib.so", "state.npz"
 
 
 def _versions() -> dict:
     import tvm
+
     from ..version import __version__
 
     return {"anychip": __version__, "tvm": tvm.__version__}
 
 
 def _state_bytes(arrays: dict) -> bytes:
-    flat = {"meta/steps": np.array(arrays["steps"], dtype=np.int64)}
+    flat = {"meta/steps": np.array(arrays["steps"], dtype=np.int64),
+            "meta/micro": np.array(arrays.get("micro", 0), dtype=np.int64)}
+    for i, value in enumerate(arrays.get("pending", [])):
+        flat[f"pending/{i}"] = np.asarray(value)
     for group in ("params", "states", "optim"):
         for i, value in enumerate(arrays[group]):
             flat[f"{group}/{i}"] = np.asarray(value)
@@ -117,5 +121,9 @@ def read_trainer(path):
                   "optim": group("optim", int(plan["optim_count"])),
                   "fixed": dict(zip(manifest["fixed_keys"],
                                     group("fixed", len(manifest["fixed_keys"])))),
-                  "steps": int(data["meta/steps"])}
+                  "steps": int(data["meta/steps"]),
+                  "micro": int(data["meta/micro"]),
+                  "pending": [data[k] for k in sorted(
+                      (k for k in data.files if k.startswith("pending/")),
+                      key=lambda k: int(k.split("/")[1]))]}
     return plan, arrays, library, ex

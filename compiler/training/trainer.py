@@ -1,11 +1,16 @@
 """The Trainer: runs the compiled train step; parameters and optimizer state stay on the device.
 
     loss = trainer.step(x, y)           # numpy or torch in; the loss as a float
+    trainer.fit(batches, epochs=3, eval_batches=val, log="losses.csv")   # training/fit.py
     trainer.state_dict() / load_state_dict(sd)   # numpy arrays keyed like model.state_dict()
-    trainer.save(path); anychip.load_training(path)
+    trainer.save(path); anychip.load_training(path)                # step + state, one folder
+    trainer.save_checkpoint("ck.safetensors"); trainer.load_checkpoint(...)  # state only
 
 Between steps the parameters, the BatchNorm statistics and the optimizer state are
 tvm.runtime tensors on the target's device; only the inputs go in and the scalar loss comes out.
+With gradient accumulation (plan["accumulate"] = k), the gradients of k consecutive batches are
+summed on the host and their mean goes to one optimizer update (torch's loss / k, backward k
+times, then step). The optimizer's lr slot gets lr * schedule(update) before each update.
 """
 
 from __future__ import annotations
@@ -39,7 +44,10 @@ class Trainer:
         self._host = {"params": [np.array(a) for a in arrays["params"]],
                       "states": [np.array(a) for a in arrays["states"]],
                       "optim": [np.array(a) for a in arrays["optim"]]}
-        self.steps = int(arrays.get("steps", 0))
+        self.steps = int(arrays.get("steps", 0))        # optimizer updates done
+        self.micro = int(arrays.get("micro", 0))        # batches into the current accumulation
+        pending = arrays.get("pending")
+        self._pending = [np.array(g) for g in pending] if pending else None
         self._vm = None
         self._dev = None
         self._params = self._states = self._optim = None
@@ -115,8 +123,20 @@ class Trainer:
         return labels_for_step(self.plan["loss"], y, tuple(self.plan["label"]["shape"]),
                                self.plan["label"]["dtype"])
 
-    def step(self, x, y) -> float:
-        """One optimizer step on a batch; returns the loss before the update (as torch does)."""
+    @property
+    def accumulate(self) -> int:
+        return int(self.plan.get("accumulate", 1))
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next optimizer update uses (lr * schedule factor)."""
+        from .schedules import from_dict
+
+        base = float(self.plan["optimizer"]["lr"])
+        schedule = from_dict(self.plan.get("schedule"))
+        return base * (schedule.factor(self.steps) if schedule else 1.0)
+
+    def _forward_backward(self, x, y):
         import tvm
 
         vm = self._runtime()
@@ -127,15 +147,49 @@ class Trainer:
                 + [tvm.runtime.tensor(label, self._dev)])
         ret, grads = vm[ADJOINT](*args)
         if self._states:
-            loss, self._states = ret[0], list(ret[1:])
-        else:
-            loss = ret
-        new_params, new_optim = vm[OPTIMIZER](self._params, grads, self._optim)
-        self._params, self._optim = list(new_params), list(new_optim)
-        self.steps += 1
+            return ret[0], list(ret[1:]), grads
+        return ret, [], grads
+
+    def step(self, x, y) -> float:
+        """One batch: forward, gradient and (every `accumulate` batches) one optimizer update.
+        Returns the batch's loss before the update, as torch does."""
+        import tvm
+
+        loss, states, grads = self._forward_backward(x, y)
+        self._states = states
         for key in self.plan["counters"]:
             self._fixed[key] = self._fixed[key] + 1
+        self.micro += 1
+        if self.accumulate > 1:
+            host = [g.numpy() for g in grads]
+            self._pending = host if self._pending is None else [
+                a + b for a, b in zip(self._pending, host)]
+            if self.micro < self.accumulate:
+                return float(loss.numpy())
+            scale = np.float32(1.0 / self.accumulate)
+            grads = [tvm.runtime.tensor(np.array(g * scale, dtype=g.dtype), self._dev)
+                     for g in self._pending]
+            self._pending = None
+        self.micro = 0
+        self._optim[0] = tvm.runtime.tensor(
+            np.array(self.lr, dtype=self._host["optim"][0].dtype), self._dev)
+        new_params, new_optim = self._runtime()[OPTIMIZER](self._params, grads, self._optim)
+        self._params, self._optim = list(new_params), list(new_optim)
+        self.steps += 1
         return float(loss.numpy())
+
+    def evaluate(self, x, y) -> float:
+        """The loss on a batch with the current parameters; nothing is updated (the compiled
+        graph is the train-mode one: BatchNorm normalises with the batch's statistics)."""
+        loss, _, _ = self._forward_backward(x, y)
+        return float(loss.numpy())
+
+    def fit(self, batches, epochs: int = 1, eval_batches=None, log=None, progress=None):
+        """Train over `batches` (an iterable of (x, y), re-iterated each epoch); see fit.py."""
+        from .fit import fit
+
+        return fit(self, batches, epochs=epochs, eval_batches=eval_batches, log=log,
+                   progress=progress)
 
     # -- state ---------------------------------------------------------------------------------
     def _current(self) -> dict:
@@ -183,7 +237,31 @@ class Trainer:
 
     def arrays(self) -> dict:
         """Everything save() writes besides the library."""
-        return {**self._current(), "fixed": dict(self._fixed), "steps": self.steps}
+        return {**self._current(), "fixed": dict(self._fixed), "steps": self.steps,
+                "micro": self.micro, "pending": list(self._pending or [])}
+
+    def save_checkpoint(self, path, force: bool = False):
+        """Parameters, BatchNorm statistics, optimizer state, step counters (and gradients of
+        an unfinished accumulation) as one .safetensors file; see checkpoint.py."""
+        from .checkpoint import save_checkpoint
+
+        return save_checkpoint(self, path, force=force)
+
+    def load_checkpoint(self, path) -> None:
+        """Continue from a checkpoint of this same trainer (bit-identical on cpu)."""
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(self, path)
+
+    def _restore(self, arrays: dict) -> None:
+        """Replace the whole training state (a checkpoint's), on the device when it runs."""
+        self._host = {k: [np.array(a, order="C") for a in arrays[k]]
+                      for k in ("params", "states", "optim")}
+        self._fixed = {k: np.array(v) for k, v in arrays["fixed"].items()}
+        self.steps, self.micro = int(arrays["steps"]), int(arrays["micro"])
+        self._pending = [np.array(g) for g in arrays["pending"]] or None
+        if self._vm is not None:
+            self._upload()
 
     def save(self, path, force: bool = False):
         """Publish a trainer folder atomically (temp folder + rename); see training/saved.py."""
