@@ -29,8 +29,9 @@ from pathlib import Path
 
 from ..atomic import write_file
 from .findings import ScanResult
-from .python_source import _Analyser, _is_cuda_string, source_lines
+from .python_source import _Analyser
 from .rules import AMP_DEVICE_TYPE_CALLS
+from .syntax import is_cuda_string, source_lines
 
 _NEWLINE = re.compile(rb"\r\n|\r|\n")
 
@@ -132,7 +133,7 @@ def plan_file(path: str, source: str) -> tuple[str | None, int, str]:
                           at(func.end_lineno, func.end_col_offset), "torch.accelerator.synchronize"))
         elif qual in AMP_DEVICE_TYPE_CALLS:
             for arg in node.args[:1] + [k.value for k in node.keywords if k.arg == "device_type"]:
-                if isinstance(arg, ast.Constant) and _is_cuda_string(arg):
+                if isinstance(arg, ast.Constant) and is_cuda_string(arg):
                     edits.append((at(arg.lineno, arg.col_offset),
                                   at(arg.end_lineno, arg.end_col_offset), f"{dev}.type"))
     if not edits:
