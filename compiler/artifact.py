@@ -180,11 +180,11 @@ class Artifact:
         feed = random_inputs(specs, seed, self.sizes_at("min")) if inputs is None else inputs
         ordered = order_inputs(specs, feed, f"{self.path.name}", self.symbols)
         if self.manifest.get("gears"):   # static programs per gear (compiler/gears.py)
-            from .gears import GearRunner
+            from .gear_runner import GearRunner
             from .inputs import bind_symbols
 
             if self._runner is None:
-                self._runner = GearRunner(self)
+                self._runner = GearRunner(self, load_artifact)
             return self._runner.run(specs, ordered,
                                     bind_symbols(specs, ordered, self.path.name, self.symbols))
         if self._runner is None:

@@ -21,6 +21,7 @@ from onnx import helper
 from .errors import AnychipError
 from .limits import MAX_ACTIVATION_BYTES
 from .names import sanitize_io_names
+from .tensor_spec import TensorSpec  # re-exported: callers import it from here
 from .onnx_safety import (
     check_limits,
     check_model_file,
@@ -31,33 +32,6 @@ from .onnx_safety import (
 )
 
 MAX_PROTOBUF = 2**31  # onnx cannot hold a single protobuf over 2 GiB in memory
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One graph input or output: the user's name, the name code generators see, shape, dtype."""
-
-    name: str
-    safe_name: str
-    shape: tuple            # ints, or strings for symbolic dims
-    dtype: str
-    value_range: tuple[float, float] | None = None   # for integer inputs such as token ids
-
-    @property
-    def is_static(self) -> bool:
-        return all(isinstance(d, int) and d >= 0 for d in self.shape)
-
-    def as_dict(self) -> dict:
-        d = {"name": self.name, "safe_name": self.safe_name, "shape": list(self.shape),
-             "dtype": self.dtype}
-        if self.value_range is not None:
-            d["value_range"] = list(self.value_range)
-        return d
-
-    @staticmethod
-    def from_dict(d: dict) -> "TensorSpec":
-        vr = tuple(d["value_range"]) if d.get("value_range") else None
-        return TensorSpec(d["name"], d["safe_name"], tuple(d["shape"]), d["dtype"], vr)
 
 
 @dataclass

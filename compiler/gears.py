@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AnychipError
+from .gear_runner import GearRunner, _pad, _valid, tag  # noqa: F401 - re-exported
 
 MAX_GEAR_PROGRAMS = 16
 MAX_DEFAULT_GEARS = 4
@@ -59,20 +60,6 @@ def choose_gears(bounds: dict[str, tuple[int, int]], given: dict[str, tuple[int,
         raise AnychipError(f"{label}: {count} gear combinations ({' x '.join(str(len(v)) for v in out.values())}) "
                            f"exceed {MAX_GEAR_PROGRAMS}; give fewer with --gears NAME=1,8,...")
     return out
-
-
-def tag(sizes: dict[str, int]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sizes.items())
-
-
-def _pad(arr: np.ndarray, shape: tuple[int, ...], fill) -> np.ndarray:
-    out = fill(shape, arr.dtype)
-    out[tuple(slice(0, n) for n in arr.shape)] = arr
-    return out
-
-
-def _valid(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    return arr[tuple(slice(0, n) for n in shape)]
 
 
 def _is_mask(spec) -> bool:
@@ -193,52 +180,6 @@ def _format_version() -> int:
     from .artifact import FORMAT_VERSION
 
     return FORMAT_VERSION
-
-
-class GearRunner:
-    """Runs a gear artifact: the smallest gear that fits, inputs zero-padded, outputs cut."""
-
-    def __init__(self, artifact) -> None:
-        self.artifact = artifact
-        self._loaded: dict[str, object] = {}
-
-    def pick(self, sizes: dict[str, int]) -> dict:
-        manifest = self.artifact.manifest
-        modes = manifest.get("gear_modes") or {}
-        fitting = []
-        for gear in manifest["gears"]:
-            g = gear["sizes"]
-            if all(g[n] == v if modes.get(n) == "exact" else g[n] >= v for n, v in sizes.items()):
-                fitting.append(gear)
-        if not fitting:
-            listed = "; ".join(f"{n}: {sorted({g['sizes'][n] for g in manifest['gears']})}"
-                               f"{' (exact: padding changes the result)' if modes.get(n) == 'exact' else ''}"
-                               for n in sizes)
-            raise AnychipError(f"{self.artifact.path.name}: no gear serves "
-                               f"{tag(sizes)}; the gears are {listed}. Pass inputs at a gear "
-                               f"size or recompile with --gears.")
-        return min(fitting, key=lambda g: sum(g["sizes"].values()))
-
-    def run(self, specs, ordered: list[np.ndarray], sizes: dict[str, int]) -> dict:
-        from .artifact import load_artifact
-        from .inputs import concrete_shape
-
-        gear = self.pick(sizes)
-        sub = self._loaded.get(gear["path"])
-        if sub is None:
-            sub = self._loaded[gear["path"]] = load_artifact(self.artifact.path / gear["path"])
-        feed = {spec.name: _pad(arr, concrete_shape(spec, gear["sizes"]), np.zeros)
-                for spec, arr in zip(specs, ordered)}
-        outputs = sub.run(feed)
-        result = {}
-        for spec in self.artifact.outputs:
-            value = outputs[spec.name]
-            try:
-                want = concrete_shape(spec, sizes)
-            except AnychipError:
-                want = value.shape
-            result[spec.name] = np.ascontiguousarray(_valid(value, want))
-        return result
 
 
 def is_gear_artifact(manifest: dict) -> bool:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .atomic import write_file
 from .errors import AnychipError
-from .frontend import TensorSpec
+from .tensor_spec import TensorSpec
 
 
 def concrete_shape(spec: TensorSpec, sizes: Mapping[str, int] | None) -> tuple[int, ...]:
