@@ -7,10 +7,11 @@ CI. This test catches it in a developer's checkout.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the check needs it only once
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,6 @@ from onnx import TensorProto, helper
 
 from anychip.compiler.backend import CompileOptions
 from anychip.compiler.driver import compile_source
-from anychip.compiler.errors import AnychipError
 from anychip.compiler.frontend import load_model
 from anychip.compiler.importer_fixes import NotSupported, prepare_for_tvm, specialise_for
 
