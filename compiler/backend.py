@@ -168,6 +168,11 @@ class OptionalBackendHooks:
         Raise NotImplementedError when the family cannot lower one yet."""
         return self.lower(mod, profile, options, ctx)
 
+    def profile_paths(self) -> list:
+        """Chip profiles (YAML files) this family ships beyond backends/profiles/, so that a
+        family installed as a separate package brings its chips with it."""
+        return []
+
     def conformance_options(self, profile: Profile) -> dict:
         """Options the ONNX operator suite compiles with by default on this family's targets.
         The suite checks operator semantics at each case's float32-level tolerances, so a

@@ -32,7 +32,10 @@ def backends() -> dict[str, Backend]:
 def profiles() -> dict[str, Profile]:
     """All chip profiles, validated (the family's chip schema included), keyed by name."""
     result = {}
-    for path in profile_paths():
+    paths = list(profile_paths())
+    for backend in backends().values():   # a separately installed family ships its own chips
+        paths += [p for p in backend.profile_paths() if p.stem not in {q.stem for q in paths}]
+    for path in paths:
         import yaml
 
         family = (yaml.safe_load(path.read_text()) or {}).get("family") if path.exists() else None

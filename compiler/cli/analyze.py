@@ -34,28 +34,30 @@ def run(args) -> int:
         print(json.dumps({"model": args.model, "precision": art.precision, **report}, indent=2,
                          default=str))
     else:
-        print(render(args.model, art.precision, report, args.top))
+        print(render(args.model, art.precision, report, args.top, art.target))
     return 0
 
 
-def render(model: str, precision: str, report: dict, top: int = 10) -> str:
+def render(model: str, precision: str, report: dict, top: int = 10,
+           target: str | None = None) -> str:
     """The porting report as text: one header line, then the sections the target's family
     renders from its report (its `render` hook), each a title and a body."""
-    lines = [f"{model} on {report.get('target', '?')}: precision {precision}"
+    target = target or report.get("target", "?")
+    lines = [f"{model} on {target}: precision {precision}"
              + (f" (precision_mode {report['precision_mode']})" if "precision_mode" in report
                 else "")
              + f"; here: {report.get('execution_here', '?')}"]
-    for title, text in family_sections(report, top):
+    for title, text in family_sections(report, target, top):
         lines += ["", title, text] if title else ["", text]
     if len(lines) == 1:
         lines.append("(this target's report has no porting analysis)")
     return "\n".join(lines)
 
 
-def family_sections(report: dict, top: int = 10) -> list[tuple[str, str]]:
-    """The sections the report's family renders (none when its backend is not installed)."""
+def family_sections(report: dict, target: str, top: int = 10) -> list[tuple[str, str]]:
+    """The sections the target's family renders (none when its backend is not installed)."""
     from ..registry import backends, profiles
 
-    profile = profiles().get(report.get("target", ""))
+    profile = profiles().get(target)
     backend = backends().get(profile.family) if profile is not None else None
     return list(backend.render(report, top=top)) if backend is not None else []

@@ -34,7 +34,9 @@ def test_targets_json_lists_fields(capsys):
     cpu = next(r for r in rows if r["name"] == "cpu")
     assert cpu["family"] == "cpu" and cpu["execution"] == "executes"
     assert all({"name", "family", "vendor", "execution"} <= set(r) for r in rows)
-    assert {r["family"] for r in rows} <= {"cpu", "cuda", "npu", "gpu"}
+    from anychip.compiler.registry import backends
+
+    assert {r["family"] for r in rows} <= set(backends())   # every row's family is installed
 
 
 def test_compile_run_roundtrip_with_npz(model_path, tmp_path, capsys):
