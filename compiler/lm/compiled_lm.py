@@ -136,7 +136,7 @@ class CompiledLM:
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 16,
                  do_sample: bool = False, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, seed: int = 0, eos_token_id=None, pad_token_id=None,
-                 return_result: bool = False):
+                 return_result: bool = False, output: str | None = None):
         """Greedy (argmax compiled in) or seeded sampling; numpy [batch, prompt + new] ids."""
         batch = self.prepare(input_ids, attention_mask, max_new_tokens)
         eos = self.eos_token_id if eos_token_id is None else eos_token_id
@@ -145,7 +145,7 @@ class CompiledLM:
             self.pad_token_id if self.pad_token_id is not None else
             (min(eos_set) if eos_set else 0))
         sampler = Sampler(temperature, top_k, top_p, seed) if do_sample else None
-        output = "logits" if sampler else "token"
+        output = output or ("logits" if sampler else "token")   # "both": parity runs
         result = self._loop(batch, max_new_tokens, sampler, output, eos_set, pad)
         return result if return_result else result.sequences
 
@@ -203,9 +203,12 @@ def _only(art, feed: dict) -> dict:
 
 
 def _pick(out: dict, sampler) -> np.ndarray:
-    if sampler is None:
+    if sampler is None and "next_token" in out:
         return np.asarray(out["next_token"], np.int64).reshape(-1, 1)
-    return sampler(np.asarray(out["logits"], np.float32)).reshape(-1, 1)
+    logits = np.asarray(out["logits"], np.float32)
+    if sampler is None:
+        return logits.argmax(-1).astype(np.int64).reshape(-1, 1)
+    return sampler(logits).reshape(-1, 1)
 
 
 def _pad_to(ids: np.ndarray, mask: np.ndarray, length: int, pad: int):

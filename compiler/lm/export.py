@@ -65,8 +65,22 @@ def probe(model: torch.nn.Module, max_len: int) -> LMShape:
     layers = int(model.config.num_hidden_layers)
     step = PrefillStep(model, layers, max_len, "logits").eval()
     ids = torch.zeros(1, 2, dtype=torch.long)
-    with torch.no_grad():
-        logits, k, _ = step(ids, torch.arange(2)[None], torch.ones(1, 2, dtype=torch.long))
+    try:
+        with torch.no_grad():
+            logits, k, _ = step(ids, torch.arange(2)[None], torch.ones(1, 2, dtype=torch.long))
+    except AnychipError:
+        raise
+    except Exception as exc:  # the model's own code: any error type, reported in one line
+        where = exc.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        frame = f" in {where.tb_frame.f_code.co_name}()" if where is not None else ""
+        raise AnychipError(
+            f"{type(model).__name__}: the forward with a static cache failed{frame}: "
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
+            f"; supported are decoders whose attention calls cache.update(k, v, layer_idx) and "
+            f"that take position_ids and a 4-D attention mask (ALiBi models that build their "
+            f"bias from a 2-D mask, e.g. Bloom, are not).") from exc
     return LMShape(layers, int(k.shape[2]), int(k.shape[4]), int(logits.shape[-1]),
                    str(k.dtype).replace("torch.", ""))
 
@@ -92,7 +106,8 @@ def export_decode(model, shape: LMShape, batch: int, max_len: int, output: str) 
 
 
 def _export(step, args, inputs, output) -> onnx.ModelProto:
-    outputs = ["next_token" if output == "token" else "logits", "k_cache_out", "v_cache_out"]
+    heads = {"token": ["next_token"], "logits": ["logits"], "both": ["next_token", "logits"]}
+    outputs = heads[output] + ["k_cache_out", "v_cache_out"]
     proto = export_torch(step.eval(), args, inputs, outputs)
     # the exporter drops inputs that the graph does not read (a model without position ids,
     # e.g. ALiBi): the runner feeds only what the graph declares

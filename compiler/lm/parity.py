@@ -179,14 +179,15 @@ def verify_lm(model, target: str = "cpu", max_new_tokens: int = 16, prompts=None
     batch = lm.prepare(prompts, None, max_new_tokens)
     pad = 0 if lm.pad_token_id is None else int(lm.pad_token_id)
     b = batch.ids.shape[0]
-    _, decode, execution = lm.compile_pair(b, batch.length, max_new_tokens)
+    # one compiled pair returning token and logits: free-running tokens and per-step logits
+    _, decode, execution = lm.compile_pair(b, batch.length, max_new_tokens, "both")
     if execution.mode.value not in ("executes", "simulates"):
         raise NotExecutable(f"target '{target}': prefill and decode compiled only "
                             f"({execution.why}); token parity needs a target that executes or "
                             f"simulates here.")
     ref = reference_greedy(lm.model, batch, max_new_tokens, pad)
     ours = lm.generate(prompts, max_new_tokens=max_new_tokens, eos_token_id=None,
-                       pad_token_id=pad)[:, batch.length:]
+                       pad_token_id=pad, output="both")[:, batch.length:]
     differs = np.flatnonzero((ours != ref).any(axis=0))
     report = LMParityReport(label, target, execution.mode.verb, decode.precision,
                             "Hugging Face generate (torch eager, its cache)", prompts,
@@ -200,9 +201,9 @@ def verify_lm(model, target: str = "cpu", max_new_tokens: int = 16, prompts=None
 def _step_errors(lm, batch, ref: np.ndarray, pad: int, precision: str) -> list[StepError]:
     b = batch.ids.shape[0]
     gear = lm.gear(batch.length, ref.shape[1])
-    pre_art = lm.function("prefill", b, gear, "logits")
-    dec_art = lm.function("decode", b, 0, "logits")
-    pre_onnx, dec_onnx = lm.onnx_pair(b, gear, "logits")
+    pre_art = lm.function("prefill", b, gear, "both")
+    dec_art = lm.function("decode", b, 0, "both")
+    pre_onnx, dec_onnx = lm.onnx_pair(b, gear, "both")
     actual = teacher_forced_logits(_art_runner(pre_art), _art_runner(dec_art), lm, batch, ref,
                                    pad)
     expected = teacher_forced_logits(_ort_runner(pre_onnx), _ort_runner(dec_onnx), lm, batch,

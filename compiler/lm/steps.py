@@ -17,8 +17,9 @@ prompt position) would turn into NaN and poison its cache slot. exp(-1e4) underf
 in fp32, so visible rows see exactly the probabilities HF computes.
 
 Greedy decoding takes the argmax inside the compiled function, so a step returns one token per
-row, not the [B, V] logits. The logits variant exists for sampling on the host and for parity
-reports.
+row, not the [B, V] logits. The logits variant exists for sampling on the host; the "both"
+variant (token and logits) lets a parity run get free-running tokens and per-step logits from
+one compiled pair.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class _Step(nn.Module):
         self.model = model
         self.num_layers = num_layers
         self.max_len = max_len
-        self.output = output  # "token" or "logits"
+        self.output = output  # "token", "logits" or "both" (token then logits: parity runs)
         self._cache_kw = _cache_kwarg(model)
         self._keep = "logits_to_keep" in inspect.signature(model.forward).parameters
 
@@ -60,9 +61,12 @@ class _Step(nn.Module):
             kwargs["logits_to_keep"] = 1
         logits = self.model(**kwargs).logits[:, -1, :].float()
         k, v = cache.stacked()
+        token = torch.argmax(logits, dim=-1, keepdim=True)
         if self.output == "logits":
             return logits, k, v
-        return torch.argmax(logits, dim=-1, keepdim=True), k, v
+        if self.output == "both":
+            return token, logits, k, v
+        return token, k, v
 
 
 class PrefillStep(_Step):

@@ -24,8 +24,10 @@ PROMPTS = [[5, 6, 7, 8], [1, 2, 3, 4, 5, 6]]
 MAX_SEQ_LEN = 64
 
 
-def tiny_lm(arch: str, seed: int = 0):
+def tiny_lm(arch: str, seed: int = 0, layers: int | None = None):
     config_cls, model_cls, kwargs = CONFIGS[arch]
+    if layers is not None:   # compile-only checks: one layer has every kernel kind
+        kwargs = {**kwargs, ("n_layer" if arch == "gpt2" else "num_hidden_layers"): layers}
     torch.manual_seed(seed)
     return model_cls(config_cls(**kwargs)).eval()
 

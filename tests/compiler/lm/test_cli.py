@@ -71,3 +71,15 @@ def test_memory_report_per_profile(llama_dir, capsys):
     assert h100["weight_bytes"] == weights
     assert h100["max_context_tokens"] == (80 * 2**30 - weights) // h100["kv_bytes_per_token"]
     assert {"ascend-910b", "cpu", "biren-br104"} <= set(rows)
+
+
+@pytest.mark.slow
+def test_verify_lm_cpu_tokens_identical_and_logits_within_fp32(llama_dir, capsys):
+    assert main(["verify-lm", str(llama_dir), "--max-new-tokens", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["execution"] == "executed" and report["precision"] == "fp32"
+    assert report["tokens_equal"] and report["first_divergence"] is None
+    assert report["tokens"] == hf_greedy(tiny_lm("llama"), PROMPTS, 4)[:, 6:].tolist()
+    assert len(report["steps"]) == 4
+    assert all(s["rule"] == "table" and s["max_abs"] < 1e-4 and s["topk_overlap"] == 1.0
+               for s in report["steps"])

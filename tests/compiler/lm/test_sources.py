@@ -39,3 +39,15 @@ def test_not_a_causal_lm_is_refused():
 
     with pytest.raises(AnychipError, match="not a Hugging Face causal LM"):
         anychip.compile_lm(torch.nn.Linear(2, 2))
+
+
+def test_alibi_model_is_refused_in_one_line_saying_why():
+    import anychip
+
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.BloomForCausalLM(transformers.BloomConfig(
+        vocab_size=64, hidden_size=32, n_layer=1, n_head=2))
+    with pytest.raises(AnychipError, match="build_alibi_tensor.*ALiBi") as info:
+        anychip.compile_lm(model, max_seq_len=32)
+    assert "\n" not in str(info.value)
