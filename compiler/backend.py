@@ -58,7 +58,7 @@ class CompileOptions:
     opt_level: int = 3
     extra: dict[str, Any] = field(default_factory=dict)
     # symbolic dims (docs/dynamic-shapes.md): {symbol: (lo, hi)} bounds, and for families
-    # that compile static programs (npu) {symbol: (gear, ...)}; every family, not one's option
+    # that compile static programs (static_shapes) {symbol: (gear, ...)}; every family
     dims: dict[str, tuple[int, int]] = field(default_factory=dict)
     gears: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
@@ -141,6 +141,9 @@ class OptionalBackendHooks:
 
     chip_schema: dict | None = None
     Options: type[FamilyOptions] = FamilyOptions   # a family without options of its own
+    # True for a family whose lowering plans static tiles and buffers: a model with symbolic
+    # dims is compiled as one static program per gear (compiler/gears.py)
+    static_shapes: bool = False
 
     def prepare_onnx(self, model: Any, profile: Profile, opts: FamilyOptions,
                      ctx: CompileContext) -> Any:

@@ -116,7 +116,7 @@ def compile_source(source: ModelSource, target: str, options: CompileOptions) ->
     execution = backend.execution(profile)
     if execution.mode is Mode.UNAVAILABLE:
         raise NotExecutable(f"target '{target}' cannot compile here: {execution.why}.")
-    if getattr(backend, "static_shapes", False) and any(not s.is_static for s in source.inputs):
+    if backend.static_shapes and any(not s.is_static for s in source.inputs):
         from .gears import compile_gears  # one static program per gear (compiler/gears.py)
 
         return compile_gears(source, target, options, compile_source, profile, execution)

@@ -15,6 +15,9 @@ def add_parser(sub) -> None:
     add_model_args(p)
     p.add_argument("-o", "--output", help="artifact folder to write (default: NAME.anychip)")
     p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also print the time of each compile step and the family's report "
+                        "sections")
     add_family_flags(p)
     p.set_defaults(func=run)
 
@@ -33,4 +36,19 @@ def run(args) -> int:
     art.save(out, force=args.force)
     ex = art.execution()
     print(f"wrote {out} ({args.target}, {art.precision}; here: {ex.mode.value}: {ex.why})")
+    if args.verbose:
+        print(verbose_text(art.report, art.target))
     return 0
+
+
+def verbose_text(report: dict, target: str) -> str:
+    """Step timings (report.json steps_s) and the family's own sections, as text."""
+    from .analyze import family_sections
+
+    steps = report.get("steps_s") or {}
+    lines = ["steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items())] if steps else []
+    for title, text in family_sections(report, target):
+        lines += ["", title, text]
+    for m in report.get("native_messages", []):
+        lines.append(f"TVM logged {m['count']}x: {m['message']}")
+    return "\n".join(lines)

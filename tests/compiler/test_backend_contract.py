@@ -103,4 +103,9 @@ def test_family_flag_reaches_the_backend_typed(tmp_path, capsys):
                  "--dispatch", "false", "-o", str(out)]) == 0
     art = anychip.load(out)
     assert art.report["layout"] == "NCHW" and art.report["dispatch"] is None
+    capsys.readouterr()
+    assert main(["compile", str(path), "--target", "cpu", "-o", str(tmp_path / "v.anychip"),
+                 "--verbose"]) == 0
+    steps = capsys.readouterr().out.splitlines()[1]
+    assert steps.startswith("steps: prepare_onnx ") and " lower " in steps and " build " in steps
     assert get_profile("cpu").family == "cpu"
