@@ -286,7 +286,7 @@ def read_manifest(path: Path, label: str) -> dict:
 def _check_target_consistency(manifest: dict, label: str) -> None:
     """What a run reports comes from the backend and profile installed here, so the manifest's
     target, family and embedded profile must agree with them (an artifact edited to say
-    `nvidia-h100` must not run on the cpu backend and report an H100)."""
+    another chip must not run on this one's backend and report that chip)."""
     import hashlib
 
     from .registry import get_profile

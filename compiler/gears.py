@@ -1,8 +1,8 @@
-"""Shape gears: one static program per chosen size of each symbolic dim, as Ascend's ATC
-compiles `--dynamic_batch_size` / `--dynamic_dims`.
+"""Shape gears: one static program per chosen size of each symbolic dim, as vendor graph
+compilers do for dynamic batch sizes and dims (docs/dynamic-shapes.md).
 
-Why: a family whose lowering plans static tiles and buffers (npu: `static_shapes = True` on
-its backend) cannot take a symbolic dim. The artifact then holds `gears/<sizes>/`, each a
+Why: a family whose lowering plans static tiles and buffers (`static_shapes = True` on its
+backend) cannot take a symbolic dim. The artifact then holds `gears/<sizes>/`, each a
 complete static artifact, and a manifest listing them. At run time the smallest gear that fits
 every symbol is picked and the inputs are zero-padded up to it; the outputs are cut back.
 

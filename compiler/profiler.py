@@ -8,7 +8,7 @@ the instrument cannot see (the VM's own dispatch, argument marshalling, Python) 
 host overhead: the median uninstrumented run minus the sum of the calls' median times.
 
 Targets that do not execute here but whose backend estimates each kernel (a cost model's
-`estimate.kernels` in report.json, as the npu family writes it) get the same table from those
+`estimate.kernels` in report.json, as a simulating family writes it) get the same table from those
 estimates, marked "estimated" everywhere: nothing in it was measured.
 """
 

@@ -2,7 +2,7 @@
 
 Why: verify, compile, matrix, conformance, tune, train and bench run for tens of seconds to
 hours (a simulated verify of efficientnet_b0 took four minutes) and used to print nothing
-meanwhile. On a terminal they now say which stage runs ("compile resnet18 for ascend-910b:
+meanwhile. On a terminal they now say which stage runs ("compile resnet18 for <target>:
 lower") and count cells, cases or epochs; nothing is printed when stderr is not a terminal,
 with --json, or with --quiet, so pipes, CI logs and JSON output stay as they were.
 

@@ -50,7 +50,7 @@ def parse_dims(items: list[str] | None) -> dict[str, tuple[int, int]]:
 
 
 def parse_gears(items: list[str] | None) -> dict[str, tuple[int, ...]]:
-    """['batch=1,2,4,8', ...] -> {'batch': (1, 2, 4, 8)}: the static sizes an npu compiles."""
+    """['batch=1,2,4,8', ...] -> {'batch': (1, 2, 4, 8)}: the static sizes a static-shape family compiles."""
     gears = {}
     for item in items or []:
         match = _GEARS.match(item)
@@ -83,6 +83,7 @@ def add_model_args(parser, target_help: str = "target name (see 'anychip targets
                         help="bounds of a symbolic dim, e.g. seq=1..2048 (repeatable; default "
                              "ranges: docs/dynamic-shapes.md)")
     parser.add_argument("--gears", action="append", metavar="NAME=1,2,4,8",
-                        help="npu: the static sizes of a symbolic dim to compile (repeatable; "
+                        help="families with static shapes: the sizes of a symbolic dim to "
+                             "compile (repeatable; "
                              "default: powers of two within the bounds)")
     parser.add_argument("--precision", help="fp32, tf32, fp16, bf16 or mixed (per target)")

@@ -128,7 +128,7 @@ def _array(value):
 
 def run_anychip(case: Case, target: str, precision_mode: str | None = None) -> Result:
     """load_model -> compile_source -> Artifact.run, exactly as a user's model goes
-    (`precision_mode`: ATC's mode for npu targets, as `--precision-mode` gives it)."""
+    (`precision_mode`: for a family with precision modes, as `--precision-mode` gives it)."""
     import onnx
 
     from ..backend import CompileOptions
