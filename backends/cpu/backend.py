@@ -104,6 +104,7 @@ class CpuBackend(OptionalBackendHooks):
         from tvm import relax
 
         from anychip.backends.host import relax_passes as passes
+        from anychip.backends.host.ieee import propagate_nan
         from anychip.compiler.dispatch import partition
 
         ctx = ctx or self.context(profile, options)
@@ -130,6 +131,7 @@ class CpuBackend(OptionalBackendHooks):
                 library = _library()
                 mod, dispatched = partition(mod, library)
                 report["dispatch"] = dispatched.as_dict()
+            mod = propagate_nan(mod)   # NaN through relu/max/min/clip as ONNX Runtime
             mod = relax.transform.DeadCodeElimination()(mod)
         ctx.report.update(report)
         return mod

@@ -140,6 +140,8 @@ class NpuBackend(OptionalBackendHooks):
               ctx: CompileContext | None = None):
         from tvm import relax
 
+        from anychip.backends.host.ieee import propagate_nan
+
         from .lowering import (CubeLowering, cube_bias_in_fp32, fp32_reductions, graph_passes,
                                requested_tile)
 
@@ -151,6 +153,7 @@ class NpuBackend(OptionalBackendHooks):
         cube = CubeLowering(chip, requested_tile(ctx.options.as_dict()))
         with self.target(profile):
             mod = graph_passes(mod)
+            mod = propagate_nan(mod)   # NaN through relu/max/min/clip as ONNX Runtime
             mod = fp32_reductions(mod)
             mod = cube_bias_in_fp32(mod)
             mod = cube(mod)

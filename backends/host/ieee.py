@@ -1,0 +1,108 @@
+"""IEEE special values propagate as ONNX Runtime propagates them.
+
+TVM lowers `max`/`min` to a compare-and-select (`a > b ? a : b`), and a compare with NaN is
+false, so `relu(NaN)`, `Max(NaN, w)`, `Clip(NaN)`, `ReduceMax([.., NaN, ..])` and
+`Sign(NaN)` came out as a number where ONNX Runtime, numpy and torch give NaN: a model whose
+input holds a NaN looked healthy. This pass wraps those operators so that a NaN operand gives
+NaN (ORT's result on its cpu provider), at the cost of one fused compare per element; the
+kernel libraries' own epilogues (oneDNN's relu) already propagate NaN.
+
+It runs at the end of a host backend's `lower` (after the library partition, so no library
+pattern is hidden from it); infinities and signed zeros already follow IEEE in TVM's code.
+"""
+
+from __future__ import annotations
+
+import re
+
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+# ops that select with a compare and drop NaN (unary forms: x is args[0])
+_UNARY = ("relax.nn.relu", "relax.clip", "relax.sign")
+_BINARY = ("relax.maximum", "relax.minimum")
+_REDUCE = ("relax.max", "relax.min")
+_SKIP_ATTRS = ("Composite", "Codegen", "Primitive")
+# kernels the ONNX importer emits through topi (named after the topi function)
+_TIR_BINARY = {"maximum", "minimum"}
+_TIR_UNARY = {"relu", "clip"}
+_TRAILING_DIGITS = re.compile(r"_?\d+$")
+
+
+def _dtype(expr) -> str:
+    return str(getattr(getattr(expr, "ty", None), "dtype", "") or "")
+
+
+def _skipped(func) -> bool:
+    attrs = func.attrs
+    return attrs is not None and any(k in attrs for k in _SKIP_ATTRS)
+
+
+@mutator
+class _PropagateNaN(PyExprMutator):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.unary = {tvm.ir.Op.get(n) for n in _UNARY}
+        self.binary = {tvm.ir.Op.get(n) for n in _BINARY}
+        self.reduce = {tvm.ir.Op.get(n) for n in _REDUCE}
+        self.call_tir = tvm.ir.Op.get("relax.call_tir")
+        self.changed = 0
+
+    def visit_function_(self, func):  # noqa: N802 - TVM's visitor naming
+        if _skipped(func):
+            return func   # a library pattern's body is the library's business
+        return super().visit_function_(func)
+
+    def _kind(self, call) -> tuple[str, list] | None:
+        """('unary'|'binary'|'reduce', operands) for a NaN-dropping call, else None. A call_tir
+        to a kernel the ONNX importer emitted from topi's maximum/minimum (Clip, Max, Min)
+        counts as the Relax op it stands for."""
+        op = call.op
+        if op in self.unary:
+            return "unary", list(call.args[:1])
+        if op in self.binary:
+            return "binary", list(call.args[:2])
+        if op in self.reduce:
+            return "reduce", list(call.args[:1])
+        if op == self.call_tir and isinstance(call.args[0], relax.GlobalVar):
+            base = _TRAILING_DIGITS.sub("", call.args[0].name_hint)
+            operands = list(getattr(call.args[1], "fields", []))
+            if base in _TIR_BINARY and len(operands) == 2:
+                return "binary", operands
+            if base in _TIR_UNARY and len(operands) == 1:
+                return "unary", operands
+        return None
+
+    def visit_call_(self, call):  # noqa: N802
+        call = self.visit_expr_post_order(call)
+        kind = self._kind(call)
+        if kind is None or not _dtype(call).startswith(("float", "bfloat")):
+            return call
+        kind, operands = kind
+        self.changed += 1
+        result = self.builder_.normalize(call)
+        x = operands[0]
+        if kind == "unary":
+            return relax.op.where(relax.op.isnan(x), x, result)
+        if kind == "binary":
+            y = operands[1]
+            inner = relax.op.where(relax.op.isnan(y), relax.op.add(y, result), result)
+            return relax.op.where(relax.op.isnan(x), relax.op.add(x, inner), inner)
+        # a reduction: add the sum of the NaNs along the same axes (0 when there are none)
+        zeros = relax.op.zeros_like(x)
+        nans = relax.op.sum(relax.op.where(relax.op.isnan(x), x, zeros), call.attrs.axis,
+                            call.attrs.keepdims)
+        return relax.op.add(result, nans)
+
+
+def propagate_nan(mod):
+    """`mod` with NaN-dropping operators wrapped in every Relax function."""
+    out = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    changed = 0
+    for gvar, func in list(out.functions.items()):
+        if isinstance(func, relax.Function) and not _skipped(func):
+            rewriter = _PropagateNaN(out)
+            out[gvar] = rewriter.visit_expr(func)
+            changed += rewriter.changed
+    return out if changed else mod

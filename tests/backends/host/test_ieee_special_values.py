@@ -1,0 +1,72 @@
+"""IEEE special values (NaN, +-Inf, +-0, subnormals, the float32 extremes) go through every
+elementwise, activation and reduction operator the zoo uses as ONNX Runtime computes them, on
+cpu and the npu simulator (issue 19, item 3). Before the fix relu(x + W), Max, Min, Clip,
+HardSigmoid, Sign, ReduceMax and ReduceMin turned NaN into a number."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import anychip
+from anychip.compiler.reference import run_onnxruntime
+
+SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40, 1.0, -2.5, 3.4e38,
+                     -3.4e38, 0.5], np.float32)
+UNARY = ["Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Softmax",
+         "LogSoftmax", "Clip", "Abs", "Neg", "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Floor",
+         "Ceil", "Round", "Sign", "Softplus", "Elu", "Selu"]
+BINARY = ["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu"]
+REDUCE = ["ReduceMax", "ReduceMin", "ReduceSum", "ReduceMean", "ReduceL2", "ReduceProd",
+          "ReduceLogSumExp"]
+# the npu simulator is compared in the model's own dtypes: float16 storage would change the
+# finite values (3.4e38 overflows), not the IEEE semantics under test
+TARGETS = {"cpu": {}, "ascend-910b": {"precision_mode": "must_keep_origin_dtype"}}
+
+
+def _model() -> tuple[onnx.ModelProto, list[str]]:
+    f = TensorProto.FLOAT
+    w = numpy_helper.from_array(np.full(12, 0.25, np.float32), "W")
+    inits = [w, helper.make_tensor("lo", f, [], [-1.0]), helper.make_tensor("hi", f, [], [1.0])]
+    nodes = [helper.make_node("Add", ["x", "W"], ["xw"]),
+             helper.make_node("Relu", ["xw"], ["relu_x_plus_w"])]
+    outs = ["relu_x_plus_w"]
+    for op in UNARY:
+        inputs = ["x", "lo", "hi"] if op == "Clip" else ["x"]
+        kwargs = {"axis": -1} if op in ("Softmax", "LogSoftmax") else {}
+        nodes.append(helper.make_node(op, inputs, [op], **kwargs))
+        outs.append(op)
+    for op in BINARY:
+        nodes.append(helper.make_node(op, ["x", "W"], [op]))
+        outs.append(op)
+    for op in REDUCE:
+        nodes.append(helper.make_node(op, ["x"], [op], keepdims=1))
+        outs.append(op)
+    graph = helper.make_graph(nodes, "specials", [helper.make_tensor_value_info("x", f, [12])],
+                              [helper.make_tensor_value_info(o, f, None) for o in outs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return onnx.shape_inference.infer_shapes(model), outs
+
+
+def _same(got: np.ndarray, want: np.ndarray) -> bool:
+    if got.shape != want.shape or not np.array_equal(np.isnan(got), np.isnan(want)):
+        return False
+    if not np.array_equal(np.isposinf(got), np.isposinf(want)) or \
+            not np.array_equal(np.isneginf(got), np.isneginf(want)):
+        return False
+    finite = np.isfinite(want)
+    return np.allclose(got[finite], want[finite], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_special_values_propagate_as_onnx_runtime(target):
+    model, outs = _model()
+    art = anychip.compile(model, target=target, **TARGETS[target])
+    got = art.run({"x": SPECIALS})
+    want = dict(zip(outs, run_onnxruntime(model, {"x": SPECIALS}, "reference")))
+    wrong = {o: (got[o].tolist(), want[o].tolist()) for o in outs if not _same(got[o], want[o])}
+    assert not wrong, wrong
+    assert np.isnan(got["relu_x_plus_w"][0]) and np.isnan(got["ReduceMax"]).all()
