@@ -13,7 +13,7 @@ import ctypes.util
 import time
 
 from .chip import GpuChip
-from .limits import check_kernel_limits
+from .limits import check_kernel_limits, upper_bounds
 from .precision import PRECISION_USED, apply_float64_policy, precision_passes
 
 from anychip.compiler.errors import AnychipError
@@ -122,7 +122,8 @@ def lower_for_gpu(mod, profile, chip: GpuChip, precision: str) -> tuple[object, 
     with target, tvm.transform.PassContext(opt_level=3):
         mod = tvm.transform.Sequential(passes)(mod)
     scheduled = time.perf_counter()
-    usage = check_kernel_limits(mod, chip, target)
+    unverified: dict = {}
+    usage = check_kernel_limits(mod, chip, target, unverified)
     report = {
         "precision_requested": precision,
         "precision_used": PRECISION_USED[precision],
@@ -138,6 +139,11 @@ def lower_for_gpu(mod, profile, chip: GpuChip, precision: str) -> tuple[object, 
                       "limits_check": round(time.perf_counter() - scheduled, 3)},
         "warnings": notes,
     }
+    if unverified:   # kernels TVM's GPU verifier could not analyse (limits.py _verify)
+        report["kernels_not_limit_checked"] = unverified
+    symbols = upper_bounds(mod)
+    if symbols:
+        report["limits_checked_at_upper_bounds"] = symbols
     if precision == "tf32":
         report["warnings"] = notes + ["tf32 requested: TVM-generated kernels multiply in fp32 "
                                       "(TF32 tensor cores need a library), so fp32 is used."]
