@@ -8,7 +8,8 @@ progress=True), otherwise nothing per step and one line per epoch. The log has o
 training batch (kind "train") and one per epoch with eval batches (kind "eval": the mean eval
 loss): epoch, step (optimizer updates so far), batch, lr, loss. It is CSV, or JSON (a list of
 the same rows) when the name ends in .json, rewritten atomically after every epoch so a crashed
-run keeps what it had. Returns the same rows.
+run keeps what it had; `checkpoint` (a .safetensors path) is rewritten after every epoch too.
+Returns the same rows.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..errors import AnychipError
 FIELDS = ["epoch", "kind", "step", "batch", "lr", "loss"]
 
 
-def _write_log(path: str, rows: list[dict]) -> None:
+def write_log(path: str, rows: list[dict]) -> None:
     if path.endswith(".json"):
         data = json.dumps(rows, indent=1).encode()
     else:
@@ -53,7 +54,8 @@ def _bar(total, desc, enabled):
                 dynamic_ncols=True)
 
 
-def fit(trainer, batches, epochs: int = 1, eval_batches=None, log=None, progress=None):
+def fit(trainer, batches, epochs: int = 1, eval_batches=None, log=None, progress=None,
+        checkpoint=None):
     if not isinstance(epochs, int) or epochs < 1:
         raise AnychipError(f"fit: epochs must be an integer >= 1, got {epochs!r}.")
     if iter(batches) is batches and epochs > 1:
@@ -93,5 +95,7 @@ def fit(trainer, batches, epochs: int = 1, eval_batches=None, log=None, progress
                 line += f", eval loss {np.mean(evals):.6g}"
         print(line, file=sys.stderr)
         if log is not None:
-            _write_log(log, rows)
+            write_log(log, rows)
+        if checkpoint is not None:
+            trainer.save_checkpoint(checkpoint, force=True)
     return rows

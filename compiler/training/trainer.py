@@ -184,12 +184,13 @@ class Trainer:
         loss, _, _ = self._forward_backward(x, y)
         return float(loss.numpy())
 
-    def fit(self, batches, epochs: int = 1, eval_batches=None, log=None, progress=None):
+    def fit(self, batches, epochs: int = 1, eval_batches=None, log=None, progress=None,
+            checkpoint=None):
         """Train over `batches` (an iterable of (x, y), re-iterated each epoch); see fit.py."""
         from .fit import fit
 
         return fit(self, batches, epochs=epochs, eval_batches=eval_batches, log=log,
-                   progress=progress)
+                   progress=progress, checkpoint=checkpoint)
 
     # -- state ---------------------------------------------------------------------------------
     def _current(self) -> dict:

@@ -43,7 +43,7 @@ def test_trains_shows_loss_and_writes_params(mlp_onnx, data, tmp_path, capsys):
                  "--batch-size", "16", "--optimizer", "adam", "--lr", "0.01", "-o", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "loss=" in captured.err or "last loss" in captured.err   # tqdm bar or plain line
+    assert "epoch 2/2: 2 batches, mean loss" in captured.err
     assert "trained 4 steps on cpu (executed)" in captured.out     # 40 // 16 = 2 per epoch
     with np.load(out) as params:
         assert sorted(params.files) == ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight",
@@ -84,3 +84,31 @@ def test_output_format_is_checked_before_training(mlp_onnx, data, tmp_path, caps
         assert "needs the 'safetensors' package" in _one_line(capsys)
     assert main(["train", str(mlp_onnx), "--data", str(data), "-o", str(tmp_path / "p.pt")]) == 2
     assert "written as .npz or .safetensors" in _one_line(capsys)
+
+
+def test_loop_options_log_checkpoint_and_resume(mlp_onnx, data, tmp_path, capsys):
+    """adamw + clipping + cosine warm-up + accumulation; the log has a row per batch; a run
+    with the same options resumed from the first run's checkpoint continues from its update
+    count (with other options, e.g. --epochs and so the cosine's length, it is refused)."""
+    import csv
+
+    log, ck = tmp_path / "loss.csv", tmp_path / "ck.safetensors"
+    common = ["train", str(mlp_onnx), "--data", str(data), "--batch-size", "8",
+              "--optimizer", "adamw", "--lr", "0.01", "--clip-grad-norm", "1.0",
+              "--schedule", "cosine", "--warmup-steps", "1", "--accumulate", "2",
+              "--no-shuffle", "--epochs", "2"]
+    code = main([*common, "--eval-data", str(data), "--log", str(log),
+                 "--checkpoint", str(ck)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "trained 5 steps on cpu" in captured.out   # 40 // 8 = 5 batches x 2 epochs, / 2
+    with open(log) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["kind"] for r in rows].count("train") == 10
+    assert [r["kind"] for r in rows].count("eval") == 2
+    assert float(rows[0]["lr"]) == 0.0 and float(rows[2]["lr"]) > 0.0
+    assert ck.exists()
+    code = main([*common, "--resume", str(ck)])          # the same setup, schedule included
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "resumed from" in captured.out and "at update 5" in captured.out
