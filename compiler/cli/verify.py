@@ -28,6 +28,9 @@ def add_parser(sub) -> None:
                    help="real inputs, keyed by the model's input names (default: seeded random "
                         "inputs; token ids over the embedding's rows, masks 0/1)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--special-values", action="store_true",
+                   help="seed the inputs with NaN, +-Inf, +-0 and subnormals and report where "
+                        "the results differ from ONNX Runtime's")
     add_family_flags(p)
     from ..farm.client import add_farm_args
 
@@ -60,9 +63,29 @@ def run_kernels(args) -> int:
     return 0 if all(r.passed for r in reports) else 1
 
 
+def run_special_values(args, names: list[str]) -> int:
+    from dataclasses import asdict
+
+    from ..special_values import verify_special_values
+
+    reports = [verify_special_values(args.model, name, precision=args.precision,
+                                     shapes=parse_shapes(args.shape),
+                                     **family_options_for(args, name, names))
+               for name in names]
+    for report in reports:
+        print(json.dumps({**asdict(report), "passed": report.passed}, indent=2)
+              if args.json else report.summary())
+    return 0 if all(r.passed for r in reports) else 1
+
+
 def run(args) -> int:
     if args.kernels:
         return run_kernels(args)
+    if args.special_values:
+        names = expand_targets(args.target)
+        if not names:
+            raise AnychipError("no target can execute or simulate here; see 'anychip targets'.")
+        return run_special_values(args, names)
     names = expand_targets(args.target)
     if not names:
         raise AnychipError("no target can execute or simulate here; see 'anychip targets'.")
