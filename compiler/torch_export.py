@@ -4,8 +4,8 @@ Why the dynamo exporter (torch 2.13, measured in tvm-notes.md): it traces with t
 decomposes to core ATen and emits opset 20 with static shapes folded into initializers, so a
 BERT-style encoder imports into `tvm.relax.frontend.onnx` as it is. The TorchScript exporter's
 BERT does not import into TVM (the import stops at its ConstantOfShape nodes; measured on
-Hugging Face BERT), and it fails outright on GPT-2 (`aten::diff`). Shapes are
-kept static (no `dynamic_shapes`): TVM's importer loses symbolic dimensions after a Transpose.
+Hugging Face BERT), and it fails outright on GPT-2 (`aten::diff`). Shapes are static
+unless the caller passes `dynamic_shapes` (importer_fixes/symbolic.py keeps them through TVM).
 
 An export costs seconds (about 4 s for a small MLP in a fresh process, most of it torch.export
 tracing and onnxscript's optimizer), which is why the zoo caches exported bytes (models/cache.py).
@@ -60,11 +60,16 @@ def _reason(exc: BaseException) -> str:
 
 
 def export_torch(module, example_inputs: tuple, input_names: Sequence[str] | None = None,
-                 output_names: Sequence[str] | None = None) -> onnx.ModelProto:
+                 output_names: Sequence[str] | None = None,
+                 dynamic_shapes=None) -> onnx.ModelProto:
     """Export `module` (switched to eval mode) at the shapes of `example_inputs`.
 
-    Guarantees: static input and output shapes, every initializer embedded in the returned
-    proto (no external data), opset chosen by the exporter (20 with torch 2.13). A failed
+    `dynamic_shapes` is torch.export's (e.g. `({1: Dim("seq", min=2, max=512)},)`): those
+    dims become ONNX dim_params named after the Dim, which anychip keeps symbolic
+    (docs/dynamic-shapes.md); without it every shape is static.
+
+    Guarantees: static input and output shapes unless `dynamic_shapes` says otherwise, every
+    initializer embedded in the returned proto (no external data), opset chosen by the exporter (20 with torch 2.13). A failed
     export raises AnychipError with one line naming the module class and the first line of
     the reason.
     """
@@ -83,6 +88,7 @@ def export_torch(module, example_inputs: tuple, input_names: Sequence[str] | Non
                 module, example_inputs, dynamo=True, external_data=False,
                 input_names=list(input_names) if input_names else None,
                 output_names=list(output_names) if output_names else None,
+                dynamic_shapes=dynamic_shapes,
                 optimize=True, verify=False, report=False)
         proto = program.model_proto
     except Exception as exc:  # the exporter raises many types; the user needs one line

@@ -1,0 +1,107 @@
+"""Real architectures built from their own library code (timm, transformers) with small
+configurations and seeded random weights, exported with dynamic dims: a corpus that tests
+symbolic shapes on what real models contain (rotary embeddings, grouped-query attention,
+ConvNeXt's Conv -> Gelu), without downloads.
+
+Calibration: random weights leave norm layers at identity and logits near zero, which pass
+any tolerance. So every norm's scale is drawn from [0.5, 1.5] and its shift from N(0, 0.1),
+and the output head is rescaled so the logits have a standard deviation of LOGIT_STD on a
+seeded input: a wrong kernel then moves them visibly.
+
+timm imports torchvision (timm.layers' FrozenBatchNorm2d); PyPI's torchvision must match the
+installed torch build (a CUDA build of one with the CPU build of the other does not import).
+What works: install torch and torchvision from the same index and build (the CPU wheels of
+both from download.pytorch.org/whl/cpu, or the default PyPI pair together). The timm cases
+skip with that reason when torchvision does not import.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+LOGIT_STD = 2.0
+
+
+def _calibrate(module, inputs: tuple, head) -> None:
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for sub in module.modules():
+            weight = getattr(sub, "weight", None)
+            is_norm = "norm" in type(sub).__name__.lower()
+            if is_norm and isinstance(weight, torch.nn.Parameter):
+                weight.copy_(0.5 + torch.rand(weight.shape, generator=gen))
+                bias = getattr(sub, "bias", None)
+                if isinstance(bias, torch.nn.Parameter):
+                    bias.copy_(0.1 * torch.randn(bias.shape, generator=gen))
+        out = module(*inputs)
+        out = out if torch.is_tensor(out) else out[0]
+        head.weight.mul_(LOGIT_STD / float(out.std()))
+        if getattr(head, "bias", None) is not None:
+            head.bias.mul_(LOGIT_STD / float(out.std()))
+
+
+def llama_gqa() -> tuple[onnx.ModelProto, dict]:
+    """A 2-layer Llama with grouped-query attention (4 query heads, 2 kv heads) and rotary
+    embeddings; dynamic sequence length; inputs input_ids and attention_mask."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from anychip.compiler.torch_export import export_torch
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, attn_implementation="eager")
+    model = LlamaForCausalLM(config).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
+                              use_cache=False).logits
+
+    wrapped = Logits(model).eval()
+    ids = torch.randint(0, 256, (1, 16))
+    mask = torch.ones(1, 16, dtype=torch.int64)
+    _calibrate(wrapped, (ids, mask), model.lm_head)
+    seq = torch.export.Dim("seq", min=2, max=128)
+    proto = export_torch(wrapped, (ids, mask), ["input_ids", "attention_mask"], ["logits"],
+                         dynamic_shapes=({1: seq}, {1: seq}))
+    return proto, {"seq": (2, 128)}
+
+
+def convnext_batch() -> tuple[onnx.ModelProto, dict]:
+    """timm's ConvNeXt (atto) with 10 classes on 32x32 images; dynamic batch."""
+    import timm
+    import torch
+
+    from anychip.compiler.torch_export import export_torch
+
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_atto", pretrained=False, num_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    _calibrate(model, (x,), model.get_classifier())
+    batch = torch.export.Dim("batch", min=1, max=8)
+    proto = export_torch(model, (x,), ["pixel_values"], ["logits"],
+                         dynamic_shapes=({0: batch},))
+    return proto, {"batch": (1, 8)}
+
+
+def torchvision_importable() -> tuple[bool, str]:
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure is the reason to skip
+        return False, f"torchvision does not import ({type(exc).__name__}: {str(exc)[:120]})"
+    return True, ""
+
+
+def logits_std(proto: onnx.ModelProto, feed: dict) -> float:
+    from anychip.compiler.reference import run_onnxruntime
+
+    return float(np.std(run_onnxruntime(proto, feed, "corpus")[0]))
