@@ -109,7 +109,7 @@ def run(args) -> int:
                                         **shape_options(args),
                                         **family_options_for(args, name, names)))
         except NotExecutable:
-            if len(names) == 1:
+            if len(names) == 1 or farm is not None:   # on a farm: no server, or lost one
                 raise
             continue
     if args.json:

@@ -11,12 +11,15 @@ import hashlib
 import io
 import json
 import tarfile
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import AnychipError, NotExecutable
+from ..inputs import encode_npz, load_npz
 from .address import format_address
 
 # How long a job may wait for a busy server of its key before giving up (seconds).
@@ -129,8 +132,10 @@ class Session:
             self._sess = rpc.connect(host, port, matchkey,
                                      session_timeout=spec.timeout_s + 120)
         except Exception as exc:
-            raise NotExecutable(f"server {self.address} is unreachable or refused the session "
-                                f"(key '{key}'): {_one_line(exc)}.") from exc
+            # through a tracker, a server booked but gone by now is lost like one mid-job
+            error = ServerLost if spec.tracker is not None else NotExecutable
+            raise error(f"server {self.address} is unreachable or refused the session "
+                        f"(key '{key}'): {_one_line(exc)}.") from exc
         try:
             self.info = json.loads(self._sess.get_function("anychip.farm.info")())
         except Exception as exc:
@@ -147,7 +152,7 @@ class Session:
         server's line when the job failed there; ServerLost when the connection broke)."""
         data, digest = _archive(artifact)
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v) for k, v in feed.items()})
+        np.savez(buf, **encode_npz(feed))       # bfloat16 & co travel as bit patterns
         request = {"mode": mode, "manifest_sha256": digest, "warmup": warmup,
                    "repeat": repeat, "timeout_s": self.spec.timeout_s}
         start = time.perf_counter()
@@ -163,8 +168,9 @@ class Session:
         done = time.perf_counter()
         if not result.get("ok"):
             raise AnychipError(f"{artifact.target} on {self.where}: {result.get('error')}")
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            got = {k: npz[k] for k in npz.files}
+        with tempfile.TemporaryDirectory(prefix="anychip-farm-") as tmp:
+            (Path(tmp) / "outputs.npz").write_bytes(blob)
+            got = load_npz(Path(tmp) / "outputs.npz")
         outputs = {spec.name: got[spec.name] for spec in artifact.outputs}
         return RemoteResult(outputs, result["how"], self.where, float(result["run_seconds"]),
                             uploaded - start, done - start, result.get("bench", {}))

@@ -2,10 +2,12 @@
 `anychip serve`, called by the client inside a TVM RPC session.
 
 TVM's server forks one process per session and stops serving if that process dies badly, so
-the job itself runs one level further down, in a fresh Python process (worker.py) under a
-time limit (killed at it) and an address-space limit (RLIMIT_AS): a segfault, a hang or a
-runaway allocation ends that process, the session reports it as one line, and the server
-keeps serving. The session process dies with the server (PR_SET_PDEATHSIG), so killing a
+the job itself runs one level further down, in a process forked from the session (worker.py;
+it inherits the modules `anychip serve` imported at start, so a job starts in milliseconds,
+not the seconds a new interpreter takes to import torch and TVM) under a time limit (killed
+at it) and an address-space limit (RLIMIT_AS): a segfault, a hang or a runaway allocation
+ends that process, the session reports it as one line, and the server keeps serving. The
+server itself never runs a kernel (no OpenMP or TVM thread pool exists before the fork). The session process dies with the server (PR_SET_PDEATHSIG), so killing a
 server never leaves a job running.
 """
 
@@ -16,9 +18,8 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tarfile
+import time
 from pathlib import Path
 
 # Set by serve.configure() in the server process; forked sessions inherit them.
@@ -72,6 +73,41 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
+def _job_child(jobdir: Path) -> None:
+    """In the forked job process: own process group, stderr to a file, run, never return."""
+    code = 70
+    try:
+        os.setsid()
+        err = os.open(jobdir / "stderr.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(err, 2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        from .worker import main
+
+        code = main(jobdir)
+    finally:
+        os._exit(code)     # never the server's atexit handlers or TVM's finalizers
+
+
+def _wait(pid: int, timeout: float) -> int | None:
+    """The job's return code (-N: killed by signal N), or None when it ran past `timeout`
+    (then it and its process group are killed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        if time.monotonic() > deadline:
+            for kill in (os.killpg, os.kill):   # its group, or itself if not yet a leader
+                try:
+                    kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            os.waitpid(pid, 0)
+            return None
+        time.sleep(0.02)
+
+
 def run_job(request_text: str) -> str:
     """Unpack artifact.tar and inputs.npz from the session's work folder, run the worker under
     the limits, return its result.json as text (errors as {"ok": false, "error": line})."""
@@ -87,17 +123,14 @@ def run_job(request_text: str) -> str:
         return json.dumps({"ok": False, "error": f"upload refused: {exc}"})
     (jobdir / "request.json").write_text(json.dumps({**request, "limits": LIMITS}))
     timeout = min(float(request.get("timeout_s") or LIMITS["timeout_s"]), LIMITS["timeout_s"])
-    cmd = [sys.executable, "-m", "anychip.compiler.farm.worker", str(jobdir)]
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        pid = os.fork()
     except OSError as exc:
         return json.dumps({"ok": False, "error": f"could not start the job process: {exc}"})
-    try:
-        _, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+    if pid == 0:
+        _job_child(jobdir)
+    returncode = _wait(pid, timeout)
+    if returncode is None:
         return json.dumps({"ok": False, "error": f"job killed after its time limit of "
                                                  f"{timeout:g} s on {INFO.get('host', 'the server')}"})
     result_file = jobdir / "result.json"
@@ -106,11 +139,13 @@ def run_job(request_text: str) -> str:
         if result.get("ok") and (jobdir / "outputs.npz").is_file():
             os.replace(jobdir / "outputs.npz", _workpath("outputs.npz"))
         return json.dumps(result)
-    last = (err.decode(errors="replace").strip().splitlines() or [""])[-1][:300]
-    if proc.returncode < 0:
-        why = f"job process killed by {_signal_name(proc.returncode)}"
+    err = (jobdir / "stderr.txt").read_text(errors="replace") \
+        if (jobdir / "stderr.txt").is_file() else ""
+    last = (err.strip().splitlines() or [""])[-1][:300]
+    if returncode < 0:
+        why = f"job process killed by {_signal_name(returncode)}"
     else:
-        why = f"job process exited with status {proc.returncode}"
+        why = f"job process exited with status {returncode}"
     if last:
         why += f" ({last})"
     limit = LIMITS["memory_gb"]

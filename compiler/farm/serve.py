@@ -67,6 +67,21 @@ def configure(key: str, host: str, port: int, timeout_s: float, memory_gb: float
                      "anychip": __version__, "tvm": tvm.__version__,
                      "machine": platform.machine()})
     job.register()
+    _warm_up()
+
+
+def _warm_up() -> None:
+    """Import what a job needs once, here: every job is forked from this process (job.py)."""
+    import importlib.util
+
+    import numpy  # noqa: F401
+
+    from .. import artifact, inputs, registry  # noqa: F401
+    from . import worker  # noqa: F401
+
+    registry.backends()
+    if importlib.util.find_spec("torch") is not None:   # the cpu backend's library calls
+        import torch  # noqa: F401
 
 
 def serve(host: str, port: int, key: str | None, tracker: tuple[str, int] | None,

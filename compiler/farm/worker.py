@@ -1,7 +1,7 @@
 """One farm job, in its own process on the device host: `python -m anychip.compiler.farm.worker
 JOBDIR`.
 
-The server (job.py) starts this process for every job with a time and memory limit, so an
+The server (job.py) forks this for every job, with a time and memory limit, so an
 artifact that crashes, hangs or exhausts memory ends this process only. Nothing native is
 loaded before the checks: the manifest's sha256 must be the one the client computed, and
 load_artifact compares every file with the manifest before it opens lib.so.
@@ -77,8 +77,9 @@ def main(jobdir: Path) -> int:
         if not execution.can_run:
             raise AnychipError(f"target '{artifact.target}' cannot run on this server "
                                f"({execution.mode.verb}): {execution.why}")
-        with np.load(jobdir / "inputs.npz", allow_pickle=False) as data:
-            feed = {k: data[k] for k in data.files}
+        from ..inputs import encode_npz, load_npz
+
+        feed = load_npz(jobdir / "inputs.npz")     # bfloat16 & co travel as bit patterns
         start = time.perf_counter()
         outputs = artifact.run(feed)
         seconds = time.perf_counter() - start
@@ -91,7 +92,7 @@ def main(jobdir: Path) -> int:
             payload["bench"] = _time_remote(artifact, int(request.get("warmup", 3)),
                                             int(request.get("repeat", 10)), ordered)
         with open(jobdir / "outputs.npz.tmp", "wb") as fh:
-            np.savez(fh, **outputs)
+            np.savez(fh, **encode_npz(outputs))
         (jobdir / "outputs.npz.tmp").replace(jobdir / "outputs.npz")
         _result(jobdir, payload)
         return 0

@@ -28,8 +28,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def proc_children(pid: int) -> list[int]:
-    """Every descendant of `pid` (Linux /proc)."""
+def proc_children(pid: int, depth: int = 99) -> list[int]:
+    """Descendants of `pid` down to `depth` generations (Linux /proc)."""
     parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -39,23 +39,17 @@ def proc_children(pid: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 continue
     found, frontier = [], [pid]
-    while frontier:
-        current = frontier.pop()
-        kids = [p for p, pp in parents.items() if pp == current]
-        found.extend(kids)
-        frontier.extend(kids)
+    for _ in range(depth):
+        frontier = [p for p, pp in parents.items() if pp in frontier]
+        if not frontier:
+            break
+        found.extend(frontier)
     return found
 
 
-def running_job(pid: int) -> bool:
-    """True while server `pid` runs a job (its worker process exists)."""
-    for child in proc_children(pid):
-        try:
-            if b"anychip.compiler.farm.worker" in Path(f"/proc/{child}/cmdline").read_bytes():
-                return True
-        except OSError:
-            continue
-    return False
+def in_session(pid: int) -> bool:
+    """True while server `pid` serves a client: TVM forks one process per session."""
+    return bool(proc_children(pid, depth=1))
 
 
 @dataclass

@@ -16,7 +16,7 @@ from anychip.compiler.cli.main import main
 from anychip.compiler.driver import compile_model
 from anychip.compiler.errors import AnychipError
 from anychip.compiler.farm.client import FarmSpec, Session, runner_for
-from anychip.compiler.inputs import random_inputs
+from anychip.compiler.inputs import load_npz, random_inputs
 
 
 def _saved(path, tmp_path):
@@ -49,6 +49,18 @@ def test_remote_verify_gives_the_local_numbers(local_farm, linear_path, tmp_path
                  "--tracker", local_farm.address]) == 0
     line = capsys.readouterr().out
     assert line.startswith("PASS") and "(executed on " in line and "(remote, key cpu)" in line
+
+
+def test_run_cli_on_the_farm_writes_the_local_outputs(local_farm, linear_path, tmp_path,
+                                                      capsys):
+    art = _saved(linear_path, tmp_path)
+    out = tmp_path / "out.npz"
+    assert main(["run", str(art.path), "--seed", "4", "-o", str(out),
+                 "--tracker", local_farm.address]) == 0
+    printed = capsys.readouterr().out
+    assert "(remote, key cpu), target cpu)" in printed and "executed on " in printed
+    got = load_npz(out)
+    np.testing.assert_array_equal(got["out/y"], art.run(None, seed=4)["out/y"])
 
 
 def test_altered_library_is_refused_before_loading(local_farm, linear_path, tmp_path):
