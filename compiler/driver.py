@@ -13,8 +13,9 @@ from . import progress
 from .artifact import Artifact, new_staging_dir, write_artifact
 from .backend import Backend, BuildResult, CompileContext, CompileOptions, Mode
 from .cache import cached_model, cached_source
-from .errors import AnychipError, NotExecutable
+from .errors import AnychipError, NotExecutable, error_line
 from .frontend import ModelSource, load_model
+from .onnx_safety import check_profile_memory
 from .importer import to_relax
 from .importer_fixes import specialised_by_safe_name
 from .passes import target_neutral_passes
@@ -23,8 +24,7 @@ from .registry import get_backend, get_profile
 
 
 def _tvm_failure(stage: str, target: str, exc: Exception) -> AnychipError:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    detail = (lines[-1] if lines else type(exc).__name__)[:300]
+    detail = error_line(exc)
     return AnychipError(f"target '{target}': {stage} failed: {detail}. Rerun with --debug for "
                         f"the trace, or try 'anychip analyze'.")
 
@@ -116,6 +116,7 @@ def compile_source(source: ModelSource, target: str, options: CompileOptions) ->
     execution = backend.execution(profile)
     if execution.mode is Mode.UNAVAILABLE:
         raise NotExecutable(f"target '{target}' cannot compile here: {execution.why}.")
+    check_profile_memory(source, profile)
     if backend.static_shapes and any(not s.is_static for s in source.inputs):
         from .gears import compile_gears  # one static program per gear (compiler/gears.py)
 

@@ -28,3 +28,13 @@ class NotExecutable(AnychipError):
 
 class ProfileError(AnychipError):
     """A chip profile is malformed; the message names the file and the field."""
+
+
+def error_line(exc: BaseException, last: bool = True, limit: int = 300) -> str:
+    """One line of an exception's message for a user-facing error: the last non-empty line by
+    default (TVM puts the reason after its C++ trace), the first with last=False (onnx and
+    Python errors); the exception's type name when the message is empty."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    return (lines[-1] if last else lines[0])[:limit]

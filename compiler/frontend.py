@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .errors import AnychipError
+from .errors import AnychipError, error_line
 from .limits import MAX_ACTIVATION_BYTES
 from .names import sanitize_io_names
 from .tensor_spec import TensorSpec  # re-exported: callers import it from here
@@ -94,8 +94,7 @@ def _check_structure(model: onnx.ModelProto, label: str) -> None:
 
 
 def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    line = (text[0] if text else type(exc).__name__)[:400]
+    line = error_line(exc, last=False, limit=400)
     match = _NODE_ERROR.search(line)
     if match:  # onnx's "(op_type:Conv, node name: c1): [ShapeInferenceError] why" -> readable
         return f"node '{match['node']}' ({match['op']}): {match['why'].strip()}; fix or re-export the model"

@@ -29,6 +29,7 @@ import numpy as np
 
 from anychip.compiler.dispatch import Match, Pattern
 from anychip.compiler.dispatch.partition import bias_axis
+from anychip.compiler.relax_info import dtype_of, static_shape
 
 NAME = "torch-cpu"
 PREFIX = "anychip.torch."
@@ -65,15 +66,6 @@ def _steps(value: str) -> tuple[str, ...]:
     return tuple(v for v in value.split(",") if v)
 
 
-def _shape(expr):
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    return None if shape is None else tuple(int(d) for d in shape)
-
-
-def _dtype(expr) -> str:
-    return str(getattr(getattr(expr, "ty", None), "dtype", ""))
-
-
 def _constant(expr) -> np.ndarray | None:
     import tvm
 
@@ -104,18 +96,19 @@ class TorchCpuLibrary:
 
     def accepts(self, pattern: Pattern, annotated: dict) -> bool:
         root = annotated["root"]
-        if any(_dtype(annotated[k]) != "float32" for k in (*pattern.operands, "root")):
+        if any(dtype_of(annotated[k]) != "float32" for k in (*pattern.operands, "root")):
             return False
-        a, rank = root.attrs, len(_shape(root))
+        a, rank = root.attrs, len(static_shape(root))
         if "bias" in annotated:   # the library's bias runs along the channel / last axis
             channel = rank - 1 if pattern.root == "matmul" else a.out_layout.index("C")
-            if bias_axis(annotated["bias"], _shape(root)) != channel:
+            if bias_axis(annotated["bias"], static_shape(root)) != channel:
                 return False
         if pattern.root == "conv2d":
             return ((a.data_layout, a.out_layout) in LAYOUTS and a.kernel_layout == "OIHW"
                     and _symmetric(a.padding))
         if pattern.root == "matmul":
-            return len(_shape(annotated["data"])) >= 2 and len(_shape(annotated["weight"])) >= 2
+            return (len(static_shape(annotated["data"])) >= 2
+                    and len(static_shape(annotated["weight"])) >= 2)
         if pattern.root == "softmax":
             return int(a.axis) in (-1, rank - 1)
         if pattern.root == "layer_norm":

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from anychip.compiler.relax_info import static_shape
+
 
 def _op(name: str):
     import tvm
@@ -36,17 +38,6 @@ def _const_value(expr) -> np.ndarray | None:
         except Exception:  # a non-tensor literal
             return None
     return None
-
-
-def _shape(expr) -> tuple[int, ...] | None:
-    ty = getattr(expr, "ty", None)
-    shape = getattr(ty, "shape", None)
-    if shape is None:
-        return None
-    try:
-        return tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        return None
 
 
 def use_counts(func) -> dict:
@@ -142,14 +133,14 @@ def sum_as_add(mod):
             items = self._value(stacked.args[0])
             if not isinstance(items, relax.Tuple):
                 return call
-            out_shape = _shape(call)
+            out_shape = static_shape(call)
             terms = []
             for item in items.fields:
                 value = self._value(item)
                 if isinstance(value, relax.Call) and value.op == bcast_op \
-                        and _shape(value.args[0]) == out_shape:
+                        and static_shape(value.args[0]) == out_shape:
                     item = value.args[0]
-                if _shape(item) != out_shape:
+                if static_shape(item) != out_shape:
                     return call
                 terms.append(item)
             result = terms[0]
@@ -223,9 +214,9 @@ def fold_conv_affine(mod):
             if conv is None:
                 return new
             data, weight, bias, attrs = conv
-            out_shape = _shape(new)
+            out_shape = static_shape(new)
             vec = per_channel(self._const(rhs), weight.shape[0], len(out_shape or ()))
-            if vec is None or out_shape is None or out_shape != _shape(lhs):
+            if vec is None or out_shape is None or out_shape != static_shape(lhs):
                 return new
             if kind == "add":
                 bias = bias + vec
@@ -276,7 +267,7 @@ def fold_constants(mod):
         def visit_call_(self, call):
             new = super().visit_call_(call)
             name = ops.get(new.op) if isinstance(new, relax.Call) else None
-            out_shape, out_ty = _shape(new), getattr(new, "ty", None)
+            out_shape, out_ty = static_shape(new), getattr(new, "ty", None)
             if name is None or out_shape is None:
                 return new
             if name == "relax.concat":      # CombineParallelMatmul's joined weights
@@ -345,14 +336,14 @@ def combine_parallel_matmuls(mod, min_branches: int = 2):
             if not (isinstance(value, relax.Call) and value.op == matmul):
                 continue
             x, w = value.args
-            shape_x, shape_w = _shape(x), _shape(w)
+            shape_x, shape_w = static_shape(x), static_shape(w)
             out = str(getattr(value.attrs, "out_dtype", "") or "")
             if not isinstance(x, relax.Var) or not isinstance(w, Constant) or \
                     shape_x is None or shape_w is None or len(shape_w) != 2 or \
                     len(shape_x) < 2 or out not in ("", "void"):
                 continue
             bias = adds.get(var) if uses.get(var, 0) == 1 else None
-            if bias is not None and _shape(bias[1]) != (shape_w[1],):
+            if bias is not None and static_shape(bias[1]) != (shape_w[1],):
                 bias = None
             key = (x, shape_w[0], str(w.ty.dtype))
             groups.setdefault(key, []).append((var, w, *(bias or (None, None))))
@@ -370,7 +361,7 @@ def combine_parallel_matmuls(mod, min_branches: int = 2):
                 with_bias = all(m[2] is not None for m in members)
                 start = 0
                 for var, w, bias_var, _ in members:
-                    end = start + _shape(w)[1]
+                    end = start + static_shape(w)[1]
                     self.replace[bias_var if with_bias else var] = (key, start, end)
                     start = end
 
@@ -394,7 +385,7 @@ def combine_parallel_matmuls(mod, min_branches: int = 2):
                 return super().visit_var_binding_(binding)
             key, start, end = target
             joined = self._joined(key)
-            axis = len(_shape(joined)) - 1
+            axis = len(static_shape(joined)) - 1
             sliced = relax.op.strided_slice(joined, axes=[axis], begin=[start], end=[end])
             self.set_var_remap(binding.var, self.builder_.emit(sliced))
 

@@ -21,9 +21,14 @@ import math
 import numpy as np
 
 from anychip.compiler.errors import AnychipError
+from anychip.compiler.relax_info import dtype_of, static_shape
 
 from .chip import Chip
 from .cube import Conv2dGeometry, CubePlan, Tile, check_capacity, cube_kernel, plan_tiles
+
+
+def _dtype(expr) -> str | None:
+    return dtype_of(expr) or None
 
 
 def import_simulated(proto, label: str, specialise: dict | None = None):
@@ -57,21 +62,6 @@ REDUCTIONS = ("relax.nn.softmax", "relax.nn.log_softmax", "relax.nn.layer_norm",
 # tirx.acos"): computed in float32 and rounded once, as a float16 vector kernel built from
 # float32 arithmetic would be (an assumption about CANN's kernels, like the reductions').
 WIDENED_MATH = ("relax.acos", "relax.asin", "relax.atan", "relax.cosh", "relax.sinh")
-
-
-def _dtype(expr) -> str | None:
-    ty = getattr(expr, "ty", None)
-    return str(getattr(ty, "dtype", "")) or None
-
-
-def _shape(expr) -> tuple[int, ...] | None:
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    if shape is None:
-        return None
-    try:
-        return tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        return None
 
 
 def fp32_reductions(mod):
@@ -132,7 +122,7 @@ def cube_bias_in_fp32(mod):
                 self.uses.get(lhs, 0) == 1 else None
             if not isinstance(bias, const) or not isinstance(acc, relax.Call) or \
                     acc.op not in cube_ops or _dtype(acc) != low or \
-                    _shape(bias) is None or _shape(call) != _shape(acc):
+                    static_shape(bias) is None or static_shape(call) != static_shape(acc):
                 return call
             if acc.op.name == "relax.nn.conv2d":
                 a = acc.attrs
@@ -248,7 +238,7 @@ class CubeLowering:
         from tvm import relax
 
         a, b = call.args
-        sa, sb = _shape(a), _shape(b)
+        sa, sb = static_shape(a), static_shape(b)
         if sa is None or sb is None or not sa or not sb:
             return None
         # numpy's 1-D rules (ATC runs these on the cube too): a vector operand becomes a one-row
@@ -311,7 +301,7 @@ class CubeLowering:
         # NCHW/OIHW on the way in, the result back to out_layout on the way out
         to_x, to_w = _to_canonical(at.data_layout, "NCHW"), _to_canonical(at.kernel_layout, "OIHW")
         back = _from_canonical(out_layout, "NCHW")
-        if _shape(x) is None or _shape(w) is None or None in (to_x, to_w, back):
+        if static_shape(x) is None or static_shape(w) is None or None in (to_x, to_w, back):
             return None
         operands = self._operands(builder, x, w)
         if operands is None:
@@ -321,7 +311,7 @@ class CubeLowering:
             x = builder.normalize(relax.op.permute_dims(x, to_x))
         if to_w != [0, 1, 2, 3]:
             w = builder.normalize(relax.op.permute_dims(w, to_w))
-        sx, sw = _shape(x), _shape(w)
+        sx, sw = static_shape(x), static_shape(w)
         outd = self._out_dtype(call, default_out)
         nb, c, h, wd = sx
         oc, cg, kh, kw = sw
@@ -364,7 +354,7 @@ class CubeLowering:
 
         x, w = call.args
         at = call.attrs
-        sx, sw = _shape(x), _shape(w)
+        sx, sw = static_shape(x), static_shape(w)
         groups = int(at.groups)
         if sx is None or sw is None or str(at.data_layout) != "NCHW" \
                 or str(at.kernel_layout) != "IOHW" or str(at.out_layout) not in ("NCHW", ""):

@@ -26,6 +26,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from anychip.compiler.errors import AnychipError
+# one implementation, in the importer fixes (atc.py and cost.py import it from here)
+from anychip.compiler.importer_fixes.onnx_level import static_dims as static_shapes
 
 from .chip import CUBE_OPS, Chip
 
@@ -75,19 +77,6 @@ def tensor_types(model: onnx.ModelProto) -> dict[str, str]:
                 if attr.name == "value":
                     types[node.output[0]] = dtype_name(attr.t.data_type)
     return types
-
-
-def static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    shapes = {}
-    graph = model.graph
-    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-        dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
-        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape") and \
-                all(d.HasField("dim_value") for d in dims):
-            shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
-    for init in graph.initializer:
-        shapes[init.name] = tuple(int(d) for d in init.dims)
-    return shapes
 
 
 def opset_of(model: onnx.ModelProto) -> int:

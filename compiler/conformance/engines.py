@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..errors import error_line
 from ..format_error import FORMAT_ERROR_MULTIPLIER
 from .cases import Case
 
@@ -63,8 +64,8 @@ def _clean(text: str) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {(lines[0] if lines else '')[:300]}"
+    """The exception's type and first line: a case's failure reason in the suite's lists."""
+    return f"{type(exc).__name__}: {error_line(exc, last=False) if str(exc).strip() else ''}"
 
 
 def _is_refusal(exc: BaseException) -> bool:

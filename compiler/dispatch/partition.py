@@ -14,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..relax_info import dtype_of, static_shape
 from .patterns import Pattern, all_patterns, by_name
 
 
@@ -58,38 +59,27 @@ class DispatchReport:
                 "total": self.total}
 
 
-def _shape(expr) -> tuple[int, ...] | None:
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    try:
-        return None if shape is None else tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        return None
-
-
-def _dtype(expr) -> str:
-    return str(getattr(getattr(expr, "ty", None), "dtype", ""))
-
-
 def structural_check(pattern: Pattern, annotated) -> bool:
     """Checks every library relies on: static shapes, a bias that varies along one axis of
     the output only, a residual of the output's shape. The library then checks what it
     supports, such as which axis the bias runs along (`Library.accepts`)."""
     root = annotated["root"]
-    out_shape = _shape(root)
-    if out_shape is None or any(_shape(annotated[name]) is None for name in pattern.operands):
+    out_shape = static_shape(root)
+    if out_shape is None or any(static_shape(annotated[name]) is None
+                                for name in pattern.operands):
         return False
     if "bias" in annotated and (bias_axis(annotated["bias"], out_shape) is None
-                                or _dtype(annotated["bias"]) != _dtype(root)):
+                                or dtype_of(annotated["bias"]) != dtype_of(root)):
         return False
     residual = annotated.get("residual")
-    return residual is None or (_shape(residual) == out_shape
-                                and _dtype(residual) == _dtype(root))
+    return residual is None or (static_shape(residual) == out_shape
+                                and dtype_of(residual) == dtype_of(root))
 
 
 def bias_axis(bias, out_shape: tuple[int, ...]) -> int | None:
     """The output axis a bias runs along (its only dimension > 1, right-aligned), or None
     when it is not such a vector."""
-    shape = _shape(bias)
+    shape = static_shape(bias)
     if shape is None or len(shape) > len(out_shape):
         return None
     full = (1,) * (len(out_shape) - len(shape)) + shape

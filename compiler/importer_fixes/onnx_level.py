@@ -209,18 +209,24 @@ _NOT_FOLDABLE = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUni
                  "Bernoulli", "Multinomial", "If", "Loop", "Scan", "SequenceMap"}
 
 
-def static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    """{value name: dims} for every value ONNX shape inference gives a fully static shape."""
-    graph = _inferred(model).graph
+def static_dims(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """{value name: dims} for every value the model's own shape annotations (value_info,
+    inputs, outputs, initializers) give a fully static shape; no inference is run."""
+    graph = model.graph
     shapes = {}
     for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
         t = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
         if t is not None and t.HasField("shape") and all(d.HasField("dim_value")
                                                           for d in t.shape.dim):
-            shapes[vi.name] = [d.dim_value for d in t.shape.dim]
-    for init in model.graph.initializer:
-        shapes[init.name] = list(init.dims)
+            shapes[vi.name] = tuple(int(d.dim_value) for d in t.shape.dim)
+    for init in graph.initializer:
+        shapes[init.name] = tuple(int(d) for d in init.dims)
     return shapes
+
+
+def static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+    """{value name: dims} for every value ONNX shape inference gives a fully static shape."""
+    return {k: list(v) for k, v in static_dims(_inferred(model)).items()}
 
 
 def element_types(model: onnx.ModelProto) -> dict[str, str]:

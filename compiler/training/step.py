@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..backend import CompileOptions, Execution, Mode
 from ..driver import lower_and_build, new_context
-from ..errors import AnychipError, NotExecutable
+from ..errors import AnychipError, NotExecutable, error_line
 from ..registry import get_backend, get_profile, host_profile
 from .losses import loss_function
 from .undifferentiable import check_differentiable
@@ -42,11 +42,6 @@ class CompiledStep:
     report: dict = field(default_factory=dict)
 
 
-def _first_line(exc: Exception) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else type(exc).__name__)[:300]
-
-
 def setup_trainer(backbone, loss_name: str, optimizer, label: str):
     """Backbone -> module with ADJOINT and OPTIMIZER (not legalized: the backend lowers it)."""
     import tvm
@@ -62,7 +57,7 @@ def setup_trainer(backbone, loss_name: str, optimizer, label: str):
     except AnychipError:
         raise
     except Exception as exc:
-        detail = _first_line(exc)
+        detail = error_line(exc)
         missing = re.search(r"FPrimalGradient has not been registered for (\S+)", detail)
         if missing:
             raise AnychipError(f"{label}: TVM has no gradient for operator '{missing[1]}', so "
@@ -104,7 +99,7 @@ def build_step(mod, target: str, options: CompileOptions, label: str):
         raise
     except Exception as exc:  # TVM raises its own error types from C++
         raise AnychipError(f"{label}: compiling the train step for '{target}' failed: "
-                           f"{_first_line(exc)}. Rerun with --debug for the trace.") from exc
+                           f"{error_line(exc)}. Rerun with --debug for the trace.") from exc
     return result, execution, report
 
 
@@ -115,7 +110,7 @@ def _lower_build_errors(fn, *args, target):
         raise
     except Exception as exc:
         raise AnychipError(f"compiling the train step of '{target}' for the host failed: "
-                           f"{_first_line(exc)}.") from exc
+                           f"{error_line(exc)}.") from exc
 
 
 def compile_step(backbone, loss_name: str, optimizer, target: str, options: CompileOptions,
