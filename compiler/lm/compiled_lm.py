@@ -158,7 +158,10 @@ class CompiledLM:
         if mode.value not in ("executes", "simulates"):
             raise NotExecutable(f"target '{self.target}': prefill and decode were compiled "
                                 f"only ({execution.why}); nothing was generated.")
-        ids, mask = _pad_to(batch.ids, batch.mask, gear, pad)
+        # what the graphs are fed at masked or finished positions must be a valid id (a gather
+        # out of range is undefined on a device); the pad id only appears in the output
+        fill = pad if 0 <= pad < self.vocab else 0
+        ids, mask = _pad_to(np.where(batch.mask == 1, batch.ids, fill), batch.mask, gear, fill)
         positions = np.where(mask == 0, 1, np.cumsum(mask, axis=-1) - 1).astype(np.int64)
         feed = {"input_ids": ids, "position_ids": positions, "attention_mask": mask}
         t0 = time.perf_counter()
@@ -181,7 +184,8 @@ class CompiledLM:
                 break
             full_mask[:, slot] = 1
             last_pos = last_pos + 1
-            feed = {"input_ids": token.astype(np.int64), "position_ids": last_pos,
+            fed = np.where(unfinished[:, None], token, fill).astype(np.int64)
+            feed = {"input_ids": fed, "position_ids": last_pos,
                     "cache_index": np.array([slot], np.int64), "attention_mask": full_mask,
                     "k_cache": k, "v_cache": v}
             out = decode.run(_only(decode, feed))

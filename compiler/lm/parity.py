@@ -122,7 +122,8 @@ def teacher_forced_logits(run_prefill, run_decode, lm, batch, forced: np.ndarray
     b = batch.ids.shape[0]
     n = forced.shape[1]
     gear = lm.gear(batch.length, n)
-    ids, mask = _pad_to(batch.ids, batch.mask, gear, pad)
+    fill = pad if 0 <= pad < lm.vocab else 0   # masked positions: any valid id
+    ids, mask = _pad_to(np.where(batch.mask == 1, batch.ids, fill), batch.mask, gear, fill)
     positions = np.where(mask == 0, 1, np.cumsum(mask, axis=-1) - 1).astype(np.int64)
     out = run_prefill({"input_ids": ids, "position_ids": positions, "attention_mask": mask})
     logits = [np.asarray(out["logits"], np.float32)]

@@ -19,6 +19,19 @@ def llama_dir(tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def llama_dir_with_tokenizer(llama_dir):
+    """The same folder plus a word-level tokenizer: 'tN' is token id N."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(256)}, unk_token="t0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(llama_dir / "tokenizer.json"))
+    (llama_dir / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast"}))
+    return llama_dir
+
+
 def _one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "Traceback" not in err, err
@@ -33,6 +46,17 @@ def test_generate_json_gives_hf_greedy_tokens(llama_dir, capsys):
     expected = hf_greedy(tiny_lm("llama"), PROMPTS, 16)[:, 6:]
     assert out["execution"] == "executed" and out["target"] == "cpu"
     assert out["new_tokens"] == expected.tolist()
+
+
+def test_generate_text_prompts_use_the_folder_tokenizer(llama_dir_with_tokenizer, capsys):
+    texts = [" ".join(f"t{i}" for i in p) for p in PROMPTS]
+    args = ["generate", str(llama_dir_with_tokenizer), "--max-seq-len", str(MAX_SEQ_LEN),
+            "--max-new-tokens", "16", "--eos-token-id", "100000", "--json"]
+    assert main(args + [a for t in texts for a in ("--prompt", t)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = hf_greedy(tiny_lm("llama"), PROMPTS, 16)[:, 6:]
+    assert out["prompts"] == PROMPTS and out["new_tokens"] == expected.tolist()
+    assert out["text"][0] == " ".join(f"t{i}" for i in expected[0])
 
 
 @pytest.mark.parametrize("extra, match", [
