@@ -54,6 +54,7 @@ class LMParityReport:
     tokens: list
     first_divergence: int | None        # first new-token position where any row differs
     steps: list[StepError] = field(default_factory=list)
+    memory: dict | None = None          # weights, KV bytes/token, longest context on the target
 
     @property
     def tokens_equal(self) -> bool:
@@ -85,6 +86,11 @@ class LMParityReport:
                      f"at step {worst.step}, {len(self.steps) - len(bad)}/{len(self.steps)} "
                      f"steps within tolerance or the format's error, top-{TOP_K} overlap min "
                      f"{min(s.topk_overlap for s in self.steps):.2f}")
+        if self.memory and self.memory.get("max_context_tokens") is not None:
+            head += (f"; memory: weights {self.memory['weight_bytes'] / 2**20:.2f} MiB, KV "
+                     f"cache {self.memory['kv_bytes_per_token']} B/token, longest context "
+                     f"{self.memory['max_context_tokens']:,} tokens at batch "
+                     f"{self.memory['batch']} ({self.memory['dtype']})")
         verdict = "PASS" if self.passed else "FAIL"
         if self.passed and not self.tokens_equal:
             verdict += " (tokens drift, every step within the format's own error: rounding)"
@@ -194,6 +200,8 @@ def verify_lm(model, target: str = "cpu", max_new_tokens: int = 16, prompts=None
                             "Hugging Face generate (torch eager, its cache)", prompts,
                             ref.tolist(), ours.tolist(),
                             int(differs[0]) if differs.size else None)
+    rows = lm.memory(b, [target])
+    report.memory = rows[0] if rows else None
     if logits:
         report.steps = _step_errors(lm, batch, ref, pad, decode.precision)
     return report

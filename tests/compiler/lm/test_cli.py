@@ -105,5 +105,7 @@ def test_verify_lm_cpu_tokens_identical_and_logits_within_fp32(llama_dir, capsys
     assert report["tokens_equal"] and report["first_divergence"] is None
     assert report["tokens"] == hf_greedy(tiny_lm("llama"), PROMPTS, 4)[:, 6:].tolist()
     assert len(report["steps"]) == 4
+    assert report["memory"]["target"] == "cpu" and report["memory"]["batch"] == 2
+    assert report["memory"]["kv_bytes_per_token"] == 2 * 2 * 2 * 16 * 4
     assert all(s["rule"] == "table" and s["max_abs"] < 1e-4 and s["topk_overlap"] == 1.0
                for s in report["steps"])
