@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a subcommand that is not part of this build
             raise
         module.add_parser(sub)
+    for command in sub.choices.values():   # `anychip verify ... --quiet` works too
+        try:
+            command.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                                 help="no progress display")
+        except argparse.ArgumentError:
+            pass   # the command has its own --quiet
     return parser
 
 

@@ -103,3 +103,12 @@ def test_float16_saturation_names_the_constant_instead_of_a_numpy_warning():
                           "max_abs": 1e9}]
     _np_cast(np.array([1.0, 2.0], np.float32), "float16", "w", saturated)
     assert len(saturated) == 1
+
+
+def test_quiet_is_accepted_before_and_after_the_command():
+    from anychip.compiler.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--quiet", "targets"]).quiet is True
+    assert parser.parse_args(["targets", "--quiet"]).quiet is True
+    assert parser.parse_args(["targets"]).quiet is False
