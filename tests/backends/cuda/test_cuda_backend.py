@@ -156,6 +156,7 @@ def test_too_few_threads_names_kernel_and_limit(tmp_path, softmax_mlp):
         get_backend(profile).lower(mod, profile, CompileOptions())
 
 
+@pytest.mark.slow   # a whole CNN through nvcc: minutes on 2 shared cores (281 s measured loaded)
 def test_squeezenet_for_h100():
     art = anychip.compile(squeezenet_path(), target="nvidia-h100")
     report = art.report
