@@ -24,6 +24,7 @@ from .names import sanitize_io_names
 from .tensor_spec import TensorSpec  # re-exported: callers import it from here
 from .onnx_safety import (
     check_limits,
+    data_propagation_is_cheap,
     check_model_file,
     check_planned_memory,
     check_strings,
@@ -113,7 +114,7 @@ def check_and_infer(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
         raise AnychipError(f"{label}: ONNX checker: {_first_line(exc)}") from exc
     try:
         return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
-                                                 data_prop=True)
+                                                 data_prop=data_propagation_is_cheap(model))
     except Exception as exc:
         raise AnychipError(f"{label}: shape inference failed: {_first_line(exc)}") from exc
 

@@ -52,6 +52,10 @@ MAX_NODES = _env_int("ANYCHIP_MAX_NODES", 1_000_000)
 # (and libraries) use int32 offsets, so a tensor of 2**31 elements and more is refused
 MAX_DIM = 2**31 - 1
 MAX_STATIC_ELEMENTS = _env_int("ANYCHIP_MAX_ELEMENTS", 2**31 - 1)
+# onnx's shape inference with data propagation costs time linear in the elements of the
+# tensors it meets (an Add of two [1e7] inputs: 14 s, [1.5e9]: hours); it only matters for
+# small shape-computing tensors, so it is turned off for models with a larger declared tensor
+DATA_PROP_MAX_ELEMENTS = _env_int("ANYCHIP_DATA_PROP_MAX_ELEMENTS", 1 << 20)
 # one tensor's bytes (initializer or external data)
 MAX_TENSOR_BYTES = _env_int("ANYCHIP_MAX_TENSOR_BYTES", 16 * GiB)
 # all weights together (inline and external): compile holds a few copies of them

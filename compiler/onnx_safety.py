@@ -24,6 +24,7 @@ from onnx import TensorProto, helper
 
 from .errors import AnychipError
 from .limits import (
+    DATA_PROP_MAX_ELEMENTS,
     MAX_MODEL_FILE_BYTES,
     MAX_NODES,
     MAX_STATIC_ELEMENTS,
@@ -307,3 +308,25 @@ def check_planned_memory(model: onnx.ModelProto, label: str, budget: int, where:
                                f"needs {need / 2**30:.1f} GiB at once (largest tensor "
                                f"'{biggest}', {sizes.get(biggest, 0) / 2**30:.1f} GiB), more than "
                                f"{where} allows ({budget / 2**30:.1f} GiB); give smaller shapes.")
+
+
+def check_profile_memory(source, profile) -> None:
+    """The per-node memory check again, against the target chip's memory (profile
+    memory.size_gb) when the profile states it: a model that cannot fit the device is refused
+    before compiling, naming the tensor."""
+    size_gb = (profile.raw.get("memory") or {}).get("size_gb")
+    if not size_gb:
+        return
+    check_planned_memory(source.original, source.label, int(size_gb * 1e9),
+                         f"target '{profile.name}' ({size_gb:g} GB)")
+
+
+def data_propagation_is_cheap(model: onnx.ModelProto) -> bool:
+    """Whether onnx's data propagation may run: no declared value of the main graph has more
+    than DATA_PROP_MAX_ELEMENTS static elements (its cost grows with them)."""
+    graph = model.graph
+    for vi in (*graph.input, *graph.output, *graph.value_info):
+        measured = _value_bytes(vi)
+        if measured is not None and measured[0] > DATA_PROP_MAX_ELEMENTS:
+            return False
+    return True

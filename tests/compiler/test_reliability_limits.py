@@ -123,3 +123,19 @@ def test_external_data_inside_a_function_body_is_checked(tmp_path):
     onnx.save(model, str(path))
     with pytest.raises(AnychipError, match=r"'\.\.' is refused"):
         load_model(path)
+
+
+def test_a_model_too_big_for_the_target_chip_is_refused(monkeypatch):
+    """The host check lifted: ascend-310p's 24 GB cannot hold Add's three 12 GB tensors."""
+    from anychip.compiler import frontend
+    from anychip.compiler.driver import compile_model
+
+    monkeypatch.setattr(frontend, "MAX_ACTIVATION_BYTES", 1 << 50)
+    n = 1_500_000_000
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "y"], ["z"], name="big_add")], "g",
+        [helper.make_tensor_value_info(v, TensorProto.DOUBLE, [n]) for v in ("x", "y")],
+        [helper.make_tensor_value_info("z", TensorProto.DOUBLE, [n])])
+    source = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    with pytest.raises(AnychipError, match=r"node 'big_add'.*target 'ascend-310p' \(24 GB\)"):
+        compile_model(source, target="ascend-310p")
