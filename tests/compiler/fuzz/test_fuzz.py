@@ -1,7 +1,7 @@
 """The loader and compile survive mutated models (issue 19, item 9): every mutant is compiled
 (exit 0) or refused with one line (exit 2); a traceback, crash or hang fails the test and the
 mutant is saved. The seed changes every day (ANYCHIP_FUZZ_SEED repeats a run); the long run
-for developers is scripts/fuzz_models.py."""
+for developers is scripts/fuzz_models.py. In CI: up to 300 mutants or 30 s."""
 
 from __future__ import annotations
 
@@ -35,11 +35,11 @@ def test_mutated_models_are_compiled_or_refused_in_one_line():
     out = Path(os.environ.get("ANYCHIP_FUZZ_FAILURES",
                               Path(tempfile.gettempdir()) / "anychip-fuzz-failures"))
     report = run_campaign(seed, mutants=int(os.environ.get("ANYCHIP_FUZZ_MUTANTS", "300")),
-                          seconds=float(os.environ.get("ANYCHIP_FUZZ_SECONDS", "60")),
+                          seconds=float(os.environ.get("ANYCHIP_FUZZ_SECONDS", "30")),
                           out_dir=out)
     print(f"fuzz seed {seed}: {report['mutants']} mutants in {report['seconds']} s "
           f"({report['mutants_per_s']}/s): {report['outcomes']}")
-    assert report["mutants"] >= 30, report
+    assert report["mutants"] >= 10, report   # a fuzz run that tested nothing fails
     assert not report["findings"], "\n".join(
         f"seed {seed} mutant {f.index} ({f.mutation}): {f.outcome}: {f.detail} -> {f.saved}"
         for f in report["findings"])
