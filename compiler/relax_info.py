@@ -15,6 +15,26 @@ def static_shape(expr) -> tuple[int, ...] | None:
         return None
 
 
+def known_shape(expr) -> tuple | None:
+    """The expression's shape with static dims as ints and symbolic ones as their text
+    ('seq', 'seq * 2': equal text, equal dim); None when the shape is unknown. For checks
+    that hold for every value of a symbol (library dispatch of a symbolic model)."""
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    if shape is None:
+        return None
+    try:
+        dims = list(shape)
+    except TypeError:   # a shape variable, not a list of dims
+        return None
+    out = []
+    for d in dims:
+        try:
+            out.append(int(d))
+        except (TypeError, ValueError):
+            out.append(str(d))
+    return tuple(out)
+
+
 def dtype_of(expr) -> str:
     """The expression's dtype ('float32'...), '' when it has none (a tuple, an unknown type)."""
     return str(getattr(getattr(expr, "ty", None), "dtype", ""))

@@ -29,7 +29,7 @@ import numpy as np
 
 from anychip.compiler.dispatch import Match, Pattern
 from anychip.compiler.dispatch.partition import bias_axis
-from anychip.compiler.relax_info import dtype_of, static_shape
+from anychip.compiler.relax_info import dtype_of, known_shape
 
 NAME = "torch-cpu"
 PREFIX = "anychip.torch."
@@ -98,17 +98,17 @@ class TorchCpuLibrary:
         root = annotated["root"]
         if any(dtype_of(annotated[k]) != "float32" for k in (*pattern.operands, "root")):
             return False
-        a, rank = root.attrs, len(static_shape(root))
+        a, rank = root.attrs, len(known_shape(root))   # symbolic dims are fine
         if "bias" in annotated:   # the library's bias runs along the channel / last axis
             channel = rank - 1 if pattern.root == "matmul" else a.out_layout.index("C")
-            if bias_axis(annotated["bias"], static_shape(root)) != channel:
+            if bias_axis(annotated["bias"], known_shape(root)) != channel:
                 return False
         if pattern.root == "conv2d":
             return ((a.data_layout, a.out_layout) in LAYOUTS and a.kernel_layout == "OIHW"
                     and _symmetric(a.padding))
         if pattern.root == "matmul":
-            return (len(static_shape(annotated["data"])) >= 2
-                    and len(static_shape(annotated["weight"])) >= 2)
+            return (len(known_shape(annotated["data"])) >= 2
+                    and len(known_shape(annotated["weight"])) >= 2)
         if pattern.root == "softmax":
             return int(a.axis) in (-1, rank - 1)
         if pattern.root == "layer_norm":

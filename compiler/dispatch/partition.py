@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..relax_info import dtype_of, static_shape
+from ..relax_info import dtype_of, known_shape, static_shape
 from .patterns import Pattern, all_patterns, by_name
 
 
@@ -60,19 +60,20 @@ class DispatchReport:
 
 
 def structural_check(pattern: Pattern, annotated) -> bool:
-    """Checks every library relies on: static shapes, a bias that varies along one axis of
-    the output only, a residual of the output's shape. The library then checks what it
-    supports, such as which axis the bias runs along (`Library.accepts`)."""
+    """Checks every library relies on: known shapes (static, or symbolic dims such as a
+    dynamic batch: the library call gets the run's tensors), a bias that varies along one
+    axis of the output only, a residual of the output's shape. The library then checks what
+    it supports, such as which axis the bias runs along (`Library.accepts`)."""
     root = annotated["root"]
-    out_shape = static_shape(root)
-    if out_shape is None or any(static_shape(annotated[name]) is None
+    out_shape = known_shape(root)
+    if out_shape is None or any(known_shape(annotated[name]) is None
                                 for name in pattern.operands):
         return False
     if "bias" in annotated and (bias_axis(annotated["bias"], out_shape) is None
                                 or dtype_of(annotated["bias"]) != dtype_of(root)):
         return False
     residual = annotated.get("residual")
-    return residual is None or (static_shape(residual) == out_shape
+    return residual is None or (known_shape(residual) == out_shape
                                 and dtype_of(residual) == dtype_of(root))
 
 
@@ -126,8 +127,29 @@ def _match_from_composite(func, call_args, pattern: Pattern) -> Match:
             other = rhs if lhs.same_as(previous) else lhs
             setattr(match, step, outer(other))
         previous = binding.var
-    match.out_ty = func.ret_ty
+    match.out_ty = _ret_ty_at_call_site(func, call_args)
     return match
+
+
+def _ret_ty_at_call_site(func, call_args):
+    """The composite's result type in the caller's symbols: a symbolic model's composite has
+    its own shape variables ('batch_1'), which the caller never defines (the VM then cannot
+    compute the library call's output shape). Each parameter's symbolic dims are bound to the
+    argument's dims at the call."""
+    from tvm import relax, tirx
+
+    bindings = {}
+    for param, arg in zip(func.params, call_args):
+        have = getattr(getattr(param, "ty", None), "shape", None)
+        want = getattr(getattr(arg, "ty", None), "shape", None)
+        if not isinstance(have, relax.ShapeExpr) or not isinstance(want, relax.ShapeExpr):
+            continue
+        for d, value in zip(have.values, want.values):
+            if isinstance(d, tirx.Var) and d not in bindings:
+                bindings[d] = value
+    if not bindings:
+        return func.ret_ty
+    return func.bind_symbolic_vars(bindings).ret_ty
 
 
 def partition(mod, library) -> tuple[Any, DispatchReport]:

@@ -23,6 +23,7 @@ def test_default_gears_are_powers_of_two_within_the_bounds_thinned_to_four():
     assert default_gears(5, 12) == (5, 8, 12)
 
 
+@pytest.mark.slow
 def test_a_batch_gear_artifact_pads_to_the_smallest_gear_and_matches_onnxruntime():
     model = conv_batch_model()
     art = anychip.compile(model, target="ascend-910b", dims={"batch": (1, 8)},

@@ -34,7 +34,8 @@ def cumsum_model() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", [pytest.param(t, marks=pytest.mark.slow) if t == "biren-br104"
+                                    else t for t in TARGETS])
 def test_symbolic_batch_compiles_once_with_limits_checked_at_the_upper_bound(target):
     art = anychip.compile(conv_batch_model(), target=target, dims={"batch": (1, 8)})
     assert art.manifest["symbols"] == {"batch": {"min": 1, "max": 8}}

@@ -1,0 +1,74 @@
+"""The real-architecture corpus (tests/models/corpus.py) with symbolic dims: one artifact per
+target, verified against ONNX Runtime at several shapes on cpu (symbolic) and ascend-910b
+(gears), compiled for one profile of each GPU family. Exports take tens of seconds each, so
+every case is slow-marked (still run in CI)."""
+
+from __future__ import annotations
+
+import pytest
+
+import anychip
+from anychip.compiler.registry import get_backend, get_profile
+
+from . import corpus
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return corpus.llama_gqa()
+
+
+@pytest.fixture(scope="module")
+def convnext():
+    ok, why = corpus.torchvision_importable()
+    if not ok:
+        pytest.skip(f"timm needs torchvision: {why}")
+    return corpus.convnext_batch()
+
+
+def _shapes(report) -> list[dict]:
+    return [r.sizes for r in report.by_shape]
+
+
+def test_llama_gqa_rotary_one_cpu_artifact_matches_ort_at_three_sequence_lengths(llama):
+    proto, dims = llama
+    report = anychip.verify(proto, target="cpu", dims=dims)
+    assert report.passed, report.summary()
+    assert _shapes(report) == [{"seq": 2}, {"seq": 65}, {"seq": 128}]
+
+
+def test_convnext_gelu_one_cpu_artifact_matches_ort_at_three_batch_sizes(convnext):
+    proto, dims = convnext
+    report = anychip.verify(proto, target="cpu", dims=dims)
+    assert report.passed, report.summary()
+    assert _shapes(report) == [{"batch": 1}, {"batch": 5}, {"batch": 8}]
+
+
+def test_llama_on_ascend_gears_pads_a_masked_sequence(llama):
+    proto, _ = llama
+    report = anychip.verify(proto, target="ascend-910b", dims={"seq": (2, 32)},
+                            gears={"seq": (16, 32)})
+    assert report.passed, report.summary()
+    assert {"seq": 17} in _shapes(report)          # the midpoint, padded to gear 32
+
+
+def test_convnext_on_ascend_gears(convnext):
+    proto, dims = convnext
+    report = anychip.verify(proto, target="ascend-910b", dims=dims, gears={"batch": (2, 8)})
+    assert report.passed, report.summary()
+    assert len(report.by_shape) == 4               # bounds, midpoint, gears
+
+
+@pytest.mark.parametrize("target", ["nvidia-h100", "biren-br104", "hygon-k100"])
+@pytest.mark.parametrize("name", ["llama", "convnext"])
+def test_corpus_compiles_once_for_each_gpu_family(name, target, request):
+    profile = get_profile(target)
+    execution = get_backend(profile).execution(profile)
+    if execution.mode.value == "unavailable":
+        pytest.skip(f"{target} cannot compile here: {execution.why}")
+    proto, dims = request.getfixturevalue(name)
+    art = anychip.compile(proto, target=target, dims=dims)
+    assert art.manifest["symbols"] == {k: {"min": lo, "max": hi} for k, (lo, hi) in dims.items()}
+    assert art.report["limits_checked_at_upper_bounds"] == {k: hi for k, (_, hi) in dims.items()}
