@@ -143,3 +143,21 @@ def w_array(init):
 def test_dims_naming_an_unknown_symbol_is_one_line():
     with pytest.raises(AnychipError, match="--dim names 'sequence'.*symbolic dims are batch"):
         anychip.compile(conv_batch_model(), target="cpu", dims={"sequence": (1, 4)})
+
+
+def test_cli_run_out_of_bounds_is_exit_2_with_one_line(tmp_path, capsys):
+    from anychip.compiler.cli.main import main
+
+    art = anychip.compile(conv_batch_model(), target="cpu", dims={"batch": (1, 4)})
+    saved = tmp_path / "m.anychip"
+    art.save(saved)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((6, 4, 8, 8), np.float32))
+    assert main(["run", str(saved), "--inputs", str(bad), "-o", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "symbol 'batch' is 6" in err[0] and "1..4" in err[0]
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.ones((3, 4, 8, 8), np.float32))
+    assert main(["run", str(saved), "--inputs", str(good), "-o", str(tmp_path / "o.npz")]) == 0
+    with np.load(tmp_path / "o.npz") as out:
+        assert out["y"].shape == (3, 5)
