@@ -338,5 +338,10 @@ def load_artifact(path: str | Path) -> Artifact:
     artifact = Artifact(path, manifest)
     check = getattr(artifact._backend(), "check_loadable", None)
     if check is not None:
-        check(manifest)
+        try:
+            check(manifest)
+        except AnychipError as exc:   # the backend's words, with the artifact named
+            message = str(exc)
+            raise type(exc)(message if message.startswith(label) else f"{label}: {message}") \
+                from None
     return artifact

@@ -45,9 +45,12 @@ def check_built_here(manifest: dict, what: str = "built for CPU") -> None:
     lacks. `what` words the message ('built for CPU', 'built to simulate on CPU')."""
     from anychip.compiler.errors import AnychipError
 
-    built_for = manifest.get("runtime", {}).get("mcpu")
+    built_for = (manifest.get("runtime") or {}).get("mcpu")
     here = host_cpu_name()
-    if built_for and built_for != here:
+    if not built_for:   # a deleted or emptied field must not skip the check
+        raise AnychipError("the artifact's manifest does not say which CPU it was built for "
+                           "(runtime.mcpu); it was edited or is corrupted. Recompile it here.")
+    if built_for != here:
         raise AnychipError(f"artifact was {what} '{built_for}' but this host is "
                            f"'{here}'; its code may use instructions this CPU lacks. "
                            f"Recompile it here.")

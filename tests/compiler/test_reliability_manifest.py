@@ -40,13 +40,16 @@ def _edit(manifest: dict, case: str) -> None:
         manifest["family"] = "cuda"
     elif case == "shape-negative":
         manifest["inputs"][0]["shape"] = [-1, 8]
+    elif case == "device-cuda":     # mcpu no longer required by the schema: the backend checks
+        manifest["runtime"]["device"] = "cuda"
+        del manifest["runtime"]["mcpu"]
     elif case == "safe-name-code":
         manifest["inputs"][0]["safe_name"] = "x; rm -rf /"
 
 
 CASES = ["del:inputs", "del:outputs", "del:family", "del:profile", "del:runtime",
          "del:runtime.mcpu", "del:files", "files-list", "threads-abc", "target-h100",
-         "family-cuda", "shape-negative", "safe-name-code"]
+         "family-cuda", "shape-negative", "safe-name-code", "device-cuda"]
 
 
 @pytest.mark.parametrize("case", CASES)
