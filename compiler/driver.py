@@ -13,7 +13,7 @@ from . import progress
 from .artifact import Artifact, new_staging_dir, write_artifact
 from .backend import Backend, BuildResult, CompileContext, CompileOptions, Mode
 from .cache import cached_model, cached_source
-from .errors import AnychipError, NotExecutable, error_line
+from .errors import AnychipError, InternalCompilerError, NotExecutable, error_line
 from .frontend import ModelSource, load_model
 from .onnx_safety import check_profile_memory
 from .importer import to_relax
@@ -25,8 +25,8 @@ from .registry import get_backend, get_profile
 
 def _tvm_failure(stage: str, target: str, exc: Exception) -> AnychipError:
     detail = error_line(exc)
-    return AnychipError(f"target '{target}': {stage} failed: {detail}. Rerun with --debug for "
-                        f"the trace, or try 'anychip analyze'.")
+    return InternalCompilerError(f"target '{target}': {stage} failed: {detail}. Rerun with "
+                                 f"--debug for the trace, or try 'anychip analyze'.")
 
 
 def tvm_sequential(passes: list):

@@ -20,6 +20,13 @@ class CheckFailed(AnychipError):
     exit_code = 1
 
 
+class InternalCompilerError(AnychipError):
+    """TVM (or anychip) failed on a model that passed the ONNX checks: not the user's bad
+    input, so not exit 2. Exit code 1, and the message says it is an internal failure."""
+
+    exit_code = 1
+
+
 class NotExecutable(AnychipError):
     """The target cannot execute on this machine (no device, compile-only family). Exit code 3."""
 

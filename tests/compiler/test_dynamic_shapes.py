@@ -161,3 +161,19 @@ def test_cli_run_out_of_bounds_is_exit_2_with_one_line(tmp_path, capsys):
     assert main(["run", str(saved), "--inputs", str(good), "-o", str(tmp_path / "o.npz")]) == 0
     with np.load(tmp_path / "o.npz") as out:
         assert out["y"].shape == (3, 5)
+
+
+def test_a_failure_inside_tvm_is_an_internal_error_exit_1_not_bad_input():
+    """A checked model that TVM fails on (its Resize lowering lacks half_pixel_symmetric) is
+    not the user's bad input (exit 2): an internal compiler error, exit 1."""
+    from anychip.compiler.errors import InternalCompilerError
+
+    scales = numpy_helper.from_array(np.array([1, 1, 0.6, 0.6], np.float32), "scales")
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear",
+                            coordinate_transformation_mode="half_pixel_symmetric")
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 2, 2])],
+                   [scales], opset=19)
+    with pytest.raises(InternalCompilerError, match="compilation failed") as info:
+        anychip.compile(model, target="cpu")
+    assert info.value.exit_code == 1
