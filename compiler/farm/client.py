@@ -211,6 +211,7 @@ def runner_for(spec: FarmSpec, target: str) -> RemoteRunner:
         from .address import open_socket
 
         open_socket(spec.remote, "anychip server").close()
+        return _direct_runner(spec, target)
     key = spec.key_for(target)
     if key is None:
         keys = " or ".join(f"'{k}'" for k in candidate_keys(target))
@@ -218,6 +219,22 @@ def runner_for(spec: FarmSpec, target: str) -> RemoteRunner:
                             f"'{target}'; see 'anychip farm --tracker "
                             f"{format_address(spec.tracker)}'.")
     return RemoteRunner(spec, key)
+
+
+def _direct_runner(spec: FarmSpec, target: str) -> RemoteRunner:
+    """A server started without a tracker answers only to its own key: the first of the
+    target's candidate keys it accepts."""
+    keys = candidate_keys(target)
+    last = None
+    for key in keys:
+        try:
+            with Session(spec, key):
+                return RemoteRunner(spec, key)
+        except NotExecutable as exc:
+            last = exc
+    raise NotExecutable(f"server {format_address(spec.remote)} serves none of the keys "
+                        f"{', '.join(repr(k) for k in keys)} that target '{target}' runs on "
+                        f"({str(last)[:160]})")
 
 
 def add_farm_args(parser) -> None:

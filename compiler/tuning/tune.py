@@ -35,6 +35,7 @@ class TuneReport:
     records_added: int = 0
     best_us: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    measured_on: str = "this machine"      # or "the farm's 'KEY' servers (tracker HOST:PORT)"
 
 
 def fused_module(mod, target):
@@ -61,7 +62,11 @@ def kernels_with_records(mod, target, database) -> int:
 
 def tune(model, target: str = "cpu", trials: int | None = None, minutes: float | None = None,
          database: str | None = None, shapes: dict | None = None,
-         progress: Callable[[str], None] = print) -> TuneReport:
+         progress: Callable[[str], None] = print, farm=None) -> TuneReport:
+    """Tune `model`'s TVM kernels for `target`. `farm` (compiler/farm FarmSpec with a tracker)
+    measures candidates on the farm's servers of the target's key through MetaSchedule's RPC
+    runner, so the records are made on the device they are for; their key is the target's, as
+    for local tuning."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extracted_tasks_to_tune_contexts
 
@@ -79,7 +84,8 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
     profile = get_profile(target)
     backend = get_backend(profile)
     execution = backend.execution(profile)
-    if execution.mode is not Mode.EXECUTES:
+    rpc_config = _farm_rpc(farm, target) if farm is not None else None
+    if rpc_config is None and execution.mode is not Mode.EXECUTES:
         raise NotExecutable(f"target '{target}' cannot run here ({execution.mode.verb}): "
                             f"{execution.why}; tuning measures kernels on the target itself.")
     path = database or user_database_path()
@@ -95,6 +101,9 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
     fused = fused_module(lowered, tvm_target)
     tasks = ms.relax_integration.extract_tasks(fused, tvm_target)
     report = TuneReport(source.label, target, str(path), [t.task_name for t in tasks])
+    if rpc_config is not None:
+        report.measured_on = (f"the farm's '{rpc_config[0].tracker_key}' servers "
+                              f"({farm.label})")
     if not tasks:
         progress("nothing to tune: every kernel of this model goes to a library or is trivial")
         return report
@@ -104,7 +113,8 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
     # MetaSchedule logs every round to stdout; the progress line below says what matters
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     builder = ms.builder.LocalBuilder(timeout_sec=BUILD_TIMEOUT_S)
-    runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S)
+    runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S) if rpc_config is None else \
+        ms.runner.RPCRunner(rpc_config=rpc_config[0], max_workers=rpc_config[1])
     with tempfile.TemporaryDirectory(prefix="anychip-tune-") as work_dir:
         contexts, weights = extracted_tasks_to_tune_contexts(tasks, work_dir=work_dir)
         while True:
@@ -127,6 +137,23 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
                 break
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _farm_rpc(farm, target: str):
+    """(MetaSchedule RPCConfig, servers) for the farm's servers of `target`'s key; exit 3
+    when the farm has none (or is not a tracker: the RPC runner books servers through one)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from ..farm.client import runner_for
+
+    if farm.tracker is None:
+        raise AnychipError("anychip tune measures on the farm through a tracker: use "
+                           "--tracker HOST:PORT, not --remote.")
+    key = runner_for(farm, target).key
+    servers = max(1, farm.keys().get(key, 1))
+    config = ms.runner.RPCConfig(tracker_host=farm.tracker[0], tracker_port=farm.tracker[1],
+                                 tracker_key=key, session_timeout_sec=RUN_TIMEOUT_S)
+    return config, servers
 
 
 def _cost_model() -> str:

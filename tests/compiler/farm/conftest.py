@@ -96,6 +96,19 @@ class LocalFarm:
             time.sleep(0.5)
         raise RuntimeError(f"farm not up after {START_TIMEOUT_S:g} s: {self.tail()}")
 
+    def wait_for_port(self, port: int) -> None:
+        """Until something accepts connections on 127.0.0.1:`port` (a direct server)."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.procs[-1:]):
+                raise RuntimeError(f"server exited: {self.tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"no server on port {port} after {START_TIMEOUT_S:g} s")
+
     def kill(self, proc: subprocess.Popen) -> None:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -81,15 +81,21 @@ def test_altered_library_is_refused_before_loading(local_farm, linear_path, tmp_
     np.testing.assert_array_equal(result.outputs["out/y"], good.run(feed)["out/y"])
 
 
-def test_crashing_artifact_ends_its_job_not_the_server(local_farm, linear_path, tmp_path):
-    """A lib.so whose initialiser aborts (hashes made consistent): the job dies by SIGABRT,
-    the error is one line, and the server runs the next job."""
+@pytest.mark.parametrize(("body", "error"), [
+    ("abort();", "killed by SIGABRT.*still serving"),
+    ("for (;;) pause();", "job killed after its time limit of 3 s"),
+], ids=["crash", "hang"])
+def test_crashing_or_hanging_artifact_ends_its_job_not_the_server(local_farm, linear_path,
+                                                                 tmp_path, body, error):
+    """A lib.so whose initialiser aborts or never returns (hashes made consistent): the job
+    dies (SIGABRT; killed at the 3 s limit the client asked for), the error is one line, and
+    the server runs the next job."""
     good = _saved(linear_path, tmp_path)
     crash_dir = tmp_path / "crash.anychip"
     shutil.copytree(good.path, crash_dir)
     source = tmp_path / "crash.c"
-    source.write_text("#include <stdlib.h>\n__attribute__((constructor)) static void die(void)"
-                      " { abort(); }\n")
+    source.write_text("#include <stdlib.h>\n#include <unistd.h>\n"
+                      f"__attribute__((constructor)) static void bad(void) {{ {body} }}\n")
     subprocess.run(["cc", "-shared", "-fPIC", "-o", str(crash_dir / LIBRARY), str(source)],
                    check=True)
     manifest = json.loads((crash_dir / MANIFEST).read_text())
@@ -97,14 +103,32 @@ def test_crashing_artifact_ends_its_job_not_the_server(local_farm, linear_path, 
     (crash_dir / MANIFEST).write_text(json.dumps(manifest))
     crash = Artifact(crash_dir, manifest)
     feed = random_inputs(good.inputs, 0)
-    spec = FarmSpec(tracker=local_farm.tracker)
-    with pytest.raises(AnychipError, match="killed by SIGABRT.*still serving") as info:
+    spec = FarmSpec(tracker=local_farm.tracker, timeout_s=3)
+    with pytest.raises(AnychipError, match=error) as info:
         runner_for(spec, "cpu")(crash, feed)
     assert "\n" not in str(info.value)
-    outputs, how, _ = runner_for(spec, "cpu")(good, feed)
+    outputs, how, _ = runner_for(FarmSpec(tracker=local_farm.tracker), "cpu")(good, feed)
     assert how == "executed"
     np.testing.assert_array_equal(outputs["out/y"], good.run(feed)["out/y"])
     assert all(s.poll() is None for s in local_farm.servers)
+
+
+@pytest.mark.slow
+def test_remote_option_reaches_one_server_without_tracker(local_farm, linear_path, capsys):
+    """`--remote HOST:PORT`: a server started without --tracker; ascend-910b (simulated) goes
+    to its 'cpu' key."""
+    from .conftest import free_port
+
+    port = free_port()
+    local_farm.start(["-m", "anychip.compiler.cli.main", "serve", "--port", str(port)],
+                     "direct")
+    address = f"127.0.0.1:{port}"
+    local_farm.wait_for_port(port)
+    assert main(["verify", str(linear_path), "--target", "ascend-910b", "--remote", address,
+                 "--json"]) == 0
+    there = json.loads(capsys.readouterr().out)
+    assert there["how"] == "simulated" and there["passed"]
+    assert there["where"].endswith(f" {address} (remote, key cpu)")
 
 
 def test_key_without_server_is_exit_3_quickly(local_farm, linear_path, capsys):

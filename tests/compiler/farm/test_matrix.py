@@ -25,7 +25,7 @@ FIELDS = ("status", "passed", "how", "precision", "max_abs", "max_rel", "toleran
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("matrix-models")
     paths = []
-    for name, opset in (("a.onnx", 17), ("b.onnx", 13)):
+    for name, opset in (("a.onnx", 17),):      # one model: two cells, one per server
         onnx.save(make_linear_model("x", "y", opset), str(folder / name))
         paths.append(str(folder / name))
     return paths
@@ -56,7 +56,7 @@ def test_matrix_over_two_servers_equals_the_local_one(local_farm, models, local_
     assert markdown(cells, models, TARGETS) == markdown(local_cells, models, TARGETS)
     untimed = [re.sub(rb'time="[^"]*"', b"", junit_xml(c)) for c in (cells, local_cells)]
     assert untimed[0] == untimed[1]
-    assert sorted(int(re.match(r"\[cpu (\d)/4\]", ln).group(1)) for ln in lines) == [1, 2, 3, 4]
+    assert sorted(int(re.match(r"\[cpu (\d)/2\]", ln).group(1)) for ln in lines) == [1, 2]
 
 
 def test_a_target_without_server_is_compiled_only(local_farm, models):
@@ -88,10 +88,9 @@ def test_killing_a_server_mid_matrix_loses_no_cell(local_farm, models, local_cel
 
     killer = threading.Thread(target=kill_the_first_busy_server, daemon=True)
     killer.start()
-    cells = farm_matrix(models[:1], TARGETS, FarmSpec(tracker=local_farm.tracker),
-                        local_slots=1)
+    cells = farm_matrix(models, TARGETS, FarmSpec(tracker=local_farm.tracker), local_slots=1)
     killer.join(5)
     assert killed, "no server was caught serving a cell"
-    _same_as_local(cells, local_cells[:len(TARGETS)])
+    _same_as_local(cells, local_cells)
     assert sum("retried after: " in c.where for c in cells) >= 1
     assert sum(s.poll() is None for s in local_farm.servers) == 1

@@ -1,0 +1,50 @@
+"""`anychip tune --tracker`: MetaSchedule's RPC runner measures the candidates on a farm
+server; the records keep the exact target key and the next compile here applies them."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("ANYCHIP_FARM_TUNE_TEST"),
+                    reason="minutes of MetaSchedule (10 min on a loaded 2-core machine): over "
+                           "the CI budget; set ANYCHIP_FARM_TUNE_TEST=1 to run it")
+def test_tune_on_the_farm_makes_records_the_compile_applies(local_farm, tmp_path, monkeypatch,
+                                                           capsys):
+    import anychip
+    from anychip.compiler.cli.main import main
+    from anychip.compiler.tuning import database as tdb
+
+    db = tmp_path / "tuning.jsonl"
+    monkeypatch.setenv("ANYCHIP_TUNING_DB", str(db))
+    monkeypatch.setenv("ANYCHIP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tdb, "SHIPPED", tmp_path / "no-shipped-data")
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["y"])]
+    graph = helper.make_graph(nodes, "swish",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 256])])
+    path = tmp_path / "swish.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert main(["tune", str(path), "--target", "cpu", "--trials", "2", "--json", "--db",
+                 str(db), "--tracker", local_farm.address]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["measured_on"] == f"the farm's 'cpu' servers (tracker {local_farm.address})"
+    assert summary["trials"] == 2 and summary["records_added"] >= 1
+    art = anychip.compile(path, target="cpu")
+    assert art.report["tuning"]["kernels_tuned"] >= 1     # same target key as a local compile
+    assert anychip.verify(path, target="cpu").passed
+
+
+def test_tune_for_a_key_without_server_is_exit_3(local_farm, linear_path, capsys):
+    from anychip.compiler.cli.main import main
+
+    assert main(["tune", str(linear_path), "--target", "nvidia-h100", "--trials", "1",
+                 "--tracker", local_farm.address]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no 'nvidia-h100' server" in err
