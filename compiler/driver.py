@@ -24,6 +24,7 @@ from .registry import get_backend, get_profile
 
 
 def _tvm_failure(stage: str, target: str, exc: Exception) -> AnychipError:
+    """An error raised inside TVM on a checked model: internal (exit 1), not bad input."""
     detail = error_line(exc)
     return InternalCompilerError(f"target '{target}': {stage} failed: {detail}. Rerun with "
                                  f"--debug for the trace, or try 'anychip analyze'.")
