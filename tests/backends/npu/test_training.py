@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import anychip
+from anychip.compiler.registry import profiles
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "compiler" / "training"))
 from torch_models import batches, make_model, parity, torch_reference  # noqa: E402
@@ -27,10 +28,14 @@ def _train(target: str, name: str, **extra):
     return trainer, np.array(losses), ref_losses, ref_state
 
 
-def test_train_step_runs_on_the_simulated_cube(npu_target):
+# Every npu chip in CI; the fast lane trains on one (about a minute per chip on 2 cores).
+@pytest.mark.parametrize("chip", [pytest.param(n, marks=() if n == "ascend-910b" else
+                                               pytest.mark.slow) for n in sorted(
+    name for name, p in profiles().items() if p.family == "npu")])
+def test_train_step_runs_on_the_simulated_cube(chip):
     """The small ResNet CNN: linear layers, strided and 1x1 convolutions, batch norm."""
-    trainer, losses, ref_losses, ref_state = _train(npu_target, "resnet")
-    assert trainer.report["built_for"] == npu_target and "note" not in trainer.report
+    trainer, losses, ref_losses, ref_state = _train(chip, "resnet")
+    assert trainer.report["built_for"] == chip and "note" not in trainer.report
     step = trainer.report["backend_report"]["train_step"]
     # forward and backward matmuls (dX and dW), the weight gradients' conv2d in CNHW/IOHW
     # layouts and the input gradients' conv2d_transpose all reach the cube
