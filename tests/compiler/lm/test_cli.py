@@ -20,9 +20,13 @@ def llama_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def llama_dir_with_tokenizer(llama_dir):
-    """The same folder plus a word-level tokenizer: 'tN' is token id N."""
+def llama_dir_with_tokenizer(llama_dir, tmp_path_factory):
+    """The same model in its own folder, plus a word-level tokenizer: 'tN' is token id N."""
     from tokenizers import Tokenizer, models, pre_tokenizers
+
+    folder = tmp_path_factory.mktemp("tinyllama_tok")
+    (folder / "config.json").write_text((llama_dir / "config.json").read_text())
+    llama_dir = folder
 
     tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(256)}, unk_token="t0"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
