@@ -42,6 +42,7 @@ def _one_line_error(capsys) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_generate_json_gives_hf_greedy_tokens(llama_dir, capsys):
     args = ["generate", str(llama_dir), "--max-seq-len", str(MAX_SEQ_LEN), "--max-new-tokens",
             "16", "--json"] + [a for p in PROMPTS for a in ("--prompt-ids", ",".join(map(str, p)))]
@@ -52,6 +53,7 @@ def test_generate_json_gives_hf_greedy_tokens(llama_dir, capsys):
     assert out["new_tokens"] == expected.tolist()
 
 
+@pytest.mark.slow
 def test_generate_text_prompts_use_the_folder_tokenizer(llama_dir_with_tokenizer, capsys):
     texts = [" ".join(f"t{i}" for i in p) for p in PROMPTS]
     args = ["generate", str(llama_dir_with_tokenizer), "--max-seq-len", str(MAX_SEQ_LEN),

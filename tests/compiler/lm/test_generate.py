@@ -9,6 +9,7 @@ from anychip.compiler.errors import AnychipError
 from .conftest import MAX_SEQ_LEN, PROMPTS, hf_greedy, tiny_lm
 
 
+@pytest.mark.slow   # compiles prefill + decode (tens of seconds on 2 cores)
 def test_llama_greedy_matches_hf(llama_cpu):
     model, lm = llama_cpu
     ours = lm.generate(PROMPTS, max_new_tokens=16, eos_token_id=None, pad_token_id=0)
@@ -26,6 +27,7 @@ def test_greedy_matches_hf(arch):
     np.testing.assert_array_equal(ours, hf_greedy(model, PROMPTS, 16))
 
 
+@pytest.mark.slow   # compiles prefill + decode (tens of seconds on 2 cores)
 def test_eos_stops_a_row_and_pads_it_as_hf(llama_cpu):
     model, lm = llama_cpu
     free = hf_greedy(model, PROMPTS, 16)
@@ -36,6 +38,7 @@ def test_eos_stops_a_row_and_pads_it_as_hf(llama_cpu):
     assert (ours[0, 6 + 3:] == 0).all()
 
 
+@pytest.mark.slow   # compiles prefill + decode (tens of seconds on 2 cores)
 def test_seeded_sampling_is_reproducible(llama_cpu):
     _, lm = llama_cpu
     kw = {"max_new_tokens": 8, "do_sample": True, "temperature": 1.5, "top_k": 50, "top_p": 0.95,
@@ -48,6 +51,7 @@ def test_seeded_sampling_is_reproducible(llama_cpu):
     assert a.shape == (2, 6 + 8) and ((a >= 0) & (a < 256)).all()
 
 
+@pytest.mark.slow   # compiles prefill + decode (tens of seconds on 2 cores)
 def test_top_k_one_is_greedy(llama_cpu):
     _, lm = llama_cpu
     sampled = lm.generate(PROMPTS, max_new_tokens=6, do_sample=True, top_k=1, seed=3,
