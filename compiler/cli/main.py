@@ -55,7 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         limit_self()
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:   # a bad value (one line printed, exit 2) or --help (0)
+        return exc.code if isinstance(exc.code, int) else 2
     from .. import progress
 
     progress.configure(quiet=args.quiet or bool(getattr(args, "json", False)))
