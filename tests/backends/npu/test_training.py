@@ -44,6 +44,7 @@ def test_train_step_runs_on_the_simulated_cube(chip):
     parity(trainer, losses, ref_losses, ref_state)
 
 
+@pytest.mark.slow   # two train steps built and run: 85 s on the loaded 2-core machine
 def test_precision_mode_moves_the_train_step_numerics():
     """910B keeps float32 on its cube (must_keep_origin_dtype): fp32-level agreement with
     torch. The 910's cube has no float32, so allow_fp32_to_fp16 rounds the cube operands:
