@@ -13,7 +13,6 @@ server never leaves a job running.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -22,30 +21,14 @@ import tarfile
 import time
 from pathlib import Path
 
+from .process_limits import die_with_parent as _die_with_parent
+from .process_limits import limit_this_process  # noqa: F401 - the worker's, re-exported
+
 # Set by serve.configure() in the server process; forked sessions inherit them.
 LIMITS = {"timeout_s": 600.0, "memory_gb": 16.0}
 INFO: dict = {}
 MAX_UPLOAD_BYTES = 8 << 30     # an artifact archive larger than this is refused unpacked
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when the process (thread) that started it ends."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
-def limit_this_process(memory_gb: float) -> None:
-    """Called first thing by the worker: die with the session, cap the address space."""
-    import resource
-
-    _die_with_parent()
-    if memory_gb > 0:
-        limit = int(memory_gb * (1 << 30))
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def _workpath(name: str) -> Path:

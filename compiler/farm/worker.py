@@ -57,7 +57,7 @@ def _time_remote(artifact, warmup: int, repeat: int, feed_list: list) -> dict:
 
 def main(jobdir: Path) -> int:
     request = json.loads((jobdir / "request.json").read_text())
-    from .job import limit_this_process
+    from .process_limits import limit_this_process
 
     limit_this_process(float(request.get("limits", {}).get("memory_gb", 0)))
     from ..artifact import MANIFEST, load_artifact
