@@ -49,16 +49,17 @@ def test_convnext_gelu_one_cpu_artifact_matches_ort_at_three_batch_sizes(convnex
 def test_llama_on_ascend_gears_pads_a_masked_sequence(llama):
     proto, _ = llama
     report = anychip.verify(proto, target="ascend-910b", dims={"seq": (2, 32)},
-                            gears={"seq": (16, 32)})
+                            gears={"seq": (32,)})   # one gear: one npu compile (CI time)
     assert report.passed, report.summary()
-    assert {"seq": 17} in _shapes(report)          # the midpoint, padded to gear 32
+    assert _shapes(report) == [{"seq": 2}, {"seq": 17}, {"seq": 32}]   # 2 and 17 padded
 
 
 def test_convnext_on_ascend_gears(convnext):
     proto, dims = convnext
-    report = anychip.verify(proto, target="ascend-910b", dims=dims, gears={"batch": (2, 8)})
+    report = anychip.verify(proto, target="ascend-910b", dims={"batch": (1, 4)},
+                            gears={"batch": (4,)})
     assert report.passed, report.summary()
-    assert len(report.by_shape) == 4               # bounds, midpoint, gears
+    assert _shapes(report) == [{"batch": 1}, {"batch": 3}, {"batch": 4}]   # 1, 3 padded
 
 
 @pytest.mark.parametrize("target", ["nvidia-h100", "biren-br104", "hygon-k100"])
