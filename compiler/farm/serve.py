@@ -20,8 +20,9 @@ from . import job
 from .address import format_address, is_loopback, open_socket
 
 EXPOSURE = ("TVM RPC has no authentication: anyone who can reach {addr} can upload and run "
-            "native code as this user. Prefer --host 127.0.0.1 and an SSH tunnel from the "
-            "tracker host, e.g. 'ssh -N -R 9190:127.0.0.1:9190 tracker-host' (see docs/farm.md).")
+            "native code as this user. Prefer --host 127.0.0.1 and an SSH tunnel from this "
+            "box to the tracker host, e.g. 'ssh -N -L 9190:127.0.0.1:9190 -R "
+            "9090:127.0.0.1:9090 tracker-host' (see docs/farm.md).")
 
 
 def default_key() -> str:
