@@ -58,6 +58,7 @@ def test_ort_reference_on_the_same_harness(all_cases):
     assert report.how == "reference"
 
 
+@pytest.mark.slow   # 75 s on the loaded 2-core machine; still in CI
 def test_cli_json_and_expected_failures(tmp_path, capsys):
     tfidf = "test_tfidfvectorizer_tf_only_bigrams_skip0"   # TfIdfVectorizer: unsupported
     args = ["conformance", "--target", "cpu", "--cases", f"test_add_bcast,{tfidf}",

@@ -115,6 +115,7 @@ def test_float_to_low_bit_int_cast(to, bits, signed):
     np.testing.assert_array_equal(got[defined], reference)
 
 
+@pytest.mark.slow   # 90 s on the loaded 2-core machine; still in CI
 def test_int4_quantize_clips():
     x = np.array([-9.0, -8.7, -0.5, 7.9, 8.0, 15.0, 100.0, np.nan, np.inf], np.float32)
 
