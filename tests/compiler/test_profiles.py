@@ -44,7 +44,8 @@ def _broken(tmp_path, mutate, name="cpu"):
 
 @pytest.mark.parametrize("mutate, field", [
     (lambda d: d.pop("vendor"), "(top level)"),
-    (lambda d: d.update(family="tpu"), "family"),
+    # any family name an installed package may register is valid; a malformed one is not
+    (lambda d: d.update(family="Not a family!"), "family"),
     (lambda d: d.update(memory={"size_gb": "lots", "bandwidth_gbs": 1}), "memory.size_gb"),
     (lambda d: d.update(precisions=[]), "precisions"),
     (lambda d: d.update(dtypes=["float32", "complex128"]), "dtypes.1"),
