@@ -39,6 +39,15 @@ def _skipped(func) -> bool:
     return attrs is not None and any(k in attrs for k in _SKIP_ATTRS)
 
 
+def _isnan(x):
+    """isnan for any float type: TVM 0.27 legalizes isnan for float16/32/64 only (bfloat16:
+    "Data type T.bfloat16 not supported for isnan op"), so narrower types are widened first."""
+    dtype = _dtype(x) or "float32"
+    if dtype in ("float16", "float32", "float64"):
+        return relax.op.isnan(x)
+    return relax.op.isnan(relax.op.astype(x, "float32"))
+
+
 @mutator
 class _PropagateNaN(PyExprMutator):
     def __init__(self, mod):
@@ -84,14 +93,14 @@ class _PropagateNaN(PyExprMutator):
         result = self.builder_.normalize(call)
         x = operands[0]
         if kind == "unary":
-            return relax.op.where(relax.op.isnan(x), x, result)
+            return relax.op.where(_isnan(x), x, result)
         if kind == "binary":
             y = operands[1]
-            inner = relax.op.where(relax.op.isnan(y), relax.op.add(y, result), result)
-            return relax.op.where(relax.op.isnan(x), relax.op.add(x, inner), inner)
+            inner = relax.op.where(_isnan(y), relax.op.add(y, result), result)
+            return relax.op.where(_isnan(x), relax.op.add(x, inner), inner)
         # a reduction: add the sum of the NaNs along the same axes (0 when there are none)
         zeros = relax.op.zeros_like(x)
-        nans = relax.op.sum(relax.op.where(relax.op.isnan(x), x, zeros), call.attrs.axis,
+        nans = relax.op.sum(relax.op.where(_isnan(x), x, zeros), call.attrs.axis,
                             call.attrs.keepdims)
         return relax.op.add(result, nans)
 

@@ -163,16 +163,15 @@ def test_bytes_with_external_data_are_refused(tmp_path):
         load_model(path.read_bytes())
 
 
-def test_dynamic_shape_needs_shape_option(tmp_path):
-    from anychip.compiler.importer import to_relax
-
+def test_dynamic_dim_stays_symbolic_and_shape_specialises(tmp_path):
+    """A dim_param is a symbol now (tests/compiler/test_dynamic_shapes.py); --shape still
+    specialises it, and the output's dim follows."""
     model = make_linear_model()
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     path = tmp_path / "dyn.onnx"
     onnx.save(model, str(path))
-    with pytest.raises(AnychipError, match="--shape x=1x8"):
-        to_relax(load_model(path))
+    assert load_model(path).inputs[0].shape[0] == "batch"
     source = load_model(path, shapes={"x": (3, 8)})
     assert source.inputs[0].shape == (3, 8)
     assert source.outputs[0].shape == (3, 4)

@@ -216,7 +216,7 @@ def worker_main() -> None:
     os.dup2(2, 1)          # whatever anychip or TVM prints goes to stderr, not the protocol
     os.environ["ANYCHIP_NO_CACHE"] = "1"
     from anychip.compiler.driver import compile_model
-    from anychip.compiler.errors import AnychipError
+    from anychip.compiler.errors import AnychipError, InternalCompilerError
     from anychip.compiler.frontend import load_model
 
     folder = Path(tempfile.mkdtemp(prefix="anychip-fuzz-"))
@@ -237,6 +237,8 @@ def worker_main() -> None:
                 outcome = "compiled"
             else:
                 outcome = "loaded"
+        except InternalCompilerError as exc:
+            outcome, detail = "internal", str(exc).splitlines()[0][:200]
         except AnychipError as exc:
             outcome, detail = f"exit{exc.exit_code}", str(exc).splitlines()[0][:200]
             if "\n" in str(exc).strip():
@@ -291,7 +293,10 @@ class Worker:
         self.proc.wait()
 
 
-ACCEPTED = {"exit2", "loaded", "compiled"}
+# "internal": a mutant that passed every input check and then failed inside TVM, reported as
+# one line naming the op (InternalCompilerError, exit 1). Not a failure of input handling (no
+# traceback, abort or hang), so accepted, but counted apart in the outcomes so it is seen.
+ACCEPTED = {"exit2", "loaded", "compiled", "internal"}
 
 
 def run_campaign(seed: int, mutants: int, seconds: float, out_dir: Path,
