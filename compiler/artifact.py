@@ -1,4 +1,4 @@
-"""The artifact (design.md §5): a folder NAME.anychip/ with manifest.json, lib.so, device/,
+"""The artifact (docs/architecture.md): a folder NAME.anychip/ with manifest.json, lib.so, device/,
 report.json.
 
 lib.so is native code: loading it runs its initialisers. So loading checks everything first:

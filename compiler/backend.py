@@ -1,4 +1,4 @@
-"""The backend contract (design.md §4): what every backend family implements.
+"""The backend contract (docs/architecture.md): what every backend family implements.
 
 A backend is one subpackage of backends/ (or a vendor's package) that registers itself under
 the `anychip.backends` entry-point group. The compiler only talks to this contract and never
@@ -75,7 +75,7 @@ class CompileOptions:
 
 @dataclass
 class BuildResult:
-    """What a backend's build produces; the driver packs it into an Artifact (design.md §5).
+    """What a backend's build produces; the driver packs it into an Artifact (docs/architecture.md).
 
     `executable` is a TVM relax Executable (exported as lib.so), `device_sources` maps file names
     under device/ to their bytes, `report` goes to report.json, `precision` is the precision

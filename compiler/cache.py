@@ -1,6 +1,6 @@
 """The compile cache: artifacts reused across processes, keyed by everything that shapes them.
 
-Rules (reliability.md §4):
+Rules (docs/security.md):
 - Content-addressed key: model sha256, target profile hash and its TVM target, compile
   options, host CPU and cores, anychip/TVM/ONNX versions, the kernel library's digest, the
   tuning database's digest and this cache's format. Never a path or a time.

@@ -1,4 +1,4 @@
-"""Layer-by-layer comparison (design.md §6): find the first node whose output leaves tolerance.
+"""Layer-by-layer comparison (docs/architecture.md): find the first node whose output leaves tolerance.
 
 Every intermediate tensor with a known type becomes a graph output on both sides, the model is
 compiled for the target and run next to ONNX Runtime on the same inputs, and nodes are checked

@@ -1,6 +1,6 @@
 """The build driver: model -> ONNX -> Relax -> backend.lower -> backend.build -> Artifact.
 
-It knows the contract only (design.md §4): which family a target belongs to is the
+It knows the contract only (docs/architecture.md): which family a target belongs to is the
 profile's business, what the family does with it is the backend's.
 """
 

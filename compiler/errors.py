@@ -1,6 +1,6 @@
 """Typed errors that carry one user-facing line each.
 
-The CLI maps the type to an exit code (design.md §3): a failed check is 1, bad input or
+The CLI maps the type to an exit code (docs/architecture.md): a failed check is 1, bad input or
 usage is 2, a target that cannot execute on this machine is 3. The message is the whole
 story for the user: what failed, where (file, node, target), and one next step.
 """

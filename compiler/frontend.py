@@ -1,7 +1,7 @@
 """Frontends: a model given as .onnx path, ModelProto, bytes, torch.nn.Module or 'zoo:NAME'
 becomes a checked, shape-inferred ONNX model with C-identifier input/output names.
 
-The original model is kept as well: verification runs ONNX Runtime on it (design.md §6).
+The original model is kept as well: verification runs ONNX Runtime on it (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Make graph input and output names safe for every code generator.
 
 An ONNX name such as `gpu_0/data_0` is fine for LLVM but nvcc rejects the generated CUDA
-(`float* gpu_0/data_0_ptr`, tvm-notes.md). Names are rewritten to C identifiers before import;
+(`float* gpu_0/data_0_ptr`, docs/tvm-notes.md). Names are rewritten to C identifiers before import;
 the mapping is kept so users keep addressing tensors by their original names.
 """
 

@@ -1,8 +1,8 @@
 """Structural checks on an untrusted ONNX model, run before anything allocates or opens files.
 
-`onnx.checker` proves little about hostile files (reliability.md §1: it accepts mismatched
+`onnx.checker` proves little about hostile files (docs/security.md: it accepts mismatched
 raw_data lengths, short external data and element-count overflow, and external-data path
-traversal has come back in new forms for years). These checks cover reliability.md §2 cases
+traversal has come back in new forms for years). These checks cover docs/security.md cases
 1-5, 9 and 11: path containment, symlinks and hard links, sizes, element counts, nesting depth.
 They walk every graph, subgraph and model-local function body: external data or a huge
 tensor hidden in a function is as dangerous as one in the main graph. The limits come from

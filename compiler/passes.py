@@ -24,7 +24,7 @@ def _relax_functions_pass(mutator_class, name: str):
 
 
 def safe_take():
-    """Out-of-range Gather indices never read out of bounds (reliability.md §2 case 12).
+    """Out-of-range Gather indices never read out of bounds (docs/security.md case 12).
 
     TVM's importer emits `relax.take(mode="fast")`, whose out-of-range indices read arbitrary
     memory. Float results switch to mode "nan" (an out-of-range index yields NaN, which

@@ -1,6 +1,6 @@
 """Chip profiles: one YAML file per chip in backends/profiles/, validated at load.
 
-A profile is data (style.md, "knowledge is data"): adding a chip of a known family is one
+A profile is data (knowledge is data): adding a chip of a known family is one
 YAML file. A malformed profile is one error naming the file and the offending field.
 """
 

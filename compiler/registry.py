@@ -1,7 +1,7 @@
 """Find backends (entry points) and targets (profiles), and say what each can do here.
 
 Backends register under the `anychip.backends` entry-point group, so a vendor's backend can be
-installed as a separate package (style.md, after JAX's plugins). A family with profiles but no
+installed as a separate package (after JAX's plugins). A family with profiles but no
 registered backend is listed as unavailable, never silently replaced by another.
 """
 

@@ -2,9 +2,9 @@
 
 A value passes when |actual - expected| <= atol + rtol * |expected| (ONNX Runtime's
 checkers.cc rule); NaN must be NaN and infinities must be equal. The reference is always
-ONNX Runtime's CPU provider on the original fp32 model (design.md §6).
+ONNX Runtime's CPU provider on the original fp32 model (docs/architecture.md).
 
-Why these numbers (reliability.md §3): fp32 starts from ORT's per-op fp32 default (rtol 1e-4,
+Why these numbers (docs/security.md): fp32 starts from ORT's per-op fp32 default (rtol 1e-4,
 atol 1e-5) and allows a whole network's different summation order (atol 1e-4). Reduced
 precisions are compared against the fp32 reference, so they get the error of the format
 accumulated over a network: tf32 and fp16 have 10-bit mantissas (unit roundoff 4.9e-4), bf16

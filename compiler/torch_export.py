@@ -1,6 +1,6 @@
 """torch.nn.Module -> self-contained ONNX ModelProto, through torch.onnx.export(dynamo=True).
 
-Why the dynamo exporter (torch 2.13, measured in tvm-notes.md): it traces with torch.export,
+Why the dynamo exporter (torch 2.13, measured in docs/tvm-notes.md): it traces with torch.export,
 decomposes to core ATen and emits opset 20 with static shapes folded into initializers, so a
 BERT-style encoder imports into `tvm.relax.frontend.onnx` as it is. The TorchScript exporter's
 BERT does not import into TVM (the import stops at its ConstantOfShape nodes; measured on

@@ -1,4 +1,4 @@
-"""Verification (design.md §6): compile, run on the target, compare with ONNX Runtime.
+"""Verification (docs/architecture.md): compile, run on the target, compare with ONNX Runtime.
 
 Every report states how the target ran (executed or simulated), the precision actually used,
 the tolerance that precision implies, and max abs / max rel error per output.

@@ -1,6 +1,6 @@
 """CPU backend: TVM LLVM for the host CPU (model and features detected), executed by the Relax VM.
 
-The lowering reads as phases (style.md, after TVM's relax/backend/cpu_generic pipeline):
+The lowering reads as phases (after TVM's relax/backend/cpu_generic pipeline):
 1. graph: inference decomposition (batch norm becomes elementwise ops), constants folded in
    numpy, inference dropout removed, ONNX Sum as adds, batch norm folded into conv weights,
    NHWC layout (oneDNN's native activation format, so no reorder per call);

@@ -1,7 +1,7 @@
 """The cpu backend's kernel library: torch's oneDNN and MKL kernels.
 
 The TVM wheel has no CPU BYOC library, so compiled code reaches these through packed
-functions registered from Python (tvm-notes.md). Tensors cross as DLPack views, no copies:
+functions registered from Python (docs/tvm-notes.md). Tensors cross as DLPack views, no copies:
 - `anychip.torch.conv2d` (returns a new tensor): oneDNN convolution on channels-last data
   with bias, residual add and relu fused as post-ops. Constant weights are reordered into
   oneDNN's blocked layout once per process, keyed by the weight's content digest that the

@@ -5,7 +5,7 @@ In the cpu backend they run before library dispatch so the dispatched kernels se
 cheapest graph:
 - `drop_dropout`: inference dropout is the identity;
 - `sum_as_add`: ONNX `Sum` imports as broadcast_to + stack + sum (5-D), which stops layout
-  conversion (tvm-notes.md); an n-input Sum of same-shaped tensors is a chain of adds.
+  conversion (docs/tvm-notes.md); an n-input Sum of same-shaped tensors is a chain of adds.
 - `fold_conv_affine`: per-output-channel add/subtract/multiply/divide by constants after a
   conv2d with constant weights (inference batch norm after DecomposeOpsForInference) is
   folded into the weights and one bias, in numpy at compile time.

@@ -2,7 +2,7 @@
 library dispatch, and the rules the npu simulator uses after its own vector rule.
 
 TVM's default CPU pipeline leaves every kernel as a scalar single-threaded loop nest
-(tvm-notes.md). After dispatch, what TVM still compiles is memory-bound glue (elementwise,
+(docs/tvm-notes.md). After dispatch, what TVM still compiles is memory-bound glue (elementwise,
 layout permutations, pooling, normalisation, softmax), so a simple schedule is enough:
 - `Injective`: all blocks inlined into the last one, its loops fused, the outer part parallel
   over the cores and the inner part vectorized;

@@ -1,6 +1,6 @@
 """The `npu` backend: Ascend-style chips, compiled through TVM and run by a functional simulator.
 
-`lower` reads as phases (style.md):
+`lower` reads as phases:
 1. placement and precision per ONNX node, as ATC decides them (placement.py);
 2. the precision-annotated graph (precision.py), imported into Relax (lowering.py);
 3. graph passes, float32 accumulation of float16 reductions, and the cube: matmul and conv
@@ -36,7 +36,7 @@ from .placement import (NodePlacement, place_nodes, precision_used, resolve_prec
 SIMULATOR = "functional simulator on the host CPU (TVM LLVM, with the cube's numerics)"
 ASSUMPTIONS = [
     "cube: float16/bfloat16 inputs, float32 accumulation, result cast to the op's dtype "
-    "(hardware.md §1.1)",
+    "(docs/hardware.md §1.1)",
     "vector reductions (softmax, layer norm, mean, sum, average pooling) over float16 "
     "accumulate in float32 and round the result [U]",
     "a constant bias after a float16 conv2d/matmul is added to the float32 accumulator "

@@ -1,7 +1,7 @@
 """The cube: its tensor intrinsic, the tiling planner, and the tiled TIR kernel.
 
 A cube instruction multiplies one fractal of L0A (m x k) by one of L0B (k x n) into L0C, with
-float16/bfloat16 (or int8) inputs and a float32 (int32) accumulator (hardware.md §1.1). Here
+float16/bfloat16 (or int8) inputs and a float32 (int32) accumulator (docs/hardware.md §1.1). Here
 that step is a TVM tensor intrinsic (`register_intrinsic`), and every MatMul, batched MatMul,
 Gemm and convolution (im2col, as the chip's load3d does on its way into L0A) becomes one
 kernel (`cube_kernel`) whose loops follow the chip's data path:

@@ -6,11 +6,11 @@ dtype, with the reason a porting engineer can act on:
   tensor); ATC folds it, nothing runs;
 - `cube` / `vector`: an AI Core kernel, with its compute dtype under the precision mode;
 - `host`: the AI CPU (our host): control flow, an op missing from the profile's AI Core table,
-  an int64/float64 tensor (AI Core ops take neither, hardware.md §1.5), or a dtype the AI Core
+  an int64/float64 tensor (AI Core ops take neither, docs/hardware.md §1.5), or a dtype the AI Core
   kernel lacks under the precision mode (must_keep_origin_dtype keeps float32 for a cube that
   has no float32).
 
-Precision modes (hardware.md §1.5, CANN ATC `--precision_mode`), for float32 in the graph:
+Precision modes (docs/hardware.md §1.5, CANN ATC `--precision_mode`), for float32 in the graph:
 - force_fp16: every AI Core op that takes float16 computes in float16;
 - allow_fp32_to_fp16: cube ops in float16, vector ops keep float32 where the kernel has it;
 - must_keep_origin_dtype: dtypes as in the graph;

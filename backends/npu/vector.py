@@ -2,7 +2,7 @@
 
 Everything that is not a cube kernel (elementwise, casts, pooling, data movement, reductions)
 is what the chip's vector unit runs: one instruction covers `bytes_per_repeat` bytes (256 B:
-128 float16 or 64 float32 lanes) of 32-byte-aligned UB operands (hardware.md §1.1, §1.3).
+128 float16 or 64 float32 lanes) of 32-byte-aligned UB operands (docs/hardware.md §1.1, §1.3).
 The schedule here gives the host program that shape: an injective kernel is one loop over
 its output, split into vector repeats of the profile's lane count (vectorized when the
 repeat divides the extent), the repeats spread over the vector cores. Reductions use dlight's

@@ -1,6 +1,6 @@
 """A GPU profile read as TVM needs it: the target, the per-kernel limits, the source dialect.
 
-The numbers live in the profile (backends/profiles/*.yaml, sources in hardware.md); this module
+The numbers live in the profile (backends/profiles/*.yaml, sources in docs/hardware.md); this module
 only checks that they are consistent and hands them to TVM. The `chip:` section of a profile of
 family `cuda` or `gpu` is validated by CHIP_SCHEMA.
 """

@@ -1,4 +1,4 @@
-"""The GPU pipeline, phase by phase (after TVM's relax/backend/gpu_generic, style.md):
+"""The GPU pipeline, phase by phase (after TVM's relax/backend/gpu_generic):
 
   precision -> library dispatch -> legalize + fuse + dlight schedules -> limits check
   -> (build) dataflow lowering -> finalize -> TVM codegen for the profile's target

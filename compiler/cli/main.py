@@ -1,6 +1,6 @@
 """Entry point of the `anychip` command.
 
-Exit codes (design.md §3): 0 ok, 1 a check failed, 2 bad input or usage, 3 the target cannot
+Exit codes (docs/architecture.md): 0 ok, 1 a check failed, 2 bad input or usage, 3 the target cannot
 execute on this machine. Errors are one line; `--debug` adds the traceback.
 """
 

@@ -1,7 +1,7 @@
 """Expected failures as data: backends/conformance/<target>.yaml, one per target.
 
 Each file maps a case name to "status: reason" for every case the target is expected not
-to pass (IREE's per-backend expected-failure lists, reliability.md §3). A run is checked
+to pass (IREE's per-backend expected-failure lists, docs/security.md). A run is checked
 against it both ways: a case that does not pass and is not listed is a new failure, a listed
 case that passes is an unexpected pass; either fails the run, so the list stays true.
 `--update-expected` rewrites the entries of the cases that ran and keeps the others.

@@ -1,6 +1,6 @@
 """The pattern table: which Relax subgraphs a tuned library may take over.
 
-One table for every library and backend (style.md: patterns are registered in one place).
+One table for every library and backend (patterns are registered in one place).
 A pattern is a root operator followed by an epilogue, a sequence of steps applied to the
 root's result: `bias` (add of a constant broadcast along the last axis), `residual` (add of
 a tensor of the output's shape), and an activation. Only the compute-bound roots (conv2d,

@@ -1,5 +1,5 @@
 """Training on any target: the inference graph plus a loss, TVM's gradient and the optimizer,
-compiled into one train step per backend (design.md §1, issue 6).
+compiled into one train step per backend (docs/architecture.md, issue 6).
 
     trainer = anychip.compile_training(model, example_inputs=(x,), loss="cross_entropy",
                                        optimizer=anychip.optim.Adam(lr=1e-3), target="cpu")

@@ -1,7 +1,7 @@
 """The tuning database: append-only JSONL, one MetaSchedule record per line, keyed by the
 workload and the exact TVM target it was measured on.
 
-TVM's own JSONDatabase aborts the whole load on one bad line (reliability.md case 24) and
+TVM's own JSONDatabase aborts the whole load on one bad line (docs/security.md case 24) and
 applies a record to whatever target compiles the workload. Here a corrupt or truncated line
 is skipped with a warning, and a record is only ever applied to the exact target string it
 was tuned for: a schedule measured on one chip is never used on another.

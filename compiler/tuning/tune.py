@@ -40,7 +40,7 @@ class TuneReport:
 
 def fused_module(mod, target):
     """The Relax module after legalization and fusion: the form MetaSchedule extracts tasks
-    from and applies records to (tvm-notes.md)."""
+    from and applies records to (docs/tvm-notes.md)."""
     import tvm
     from tvm import relax
 

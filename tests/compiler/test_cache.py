@@ -1,4 +1,4 @@
-"""The compile cache (compiler/cache.py, reliability.md §4): reuse, corruption, concurrency,
+"""The compile cache (compiler/cache.py, docs/security.md): reuse, corruption, concurrency,
 unsafe or unwritable folders, eviction. Every test uses its own cache folder."""
 
 from __future__ import annotations

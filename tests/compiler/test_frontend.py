@@ -1,5 +1,5 @@
 """Loading untrusted ONNX: each bad input is one clear AnychipError, before anything is opened
-or allocated (reliability.md §2 cases 1-6, 8-10)."""
+or allocated (docs/security.md cases 1-6, 8-10)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 `train_target` runs a test on cpu and ascend-910b by default, or on the targets given with
 `--target`; a target whose profile is missing or that cannot run here is skipped with the reason
-(by capability, style.md), or fails where ANYCHIP_REQUIRE names it.
+(by capability), or fails where ANYCHIP_REQUIRE names it.
 """
 
 from __future__ import annotations
