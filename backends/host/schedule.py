@@ -61,7 +61,10 @@ def _parallel_vectorize(sch, block, target, parallel: bool) -> None:
         sch.parallel(outer)
 
 
-def _injective(func, target, parallel: bool):
+def inline_injective(func):
+    """(schedule, block infos) of an all-injective PrimFunc with every block but the last
+    inlined into it, or None when a block is not injective or cannot be inlined. Shared by the
+    host rule below and the npu vector unit's rule, which differ only in how they split."""
     from tvm import s_tir
     from tvm.s_tir.dlight.analysis import normalize_prim_func
 
@@ -74,6 +77,14 @@ def _injective(func, target, parallel: bool):
             sch.compute_inline(info.block_rv)
         except Exception:  # TVM raises ScheduleError when a block cannot be inlined
             return None
+    return sch, infos
+
+
+def _injective(func, target, parallel: bool):
+    inlined = inline_injective(func)
+    if inlined is None:
+        return None
+    sch, infos = inlined
     _parallel_vectorize(sch, infos[-1].block_rv, target, parallel)
     return sch
 

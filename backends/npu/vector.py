@@ -33,21 +33,16 @@ def _lanes_for(total: int, lanes: int, smallest: int) -> int:
 
 
 def _vector_rule(chip: Chip, log: list):
-    from tvm import s_tir
-    from tvm.s_tir.dlight.analysis import normalize_prim_func
     from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+    from ..host.schedule import inline_injective
 
     class VectorInjective(CPUScheduleRule):
         def apply(self, func, target, _tunable):
-            sch = s_tir.Schedule(func)
-            infos = normalize_prim_func(sch)
-            if not infos or not all(info.is_injective() for info in infos):
+            inlined = inline_injective(func)
+            if inlined is None:
                 return None
-            for info in infos[:-1]:
-                try:
-                    sch.compute_inline(info.block_rv)
-                except Exception:  # TVM's ScheduleError: a block that cannot be inlined
-                    return None
+            sch, infos = inlined
             block = infos[-1].block_rv
             loops = sch.get_loops(block)
             if not loops:

@@ -50,11 +50,8 @@ def run(args) -> int:
     if args.profile or args.trace:
         return _profile(args)
     against = tuple(e.strip() for e in args.against.split(",") if e.strip() and e != "none")
-    if args.plot and not args.force:
-        from pathlib import Path
-
-        if Path(args.plot).exists() or Path(args.plot).is_symlink():
-            raise AnychipError(f"{args.plot}: already exists; pass --force to replace it.")
+    if args.plot:
+        _refuse_existing(args.plot, args.force)
     if args.plot:
         _require_matplotlib()
     with progress.stage(f"bench {args.model} on {args.target}"):
@@ -101,11 +98,8 @@ def _profile(args) -> int:
 
     from ..profiler import format_profile, profile_model, write_trace
 
-    if args.trace and not args.force:
-        from pathlib import Path
-
-        if Path(args.trace).exists() or Path(args.trace).is_symlink():
-            raise AnychipError(f"{args.trace}: already exists; pass --force to replace it.")
+    if args.trace:
+        _refuse_existing(args.trace, args.force)
     prof, events = profile_model(args.model, target=args.target,
                                  shapes=parse_shapes(args.shape), precision=args.precision,
                                  runs=args.repeat)
@@ -118,3 +112,11 @@ def _profile(args) -> int:
         if not args.json:
             print(f"wrote {written} (open it in https://ui.perfetto.dev or chrome://tracing)")
     return 0
+
+
+def _refuse_existing(path: str, force: bool) -> None:
+    """Before the (long) run: an output file that exists needs --force."""
+    from pathlib import Path
+
+    if not force and (Path(path).exists() or Path(path).is_symlink()):
+        raise AnychipError(f"{path}: already exists; pass --force to replace it.")
