@@ -55,6 +55,9 @@ class VerifyReport:
     # report verify_model returns, one report per shape checked (docs/dynamic-shapes.md)
     sizes: dict[str, int] = field(default_factory=dict)
     by_shape: list[VerifyReport] = field(default_factory=list)
+    # the artifact's report.json (per-step timings, the family's own analysis) for
+    # `verify --verbose`; left out of as_dict: `anychip analyze --json` is its JSON form
+    analysis: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def max_abs(self) -> float:
@@ -90,6 +93,9 @@ class VerifyReport:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        d.pop("analysis", None)
+        for sub in d.get("by_shape") or []:
+            sub.pop("analysis", None)
         d["max_abs"], d["max_rel"] = self.max_abs, self.max_rel
         return d
 
@@ -140,7 +146,7 @@ def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None
         checks.append(check)
     return VerifyReport(label, artifact.target, how, artifact.precision,
                         all(c.passed for c in checks), checks, where=where,
-                        sizes=dict(sizes or {}))
+                        sizes=dict(sizes or {}), analysis=artifact.report)
 
 
 def shape_points(artifact: Artifact) -> list[dict[str, int]]:
@@ -184,4 +190,4 @@ def verify_model(model, target: str = "cpu", *, example_inputs=None, inputs=None
     worst = next((r for r in reports if not r.passed), reports[-1])
     return VerifyReport(worst.model, worst.target, worst.how, worst.precision,
                         all(r.passed for r in reports), worst.outputs, where=worst.where,
-                        sizes=worst.sizes, by_shape=reports)
+                        sizes=worst.sizes, by_shape=reports, analysis=artifact.report)

@@ -9,6 +9,7 @@ from ..format_error import FORMAT_ERROR_MULTIPLIER
 from ..inputs import load_npz
 from ..registry import expand_targets
 from ..verify import verify_model
+from .compile import verbose_text
 from .common import add_model_args, parse_shapes, shape_options, table
 from .family_flags import add_family_flags, family_options_for
 
@@ -28,6 +29,9 @@ def add_parser(sub) -> None:
                    help="real inputs, keyed by the model's input names (default: seeded random "
                         "inputs; token ids over the embedding's rows, masks 0/1)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also print each target's compile step timings and its family's own "
+                        "report sections (as 'anychip analyze' does)")
     p.add_argument("--special-values", action="store_true",
                    help="seed the inputs with NaN, +-Inf, +-0 and subnormals and report where "
                         "the results differ from ONNX Runtime's")
@@ -139,4 +143,7 @@ def run(args) -> int:
             print(f"* outside rtol/atol, judged by the format-error rule: RMS error vs "
                   f"{FORMAT_ERROR_MULTIPLIER:g}x that of the model run with every tensor stored "
                   f"in the precision used (verify --target T for the figures)")
+    if args.verbose and not args.json:
+        for r in reports:
+            print(f"\n== {r.target} ==\n{verbose_text(r.analysis, r.target)}")
     return 0 if all(r.passed for r in reports) else 1

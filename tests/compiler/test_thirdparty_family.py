@@ -81,3 +81,16 @@ def test_cli_flags_analyze_and_matrix(toy_installed, model_path, tmp_path, capsy
     assert TARGET in md.read_text()
     assert main(["compile", "--help"]) == 0
     assert "'toy' family options (targets: toy-sim)" in capsys.readouterr().out
+
+
+def test_verify_verbose_prints_the_family_sections(toy_installed, model_path, capsys):
+    """verify prints the family's own report sections (its `render` hook) with --verbose,
+    without knowing the family; --json stays one JSON document."""
+    assert main(["verify", str(model_path), "--target", TARGET, "--lanes", "4",
+                 "--verbose"]) == 0
+    text = capsys.readouterr().out
+    assert "PASS" in text and "Toy chip" in text and "lanes 4" in text
+    assert "steps: prepare_onnx" in text
+    assert main(["verify", str(model_path), "--target", TARGET, "--verbose", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["passed"] and "analysis" not in doc
