@@ -150,6 +150,29 @@ class Artifact:
                 "mid": lambda lo, hi: (lo + hi + 1) // 2}[where]
         return {n: pick(lo, hi) for n, (lo, hi) in self.symbols.items()}
 
+    def sizes_for(self, at: dict[str, int] | None = None) -> dict[str, int]:
+        """One concrete shape to run a symbolic artifact at (bench, compare): each symbol at
+        `at[name]` when given (checked against its bounds), else its lower bound, or its
+        smallest gear where the symbol runs at exact gears only. {} for a static artifact."""
+        bounds, at = self.symbols, dict(at or {})
+        unknown = sorted(set(at) - set(bounds))
+        if unknown:
+            known = ", ".join(bounds) or "none: the artifact is static"
+            raise AnychipError(f"--at {unknown[0]}: not a symbol of the model's inputs "
+                               f"(symbols: {known}).")
+        modes = self.manifest.get("gear_modes") or {}
+        gears = [dict(g["sizes"]) for g in self.manifest.get("gears") or []]
+        sizes = {}
+        for name, (lo, hi) in bounds.items():
+            allowed = sorted({g[name] for g in gears if name in g}) \
+                if modes.get(name) == "exact" else []
+            value = at.get(name, allowed[0] if allowed else lo)
+            if not lo <= value <= hi or (allowed and value not in allowed):
+                where = f"one of the gears {allowed}" if allowed else f"within {lo}..{hi}"
+                raise AnychipError(f"--at {name}={value}: the symbol '{name}' must be {where}.")
+            sizes[name] = value
+        return sizes
+
     @property
     def library_path(self) -> Path:
         return self.path / LIBRARY

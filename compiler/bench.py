@@ -66,6 +66,7 @@ class BenchResult:
     peak_pct: float | None = None
     machine: dict[str, Any] = field(default_factory=dict)
     date: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)   # symbolic dims: the shape timed
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -301,8 +302,13 @@ def time_interleaved(engines: dict[str, Callable[[], Any]], warmup: int, repeat:
 
 def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup: int = 5,
           repeat: int = 20, shapes: dict | None = None, precision: str | None = None,
-          seed: int = 0, peak: bool = True) -> BenchResult:
-    """Compile `model` for `target` and time it with the other engines in the same run."""
+          seed: int = 0, peak: bool = True, dims: dict | None = None,
+          gears: dict | None = None, at: dict[str, int] | None = None) -> BenchResult:
+    """Compile `model` for `target` and time it with the other engines in the same run.
+
+    A model with symbolic dims compiles once (`dims` bounds them, `gears` for a static-shape
+    family) and is timed at one shape: each symbol at `at[name]`, else its lower bound
+    (Artifact.sizes_for); `result.sizes` says which. `shapes` compiles one static shape."""
     from .backend import CompileOptions
     from .driver import compile_source
     from .frontend import load_model
@@ -320,10 +326,15 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
         raise NotExecutable(f"target '{target}' cannot run here ({execution.mode.verb}): "
                             f"{execution.why}; bench needs a target that executes.")
     shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
-    source = load_model(model, None, shapes)
-    artifact = compile_source(source, target, CompileOptions(precision=precision, shapes=shapes))
+    from .driver import normalise_gears
+
+    source = load_model(model, None, shapes, dims)
+    artifact = compile_source(source, target, CompileOptions(
+        precision=precision, shapes=shapes, dims=dict(source.extra.get("dims") or {}),
+        gears=normalise_gears(gears)))
     threads = _threads_of(artifact)
-    feed = random_inputs(artifact.inputs, seed)
+    sizes = artifact.sizes_for(at)
+    feed = random_inputs(artifact.inputs, seed, sizes)
     engines: dict[str, Callable[[], Any]] = {"anychip": lambda: artifact.run(feed)}
     notes: dict[str, str] = {}
     device = get_backend(profile).bench_device(profile)
@@ -350,11 +361,11 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
             ratio[name] = ours.median / lat.median
         else:
             others[name], ratio[name] = None, None
-    gflop = count_flops(source.original) / 1e9
+    gflop = count_flops(_at_shape(source, feed) if sizes else source.original) / 1e9
     result = BenchResult(
         model=source.label, target=target, how=execution.mode.verb, threads=threads,
         warmup=warmup, repeat=repeat, latency_ms=_brief(ours), engines=others, ratio=ratio,
-        notes=notes, gflop=gflop or None,
+        notes=notes, gflop=gflop or None, sizes=sizes,
         date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         machine={"cpu": _cpu_name(), "cores_usable": usable_cores(),
                  **({"gpu": _gpu_name()} if device == "cuda" else {}),
@@ -367,6 +378,15 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
             result.peak_gflops = peak_gflops(threads, device=device)
             result.peak_pct = 100.0 * result.gflops / result.peak_gflops
     return result
+
+
+def _at_shape(source, feed: dict):
+    """The original model specialised to the shapes of `feed` (FLOPs of a symbolic model are
+    counted at the shape it ran at)."""
+    from .frontend import load_model
+
+    shapes = {s.name: tuple(feed[s.name].shape) for s in source.inputs if s.name in feed}
+    return load_model(source.original, None, shapes).original
 
 
 def _brief(lat: Latency) -> dict[str, float]:
@@ -400,7 +420,9 @@ def format_table(result: BenchResult) -> str:
             ratio = result.ratio[name]
             rows.append([name, "executed", f"{lat['median']:.2f}", f"{lat['min']:.2f}",
                          f"{lat['max']:.2f}", f"{ratio:.2f}x (anychip/{name})"])
-    lines = [(f"{result.model} on {result.target}: {result.threads} threads, {result.warmup} "
+    at = (" at " + ", ".join(f"{k}={v}" for k, v in result.sizes.items())) \
+        if result.sizes else ""
+    lines = [(f"{result.model} on {result.target}{at}: {result.threads} threads, {result.warmup} "
               f"warm-up + {result.repeat} interleaved runs per engine ({result.date})"),
              table(["engine", "how", "median ms", "min ms", "max ms", "ratio"], rows)]
     if result.gflops is not None:

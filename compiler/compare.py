@@ -55,16 +55,35 @@ def expose_intermediates(model: onnx.ModelProto) -> onnx.ModelProto:
     return exposed
 
 
-def compare_layers(model, target: str = "cpu", seed: int = 0, **extra) -> tuple[list[NodeError], str]:
+def compare_layers(model, target: str = "cpu", seed: int = 0,
+                   **extra) -> tuple[list[NodeError], str]:
     """Per-node errors in topological order, and how the target ran."""
-    source = load_model(model)
-    exposed = load_model(expose_intermediates(source.original))
+    rows, how, _ = compare_layers_at(model, target, seed, **extra)
+    return rows, how
+
+
+def compare_layers_at(model, target: str = "cpu", seed: int = 0, *,
+                      shapes: dict | None = None, dims: dict | None = None,
+                      gears: dict | None = None, at: dict[str, int] | None = None,
+                      **extra) -> tuple[list[NodeError], str, dict[str, int]]:
+    """compare_layers, and the symbol sizes it ran at: a model with symbolic dims compiles once
+    (`dims` bounds, `gears` for a static-shape family) and is compared at one shape, each symbol
+    at `at[name]` or else its lower bound (Artifact.sizes_for); `shapes` specialises instead."""
+    from .driver import normalise_gears
+
+    shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
+    source = load_model(model, None, shapes, dims)
+    exposed = load_model(expose_intermediates(source.original), None, None, dims)
     exposed.label = source.label
-    artifact = compile_source(exposed, target, CompileOptions(extra=dict(extra)))
+    options = CompileOptions(shapes=shapes, extra=dict(extra),
+                             dims=dict(exposed.extra.get("dims") or {}),
+                             gears=normalise_gears(gears))
+    artifact = compile_source(exposed, target, options)
     execution = artifact.execution()
     if not execution.can_run:
         raise NotExecutable(f"target '{target}' cannot run here: {execution.why}.")
-    feed = random_inputs(artifact.inputs, seed)
+    sizes = artifact.sizes_for(at)
+    feed = random_inputs(artifact.inputs, seed, sizes)
     actual = artifact.run(feed)
     expected = dict(zip([o.name for o in exposed.original.graph.output],
                         run_onnxruntime(exposed.original, feed, source.label)))
@@ -97,4 +116,4 @@ def compare_layers(model, target: str = "cpu", seed: int = 0, **extra) -> tuple[
         rows.append(row)
     order = {node.name or "(unnamed)": i for i, node in enumerate(exposed.original.graph.node)}
     rows.sort(key=lambda r: order.get(r.node, len(order)))  # topological (node) order
-    return rows, execution.mode.verb
+    return rows, execution.mode.verb, sizes

@@ -274,9 +274,10 @@ def estimate(report: dict, target: str, label: str = "") -> tuple[Profile, list[
 # -- entry point and output ------------------------------------------------------------------
 def profile_model(model, target: str = "cpu", shapes: dict | None = None,
                   precision: str | None = None, runs: int = 10, seed: int = 0,
-                  **options) -> tuple[Profile, list[dict]]:
+                  at: dict[str, int] | None = None, **options) -> tuple[Profile, list[dict]]:
     """Compile `model` for `target` and profile it (measured where it executes, else from the
-    backend's estimate)."""
+    backend's estimate). A symbolic model (`dims=`, `gears=` in options) runs at one shape:
+    each symbol at `at[name]`, else its lower bound; the label says which."""
     from .driver import compile_model
     from .inputs import random_inputs
     from .registry import get_backend, get_profile
@@ -288,8 +289,12 @@ def profile_model(model, target: str = "cpu", shapes: dict | None = None,
     artifact = compile_model(model, target=target, precision=precision, shapes=shapes,
                              **options)
     label = model if isinstance(model, str) else type(model).__name__
+    sizes = artifact.sizes_for(at)
+    if sizes:
+        label += " at " + ", ".join(f"{k}={v}" for k, v in sizes.items())
     if execution.mode.value == "executes":
-        return measure(artifact, random_inputs(artifact.inputs, seed), runs=runs, label=label)
+        return measure(artifact, random_inputs(artifact.inputs, seed, sizes), runs=runs,
+                       label=label)
     report = json.loads((Path(artifact.path) / "report.json").read_text())
     return estimate(report, target, label)
 

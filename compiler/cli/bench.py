@@ -6,7 +6,7 @@ from .. import progress
 from ..bench import ENGINES, bench, format_table, plot
 from ..dispatch import choose_openmp_wait_policy
 from ..errors import AnychipError
-from .common import add_model_args, parse_shapes
+from .common import add_at_arg, add_model_args, model_options, parse_at
 
 # The CLI imports every subcommand before any model (and torch) loads: the earliest point to
 # choose OpenMP's wait policy, for anychip's library calls and torch eager alike.
@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--against", default=",".join(ENGINES),
                    help=f"comma-separated engines to compare with ({', '.join(ENGINES)}; "
                         f"'none' for anychip alone)")
+    add_at_arg(p)
     p.add_argument("--warmup", type=int, default=5, metavar="N", help="warm-up runs per engine")
     p.add_argument("--repeat", type=int, default=20, metavar="N",
                    help="timed runs per engine (interleaved)")
@@ -56,8 +57,8 @@ def run(args) -> int:
         _require_matplotlib()
     with progress.stage(f"bench {args.model} on {args.target}"):
         result = bench(args.model, target=args.target, against=against, warmup=args.warmup,
-                       repeat=args.repeat, shapes=parse_shapes(args.shape),
-                       precision=args.precision, peak=not args.no_peak)
+                       repeat=args.repeat, precision=args.precision, peak=not args.no_peak,
+                       at=parse_at(args.at), **model_options(args))
     if args.json:
         print(result.to_json())
     else:
@@ -78,8 +79,8 @@ def _remote(args, farm) -> int:
                            "(ONNX Runtime and torch would run here: no fair ratio); drop "
                            "--against and --plot.")
     result = remote_bench(args.model, args.target, farm, warmup=args.warmup,
-                          repeat=args.repeat, shapes=parse_shapes(args.shape),
-                          precision=args.precision)
+                          repeat=args.repeat, precision=args.precision,
+                          at=parse_at(args.at), **model_options(args))
     print(result.to_json() if args.json else result.text())
     return 0
 
@@ -100,9 +101,8 @@ def _profile(args) -> int:
 
     if args.trace:
         _refuse_existing(args.trace, args.force)
-    prof, events = profile_model(args.model, target=args.target,
-                                 shapes=parse_shapes(args.shape), precision=args.precision,
-                                 runs=args.repeat)
+    prof, events = profile_model(args.model, target=args.target, precision=args.precision,
+                                 runs=args.repeat, at=parse_at(args.at), **model_options(args))
     if args.json:
         print(json.dumps(prof.as_dict()))
     else:

@@ -9,7 +9,8 @@ from ..errors import AnychipError
 from ..limits import MAX_DIM, MAX_STATIC_ELEMENTS
 from ..text_table import table
 
-__all__ = ["add_model_args", "parse_dims", "parse_gears", "parse_shapes", "table"]
+__all__ = ["add_at_arg", "add_model_args", "add_shape_args", "model_options", "parse_at",
+           "parse_dims", "parse_gears", "parse_shapes", "sizes_text", "table"]
 
 _SHAPE = re.compile(r"^(?P<name>.+)=(?P<dims>\d+(x\d+)*)$")
 
@@ -74,9 +75,41 @@ def shape_options(args) -> dict:
     return out
 
 
-def add_model_args(parser, target_help: str = "target name (see 'anychip targets')") -> None:
-    parser.add_argument("model", help="path to an .onnx file, or zoo:NAME (see 'anychip zoo')")
-    parser.add_argument("--target", "-t", default="cpu", help=target_help)
+_AT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_.]*)=(?P<value>\d+)$")
+
+
+def parse_at(items: list[str] | None) -> dict[str, int]:
+    """['batch=4', ...] -> {'batch': 4}: the size of a symbol to run a symbolic artifact at."""
+    at = {}
+    for item in items or []:
+        match = _AT.match(item)
+        if not match or not 1 <= int(match["value"]) <= MAX_DIM:
+            raise AnychipError(f"--at '{item}': expected NAME=N with 1 <= N <= {MAX_DIM}, "
+                               f"e.g. batch=4.")
+        at[match["name"]] = int(match["value"])
+    return at
+
+
+def model_options(args) -> dict:
+    """shapes=, dims= and gears= keyword arguments from --shape / --dim / --gears: what every
+    command that compiles a model passes on (docs/dynamic-shapes.md)."""
+    return {"shapes": parse_shapes(getattr(args, "shape", None)), **shape_options(args)}
+
+
+def sizes_text(sizes: dict[str, int]) -> str:
+    """{'batch': 2, 'seq': 7} -> 'batch=2, seq=7' ('' for a static model)."""
+    return ", ".join(f"{k}={v}" for k, v in sizes.items())
+
+
+def add_at_arg(parser, default: str = "its lower bound") -> None:
+    parser.add_argument("--at", action="append", metavar="NAME=N",
+                        help=f"a symbolic model: the size of a symbol to run at (repeatable; "
+                             f"default: {default}, or its smallest gear where only exact gears "
+                             f"run); --shape instead compiles one static shape")
+
+
+def add_shape_args(parser) -> None:
+    """--shape / --dim / --gears: a model's static shapes or its symbols' bounds and gears."""
     parser.add_argument("--shape", action="append", metavar="NAME=1x3x224x224",
                         help="static shape for an input (repeatable)")
     parser.add_argument("--dim", action="append", metavar="NAME=LO..HI",
@@ -86,4 +119,10 @@ def add_model_args(parser, target_help: str = "target name (see 'anychip targets
                         help="families with static shapes: the sizes of a symbolic dim to "
                              "compile (repeatable; "
                              "default: powers of two within the bounds)")
+
+
+def add_model_args(parser, target_help: str = "target name (see 'anychip targets')") -> None:
+    parser.add_argument("model", help="path to an .onnx file, or zoo:NAME (see 'anychip zoo')")
+    parser.add_argument("--target", "-t", default="cpu", help=target_help)
+    add_shape_args(parser)
     parser.add_argument("--precision", help="fp32, tf32, fp16, bf16 or mixed (per target)")

@@ -5,25 +5,31 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from ..compare import compare_layers
+from ..compare import compare_layers_at
 from ..format_error import FORMAT_ERROR_MULTIPLIER
-from .common import table
+from .common import add_at_arg, add_shape_args, model_options, parse_at, sizes_text, table
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("compare", help="layer-by-layer error vs ONNX Runtime; first diverging node")
     p.add_argument("model", help="path to an .onnx file, or zoo:NAME")
     p.add_argument("--target", "-t", default="cpu")
+    add_shape_args(p)
+    add_at_arg(p)
     p.add_argument("--all", action="store_true", help="print every node, not only up to the first failure")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    rows, how = compare_layers(args.model, target=args.target)
+    rows, how, sizes = compare_layers_at(args.model, target=args.target, at=parse_at(args.at),
+                                         **model_options(args))
+    if sizes:   # a symbolic model: compared at one shape, stated
+        how = f"{how} at {sizes_text(sizes)}"
     first_bad = next((r for r in rows if not r.passed), None)
     if args.json:
-        print(json.dumps({"target": args.target, "how": how, "nodes": [asdict(r) for r in rows],
+        print(json.dumps({"target": args.target, "how": how, "sizes": sizes,
+                          "nodes": [asdict(r) for r in rows],
                           "first_failure": asdict(first_bad) if first_bad else None}, indent=2))
         return 0 if first_bad is None else 1
     shown = rows if args.all or first_bad is None else rows[: rows.index(first_bad) + 1]

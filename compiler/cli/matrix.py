@@ -11,7 +11,7 @@ import json
 from .. import progress
 from ..atomic import write_file
 from ..errors import AnychipError
-from .common import table
+from .common import add_shape_args, model_options, table
 
 
 def add_parser(sub) -> None:
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--targets", "-t", default="all",
                    help="comma-separated target names, or 'all' (default): every target; "
                         "those that cannot compile here give 'unavailable' cells")
+    add_shape_args(p)
     p.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per cell)")
     p.add_argument("--json", action="store_true", help="print the cells as JSON")
@@ -46,6 +47,7 @@ def run(args) -> int:
     from ..conformance.matrix import (FAILED, junit_xml, markdown, matrix_targets, run_cell)
 
     models = _models(args.models)
+    options = model_options(args)   # symbolic models: verified at each shape verify checks
     targets = matrix_targets(args.targets)
     if not targets:
         raise AnychipError(f"--targets '{args.targets}' names no target; see 'anychip targets'.")
@@ -57,11 +59,11 @@ def run(args) -> int:
         from ..farm.matrix import farm_matrix, stderr_progress
 
         cells = farm_matrix(models, targets, farm,
-                            progress=None if args.json else stderr_progress)
+                            progress=None if args.json else stderr_progress, options=options)
     pairs = [(m, t) for m in models for t in targets] if farm is None else []
     for model, target in progress.bar(pairs, "matrix", unit="cell"):
         with progress.stage(f"{model} on {target}"):
-            cell = run_cell(model, target)
+            cell = run_cell(model, target, options=options)
         if not args.json:
             progress.echo(f"{model} on {target}: {cell.text()} ({cell.seconds:.1f} s)")
         cells.append(cell)
@@ -76,7 +78,9 @@ def run(args) -> int:
     else:
         rows = [[c.model, c.target, c.status, f"{c.max_abs:.3g}" if c.max_abs is not None else "",
                  f"{c.max_rel:.3g}" if c.max_rel is not None else "", c.tolerance,
+                 c.shapes_text(),
                  (c.reason or (f"on {c.where}" if c.where else ""))[:70]] for c in cells]
-        print(table(["model", "target", "result", "max abs", "max rel", "tolerance", "why"], rows))
+        print(table(["model", "target", "result", "max abs", "max rel", "tolerance", "shapes",
+                     "why"], rows))
     failed = [c for c in cells if c.expected_to_pass and (c.status == FAILED or not c.passed)]
     return 1 if failed else 0

@@ -12,7 +12,7 @@ target can run or compile here is expected to pass.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from xml.etree import ElementTree as ET
 
 from ..format_error import FORMAT_ERROR_MULTIPLIER
@@ -36,6 +36,10 @@ class Cell:
     seconds: float = 0.0
     rule: str = "elementwise"   # "format-error" when an output passed by that rule (verify)
     where: str = ""             # a farm server "HOST ADDR (remote, key K)"; "" = this machine
+    # a model with symbolic dims: each shape verified ({symbol: size}), or for a compiled-only
+    # cell the bounds it compiled for ({symbol: [lo, hi]}); empty for a static model
+    sizes: list = field(default_factory=list)
+    symbols: dict = field(default_factory=dict)
 
     @property
     def expected_to_pass(self) -> bool:
@@ -44,13 +48,26 @@ class Cell:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def shapes_text(self) -> str:
+        """'at batch=1, 33, 64' (each shape verified) or 'for batch=1..64' (compiled only);
+        '' for a static model."""
+        if self.sizes:
+            names = list(self.sizes[0])
+            per = {n: ", ".join(str(p[n]) for p in self.sizes) for n in names}
+            return "at " + "; ".join(f"{n}={v}" for n, v in per.items())
+        if self.symbols:
+            return "for " + ", ".join(f"{n}={lo}..{hi}" for n, (lo, hi) in self.symbols.items())
+        return ""
+
     def text(self) -> str:
+        shapes = f", {self.shapes_text()}" if self.sizes or self.symbols else ""
         if self.status in (EXECUTED, SIMULATED):
             by = f", within {FORMAT_ERROR_MULTIPLIER:g}x its format's error" \
                 if self.rule == "format-error" else ""
-            return f"{self.status} ✓ max rel {self.max_rel:.2g} ({self.precision}{by})"
+            return f"{self.status} ✓ max rel {self.max_rel:.2g} ({self.precision}{by}{shapes})"
         if self.status == COMPILED_ONLY:
-            return "compiled only ✓" + (f" ({self.reason})" if self.reason else "")
+            why = ", ".join(x for x in (self.reason, shapes[2:]) if x)
+            return "compiled only ✓" + (f" ({why})" if why else "")
         if self.status == FAILED:
             return f"failed ✗ {self.reason[:80]}"
         return f"unavailable: {self.reason[:60]}"
@@ -66,9 +83,12 @@ def matrix_targets(spec: str) -> list[str]:
     return expand_targets(spec)
 
 
-def run_cell(model: str, target: str, remote=None) -> Cell:
+def run_cell(model: str, target: str, remote=None, options: dict | None = None) -> Cell:
     """Verify (runnable targets) or compile (compiles-only targets) one model on one target.
-    `remote` (compiler/farm) verifies on a farm server instead of here."""
+    `remote` (compiler/farm) verifies on a farm server instead of here. `options`: shapes=,
+    dims=, gears= as verify takes them; a symbolic model is verified at every shape verify
+    checks (its bounds, midpoint and gears), and the cell lists them."""
+    options = dict(options or {})
     from ..backend import Mode
     from ..driver import compile_model
     from ..errors import AnychipError
@@ -82,8 +102,10 @@ def run_cell(model: str, target: str, remote=None) -> Cell:
     cell = Cell(model, target, FAILED, False, how=mode.mode.verb)
     try:
         if mode.can_run or remote is not None:
-            report = verify_model(model, target=target, remote=remote)
+            report = verify_model(model, target=target, remote=remote, **options)
             cell.how, cell.where = report.how, report.where
+            cell.sizes = [dict(r.sizes) for r in report.by_shape] or \
+                ([dict(report.sizes)] if report.sizes else [])
             worst = next((o for o in report.outputs if not o.passed), None)
             cell.status = report.how if report.passed else FAILED
             cell.passed = report.passed
@@ -98,8 +120,9 @@ def run_cell(model: str, target: str, remote=None) -> Cell:
                                f"of tolerance (max abs {worst.max_abs:.3g}, max rel "
                                f"{worst.max_rel:.3g})")
         else:
-            artifact = compile_model(model, target=target)
+            artifact = compile_model(model, target=target, **options)
             cell.status, cell.passed, cell.precision = COMPILED_ONLY, True, artifact.precision
+            cell.symbols = {n: [lo, hi] for n, (lo, hi) in artifact.symbols.items()}
     except AnychipError as exc:
         cell.reason = str(exc).splitlines()[0][:300]
     except Exception as exc:  # noqa: BLE001 - a TVM or anychip bug is a failed cell, not a crash

@@ -47,16 +47,23 @@ class RemoteBench:
 
 
 def remote_bench(model: str, target: str, spec, warmup: int = 3, repeat: int = 10,
-                 shapes: dict | None = None, precision: str | None = None) -> RemoteBench:
+                 shapes: dict | None = None, precision: str | None = None,
+                 at: dict[str, int] | None = None, **dynamic) -> RemoteBench:
     """Compile here, then time on a farm server: one session, two jobs (a plain run, whose
-    round trip minus its server-side time is the network overhead; then the timed runs)."""
+    round trip minus its server-side time is the network overhead; then the timed runs).
+    A symbolic model (`dims=`, `gears=`) is timed at one shape, each symbol at `at[name]` or
+    its lower bound; the model label says which."""
     from ..driver import compile_model
     from ..inputs import random_inputs
     from .client import Session, runner_for
 
     runner = runner_for(spec, target)     # exit 3 before compiling when there is no server
-    artifact = compile_model(model, target=target, shapes=shapes or None, precision=precision)
-    feed = random_inputs(artifact.inputs, 0)
+    artifact = compile_model(model, target=target, shapes=shapes or None, precision=precision,
+                             **dynamic)
+    sizes = artifact.sizes_for(at)
+    feed = random_inputs(artifact.inputs, 0, sizes)
+    if sizes:
+        model = f"{model} at " + ", ".join(f"{k}={v}" for k, v in sizes.items())
     with Session(spec, runner.key) as session:
         ping_ms = statistics.median(session.ping() * 1e3 for _ in range(5))
         plain = session.run(artifact, feed)

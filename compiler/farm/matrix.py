@@ -55,19 +55,20 @@ class _SlotReleasingRunner:
                 _slots.acquire()
 
 
-def farm_cell(model: str, target: str, spec: FarmSpec, key: str | None) -> Cell:
-    """One cell on the farm (in a worker process)."""
+def farm_cell(model: str, target: str, spec: FarmSpec, key: str | None,
+              options: dict | None = None) -> Cell:
+    """One cell on the farm (in a worker process); `options` as run_cell takes them."""
     from ..conformance.matrix import UNAVAILABLE, run_cell
 
     if _slots is not None:
         _slots.acquire()
     try:
         if key is None:
-            return _compile_here(model, target)
+            return _compile_here(model, target, options)
         lost = None
         for _ in range(2):
             runner = _SlotReleasingRunner(RemoteRunner(spec, key))
-            cell = run_cell(model, target, remote=runner)
+            cell = run_cell(model, target, remote=runner, options=options)
             if runner.lost is None or cell.status == UNAVAILABLE:
                 break
             lost = runner.lost
@@ -79,7 +80,7 @@ def farm_cell(model: str, target: str, spec: FarmSpec, key: str | None) -> Cell:
             _slots.release()
 
 
-def _compile_here(model: str, target: str) -> Cell:
+def _compile_here(model: str, target: str, options: dict | None = None) -> Cell:
     from ..backend import Mode
     from ..conformance.matrix import UNAVAILABLE
     from ..driver import compile_model
@@ -92,8 +93,9 @@ def _compile_here(model: str, target: str) -> Cell:
         return Cell(model, target, UNAVAILABLE, False, reason=mode.why)
     cell = Cell(model, target, FAILED, False, how=COMPILED_ONLY)
     try:
-        artifact = compile_model(model, target=target)
+        artifact = compile_model(model, target=target, **(options or {}))
         cell.status, cell.passed, cell.precision = COMPILED_ONLY, True, artifact.precision
+        cell.symbols = {n: [lo, hi] for n, (lo, hi) in artifact.symbols.items()}
         cell.reason = NO_DEVICE
     except AnychipError as exc:
         cell.reason = str(exc).splitlines()[0][:300]
@@ -104,7 +106,8 @@ def _compile_here(model: str, target: str) -> Cell:
 
 
 def farm_matrix(models: list[str], targets: list[str], spec: FarmSpec, progress=None,
-                local_slots: int | None = None, on_done=None) -> list[Cell]:
+                local_slots: int | None = None, on_done=None,
+                options: dict | None = None) -> list[Cell]:
     """Cells in models x targets order. `progress(line)` gets one line per finished cell
     with the count done / total of its key; `on_done(cell)` is called as each finishes."""
     from ..dispatch import usable_cores
@@ -126,7 +129,7 @@ def farm_matrix(models: list[str], targets: list[str], spec: FarmSpec, progress=
     with ProcessPoolExecutor(max_workers=max(1, min(cells_n, slots_n + servers)),
                              mp_context=ctx, initializer=_init_worker,
                              initargs=(slots,)) as pool:
-        futures = {pool.submit(farm_cell, m, t, spec, key_of[t]): (m, t) for m, t in order}
+        futures = {pool.submit(farm_cell, m, t, spec, key_of[t], options): (m, t) for m, t in order}
         for future in as_completed(futures):
             model, target = futures[future]
             try:
