@@ -1,7 +1,10 @@
 """TrainGraph -> the Relax `backbone` module that relax.training.SetupTrainer takes.
 
-    backbone(inputs..., params..., states...) -> (prediction, new_states...)
+    backbone(inputs..., [key,] params..., states...) -> (prediction, new_states...)
     module attrs: param_num, state_num
+
+`key` (uint32 [3]: seed, counter, train) is there when the model has Dropout with p > 0: the
+masks are drawn from it inside the step (training/dropout.py).
 
 The graph goes through the inference path's frontend (checks, shape inference, C-identifier
 I/O names) and importer (from_onnx with the initializers kept as inputs). Then: initializers that
@@ -28,6 +31,7 @@ class Backbone:
     inputs: list[TensorSpec]    # graph inputs (user names, static shapes)
     prediction: object          # relax.TensorType of the prediction
     proto: object = None        # the train-mode ONNX graph (names nodes in refusals)
+    dropouts: list = None       # Dropout ratios (p > 0): the step then takes the dropout key
 
 
 def build_backbone(graph: TrainGraph) -> Backbone:
@@ -51,7 +55,23 @@ def build_backbone(graph: TrainGraph) -> Backbone:
     if constants:
         func = func.bind_params(constants)
     func = _rewrite_batch_norms(func, {var_of[s.mean].name: s for s in graph.batch_norms})
-    params = inputs + [var_of[n] for n in graph.params] + [var_of[n] for n in graph.states]
+    keys = []
+    specs = source.inputs
+    if graph.dropouts:
+        from .dropout import KEY_NAME, rewrite_dropouts
+        from .graph import dropout_marker
+
+        markers = {dropout_marker(i): i for i in range(len(graph.dropouts))}
+        marker_vars = {v: markers[v.name] for v in inputs if v.name in markers}
+        if len(marker_vars) != len(markers):
+            raise AnychipError(f"{graph.label}: the dropout markers did not survive the import; "
+                               f"report the model.")
+        inputs = [v for v in inputs if v not in marker_vars]
+        specs = [s for s in source.inputs if s.name not in markers]
+        keys = [tvm.relax.Var(KEY_NAME, tvm.relax.TensorType([3], "uint32"))]
+        func = rewrite_dropouts(func, graph.dropouts, marker_vars, keys[0])
+    params = (inputs + keys + [var_of[n] for n in graph.params]
+              + [var_of[n] for n in graph.states])
     func = _with_tuple_return(func, params, len(graph.states))
     func = func.with_attr("global_symbol", BACKBONE)
     module = tvm.IRModule({BACKBONE: func}).with_attrs(
@@ -63,7 +83,7 @@ def build_backbone(graph: TrainGraph) -> Backbone:
         raise AnychipError(f"{graph.label}: the training backbone is not well formed ({first}); "
                            f"report the model.") from exc
     prediction = func.body.body.fields[0].ty if len(graph.states) else func.body.body.ty
-    return Backbone(module, source.inputs, prediction, graph.proto)
+    return Backbone(module, specs, prediction, graph.proto, list(graph.dropouts))
 
 
 def _with_tuple_return(func, params, num_states: int):

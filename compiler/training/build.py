@@ -21,7 +21,7 @@ from .trainer import Trainer
 def compile_training(model, example_inputs=None, loss: str = "cross_entropy", optimizer=None,
                      target: str = "cpu", precision: str | None = None,
                      shapes: dict | None = None, schedule=None, accumulate: int = 1,
-                     **extra) -> Trainer:
+                     seed: int = 0, **extra) -> Trainer:
     """Compile one train step (forward, loss, gradient, optimizer update) for a target.
 
     `model`: a torch.nn.Module (with example_inputs giving the batch shape), 'zoo:NAME', an .onnx
@@ -32,6 +32,8 @@ def compile_training(model, example_inputs=None, loss: str = "cross_entropy", op
     `shapes` ({input: shape}) fixes an ONNX model's input shapes, the batch shape trained on.
     `schedule`: an anychip.optim.schedules schedule (lr per update, no recompile).
     `accumulate`: batches whose mean gradient makes one optimizer update (default 1).
+    `seed`: the seed of the Dropout masks (p > 0), drawn in the step by a counter-based RNG:
+    the same seed gives the same masks, bit for bit (training/dropout.py).
 
     The whole model trains in train mode, as after model.train(): BatchNorm uses batch
     statistics and updates its running ones; parameters with requires_grad=False stay fixed.
@@ -47,6 +49,8 @@ def compile_training(model, example_inputs=None, loss: str = "cross_entropy", op
     if schedule is not None and not isinstance(schedule, Schedule):
         raise AnychipError("schedule must come from anychip.optim.schedules (linear_warmup, "
                            "cosine, step).")
+    if not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise AnychipError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
     get_profile(target)  # an unknown target fails before any export work
     graph = training_graph(model, example_inputs, shapes)
     backbone = build_backbone(graph)
@@ -67,6 +71,8 @@ def compile_training(model, example_inputs=None, loss: str = "cross_entropy", op
         "optimizer": optimizer.as_dict(),
         "schedule": schedule.as_dict() if schedule is not None else None,
         "accumulate": accumulate,
+        "dropout": ({"seed": seed, "rates": list(backbone.dropouts)} if backbone.dropouts
+                    else None),
         "inputs": [s.as_dict() for s in backbone.inputs],
         "label": {"shape": list(step.label_shape), "dtype": step.label_dtype},
         "params": [graph.keys[n] for n in graph.params],

@@ -31,7 +31,8 @@ def _identity(trainer) -> dict:
     shapes = [[k, list(np.shape(v))] for k, v in zip(plan["params"], trainer._host["params"])]
     return {"model": plan["model"], "loss": plan["loss"], "optimizer": plan["optimizer"],
             "schedule": plan.get("schedule"), "accumulate": plan.get("accumulate", 1),
-            "params": shapes, "states": plan["states"], "optim_count": plan["optim_count"]}
+            "params": shapes, "states": plan["states"], "optim_count": plan["optim_count"],
+            **({"dropout": plan["dropout"]} if plan.get("dropout") else {})}
 
 
 def _digest(identity: dict) -> str:
@@ -59,6 +60,7 @@ def save_checkpoint(trainer, path, force: bool = False):
     tensors = {k: np.array(v, order="C") for k, v in tensors.items()}  # keeps 0-d as 0-d
     identity = _identity(trainer)
     metadata = {"format": FORMAT, "steps": str(arrays["steps"]), "micro": str(arrays["micro"]),
+                "draws": str(arrays.get("draws", 0)),
                 "pending": str(len(arrays["pending"])), "identity": json.dumps(identity),
                 "digest": _digest(identity)}
     return write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata),
@@ -98,7 +100,8 @@ def load_checkpoint(trainer, path) -> None:
             "optim": [tensors[f"optim/{i}"] for i in range(int(plan["optim_count"]))],
             "fixed": {k: tensors[f"fixed/{k}"] for k in trainer._fixed},
             "pending": [tensors[f"pending/{i}"] for i in range(int(metadata["pending"]))],
-            "steps": int(metadata["steps"]), "micro": int(metadata["micro"])}
+            "steps": int(metadata["steps"]), "micro": int(metadata["micro"]),
+            "draws": int(metadata.get("draws", 0))}
     except (KeyError, ValueError) as exc:
         raise AnychipError(f"{path}: the checkpoint is incomplete ({exc} missing); write it "
                            f"again.") from exc

@@ -13,8 +13,9 @@ adds is only which initializers are trained, which are states, and two train-mod
   batch variance for running_var. TVM's own train-mode batch_norm is not used for this: its ONNX
   converter passes ONNX's momentum (0.9, the weight of the old value) where Relax expects
   torch's (the weight of the new value), and it updates running_var with the biased variance.
-- Dropout with p = 0 is an identity; with p > 0 it is refused (random masks in the compiled step
-  are not supported yet), with what to do instead.
+- Dropout with p = 0 (or training_mode false) is an identity; with p > 0 it stays a Dropout
+  x * anychip_dropout_<i> (a scalar input marking it), which the backbone replaces with a
+  seeded counter-based random mask drawn inside the compiled step (training/dropout.py).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class TrainGraph:
     counters: list[str] = field(default_factory=list)  # num_batches_tracked: +1 per step
     aliases: dict[str, str] = field(default_factory=dict)  # tied weight key -> its source key
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # static input shapes
+    dropouts: list[float] = field(default_factory=list)  # ratio of each Dropout p > 0, in order
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,7 +237,9 @@ def _constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return found
 
 
-def _edit_dropout(graph: onnx.GraphProto, label: str) -> None:
+def _edit_dropout(graph: onnx.GraphProto, label: str) -> list[float]:
+    """Dropout p = 0 -> Identity; p > 0 -> x * marker input: the ratios, in order."""
+    rates: list[float] = []
     consts, inits = _constants(graph), {i.name: i for i in graph.initializer}
     used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
     for node in graph.node:
@@ -254,16 +258,30 @@ def _edit_dropout(graph: onnx.GraphProto, label: str) -> None:
         if len(node.input) > 2 and node.input[2]:
             value = _constant_value(node.input[2], consts, inits)
             training = True if value is None else bool(value)
-        if ratio > 0 and training:
-            raise AnychipError(f"{label}: {where} with p={ratio:g}: dropout in the compiled train "
-                               f"step is not supported yet; set p=0 or replace it with "
-                               f"nn.Identity() for training with anychip.")
+        if not 0.0 <= ratio < 1.0:
+            raise AnychipError(f"{label}: {where} has p={ratio:g}; dropout needs 0 <= p < 1.")
         if len(node.output) > 1 and node.output[1] in used:
             raise AnychipError(f"{label}: {where}: its mask output is used; not supported.")
-        node.op_type = "Identity"
-        del node.input[1:]
         del node.output[1:]
         del node.attribute[:]
+        del node.input[1:]
+        if ratio > 0 and training:
+            # x * marker, marker a scalar graph input the backbone replaces with the mask
+            # (the importer turns any Dropout into an identity)
+            marker = dropout_marker(len(rates))
+            node.op_type = "Mul"
+            node.input.append(marker)
+            graph.input.append(helper.make_tensor_value_info(marker, onnx.TensorProto.FLOAT,
+                                                             []))
+            rates.append(ratio)
+        else:
+            node.op_type = "Identity"
+    return rates
+
+
+def dropout_marker(index: int) -> str:
+    """The name of the scalar input that marks Dropout number `index` in the ONNX graph."""
+    return f"anychip_dropout_{index}"
 
 
 def _edit_batch_norm(graph: onnx.GraphProto, label: str) -> list[BatchNormSpec]:
@@ -304,7 +322,7 @@ def _train_mode(proto: onnx.ModelProto, label: str, trainable_names: set[str] | 
         if has_bn and opset.domain in ("", "ai.onnx") and opset.version < 14:
             raise AnychipError(f"{label}: opset {opset.version}: training BatchNormalization "
                                f"needs opset >= 14 (training_mode); re-export with opset {OPSET}.")
-    _edit_dropout(graph, label)
+    dropouts = _edit_dropout(graph, label)
     specs = _edit_batch_norm(graph, label)
     del graph.value_info[:]  # re-inferred by frontend.prepare
     inits = {i.name: i for i in graph.initializer}
@@ -322,7 +340,7 @@ def _train_mode(proto: onnx.ModelProto, label: str, trainable_names: set[str] | 
     states = [n for s in specs for n in (s.mean, s.var)]
     if not params:
         raise AnychipError(f"{label}: the model has no trainable parameters.")
-    return TrainGraph(label, proto, params, states, specs, values, {}, [])
+    return TrainGraph(label, proto, params, states, specs, values, {}, [], dropouts=dropouts)
 
 
 def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:

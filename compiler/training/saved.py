@@ -32,7 +32,8 @@ def _versions() -> dict:
 
 def _state_bytes(arrays: dict) -> bytes:
     flat = {"meta/steps": np.array(arrays["steps"], dtype=np.int64),
-            "meta/micro": np.array(arrays.get("micro", 0), dtype=np.int64)}
+            "meta/micro": np.array(arrays.get("micro", 0), dtype=np.int64),
+            "meta/draws": np.array(arrays.get("draws", 0), dtype=np.int64)}
     for i, value in enumerate(arrays.get("pending", [])):
         flat[f"pending/{i}"] = np.asarray(value)
     for group in ("params", "states", "optim"):
@@ -123,6 +124,7 @@ def read_trainer(path):
                                     group("fixed", len(manifest["fixed_keys"])))),
                   "steps": int(data["meta/steps"]),
                   "micro": int(data["meta/micro"]),
+                  "draws": int(data["meta/draws"]) if "meta/draws" in data.files else 0,
                   "pending": [data[k] for k in sorted(
                       (k for k in data.files if k.startswith("pending/")),
                       key=lambda k: int(k.split("/")[1]))]}

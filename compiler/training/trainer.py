@@ -46,6 +46,7 @@ class Trainer:
                       "optim": [np.array(a) for a in arrays["optim"]]}
         self.steps = int(arrays.get("steps", 0))        # optimizer updates done
         self.micro = int(arrays.get("micro", 0))        # batches into the current accumulation
+        self.draws = int(arrays.get("draws", 0))        # training forward passes (dropout key)
         pending = arrays.get("pending")
         self._pending = [np.array(g) for g in pending] if pending else None
         self._vm = None
@@ -136,15 +137,30 @@ class Trainer:
         schedule = from_dict(self.plan.get("schedule"))
         return base * (schedule.factor(self.steps) if schedule else 1.0)
 
-    def _forward_backward(self, x, y):
+    @property
+    def dropout_seed(self) -> int | None:
+        """The seed of the dropout masks (None when the model has no Dropout with p > 0)."""
+        dropout = self.plan.get("dropout")
+        return int(dropout["seed"]) if dropout else None
+
+    def _dropout_key(self, train: bool) -> list:
+        """[uint32 (seed, counter, train)] for a step with dropout, else []."""
+        import tvm
+
+        if not self.plan.get("dropout"):
+            return []
+        key = np.array([self.dropout_seed, self.draws, int(train)], dtype=np.uint64)
+        return [tvm.runtime.tensor((key & 0xFFFFFFFF).astype(np.uint32), self._dev)]
+
+    def _forward_backward(self, x, y, train: bool = True):
         import tvm
 
         vm = self._runtime()
         feed = list(x) if isinstance(x, (tuple, list)) else x
         xs = order_inputs(self.inputs, feed, f"train step of {self.plan['model']}")
         label = self._labels(y)
-        args = ([tvm.runtime.tensor(a, self._dev) for a in xs] + self._params + self._states
-                + [tvm.runtime.tensor(label, self._dev)])
+        args = ([tvm.runtime.tensor(a, self._dev) for a in xs] + self._dropout_key(train)
+                + self._params + self._states + [tvm.runtime.tensor(label, self._dev)])
         ret, grads = vm[ADJOINT](*args)
         if self._states:
             return ret[0], list(ret[1:]), grads
@@ -156,6 +172,7 @@ class Trainer:
         import tvm
 
         loss, states, grads = self._forward_backward(x, y)
+        self.draws += 1
         self._states = states
         for key in self.plan["counters"]:
             self._fixed[key] = self._fixed[key] + 1
@@ -180,8 +197,9 @@ class Trainer:
 
     def evaluate(self, x, y) -> float:
         """The loss on a batch with the current parameters; nothing is updated (the compiled
-        graph is the train-mode one: BatchNorm normalises with the batch's statistics)."""
-        loss, _, _ = self._forward_backward(x, y)
+        graph is the train-mode one: BatchNorm normalises with the batch's statistics; Dropout
+        is the identity, as in eval mode)."""
+        loss, _, _ = self._forward_backward(x, y, train=False)
         return float(loss.numpy())
 
     def fit(self, batches, epochs: int = 1, eval_batches=None, log=None, progress=None,
@@ -239,7 +257,7 @@ class Trainer:
     def arrays(self) -> dict:
         """Everything save() writes besides the library."""
         return {**self._current(), "fixed": dict(self._fixed), "steps": self.steps,
-                "micro": self.micro, "pending": list(self._pending or [])}
+                "micro": self.micro, "draws": self.draws, "pending": list(self._pending or [])}
 
     def save_checkpoint(self, path, force: bool = False):
         """Parameters, BatchNorm statistics, optimizer state, step counters (and gradients of
@@ -260,6 +278,7 @@ class Trainer:
                       for k in ("params", "states", "optim")}
         self._fixed = {k: np.array(v) for k, v in arrays["fixed"].items()}
         self.steps, self.micro = int(arrays["steps"]), int(arrays["micro"])
+        self.draws = int(arrays.get("draws", 0))
         self._pending = [np.array(g) for g in arrays["pending"]] or None
         if self._vm is not None:
             self._upload()

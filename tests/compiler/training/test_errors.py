@@ -27,12 +27,13 @@ def test_unknown_loss_lists_the_supported_ones():
     assert "unknown loss 'hinge'" in _single_line(exc) and "cross_entropy, mse" in str(exc.value)
 
 
-def test_dropout_in_train_mode_is_refused_with_what_to_do():
-    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 2))
+def test_dropout_p1_is_refused():
+    """p = 1 would scale by 1/(1-p): refused (p > 0 trains with a seeded mask, test_dropout)."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(1.0), nn.Linear(8, 2))
     with pytest.raises(AnychipError) as exc:
         anychip.compile_training(model, example_inputs=(torch.zeros(2, 4),), optimizer=SGD)
     text = _single_line(exc)
-    assert "Dropout" in text and "p=0.5" in text and "nn.Identity()" in text
+    assert "Dropout" in text and "p=1" in text and "0 <= p < 1" in text
 
 
 class _NoGradient(nn.Module):
