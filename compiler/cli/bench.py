@@ -1,4 +1,6 @@
-"""`anychip bench MODEL --target T [--against ort,torch] [--json] [--plot FILE]`."""
+"""`anychip bench MODEL --target T [--against ort,torch] [--json] [--plot FILE]`;
+`anychip bench zoo:NAME --train [--against torch,torch.compile]` times one training step
+(compiler/bench_train.py)."""
 
 from __future__ import annotations
 
@@ -34,6 +36,15 @@ def add_parser(sub) -> None:
                         "backend's estimate, marked so)")
     p.add_argument("--trace", metavar="FILE", help="with --profile: write a Chrome/Perfetto "
                                                    "trace of one run")
+    p.add_argument("--train", action="store_true",
+                   help="time one training step (forward, loss, backward, optimizer) against "
+                        "torch eager and torch.compile instead of inference; the model as for "
+                        "'anychip train' (zoo:NAME with a torch module)")
+    p.add_argument("--loss", choices=["cross_entropy", "token_cross_entropy", "mse"],
+                   help="--train: the loss (default: from the model's output shape)")
+    p.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="adamw",
+                   help="--train: the optimizer of the timed step (default adamw)")
+    p.add_argument("--lr", type=float, default=None, help="--train: learning rate")
     p.add_argument("--no-peak", action="store_true",
                    help="skip the peak-GFLOP/s measurement (cached after the first run)")
     from ..farm.client import add_farm_args
@@ -46,10 +57,15 @@ def run(args) -> int:
     from ..farm.client import spec_from_args
 
     farm = spec_from_args(args)
+    if farm is not None and args.train:
+        raise AnychipError("--train times a step here against torch; it does not run on a farm "
+                           "(drop --tracker/--remote).")
     if farm is not None:
         return _remote(args, farm)
     if args.profile or args.trace:
         return _profile(args)
+    if args.train:
+        return _train(args)
     against = tuple(e.strip() for e in args.against.split(",") if e.strip() and e != "none")
     if args.plot:
         _refuse_existing(args.plot, args.force)
@@ -67,6 +83,27 @@ def run(args) -> int:
         written = plot(result, args.plot, force=args.force)
         if not args.json:
             print(f"wrote {written}")
+    return 0
+
+
+def _train(args) -> int:
+    from ..bench_train import TRAIN_ENGINES, bench_train
+    from .train import make_optimizer
+
+    if args.plot or args.shape:
+        raise AnychipError("--train times the model's own example batch; drop --plot/--shape.")
+    against = TRAIN_ENGINES if args.against == ",".join(ENGINES) else tuple(
+        e.strip() for e in args.against.split(",") if e.strip() and e != "none")
+    args.weight_decay, args.momentum = None, 0.0
+    with progress.stage(f"bench a train step of {args.model} on {args.target}"):
+        result = bench_train(args.model, target=args.target, against=against,
+                             warmup=max(1, args.warmup), repeat=args.repeat, loss=args.loss,
+                             optimizer=make_optimizer(args), precision=args.precision)
+    if args.json:
+        print(result.to_json())
+    else:
+        print(format_table(result))
+        print(f"step: {result.notes['step']}")
     return 0
 
 
