@@ -70,9 +70,11 @@ def to_relax(source: ModelSource, keep_params_in_input: bool = False):
         if names:
             where = (f" (at node '{lost[-1][0]}' ({lost[-1][1]}))" if lost else "")
             dynamic = [s for s in source.inputs if not s.is_static]
+            lows = {n: lo for n, (lo, _) in symbol_bounds(source).items()}
             raise AnychipError(f"{source.label}: the symbolic dims could not be kept through "
                                f"TVM's ONNX importer{where}: {first}; compile static shapes "
-                               f"instead: " + "; ".join(_static_hint(s) for s in dynamic)) from exc
+                               f"instead: " + "; ".join(_static_hint(s, lows) for s in dynamic)) \
+                from exc
         raise AnychipError(f"{source.label}: TVM's ONNX importer failed: {first}. "
                            f"Run 'anychip compare' or report the model.") from exc
     bounds = symbol_bounds(source)
@@ -99,7 +101,13 @@ def symbol_bounds(source: ModelSource) -> dict[str, tuple[int, int]]:
     return {n: tuple(int(v) for v in given.get(n, symbolic.default_range(n))) for n in names}
 
 
-def _static_hint(spec) -> str:
-    example = "x".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in spec.shape)
+def _static_hint(spec, lows: dict[str, int] | None = None) -> str:
+    """'--shape NAME=AxB' that compiles: each symbol at its lower bound (`lows`), else 1."""
+    lows = lows or {}
+
+    def size(d) -> str:
+        return str(d) if isinstance(d, int) and d > 0 else str(lows.get(d, 1))
+
+    example = "x".join(size(d) for d in spec.shape)
     return f"input '{spec.name}' {list(spec.shape)}: --shape {spec.name}={example or '1'}"
 

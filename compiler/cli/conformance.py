@@ -31,6 +31,11 @@ def add_parser(sub) -> None:
                    "the mode the suite runs in (default: the family's suite default, which "
                    "checks operator semantics; 'anychip verify' shows the default numerics). "
                    "Lists for another mode are <target>@<mode>.yaml")
+    p.add_argument("--symbolic", action="store_true",
+                   help="dynamic shapes: make each case's input dims symbols (one per distinct "
+                        "size, bounded to it) and compile through the symbolic-shape path a "
+                        "dynamic model takes; run at the case's sizes. Expected failures: "
+                        "<target>@symbolic.yaml")
     p.add_argument("--jobs", "-j", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--timeout", type=float, default=20.0, help="seconds per case (default 20)")
     p.add_argument("--json", action="store_true", help="print one JSON object per target")
@@ -94,10 +99,13 @@ def run(args) -> int:
     for name in names:
         report = run_conformance(name, selected=selected, jobs=args.jobs, timeout=args.timeout,
                                  progress=None if args.json else _Progress(name),
-                                 precision_mode=args.precision_mode)
+                                 precision_mode=args.precision_mode,
+                                 symbolic=args.symbolic)
         mode = report.extra.get("precision_mode")
         default = suite_default_options(name).get("precision_mode")
         list_name = name if mode in (None, default) else f"{name}@{mode}"
+        if report.extra.get("symbolic"):
+            list_name += "@symbolic"
         listed = exp.load_expected(list_name, directory)
         report.expectation = exp.check(report.results, listed,
                                        str(exp.expected_path(list_name, directory)))

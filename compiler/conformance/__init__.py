@@ -42,8 +42,10 @@ def run_conformance(target: str, ops: list[str] | None = None, names: list[str] 
                     timeout: float = DEFAULT_TIMEOUT_S,
                     progress: Callable[[Result, int, int], None] | None = None,
                     selected: list[case_store.Case] | None = None,
-                    precision_mode: str | None = None) -> TargetReport:
-    """Run the node suite (or a selection) on `target` ('ort' for ONNX Runtime)."""
+                    precision_mode: str | None = None, symbolic: bool = False) -> TargetReport:
+    """Run the node suite (or a selection) on `target` ('ort' for ONNX Runtime). `symbolic`:
+    each case's input dims become symbols (engines.symbolise), so every operator is also
+    checked through the symbolic-shape path a dynamic model takes; run at the case's sizes."""
     import onnx
 
     how = how_target_runs(target)
@@ -51,11 +53,16 @@ def run_conformance(target: str, ops: list[str] | None = None, names: list[str] 
         selected = case_store.select(case_store.collect(), ops, names, limit)
     start = time.perf_counter()
     mode = conformance_precision_mode(target, precision_mode)
+    options: dict = {"precision_mode": mode} if mode else {}
+    if symbolic and target != ORT:
+        options["symbolic"] = True
     results = run_cases(selected, target, jobs=jobs, timeout=timeout, progress=progress,
-                        options={"precision_mode": mode} if mode else {})
+                        options=options)
     report = TargetReport(target, how, onnx.__version__, results, time.perf_counter() - start)
     if mode:
         report.extra["precision_mode"] = mode
+    if options.get("symbolic"):
+        report.extra["symbolic"] = True
     return report
 
 

@@ -127,9 +127,41 @@ def _array(value):
     return np.asarray(value)
 
 
-def run_anychip(case: Case, target: str, precision_mode: str | None = None) -> Result:
+def symbolise(model, feed: dict) -> tuple[object, dict[str, tuple[int, int]]]:
+    """`conformance --symbolic`: the case's model with every input dim over 1 made a named
+    symbol, one per distinct size (`d3`: inputs or axes of the same size share it, so
+    broadcasting and shared extents stay provable), bounded to that size; the graph outputs
+    keep their rank, their sizes are left to inference. Dims of 1 stay static (they broadcast). Returns the new
+    model and the symbols' bounds, for load_model(dims=...). Shape-valued inputs
+    (specialise_for) keep their dims: their values, not their sizes, matter."""
+    import onnx
+
+    from ..importer_fixes.specialise import shape_inputs
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = set(shape_inputs(model))
+    dims: dict[str, tuple[int, int]] = {}
+    for vi in out.graph.input:
+        if vi.name in keep or not vi.type.HasField("tensor_type") or vi.name not in feed:
+            continue
+        shape = np.shape(feed[vi.name])
+        for dim, size in zip(vi.type.tensor_type.shape.dim, shape):
+            if size > 1:
+                dim.dim_param = f"d{size}"
+                dims[f"d{size}"] = (size, size)
+    for vi in out.graph.output:   # rank kept, sizes unknown
+        if vi.type.HasField("tensor_type"):
+            for dim in vi.type.tensor_type.shape.dim:
+                dim.Clear()
+    return out, dims
+
+
+def run_anychip(case: Case, target: str, precision_mode: str | None = None,
+                symbolic: bool = False) -> Result:
     """load_model -> compile_source -> Artifact.run, exactly as a user's model goes
-    (`precision_mode`: for a family with precision modes, as `--precision-mode` gives it)."""
+    (`precision_mode`: for a family with precision modes, as `--precision-mode` gives it;
+    `symbolic`: the inputs' dims made symbols first, see `symbolise`)."""
     import onnx
 
     from ..backend import CompileOptions
@@ -143,12 +175,16 @@ def run_anychip(case: Case, target: str, precision_mode: str | None = None) -> R
     stage = "load"
     try:
         model = onnx.load_from_string(case.model)
-        source = load_model(model)
         feed = {vi.name: _array(v) for vi, v in zip(model.graph.input, case.inputs)}
+        dims: dict = {}
+        if symbolic:
+            model, dims = symbolise(model, feed)
+        source = load_model(model, None, None, dims or None)
         result.notes = specialise_for(source, feed)
         stage = "compile"
         extra = {"precision_mode": precision_mode} if precision_mode else {}
-        artifact = compile_source(source, target, CompileOptions(extra=extra))
+        artifact = compile_source(source, target, CompileOptions(
+            extra=extra, dims=dict(source.extra.get("dims") or {})))
         if not artifact.execution().can_run:
             result.status = COMPILED
             result.reason = f"compiled only: {artifact.execution().why}"
@@ -236,6 +272,8 @@ def run_ort(case: Case) -> Result:
     return result
 
 
-def run_case(case: Case, engine: str, precision_mode: str | None = None) -> Result:
+def run_case(case: Case, engine: str, precision_mode: str | None = None,
+             symbolic: bool = False) -> Result:
     """engine: 'ort', or an anychip target name."""
-    return run_ort(case) if engine == "ort" else run_anychip(case, engine, precision_mode)
+    return run_ort(case) if engine == "ort" else run_anychip(case, engine, precision_mode,
+                                                            symbolic)

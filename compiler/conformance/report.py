@@ -61,7 +61,7 @@ class TargetReport:
         good = self.count(COMPILED) if self.how == "compiled only" else self.count(PASSED)
         word = "compiled" if self.how == "compiled only" else "passed"
         how = self.how + (f", {self.extra['precision_mode']}" if "precision_mode" in self.extra
-                          else "")
+                          else "") + (", symbolic dims" if self.extra.get("symbolic") else "")
         line = (f"{self.target} ({how}): {good}/{self.total} {word} "
                 f"({100 * good / max(self.total, 1):.1f}%), {self.count(FAILED)} failed, "
                 f"{self.count(UNSUPPORTED)} unsupported")

@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 
-from .relax_values import const_int, static_shape
+from .relax_values import const_int, known_shape, static_shape
 
 _MARK = "_anychip_extra_converters"
 
@@ -471,7 +471,7 @@ def replacements() -> dict:
                 opset = 18 if len(inputs) > 1 else 13
                 x = inputs[0]
                 dtype = str(x.ty.dtype)
-                dims = static_shape(x)
+                dims = known_shape(x)      # a symbolic dim is None (never an empty set)
                 axes = attr.get("axes")
                 if len(inputs) > 1 and inputs[1] is not None:
                     value = fe.get_constant(inputs[1], params)
@@ -482,7 +482,7 @@ def replacements() -> dict:
                 if not axes and noop:
                     return x
                 axes = [a % len(dims) for a in axes] if axes else list(range(len(dims)))
-                if any(dims[a] == 0 for a in axes):
+                if any(dims[a] == 0 for a in axes) and None not in dims:
                     keep = attr.get("keepdims", 1)
                     shape = [1 if i in axes else d for i, d in enumerate(dims)
                              if keep or i not in axes]

@@ -18,3 +18,14 @@ def const_int(expr, what: str) -> int:
 
 def static_shape(expr) -> list[int]:
     return [int(d) for d in expr.ty.shape]
+
+
+def known_shape(expr) -> list[int | None]:
+    """The shape with each symbolic dim (a tir.Var or expression of one) as None."""
+    out: list[int | None] = []
+    for d in expr.ty.shape:
+        try:
+            out.append(int(d))
+        except TypeError:
+            out.append(None)
+    return out
