@@ -192,6 +192,12 @@ class OptionalBackendHooks:
         `anychip analyze` and `anychip verify --verbose` without knowing the family."""
         return []
 
+    def gear_summary(self, report: dict) -> dict:
+        """A static_shapes family: what report.json's `gears` lists for one gear from that
+        gear's own report, next to its compile time and size (compiler/gears.py); e.g. the
+        npu's buffer check and cost-model estimate at the gear's static shape."""
+        return {}
+
     def doctor(self) -> list[dict]:
         """Facts about this machine for `anychip doctor`: [{name, found, version, detail}]."""
         return []

@@ -126,6 +126,9 @@ def compile_gears(source, target: str, options, compile_one, profile, execution)
     from .backend import CompileOptions
     from .importer import symbol_bounds
 
+    from .registry import get_backend
+
+    backend = get_backend(profile)
     bounds = symbol_bounds(source)
     gears = choose_gears(bounds, dict(options.gears or {}), source.label)
     checks = {n: padding_check(source, n, gears[n], bounds) for n in gears}
@@ -144,10 +147,15 @@ def compile_gears(source, target: str, options, compile_one, profile, execution)
             shutil.copytree(art.path, staging / rel)
             size = sum(p.stat().st_size for p in (staging / rel).rglob("*") if p.is_file())
             report = art.report
-            entries.append({"sizes": sizes, "path": rel, "compile_s": round(seconds, 3),
-                            "size_bytes": size,
-                            "estimate": report.get("estimate") or report.get("cost"),
-                            "buffers": report.get("buffers") or report.get("memory")})
+            entry = {"sizes": sizes, "path": rel, "compile_s": round(seconds, 3),
+                     "size_bytes": size}
+            summary = backend.gear_summary(report)   # e.g. npu: buffer check, estimated time
+            if summary:
+                entry.update(summary)
+            else:
+                entry.update({"estimate": report.get("estimate") or report.get("cost"),
+                              "buffers": report.get("buffers") or report.get("memory")})
+            entries.append(entry)
             precision = art.precision
         symbols = {n: {"mode": "padded" if ok else "exact", "why": why, "gears": list(gears[n])}
                    for n, (ok, why) in checks.items()}

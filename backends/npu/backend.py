@@ -253,6 +253,11 @@ class NpuBackend(OptionalBackendHooks):
 
         return sections(report, top)
 
+    def gear_summary(self, report: dict) -> dict:
+        from .report_text import gear_summary
+
+        return gear_summary(report)
+
     def conformance_options(self, profile: Profile) -> dict:
         """The operator suite keeps the model's dtypes (ATC's must_keep_origin_dtype): it
         measures what the backend implements, not how float16 rounds; `anychip verify` and

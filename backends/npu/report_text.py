@@ -12,9 +12,65 @@ def _kb(n: int) -> str:
     return f"{n / 1024:.1f} KB" if n < 2**20 else f"{n / 2**20:.1f} MB"
 
 
+def gear_summary(report: dict) -> dict:
+    """One gear's line in a gear artifact's report.json (compiler/gears.py), from the report
+    of that gear's static program: the buffer check (each on-chip buffer's peak per core
+    against its capacity, weights + peak activations against the device memory) and the cost
+    model's estimate."""
+    estimate = report.get("estimate") or {}
+    buffers = {k: v["use"] for k, v in (estimate.get("buffers") or {}).items()}
+    memory = estimate.get("memory") or {}
+    use = memory.get("use")
+    worst = max(buffers, key=buffers.get) if buffers else None
+    check = {"passed": all(u <= 1 for u in buffers.values()) and (use is None or use <= 1),
+             "buffers_use": buffers, "worst_buffer": worst,
+             "device_memory_use": use,
+             "weights_bytes": memory.get("weights_bytes"),
+             "peak_activation_bytes": memory.get("peak_activation_bytes"),
+             "device_bytes": memory.get("device_bytes")}
+    total = estimate.get("total") or {}
+    roof = estimate.get("roofline") or {}
+    cost = {"time_us": total.get("time_us"), "cube_us": total.get("cube_us"),
+            "vector_us": total.get("vector_us"), "host_us": total.get("host_us"),
+            "kernels": total.get("kernels"), "bound": roof.get("bound"),
+            "bound_time_us": roof.get("bound_time_us"),
+            "note": "cost model, not a measurement"}
+    return {"buffer_check": check, "estimate": cost}
+
+
+def _gear_sections(report: dict) -> list[tuple[str, str]]:
+    """A gear artifact: one row per gear (static program), then each symbol's padding mode."""
+    rows = []
+    for g in report["gears"]:
+        check, cost = g.get("buffer_check") or {}, g.get("estimate") or {}
+        worst = check.get("worst_buffer")
+        use = check.get("device_memory_use")
+        rows.append([", ".join(f"{k}={v}" for k, v in g["sizes"].items()),
+                     f"{g['compile_s']:.2f} s", _kb(g["size_bytes"]),
+                     f"{cost['time_us']:.1f} us" if cost.get("time_us") is not None else "-",
+                     cost.get("bound") or "-",
+                     f"{worst} {100 * check['buffers_use'][worst]:.0f}%" if worst else "-",
+                     f"{100 * use:.3f}%" if use is not None else "-",
+                     ("ok" if check["passed"] else "OVER") if check else "-"])
+    total = (f"{len(report['gears'])} static programs: {report.get('compile_s_total', 0):.2f} "
+             f"s to compile, {_kb(report.get('size_bytes_total', 0))} in the artifact")
+    out = [("Gears (one static program each; time: cost model, not a measurement)",
+            table(["gear", "compile", "size", "est. time", "bound", "fullest buffer",
+                   "device memory", "buffer check"], rows) + "\n" + total)]
+    symbols = report.get("gear_symbols") or {}
+    if symbols:
+        out.append(("Gear symbols (how an input between gears runs)",
+                    table(["symbol", "gears", "mode", "why"],
+                          [[n, ",".join(map(str, s["gears"])), s["mode"], s["why"]]
+                           for n, s in symbols.items()])))
+    return out
+
+
 def sections(report: dict, top: int = 10) -> list[tuple[str, str]]:
     """[(title, body)] for the parts of report.json this family writes; absent parts skipped."""
     out: list[tuple[str, str]] = []
+    if report.get("gears"):
+        out += _gear_sections(report)
     placement = report.get("placement")
     if placement:
         counts = placement.get("counts", {})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from ..driver import compile_model
-from .common import add_model_args, parse_shapes
+from .common import add_model_args, model_options
 from .family_flags import add_family_flags, family_options_for
 
 
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     extra = family_options_for(args, args.target)
     art = compile_model(args.model, target=args.target, precision=args.precision,
-                        shapes=parse_shapes(args.shape), **extra)
+                        **model_options(args), **extra)
     report = art.report
     if args.json:
         print(json.dumps({"model": args.model, "precision": art.precision, **report}, indent=2,
