@@ -52,6 +52,16 @@ TRAINING_TOLERANCES: dict[str, Tolerance] = {
     "mixed": Tolerance(2e-2, 2e-2),
     "bf16": Tolerance(1e-1, 1e-1),
 }
+# Mixed-precision training (training/mixed.py: fp32 master weights, forward and backward in
+# the reduced dtype) against the fp32 loss curve of the same model, data and optimizer, over
+# the first 20 updates: about 10x the format's unit roundoff relative (the curve compounds the
+# per-step error, as a network compounds it for inference), plus an absolute floor for losses
+# near zero. Measured: a TransformerEncoderLayer classifier, 20 AdamW steps at lr 1e-2, bf16
+# stays within 8.4e-3 relative (8.7e-4 absolute) of fp32.
+MIXED_TRAINING_CURVE: dict[str, Tolerance] = {
+    "bf16": Tolerance(4e-2, 5e-3),
+    "fp16": Tolerance(1e-2, 1e-3),
+}
 EXACT = Tolerance(0.0, 0.0)
 
 

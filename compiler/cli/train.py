@@ -49,7 +49,9 @@ def add_parser(sub) -> None:
     p.add_argument("--log", help="loss log, one row per batch (.csv or .json)")
     p.add_argument("--checkpoint", help="write a .safetensors checkpoint after every epoch")
     p.add_argument("--resume", help="continue from a .safetensors checkpoint of the same setup")
-    p.add_argument("--precision", help="precision, as for 'anychip compile' (per target)")
+    p.add_argument("--precision", help="precision, as for 'anychip compile' (per target); "
+                                       "bf16/fp16 on a target without them (cpu): mixed "
+                                       "precision with fp32 master weights")
     p.add_argument("--seed", type=int, default=0, help="seed of the batch order")
     p.add_argument("--no-shuffle", action="store_true", help="keep the data order")
     p.add_argument("-o", "--output", help="write the trained parameters (.npz or .safetensors)")
@@ -200,6 +202,13 @@ def run(args) -> int:
                                    precision=args.precision, shapes=shapes, schedule=schedule,
                                    accumulate=args.accumulate, **extra)
     print(f"train step: {trainer.describe()}; compiled in {trainer.report['compile_s']:.1f} s")
+    mixed = trainer.plan.get("mixed")
+    if mixed:
+        ops = "; ".join(f"{dtype}: " + ", ".join(f"{k} x{v}" for k, v in found.items())
+                        for dtype, found in mixed["ops"].items() if found)
+        print(f"mixed precision: forward and backward in {mixed['compute_dtype']} ({ops}); "
+              f"master weights, optimizer state and loss in float32"
+              + ("; fp16 dynamic loss scaling" if trainer.scaler is not None else ""))
     if not trainer.execution.can_run:
         raise NotExecutable(f"target '{args.target}': the train step compiled, but it cannot run "
                             f"here: {trainer.execution.why}.")

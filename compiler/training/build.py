@@ -12,6 +12,7 @@ from ..registry import get_profile
 from .backbone import build_backbone
 from .graph import training_graph
 from .losses import LOSSES
+from .mixed import REDUCED, LossScaler, to_mixed
 from .optim import SGD, Adam
 from .schedules import Schedule
 from .step import compile_step
@@ -21,7 +22,7 @@ from .trainer import Trainer
 def compile_training(model, example_inputs=None, loss: str = "cross_entropy", optimizer=None,
                      target: str = "cpu", precision: str | None = None,
                      shapes: dict | None = None, schedule=None, accumulate: int = 1,
-                     seed: int = 0, **extra) -> Trainer:
+                     seed: int = 0, loss_scale: float | None = None, **extra) -> Trainer:
     """Compile one train step (forward, loss, gradient, optimizer update) for a target.
 
     `model`: a torch.nn.Module (with example_inputs giving the batch shape), 'zoo:NAME', an .onnx
@@ -34,6 +35,9 @@ def compile_training(model, example_inputs=None, loss: str = "cross_entropy", op
     `accumulate`: batches whose mean gradient makes one optimizer update (default 1).
     `seed`: the seed of the Dropout masks (p > 0), drawn in the step by a counter-based RNG:
     the same seed gives the same masks, bit for bit (training/dropout.py).
+    `precision` 'bf16' or 'fp16' on a target without that precision of its own (cpu): mixed
+    precision with float32 master weights (training/mixed.py); fp16 adds dynamic loss scaling
+    starting at `loss_scale` (default 2**16, torch.amp.GradScaler's).
 
     The whole model trains in train mode, as after model.train(): BatchNorm uses batch
     statistics and updates its running ones; parameters with requires_grad=False stay fixed.
@@ -51,10 +55,20 @@ def compile_training(model, example_inputs=None, loss: str = "cross_entropy", op
                            "cosine, step).")
     if not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise AnychipError(f"seed must be an integer in [0, 2**32), got {seed!r}.")
-    get_profile(target)  # an unknown target fails before any export work
+    profile = get_profile(target)  # an unknown target fails before any export work
+    mixed = precision if precision in REDUCED and precision not in profile.precisions else None
+    if mixed == "fp16" and loss == "mse":
+        raise AnychipError("fp16 training scales the loss through the labels, which works for "
+                           "the cross-entropy losses only; train mse with precision='bf16'.")
+    if loss_scale is not None and (mixed != "fp16" or not loss_scale > 0):
+        raise AnychipError(f"loss_scale (got {loss_scale!r}) is a number > 0 for "
+                           f"precision='fp16' mixed-precision training only.")
     graph = training_graph(model, example_inputs, shapes)
     backbone = build_backbone(graph)
-    options = CompileOptions(precision=precision, extra=dict(extra))
+    mixed_report = None
+    if mixed:
+        backbone.module, mixed_report = to_mixed(backbone.module, mixed)
+    options = CompileOptions(precision=None if mixed else precision, extra=dict(extra))
     step = compile_step(backbone, loss, optimizer, target, options, graph.label)
     trained = set(graph.params) | set(graph.states)
     fixed = dict(graph.extra)
@@ -66,7 +80,10 @@ def compile_training(model, example_inputs=None, loss: str = "cross_entropy", op
         "target": target,
         "family": get_profile(target).family,
         "built_family": get_profile(built_for).family,
-        "precision": step.precision,
+        "precision": mixed or step.precision,
+        "mixed": mixed_report,
+        "loss_scale": (LossScaler(scale=float(loss_scale or 65536.0)).as_dict()
+                       if mixed == "fp16" else None),
         "loss": loss,
         "optimizer": optimizer.as_dict(),
         "schedule": schedule.as_dict() if schedule is not None else None,

@@ -32,7 +32,8 @@ def _identity(trainer) -> dict:
     return {"model": plan["model"], "loss": plan["loss"], "optimizer": plan["optimizer"],
             "schedule": plan.get("schedule"), "accumulate": plan.get("accumulate", 1),
             "params": shapes, "states": plan["states"], "optim_count": plan["optim_count"],
-            **({"dropout": plan["dropout"]} if plan.get("dropout") else {})}
+            **({"dropout": plan["dropout"]} if plan.get("dropout") else {}),
+            **({"precision": plan["precision"]} if plan.get("mixed") else {})}
 
 
 def _digest(identity: dict) -> str:
@@ -61,6 +62,7 @@ def save_checkpoint(trainer, path, force: bool = False):
     identity = _identity(trainer)
     metadata = {"format": FORMAT, "steps": str(arrays["steps"]), "micro": str(arrays["micro"]),
                 "draws": str(arrays.get("draws", 0)),
+                "scaler": json.dumps(arrays.get("scaler")),
                 "pending": str(len(arrays["pending"])), "identity": json.dumps(identity),
                 "digest": _digest(identity)}
     return write_file(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata),
@@ -101,7 +103,8 @@ def load_checkpoint(trainer, path) -> None:
             "fixed": {k: tensors[f"fixed/{k}"] for k in trainer._fixed},
             "pending": [tensors[f"pending/{i}"] for i in range(int(metadata["pending"]))],
             "steps": int(metadata["steps"]), "micro": int(metadata["micro"]),
-            "draws": int(metadata.get("draws", 0))}
+            "draws": int(metadata.get("draws", 0)),
+            "scaler": json.loads(metadata.get("scaler", "null"))}
     except (KeyError, ValueError) as exc:
         raise AnychipError(f"{path}: the checkpoint is incomplete ({exc} missing); write it "
                            f"again.") from exc

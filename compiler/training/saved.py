@@ -33,7 +33,8 @@ def _versions() -> dict:
 def _state_bytes(arrays: dict) -> bytes:
     flat = {"meta/steps": np.array(arrays["steps"], dtype=np.int64),
             "meta/micro": np.array(arrays.get("micro", 0), dtype=np.int64),
-            "meta/draws": np.array(arrays.get("draws", 0), dtype=np.int64)}
+            "meta/draws": np.array(arrays.get("draws", 0), dtype=np.int64),
+            "meta/scaler": np.array(json.dumps(arrays.get("scaler")))}
     for i, value in enumerate(arrays.get("pending", [])):
         flat[f"pending/{i}"] = np.asarray(value)
     for group in ("params", "states", "optim"):
@@ -125,6 +126,8 @@ def read_trainer(path):
                   "steps": int(data["meta/steps"]),
                   "micro": int(data["meta/micro"]),
                   "draws": int(data["meta/draws"]) if "meta/draws" in data.files else 0,
+                  "scaler": (json.loads(str(data["meta/scaler"])) if "meta/scaler" in data.files
+                             else None),
                   "pending": [data[k] for k in sorted(
                       (k for k in data.files if k.startswith("pending/")),
                       key=lambda k: int(k.split("/")[1]))]}

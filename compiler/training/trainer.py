@@ -47,6 +47,10 @@ class Trainer:
         self.steps = int(arrays.get("steps", 0))        # optimizer updates done
         self.micro = int(arrays.get("micro", 0))        # batches into the current accumulation
         self.draws = int(arrays.get("draws", 0))        # training forward passes (dropout key)
+        from .mixed import LossScaler
+
+        scaler = arrays.get("scaler") or plan.get("loss_scale")
+        self.scaler = LossScaler(**scaler) if scaler else None   # fp16 dynamic loss scale
         pending = arrays.get("pending")
         self._pending = [np.array(g) for g in pending] if pending else None
         self._vm = None
@@ -121,8 +125,11 @@ class Trainer:
 
     def _labels(self, y) -> np.ndarray:
         """Labels as the compiled step takes them (training/losses.py)."""
-        return labels_for_step(self.plan["loss"], y, tuple(self.plan["label"]["shape"]),
-                               self.plan["label"]["dtype"])
+        label = labels_for_step(self.plan["loss"], y, tuple(self.plan["label"]["shape"]),
+                                self.plan["label"]["dtype"])
+        if self.scaler is not None:   # loss * S: the cross-entropy losses are linear in these
+            label = label * label.dtype.type(self.scaler.scale)
+        return label
 
     @property
     def accumulate(self) -> int:
@@ -172,6 +179,7 @@ class Trainer:
         import tvm
 
         loss, states, grads = self._forward_backward(x, y)
+        value = self._unscaled(loss)
         self.draws += 1
         self._states = states
         for key in self.plan["counters"]:
@@ -182,25 +190,38 @@ class Trainer:
             self._pending = host if self._pending is None else [
                 a + b for a, b in zip(self._pending, host)]
             if self.micro < self.accumulate:
-                return float(loss.numpy())
+                return value
             scale = np.float32(1.0 / self.accumulate)
             grads = [tvm.runtime.tensor(np.array(g * scale, dtype=g.dtype), self._dev)
                      for g in self._pending]
             self._pending = None
         self.micro = 0
+        if self.scaler is not None:
+            # GradScaler: unscale in float32, skip the update (and back off) on inf/NaN
+            inv = np.float32(1.0 / self.scaler.scale)
+            host = [g.numpy() * inv for g in grads]
+            finite = all(bool(np.isfinite(g).all()) for g in host)
+            self.scaler.update(finite)
+            if not finite:
+                return value
+            grads = [tvm.runtime.tensor(np.array(g, order="C"), self._dev) for g in host]
         self._optim[0] = tvm.runtime.tensor(
             np.array(self.lr, dtype=self._host["optim"][0].dtype), self._dev)
         new_params, new_optim = self._runtime()[OPTIMIZER](self._params, grads, self._optim)
         self._params, self._optim = list(new_params), list(new_optim)
         self.steps += 1
-        return float(loss.numpy())
+        return value
+
+    def _unscaled(self, loss) -> float:
+        value = float(loss.numpy())
+        return value / self.scaler.scale if self.scaler is not None else value
 
     def evaluate(self, x, y) -> float:
         """The loss on a batch with the current parameters; nothing is updated (the compiled
         graph is the train-mode one: BatchNorm normalises with the batch's statistics; Dropout
         is the identity, as in eval mode)."""
         loss, _, _ = self._forward_backward(x, y, train=False)
-        return float(loss.numpy())
+        return self._unscaled(loss)
 
     def fit(self, batches, epochs: int = 1, eval_batches=None, log=None, progress=None,
             checkpoint=None):
@@ -257,7 +278,8 @@ class Trainer:
     def arrays(self) -> dict:
         """Everything save() writes besides the library."""
         return {**self._current(), "fixed": dict(self._fixed), "steps": self.steps,
-                "micro": self.micro, "draws": self.draws, "pending": list(self._pending or [])}
+                "micro": self.micro, "draws": self.draws, "pending": list(self._pending or []),
+                "scaler": self.scaler.as_dict() if self.scaler is not None else None}
 
     def save_checkpoint(self, path, force: bool = False):
         """Parameters, BatchNorm statistics, optimizer state, step counters (and gradients of
@@ -279,6 +301,10 @@ class Trainer:
         self._fixed = {k: np.array(v) for k, v in arrays["fixed"].items()}
         self.steps, self.micro = int(arrays["steps"]), int(arrays["micro"])
         self.draws = int(arrays.get("draws", 0))
+        if arrays.get("scaler"):
+            from .mixed import LossScaler
+
+            self.scaler = LossScaler(**arrays["scaler"])
         self._pending = [np.array(g) for g in arrays["pending"]] or None
         if self._vm is not None:
             self._upload()

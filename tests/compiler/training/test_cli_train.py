@@ -112,3 +112,14 @@ def test_loop_options_log_checkpoint_and_resume(mlp_onnx, data, tmp_path, capsys
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "resumed from" in captured.out and "at update 5" in captured.out
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_states_the_dtypes(mlp_onnx, data, capsys):
+    code = main(["train", str(mlp_onnx), "--data", str(data), "--batch-size", "8",
+                 "--optimizer", "adamw", "--precision", "bf16"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "mixed precision: forward and backward in bfloat16 (bfloat16: " in captured.out
+    assert "master weights, optimizer state and loss in float32" in captured.out
+    assert "bf16, loss cross_entropy" in captured.out and "trained 5 steps" in captured.out
