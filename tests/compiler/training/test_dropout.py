@@ -88,6 +88,12 @@ def test_same_seed_bit_identical_other_seed_differs_each_step_fresh(trainer, tmp
     finally:
         trainer.plan["dropout"]["seed"] = 7
     assert all(a != b for a, b in zip(first, other))
+    # a saved trainer keeps the seed and the draw counter: it continues with the same masks
+    trainer.load_checkpoint(ck)
+    trainer.step(x, y)
+    loaded = anychip.load_training(trainer.save(tmp_path / "saved"))
+    assert loaded.draws == trainer.draws and loaded.dropout_seed == 7
+    assert [loaded.step(x, y) for _ in range(3)] == first[1:]
     # the losses are statistically sane: E[loss] = mean((x w)^2) / (1 - p)
     plain = float(np.mean((x.numpy() * np.linspace(0.5, 1.5, N)) ** 2))
     assert np.mean(first) == pytest.approx(plain / (1 - P), rel=0.05)
