@@ -93,6 +93,132 @@ def convnext_batch() -> tuple[onnx.ModelProto, dict]:
     return proto, {"batch": (1, 8)}
 
 
+def _field_of(inner, field: str, **call):
+    """A module returning one field of a transformers model's output, from input_ids and
+    attention_mask."""
+    import torch
+
+    class Field(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, **call)
+            return getattr(out, field)
+
+    return Field().eval()
+
+
+def _text_inputs(batch: int, seq: int, vocab: int = 256):
+    import torch
+
+    return (torch.randint(0, vocab, (batch, seq)), torch.ones(batch, seq, dtype=torch.int64))
+
+
+def distilbert_batch_seq() -> tuple[onnx.ModelProto, dict]:
+    """transformers' DistilBERT (2 layers, 4 heads, dim 64) with a 5-label classifier; dynamic
+    batch and sequence, inputs input_ids and attention_mask."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from anychip.compiler.torch_export import export_torch
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=256, dim=64, hidden_dim=128, n_layers=2, n_heads=4,
+                              max_position_embeddings=128, num_labels=5, pad_token_id=0,
+                              attn_implementation="eager")
+    model = DistilBertForSequenceClassification(config).eval()
+    wrapped = _field_of(model, "logits")
+    inputs = _text_inputs(2, 16)
+    _calibrate(wrapped, inputs, model.classifier)
+    batch, seq = torch.export.Dim("batch", min=1, max=4), torch.export.Dim("seq", min=2, max=64)
+    proto = export_torch(wrapped, inputs, ["input_ids", "attention_mask"], ["logits"],
+                         dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
+    return proto, {"batch": (1, 4), "seq": (2, 64)}
+
+
+def gpt_neox_seq() -> tuple[onnx.ModelProto, dict]:
+    """transformers' GPT-NeoX (2 layers, parallel attention + MLP, partial rotary 25%); dynamic
+    sequence, inputs input_ids and attention_mask."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from anychip.compiler.torch_export import export_torch
+
+    torch.manual_seed(0)
+    config = GPTNeoXConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=2, num_attention_heads=4,
+                           max_position_embeddings=128, rotary_pct=0.25, bos_token_id=0,
+                           eos_token_id=0, attn_implementation="eager")
+    model = GPTNeoXForCausalLM(config).eval()
+    wrapped = _field_of(model, "logits", use_cache=False)
+    inputs = _text_inputs(1, 16)
+    _calibrate(wrapped, inputs, model.get_output_embeddings())
+    seq = torch.export.Dim("seq", min=2, max=64)
+    proto = export_torch(wrapped, inputs, ["input_ids", "attention_mask"], ["logits"],
+                         dynamic_shapes=({1: seq}, {1: seq}))
+    return proto, {"seq": (2, 64)}
+
+
+def t5_encoder_batch_seq() -> tuple[onnx.ModelProto, dict]:
+    """transformers' T5 encoder (2 layers, relative position buckets, RMS norm); dynamic
+    batch and sequence; the final norm is the calibrated head."""
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    from anychip.compiler.torch_export import export_torch
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=256, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+                      relative_attention_num_buckets=8, relative_attention_max_distance=32,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                      attn_implementation="eager")
+    model = T5EncoderModel(config).eval()
+    wrapped = _field_of(model, "last_hidden_state")
+    inputs = _text_inputs(2, 16)
+    _calibrate(wrapped, inputs, model.encoder.final_layer_norm)
+    batch, seq = torch.export.Dim("batch", min=1, max=4), torch.export.Dim("seq", min=2, max=64)
+    proto = export_torch(wrapped, inputs, ["input_ids", "attention_mask"], ["hidden"],
+                         dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
+    return proto, {"batch": (1, 4), "seq": (2, 64)}
+
+
+def whisper_encoder_batch() -> tuple[onnx.ModelProto, dict]:
+    """transformers' Whisper encoder (Conv1d front end with GELU, 2 layers) on 16 mel bins x
+    64 frames; dynamic batch only: the encoder requires exactly 2 x max_source_positions
+    frames, so the time axis cannot be symbolic."""
+    import torch
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from anychip.compiler.torch_export import export_torch
+
+    torch.manual_seed(0)
+    config = WhisperConfig(vocab_size=256, num_mel_bins=16, d_model=64, encoder_layers=2,
+                           encoder_attention_heads=4, encoder_ffn_dim=128,
+                           max_source_positions=32, pad_token_id=0, bos_token_id=0,
+                           eos_token_id=0, decoder_start_token_id=0,
+                           attn_implementation="eager")
+    encoder = WhisperEncoder(config).eval()
+
+    class Hidden(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = encoder
+
+        def forward(self, input_features):
+            return self.inner(input_features).last_hidden_state
+
+    wrapped = Hidden().eval()
+    x = torch.randn(2, 16, 64)
+    _calibrate(wrapped, (x,), encoder.layer_norm)
+    batch = torch.export.Dim("batch", min=1, max=4)
+    proto = export_torch(wrapped, (x,), ["input_features"], ["hidden"],
+                         dynamic_shapes=({0: batch},))
+    return proto, {"batch": (1, 4)}
+
+
 def torchvision_importable() -> tuple[bool, str]:
     try:
         import torchvision  # noqa: F401

@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 
 import anychip
+from anychip.compiler.inputs import random_inputs
 from anychip.compiler.registry import get_backend, get_profile
+from anychip.compiler.verify import shape_points, verify_artifact
 
 from . import corpus
 
@@ -73,3 +75,30 @@ def test_corpus_compiles_once_for_each_gpu_family(name, target, request):
     art = anychip.compile(proto, target=target, dims=dims)
     assert art.manifest["symbols"] == {k: {"min": lo, "max": hi} for k, (lo, hi) in dims.items()}
     assert art.report["limits_checked_at_upper_bounds"] == {k: hi for k, (_, hi) in dims.items()}
+
+
+# transformers families built from config (tiny sizes, no downloads): one cpu artifact with
+# the symbols, verified against ONNX Runtime at the lower bound, midpoint and upper bound
+TRANSFORMERS = {"distilbert": ("distilbert_batch_seq",
+                               [{"batch": 1, "seq": 2}, {"batch": 3, "seq": 33},
+                                {"batch": 4, "seq": 64}]),
+                "gpt_neox": ("gpt_neox_seq", [{"seq": 2}, {"seq": 33}, {"seq": 64}]),
+                "t5_encoder": ("t5_encoder_batch_seq",
+                               [{"batch": 1, "seq": 2}, {"batch": 3, "seq": 33},
+                                {"batch": 4, "seq": 64}]),
+                "whisper_encoder": ("whisper_encoder_batch",
+                                    [{"batch": 1}, {"batch": 3}, {"batch": 4}])}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSFORMERS))
+def test_transformers_family_one_cpu_artifact_matches_ort_at_each_shape(name):
+    builder, shapes = TRANSFORMERS[name]
+    proto, dims = getattr(corpus, builder)()
+    art = anychip.compile(proto, target="cpu", dims=dims)
+    assert art.manifest["symbols"] == {k: {"min": lo, "max": hi} for k, (lo, hi) in dims.items()}
+    assert shape_points(art) == shapes
+    for sizes in shapes:   # the one artifact, against ONNX Runtime at each shape
+        report = verify_artifact(art, proto, name, sizes=sizes)
+        assert report.passed, report.summary()
+    feed = random_inputs(art.inputs, 0, shapes[-1])
+    assert corpus.logits_std(proto, feed) > 0.5   # calibrated: not near-zero outputs
