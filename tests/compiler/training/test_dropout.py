@@ -5,6 +5,8 @@ draw's statistics against 1 - p."""
 
 from __future__ import annotations
 
+import copy
+
 import anychip
 import numpy as np
 import pytest
@@ -113,3 +115,30 @@ def test_two_compiles_with_one_seed_give_identical_losses():
 
     a, b, c = run(3), run(3), run(4)
     assert a == b and a != c
+
+
+@pytest.mark.slow
+def test_torch_with_the_same_masks_matches_the_compiled_curve(runnable):
+    """torch's own masks differ, but torch fed anychip's masks (keep_mask) must give the same
+    curve: the dropout step is forward, gradient and update of x * mask / (1 - p)."""
+    p, seed = 0.5, 3
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(p), nn.Linear(16, 3))
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(4, 8, generator=gen), torch.randint(0, 3, (4,), generator=gen)
+    opt = anychip.optim.SGD(lr=0.1, momentum=0.9)
+    trainer = anychip.compile_training(model, example_inputs=(x,), optimizer=opt, seed=seed,
+                                       target=runnable)
+    losses = [trainer.step(x, y) for _ in range(6)]
+    ref = copy.deepcopy(model)
+    topt = opt.to_torch(ref.parameters())
+    expected = []
+    for step in range(6):
+        mask = torch.from_numpy(keep_mask((4, 16), p, seed, step, 0).astype(np.float32))
+        topt.zero_grad()
+        hidden = torch.relu(ref[0](x)) * mask / (1 - p)
+        loss = nn.functional.cross_entropy(ref[3](hidden), y)
+        loss.backward()
+        topt.step()
+        expected.append(loss.item())
+    np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
