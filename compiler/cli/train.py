@@ -52,7 +52,8 @@ def add_parser(sub) -> None:
     p.add_argument("--precision", help="precision, as for 'anychip compile' (per target); "
                                        "bf16/fp16 on a target without them (cpu): mixed "
                                        "precision with fp32 master weights")
-    p.add_argument("--seed", type=int, default=0, help="seed of the batch order")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the batch order and of the Dropout masks (p > 0)")
     p.add_argument("--no-shuffle", action="store_true", help="keep the data order")
     p.add_argument("-o", "--output", help="write the trained parameters (.npz or .safetensors)")
     p.add_argument("--force", action="store_true", help="replace an existing output file")
@@ -200,7 +201,7 @@ def run(args) -> int:
         trainer = compile_training(model, example_inputs=example, loss=loss,
                                    optimizer=make_optimizer(args), target=args.target,
                                    precision=args.precision, shapes=shapes, schedule=schedule,
-                                   accumulate=args.accumulate, **extra)
+                                   accumulate=args.accumulate, seed=args.seed, **extra)
     print(f"train step: {trainer.describe()}; compiled in {trainer.report['compile_s']:.1f} s")
     mixed = trainer.plan.get("mixed")
     if mixed:

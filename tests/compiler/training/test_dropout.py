@@ -1,7 +1,8 @@
 """Dropout with p > 0 in the compiled train step: a seeded counter-based mask
-(compiler/training/dropout.py). Torch's masks come from another generator, so nothing here is
-compared with torch: the compiled masks are checked against the same draw in numpy, and the
-draw's statistics against 1 - p."""
+(compiler/training/dropout.py). Torch's masks come from another generator, so curves cannot be
+compared with torch's own dropout: the compiled masks are checked against the same draw in
+numpy, the draw's statistics against 1 - p, and torch fed those same masks against the
+compiled curve."""
 
 from __future__ import annotations
 
