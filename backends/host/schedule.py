@@ -61,10 +61,55 @@ def _parallel_vectorize(sch, block, target, parallel: bool) -> None:
         sch.parallel(outer)
 
 
+# The largest expression (in IR nodes, as a tree) that inlining may build in one block.
+# Inlining substitutes a producer's expression at every read of it: a consumer that reads its
+# producer k times (NaN-propagating relu reads x three times, x*x twice) copies it k times,
+# so a fused chain of n such ops became a k^n-node tree that every later TIR pass walks node
+# by node (a 15-node Add/Relu/Mul chain: 200 s and 7 GB in build). A block whose inlined tree
+# would pass this size is computed into its own buffer instead (one more loop nest).
+INLINE_MAX_NODES = 64
+_CHILD_FIELDS = ("a", "b", "condition", "true_value", "false_value", "value", "args", "base",
+                 "stride", "vectors", "body", "indices")
+_LOAD = "TensorLoad"   # TVM 0.27's BufferLoad node (its `source` is the buffer)
+_fields_by_type: dict[type, tuple[str, ...]] = {}
+
+
+def _children(expr) -> list:
+    kind = type(expr)
+    fields = _fields_by_type.get(kind)
+    if fields is None:
+        fields = tuple(f for f in _CHILD_FIELDS if hasattr(expr, f))
+        _fields_by_type[kind] = fields
+    out = []
+    for field in fields:
+        value = getattr(expr, field)
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "Array":
+            out.extend(value)
+        elif value is not None and not isinstance(value, (str, int, float)):
+            out.append(value)
+    return out
+
+
+def _inlined_size(expr, sizes: dict) -> int:
+    """Tree size of `expr` once the buffers in `sizes` ({buffer handle: tree size}) are
+    inlined; an iterative walk of the block's own (small, not yet inlined) expression."""
+    total, stack = 0, [expr]
+    while stack:
+        node = stack.pop()
+        if type(node).__name__ == _LOAD:
+            total += sizes.get(node.source.__chandle__(), 1)
+            continue
+        total += 1
+        stack.extend(_children(node))
+    return total
+
+
 def inline_injective(func):
-    """(schedule, block infos) of an all-injective PrimFunc with every block but the last
-    inlined into it, or None when a block is not injective or cannot be inlined. Shared by the
-    host rule below and the npu vector unit's rule, which differ only in how they split."""
+    """(schedule, block infos, kept) of an all-injective PrimFunc with every block but the
+    last inlined into its consumers, except the blocks in `kept` (infos), whose inlined
+    expression would pass INLINE_MAX_NODES and which keep their own loop nest; None when a
+    block is not injective or cannot be inlined. Shared by the host rule below and the npu
+    vector unit's rule, which differ only in how they split."""
     from tvm import s_tir
     from tvm.s_tir.dlight.analysis import normalize_prim_func
 
@@ -72,20 +117,29 @@ def inline_injective(func):
     infos = normalize_prim_func(sch)
     if not infos or not all(info.is_injective() for info in infos):
         return None
+    sizes: dict[int, int] = {}
+    kept = []
     for info in infos[:-1]:
+        block = sch.get(info.block_rv)
+        size = _inlined_size(block.body, sizes)
+        if size > INLINE_MAX_NODES or len(block.writes) != 1:
+            kept.append(info)
+            continue
         try:
             sch.compute_inline(info.block_rv)
         except Exception:  # TVM raises ScheduleError when a block cannot be inlined
             return None
-    return sch, infos
+        sizes[block.writes[0].source.__chandle__()] = size
+    return sch, infos, kept
 
 
 def _injective(func, target, parallel: bool):
     inlined = inline_injective(func)
     if inlined is None:
         return None
-    sch, infos = inlined
-    _parallel_vectorize(sch, infos[-1].block_rv, target, parallel)
+    sch, infos, kept = inlined
+    for info in kept + [infos[-1]]:
+        _parallel_vectorize(sch, info.block_rv, target, parallel)
     return sch
 
 

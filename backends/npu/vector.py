@@ -42,7 +42,7 @@ def _vector_rule(chip: Chip, log: list):
             inlined = inline_injective(func)
             if inlined is None:
                 return None
-            sch, infos = inlined
+            sch, infos, _kept = inlined   # kept blocks: their own (serial) loop nests
             block = infos[-1].block_rv
             loops = sch.get_loops(block)
             if not loops:
