@@ -102,3 +102,31 @@ def test_transformers_family_one_cpu_artifact_matches_ort_at_each_shape(name):
         assert report.passed, report.summary()
     feed = random_inputs(art.inputs, 0, shapes[-1])
     assert corpus.logits_std(proto, feed) > 0.5   # calibrated: not near-zero outputs
+
+
+@pytest.mark.parametrize("name, dims, gears, shapes", [
+    ("distilbert", {"batch": (1, 4), "seq": (2, 32)}, {"batch": (4,), "seq": (32,)},
+     [{"batch": 1, "seq": 2}, {"batch": 3, "seq": 17}, {"batch": 4, "seq": 32}]),
+    ("whisper_encoder", {"batch": (1, 4)}, {"batch": (4,)},
+     [{"batch": 1}, {"batch": 3}, {"batch": 4}]),
+])
+def test_transformers_family_on_ascend_gears_pads_batch_and_masked_seq(name, dims, gears,
+                                                                       shapes):
+    proto, _ = getattr(corpus, TRANSFORMERS[name][0])()
+    report = anychip.verify(proto, target="ascend-910b", dims=dims, gears=gears)
+    assert report.passed, report.summary()
+    assert _shapes(report) == shapes   # all but the last padded up to the one gear
+
+
+@pytest.mark.parametrize("name, target", [("distilbert", "nvidia-h100"),
+                                          ("gpt_neox", "hygon-k100"),
+                                          ("t5_encoder", "biren-br104"),
+                                          ("whisper_encoder", "nvidia-h100")])
+def test_transformers_family_compiles_once_for_a_gpu_family(name, target):
+    profile = get_profile(target)
+    execution = get_backend(profile).execution(profile)
+    if execution.mode.value == "unavailable":
+        pytest.skip(f"{target} cannot compile here: {execution.why}")
+    proto, dims = getattr(corpus, TRANSFORMERS[name][0])()
+    art = anychip.compile(proto, target=target, dims=dims)
+    assert art.report["limits_checked_at_upper_bounds"] == {k: hi for k, (_, hi) in dims.items()}
