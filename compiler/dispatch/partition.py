@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..relax_info import dtype_of, known_shape, static_shape
-from .patterns import Pattern, all_patterns, by_name
+from .patterns import ROOTS, Pattern, all_patterns, by_name
 
 
 @dataclass
@@ -152,13 +152,34 @@ def _ret_ty_at_call_site(func, call_args):
     return func.bind_symbolic_vars(bindings).ret_ty
 
 
+def _ops_in(mod) -> set[str]:
+    """Names of the Relax operators called anywhere in `mod` (one linear walk). Patterns whose
+    root is absent are not offered to FuseOpsByPattern, whose cost is the graph size times the
+    patterns tried (a 6k-node elementwise chain: 12.7 s for nothing to offload)."""
+    import tvm
+    from tvm import relax
+
+    names: set[str] = set()
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            names.add(str(expr.op.name))
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return names
+
+
 def partition(mod, library) -> tuple[Any, DispatchReport]:
     """Offload every pattern `library` implements; returns the new module and a report."""
     import tvm
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    wanted = [p for p in all_patterns() if library.implements(p)]
+    present = _ops_in(mod)
+    wanted = [p for p in all_patterns()
+              if library.implements(p) and ROOTS[p.root][0] in present]
     report = DispatchReport(library.name)
     if not wanted:
         return mod, report
