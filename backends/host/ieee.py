@@ -5,7 +5,9 @@ false, so `relu(NaN)`, `Max(NaN, w)`, `Clip(NaN)`, `ReduceMax([.., NaN, ..])` an
 `Sign(NaN)` came out as a number where ONNX Runtime, numpy and torch give NaN: a model whose
 input holds a NaN looked healthy. This pass wraps those operators so that a NaN operand gives
 NaN (ORT's result on its cpu provider), at the cost of one fused compare per element; the
-kernel libraries' own epilogues (oneDNN's relu) already propagate NaN.
+kernel libraries' own epilogues (oneDNN's relu) and torch's max pooling already propagate NaN.
+Max pooling keeps a NaN wherever it is in the window, as torch, numpy and ORT's ReduceMax do
+(ORT's MaxPool kernel, MLAS, keeps it only when it is the window's last element).
 
 It runs at the end of a host backend's `lower` (after the library partition, so no library
 pattern is hidden from it); infinities and signed zeros already follow IEEE in TVM's code.
@@ -23,6 +25,9 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 _UNARY = ("relax.nn.relu", "relax.clip", "relax.sign")
 _BINARY = ("relax.maximum", "relax.minimum")
 _REDUCE = ("relax.max", "relax.min")
+# max pools (MaxPool, GlobalMaxPool): the NaN mask is average-pooled over the same windows
+_POOL = {"relax.nn.max_pool1d": "avg_pool1d", "relax.nn.max_pool2d": "avg_pool2d",
+         "relax.nn.max_pool3d": "avg_pool3d"}
 _SKIP_ATTRS = ("Composite", "Codegen", "Primitive")
 # kernels the ONNX importer emits through topi (named after the topi function)
 _TIR_BINARY = {"maximum", "minimum"}
@@ -55,6 +60,7 @@ class _PropagateNaN(PyExprMutator):
         self.unary = {tvm.ir.Op.get(n) for n in _UNARY}
         self.binary = {tvm.ir.Op.get(n) for n in _BINARY}
         self.reduce = {tvm.ir.Op.get(n) for n in _REDUCE}
+        self.pool = {tvm.ir.Op.get(n): getattr(relax.op.nn, avg) for n, avg in _POOL.items()}
         self.call_tir = tvm.ir.Op.get("relax.call_tir")
         self.changed = 0
 
@@ -74,6 +80,8 @@ class _PropagateNaN(PyExprMutator):
             return "binary", list(call.args[:2])
         if op in self.reduce:
             return "reduce", list(call.args[:1])
+        if op in self.pool:
+            return "pool", list(call.args[:1])
         if op == self.call_tir and isinstance(call.args[0], relax.GlobalVar):
             base = _TRAILING_DIGITS.sub("", call.args[0].name_hint)
             operands = list(getattr(call.args[1], "fields", []))
@@ -98,8 +106,16 @@ class _PropagateNaN(PyExprMutator):
             y = operands[1]
             inner = relax.op.where(_isnan(y), relax.op.add(y, result), result)
             return relax.op.where(_isnan(x), relax.op.add(x, inner), inner)
-        # a reduction: add the sum of the NaNs along the same axes (0 when there are none)
         zeros = relax.op.zeros_like(x)
+        if kind == "pool":
+            # a window holding a NaN averages the NaN mask to NaN, any other window to 0
+            # (max pooling pads with -inf, the average of the padded mask stays 0)
+            a = call.attrs
+            avg = self.pool[call.op](relax.op.where(_isnan(x), x, zeros), a.pool_size, a.strides,
+                                     a.padding, a.dilation, a.ceil_mode, False, a.layout,
+                                     a.out_layout)
+            return relax.op.add(result, avg)
+        # a reduction: add the sum of the NaNs along the same axes (0 when there are none)
         nans = relax.op.sum(relax.op.where(_isnan(x), x, zeros), call.attrs.axis,
                             call.attrs.keepdims)
         return relax.op.add(result, nans)
