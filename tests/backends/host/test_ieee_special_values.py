@@ -17,7 +17,7 @@ SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40, 1.0, -2.
                      -3.4e38, 0.5], np.float32)
 UNARY = ["Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Softmax",
          "LogSoftmax", "Clip", "Abs", "Neg", "Sqrt", "Exp", "Log", "Erf", "Reciprocal", "Floor",
-         "Ceil", "Round", "Sign", "Softplus", "Elu", "Selu"]
+         "Ceil", "Round", "Sign", "Softplus", "Elu", "Selu", "Sin", "Cos"]
 BINARY = ["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "PRelu"]
 # pools on x reshaped to [1, 3, 2, 2] (each window then holds NaN, +-Inf, +-0, subnormals...)
 POOL = {"MaxPool": {"kernel_shape": [2, 2]},
@@ -42,7 +42,11 @@ def _model() -> tuple[onnx.ModelProto, list[str]]:
     f = TensorProto.FLOAT
     w = numpy_helper.from_array(np.full(12, 0.25, np.float32), "W")
     inits = [w, helper.make_tensor("lo", f, [], [-1.0]), helper.make_tensor("hi", f, [], [1.0]),
-             numpy_helper.from_array(np.array([1, 3, 2, 2], np.int64), "nchw")]
+             numpy_helper.from_array(np.array([1, 3, 2, 2], np.int64), "nchw"),
+             numpy_helper.from_array(np.full((12, 4), 0.25, np.float32), "W2"),
+             numpy_helper.from_array(np.full((2, 3, 1, 1), 0.5, np.float32), "K"),
+             numpy_helper.from_array(np.full(3, 0.5, np.float32), "c3"),
+             numpy_helper.from_array(np.full(3, 2.0, np.float32), "v3")]
     nodes = [helper.make_node("Add", ["x", "W"], ["xw"]),
              helper.make_node("Relu", ["xw"], ["relu_x_plus_w"]),
              helper.make_node("Reshape", ["x", "nchw"], ["x4"])]
@@ -55,6 +59,17 @@ def _model() -> tuple[onnx.ModelProto, list[str]]:
     for op in BINARY:
         nodes.append(helper.make_node(op, ["x", "W"], [op]))
         outs.append(op)
+    # the zoo's other layers: matmul and convolution (library calls on cpu), layer norm,
+    # inference batch norm, where
+    nodes += [helper.make_node("MatMul", ["x", "W2"], ["MatMul"]),
+              helper.make_node("Conv", ["x4", "K"], ["Conv"]),
+              helper.make_node("LayerNormalization", ["x", "W", "W"], ["LayerNormalization"],
+                               axis=-1),
+              helper.make_node("BatchNormalization", ["x4", "c3", "c3", "c3", "v3"],
+                               ["BatchNormalization"]),
+              helper.make_node("Greater", ["x", "lo"], ["x_gt_lo"]),
+              helper.make_node("Where", ["x_gt_lo", "x", "W"], ["Where"])]
+    outs += ["MatMul", "Conv", "LayerNormalization", "BatchNormalization", "Where"]
     for name, attrs in POOL.items():
         nodes.append(helper.make_node(name.split("_")[0], ["x4"], [name], **attrs))
         outs.append(name)
