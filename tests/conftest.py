@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+SLOW_CASES = Path(__file__).with_name("slow_cases.txt")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the measured-long parametrized cases of tests/slow_cases.txt slow, so that the fast
+    lane stays under 5 minutes while their cheap siblings (the cpu case of a target matrix)
+    stay in it."""
+    listed = {line.strip() for line in SLOW_CASES.read_text().splitlines()
+              if line.strip() and not line.startswith("#")}
+    for item in items:
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.slow)
 
 
 def make_linear_model(in_name: str = "x", out_name: str = "y", opset: int = 17) -> onnx.ModelProto:
