@@ -70,7 +70,10 @@ def schedule_passes() -> list:
     # backends/gpu/kernel_run.py). GeneralReduction schedules those reductions correctly.
     # GEMV asserts (instead of declining) on a reduction whose kept axis has extent 1, e.g. the
     # [B, T, 1] sums in a layer norm's gradient: it declines there, the next rule schedules it.
-    return [dl.ApplyDefaultSchedule(dl.gpu.Matmul(), _declining(dl.gpu.GEMV()),
+    # Matmul asserts likewise ("consumers of the cache-write stage that are not properly
+    # inlined") on a matmul with a fused non-inlinable epilogue under a symbolic batch
+    # (EfficientNet's squeeze-excite, tests/models/test_corpus_dynamic.py): it declines too.
+    return [dl.ApplyDefaultSchedule(_declining(dl.gpu.Matmul()), _declining(dl.gpu.GEMV()),
                                     dl.gpu.GeneralReduction(), dl.gpu.Fallback()),
             tvm.relax.transform.DeadCodeElimination()]
 

@@ -219,6 +219,51 @@ def whisper_encoder_batch() -> tuple[onnx.ModelProto, dict]:
     return proto, {"batch": (1, 4)}
 
 
+def vision_batch(family: str) -> tuple[onnx.ModelProto, dict]:
+    """A CNN family from transformers' own modeling code (pure torch: no torchvision, so it
+    runs in CI where timm cannot): ConvNeXt (Conv -> GELU, layer norm over channels),
+    MobileNetV2 (depthwise, ReLU6, inverted residuals) or EfficientNet (depthwise, SiLU,
+    squeeze-excite); tiny configurations, 10 classes on 32x32 images, dynamic batch."""
+    import torch
+    import transformers as tf
+
+    from anychip.compiler.torch_export import export_torch
+
+    torch.manual_seed(0)
+    if family == "convnext":
+        config = tf.ConvNextConfig(num_channels=3, hidden_sizes=[16, 32], depths=[1, 1],
+                                   num_stages=2, num_labels=10, image_size=32)
+        model = tf.ConvNextForImageClassification(config)
+    elif family == "mobilenet_v2":
+        config = tf.MobileNetV2Config(num_channels=3, image_size=32, depth_multiplier=0.25,
+                                      num_labels=10)
+        model = tf.MobileNetV2ForImageClassification(config)
+    elif family == "efficientnet":
+        config = tf.EfficientNetConfig(num_channels=3, image_size=32, width_coefficient=0.25,
+                                       depth_coefficient=0.25, num_labels=10,
+                                       hidden_dim=320)   # round_filters(1280) at width 0.25
+        model = tf.EfficientNetForImageClassification(config)
+    else:
+        raise ValueError(f"unknown vision family {family!r}")
+    model = model.eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, pixel_values):
+            return self.inner(pixel_values=pixel_values).logits
+
+    wrapped = Logits().eval()
+    x = torch.randn(2, 3, 32, 32)
+    _calibrate(wrapped, (x,), model.classifier)
+    batch = torch.export.Dim("batch", min=1, max=8)
+    proto = export_torch(wrapped, (x,), ["pixel_values"], ["logits"],
+                         dynamic_shapes=({0: batch},))
+    return proto, {"batch": (1, 8)}
+
+
 def torchvision_importable() -> tuple[bool, str]:
     try:
         import torchvision  # noqa: F401

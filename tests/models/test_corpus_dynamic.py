@@ -130,3 +130,54 @@ def test_transformers_family_compiles_once_for_a_gpu_family(name, target):
     proto, dims = getattr(corpus, TRANSFORMERS[name][0])()
     art = anychip.compile(proto, target=target, dims=dims)
     assert art.report["limits_checked_at_upper_bounds"] == {k: hi for k, (_, hi) in dims.items()}
+
+
+# CNN families from transformers' own modeling code (no torchvision: these run in CI, where
+# timm cannot import): depthwise convolutions, SiLU, squeeze-excite, ConvNeXt's Conv -> GELU
+VISION = ["convnext", "mobilenet_v2", "efficientnet"]
+
+
+@pytest.fixture(scope="module")
+def vision():
+    built: dict = {}
+
+    def get(family):
+        if family not in built:
+            built[family] = corpus.vision_batch(family)
+        return built[family]
+    return get
+
+
+@pytest.mark.parametrize("family", VISION)
+def test_cnn_family_one_cpu_artifact_matches_ort_at_three_batch_sizes(family, vision):
+    proto, dims = vision(family)
+    art = anychip.compile(proto, target="cpu", dims=dims)
+    assert art.manifest["symbols"] == {"batch": {"min": 1, "max": 8}}
+    shapes = shape_points(art)
+    assert shapes == [{"batch": 1}, {"batch": 5}, {"batch": 8}]
+    for sizes in shapes:
+        report = verify_artifact(art, proto, family, sizes=sizes)
+        assert report.passed, report.summary()
+    assert corpus.logits_std(proto, random_inputs(art.inputs, 0, shapes[-1])) > 0.5
+
+
+@pytest.mark.parametrize("family", ["convnext", "efficientnet"])
+def test_cnn_family_on_ascend_gears_pads_the_batch(family, vision):
+    proto, _ = vision(family)
+    report = anychip.verify(proto, target="ascend-910b", dims={"batch": (1, 4)},
+                            gears={"batch": (4,)})
+    assert report.passed, report.summary()
+    assert _shapes(report) == [{"batch": 1}, {"batch": 3}, {"batch": 4}]
+
+
+@pytest.mark.parametrize("family, target", [("convnext", "nvidia-h100"),
+                                            ("mobilenet_v2", "hygon-k100"),
+                                            ("efficientnet", "biren-br104")])
+def test_cnn_family_compiles_once_for_a_gpu_family(family, target, vision):
+    profile = get_profile(target)
+    execution = get_backend(profile).execution(profile)
+    if execution.mode.value == "unavailable":
+        pytest.skip(f"{target} cannot compile here: {execution.why}")
+    proto, dims = vision(family)
+    art = anychip.compile(proto, target=target, dims=dims)
+    assert art.report["limits_checked_at_upper_bounds"] == {"batch": 8}
