@@ -275,6 +275,9 @@ def replacements() -> dict:
 
             policy = attr.get("keep_aspect_ratio_policy", b"stretch")
             policy = policy.decode() if isinstance(policy, bytes) else policy
+            gathered = cls._nearest_by_gather(bb, inputs, attr, params, policy)
+            if gathered is not None:
+                return gathered
             if not attr.get("axes") and policy == "stretch":
                 return tvm_resize.get_converter(18)(bb, inputs, attr, params)
             x = inputs[0]
@@ -306,6 +309,102 @@ def replacements() -> dict:
                 wide[slot] = relax.const(full)
             rest = {k: v for k, v in attr.items() if k not in ("axes", "keep_aspect_ratio_policy")}
             return tvm_resize.get_converter(18)(bb, wide, rest, params)
+
+        @classmethod
+        def _nearest_by_gather(cls, bb, inputs, attr, params, policy):
+            """Nearest mode on a static input with constant scales/sizes, as a `take` per
+            resized axis with source indices computed on the host in float64 the way the
+            ONNX reference does (`(y + 0.5) / scale - 0.5` for half_pixel, a divide). TVM's
+            resize multiplies by the float32 reciprocal, and LLVM's FMA contraction then
+            moves exact .5 coordinates off the tie (2->7 row 3 gives 0.50000006).
+            None (TVM's converter is used) for other modes or symbolic shapes.
+            Cases: test_resize_upsample_sizes_nearest*."""
+            import tvm
+
+            def text(name, default):
+                value = attr.get(name, default)
+                return value.decode() if isinstance(value, bytes) else value
+
+            coord = text("coordinate_transformation_mode", "half_pixel")
+            rounding = text("nearest_mode", "round_prefer_floor")
+            if text("mode", "nearest") != "nearest" or coord == "tf_crop_and_resize":
+                return None
+            x = inputs[0]
+            if any(d is None for d in known_shape(x)):
+                return None
+            dims = static_shape(x)
+            rank = len(dims)
+            axes = [a + rank if a < 0 else a for a in attr.get("axes") or range(rank)]
+            given = {}
+            for slot, name in ((2, "scales"), (3, "sizes")):
+                value = inputs[slot] if len(inputs) > slot else None
+                if value is None:
+                    continue
+                value = fe.get_constant(value, params)
+                if not isinstance(value, tvm.ir.GenericConst):
+                    return None
+                array = np.asarray(value.value.numpy())
+                if array.size:
+                    given[name] = array
+            if "sizes" in given:
+                scales = [1.0] * rank
+                for i, a in enumerate(axes):
+                    scales[a] = float(given["sizes"][i]) / dims[a]
+                out = list(dims)
+                for i, a in enumerate(axes):
+                    out[a] = int(given["sizes"][i])
+                if policy != "stretch":
+                    pick = min if policy == "not_larger" else max
+                    scale = pick(scales[a] for a in axes)
+                    for a in axes:
+                        scales[a] = scale
+                        out[a] = int(scale * dims[a] + 0.5)
+            elif "scales" in given:
+                scales = [1.0] * rank
+                for i, a in enumerate(axes):
+                    scales[a] = float(given["scales"][i])   # the float32 value, in float64
+                out = [int(np.float64(s) * d) for s, d in zip(scales, dims)]
+            else:
+                return None
+            y = x
+            for a in range(rank):
+                index = cls._nearest_index(coord, rounding, dims[a], out[a], scales[a])
+                if index is None:
+                    return None
+                if out[a] == dims[a] and np.array_equal(index, np.arange(dims[a])):
+                    continue
+                y = bb.emit(relax.op.take(y, relax.const(index, "int64"), axis=a))
+            return y
+
+        @staticmethod
+        def _nearest_index(coord, rounding, size_in, size_out, scale):
+            """Source index of each output position along one axis (ONNX reference)."""
+            pos = np.arange(size_out, dtype=np.float64)
+            if coord == "align_corners":
+                src = (np.zeros(size_out) if size_out == 1
+                       else pos * (size_in - 1) / (size_out - 1))
+            elif coord == "asymmetric":
+                src = pos / scale
+            elif coord == "pytorch_half_pixel":
+                src = np.full(size_out, -0.5) if size_out == 1 else (pos + 0.5) / scale - 0.5
+            elif coord == "half_pixel":
+                src = (pos + 0.5) / scale - 0.5
+            elif coord == "half_pixel_symmetric":
+                offset = size_in / 2 * (1 - size_out / (scale * size_in))
+                src = offset + (pos + 0.5) / scale - 0.5
+            else:
+                return None
+            if rounding == "round_prefer_floor":
+                index = np.where(src == np.floor(src), src, np.ceil(src - 0.5))
+            elif rounding == "round_prefer_ceil":
+                index = np.floor(src + 0.5)
+            elif rounding == "floor":
+                index = np.floor(src)
+            elif rounding == "ceil":
+                index = np.ceil(src)
+            else:
+                return None
+            return np.clip(index, 0, size_in - 1).astype(np.int64)
 
         @classmethod
         def _keep_aspect_ratio(cls, sizes: np.ndarray, dims: list[int], axes: list[int],
