@@ -13,7 +13,8 @@ from . import progress
 from .artifact import Artifact, new_staging_dir, write_artifact
 from .backend import Backend, BuildResult, CompileContext, CompileOptions, Mode
 from .cache import cached_model, cached_source
-from .errors import AnychipError, InternalCompilerError, NotExecutable, error_line
+from .errors import (AnychipError, InternalCompilerError, NotExecutable, error_line,
+                     memory_ceiling_error, out_of_memory)
 from .frontend import ModelSource, load_model
 from .onnx_safety import check_profile_memory
 from .importer import to_relax
@@ -25,6 +26,8 @@ from .registry import get_backend, get_profile
 
 def _tvm_failure(stage: str, target: str, exc: Exception) -> AnychipError:
     """An error raised inside TVM on a checked model: internal (exit 1), not bad input."""
+    if out_of_memory(exc):
+        return memory_ceiling_error(stage, target)
     detail = error_line(exc)
     return InternalCompilerError(f"target '{target}': {stage} failed: {detail}. Rerun with "
                                  f"--debug for the trace, or try 'anychip analyze'.")

@@ -37,6 +37,25 @@ class ProfileError(AnychipError):
     """A chip profile is malformed; the message names the file and the field."""
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception raised from TVM's C++ is an allocation failure: the compile ran
+    into its memory ceiling (the model's shapes are too large), not a compiler bug."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return "std::bad_alloc" in text or "Cannot allocate memory" in text
+
+
+def memory_ceiling_error(stage: str, target: str) -> AnychipError:
+    """The one line for a compile that ran out of memory inside TVM: exit 2, naming the knob."""
+    from .limits import COMPILE_MEMORY_BYTES
+
+    return AnychipError(f"target '{target}': {stage} ran out of memory inside TVM "
+                        f"(std::bad_alloc) under a ceiling of {COMPILE_MEMORY_BYTES / 2**30:.1f} "
+                        f"GiB (ANYCHIP_COMPILE_MEMORY_BYTES); give smaller static shapes "
+                        f"(--shape) or raise the ceiling.")
+
+
 def error_line(exc: BaseException, last: bool = True, limit: int = 300) -> str:
     """One line of an exception's message for a user-facing error: the last non-empty line by
     default (TVM puts the reason after its C++ trace), the first with last=False (onnx and

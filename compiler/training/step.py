@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from ..backend import CompileOptions, Execution, Mode
 from ..driver import lower_and_build, new_context
-from ..errors import AnychipError, NotExecutable, error_line
+from ..errors import (AnychipError, NotExecutable, error_line, memory_ceiling_error,
+                      out_of_memory)
 from ..registry import get_backend, get_profile, host_profile
 from .losses import loss_function
 from .undifferentiable import check_differentiable
@@ -98,6 +99,8 @@ def build_step(mod, target: str, options: CompileOptions, label: str):
     except AnychipError:
         raise
     except Exception as exc:  # TVM raises its own error types from C++
+        if out_of_memory(exc):
+            raise memory_ceiling_error("compiling the train step", target) from exc
         raise AnychipError(f"{label}: compiling the train step for '{target}' failed: "
                            f"{error_line(exc)}. Rerun with --debug for the trace.") from exc
     return result, execution, report
