@@ -41,12 +41,24 @@ class CpuOptions(FamilyOptions):
                                    metavar="BOOL")
     parallel: bool | None = option(None, "TVM's own kernels on all cores (default: unless "
                                          "library calls are in the graph)", metavar="BOOL")
+    torch_plugin: str | None = option(None, "dispatch conv2d/matmul through this torch device "
+                                            "plug-in (module:device) instead of oneDNN, e.g. "
+                                            "a vendor plug-in's stand-in", metavar="MODULE:DEVICE")
 
 
 def _library():
     from anychip.compiler.dispatch import get_library
 
     return get_library("torch-cpu")
+
+
+def _plugin(plugin: str):
+    """The generic torch device plug-in library (compiler/dispatch/torch_device.py) on the
+    host: how a vendor plug-in is exercised without its device (tests use a stand-in)."""
+    from anychip.compiler.dispatch import get_library
+    from anychip.compiler.dispatch.torch_device import library_name
+
+    return get_library(library_name(plugin))
 
 
 def _has_conv2d(mod) -> bool:
@@ -128,7 +140,7 @@ class CpuBackend(OptionalBackendHooks):
             if layout == "NHWC":
                 mod, report["layout"] = _to_nhwc(mod)
             if opts.dispatch:
-                library = _library()
+                library = _library() if not opts.torch_plugin else _plugin(opts.torch_plugin)
                 mod, dispatched = partition(mod, library)
                 report["dispatch"] = dispatched.as_dict()
             mod = propagate_nan(mod)   # NaN through relu/max/min/clip as ONNX Runtime

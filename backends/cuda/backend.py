@@ -13,13 +13,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from anychip.backends.simt import CHIP_SCHEMA, GpuChip, lower_for_gpu, relax_build
 from anychip.backends.simt.device_code import device_source
 from anychip.backends.simt.toolchains import cuda_device, nvcc, nvcc_compile
 from anychip.compiler.backend import (BuildResult, CompileContext, CompileOptions, Execution,
-                                      Mode, OptionalBackendHooks)
+                                      FamilyOptions, Mode, OptionalBackendHooks, option)
 from anychip.compiler.errors import AnychipError, NotExecutable
 from anychip.compiler.profiles import Profile
 
@@ -79,6 +80,28 @@ def compile_device_code(source: str, arch: str, what: str, label: str) -> tuple[
     return files, facts
 
 
+@dataclass(frozen=True)
+class CudaOptions(FamilyOptions):
+    """The cuda family's options: library dispatch through a torch device plug-in."""
+
+    dispatch: bool = option(True, "send conv2d and matmul (dense, batched) to cuBLAS/cuDNN "
+                                  "through torch (the artifact then needs torch with CUDA on "
+                                  "the GPU host; false: TVM kernels only, the driver suffices)",
+                            metavar="BOOL")
+    torch_plugin: str = option("torch:cuda", "the torch device plug-in (module:device) whose "
+                                             "libraries dispatch uses", metavar="MODULE:DEVICE")
+
+
+def dispatch_library(opts, precision: str):
+    """The Library a compile with these options dispatches to (None when dispatch is off)."""
+    if not opts.dispatch:
+        return None
+    from anychip.compiler.dispatch import get_library
+    from anychip.compiler.dispatch.torch_device import library_name
+
+    return get_library(library_name(opts.torch_plugin)).with_precision(precision)
+
+
 def _execution_dict(execution: Execution) -> dict:
     return {"mode": execution.mode.value, "why": execution.why}
 
@@ -88,6 +111,7 @@ class CudaBackend(OptionalBackendHooks):
 
     family = "cuda"
     chip_schema = CHIP_SCHEMA
+    Options = CudaOptions
 
     def target(self, profile: Profile):
         return GpuChip.from_profile(profile).target()
@@ -104,9 +128,11 @@ class CudaBackend(OptionalBackendHooks):
     def lower(self, mod, profile: Profile, options: CompileOptions,
               ctx: CompileContext | None = None):
         chip = GpuChip.from_profile(profile)
+        ctx = ctx or self.context(profile, options)
         precision = options.precision or profile.default_precision
-        lowered, report = lower_for_gpu(mod, profile, chip, precision)
-        (ctx or self.context(profile, options)).report.update(report)
+        lowered, report = lower_for_gpu(mod, profile, chip, precision,
+                                        dispatch_library(ctx.options, precision))
+        ctx.report.update(report)
         return lowered
 
     def build(self, mod, profile: Profile, options: CompileOptions,
@@ -132,9 +158,11 @@ class CudaBackend(OptionalBackendHooks):
         files["kernels.cu"] = source.encode()
         report.update({"dialect": "cuda", "arch": arch, "device_code": facts,
                        "kernels_cu_sha256": hashlib.sha256(source.encode()).hexdigest()})
+        libraries = [report["dispatch"]["library"]] if (report.get("dispatch") or {}).get(
+            "total") else []
         return BuildResult(executable=executable, precision=report["precision_used"],
                            device_sources=files, report=report,
-                           runtime={"device": "cuda", "arch": arch,
+                           runtime={"device": "cuda", "arch": arch, "libraries": libraries,
                                     "kernels_cu_sha256": report["kernels_cu_sha256"],
                                     "execution_where_built": _execution_dict(
                                         self.execution(profile))})

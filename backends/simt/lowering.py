@@ -109,8 +109,28 @@ def _as_pass(function, name: str):
     return _pass
 
 
-def lower_for_gpu(mod, profile, chip: GpuChip, precision: str) -> tuple[object, dict]:
-    """Target-neutral Relax -> scheduled, limit-checked Relax; returns (module, report)."""
+def prepare_for_library(mod):
+    """Batch norm decomposed and folded into the convolution's weights and bias, constants
+    folded: what lets conv2d + bias + relu reach a library as one call (the cpu family's
+    graph phase, backends/cpu/backend.py)."""
+    from tvm import relax
+
+    from anychip.backends.host import relax_passes as passes
+
+    mod = relax.transform.DecomposeOpsForInference()(mod)
+    mod = relax.transform.CanonicalizeBindings()(mod)
+    mod = passes.fold_constants(mod)
+    mod = passes.drop_dropout(mod)
+    return passes.fold_conv_affine(mod)
+
+
+def lower_for_gpu(mod, profile, chip: GpuChip, precision: str,
+                  library=None) -> tuple[object, dict]:
+    """Target-neutral Relax -> scheduled, limit-checked Relax; returns (module, report).
+
+    `library` (a compiler.dispatch Library, or None): conv2d and matmul patterns it accepts
+    become calls into it after the precision passes; report["dispatch"] says what went there
+    and what stayed in TVM kernels."""
     import tvm
 
     if precision not in profile.precisions:
@@ -120,8 +140,21 @@ def lower_for_gpu(mod, profile, chip: GpuChip, precision: str) -> tuple[object, 
     started = time.perf_counter()
     mod, notes = apply_float64_policy(mod, profile.name, chip.float64)
     use_cublas, dispatch_why = cublas_available(chip)
-    passes = (precision_passes(precision) + library_dispatch_passes(chip, use_cublas)
-              + legalize_passes())
+    dispatched = None
+    if library is not None:
+        from anychip.backends.host import relax_passes as host_passes
+        from anychip.compiler.dispatch import partition
+
+        with target, tvm.transform.PassContext(opt_level=3):
+            mod = prepare_for_library(mod)
+            mod = tvm.transform.Sequential(precision_passes(precision))(mod)
+            mod = host_passes.fold_constants(mod)
+            mod, dispatched = partition(mod, library)
+        use_cublas, dispatch_why = False, f"{library.name} through DLPack packed functions"
+        passes = library_dispatch_passes(chip, False) + legalize_passes()
+    else:
+        passes = (precision_passes(precision) + library_dispatch_passes(chip, use_cublas)
+                  + legalize_passes())
     with target, tvm.transform.PassContext(opt_level=3):
         mod = tvm.transform.Sequential(passes)(mod)
     scheduled = time.perf_counter()
@@ -129,8 +162,12 @@ def lower_for_gpu(mod, profile, chip: GpuChip, precision: str) -> tuple[object, 
     usage = check_kernel_limits(mod, chip, target, unverified)
     report = {
         "precision_requested": precision,
-        "precision_used": PRECISION_USED[precision],
-        "library_dispatch": dispatch_why if use_cublas else f"none: {dispatch_why}",
+        # tf32 is really used when a library multiplies (TVM's own kernels stay fp32)
+        "precision_used": ("tf32" if precision == "tf32" and dispatched and dispatched.total
+                           else PRECISION_USED[precision]),
+        "library_dispatch": (dispatch_why if use_cublas or dispatched is not None
+                             else f"none: {dispatch_why}"),
+        "dispatch": dispatched.as_dict() if dispatched is not None else None,
         "schedule": "TVM dlight GPU rules: Matmul, GEMV, GeneralReduction, Fallback",
         "limits": chip.limits() | {"thread_warp_size": chip.warp_size},
         "kernels": len(usage),
@@ -147,7 +184,7 @@ def lower_for_gpu(mod, profile, chip: GpuChip, precision: str) -> tuple[object, 
     symbols = upper_bounds(mod)
     if symbols:
         report["limits_checked_at_upper_bounds"] = symbols
-    if precision == "tf32":
+    if precision == "tf32" and not (dispatched and dispatched.total):
         report["warnings"] = notes + ["tf32 requested: TVM-generated kernels multiply in fp32 "
                                       "(TF32 tensor cores need a library), so fp32 is used."]
     return mod, report

@@ -3,7 +3,8 @@
 The pattern table (patterns.py) says what can be offloaded; a `Library` says what it
 implements and how to call it; `partition` (partition.py) does the matching with Relax's
 FuseOpsByPattern and rewrites each match into a library call. Backends own their libraries
-(the host family: torch's oneDNN/MKL kernels; a GPU family can name TVM's cuBLAS codegen)
+(the host family: torch's oneDNN/MKL kernels; the cuda family: cuBLAS/cuDNN through a torch
+device plug-in, torch_device.py, whose 'torch-plugin:module:device' names need no registering)
 and register them here by name, so a runner can make an artifact's libraries available
 before it loads lib.so (the manifest's runtime dict lists them).
 """
@@ -54,6 +55,11 @@ def register_library(name: str, factory: Callable[[], Library]) -> None:
 
 def get_library(name: str) -> Library:
     if name not in _INSTANCES:
+        if name not in _FACTORIES and name.startswith("torch-plugin:"):
+            from .torch_device import library_for   # any 'torch-plugin:module:device'
+
+            _INSTANCES[name] = library_for(name)
+            return _INSTANCES[name]
         if name not in _FACTORIES:
             known = ", ".join(sorted(_FACTORIES)) or "none"
             raise AnychipError(f"kernel library '{name}' is not available in this installation "

@@ -49,6 +49,7 @@ class DispatchReport:
 
     library: str
     calls: Counter = field(default_factory=Counter)
+    kept: Counter = field(default_factory=Counter)   # root op -> calls left to TVM kernels
 
     @property
     def total(self) -> int:
@@ -56,7 +57,7 @@ class DispatchReport:
 
     def as_dict(self) -> dict:
         return {"library": self.library, "calls": dict(sorted(self.calls.items())),
-                "total": self.total}
+                "total": self.total, "kept_in_tvm": dict(sorted(self.kept.items()))}
 
 
 def structural_check(pattern: Pattern, annotated) -> bool:
@@ -152,6 +153,24 @@ def _ret_ty_at_call_site(func, call_args):
     return func.bind_symbolic_vars(bindings).ret_ty
 
 
+def _count_ops(mod, ops: set[str]) -> Counter:
+    """How many calls of each of `ops` (Relax operator names) `mod` still makes."""
+    import tvm
+    from tvm import relax
+
+    found: Counter = Counter()
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) \
+                and str(expr.op.name) in ops:
+            found[str(expr.op.name)] += 1
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return found
+
+
 def _ops_in(mod) -> set[str]:
     """Names of the Relax operators called anywhere in `mod` (one linear walk). Patterns whose
     root is absent are not offered to FuseOpsByPattern, whose cost is the graph size times the
@@ -221,4 +240,7 @@ def partition(mod, library) -> tuple[Any, DispatchReport]:
     for gvar, func in list(mod.functions.items()):
         if isinstance(func, relax.Function) and not (func.attrs and "Composite" in func.attrs):
             mod[gvar] = ToLibraryCalls(mod).visit_expr(func)
-    return relax.transform.DeadCodeElimination()(mod), report
+    mod = relax.transform.DeadCodeElimination()(mod)
+    roots = {ROOTS[p.root][0]: p.root for p in wanted}
+    report.kept.update({roots[op]: n for op, n in _count_ops(mod, set(roots)).items()})
+    return mod, report
