@@ -121,6 +121,7 @@ def prepare_for_library(mod):
     mod = relax.transform.CanonicalizeBindings()(mod)
     mod = passes.fold_constants(mod)
     mod = passes.drop_dropout(mod)
+    mod = passes.sum_as_add(mod)
     return passes.fold_conv_affine(mod)
 
 

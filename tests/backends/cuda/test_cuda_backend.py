@@ -68,7 +68,10 @@ def test_every_profile_compiles_for_its_arch(compiled, name):
     files = {p.name: p for p in art.device_files()}
     source = files["kernels.cu"].read_text()
     kernels = re.findall(r'extern "C" __global__ void __launch_bounds__\((\d+)\) (\w+)\(', source)
-    assert len({k for _, k in kernels}) == art.report["kernels"] >= 3
+    # both matmuls go to cuBLAS through torch (the default), the softmax stays a TVM kernel
+    assert art.report["dispatch"]["calls"] == {"anychip.matmul": 1, "anychip.matmul_bias_relu": 1}
+    assert art.manifest["runtime"]["libraries"] == ["torch-plugin:torch:cuda"]
+    assert len({k for _, k in kernels}) == art.report["kernels"] >= 1
     assert max(int(n) for n, _ in kernels) <= art.profile.target["max_threads_per_block"]
     assert "__shfl_down_sync" in source and ", 32);" in source  # warp-32 reductions
     assert art.report["precision_used"] == "fp32"
@@ -118,13 +121,20 @@ def test_cli_run_and_verify_exit_3(compiled, tmp_path, capsys, softmax_mlp):
                                                    ("bf16", "bf16", "nv_bfloat16"),
                                                    ("tf32", "fp32", None)])
 def test_precisions(softmax_mlp, precision, used, marker):
-    art = anychip.compile(softmax_mlp, target="nvidia-a100", precision=precision)
+    """TVM's own kernels (dispatch=false); with the library, tf32 is really tf32."""
+    art = anychip.compile(softmax_mlp, target="nvidia-a100", precision=precision,
+                          dispatch=False)
     assert art.precision == used
     kernels = (art.path / "device" / "kernels.cu").read_text().split("__global__", 1)[1]
     if marker:
         assert marker in kernels
     else:
         assert "fp32 is used" in art.report["warnings"][0]
+
+
+def _tvm_kernels_only(family: str) -> CompileOptions:
+    """The matmuls stay TVM kernels (the cuda family sends them to cuBLAS by default)."""
+    return CompileOptions(extra={"dispatch": False} if family == "cuda" else {})
 
 
 def _small_profile(tmp_path, base: str, **target):
@@ -144,16 +154,17 @@ def test_too_small_shared_memory_names_kernel_and_limit(tmp_path, softmax_mlp, f
     mod = to_relax(load_model(softmax_mlp, None, {}))
     with pytest.raises(AnychipError, match=r"kernel '\w*matmul\w*' (declares|needs) \d+ B of "
                                            r".*shared memory.*max_shared_memory_per_block=1024"):
-        get_backend(profile).lower(mod, profile, CompileOptions())
+        get_backend(profile).lower(mod, profile, _tvm_kernels_only(family))
 
 
 def test_too_few_threads_names_kernel_and_limit(tmp_path, softmax_mlp):
     profile = _small_profile(tmp_path, "nvidia-h100", max_num_threads=64,
                              max_threads_per_block=64)
     mod = to_relax(load_model(softmax_mlp, None, {}))
+    options = _tvm_kernels_only("cuda")
     with pytest.raises(AnychipError, match=r"kernel '\w+' needs \d+ threads per block, over the "
                                            r"profile's limit max_threads_per_block=64"):
-        get_backend(profile).lower(mod, profile, CompileOptions())
+        get_backend(profile).lower(mod, profile, options)
 
 
 @pytest.mark.slow   # a whole CNN through nvcc: minutes on 2 shared cores (281 s measured loaded)

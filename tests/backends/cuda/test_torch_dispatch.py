@@ -1,0 +1,41 @@
+"""cuBLAS/cuDNN dispatch through torch on the cuda family, checked without a GPU: what went to
+the library is in report.json and the manifest, the rest still builds through nvcc, and the
+option turns it off. The library itself runs for real through a stand-in plug-in on the host
+(tests/backends/cpu/test_torch_plugin.py); on a GPU host scripts/gpu_dispatch_check.py."""
+
+from __future__ import annotations
+
+import pytest
+
+import anychip
+from anychip.backends.simt.toolchains import nvcc
+
+from tests.backends.cpu.models import conv_net
+
+LIBRARY = "torch-plugin:torch:cuda"
+
+
+@pytest.mark.slow   # conv net through nvcc: ~8 s on 2 shared cores
+def test_conv_net_convolutions_go_to_cudnn_and_the_rest_builds():
+    art = anychip.compile(conv_net(), target="nvidia-h100")
+    dispatch = art.report["dispatch"]
+    assert dispatch["library"] == LIBRARY
+    assert dispatch["calls"] == {"anychip.conv2d_bias_relu": 2,
+                                 "anychip.conv2d_bias_residual_relu": 1,
+                                 "anychip.matmul_bias": 1}
+    assert dispatch["kept_in_tvm"] == {"conv2d": 1}   # dilated, asymmetric padding
+    assert art.manifest["runtime"]["libraries"] == [LIBRARY]
+    assert art.report["library_dispatch"].startswith(LIBRARY)
+    if nvcc() is not None:
+        assert art.report["device_code"]["cubin_arch"] == "sm_90"
+    plain = anychip.compile(conv_net(), target="nvidia-h100", dispatch=False)
+    assert plain.report["dispatch"] is None and plain.manifest["runtime"]["libraries"] == []
+    assert plain.report["kernels"] > art.report["kernels"]
+
+
+def test_tf32_is_really_tf32_with_the_library():
+    from tests.backends.gpu.onnx_models import make_softmax_mlp
+
+    art = anychip.compile(make_softmax_mlp(), target="nvidia-h100", precision="tf32")
+    assert art.precision == "tf32" and art.report["dispatch"]["total"] == 2
+    assert not [w for w in art.report["warnings"] if "fp32 is used" in w]
