@@ -33,6 +33,8 @@ from .errors import AnychipError, NotExecutable
 from .frontend import _is_torch_module
 
 ENGINES = ("ort", "torch")
+# engines `against` may also name; not in the default set (torch.compile compiles for minutes)
+MORE_ENGINES = ("torch.compile",)
 
 
 @dataclass
@@ -249,10 +251,11 @@ def _torch_module(model_ref, source) -> tuple[Any | None, str]:
         return None, f"onnx2torch could not convert the model: {str(exc)[:120]}"
 
 
-def _torch_engine(model_ref, source, threads: int,
-                  device: str = "cpu") -> tuple[Callable | None, str]:
-    """torch eager on the target's kind of device; numpy in and out like every engine (on a
-    GPU that includes the copies to and from it, as anychip's own run does)."""
+def _torch_engine(model_ref, source, threads: int, device: str = "cpu",
+                  compiled: bool = False) -> tuple[Callable | None, str]:
+    """torch eager (or `compiled`: torch.compile, default mode, compiled at the first call)
+    on the target's kind of device; numpy in and out like every engine (on a GPU that
+    includes the copies to and from it, as anychip's own run does)."""
     import torch
 
     module, why = _torch_module(model_ref, source)
@@ -262,6 +265,8 @@ def _torch_engine(model_ref, source, threads: int,
         if not torch.cuda.is_available():
             return None, "torch has no CUDA device here (a CPU build of torch?)"
         module = module.to("cuda")
+    if compiled:
+        module = torch.compile(module)
     names = [s.name for s in source.inputs]
 
     def run(feed):
@@ -271,6 +276,8 @@ def _torch_engine(model_ref, source, threads: int,
         outs = out if isinstance(out, (tuple, list)) else [out]
         return [o.cpu().numpy() for o in outs]
 
+    if compiled:
+        return run, f"torch.compile (inductor){' on CUDA' if device == 'cuda' else ''}"
     return run, ("torch eager on CUDA" if device == "cuda" else "")
 
 
@@ -303,21 +310,24 @@ def time_interleaved(engines: dict[str, Callable[[], Any]], warmup: int, repeat:
 def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup: int = 5,
           repeat: int = 20, shapes: dict | None = None, precision: str | None = None,
           seed: int = 0, peak: bool = True, dims: dict | None = None,
-          gears: dict | None = None, at: dict[str, int] | None = None) -> BenchResult:
+          gears: dict | None = None, at: dict[str, int] | None = None,
+          options: dict | None = None) -> BenchResult:
     """Compile `model` for `target` and time it with the other engines in the same run.
 
     A model with symbolic dims compiles once (`dims` bounds them, `gears` for a static-shape
     family) and is timed at one shape: each symbol at `at[name]`, else its lower bound
-    (Artifact.sizes_for); `result.sizes` says which. `shapes` compiles one static shape."""
+    (Artifact.sizes_for); `result.sizes` says which. `shapes` compiles one static shape.
+    `options`: the target family's options (e.g. {"dispatch": False})."""
     from .backend import CompileOptions
     from .driver import compile_source
     from .frontend import load_model
     from .inputs import random_inputs
     from .registry import get_backend, get_profile
 
-    unknown = [e for e in against if e not in ENGINES]
+    unknown = [e for e in against if e not in ENGINES + MORE_ENGINES]
     if unknown:
-        raise AnychipError(f"--against {','.join(unknown)}: engines are {', '.join(ENGINES)}.")
+        raise AnychipError(f"--against {','.join(unknown)}: engines are "
+                           f"{', '.join(ENGINES + MORE_ENGINES)}.")
     if warmup < 0 or repeat < 1:
         raise AnychipError("--warmup must be >= 0 and --repeat >= 1.")
     profile = get_profile(target)
@@ -331,7 +341,7 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
     source = load_model(model, None, shapes, dims)
     artifact = compile_source(source, target, CompileOptions(
         precision=precision, shapes=shapes, dims=dict(source.extra.get("dims") or {}),
-        gears=normalise_gears(gears)))
+        gears=normalise_gears(gears), extra=dict(options or {})))
     threads = _threads_of(artifact)
     sizes = artifact.sizes_for(at)
     feed = random_inputs(artifact.inputs, seed, sizes)
@@ -349,6 +359,16 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
             notes["torch"] = why
         if torch_run is not None:
             engines["torch"] = lambda: torch_run(feed)
+    if "torch.compile" in against:
+        compiled_run, why = _torch_engine(model, source, threads, device, compiled=True)
+        if compiled_run is not None:
+            try:   # compile now (inductor), outside the timed runs; a failure says why
+                compiled_run(feed)
+                engines["torch.compile"] = lambda: compiled_run(feed)
+            except Exception as exc:  # noqa: BLE001 - inductor/triton raise many types
+                compiled_run = None
+                why = f"torch.compile failed here: {(str(exc).splitlines() or ['?'])[0][:160]}"
+        notes["torch.compile"] = why
     load_before = _load()
     samples = time_interleaved(engines, warmup, repeat)
     ours = Latency.of(samples["anychip"])

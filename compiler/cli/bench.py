@@ -20,8 +20,8 @@ def add_parser(sub) -> None:
                                      "eager, interleaved in the same run")
     add_model_args(p)
     p.add_argument("--against", default=",".join(ENGINES),
-                   help=f"comma-separated engines to compare with ({', '.join(ENGINES)}; "
-                        f"'none' for anychip alone)")
+                   help=f"comma-separated engines to compare with ({', '.join(ENGINES)}, "
+                        f"also torch.compile; 'none' for anychip alone)")
     add_at_arg(p)
     p.add_argument("--warmup", type=int, default=5, metavar="N", help="warm-up runs per engine")
     p.add_argument("--repeat", type=int, default=20, metavar="N",
