@@ -168,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     from anychip.compiler.verify import verify_artifact
 
     results["gpu"] = _gpu_name() if device == "cuda" else "none (dry run on the host CPU)"
+    import torch
+
+    # torch eager runs with torch's defaults: cuDNN may use TF32 for fp32 convolutions
+    results["torch"] = {"version": torch.__version__,
+                        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+                        "cublas_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32)}
     ok = not failed
     rows = []
     for model in models:
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     results["total_s"] = round(time.perf_counter() - t0, 1)
     print(f"\n{args.target} ({args.precision}) on {results['gpu']}, median of {args.repeat} "
           f"interleaved runs, numpy in and out for every engine; ratio = median / the better "
-          f"of torch eager and torch.compile\n")
+          f"of torch eager and torch.compile; torch {results['torch']}\n")
     print("| model | batch | engine | median ms | ratio | check |")
     print("|---|---|---|---|---|---|")
     for r in rows:

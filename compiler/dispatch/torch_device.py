@@ -21,10 +21,13 @@ tensors with torch.from_dlpack (no copies) and writes the result into the output
 planned, with `out=` where torch has it (mm, addmm, matmul, add, clamp_min, gelu) and one
 copy_ otherwise (a convolution without epilogue).
 
-Streams: TVM's CUDA runtime launches its kernels on the legacy default stream (stream 0;
-the Relax VM never sets another one), and torch's default current stream is the same legacy
-default stream, so a library call queued by torch runs after the TVM kernel that produced its
-inputs and before the one that consumes its output, with no synchronization. Both use the
+Streams: TVM's CUDA runtime launches its kernels on the stream TVMFFIEnvGetStream gives for
+the device, which is null, the legacy default stream, unless a caller sets one (anychip's
+runners never do), and torch's default current stream is the same legacy default stream
+(torch.cuda.default_stream().cuda_stream == 0), so a library call queued by torch runs after
+the TVM kernel that produced its inputs and before the one that consumes its output, with no
+synchronization; DLPack's `stream` argument is ignored by TVM's tensors, so from_dlpack adds
+no synchronization either. Both use the
 device's primary context, so the pointers DLPack hands over are valid on either side. A caller
 that makes another torch stream current around a run (`with torch.cuda.stream(s):`) would
 break this ordering; anychip's runners never do. A vendor plug-in must likewise queue on the
@@ -295,15 +298,19 @@ class _precision:
         self.torch, self.cuda, self.allow = torch, device == "cuda", allow
 
     def __enter__(self):
+        self.saved = None
         if self.cuda:
             c = self.torch._C
-            self.saved = (c._get_cudnn_allow_tf32(), c._get_cublas_allow_tf32())
+            try:   # torch refuses the legacy getters after a mix of per-op precision settings
+                self.saved = (c._get_cudnn_allow_tf32(), c._get_cublas_allow_tf32())
+            except (RuntimeError, AttributeError):
+                return self   # the process's own settings apply
             c._set_cudnn_allow_tf32(self.allow)
             c._set_cublas_allow_tf32(self.allow)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.cuda:
+        if self.saved is not None:
             c = self.torch._C
             c._set_cudnn_allow_tf32(self.saved[0])
             c._set_cublas_allow_tf32(self.saved[1])

@@ -82,3 +82,24 @@ def test_malformed_plugin_is_exit_2():
     with pytest.raises(AnychipError, match="give module:device") as info:
         anychip.compile(conv_net(), target="cpu", torch_plugin="torch_npu")
     assert info.value.exit_code == 2
+
+
+def test_fp32_calls_turn_cudnn_tf32_off_for_the_call_only():
+    """cuDNN allows TF32 by default: an fp32 artifact's call runs in full fp32 and the process's
+    own setting is back after it (the flags exist in CPU builds of torch too)."""
+    import torch
+
+    from anychip.compiler.dispatch.torch_device import _precision
+
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        with _precision(torch, "cuda", False):
+            assert not torch.backends.cudnn.allow_tf32
+            assert not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32
+        with _precision(torch, "cuda", True):
+            assert torch.backends.cuda.matmul.allow_tf32
+        assert not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
