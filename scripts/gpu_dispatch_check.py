@@ -32,15 +32,131 @@ from pathlib import Path
 
 
 @functools.lru_cache(maxsize=None)
-def _inputs(model: str) -> tuple:
+def _specs(model: str) -> tuple:
+    """The zoo model's input specs (names, batch-1 shapes, token-id ranges)."""
     from anychip.compiler.frontend import load_model
 
-    return tuple((s.name, tuple(s.shape)) for s in load_model(f"zoo:{model}", None, {}).inputs)
+    return tuple(load_model(f"zoo:{model}", None, {}).inputs)
 
 
 def _shapes(model: str, batch: int) -> dict:
     """{input: shape} at `batch` (the model's own shape with the first dim replaced)."""
-    return {name: (batch, *shape[1:]) for name, shape in _inputs(model)}
+    return {s.name: (batch, *tuple(s.shape)[1:]) for s in _specs(model)}
+
+
+def _feed(model: str, batch: int) -> dict:
+    import dataclasses
+
+    from anychip.compiler.inputs import random_inputs
+
+    return random_inputs([dataclasses.replace(s, shape=(batch, *tuple(s.shape)[1:]))
+                          for s in _specs(model)], 0)
+
+
+def _batched_onnx(model: str, batch: int, workdir: Path) -> Path:
+    """The zoo model's ONNX graph with its batch-1 Reshape targets made batch-free (a leading
+    1 becomes -1: zoo graphs were exported at batch 1, e.g. resnet50's [1, 2048] and bert's
+    [1, 128, 4, 64]), so that it imports at any batch."""
+    import copy
+
+    import onnx
+    from onnx import numpy_helper
+
+    from anychip import models as zoo
+
+    proto = copy.deepcopy(zoo.build(model).proto)
+    targets = {n.input[1] for n in proto.graph.node if n.op_type == "Reshape"}
+    for init in proto.graph.initializer:
+        value = numpy_helper.to_array(init)
+        if init.name in targets and value.ndim == 1 and value.size and value[0] == 1:
+            init.CopyFrom(numpy_helper.from_array(_lead(value), init.name))
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output[0] in targets:
+            value = numpy_helper.to_array(node.attribute[0].t)
+            if value.ndim == 1 and value.size and value[0] == 1:
+                node.attribute[0].t.CopyFrom(numpy_helper.from_array(_lead(value)))
+    path = workdir / f"{model}-b{batch}.onnx"
+    onnx.save(proto, path)
+    return path
+
+
+def _lead(value):
+    out = value.copy()
+    out[0] = -1
+    return out
+
+
+class OnnxAsTorch:
+    """torch eager for a zoo model that has no torch module (resnet50 is a Caffe2 ONNX
+    export): the ONNX graph executed node by node with torch's own kernels (cuDNN
+    convolutions, cuBLAS GEMM), weights as tensors on the device. Only the ops the zoo's CNNs
+    use; anything else raises (the engine is then reported n/a)."""
+
+    def __new__(cls, proto):
+        import torch
+        from onnx import helper, numpy_helper
+
+        F = torch.nn.functional
+
+        class Module(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.names = [i.name for i in proto.graph.input]
+                self.outputs = [o.name for o in proto.graph.output]
+                self.nodes = [(n.op_type, list(n.input), list(n.output),
+                               {a.name: helper.get_attribute_value(a) for a in n.attribute})
+                              for n in proto.graph.node]
+                self.consts = torch.nn.ParameterDict()
+                self.keys = {}
+                for i, init in enumerate(proto.graph.initializer):
+                    key = f"c{i}"
+                    self.keys[init.name] = key
+                    self.consts[key] = torch.nn.Parameter(
+                        torch.from_numpy(numpy_helper.to_array(init).copy()),
+                        requires_grad=False)
+
+            def forward(self, *inputs):
+                env = {k: self.consts[v] for k, v in self.keys.items()}
+                env.update(zip(self.names, inputs))
+                for op, ins, outs, at in self.nodes:
+                    x = [env[n] if n else None for n in ins]
+                    if op == "Conv":
+                        pads = at.get("pads", [0, 0, 0, 0])
+                        assert pads[0] == pads[2] and pads[1] == pads[3]
+                        y = F.conv2d(x[0], x[1], x[2] if len(x) > 2 else None,
+                                     at.get("strides", 1), pads[:2], at.get("dilations", 1),
+                                     at.get("group", 1))
+                    elif op == "BatchNormalization":
+                        y = F.batch_norm(x[0], x[3], x[4], x[1], x[2], False, 0.0,
+                                         at.get("epsilon", 1e-5))
+                    elif op == "Relu":
+                        y = torch.relu(x[0])
+                    elif op in ("Sum", "Add"):
+                        y = x[0]
+                        for other in x[1:]:
+                            y = y + other
+                    elif op in ("MaxPool", "AveragePool"):
+                        pads = at.get("pads", [0, 0, 0, 0])
+                        pool = F.max_pool2d if op == "MaxPool" else F.avg_pool2d
+                        y = pool(x[0], at["kernel_shape"], at.get("strides", 1), pads[:2])
+                    elif op == "GlobalAveragePool":
+                        y = x[0].mean((2, 3), keepdim=True)
+                    elif op == "Reshape":
+                        y = x[0].reshape([int(d) for d in x[1].tolist()])
+                    elif op == "Flatten":
+                        y = x[0].flatten(at.get("axis", 1))
+                    elif op == "Gemm":
+                        b = x[1].t() if at.get("transB", 0) else x[1]
+                        y = torch.addmm(x[2], x[0], b) if len(x) > 2 else x[0] @ b
+                    elif op == "Softmax":
+                        y = torch.softmax(x[0], at.get("axis", -1 if x[0].dim() == 2 else 1))
+                    else:
+                        raise NotImplementedError(f"OnnxAsTorch: no {op}")
+                    env[outs[0]] = y
+                out = [env[n] for n in self.outputs]
+                return out[0] if len(out) == 1 else tuple(out)
+
+        return Module().eval()
 
 
 def _compile_one(job: dict) -> dict:
@@ -49,7 +165,7 @@ def _compile_one(job: dict) -> dict:
 
     started = time.perf_counter()
     try:
-        art = anychip.compile(f"zoo:{job['model']}", target=job["target"],
+        art = anychip.compile(job["onnx"], target=job["target"],
                               precision=job["precision"], shapes=job["shapes"],
                               dispatch=job["dispatch"])
         saved = art.save(job["path"])
@@ -64,18 +180,26 @@ def _compile_one(job: dict) -> dict:
                 "compile_s": round(time.perf_counter() - started, 1)}
 
 
-def _torch_engines(model: str, batch: int, shapes: dict, feed: dict, with_compile: bool,
+def _torch_engines(model: str, onnx_path: Path, shapes: dict, feed: dict, with_compile: bool,
                    notes: dict, device: str) -> dict:
-    """torch eager and torch.compile on `device` for one (model, batch), compiled and warmed."""
+    """torch eager and torch.compile on `device` for one (model, batch), compiled and warmed:
+    the zoo's torch module, else the ONNX graph run op by op (OnnxAsTorch)."""
+    import onnx
+
+    from anychip import models as zoo
     from anychip.compiler import bench as b
     from anychip.compiler.frontend import load_model
 
-    source = load_model(f"zoo:{model}", None, shapes)
+    source = load_model(str(onnx_path), None, shapes)
     engines = {}
     kinds = [("torch", False)] + ([("torch.compile", True)] if with_compile else [])
     for name, compiled in kinds:
         started = time.perf_counter()
-        run, why = b._torch_engine(f"zoo:{model}", source, os.cpu_count() or 1, device,
+        module = zoo.build(model).torch_module
+        if module is None:
+            module = OnnxAsTorch(onnx.load(str(onnx_path)))
+            notes[f"{name} module"] = "the ONNX graph op by op in torch (no zoo torch module)"
+        run, why = b._torch_engine(module, source, os.cpu_count() or 1, device,
                                    compiled=compiled)
         if run is None:
             notes[name] = why
@@ -118,11 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="anychip-gpu-check-"))
     jobs = []
+    onnx_paths = {(m, b): _batched_onnx(m, b, workdir) for m in models for b in batches}
     for model in models:
         for batch in batches:
             shapes = _shapes(model, batch)
             for dispatch in (True, False):
                 jobs.append({"model": model, "batch": batch, "dispatch": dispatch,
+                             "onnx": str(onnx_paths[(model, batch)]),
                              "target": args.target, "precision": args.precision,
                              "shapes": shapes, "path": str(
                                  workdir / f"{model}-b{batch}-{'lib' if dispatch else 'tvm'}")})
@@ -133,15 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     # meanwhile: torch engines (and inductor) on the GPU
     torch_side: dict = {}
     if not args.compile_only:
-        from anychip.compiler.inputs import random_inputs
-        from anychip.compiler.frontend import load_model
-
         for model in models:
             for batch in batches:
                 shapes = _shapes(model, batch)
-                feed = random_inputs(load_model(f"zoo:{model}", None, shapes).inputs, 0)
+                feed = _feed(model, batch)
                 notes: dict = {}
-                engines = _torch_engines(model, batch, shapes, feed,
+                engines = _torch_engines(model, onnx_paths[(model, batch)], shapes, feed,
                                          not args.no_torch_compile, notes, device)
                 torch_side[(model, batch)] = (feed, engines, notes)
     compiled = [f.result() for f in pending]
@@ -179,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         for batch in batches:
             feed, engines, notes = torch_side[(model, batch)]
-            source = load_model(f"zoo:{model}", None, _shapes(model, batch))
+            source = load_model(str(onnx_paths[(model, batch)]), None, _shapes(model, batch))
             timed = dict(engines)
             entry = {"model": model, "batch": batch, "verify": {}, "notes": notes}
             for c in compiled:
