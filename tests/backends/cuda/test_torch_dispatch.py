@@ -39,3 +39,23 @@ def test_tf32_is_really_tf32_with_the_library():
     art = anychip.compile(make_softmax_mlp(), target="nvidia-h100", precision="tf32")
     assert art.precision == "tf32" and art.report["dispatch"]["total"] == 2
     assert not [w for w in art.report["warnings"] if "fp32 is used" in w]
+
+
+# ---- on a machine with an NVIDIA GPU and torch with CUDA (skipped elsewhere with the reason) --
+
+@pytest.mark.runs_on("cuda")
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16"])
+def test_library_calls_run_on_the_gpu_and_match_ort(precision):
+    from anychip.compiler.dispatch import get_library
+
+    from tests.backends.cpu.models import attention_block
+
+    for model in (conv_net(), attention_block()):
+        report = anychip.verify(model, target="nvidia-h100", precision=precision)
+        assert report.passed, report.summary()
+        art = anychip.compile(model, target="nvidia-h100", precision=precision)
+        library = get_library(LIBRARY)
+        before = sum(library.calls.values())
+        art.run()
+        assert sum(library.calls.values()) - before == art.report["dispatch"]["total"] > 0
+
