@@ -116,7 +116,8 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
     runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S) if rpc_config is None else \
         ms.runner.RPCRunner(rpc_config=rpc_config[0], max_workers=rpc_config[1])
     with tempfile.TemporaryDirectory(prefix="anychip-tune-") as work_dir:
-        contexts, weights = extracted_tasks_to_tune_contexts(tasks, work_dir=work_dir)
+        contexts, weights = extracted_tasks_to_tune_contexts(
+            tasks, work_dir=work_dir, strategy=_strategy(budget_trials, len(tasks)))
         while True:
             step = TRIALS_PER_ROUND * len(tasks)
             if budget_trials is not None:
@@ -154,6 +155,21 @@ def _farm_rpc(farm, target: str):
     config = ms.runner.RPCConfig(tracker_host=farm.tracker[0], tracker_port=farm.tracker[1],
                                  tracker_key=key, session_timeout_sec=RUN_TIMEOUT_S)
     return config, servers
+
+
+def _strategy(budget_trials: int | None, n_tasks: int):
+    """MetaSchedule's evolutionary search, its population sized to the budget: the default
+    (512 candidates, 4 genetic rounds per iteration) costs minutes of sampling and
+    cost-model scoring on 2 cores before the first of a handful of trials is measured."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if budget_trials is None:
+        return "evolutionary"
+    per_task = max(1, budget_trials // max(1, n_tasks))
+    population = min(512, max(32, 16 * per_task))
+    return ms.search_strategy.EvolutionarySearch(
+        population_size=population, init_min_unmeasured=min(50, population // 2),
+        genetic_num_iters=4 if population >= 256 else 2)
 
 
 def _cost_model() -> str:
