@@ -90,12 +90,19 @@ class CudaOptions(FamilyOptions):
                             metavar="BOOL")
     torch_plugin: str = option("torch:cuda", "the torch device plug-in (module:device) whose "
                                              "libraries dispatch uses", metavar="MODULE:DEVICE")
+    cuda_graph: bool = option(False, "capture static runs of TVM kernels as CUDA graphs "
+                                     "(Relax's RewriteCUDAGraph; for launch-bound models)",
+                              metavar="BOOL")
 
 
 def dispatch_library(opts, precision: str):
     """The Library a compile with these options dispatches to (None when dispatch is off)."""
     if not opts.dispatch:
         return None
+    if opts.cuda_graph:
+        raise AnychipError("cuda_graph=true captures TVM's kernels only: combine it with "
+                           "dispatch=false (library calls through torch cannot be captured "
+                           "safely, docs/gpu.md).")
     from anychip.compiler.dispatch import get_library
     from anychip.compiler.dispatch.torch_device import library_name
 
@@ -148,7 +155,7 @@ class CudaBackend(OptionalBackendHooks):
         # On a host with a CUDA driver TVM compiles the kernels during the build, through this
         # callback: nvcc without fast math, as below, rather than TVM's NVRTC with fast math.
         install_compile_hook()
-        executable = relax_build(mod, chip)
+        executable = relax_build(mod, chip, cuda_graph=ctx.options.cuda_graph)
         source = device_source(executable, "cuda")
         report["timings_s"]["codegen"] = round(time.perf_counter() - started, 3)
         arch = chip.target_attrs["arch"]

@@ -92,11 +92,17 @@ def _declining(rule):
     return Declining()
 
 
-def build_passes() -> list:
-    """What relax.build still runs on a lowered module: dataflow lowering and finalization."""
+def build_passes(cuda_graph: bool = False) -> list:
+    """What relax.build still runs on a lowered module: dataflow lowering and finalization;
+    `cuda_graph`: Relax's RewriteCUDAGraph after memory planning (as TVM's CUDA pipeline
+    places it), so static runs of kernels launch as one captured CUDA graph."""
+    from tvm import relax
     from tvm.relax.backend import gpu_generic
 
-    return gpu_generic.dataflow_lower_passes(None) + gpu_generic.finalize_passes(None)
+    finalize = gpu_generic.finalize_passes(None)
+    if cuda_graph:
+        finalize = finalize[:1] + [relax.transform.RewriteCUDAGraph()] + finalize[1:]
+    return gpu_generic.dataflow_lower_passes(None) + finalize
 
 
 def _as_pass(function, name: str):
@@ -191,11 +197,13 @@ def lower_for_gpu(mod, profile, chip: GpuChip, precision: str,
     return mod, report
 
 
-def relax_build(mod, chip: GpuChip):
+def relax_build(mod, chip: GpuChip, cuda_graph: bool = False):
     """Build a module from lower_for_gpu into a TVM executable for the chip's target."""
     import tvm
     from tvm import relax
 
     target = chip.target()
-    with tvm.transform.PassContext(opt_level=3):
-        return relax.build(mod, target, relax_pipeline=tvm.transform.Sequential(build_passes()))
+    config = {"relax.backend.use_cuda_graph": True} if cuda_graph else {}
+    with tvm.transform.PassContext(opt_level=3, config=config):
+        return relax.build(mod, target, relax_pipeline=tvm.transform.Sequential(
+            build_passes(cuda_graph)))

@@ -27,7 +27,11 @@ runners never do), and torch's default current stream is the same legacy default
 (torch.cuda.default_stream().cuda_stream == 0), so a library call queued by torch runs after
 the TVM kernel that produced its inputs and before the one that consumes its output, with no
 synchronization; DLPack's `stream` argument is ignored by TVM's tensors, so from_dlpack adds
-no synchronization either. Both use the
+no synchronization either. Where a caller did set TVM's stream (tvm_ffi.use_raw_stream), the
+'cuda' calls follow it: torch runs them on that stream (torch.cuda.ExternalStream), so the
+order holds there too. CUDA-graph capture (the cuda family's `cuda_graph` option) is not
+combined with library calls: torch's caching allocator would hand the temporaries a captured
+graph keeps writing to back to other tensors. Both use the
 device's primary context, so the pointers DLPack hands over are valid on either side. A caller
 that makes another torch stream current around a run (`with torch.cuda.stream(s):`) would
 break this ordering; anychip's runners never do. A vendor plug-in must likewise queue on the
@@ -41,6 +45,7 @@ on tensor cores and widened into the float32 output.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import re
@@ -52,6 +57,7 @@ from ..relax_info import dtype_of, known_shape
 from .partition import Match, bias_axis
 from .patterns import Pattern
 
+_NO_CONTEXT = contextlib.nullcontext()
 PREFIX = "torch-plugin:"
 SPEC_VERSION = "d1"
 ACTIVATIONS = ("relu", "gelu")
@@ -143,6 +149,7 @@ class TorchDeviceLibrary:
         self.tf32 = precision == "tf32"
         self.calls: Counter = Counter()
         self._registered = False
+        self._ffi_devices: dict = {}
 
     @property
     def _prefix(self) -> str:
@@ -225,6 +232,22 @@ class TorchDeviceLibrary:
             tvm_ffi.register_global_func(self._prefix + root, func, override=True)
         self._registered = True
 
+    def _stream(self, torch, out):
+        """torch on TVM's current stream for the output's device when a caller set one (the
+        null stream, the default, is torch's default stream already)."""
+        if self.device != "cuda":
+            return _NO_CONTEXT
+        import tvm_ffi
+
+        index = out.device.index or 0
+        device = self._ffi_devices.get(index)
+        if device is None:
+            device = self._ffi_devices[index] = tvm_ffi.device("cuda", index)
+        raw = tvm_ffi.get_raw_stream(device)
+        if not raw:
+            return _NO_CONTEXT
+        return torch.cuda.stream(torch.cuda.ExternalStream(raw, device=out.device))
+
     def _conv2d(self, *args) -> None:
         import torch
 
@@ -238,7 +261,7 @@ class TorchDeviceLibrary:
             x, out = x.permute(0, 3, 1, 2), out.permute(0, 3, 1, 2)
             residual = residual.permute(0, 3, 1, 2) if residual is not None else None
         stride, padding, dilation, groups = plan.conv
-        with _precision(torch, self.device, plan.tf32):
+        with _precision(torch, self.device, plan.tf32), self._stream(torch, out):
             widen = x.dtype != out.dtype
             y = torch.nn.functional.conv2d(x, w, None if widen else bias, stride, padding,
                                            dilation, groups)
@@ -255,7 +278,7 @@ class TorchDeviceLibrary:
         out = torch.from_dlpack(args[-1])
         bias = rest[0] if plan.has_bias else None
         residual = rest[-1] if plan.has_residual else None
-        with _precision(torch, self.device, plan.tf32):
+        with _precision(torch, self.device, plan.tf32), self._stream(torch, out):
             if a.dtype != out.dtype:   # fp16/bf16 operands, float32 result
                 y = torch.matmul(a, b)
                 if bias is not None:

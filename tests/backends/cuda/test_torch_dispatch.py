@@ -41,6 +41,19 @@ def test_tf32_is_really_tf32_with_the_library():
     assert not [w for w in art.report["warnings"] if "fp32 is used" in w]
 
 
+def test_cuda_graph_option_captures_tvm_kernels_only():
+    from anychip.compiler.errors import AnychipError
+
+    from tests.backends.gpu.onnx_models import make_softmax_mlp
+
+    art = anychip.compile(make_softmax_mlp(), target="nvidia-h100", dispatch=False,
+                          cuda_graph=True)
+    assert b"vm.builtin.cuda_graph.run_or_capture" in art.library_path.read_bytes()
+    with pytest.raises(AnychipError, match="combine it with dispatch=false") as info:
+        anychip.compile(make_softmax_mlp(), target="nvidia-h100", cuda_graph=True)
+    assert info.value.exit_code == 2
+
+
 # ---- on a machine with an NVIDIA GPU and torch with CUDA (skipped elsewhere with the reason) --
 
 @pytest.mark.runs_on("cuda")
@@ -58,4 +71,10 @@ def test_library_calls_run_on_the_gpu_and_match_ort(precision):
         before = sum(library.calls.values())
         art.run()
         assert sum(library.calls.values()) - before == art.report["dispatch"]["total"] > 0
+
+
+@pytest.mark.runs_on("cuda")
+def test_cuda_graph_artifact_runs_and_matches_ort():
+    report = anychip.verify(conv_net(), target="nvidia-h100", dispatch=False, cuda_graph=True)
+    assert report.passed, report.summary()
 
