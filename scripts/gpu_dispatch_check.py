@@ -5,7 +5,7 @@ eager and torch.compile, interleaved in the same run (compiler/bench.py's method
 
     python scripts/gpu_dispatch_check.py OUT.json [--models resnet50,bert] [--batches 1,32]
         [--target nvidia-h100] [--precision fp32] [--no-torch-compile] [--compile-only]
-        [--repeat 20] [--workers 8]
+        [--repeat 20] [--workers 8] [--cuda-graph]
 
 Phase 1 compiles every (model, batch, dispatch) artifact in parallel worker processes
 (spawned: no CUDA state is forked) while the main process builds and warms up the torch
@@ -159,6 +159,11 @@ class OnnxAsTorch:
         return Module().eval()
 
 
+def _engine(job: dict) -> str:
+    return ("anychip+lib" if job["dispatch"] else
+            "anychip-tvm+graph" if job.get("cuda_graph") else "anychip-tvm")
+
+
 def _compile_one(job: dict) -> dict:
     """Worker: compile one artifact and save it; returns what the report needs."""
     import anychip
@@ -167,7 +172,8 @@ def _compile_one(job: dict) -> dict:
     try:
         art = anychip.compile(job["onnx"], target=job["target"],
                               precision=job["precision"], shapes=job["shapes"],
-                              dispatch=job["dispatch"])
+                              dispatch=job["dispatch"],
+                              **({"cuda_graph": True} if job.get("cuda_graph") else {}))
         saved = art.save(job["path"])
         report = art.report
         return {**job, "ok": True, "path": str(saved.path),
@@ -225,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--no-torch-compile", action="store_true")
     p.add_argument("--compile-only", action="store_true")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="also TVM kernels captured as CUDA graphs (cuda_graph=true)")
     args = p.parse_args(argv)
     from anychip.compiler.registry import get_backend, get_profile
 
@@ -246,12 +254,13 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         for batch in batches:
             shapes = _shapes(model, batch)
-            for dispatch in (True, False):
-                jobs.append({"model": model, "batch": batch, "dispatch": dispatch,
-                             "onnx": str(onnx_paths[(model, batch)]),
-                             "target": args.target, "precision": args.precision,
-                             "shapes": shapes, "path": str(
-                                 workdir / f"{model}-b{batch}-{'lib' if dispatch else 'tvm'}")})
+            variants = [(True, False), (False, False)] + ([(False, True)] if args.cuda_graph
+                                                          else [])
+            for dispatch, graph in variants:
+                job = {"model": model, "batch": batch, "dispatch": dispatch,
+                       "cuda_graph": graph, "onnx": str(onnx_paths[(model, batch)]),
+                       "target": args.target, "precision": args.precision, "shapes": shapes}
+                jobs.append({**job, "path": str(workdir / f"{model}-b{batch}-{_engine(job)}")})
     ctx = multiprocessing.get_context("spawn")
     pool = futures.ProcessPoolExecutor(max_workers=max(1, args.workers), mp_context=ctx)
     pending = [pool.submit(_compile_one, job) for job in jobs]
@@ -277,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{(c.get('dispatch_report') or {}).get('total', 0)} calls, kept in TVM "
                  f"{(c.get('dispatch_report') or {}).get('kept_in_tvm', {})}"
                  if c["ok"] else c["error"])
-        print(f"  {c['model']} b{c['batch']} {'lib' if c['dispatch'] else 'tvm'}: {state}")
+        print(f"  {c['model']} b{c['batch']} {_engine(c)}: {state}")
     results = {"target": args.target, "precision": args.precision, "compiles": compiled,
                "phase1_s": round(phase1, 1), "runs": []}
     failed = [c for c in compiled if not c["ok"]]
@@ -308,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             for c in compiled:
                 if (c["model"], c["batch"]) != (model, batch) or not c["ok"]:
                     continue
-                name = "anychip+lib" if c["dispatch"] else "anychip-tvm"
+                name = _engine(c)
                 try:
                     art = anychip.load(c["path"])
                     report = verify_artifact(art, source.original, source.label, inputs=feed)
@@ -328,7 +337,10 @@ def main(argv: list[str] | None = None) -> int:
             best_torch = min((lat[n]["median"] for n in ("torch", "torch.compile") if n in lat),
                              default=None)
             entry["best_torch_ms"] = best_torch
-            for n in ("anychip+lib", "anychip-tvm", "torch", "torch.compile"):
+            for n in ("anychip+lib", "anychip-tvm", "anychip-tvm+graph", "torch",
+                      "torch.compile"):
+                if n == "anychip-tvm+graph" and not args.cuda_graph:
+                    continue
                 if n not in lat:
                     rows.append((model, batch, n, "n/a", "",
                                  entry["verify"].get(n, {}).get("summary", notes.get(n, ""))))

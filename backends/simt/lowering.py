@@ -117,8 +117,9 @@ def _as_pass(function, name: str):
 
 def prepare_for_library(mod):
     """Batch norm decomposed and folded into the convolution's weights and bias, constants
-    folded: what lets conv2d + bias + relu reach a library as one call (the cpu family's
-    graph phase, backends/cpu/backend.py)."""
+    folded, parallel matmuls on one input joined: what lets conv2d + bias + relu reach a
+    library as one call, and Q/K/V as one GEMM (the cpu family's graph phase,
+    backends/cpu/backend.py)."""
     from tvm import relax
 
     from anychip.backends.host import relax_passes as passes
@@ -128,7 +129,8 @@ def prepare_for_library(mod):
     mod = passes.fold_constants(mod)
     mod = passes.drop_dropout(mod)
     mod = passes.sum_as_add(mod)
-    return passes.fold_conv_affine(mod)
+    mod = passes.fold_conv_affine(mod)
+    return passes.combine_parallel_matmuls(mod)   # Q/K/V: one library GEMM instead of three
 
 
 def lower_for_gpu(mod, profile, chip: GpuChip, precision: str,
