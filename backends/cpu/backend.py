@@ -35,15 +35,16 @@ class CpuOptions(FamilyOptions):
     against TVM's own kernels."""
 
     layout: str = option("NHWC", "activation layout of convolutions", choices=("NHWC", "NCHW"))
-    dispatch: bool = option(True, "send conv/matmul/softmax/norms to the kernel library "
-                                  "(oneDNN/MKL through torch)", metavar="BOOL")
+    dispatch: bool = option(True, "send conv/matmul (cpu: also softmax/norms) to the kernel "
+                                  "library: cpu oneDNN/MKL, cuda cuBLAS/cuDNN, both through "
+                                  "torch", metavar="BOOL")
     combine_matmuls: bool = option(True, "join parallel matmuls on one input (Q/K/V)",
                                    metavar="BOOL")
     parallel: bool | None = option(None, "TVM's own kernels on all cores (default: unless "
                                          "library calls are in the graph)", metavar="BOOL")
-    torch_plugin: str | None = option(None, "dispatch conv2d/matmul through this torch device "
-                                            "plug-in (module:device) instead of oneDNN, e.g. "
-                                            "a vendor plug-in's stand-in", metavar="MODULE:DEVICE")
+    torch_plugin: str | None = option(None, "the torch device plug-in (module:device) conv2d/"
+                                            "matmul go through (cuda default torch:cuda; cpu "
+                                            "default none: oneDNN)", metavar="MODULE:DEVICE")
 
 
 def _library():
