@@ -75,6 +75,10 @@ def _batched_onnx(model: str, batch: int, workdir: Path) -> Path:
             value = numpy_helper.to_array(node.attribute[0].t)
             if value.ndim == 1 and value.size and value[0] == 1:
                 node.attribute[0].t.CopyFrom(numpy_helper.from_array(_lead(value)))
+    for value_info in (*proto.graph.input, *proto.graph.output):
+        dims = value_info.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
+            dims[0].dim_value = batch
     path = workdir / f"{model}-b{batch}.onnx"
     onnx.save(proto, path)
     return path
@@ -107,16 +111,20 @@ class OnnxAsTorch:
                                {a.name: helper.get_attribute_value(a) for a in n.attribute})
                               for n in proto.graph.node]
                 self.consts = torch.nn.ParameterDict()
-                self.keys = {}
+                self.keys, self.ints = {}, {}   # integer constants (shapes) stay Python lists
                 for i, init in enumerate(proto.graph.initializer):
+                    value = numpy_helper.to_array(init)
+                    if value.dtype.kind in "iu":
+                        self.ints[init.name] = [int(v) for v in value.reshape(-1)]
+                        continue
                     key = f"c{i}"
                     self.keys[init.name] = key
-                    self.consts[key] = torch.nn.Parameter(
-                        torch.from_numpy(numpy_helper.to_array(init).copy()),
-                        requires_grad=False)
+                    self.consts[key] = torch.nn.Parameter(torch.from_numpy(value.copy()),
+                                                          requires_grad=False)
 
             def forward(self, *inputs):
                 env = {k: self.consts[v] for k, v in self.keys.items()}
+                env.update(self.ints)
                 env.update(zip(self.names, inputs))
                 for op, ins, outs, at in self.nodes:
                     x = [env[n] if n else None for n in ins]
@@ -142,7 +150,7 @@ class OnnxAsTorch:
                     elif op == "GlobalAveragePool":
                         y = x[0].mean((2, 3), keepdim=True)
                     elif op == "Reshape":
-                        y = x[0].reshape([int(d) for d in x[1].tolist()])
+                        y = x[0].reshape(x[1])
                     elif op == "Flatten":
                         y = x[0].flatten(at.get("axis", 1))
                     elif op == "Gemm":
