@@ -92,6 +92,8 @@ class TorchCpuLibrary:
 
     # -- compile time -------------------------------------------------------------------
     def implements(self, pattern: Pattern) -> bool:
+        if pattern.root == "attention":   # not offered on cpu (yet)
+            return False
         return pattern.activation is None or pattern.activation in ACTIVATIONS
 
     def accepts(self, pattern: Pattern, annotated: dict) -> bool:

@@ -33,6 +33,8 @@ class Match:
     out_ty: Any = None              # relax.TensorType of the result
     bias: Any = None
     residual: Any = None
+    scale: Any = None               # attention: the constant the scores are divided by
+    scale_op: str = ""              # attention: "divide" or "multiply"
 
     @property
     def data(self):
@@ -118,6 +120,15 @@ def _match_from_composite(func, call_args, pattern: Pattern) -> Match:
         return params.get(expr, expr) if isinstance(expr, relax.Var) else expr
 
     bindings = [b for block in func.body.blocks for b in block.bindings]
+    if pattern.root == "attention":   # matmul, divide|multiply, softmax, matmul
+        scores, scaled, soft, out = (b.value for b in bindings)
+        match = Match(pattern, soft.attrs, {"query": outer(scores.args[0]),
+                                            "key_t": outer(scores.args[1]),
+                                            "value": outer(out.args[1])})
+        match.scale = outer(scaled.args[1])
+        match.scale_op = str(scaled.op.name).rsplit(".", 1)[-1]
+        match.out_ty = _ret_ty_at_call_site(func, call_args)
+        return match
     root = bindings[0].value
     operands = {name: outer(arg) for name, arg in zip(pattern.operands, root.args)}
     match = Match(pattern, root.attrs, operands)
@@ -241,6 +252,6 @@ def partition(mod, library) -> tuple[Any, DispatchReport]:
         if isinstance(func, relax.Function) and not (func.attrs and "Composite" in func.attrs):
             mod[gvar] = ToLibraryCalls(mod).visit_expr(func)
     mod = relax.transform.DeadCodeElimination()(mod)
-    roots = {ROOTS[p.root][0]: p.root for p in wanted}
+    roots = {ROOTS[p.root][0]: p.root for p in wanted if p.root != "attention"}
     report.kept.update({roots[op]: n for op, n in _count_ops(mod, set(roots)).items()})
     return mod, report

@@ -22,6 +22,9 @@ ROOTS = {
     "softmax": ("relax.nn.softmax", ("data",)),
     "layer_norm": ("relax.nn.layer_norm", ("data", "gamma", "beta")),
     "max_pool2d": ("relax.nn.max_pool2d", ("data",)),
+    # softmax(query @ key_t / scale) @ value (or * scale): fused attention (SDPA) for libraries
+    # that have it; the op named is the one that must be present for the pattern to be tried
+    "attention": ("relax.nn.softmax", ("query", "key_t", "value")),
 }
 WITH_EPILOGUE = ("conv2d", "matmul")
 ACTIVATIONS = {
@@ -46,6 +49,11 @@ class Pattern:
         return ROOTS[self.root][1]
 
     @property
+    def size(self) -> int:
+        """Ops matched: FuseOpsByPattern must try larger patterns first."""
+        return 1 + len(self.epilogue) + (3 if self.root == "attention" else 0)
+
+    @property
     def activation(self) -> str | None:
         last = self.epilogue[-1] if self.epilogue else None
         return last if last in ACTIVATIONS else None
@@ -56,6 +64,12 @@ class Pattern:
 
         op, names = ROOTS[self.root]
         operands = {name: wildcard() for name in names}
+        if self.root == "attention":
+            scale = is_const()
+            scores = is_op("relax.matmul")(operands["query"], operands["key_t"])
+            scaled = is_op("relax.divide")(scores, scale) | is_op("relax.multiply")(scores, scale)
+            out = is_op("relax.matmul")(is_op("relax.nn.softmax")(scaled), operands["value"])
+            return out, {**operands, "scale": scale, "root": out}
         out = is_op(op)(*operands.values())
         annotations = {**operands, "root": out}
         for step in self.epilogue:
@@ -83,7 +97,7 @@ def all_patterns() -> list[Pattern]:
             steps = (("bias",) if use_bias else ()) + (("residual",) if use_residual else ())
             for act in (*ACTIVATIONS, None):
                 found.append(Pattern(root, steps + ((act,) if act else ())))
-    return sorted(found, key=lambda p: -len(p.epilogue))
+    return sorted(found, key=lambda p: -p.size)
 
 
 def by_name() -> dict[str, Pattern]:

@@ -4,8 +4,8 @@ vendor ships torch support.
 A torch device plug-in is a module that, once imported, gives torch a device type whose
 kernels are the vendor's tuned libraries: torch itself for 'cuda' (cuBLAS, cuDNN), `torch_npu`
 for 'npu', `torch_musa` for 'musa' and the like. `TorchDeviceLibrary(module, device)` sends
-conv2d and matmul (dense and batched, with their bias / residual / relu / gelu epilogues) to
-that device's torch kernels through packed functions, the way the cpu backend reaches oneDNN
+conv2d and matmul (dense and batched, with their bias / residual / relu / gelu epilogues) and
+attention (softmax(Q K^T / c) V, to SDPA) to that device's torch kernels through packed functions, the way the cpu backend reaches oneDNN
 (backends/cpu/torch_library.py). A family declares the plug-in it may use
 ('module:device', e.g. the cuda family's Options `torch_plugin="torch:cuda"`); the library's
 registered name is 'torch-plugin:module:device', which the manifest's runtime `libraries`
@@ -161,10 +161,29 @@ class TorchDeviceLibrary:
 
     # -- compile time ---------------------------------------------------------------------
     def implements(self, pattern: Pattern) -> bool:
+        if pattern.root == "attention":
+            return True
         return pattern.root in ("conv2d", "matmul") and (
             pattern.activation is None or pattern.activation in ACTIVATIONS)
 
+    @staticmethod
+    def _accepts_attention(annotated: dict) -> bool:
+        """[B, H, S, D] float tensors of one dtype, a scalar scale, softmax over the keys."""
+        import tvm
+
+        q, kt, v, root = (annotated[k] for k in ("query", "key_t", "value", "root"))
+        dtypes = {dtype_of(x) for x in (q, kt, v, root)}
+        scale = annotated["scale"]
+        if len(dtypes) != 1 or dtypes.pop() not in FLOATS:
+            return False
+        if not isinstance(scale, tvm.ir.expr.GenericConst) or scale.value.numpy().size != 1:
+            return False
+        shapes = [known_shape(x) for x in (q, kt, v)]
+        return all(len(s) == 4 for s in shapes)
+
     def accepts(self, pattern: Pattern, annotated: dict) -> bool:
+        if pattern.root == "attention":
+            return self._accepts_attention(annotated)
         root = annotated["root"]
         data, weight = (dtype_of(annotated[k]) for k in pattern.operands)
         out = dtype_of(root)
@@ -191,6 +210,13 @@ class TorchDeviceLibrary:
         from tvm import relax
 
         a = match.attrs
+        if match.pattern.root == "attention":
+            scale = float(match.scale.value.numpy().reshape(-1)[0])
+            factor = 1.0 / scale if match.scale_op == "divide" else scale
+            spec = _spec(scale=factor.hex(), tf32=int(self.tf32))
+            operands = [match.operands[k] for k in ("query", "key_t", "value")]
+            return relax.call_dps_packed(self._prefix + "attention",
+                                         [*operands, tvm.ir.StringImm(spec)], match.out_ty)
         tensors = [match.data, match.weight]
         if match.bias is not None:
             bias = match.bias
@@ -228,7 +254,8 @@ class TorchDeviceLibrary:
 
         if self.device != "cpu":
             torch.empty(0, device=self.device)   # initialise the plug-in's runtime now
-        for root, func in (("conv2d", self._conv2d), ("matmul", self._matmul)):
+        for root, func in (("conv2d", self._conv2d), ("matmul", self._matmul),
+                           ("attention", self._attention)):
             tvm_ffi.register_global_func(self._prefix + root, func, override=True)
         self._registered = True
 
@@ -269,6 +296,20 @@ class TorchDeviceLibrary:
                 y = y.to(out.dtype).add_(bias.view(1, -1, 1, 1))
             _epilogue(torch, y, residual, plan.activation, out)
 
+    def _attention(self, q, kt, v, spec, out) -> None:
+        """softmax(q @ kt * scale) @ v as one fused kernel (torch's SDPA: flash or
+        memory-efficient attention on CUDA; one copy into TVM's buffer)."""
+        import torch
+
+        self.calls["attention"] += 1
+        scale = float.fromhex(_attention_scale(str(spec)))
+        q, kt, v = torch.from_dlpack(q), torch.from_dlpack(kt), torch.from_dlpack(v)
+        out = torch.from_dlpack(out)
+        with _precision(torch, self.device, False), self._stream(torch, out):
+            y = torch.nn.functional.scaled_dot_product_attention(
+                q, kt.transpose(-2, -1), v, scale=scale)
+            out.copy_(y)
+
     def _matmul(self, *args) -> None:
         import torch
 
@@ -296,6 +337,15 @@ class TorchDeviceLibrary:
                 if bias is not None:
                     out.add_(bias)
             _epilogue(torch, out, residual, plan.activation, out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _attention_scale(text: str) -> str:
+    parts = text.split(";")
+    if parts[0] != SPEC_VERSION:
+        raise ValueError(f"library call spec {parts[0]!r}, this anychip reads {SPEC_VERSION}: "
+                         f"recompile the model")
+    return dict(p.split("=", 1) for p in parts[1:])["scale"]
 
 
 def _epilogue(torch, y, residual, activation: str | None, out) -> None:

@@ -144,9 +144,10 @@ def test_pattern_table_is_ordered_longest_first():
     patterns = all_patterns()
     names = [p.name for p in patterns]
     assert len(names) == len(set(names))
-    lengths = [len(p.epilogue) for p in patterns]
-    assert lengths == sorted(lengths, reverse=True)
+    sizes = [p.size for p in patterns]   # ops matched: attention (4 ops) before matmul
+    assert sizes == sorted(sizes, reverse=True)
     assert "anychip.conv2d_bias_residual_relu" in names and "anychip.matmul" in names
+    assert names.index("anychip.attention") < names.index("anychip.matmul")
 
 
 def test_thread_count_override(monkeypatch):
