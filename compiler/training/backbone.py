@@ -20,6 +20,7 @@ from ..errors import AnychipError
 from ..frontend import TensorSpec, prepare
 from ..importer import to_relax
 from ..names import sanitize_initializer_names
+from ..passes import target_neutral_passes
 from .graph import TrainGraph
 
 BACKBONE = "backbone"
@@ -40,7 +41,10 @@ def build_backbone(graph: TrainGraph) -> Backbone:
     source = prepare(graph.proto, graph.label, None, graph.shapes or None)
     init_names = [i.name for i in source.proto.graph.initializer]
     sanitize_initializer_names(source.proto)   # parameters reach device code by name
-    mod = to_relax(source, keep_params_in_input=True)
+    # the inference path's target-neutral passes too: an out-of-range token id must not read
+    # out of bounds in a train step either, and Pow(x, 2) must not become NaN under fast math
+    mod = tvm.transform.Sequential(target_neutral_passes())(
+        to_relax(source, keep_params_in_input=True))
     func = mod["main"]
     num_input = int(func.attrs["num_input"])
     if len(func.params) - num_input != len(init_names):

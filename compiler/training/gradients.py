@@ -160,8 +160,15 @@ def take_grad(orig_var, orig_call, output_grad, ctx):
     """y = take(x, indices, axis) with indices of any rank. TVM's own gradient lowers only 1-D
     indices (its take_backward kernel asserts on the embedding lookup's [batch, seq] ids and on
     the 0-d index of `qkv[0]`), so indices are flattened to 1-D and the adjoint reshaped to
-    match; the kernel then scatter-adds as before (repeated ids accumulate)."""
-    from tvm.relax.op import reshape
+    match; the kernel then scatter-adds as before (repeated ids accumulate).
+
+    take_backward scatters without a bounds check, so an out-of-range index (hostile or wrong
+    data: the forward's safe take gives NaN for it) would write outside the gradient buffer:
+    such indices scatter a zero row at index 0 instead. The importer has already made ONNX's
+    negative indices positive, so in range is 0 <= i < extent."""
+    from tvm import relax
+    from tvm.relax.op import (greater_equal, less, logical_and, reshape, where, zeros,
+                              zeros_like)
     from tvm.relax.op.grad import no_grad, take_backward
 
     x, indices = orig_call.args
@@ -173,7 +180,14 @@ def take_grad(orig_var, orig_call, output_grad, ctx):
         count *= d
     flat_indices = reshape(indices, [count])
     flat_grad = reshape(output_grad, shape[:axis] + [count] + shape[axis + 1:])
-    return [take_backward(flat_grad, x, flat_indices, axis), no_grad(indices)]
+    index_dtype = str(indices.ty.dtype)
+    valid = logical_and(greater_equal(flat_indices, relax.const(0, index_dtype)),
+                        less(flat_indices, relax.const(shape[axis], index_dtype)))
+    safe_indices = where(valid, flat_indices, zeros_like(flat_indices))
+    row_valid = reshape(valid, [1] * axis + [count] + [1] * (len(shape) - axis - 1))
+    grad_dtype = str(output_grad.ty.dtype)
+    safe_grad = where(row_valid, flat_grad, zeros([], grad_dtype))
+    return [take_backward(safe_grad, x, safe_indices, axis), no_grad(indices)]
 
 
 # -- elementwise ---------------------------------------------------------------------------------
