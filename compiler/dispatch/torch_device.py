@@ -245,10 +245,11 @@ class TorchDeviceLibrary:
             return
         usable, why = plugin_status(self.module, self.device)
         if not usable:
-            raise NotExecutable(f"this artifact sends convolutions and matmuls to the "
-                                f"'{self.device}' libraries through torch, but {why}; install "
-                                f"torch with {self.device} support here, or recompile with "
-                                f"dispatch=false (--dispatch false).")
+            fix = (f"install '{self.module}' here" if "does not import" in why else
+                   f"install torch with '{self.device}' support here")
+            raise NotExecutable(f"this artifact sends convolutions, matmuls and attention to "
+                                f"the '{self.device}' libraries through torch, but {why}; "
+                                f"{fix}, or recompile with --dispatch false.")
         import torch
         import tvm_ffi
 
