@@ -293,8 +293,10 @@ class TorchDeviceLibrary:
             widen = x.dtype != out.dtype
             y = torch.nn.functional.conv2d(x, w, None if widen else bias, stride, padding,
                                            dilation, groups)
-            if widen and bias is not None:
-                y = y.to(out.dtype).add_(bias.view(1, -1, 1, 1))
+            if widen:   # the epilogue runs in the result's dtype (out= needs it)
+                y = y.to(out.dtype)
+                if bias is not None:
+                    y.add_(bias.view(1, -1, 1, 1))
             _epilogue(torch, y, residual, plan.activation, out)
 
     def _attention(self, q, kt, v, spec, out) -> None:
@@ -322,9 +324,9 @@ class TorchDeviceLibrary:
         residual = rest[-1] if plan.has_residual else None
         with _precision(torch, self.device, plan.tf32), self._stream(torch, out):
             if a.dtype != out.dtype:   # fp16/bf16 operands, float32 result
-                y = torch.matmul(a, b)
+                y = torch.matmul(a, b).to(out.dtype)   # the epilogue in the result's dtype
                 if bias is not None:
-                    y = y.to(out.dtype).add_(bias)
+                    y.add_(bias)
                 _epilogue(torch, y, residual, plan.activation, out)
                 return
             if b.dim() == 2 and a.dim() >= 2:   # dense: one GEMM over all leading rows

@@ -105,3 +105,32 @@ def test_fp32_calls_turn_cudnn_tf32_off_for_the_call_only():
         assert not torch.backends.cuda.matmul.allow_tf32
     finally:
         torch.backends.cudnn.allow_tf32 = before
+
+
+def test_half_operands_widen_into_a_float32_result():
+    """What --precision fp16 leaves in the graph (fp16 operands, float32 result): the
+    library multiplies in fp16 and runs the epilogue in float32 into TVM's buffer; and the
+    attention call is SDPA with the scale the compiler folded. torch tensors speak DLPack
+    themselves, so the packed functions run here as lib.so would call them."""
+    import torch
+
+    from anychip.compiler.dispatch.torch_device import TorchDeviceLibrary, _spec
+
+    lib, tol = TorchDeviceLibrary("torch", "cpu"), tolerance_for("fp16", np.float32)
+    torch.manual_seed(0)
+    a, b = torch.randn(4, 8).half(), torch.randn(8, 6).half()
+    bias, res, out = torch.randn(6), torch.randn(4, 6), torch.empty(4, 6)
+    lib._matmul(a, b, bias, res, _spec(e=("bias", "residual", "gelu"), tf32=0), out)
+    want = torch.nn.functional.gelu(a.float() @ b.float() + bias + res)
+    assert compare(out.numpy(), want.numpy(), tol).passed
+    x, w, cb = torch.randn(1, 3, 8, 8).half(), torch.randn(4, 3, 3, 3).half(), torch.randn(4)
+    out = torch.empty(1, 4, 8, 8)
+    lib._conv2d(x, w, cb, _spec(layout="NCHW", s=[1, 1], p=[1, 1], d=[1, 1], g=1,
+                                e=("bias", "relu"), tf32=0), out)
+    want = torch.relu(torch.nn.functional.conv2d(x.float(), w.float(), cb, 1, 1))
+    assert compare(out.numpy(), want.numpy(), tol).passed and out.abs().max() > 0.1
+    q, k, v = (torch.randn(1, 2, 5, 4) for _ in range(3))
+    out = torch.empty(1, 2, 5, 4)
+    lib._attention(q, k.transpose(-2, -1).contiguous(), v, _spec(scale=(0.5).hex(), tf32=0), out)
+    want = torch.softmax(q @ k.transpose(-2, -1) * 0.5, -1) @ v
+    np.testing.assert_allclose(out.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
