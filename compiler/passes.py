@@ -98,4 +98,6 @@ def small_integer_powers():
 
 
 def target_neutral_passes() -> list:
-    return [safe_take(), small_integer_powers()]
+    from .safe_indices import safe_index_ops
+
+    return [safe_take(), safe_index_ops(), small_integer_powers()]

@@ -1,0 +1,130 @@
+"""Index operators whose indices arrive at run time never touch memory outside their tensors.
+
+TVM's kernels for gather_elements, gather_nd, scatter_elements and scatter_nd index without a
+bounds check: an index from the user's data (a hostile or simply wrong input) read or wrote
+outside the buffer and crashed the process (a segfault for an index 10^7 past the end; silent
+corruption for one just past it). ONNX Runtime rejects such an index with an error; a compiled
+artifact has no error channel at run time, so, as for Gather (passes.safe_take), the result says
+it instead:
+
+- gathers: a float result is NaN where its index was out of range, an integer result reads the
+  clipped position;
+- scatters: an update whose index is out of range is dropped (written into a scratch slot one
+  past the end, which is sliced away).
+
+In-range indices are unchanged, ONNX's negative indices included (-s <= i < s counts from the
+end). Indices that are constants of the model are left alone (the ONNX checker and the
+importer see them); extents must be static along the indexed axes, else the op is left as TVM
+emits it (docs/security.md says so).
+"""
+
+from __future__ import annotations
+
+
+def _shape(expr) -> list[int] | None:
+    """The static shape of a tensor expression, or None (unknown rank or a symbolic dim)."""
+    shape = getattr(expr.ty, "shape", None)
+    values = getattr(shape, "values", None)
+    if values is None:
+        return None
+    dims = [getattr(d, "value", None) for d in values]
+    return None if any(d is None for d in dims) else [int(d) for d in dims]
+
+
+def _normalised(indices, extent, dtype: str):
+    """(indices with negatives counted from the end, in-range mask). `extent` is an int or a
+    constant tensor that broadcasts against the indices."""
+    from tvm import relax
+    from tvm.relax import op
+
+    s = relax.const(extent, dtype) if isinstance(extent, int) else extent
+    zero = relax.const(0, dtype)
+    counted = op.where(op.less(indices, zero), op.add(indices, s), indices)
+    valid = op.logical_and(op.greater_equal(counted, zero), op.less(counted, s))
+    return counted, valid
+
+
+def _nan_where_invalid(result, valid):
+    from tvm import relax
+    from tvm.relax import op
+
+    dtype = str(result.ty.dtype) if hasattr(result, "ty") and result.ty is not None else ""
+    if not dtype.startswith(("float", "bfloat")):
+        return result
+    return op.where(valid, result, relax.const(float("nan"), dtype))
+
+
+def safe_index_ops():
+    """The module pass (compiler/passes.py lists it among the target-neutral passes)."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax import op
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    from .passes import _relax_functions_pass
+
+    ops = {name: tvm.ir.Op.get(f"relax.{name}") for name in
+           ("gather_elements", "gather_nd", "scatter_elements", "scatter_nd")}
+
+    @mutator
+    class _SafeIndices(PyExprMutator):
+        def visit_call_(self, call):  # noqa: N802 - TVM's visitor naming
+            call = super().visit_call_(call)
+            which = next((n for n, o in ops.items() if call.op == o), None)
+            if which is None or isinstance(call.args[1], tvm.ir.expr.GenericConst):
+                return call
+            data, indices = call.args[0], call.args[1]
+            dshape, ishape = _shape(data), _shape(indices)
+            if dshape is None or ishape is None:
+                return call
+            idtype = str(indices.ty.dtype)
+            rewrite = getattr(self, "_" + which)
+            return self.builder_.normalize(rewrite(call, data, indices, dshape, ishape, idtype))
+
+        def _gather_elements(self, call, data, indices, dshape, ishape, idtype):
+            axis = int(call.attrs.axis) % len(dshape)
+            counted, valid = _normalised(indices, dshape[axis], idtype)
+            clipped = op.where(valid, counted, op.zeros_like(counted))
+            result = self.builder_.normalize(op.gather_elements(data, clipped, axis))
+            return _nan_where_invalid(result, valid)
+
+        def _gather_nd(self, call, data, indices, dshape, ishape, idtype):
+            batch = int(call.attrs.batch_dims)
+            k = ishape[-1]
+            extents = relax.const(np.array(dshape[batch:batch + k], dtype=idtype), idtype)
+            counted, valid = _normalised(indices, extents, idtype)
+            clipped = op.where(valid, counted, op.zeros_like(counted))
+            result = self.builder_.normalize(op.gather_nd(data, clipped, batch))
+            whole = op.equal(op.min(op.astype(valid, "int32"), axis=-1),
+                             relax.const(1, "int32"))
+            rest = len(dshape) - batch - k
+            whole = op.reshape(whole, ishape[:-1] + [1] * rest) if rest else whole
+            return _nan_where_invalid(result, whole)
+
+        def _scatter_elements(self, call, data, indices, dshape, ishape, idtype):
+            axis = int(call.attrs.axis) % len(dshape)
+            counted, valid = _normalised(indices, dshape[axis], idtype)
+            scratch = op.full_like(counted, relax.const(dshape[axis], idtype))
+            redirected = op.where(valid, counted, scratch)
+            pad_shape = [1 if i == axis else d for i, d in enumerate(dshape)]
+            padded = op.concat([data, op.zeros(pad_shape, str(data.ty.dtype))], axis=axis)
+            scattered = self.builder_.normalize(op.scatter_elements(
+                padded, redirected, call.args[2], axis, str(call.attrs.reduction)))
+            return op.strided_slice(scattered, [axis], [0], [dshape[axis]])
+
+        def _scatter_nd(self, call, data, indices, dshape, ishape, idtype):
+            k = ishape[-1]
+            extents = relax.const(np.array(dshape[:k], dtype=idtype), idtype)
+            counted, valid = _normalised(indices, extents, idtype)
+            whole = op.equal(op.min(op.astype(valid, "int32"), axis=-1, keepdims=True),
+                             relax.const(1, "int32"))
+            scratch = relax.const(np.array([dshape[0]] + [0] * (k - 1), dtype=idtype), idtype)
+            redirected = op.where(whole, counted, scratch)
+            pad_shape = [1] + dshape[1:]
+            padded = op.concat([data, op.zeros(pad_shape, str(data.ty.dtype))], axis=0)
+            scattered = self.builder_.normalize(op.scatter_nd(
+                padded, redirected, call.args[2], str(call.attrs.reduction)))
+            return op.strided_slice(scattered, [0], [0], [dshape[0]])
+
+    return _relax_functions_pass(_SafeIndices, "AnychipSafeIndexOps")
