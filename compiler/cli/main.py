@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from ..errors import AnychipError
+from ..errors import AnychipError, out_of_memory
 
 # Each subcommand is one module with add_parser(subparsers) and run(args) -> int.
 COMMANDS = ["targets", "compile", "run", "verify", "compare", "doctor", "zoo", "analyze", "train",
@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an anychip or TVM bug: still one line unless --debug
         if args.debug:
             raise
+        if out_of_memory(exc):    # std::bad_alloc from TVM: sizes the input asked for
+            print(f"anychip: error: out of memory in '{args.command}': the model's shapes or "
+                  f"the input's values (a Range count, a shape) ask for more memory than "
+                  f"this machine gives; use smaller inputs.", file=sys.stderr)
+            return 2
         text = (str(exc).strip().splitlines() or [""])[-1][:300]
         print(f"anychip: internal error: {type(exc).__name__}: {text} (rerun with --debug and "
               f"report it)", file=sys.stderr)

@@ -69,3 +69,25 @@ def test_bad_alloc_raised_as_a_python_error_is_exit_2_naming_the_ceiling():
     assert err.exit_code == 2 and "ANYCHIP_COMPILE_MEMORY_BYTES" in str(err)
     bug = _tvm_failure("compilation", "cpu", RuntimeError("InternalError: Check failed"))
     assert bug.exit_code == 1 and "Check failed" in str(bug)
+
+
+@pytest.mark.slow
+def test_a_run_time_allocation_too_large_for_the_machine_is_exit_2(tmp_path):
+    """A Range whose count comes from the input (10^13 int64s): TVM's VM raises std::bad_alloc
+    as a Python error; `run` says out of memory in one line, exit 2, not 'internal error'."""
+    ins = [helper.make_tensor_value_info(k, TensorProto.INT64, []) for k in "abc"]
+    graph = helper.make_graph([helper.make_node("Range", ["a", "b", "c"], ["y"])], "g", ins,
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, ["n"])])
+    path, art = tmp_path / "range.onnx", tmp_path / "range.anychip"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    feed = tmp_path / "in.npz"
+    np.savez(feed, a=np.array(0, np.int64), b=np.array(10**13, np.int64),
+             c=np.array(1, np.int64))
+    env = {k: v for k, v in os.environ.items() if k != "ANYCHIP_ISOLATED_CHILD"}
+    subprocess.run([ANYCHIP, "compile", str(path), "-o", str(art), "--quiet"], env=env,
+                   check=True, capture_output=True, timeout=300)
+    proc = subprocess.run([ANYCHIP, "run", str(art), "--inputs", str(feed)], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    err = "\n".join(ln for ln in proc.stderr.splitlines() if "Warning" not in ln).strip()
+    assert proc.returncode == 2, err
+    assert err.count("\n") == 0 and "out of memory in 'run'" in err, err
