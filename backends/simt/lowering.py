@@ -133,6 +133,44 @@ def prepare_for_library(mod):
     return passes.combine_parallel_matmuls(mod)   # Q/K/V: one library GEMM instead of three
 
 
+def fold_library_casts(mod):
+    """After the fp16/bf16 precision passes, for a library that takes every matmul: a cast of
+    a constant becomes the cast constant (the bias of a dense layer), and `astype(matmul(a, b,
+    out_dtype=float32), t)` with a, b of dtype t becomes `matmul(a, b, out_dtype=t)` (the
+    library accumulates in float32 either way), so that the bias / gelu / residual epilogue
+    meets its matmul again and goes to the library with it."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    from anychip.compiler.relax_info import dtype_of, known_shape
+
+    astype, matmul = tvm.ir.Op.get("relax.astype"), tvm.ir.Op.get("relax.matmul")
+
+    @mutator
+    class FoldCasts(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not (isinstance(call.op, tvm.ir.Op) and call.op.same_as(astype)):
+                return call
+            target, inner = str(call.attrs.dtype), call.args[0]
+            if isinstance(inner, tvm.ir.expr.GenericConst) and target in ("float16", "float32"):
+                return relax.const(inner.value.numpy().astype(target), target)
+            value = self.lookup_binding(inner) if isinstance(inner, relax.Var) else None
+            # only matmuls the library takes (2-D and up): a TVM kernel would accumulate in t
+            if (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+                    and value.op.same_as(matmul) and target in ("float16", "bfloat16")
+                    and all(dtype_of(a) == target and len(known_shape(a) or ()) >= 2
+                            for a in value.args)):
+                return relax.op.matmul(value.args[0], value.args[1], out_dtype=target)
+            return call
+
+    for gvar, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            mod[gvar] = FoldCasts(mod).visit_expr(func)
+    return relax.transform.DeadCodeElimination()(mod)
+
+
 def lower_for_gpu(mod, profile, chip: GpuChip, precision: str,
                   library=None) -> tuple[object, dict]:
     """Target-neutral Relax -> scheduled, limit-checked Relax; returns (module, report).
@@ -158,6 +196,8 @@ def lower_for_gpu(mod, profile, chip: GpuChip, precision: str,
             mod = prepare_for_library(mod)
             mod = tvm.transform.Sequential(precision_passes(precision))(mod)
             mod = host_passes.fold_constants(mod)
+            if precision in ("fp16", "bf16"):
+                mod = fold_library_casts(mod)
             mod, dispatched = partition(mod, library)
         use_cublas, dispatch_why = False, f"{library.name} through DLPack packed functions"
         passes = library_dispatch_passes(chip, False) + legalize_passes()

@@ -41,6 +41,17 @@ def test_tf32_is_really_tf32_with_the_library():
     assert not [w for w in art.report["warnings"] if "fp32 is used" in w]
 
 
+def test_fp16_dense_layers_keep_their_epilogues():
+    """ToMixedPrecision's fp32-result matmul + cast back is folded into an fp16 matmul, so
+    bias and gelu still go to the library with it (attention is not matched at fp16 yet)."""
+    from tests.backends.cpu.models import attention_block
+
+    art = anychip.compile(attention_block(), target="nvidia-h100", precision="fp16")
+    assert art.precision == "fp16"
+    assert art.report["dispatch"]["calls"] == {"anychip.matmul": 2, "anychip.matmul_bias": 3,
+                                               "anychip.matmul_bias_gelu": 1}
+
+
 def test_cuda_graph_option_captures_tvm_kernels_only():
     from anychip.compiler.errors import AnychipError
 
