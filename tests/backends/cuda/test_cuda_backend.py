@@ -68,9 +68,8 @@ def test_every_profile_compiles_for_its_arch(compiled, name):
     files = {p.name: p for p in art.device_files()}
     source = files["kernels.cu"].read_text()
     kernels = re.findall(r'extern "C" __global__ void __launch_bounds__\((\d+)\) (\w+)\(', source)
-    # both matmuls go to cuBLAS through torch (the default), the softmax stays a TVM kernel
-    assert art.report["dispatch"]["calls"] == {"anychip.matmul": 1, "anychip.matmul_bias_relu": 1}
-    assert art.manifest["runtime"]["libraries"] == ["torch-plugin:torch:cuda"]
+    # TVM kernels only by default (dispatch to cuBLAS is opt-in: test_torch_dispatch.py)
+    assert art.report.get("dispatch") is None and art.manifest["runtime"]["libraries"] == []
     assert len({k for _, k in kernels}) == art.report["kernels"] >= 1
     assert max(int(n) for n, _ in kernels) <= art.profile.target["max_threads_per_block"]
     assert "__shfl_down_sync" in source and ", 32);" in source  # warp-32 reductions

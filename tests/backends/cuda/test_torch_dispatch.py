@@ -17,7 +17,7 @@ LIBRARY = "torch-plugin:torch:cuda"
 
 @pytest.mark.slow   # conv net through nvcc: ~8 s on 2 shared cores
 def test_conv_net_convolutions_go_to_cudnn_and_the_rest_builds():
-    art = anychip.compile(conv_net(), target="nvidia-h100")
+    art = anychip.compile(conv_net(), target="nvidia-h100", dispatch=True)
     dispatch = art.report["dispatch"]
     assert dispatch["library"] == LIBRARY
     assert dispatch["calls"] == {"anychip.conv2d_bias_relu": 2,
@@ -36,7 +36,8 @@ def test_conv_net_convolutions_go_to_cudnn_and_the_rest_builds():
 def test_tf32_is_really_tf32_with_the_library():
     from tests.backends.gpu.onnx_models import make_softmax_mlp
 
-    art = anychip.compile(make_softmax_mlp(), target="nvidia-h100", precision="tf32")
+    art = anychip.compile(make_softmax_mlp(), target="nvidia-h100", precision="tf32",
+                          dispatch=True)
     assert art.precision == "tf32" and art.report["dispatch"]["total"] == 2
     assert not [w for w in art.report["warnings"] if "fp32 is used" in w]
 
@@ -46,7 +47,8 @@ def test_fp16_dense_layers_keep_their_epilogues():
     bias and gelu still go to the library with it (attention is not matched at fp16 yet)."""
     from tests.backends.cpu.models import attention_block
 
-    art = anychip.compile(attention_block(), target="nvidia-h100", precision="fp16")
+    art = anychip.compile(attention_block(), target="nvidia-h100", precision="fp16",
+                          dispatch=True)
     assert art.precision == "fp16"
     assert art.report["dispatch"]["calls"] == {"anychip.matmul": 2, "anychip.matmul_bias": 3,
                                                "anychip.matmul_bias_gelu": 1}
@@ -61,7 +63,8 @@ def test_cuda_graph_option_captures_tvm_kernels_only():
                           cuda_graph=True)
     assert b"vm.builtin.cuda_graph.run_or_capture" in art.library_path.read_bytes()
     with pytest.raises(AnychipError, match="combine it with dispatch=false") as info:
-        anychip.compile(make_softmax_mlp(), target="nvidia-h100", cuda_graph=True)
+        anychip.compile(make_softmax_mlp(), target="nvidia-h100", dispatch=True,
+                        cuda_graph=True)
     assert info.value.exit_code == 2
 
 
@@ -75,9 +78,11 @@ def test_library_calls_run_on_the_gpu_and_match_ort(precision):
     from tests.backends.cpu.models import attention_block
 
     for model in (conv_net(), attention_block()):
-        report = anychip.verify(model, target="nvidia-h100", precision=precision)
+        report = anychip.verify(model, target="nvidia-h100", precision=precision,
+                                dispatch=True)
         assert report.passed, report.summary()
-        art = anychip.compile(model, target="nvidia-h100", precision=precision)
+        art = anychip.compile(model, target="nvidia-h100", precision=precision,
+                              dispatch=True)
         library = get_library(LIBRARY)
         before = sum(library.calls.values())
         art.run()
