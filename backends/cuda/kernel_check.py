@@ -16,8 +16,9 @@ import time
 
 import numpy as np
 
-from anychip.backends.simt.kernel_check import (KernelResult, KernelRunReport, host_reference,
-                                               is_buffer, normwise, random_buffers,
+from anychip.backends.simt.kernel_check import (KernelResult, KernelRunReport, at_sizes,
+                                               bind_sizes, host_reference, is_buffer,
+                                               kernel_sizes, normwise, random_buffers,
                                                scheduled_functions)
 from anychip.backends.simt.toolchains import cuda_device
 from anychip.compiler.errors import NotExecutable
@@ -65,6 +66,8 @@ def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
     started = time.perf_counter()
     source = load_model(model, None, dict(shapes or {}))
     chip, plain, scheduled = scheduled_functions(source, profile, precision)
+    sizes = kernel_sizes(source, shapes)       # a dynamic model: its kernels at one shape
+    plain, scheduled = bind_sizes(plain, sizes), bind_sizes(scheduled, sizes)
     precision_used = precision or profile.default_precision
     plain_names = {g.name_hint for g in plain.functions}
     funcs = sorted(((gv, f) for gv, f in scheduled.functions.items()
@@ -101,4 +104,4 @@ def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
     return KernelRunReport(source.label, target, f"{tvm.cuda(0).device_name}",
                            "executed: each kernel on the GPU through TVM's CUDA runtime",
                            results, time.perf_counter() - started, language="CUDA",
-                           note="; whole-model results come from plain 'anychip verify'")
+                           note="; whole-model results come from plain 'anychip verify'" + at_sizes(sizes))

@@ -20,8 +20,9 @@ import time
 
 import numpy as np
 
-from anychip.backends.simt.kernel_check import (KernelResult, KernelRunReport, host_reference,
-                                               is_buffer, normwise, random_buffers,
+from anychip.backends.simt.kernel_check import (KernelResult, KernelRunReport, at_sizes,
+                                               bind_sizes, host_reference, is_buffer,
+                                               kernel_sizes, normwise, random_buffers,
                                                scheduled_functions)
 from anychip.compiler.errors import AnychipError, NotExecutable
 
@@ -103,6 +104,8 @@ def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
     started = time.perf_counter()
     source = load_model(model, None, dict(shapes or {}))
     chip, plain, scheduled = scheduled_functions(source, profile, precision)
+    sizes = kernel_sizes(source, shapes)       # a dynamic model: its kernels at one shape
+    plain, scheduled = bind_sizes(plain, sizes), bind_sizes(scheduled, sizes)
     precision_used = precision or profile.default_precision
     context = cl.Context([device])
     queue = cl.CommandQueue(context)
@@ -160,4 +163,5 @@ def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
     return KernelRunReport(source.label, target, f"{device.platform.name} / {device.name}",
                            "executed: each kernel on the OpenCL device", results,
                            time.perf_counter() - started, language="OpenCL",
-                           note="; the whole model did not run: no OpenCL runtime in TVM here")
+                           note="; the whole model did not run: no OpenCL runtime in TVM here"
+                           + at_sizes(sizes))

@@ -84,6 +84,64 @@ def scheduled_functions(source, profile, precision: str | None = None):
     return chip, plain, scheduled
 
 
+def kernel_sizes(source, shapes: dict | None = None) -> dict[str, int]:
+    """The size each symbol of a dynamic model takes for the per-kernel checks: the kernels
+    compile once with symbolic extents, and run here at one concrete shape. The smallest of
+    the symbol's bounds that is at least 3 (an odd size that is not 1 catches a schedule's
+    remainder and broadcasting bugs that batch 1 hides); none when --shape made it static."""
+    from anychip.compiler.importer import symbol_bounds
+
+    if shapes:
+        return {}
+    return {name: min(hi, max(lo, 3)) for name, (lo, hi) in symbol_bounds(source).items()}
+
+
+def at_sizes(sizes: dict[str, int]) -> str:
+    """The report's note of the shape a dynamic model's kernels ran at ('' when static)."""
+    return ("; symbolic kernels run at " + ", ".join(f"{k}={v}" for k, v in sizes.items())
+            if sizes else "")
+
+
+def bind_sizes(mod, sizes: dict[str, int]):
+    """`mod` with every PrimFunc specialised to `sizes` ({symbol: size}): a kernel written for
+    symbolic extents becomes the same schedule at those extents, which runs like a static
+    one. A function whose symbols cannot all be bound stays as it is (and is skipped)."""
+    import tvm
+
+    if not sizes:
+        return mod
+    functions = {gv: _specialised(f, sizes) if f.__class__.__name__ == "PrimFunc" else f
+                 for gv, f in mod.functions.items()}
+    return tvm.IRModule(functions, attrs=mod.attrs)
+
+
+def _is_symbol(dim, sizes) -> bool:
+    return dim.__class__.__name__ == "Var" and getattr(dim, "name", None) in sizes
+
+
+def _specialised(func, sizes: dict[str, int]):
+    import tvm
+
+    for _ in range(len(func.params)):
+        binding = {}
+        for param in func.params:
+            if is_buffer(param) and any(_is_symbol(d, sizes) for d in param.shape):
+                dims = [tvm.tirx.IntImm(str(d.ty), sizes[d.name]) if _is_symbol(d, sizes) else d
+                        for d in param.shape]
+                binding = {param: tvm.tirx.decl_buffer(dims, param.dtype, name=param.name)}
+                break
+            if not is_buffer(param) and getattr(param, "name", None) in sizes:
+                binding = {param: tvm.tirx.IntImm(str(param.ty), sizes[param.name])}
+                break
+        if not binding:
+            return func
+        try:
+            func = func.specialize(binding)
+        except Exception:  # noqa: BLE001 - TVM's check failures: leave it symbolic (skipped)
+            return func
+    return func
+
+
 def is_buffer(param) -> bool:
     """TIR parameters in TVM 0.27 are Vars; a buffer parameter's type is a BufferType."""
     return type(getattr(param, "ty", None)).__name__ == "BufferType"

@@ -68,3 +68,29 @@ def test_cli_kernels_flag(capsys):
 def test_non_opencl_targets_are_refused():
     with pytest.raises(AnychipError, match="does not emit OpenCL C"):
         kernel_run.run_kernels("zoo:mlp", "hygon-k100")
+
+
+@pytest.mark.slow   # ~10 s on 2 shared cores
+def test_kernels_of_a_dynamic_model_run_at_a_concrete_shape(tmp_path):
+    """Compiled once with symbolic extents, checked at one shape (issue 16): every kernel of a
+    model with symbolic batch and sequence dims executes, none is skipped as dynamic."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    _need_device()
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+             for n, s in (("W", (16, 8)), ("g", (8,)), ("b", (8,)))]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]),
+             helper.make_node("Softmax", ["h"], ["s"], axis=-1),
+             helper.make_node("LayerNormalization", ["s", "g", "b"], ["y"], axis=-1)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 8])], inits)
+    path = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    report = kernel_run.run_kernels(str(path), OPENCL_PROFILES[0])
+    counts = report.counts()
+    assert report.passed and counts["skipped"] == 0 and counts["passed"] >= 2, report.summary()
+    assert "symbolic kernels run at batch=3, seq=3" in report.summary()
