@@ -6,21 +6,7 @@ target-specific rewrites belong to each backend's `lower`.
 
 from __future__ import annotations
 
-
-def _relax_functions_pass(mutator_class, name: str):
-    """A module pass that runs one PyExprMutator over every Relax function of the module."""
-    import tvm
-    from tvm import relax
-
-    @tvm.transform.module_pass(opt_level=0, name=name)
-    def _pass(mod, _ctx):
-        mutator_ = mutator_class(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mod[gvar] = mutator_.visit_expr(func)
-        return mod
-
-    return _pass
+from .relax_functions_pass import relax_functions_pass as _relax_functions_pass
 
 
 def safe_take():

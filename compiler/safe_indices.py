@@ -62,7 +62,7 @@ def safe_index_ops():
     from tvm.relax import op
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    from .passes import _relax_functions_pass
+    from .relax_functions_pass import relax_functions_pass
 
     ops = {name: tvm.ir.Op.get(f"relax.{name}") for name in
            ("gather_elements", "gather_nd", "scatter_elements", "scatter_nd")}
@@ -127,4 +127,4 @@ def safe_index_ops():
                 padded, redirected, call.args[2], str(call.attrs.reduction)))
             return op.strided_slice(scattered, [0], [0], [dshape[0]])
 
-    return _relax_functions_pass(_SafeIndices, "AnychipSafeIndexOps")
+    return relax_functions_pass(_SafeIndices, "AnychipSafeIndexOps")
