@@ -29,6 +29,7 @@ import numpy as np
 
 from anychip.compiler.dispatch import Match, Pattern
 from anychip.compiler.dispatch.partition import bias_axis
+from anychip.compiler.dispatch.torch_device import gemm_into
 from anychip.compiler.relax_info import dtype_of, known_shape
 
 NAME = "torch-cpu"
@@ -338,16 +339,7 @@ def _matmul(*args):
     rest = iter(rest)
     bias = next(rest) if "bias" in epilogue else None
     residual = next(rest) if "residual" in epilogue else None
-    if b.dim() == 2 and a.dim() >= 2:   # dense: one GEMM over all leading rows
-        a2, o2 = a.reshape(-1, a.shape[-1]), out.view(-1, out.shape[-1])
-        if bias is not None:
-            torch.addmm(bias, a2, b, out=o2)
-        else:
-            torch.mm(a2, b, out=o2)
-    else:
-        torch.matmul(a, b, out=out)
-        if bias is not None:
-            out.add_(bias)
+    gemm_into(torch, a, b, bias, out)
     if residual is not None:
         out.add_(residual)
     if epilogue and epilogue[-1] == "relu":

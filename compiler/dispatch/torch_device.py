@@ -329,17 +329,24 @@ class TorchDeviceLibrary:
                     y.add_(bias)
                 _epilogue(torch, y, residual, plan.activation, out)
                 return
-            if b.dim() == 2 and a.dim() >= 2:   # dense: one GEMM over all leading rows
-                a2, o2 = a.reshape(-1, a.shape[-1]), out.view(-1, out.shape[-1])
-                if bias is not None:
-                    torch.addmm(bias, a2, b, out=o2)
-                else:
-                    torch.mm(a2, b, out=o2)
-            else:
-                torch.matmul(a, b, out=out)
-                if bias is not None:
-                    out.add_(bias)
+            gemm_into(torch, a, b, bias, out)
             _epilogue(torch, out, residual, plan.activation, out)
+
+
+def gemm_into(torch, a, b, bias, out) -> None:
+    """out = a @ b (+ bias), written into `out`: a dense layer (2-D weight) as one GEMM over all
+    leading rows, anything else as a batched matmul. Shared by every torch-backed library (the
+    host's oneDNN/MKL one in backends/cpu/torch_library.py and the device plug-ins here)."""
+    if b.dim() == 2 and a.dim() >= 2:
+        a2, o2 = a.reshape(-1, a.shape[-1]), out.view(-1, out.shape[-1])
+        if bias is not None:
+            torch.addmm(bias, a2, b, out=o2)
+        else:
+            torch.mm(a2, b, out=o2)
+    else:
+        torch.matmul(a, b, out=out)
+        if bias is not None:
+            out.add_(bias)
 
 
 @functools.lru_cache(maxsize=1024)
