@@ -94,12 +94,26 @@ def _to_nhwc(mod):
 
     from anychip.backends.host import relax_passes as passes
 
+    _clip_keeps_layout()
     try:
         converted = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OIHW"]})(mod)
     except Exception as exc:  # TVM InternalError from C++
         detail = (str(exc).strip().splitlines() or ["?"])[-1][:160]
         return mod, f"NCHW (NHWC conversion failed in TVM: {detail})"
     return passes.fold_constants(converted), "NHWC"
+
+
+def _clip_keeps_layout() -> None:
+    """Give relax.clip the layout rule of the other elementwise unary ops (TVM 0.27 has none
+    for it): without one, ConvertLayout wraps every clip in two transposes back to NCHW, so a
+    HardSwish (z * clip(z + 3, 0, 6) / 6) or ReLU6 after an NHWC convolution became four
+    transposes per layer and could not reach the library as the conv's epilogue."""
+    import tvm
+
+    clip = tvm.ir.Op.get("relax.clip")
+    if clip.get_attr("FRelaxInferLayout") is None:
+        rule = tvm.ir.Op.get("relax.sigmoid").get_attr("FRelaxInferLayout")
+        clip.set_attr("FRelaxInferLayout", rule)
 
 
 class CpuBackend(OptionalBackendHooks):

@@ -36,6 +36,10 @@ NAME = "torch-cpu"
 PREFIX = "anychip.torch."
 SPEC_VERSION = "v1"
 ACTIVATIONS = ("relu", "gelu")
+# convolutions also take these as oneDNN post-ops (torch's names: silu is "swish", a clip to
+# [lo, hi] "hardtanh"); checked against torch eager: max abs diff <= 2e-6
+CONV_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "sigmoid": "sigmoid", "silu": "swish",
+                    "hardswish": "hardswish", "clip": "hardtanh"}
 LAYOUTS = (("NHWC", "NHWC"), ("NCHW", "NCHW"))
 _PACKED_CACHE_ENTRIES = 4096
 
@@ -95,6 +99,8 @@ class TorchCpuLibrary:
     def implements(self, pattern: Pattern) -> bool:
         if pattern.root == "attention":   # not offered on cpu (yet)
             return False
+        if pattern.root == "conv2d":
+            return pattern.activation is None or pattern.activation in CONV_ACTIVATIONS
         return pattern.activation is None or pattern.activation in ACTIVATIONS
 
     def accepts(self, pattern: Pattern, annotated: dict) -> bool:
@@ -140,7 +146,7 @@ class TorchCpuLibrary:
                 np.ascontiguousarray(weight).tobytes() + str(weight.shape).encode()).hexdigest()
             spec = spec_text(layout=a.data_layout, s=list(a.strides), p=list(a.padding)[:2],
                              d=list(a.dilation), g=int(a.groups), e=match.pattern.epilogue,
-                             w=digest)
+                             w=digest, **({"clip": list(match.bounds)} if match.bounds else {}))
         elif root == "matmul":   # a constant 2-D weight is packed for oneDNN once (digest)
             weight = _constant(match.weight)
             digest = "" if weight is None or weight.ndim != 2 else hashlib.sha256(
@@ -261,17 +267,19 @@ class TorchCpuLibrary:
             weight = self._packed_weight(plan, weight, x.shape)
         # oneDNN's GELU post-op takes its algorithm, "none" (erf, what relax.nn.gelu is) or
         # "tanh"; any other string (even "") is refused at the first run, and after a binary
-        # post-op torch fuses relu only ("Unary Fusion behavior undefined"): GELU runs after
+        # post-op torch fuses relu only ("Unary Fusion behavior undefined"): the others run
+        # after, in place
         algorithm = "none" if plan.activation == "gelu" else ""
         if residual is not None:
             fused = plan.activation if plan.activation == "relu" else None
             y = torch.ops.mkldnn._convolution_pointwise.binary(
                 x, residual, weight, bias, *plan.args, "add", None, fused, [], "")
-            if plan.activation == "gelu":
-                torch.ops.aten.gelu_(y)
+            if plan.activation not in (None, "relu"):
+                _activate_(torch, y, plan.activation, plan.bounds)
         else:
-            y = torch.ops.mkldnn._convolution_pointwise(x, weight, bias, *plan.args,
-                                                        plan.activation or "none", [], algorithm)
+            y = torch.ops.mkldnn._convolution_pointwise(
+                x, weight, bias, *plan.args, CONV_ACTIVATIONS.get(plan.activation, "none"),
+                list(plan.bounds), algorithm)
         return _compact(y.permute(0, 2, 3, 1) if plan.nhwc else y)
 
 
@@ -282,18 +290,37 @@ class _ConvPlan(NamedTuple):
     has_bias: bool
     has_residual: bool
     weight_digest: str   # "" when the weight is not a compile-time constant
+    bounds: tuple[float, ...] = ()   # a clip activation's (lo, hi)
 
 
 @functools.lru_cache(maxsize=4096)
 def _conv_plan(text: str) -> _ConvPlan:
     spec = parse_spec(text)
     epilogue = _steps(spec["e"])
-    act = epilogue[-1] if epilogue and epilogue[-1] in ACTIVATIONS else None
+    act = epilogue[-1] if epilogue and epilogue[-1] in CONV_ACTIVATIONS else None
+    bounds = tuple(float.fromhex(v) for v in _steps(spec.get("clip", "")))
     return _ConvPlan(nhwc=spec["layout"] == "NHWC",
                      args=(tuple(_ints(spec["p"])), tuple(_ints(spec["s"])),
                            tuple(_ints(spec["d"])), int(spec["g"])),
                      activation=act, has_bias="bias" in epilogue,
-                     has_residual="residual" in epilogue, weight_digest=spec["w"])
+                     has_residual="residual" in epilogue, weight_digest=spec["w"],
+                     bounds=bounds)
+
+
+def _activate_(torch, y, activation: str, bounds: tuple[float, ...]) -> None:
+    """y = activation(y), in place (after a residual add, which oneDNN fuses with relu only)."""
+    if activation == "gelu":
+        torch.ops.aten.gelu_(y)
+    elif activation == "sigmoid":
+        y.sigmoid_()
+    elif activation == "silu":
+        torch.nn.functional.silu(y, inplace=True)
+    elif activation == "hardswish":
+        torch.nn.functional.hardswish(y, inplace=True)
+    elif activation == "clip":
+        y.clamp_(*bounds)
+    elif activation == "relu":
+        y.relu_()
 
 
 def _compact(tensor):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..relax_info import dtype_of, known_shape, static_shape
-from .patterns import ROOTS, Pattern, all_patterns, by_name
+from .patterns import ROOTS, Pattern, all_patterns, by_name, clip_bounds
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Match:
     out_ty: Any = None              # relax.TensorType of the result
     bias: Any = None
     residual: Any = None
+    bounds: tuple[float, float] = ()   # a clip activation's (lo, hi)
     scale: Any = None               # attention: the constant the scores are divided by
     scale_op: str = ""              # attention: "divide" or "multiply"
 
@@ -69,6 +70,8 @@ def structural_check(pattern: Pattern, annotated) -> bool:
     it supports, such as which axis the bias runs along (`Library.accepts`)."""
     root = annotated["root"]
     out_shape = known_shape(root)
+    if not pattern.constants_ok(annotated):
+        return False
     if out_shape is None or any(known_shape(annotated[name]) is None
                                 for name in pattern.operands):
         return False
@@ -139,6 +142,8 @@ def _match_from_composite(func, call_args, pattern: Pattern) -> Match:
             other = rhs if lhs.same_as(previous) else lhs
             setattr(match, step, outer(other))
         previous = binding.var
+    if pattern.activation == "clip":   # the composite's last binding is the clip
+        match.bounds = clip_bounds(bindings[-1].value)
     match.out_ty = _ret_ty_at_call_site(func, call_args)
     return match
 

@@ -27,10 +27,17 @@ ROOTS = {
     "attention": ("relax.nn.softmax", ("query", "key_t", "value")),
 }
 WITH_EPILOGUE = ("conv2d", "matmul")
+# activation -> the Relax op its pattern ends with; silu, hardswish and clip are matched in
+# the forms the importers produce (_activation) and take ACTIVATION_OPS ops beyond the root
 ACTIVATIONS = {
     "relu": "relax.nn.relu",
     "gelu": "relax.nn.gelu",
+    "sigmoid": "relax.sigmoid",
+    "silu": "relax.multiply",      # z * sigmoid(z), either order (ONNX Sigmoid, Mul), or nn.silu
+    "hardswish": "relax.multiply",  # z * (clip(z + 3, 0, 6) / 6): TVM's import of HardSwish
+    "clip": "relax.clip",          # clip(z, lo, hi): relu6, or a HardSigmoid folded into a conv
 }
+ACTIVATION_OPS = {"silu": 2, "hardswish": 4}
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,8 @@ class Pattern:
     @property
     def size(self) -> int:
         """Ops matched: FuseOpsByPattern must try larger patterns first."""
-        return 1 + len(self.epilogue) + (3 if self.root == "attention" else 0)
+        extra = sum(ACTIVATION_OPS.get(step, 1) - 1 for step in self.epilogue)
+        return 1 + len(self.epilogue) + extra + (3 if self.root == "attention" else 0)
 
     @property
     def activation(self) -> str | None:
@@ -82,8 +90,60 @@ class Pattern:
                 out = is_op("relax.add")(out, residual) | is_op("relax.add")(residual, out)
                 annotations["residual"] = residual
             else:
-                out = is_op(ACTIVATIONS[step])(out)
+                out = _activation(step, out, annotations)
         return out, annotations
+
+    def constants_ok(self, annotated: dict) -> bool:
+        """The constants of a multi-op activation are the ones that make it that activation
+        (hardswish: z + 3, clipped to [0, 6], divided by 6 or times 1/6)."""
+        if self.activation == "clip":
+            return clip_bounds(annotated["act_clip"]) is not None
+        if self.activation != "hardswish":
+            return True
+        gate, three = annotated["act_gate"], _scalar(annotated["act_three"])
+        scale = _scalar(gate.args[1])
+        divides = str(gate.op.name) == "relax.divide"
+        return (three == 3.0 and clip_bounds(annotated["act_clip"]) == (0.0, 6.0)
+                and scale is not None and abs(scale - (6.0 if divides else 1 / 6)) < 1e-6)
+
+
+def _activation(step: str, z, annotations: dict):
+    """The DFPattern of activation `step` applied to `z` (z may appear twice: the matcher binds
+    both uses to one expression)."""
+    from tvm.relax.dpl import is_const, is_op, wildcard
+
+    if step == "silu":
+        gate = is_op("relax.sigmoid")(z)
+        return (is_op("relax.multiply")(z, gate) | is_op("relax.multiply")(gate, z)
+                | is_op("relax.nn.silu")(z))
+    if step == "hardswish":
+        three = is_const()
+        clip = is_op("relax.clip")(is_op("relax.add")(z, three), wildcard(), wildcard())
+        gate = is_op("relax.divide")(clip, is_const()) | is_op("relax.multiply")(clip, is_const())
+        annotations.update(act_three=three, act_clip=clip, act_gate=gate)
+        return is_op("relax.multiply")(z, gate) | is_op("relax.multiply")(gate, z)
+    if step == "clip":
+        clip = is_op("relax.clip")(z, wildcard(), wildcard())
+        annotations["act_clip"] = clip
+        return clip
+    return is_op(ACTIVATIONS[step])(z)
+
+
+def _scalar(expr) -> float | None:
+    """The value of a scalar (or one-element) float constant, else None."""
+    import tvm
+
+    if not isinstance(expr, tvm.ir.expr.GenericConst) or expr.value.numpy().size != 1:
+        return None
+    return float(expr.value.numpy().reshape(-1)[0])
+
+
+def clip_bounds(call) -> tuple[float, float] | None:
+    """(lo, hi) of a relax.clip call whose bounds are numbers."""
+    values = [getattr(arg, "value", None) for arg in call.args[1:]]   # IntImm / FloatImm
+    if len(values) != 2 or any(not isinstance(v, (int, float)) for v in values):
+        return None
+    return float(values[0]), float(values[1])
 
 
 def all_patterns() -> list[Pattern]:

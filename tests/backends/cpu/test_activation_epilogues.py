@@ -1,0 +1,78 @@
+"""Conv followed by the activations of depthwise / squeeze-excite networks: SiLU as ONNX writes
+it (Sigmoid, then Mul of the conv output and the gate, either order), Sigmoid, HardSwish (TVM
+imports it as z * clip(z + 3, 0, 6) / 6) and HardSigmoid (folded into the conv, then a clip to
+[0, 1]). The cpu backend runs each as oneDNN's post-op of the convolution (after a residual add,
+in place after it); the outputs match ONNX Runtime and the report names the fused call."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import anychip
+
+
+def _conv_act(act: str, group: int = 1, residual: bool = False) -> onnx.ModelProto:
+    rng = np.random.default_rng(7)
+    c = 8
+    cin = c if group > 1 else 4
+    w = (rng.standard_normal((c, cin // group, 3, 3)) / 2).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"),
+             numpy_helper.from_array((rng.standard_normal(c) * 0.5).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["z"], pads=[1, 1, 1, 1], group=group)]
+    z = "z"
+    if residual:
+        nodes.append(helper.make_node("Add", ["z", "r"], ["s"]))
+        z = "s"
+    if act in ("silu", "silu_swapped"):
+        mul = [z, "g"] if act == "silu" else ["g", z]
+        nodes += [helper.make_node("Sigmoid", [z], ["g"]), helper.make_node("Mul", mul, ["y"])]
+    elif act == "sigmoid":
+        nodes.append(helper.make_node("Sigmoid", [z], ["y"]))
+    elif act == "hardswish":
+        nodes.append(helper.make_node("HardSwish", [z], ["y"]))
+    elif act == "hardsigmoid":
+        nodes.append(helper.make_node("HardSigmoid", [z], ["y"], alpha=1 / 6, beta=0.5))
+    elif act == "not_hardswish":   # z * clip(z + 2, 0, 6) / 6: looks alike, is not HardSwish
+        inits += [numpy_helper.from_array(np.array(v, np.float32), n)
+                  for n, v in (("two", 2), ("lo", 0), ("hi", 6), ("six", 6))]
+        nodes += [helper.make_node("Add", [z, "two"], ["p"]),
+                  helper.make_node("Clip", ["p", "lo", "hi"], ["q"]),
+                  helper.make_node("Div", ["q", "six"], ["h"]),
+                  helper.make_node("Mul", [z, "h"], ["y"])]
+    shape = [1, c, 8, 8]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 8, 8])]
+    if residual:
+        inputs.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, shape))
+    graph = helper.make_graph(nodes, act, inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("act, group, residual, fused", [
+    ("silu", 1, False, "conv2d_bias_silu"),
+    ("silu_swapped", 1, False, "conv2d_bias_silu"),
+    ("sigmoid", 1, False, "conv2d_bias_sigmoid"),
+    ("hardswish", 1, False, "conv2d_bias_hardswish"),
+    ("hardsigmoid", 1, False, "conv2d_bias_clip"),
+    ("silu", 8, False, "conv2d_bias_silu"),                    # depthwise (group = C)
+    ("hardswish", 8, True, "conv2d_bias_residual_hardswish"),  # applied after the add
+])
+def test_activation_runs_as_the_convolutions_epilogue(act, group, residual, fused):
+    model = _conv_act(act, group, residual)
+    report = anychip.verify(model, target="cpu")
+    assert report.passed, report.summary()
+    assert report.max_abs < 1e-5
+    calls = anychip.compile(model, target="cpu").report["dispatch"]["calls"]
+    assert calls == {"anychip." + fused: 1}
+
+
+def test_a_lookalike_of_hardswish_is_not_fused_as_one():
+    model = _conv_act("not_hardswish")
+    report = anychip.verify(model, target="cpu")
+    assert report.passed, report.summary()
+    calls = anychip.compile(model, target="cpu").report["dispatch"]["calls"]
+    assert calls == {"anychip.conv2d_bias": 1}
