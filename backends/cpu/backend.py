@@ -156,6 +156,8 @@ class CpuBackend(OptionalBackendHooks):
                 mod, report["layout"] = _to_nhwc(mod)
             if opts.dispatch:
                 library = _library() if not opts.torch_plugin else _plugin(opts.torch_plugin)
+                if getattr(library, "transposed_operands", False):   # no transpose kernels
+                    mod = passes.transpose_matmul_products(mod)
                 mod, dispatched = partition(mod, library)
                 report["dispatch"] = dispatched.as_dict()
             mod = propagate_nan(mod)   # NaN through relu/max/min/clip as ONNX Runtime

@@ -35,6 +35,9 @@ from anychip.compiler.relax_info import dtype_of, known_shape
 NAME = "torch-cpu"
 PREFIX = "anychip.torch."
 SPEC_VERSION = "v1"
+# a matmul with transposed operands (t=...) says v2, so an anychip that predates `t` refuses
+# the call (recompile) instead of computing the untransposed product
+TRANSPOSED_SPEC_VERSION = "v2"
 ACTIVATIONS = ("relu", "gelu")
 # convolutions also take these as oneDNN post-ops (torch's names: silu is "swish", a clip to
 # [lo, hi] "hardtanh"); checked against torch eager: max abs diff <= 2e-6
@@ -57,9 +60,9 @@ def spec_text(**fields) -> str:
 @functools.lru_cache(maxsize=4096)
 def parse_spec(text: str) -> dict[str, str]:
     parts = text.split(";")
-    if parts[0] != SPEC_VERSION:
-        raise ValueError(f"kernel call spec {parts[0]!r}, this anychip reads {SPEC_VERSION}: "
-                         f"recompile the model")
+    if parts[0] not in (SPEC_VERSION, TRANSPOSED_SPEC_VERSION):
+        raise ValueError(f"kernel call spec {parts[0]!r}, this anychip reads {SPEC_VERSION} "
+                         f"and {TRANSPOSED_SPEC_VERSION}: recompile the model")
     return dict(p.split("=", 1) for p in parts[1:])
 
 
@@ -90,6 +93,7 @@ class TorchCpuLibrary:
 
     name = NAME
     codegen = None
+    transposed_operands = True   # matmul operands arrive untransposed, read as views (.mT)
 
     def __init__(self) -> None:
         self._packed_cache: OrderedDict = OrderedDict()
@@ -152,6 +156,9 @@ class TorchCpuLibrary:
             digest = "" if weight is None or weight.ndim != 2 else hashlib.sha256(
                 np.ascontiguousarray(weight).tobytes() + str(weight.shape).encode()).hexdigest()
             spec = spec_text(e=match.pattern.epilogue, w=digest)
+            if match.transposed:   # t=data,weight: read those operands as transposed views
+                spec = TRANSPOSED_SPEC_VERSION + spec[len(SPEC_VERSION):] + ";t=" + ",".join(
+                    match.transposed)
         elif root == "layer_norm":
             spec = spec_text(eps=float(a.epsilon))
         elif root == "max_pool2d":
@@ -233,7 +240,7 @@ class TorchCpuLibrary:
         plan = _matmul_plan(str(args[-2]))
         if not plan.weight_digest or not _onednn_linear():   # digest: a constant 2-D weight
             return _matmul(*args)
-        a, b = torch.from_dlpack(args[0]), torch.from_dlpack(args[1])
+        a, b = _operands(torch, plan, args)
         rest = iter(torch.from_dlpack(t) for t in args[2:-2])
         bias = next(rest) if plan.has_bias else None
         residual = next(rest) if plan.has_residual else None
@@ -332,6 +339,7 @@ class _MatmulPlan(NamedTuple):
     has_bias: bool
     has_residual: bool
     weight_digest: str   # "" when the weight is not a constant 2-D matrix (or an old artifact)
+    transposed: tuple[str, ...] = ()   # operands (data, weight) to read as transposed views
 
 
 @functools.lru_cache(maxsize=4096)
@@ -340,7 +348,18 @@ def _matmul_plan(text: str) -> _MatmulPlan:
     epilogue = _steps(spec["e"])
     act = epilogue[-1] if epilogue and epilogue[-1] in ACTIVATIONS else None
     return _MatmulPlan(activation=act, has_bias="bias" in epilogue,
-                       has_residual="residual" in epilogue, weight_digest=spec.get("w", ""))
+                       has_residual="residual" in epilogue, weight_digest=spec.get("w", ""),
+                       transposed=_steps(spec.get("t", "")))
+
+
+def _operands(torch, plan: _MatmulPlan, args):
+    """The matmul's two operands as torch views, transposed (.mT, no copy) where the compiler
+    absorbed a permute_dims of their last two axes; torch's GEMMs take such strides natively."""
+    a, b = torch.from_dlpack(args[0]), torch.from_dlpack(args[1])
+    if plan.transposed:
+        a = a.mT if "data" in plan.transposed else a
+        b = b.mT if "weight" in plan.transposed else b
+    return a, b
 
 
 @functools.lru_cache(maxsize=1)
@@ -360,18 +379,18 @@ def _onednn_linear() -> bool:
 def _matmul(*args):
     import torch
 
-    epilogue = _steps(parse_spec(str(args[-2]))["e"])
+    plan = _matmul_plan(str(args[-2]))
     out = torch.from_dlpack(args[-1])
-    a, b, *rest = (torch.from_dlpack(t) for t in args[:-2])
-    rest = iter(rest)
-    bias = next(rest) if "bias" in epilogue else None
-    residual = next(rest) if "residual" in epilogue else None
+    a, b = _operands(torch, plan, args)
+    rest = iter(torch.from_dlpack(t) for t in args[2:-2])
+    bias = next(rest) if plan.has_bias else None
+    residual = next(rest) if plan.has_residual else None
     gemm_into(torch, a, b, bias, out)
     if residual is not None:
         out.add_(residual)
-    if epilogue and epilogue[-1] == "relu":
+    if plan.activation == "relu":
         out.relu_()
-    elif epilogue and epilogue[-1] == "gelu":
+    elif plan.activation == "gelu":
         torch.ops.aten.gelu_(out)
 
 

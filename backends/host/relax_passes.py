@@ -14,6 +14,9 @@ cheapest graph:
   FoldConstant builds and runs a kernel per constant, ~60 ms each.
 - `combine_parallel_matmuls`: matmuls of one input by constant weights (QKV) joined into one
   wider GEMM and sliced (the cpu family's option combine_matmuls=False turns it off).
+- `transpose_matmul_products`: a transposed product becomes the product of the transposed
+  operands, and a batch-summed weight gradient one GEMM, so that a library reading transposed
+  views (the cpu one) runs no transpose kernel around its matmuls.
 """
 
 from __future__ import annotations
@@ -395,4 +398,84 @@ def combine_parallel_matmuls(mod, min_branches: int = 2):
             if groups:
                 mod[gvar] = relax.analysis.remove_all_unused(
                     Combine(mod, groups).visit_expr(func))
+    return relax.transform.CanonicalizeBindings()(mod)
+
+
+def transpose_matmul_products(mod):
+    """Matrix products produced in the layout their users want, so a library that reads
+    transposed operands (strided views, no copy) needs no transpose kernel around them:
+    - `collapse_sum_to(matmul(permute_dims(a), g), [K, N])` with a [..., T, K] and g
+      [..., T, N] (a weight gradient summed over batch dims) -> one GEMM over all rows,
+      `matmul(permute_dims(reshape(a, [-1, K])), reshape(g, [-1, N]))`;
+    - `permute_dims(matmul(a, b))` over the last two axes -> `matmul(b^T, a^T)`, where a
+      transpose of a transpose cancels: the gradient of W in `x @ W^T` comes out in W's own
+      layout instead of as d(W^T) transposed back by a kernel.
+    Only float32 products used once are rewritten (what the cpu library takes)."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    from anychip.compiler.dispatch.partition import swaps_last_two as _swaps_last_two
+
+    matmul_op, collapse_op = _op("relax.matmul"), _op("relax.collapse_sum_to")
+
+    def plain_matmul(value) -> bool:
+        return (isinstance(value, relax.Call) and value.op == matmul_op
+                and str(getattr(value.attrs, "out_dtype", "") or "") in ("", "void")
+                and str(getattr(value.ty, "dtype", "")) == "float32"
+                and all((getattr(arg.ty, "ndim", -1) or -1) >= 2 for arg in value.args))
+
+    @mutator
+    class Rewrite(PyExprMutator):
+        def __init__(self, mod, counts):
+            super().__init__(mod)
+            self.counts = counts
+
+        def _value(self, expr):
+            return bound_value(self, expr) if isinstance(expr, relax.Var) else expr
+
+        def _swap(self, expr):
+            value = self._value(expr)
+            if _swaps_last_two(value):
+                return value.args[0]
+            rank = expr.ty.ndim
+            return self.builder_.emit(relax.op.permute_dims(
+                expr, [*range(rank - 2), rank - 1, rank - 2]))
+
+        def _used_once(self, old_arg) -> bool:
+            return isinstance(old_arg, relax.Var) and self.counts.get(old_arg, 0) == 1
+
+        def visit_call_(self, call):
+            old_arg = call.args[0] if call.args else None
+            new = super().visit_call_(call)
+            if new.op == collapse_op and self._used_once(old_arg):
+                summed = self._summed_gradient(new)
+                return new if summed is None else summed
+            if _swaps_last_two(new) and self._used_once(old_arg):
+                product = self._value(new.args[0])
+                if plain_matmul(product):
+                    a, b = product.args
+                    return relax.op.matmul(self._swap(b), self._swap(a))
+            return new
+
+        def _summed_gradient(self, call):
+            product = self._value(call.args[0])
+            if not plain_matmul(product):
+                return None
+            left = self._value(product.args[0])
+            if not _swaps_last_two(left):
+                return None
+            a, g = left.args[0], product.args[1]
+            shape_a, shape_g, target = static_shape(a), static_shape(g), static_shape(call)
+            if None in (shape_a, shape_g, target) or len(shape_a) < 3 \
+                    or shape_a[:-1] != shape_g[:-1] or target != (shape_a[-1], shape_g[-1]):
+                return None
+            rows = int(np.prod(shape_a[:-1]))
+            a2 = self.builder_.emit(relax.op.reshape(a, (rows, shape_a[-1])))
+            g2 = self.builder_.emit(relax.op.reshape(g, (rows, shape_g[-1])))
+            return relax.op.matmul(self._swap(a2), g2)
+
+    for gvar, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            mod[gvar] = relax.analysis.remove_all_unused(
+                Rewrite(mod, use_counts(func)).visit_expr(func))
     return relax.transform.CanonicalizeBindings()(mod)

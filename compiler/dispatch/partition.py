@@ -36,6 +36,10 @@ class Match:
     bounds: tuple[float, float] = ()   # a clip activation's (lo, hi)
     scale: Any = None               # attention: the constant the scores are divided by
     scale_op: str = ""              # attention: "divide" or "multiply"
+    # matmul: operands given untransposed, for the library to read as transposed views (the
+    # permute_dims of their last two axes was absorbed); only for a library that sets
+    # `transposed_operands`
+    transposed: tuple[str, ...] = ()
 
     @property
     def data(self):
@@ -53,6 +57,7 @@ class DispatchReport:
     library: str
     calls: Counter = field(default_factory=Counter)
     kept: Counter = field(default_factory=Counter)   # root op -> calls left to TVM kernels
+    transposed: int = 0   # matmul operands read as transposed views (no transpose kernel)
 
     @property
     def total(self) -> int:
@@ -60,7 +65,8 @@ class DispatchReport:
 
     def as_dict(self) -> dict:
         return {"library": self.library, "calls": dict(sorted(self.calls.items())),
-                "total": self.total, "kept_in_tvm": dict(sorted(self.kept.items()))}
+                "total": self.total, "kept_in_tvm": dict(sorted(self.kept.items())),
+                "transposed_operands": self.transposed}
 
 
 def structural_check(pattern: Pattern, annotated) -> bool:
@@ -146,6 +152,41 @@ def _match_from_composite(func, call_args, pattern: Pattern) -> Match:
         match.bounds = clip_bounds(bindings[-1].value)
     match.out_ty = _ret_ty_at_call_site(func, call_args)
     return match
+
+
+def swaps_last_two(call) -> bool:
+    """permute_dims whose axes swap the last two and keep the others in place."""
+    from tvm import relax
+
+    if not isinstance(call, relax.Call) or \
+            str(getattr(call.op, "name", "")) != "relax.permute_dims":
+        return False
+    rank = getattr(call.ty, "ndim", -1)
+    if rank is None or rank < 2:
+        return False
+    axes = call.attrs.axes
+    if axes is None:        # reverse all axes: a swap of the last two only for a matrix
+        return rank == 2
+    return [int(a) for a in axes] == [*range(rank - 2), rank - 1, rank - 2]
+
+
+def _absorb_transposes(mutator, match: Match) -> None:
+    """A matmul operand bound to permute_dims of its last two axes (x @ W^T with W a parameter,
+    a gradient's g^T @ x) is handed to the library untransposed and named in
+    `match.transposed`: the library reads it as a transposed view, so no transpose kernel runs
+    (DeadCodeElimination drops the permute_dims when nothing else uses it). Constants are left
+    alone: their transpose was folded at compile time."""
+    from tvm import relax
+
+    absorbed = []
+    for name in ("data", "weight"):
+        value = match.operands[name]
+        while isinstance(value, relax.Var):   # through `a = b` aliases
+            value = mutator.lookup_binding(value)
+        if swaps_last_two(value) and isinstance(value.args[0], relax.Var):
+            match.operands[name] = value.args[0]
+            absorbed.append(name)
+    match.transposed = tuple(absorbed)
 
 
 def _ret_ty_at_call_site(func, call_args):
@@ -250,6 +291,9 @@ def partition(mod, library) -> tuple[Any, DispatchReport]:
             if name is None or str(name) not in table:
                 return call
             match = _match_from_composite(func, call.args, table[str(name)])
+            if match.pattern.root == "matmul" and getattr(library, "transposed_operands", False):
+                _absorb_transposes(self, match)
+                report.transposed += len(match.transposed)
             report.calls[str(name)] += 1
             return library.emit(match)
 

@@ -121,3 +121,26 @@ def residual_relu_dense(rows: int = 12, width: int = 24) -> onnx.ModelProto:
              helper.make_node("Relu", ["r"], ["y"])]
     return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, width])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, width])], [w, b])
+
+
+def transposed_matmuls(rows: int = 6, k: int = 8, n: int = 10) -> onnx.ModelProto:
+    """Matmuls of transposed runtime tensors (no constant to fold the transpose into): x @ W^T
+    (a weight in [out, in] layout), (g^T @ x)^T (a weight gradient's shape), and attention's
+    q @ k^T with batch and head axes."""
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "wt"], ["y"]),
+             helper.make_node("Transpose", ["g"], ["gt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["gt", "x"], ["gtx"]),
+             helper.make_node("Transpose", ["gtx"], ["dw"], perm=[1, 0]),
+             helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"])]
+    f = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("x", f, [rows, k]),
+              helper.make_tensor_value_info("w", f, [n, k]),
+              helper.make_tensor_value_info("g", f, [rows, n]),
+              helper.make_tensor_value_info("q", f, [2, 3, 5, 4]),
+              helper.make_tensor_value_info("k", f, [2, 3, 7, 4])]
+    outputs = [helper.make_tensor_value_info("y", f, [rows, n]),
+               helper.make_tensor_value_info("dw", f, [k, n]),
+               helper.make_tensor_value_info("s", f, [2, 3, 5, 7])]
+    return _model(nodes, inputs, outputs, [])

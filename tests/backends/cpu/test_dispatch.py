@@ -15,7 +15,7 @@ from anychip.compiler.dispatch import all_patterns
 from anychip.compiler.errors import AnychipError
 from anychip.compiler.inputs import random_inputs
 
-from .models import attention_block, conv_net, residual_relu_dense
+from .models import attention_block, conv_net, residual_relu_dense, transposed_matmuls
 
 
 def _run(art, seed=0):
@@ -96,6 +96,29 @@ def test_dispatched_model_matches_onnxruntime(build):
     report = anychip.verify(build(), target="cpu")
     assert report.passed, report.summary()
     assert report.max_abs < 1e-4
+
+
+@pytest.mark.slow
+def test_transposed_operands_reach_the_library_as_views_and_match_onnxruntime():
+    """Transposes of runtime tensors around matmuls (x @ W^T, (g^T @ x)^T, q @ k^T) run no
+    transpose kernel: the library reads the operands as transposed views, and a transposed
+    product is computed as the product of the transposed operands."""
+    import onnxruntime as ort
+
+    model = transposed_matmuls()
+    art = anychip.compile(model, target="cpu")
+    dispatch = art.report["dispatch"]
+    assert dispatch["calls"] == {"anychip.matmul": 3}
+    # x @ W^T: W; (g^T @ x)^T = x^T @ g: x; q @ k^T: k
+    assert dispatch["transposed_operands"] == 3
+    feed, got = _run(art, seed=4)
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    want = session.run(None, feed)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+        assert np.abs(w).max() > 1e-2
 
 
 def test_intermediate_outputs_are_not_fused_away():

@@ -30,6 +30,9 @@ def test_transformer_encoder_layer_matches_torch_for_50_steps():
     ref_losses, _ = torch_reference(model, optimizer, data)
     trainer = anychip.compile_training(model, example_inputs=(data[0][0],),
                                        loss="cross_entropy", optimizer=optimizer)
+    # x @ W^T and the weight gradients run as matmuls of transposed views, no transpose kernels
+    dispatch = trainer.report["backend_report"]["dispatch"]
+    assert dispatch["transposed_operands"] >= 10, dispatch
     losses = _curve(trainer, data)
     worst = float(np.max(np.abs(losses - ref_losses)))
     print(f"encoder: {STEPS} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
