@@ -4,7 +4,8 @@
     anychip.models.build("bert")    -> ZooModel(name, proto, description, input_ranges, ...)
 
 Everything is built here from code and the onnx package's own test files: no downloads. Torch
-models (mlp, resnet18, and the transformers bert, gpt2, llama and vit) are defined in this
+models (mlp, resnet18, the depthwise mobilenet_v3 and efficientnet, and the transformers bert,
+gpt2, llama and vit) are defined in this
 package from configurations with seeded random weights and exported with the dynamo
 exporter; the others are the real architectures that onnx ships under
 onnx/backend/test/data/light, with their constant placeholder weights replaced by seeded random
@@ -26,7 +27,8 @@ from anychip.compiler.errors import AnychipError
 from . import cache, calibration, onnx_light
 
 _TORCH = {"mlp": "mlp", "resnet18": "resnet", "bert": "bert", "gpt2": "gpt2", "llama": "llama",
-          "vit": "vit"}                                # zoo name -> module here
+          "vit": "vit", "mobilenet_v3": "mobilenet_v3",
+          "efficientnet": "efficientnet"}              # zoo name -> module here
 
 
 @dataclass

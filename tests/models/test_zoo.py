@@ -18,7 +18,7 @@ from anychip import models
 from anychip.compiler.errors import AnychipError
 from anychip.models import onnx_light
 
-TORCH = ["mlp", "resnet18", "bert", "gpt2", "llama", "vit"]
+TORCH = ["mlp", "resnet18", "bert", "gpt2", "llama", "vit", "mobilenet_v3", "efficientnet"]
 LIGHT = ["resnet50", "densenet121", "inception_v1", "inception_v2", "squeezenet", "shufflenet",
          "vgg19", "bvlc_alexnet", "zfnet512"]
 CHEAP = ["mlp", "bert", "squeezenet", "shufflenet", "inception_v1"]  # rebuilt uncached in seconds
