@@ -47,10 +47,11 @@ def _parallel_vectorize(sch, block, target, parallel: bool) -> None:
     loops = sch.get_loops(block)
     if not loops or any(_extent(sch, loop) == 0 for loop in loops):
         return      # a zero-size result (ONNX allows them): nothing to run; fuse divides by 0
+    if any(_extent(sch, loop) is None for loop in loops):
+        _symbolic_parallel_vectorize(sch, loops, target, parallel)
+        return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     total = _extent(sch, fused)
-    if total is None:
-        return
     lanes = _vector_lanes(target)
     if total >= lanes and total % lanes == 0:
         outer, inner = sch.split(fused, factors=[None, lanes])
@@ -59,6 +60,26 @@ def _parallel_vectorize(sch, block, target, parallel: bool) -> None:
         outer = fused
     if parallel and total >= MIN_PARALLEL_ELEMENTS:
         sch.parallel(outer)
+
+
+def _symbolic_parallel_vectorize(sch, loops, target, parallel: bool) -> None:
+    """A loop nest with symbolic extents (a dynamic batch or sequence): fusing it all would
+    put a division by a run-time extent into every element's index and leave a loop that
+    cannot be split into vector lanes without a predicate (the dynamic DistilBERT's kernels
+    ran 20x slower than their static twins). Instead the trailing loops whose extents are
+    known (the hidden size, the head size) are fused and vectorized, and the leading loops
+    that hold the symbols are fused into one parallel loop: one division per row."""
+    static = 0
+    while static < len(loops) and _extent(sch, loops[len(loops) - 1 - static]) is not None:
+        static += 1
+    head, tail = loops[:len(loops) - static], loops[len(loops) - static:]
+    if tail:
+        inner = sch.fuse(*tail) if len(tail) > 1 else tail[0]
+        size, lanes = _extent(sch, inner), _vector_lanes(target)
+        if size >= lanes and size % lanes == 0:
+            sch.vectorize(sch.split(inner, factors=[None, lanes])[1])
+    if parallel and head:
+        sch.parallel(sch.fuse(*head) if len(head) > 1 else head[0])
 
 
 # The largest expression (in IR nodes, as a tree) that inlining may build in one block.
@@ -164,7 +185,9 @@ def _outer_parallel(func, target, parallel: bool):
         iters = sch.get(block).iter_vars
         outer = _extent(sch, loops[0])
         spatial = iters and iters[0].iter_type == 0   # IterVar.DataPar
-        if spatial and outer and outer > 1 and _work(sch, block) >= MIN_PARALLEL_ELEMENTS:
+        # a symbolic outer loop (a dynamic batch or sequence) is taken to be worth it
+        worth = outer is None or (outer > 1 and _work(sch, block) >= MIN_PARALLEL_ELEMENTS)
+        if spatial and worth:
             try:
                 sch.parallel(loops[0])
                 changed = True
