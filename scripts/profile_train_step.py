@@ -2,6 +2,7 @@
 inference only).
 
     python scripts/profile_train_step.py [--model bert] [--steps 5] [--no-transposed-views]
+                                         [--parallel]
 
 Compiles the zoo model's train step as `anychip bench --train` does (token_cross_entropy or
 cross_entropy by the output's rank, AdamW lr 1e-3, the zoo's example batch), times plain steps,
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="instrumented steps")
     parser.add_argument("--top", type=int, default=25, help="calls listed by name")
     parser.add_argument("--no-transposed-views", action="store_true")
+    parser.add_argument("--parallel", action="store_true",
+                        help="TVM's own kernels on all cores (the cpu option parallel=True)")
     args = parser.parse_args()
 
     from anychip.backends.cpu.torch_library import TorchCpuLibrary
@@ -52,7 +55,8 @@ def main() -> None:
     loss = "cross_entropy" if len(shape) == 2 else "token_cross_entropy"
     y = _labels(loss, shape, 0).numpy()
     trainer = compile_training(copy.deepcopy(module), example_inputs=inputs, loss=loss,
-                               optimizer=AdamW(lr=1e-3), target="cpu")
+                               optimizer=AdamW(lr=1e-3), target="cpu",
+                               **({"parallel": True} if args.parallel else {}))
     print("dispatch:", trainer.report["backend_report"]["dispatch"])
     xs = [t.numpy() for t in inputs]
     for _ in range(3):
