@@ -308,6 +308,12 @@ def fold_constants(mod):
 
 
 
+def _rank(expr) -> int | None:
+    """The expression's number of dims when known (its dims may be symbolic)."""
+    ndim = getattr(getattr(expr, "ty", None), "ndim", -1)
+    return None if ndim is None or int(ndim) < 0 else int(ndim)
+
+
 def combine_parallel_matmuls(mod, min_branches: int = 2):
     """Matmuls that read the same input with constant 2-D weights (attention's Q, K and V
     projections; a gated MLP's gate and up) become one matmul on the weights joined along N,
@@ -315,7 +321,8 @@ def combine_parallel_matmuls(mod, min_branches: int = 2):
     (ONNX Runtime's attention fusion packs QKV for the same reason). When every branch's only
     use is a constant bias add, the biases are joined too, so dispatch still fuses the bias.
     TVM 0.27's CombineParallelMatmul left such graphs unchanged when we tried it, with the
-    weights as constants (an imported ONNX model) and as parameters alike."""
+    weights as constants (an imported ONNX model) and as parameters alike. The input's dims
+    may be symbolic (a dynamic batch or sequence): only the weights must be static."""
     from tvm import relax
     from tvm.ir.expr import Constant
     from tvm.relax.expr_functor import PyExprMutator, mutator
@@ -339,11 +346,11 @@ def combine_parallel_matmuls(mod, min_branches: int = 2):
             if not (isinstance(value, relax.Call) and value.op == matmul):
                 continue
             x, w = value.args
-            shape_x, shape_w = static_shape(x), static_shape(w)
+            rank_x, shape_w = _rank(x), static_shape(w)   # x's dims may be symbolic
             out = str(getattr(value.attrs, "out_dtype", "") or "")
             if not isinstance(x, relax.Var) or not isinstance(w, Constant) or \
-                    shape_x is None or shape_w is None or len(shape_w) != 2 or \
-                    len(shape_x) < 2 or out not in ("", "void"):
+                    rank_x is None or shape_w is None or len(shape_w) != 2 or \
+                    rank_x < 2 or out not in ("", "void"):
                 continue
             bias = adds.get(var) if uses.get(var, 0) == 1 else None
             if bias is not None and static_shape(bias[1]) != (shape_w[1],):
@@ -388,7 +395,7 @@ def combine_parallel_matmuls(mod, min_branches: int = 2):
                 return super().visit_var_binding_(binding)
             key, start, end = target
             joined = self._joined(key)
-            axis = len(static_shape(joined)) - 1
+            axis = _rank(joined) - 1
             sliced = relax.op.strided_slice(joined, axes=[axis], begin=[start], end=[end])
             self.set_var_remap(binding.var, self.builder_.emit(sliced))
 
