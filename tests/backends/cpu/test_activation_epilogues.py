@@ -76,3 +76,34 @@ def test_a_lookalike_of_hardswish_is_not_fused_as_one():
     assert report.passed, report.summary()
     calls = anychip.compile(model, target="cpu").report["dispatch"]["calls"]
     assert calls == {"anychip.conv2d_bias": 1}
+
+
+def test_squeeze_excite_convolutions_run_as_gemms(monkeypatch):
+    """The 1x1 convolutions of the pooled 1x1 image (squeeze-excite) run as torch GEMMs with
+    their epilogue (relu; the HardSigmoid folded into the conv, a clip), and match ORT."""
+    from anychip.backends.cpu import torch_library
+
+    rng = np.random.default_rng(11)
+    c, sq = 16, 4
+    inits = [numpy_helper.from_array((rng.standard_normal(s) / 2).astype(np.float32), n)
+             for n, s in (("w1", (sq, c, 1, 1)), ("b1", (sq,)), ("w2", (c, sq, 1, 1)),
+                          ("b2", (c,)))]
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+             helper.make_node("Conv", ["p", "w1", "b1"], ["f1"]),
+             helper.make_node("Relu", ["f1"], ["r"]),
+             helper.make_node("Conv", ["r", "w2", "b2"], ["f2"]),
+             helper.make_node("HardSigmoid", ["f2"], ["g"], alpha=1 / 6, beta=0.5),
+             helper.make_node("Mul", ["x", "g"], ["y"])]
+    shape = [1, c, 6, 6]
+    graph = helper.make_graph(nodes, "se", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, shape)], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    seen = []
+    real = torch_library._conv_as_gemm
+    monkeypatch.setattr(torch_library, "_conv_as_gemm",
+                        lambda *a: seen.append(a[1].activation) or real(*a))
+    report = anychip.verify(model, target="cpu")
+    assert report.passed, report.summary()
+    assert report.max_abs < 1e-5
+    assert sorted(set(seen)) == ["clip", "relu"]
