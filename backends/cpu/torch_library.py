@@ -381,14 +381,28 @@ def _matmul_plan(text: str) -> _MatmulPlan:
                        transposed=_steps(spec.get("t", "")))
 
 
+# A transposed operand smaller than this is copied, not read as a view: the copy costs about a
+# microsecond and gives the numbers of the transpose kernel it replaces bit for bit, whereas
+# MKL's kernel for a transposed operand rounds differently (1 ulp), which flipped a ReLU in
+# the resnet SGD parity test (tests/compiler/training/test_parity.py) and moved a weight by
+# 4e-4; a large operand is a view (a [256, 1024] transpose kernel took 2.8 ms)
+_COPY_BELOW = 16384
+
+
 def _operands(torch, plan: _MatmulPlan, args):
-    """The matmul's two operands as torch views, transposed (.mT, no copy) where the compiler
-    absorbed a permute_dims of their last two axes; torch's GEMMs take such strides natively."""
+    """The matmul's two operands as torch tensors, transposed (.mT) where the compiler absorbed
+    a permute_dims of their last two axes: a view (torch's GEMMs take such strides natively),
+    or a contiguous copy for a small operand."""
     a, b = torch.from_dlpack(args[0]), torch.from_dlpack(args[1])
     if plan.transposed:
-        a = a.mT if "data" in plan.transposed else a
-        b = b.mT if "weight" in plan.transposed else b
+        a = _transposed(a) if "data" in plan.transposed else a
+        b = _transposed(b) if "weight" in plan.transposed else b
     return a, b
+
+
+def _transposed(t):
+    t = t.mT
+    return t.contiguous() if t.numel() < _COPY_BELOW else t
 
 
 @functools.lru_cache(maxsize=1)
