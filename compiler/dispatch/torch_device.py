@@ -4,8 +4,9 @@ vendor ships torch support.
 A torch device plug-in is a module that, once imported, gives torch a device type whose
 kernels are the vendor's tuned libraries: torch itself for 'cuda' (cuBLAS, cuDNN), `torch_npu`
 for 'npu', `torch_musa` for 'musa' and the like. `TorchDeviceLibrary(module, device)` sends
-conv2d and matmul (dense and batched, with their bias / residual / relu / gelu epilogues) and
-attention (softmax(Q K^T / c) V, to SDPA) to that device's torch kernels through packed functions, the way the cpu backend reaches oneDNN
+conv2d and matmul (dense and batched, with their bias / residual / relu / gelu / sigmoid / SiLU /
+HardSwish epilogues) and attention (softmax(Q K^T / c) V, to SDPA) to that device's torch
+kernels through packed functions, the way the cpu backend reaches oneDNN
 (backends/cpu/torch_library.py). A family declares the plug-in it may use
 ('module:device', e.g. the cuda family's Options `torch_plugin="torch:cuda"`); the library's
 registered name is 'torch-plugin:module:device', which the manifest's runtime `libraries`
@@ -60,7 +61,9 @@ from .patterns import Pattern
 _NO_CONTEXT = contextlib.nullcontext()
 PREFIX = "torch-plugin:"
 SPEC_VERSION = "d1"
-ACTIVATIONS = ("relu", "gelu")
+# what _epilogue computes with out= (the shared table also has clip, whose bounds it does not
+# read: not offered)
+ACTIVATIONS = ("relu", "gelu", "sigmoid", "silu", "hardswish")
 FLOATS = ("float32", "float16", "bfloat16")
 _PLUGIN = re.compile(r"^([A-Za-z_][\w.]*):([A-Za-z_]\w*)$")
 
@@ -138,7 +141,7 @@ def _plan(text: str) -> _Plan:
 
 
 class TorchDeviceLibrary:
-    """conv2d and matmul with bias / residual / relu / gelu epilogues on the device of a torch
+    """conv2d and matmul with bias / residual / activation epilogues on the device of a torch
     plug-in. `calls` counts the calls this process made, per root (the tests read it)."""
 
     codegen = None
@@ -367,6 +370,12 @@ def _epilogue(torch, y, residual, activation: str | None, out) -> None:
         torch.clamp_min(y, 0, out=out)
     elif activation == "gelu":
         torch.ops.aten.gelu.out(y, out=out)
+    elif activation == "sigmoid":
+        torch.sigmoid(y, out=out)
+    elif activation == "silu":
+        torch.ops.aten.silu.out(y, out=out)
+    elif activation == "hardswish":
+        torch.ops.aten.hardswish.out(y, out=out)
     elif y is not out:
         out.copy_(y)
 

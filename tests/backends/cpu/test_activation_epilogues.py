@@ -107,3 +107,15 @@ def test_squeeze_excite_convolutions_run_as_gemms(monkeypatch):
     assert report.passed, report.summary()
     assert report.max_abs < 1e-5
     assert sorted(set(seen)) == ["clip", "relu"]
+
+
+@pytest.mark.parametrize("act", ["silu", "hardswish"])
+def test_torch_plugin_library_takes_the_activation_too(act):
+    """The torch device plug-in library (CUDA's, here through the cpu stand-in) computes
+    sigmoid / SiLU / HardSwish epilogues with out= ops; outputs match ORT."""
+    plugin = "tests.backends.cpu.fake_vendor_torch:cpu"
+    model = _conv_act(act, group=8)
+    art = anychip.compile(model, target="cpu", torch_plugin=plugin)
+    assert art.report["dispatch"]["calls"] == {f"anychip.conv2d_bias_{act}": 1}
+    report = anychip.verify(model, target="cpu", torch_plugin=plugin)
+    assert report.passed, report.summary()
