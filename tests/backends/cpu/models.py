@@ -123,10 +123,11 @@ def residual_relu_dense(rows: int = 12, width: int = 24) -> onnx.ModelProto:
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, width])], [w, b])
 
 
-def transposed_matmuls(rows: int = 6, k: int = 8, n: int = 10) -> onnx.ModelProto:
+def transposed_matmuls(rows: int = 6, k: int = 128, n: int = 160) -> onnx.ModelProto:
     """Matmuls of transposed runtime tensors (no constant to fold the transpose into): x @ W^T
     (a weight in [out, in] layout), (g^T @ x)^T (a weight gradient's shape), and attention's
-    q @ k^T with batch and head axes."""
+    q @ k^T with batch and head axes. W and k are large enough (>= 16k elements) for the cpu
+    library to read them as views; g^T is small, so the library copies it."""
     nodes = [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
              helper.make_node("MatMul", ["x", "wt"], ["y"]),
              helper.make_node("Transpose", ["g"], ["gt"], perm=[1, 0]),
@@ -138,9 +139,9 @@ def transposed_matmuls(rows: int = 6, k: int = 8, n: int = 10) -> onnx.ModelProt
     inputs = [helper.make_tensor_value_info("x", f, [rows, k]),
               helper.make_tensor_value_info("w", f, [n, k]),
               helper.make_tensor_value_info("g", f, [rows, n]),
-              helper.make_tensor_value_info("q", f, [2, 3, 5, 4]),
-              helper.make_tensor_value_info("k", f, [2, 3, 7, 4])]
+              helper.make_tensor_value_info("q", f, [2, 4, 5, 64]),
+              helper.make_tensor_value_info("k", f, [2, 4, 64, 64])]
     outputs = [helper.make_tensor_value_info("y", f, [rows, n]),
                helper.make_tensor_value_info("dw", f, [k, n]),
-               helper.make_tensor_value_info("s", f, [2, 3, 5, 7])]
+               helper.make_tensor_value_info("s", f, [2, 4, 5, 64])]
     return _model(nodes, inputs, outputs, [])
