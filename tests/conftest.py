@@ -10,6 +10,22 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 SLOW_CASES = Path(__file__).with_name("slow_cases.txt")
+WORKER_MEMORY_BYTES = 6 << 30   # the biggest cases (an npu verify of vgg19) peak near 7.6 GB
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (the README's test command): one worker per usable core, at most 4 and as many
+    as the memory holds. xdist's own default counts physical cores, which is 1 on a 2-vCPU VM
+    with SMT, and ignores memory; most cases are single-threaded TVM compiles, so two workers
+    on two cores halve the suite's time."""
+    import os
+
+    import psutil
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    by_memory = psutil.virtual_memory().total // WORKER_MEMORY_BYTES
+    return max(1, min(cores or 1, MAX_WORKERS, by_memory))
 
 
 def pytest_collection_modifyitems(config, items):
