@@ -214,3 +214,21 @@ def test_ship_refuses_missing_input_and_existing_output_with_exit_2(tmp_path, ca
     assert ship.main([str(db), "-o", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err and out.read_text() == "keep me\n"
     assert ship.main([str(db), "-o", str(out), "--force"]) == 0 and out.read_text() == ""
+
+
+def test_the_cheap_stack_gives_what_inspect_stack_gives():
+    """compiler/tuning/intrinsics.py swaps inspect.stack for a version without the sys.modules
+    scans while TVM's tensor intrinsics import: TVM's parser reads the frames, their functions
+    and the lines, which must be the same."""
+    import inspect
+
+    from anychip.compiler.tuning.intrinsics import _stack_without_module_lookup
+
+    def both():
+        return [inspect.stack(), _stack_without_module_lookup()]   # one line: same lineno
+
+    slow, fast = both()
+    assert len(slow) == len(fast)
+    for s, f in zip(slow, fast):
+        assert (f.frame, f.function, f.lineno) == (s.frame, s.function, s.lineno)
+        assert (f.code_context or [""])[0].strip() == (s.code_context or [""])[0].strip()
