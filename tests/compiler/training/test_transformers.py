@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from .torch_models import EncoderClassifier, lm_batches, tiny_llama, torch_reference
+from .torch_models import (EncoderClassifier, lm_batches, tiny_llama, tiny_vit,
+                           torch_reference)
 
 STEPS = 50
 LOSS_TOLERANCE = 1e-4   # absolute, per step, fp32
@@ -57,3 +58,24 @@ def test_tiny_llama_causal_lm_matches_torch_for_50_steps():
     state = trainer.state_dict()
     weight = "lm.model.layers.0.mlp.gate_proj.weight"
     np.testing.assert_allclose(state[weight], ref_state[weight], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_tiny_vit_image_classifier_matches_torch_for_50_steps():
+    """transformers' ViT (patch conv, class token, position embeddings, layer norms, GELU) with
+    AdamW and gradient clipping, as a fine-tune would run it."""
+    model = tiny_vit(classes=3)
+    gen = torch.Generator().manual_seed(4)
+    pool = [(torch.randn(4, 3, 8, 8, generator=gen), torch.randint(0, 3, (4,), generator=gen))
+            for _ in range(4)]
+    data = [pool[i % len(pool)] for i in range(STEPS)]
+    optimizer = anychip.optim.AdamW(lr=3e-3, weight_decay=1e-2, clip_grad_norm=1.0)
+    ref_losses, _ = torch_reference(model, optimizer, data)
+    trainer = anychip.compile_training(model, example_inputs=(data[0][0],),
+                                       loss="cross_entropy", optimizer=optimizer)
+    losses = _curve(trainer, data)
+    worst = float(np.max(np.abs(losses - ref_losses)))
+    print(f"vit: {STEPS} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
+          f"max |loss - torch| {worst:.2e}")
+    assert worst <= LOSS_TOLERANCE, (losses, ref_losses)
+    assert losses[-1] < losses[0]

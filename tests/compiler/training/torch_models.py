@@ -112,6 +112,31 @@ def tiny_llama(vocab: int = 32) -> nn.Module:
     return CausalLMLogits(transformers.LlamaForCausalLM(config).float())
 
 
+class ImageLogits(nn.Module):
+    """transformers' image classifiers return an output object; the train step needs logits."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model(pixel_values=pixel_values).logits
+
+
+def tiny_vit(classes: int = 3) -> nn.Module:
+    """A seeded one-layer ViT from transformers' code: conv patch embedding, class token,
+    position embeddings, pre-norm attention and GELU MLP, 8x8 images in 2x2 patches."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(image_size=8, patch_size=2, num_channels=3, hidden_size=16,
+                                    num_hidden_layers=1, num_attention_heads=2,
+                                    intermediate_size=32, num_labels=classes,
+                                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                                    attn_implementation="eager")
+    return ImageLogits(transformers.ViTForImageClassification(config).float())
+
+
 def lm_batches(batch: int, seq: int, vocab: int, steps: int, seed: int = 1, distinct: int = 4):
     """(ids, labels) cycling over `distinct` seeded batches (so the loss can fall): labels are
     the ids shifted left, the last position ignored (-100)."""
@@ -162,6 +187,8 @@ def torch_reference(model: nn.Module, optimizer, data, loss: str = "cross_entrop
         opt.zero_grad()
         value = loss_fn(ref(x), y)
         value.backward()
+        if getattr(optimizer, "clip_grad_norm", None):
+            nn.utils.clip_grad_norm_(ref.parameters(), optimizer.clip_grad_norm)
         opt.step()
         losses.append(value.item())
     return np.array(losses), {k: v.detach().numpy() for k, v in ref.state_dict().items()}
