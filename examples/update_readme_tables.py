@@ -1,13 +1,18 @@
-"""Regenerate README.md's conformance table and model matrix: one command, run from the repo root.
+"""Regenerate README.md's conformance, model-matrix and benchmark tables: one command, run from
+the repo root.
 
     python examples/update_readme_tables.py [--conformance-targets cpu,ascend-910b] [--models zoo:all]
         [--matrix-targets cpu,ascend-910b,ascend-910,ascend-310p] [--jobs 2]
+        [--bench-target cpu] [--bench-against ort,torch] [--only bench]
 
-It runs `anychip conformance ... --against ort --json` and `anychip matrix ... --markdown`
-exactly as a user would, then replaces the text between the `<!-- conformance:begin -->` /
-`<!-- conformance:end -->` and `<!-- matrix:begin -->` / `<!-- matrix:end -->` markers. The
-README is written to a temporary file and renamed, so an interrupted run leaves it as it was.
-Expect about an hour on a 2-core machine (the suite is ~1,900 cases per target).
+It runs `anychip conformance ... --against ort --json`, `anychip matrix ... --markdown` and
+`anychip bench MODEL --against ort,torch --json` for each model exactly as a user would, then
+replaces the text between the `<!-- NAME:begin -->` / `<!-- NAME:end -->` markers (NAME:
+conformance, matrix, bench). The README is written to a temporary file and renamed, so an
+interrupted run leaves it as it was. Expect about an hour on a 2-core machine for the
+conformance suite (~1,900 cases per target) and about 45 minutes for the benchmarks; the
+benchmark table states the CPU, the date and the load average around every model's run,
+because a ratio measured beside another job is not the machine's.
 """
 
 from __future__ import annotations
@@ -70,6 +75,57 @@ def matrix_table(models: str, targets: str, saved: str | None = None) -> str:
         return out.read_text().strip() + f"\n\n{_stamp()}"
 
 
+def _bench_models(models: str) -> list[str]:
+    if models != "zoo:all":
+        return models.split(",")
+    from anychip.models import names
+
+    return [f"zoo:{n}" for n in names()]
+
+
+def bench_table(models: str, target: str, against: str, saved: str | None = None) -> str:
+    """One row per model: anychip's median and its ratio to each engine, from one interleaved
+    `bench` run per model (ratios < 1: anychip is faster)."""
+    if saved:                              # a JSON list of earlier `bench --json` outputs
+        results = json.loads(Path(saved).read_text())
+    else:
+        results = []
+        for model in _bench_models(models):
+            proc = _anychip("bench", model, "--target", target, "--against", against, "--json")
+            if proc.returncode != 0:
+                line = (proc.stderr.strip().splitlines() or ["?"])[-1]
+                results.append({"model": model, "error": line[:200]})
+                continue
+            results.append(json.loads(proc.stdout))
+    engines = against.split(",")
+    head = ["model", f"anychip ms ({target})"]
+    for e in engines:
+        head += [f"{e} ms", f"anychip/{e}"]
+    rows = ["| " + " | ".join(head + ["load before/after"]) + " |",
+            "|" + "---|" * (len(head) + 1)]
+    cpus = set()
+    for r in results:
+        if "error" in r:
+            rows.append(f"| {r['model']} | failed: {r['error']} |" + " |" * (len(head) - 1))
+            continue
+        cells = [r["model"], f"{r['latency_ms']['median']:.2f}"]
+        for e in engines:
+            lat, ratio = (r.get("engines") or {}).get(e), (r.get("ratio") or {}).get(e)
+            cells += ([f"{lat['median']:.2f}", f"**{ratio:.2f}x**" if ratio <= 1.0 else
+                       f"{ratio:.2f}x"] if lat and ratio is not None else ["n/a", ""])
+        machine = r.get("machine") or {}
+        before, after = machine.get("load_avg_before"), machine.get("load_avg_after")
+        cells.append(f"{before[0]} / {after[0]}" if before and after else "?")
+        cpus.add(f"{machine.get('cpu', '?')}, {machine.get('cores_usable', '?')} cores")
+        rows.append("| " + " | ".join(cells) + " |")
+    first = next((r for r in results if "error" not in r), {})
+    return "\n".join(rows) + (
+        f"\n\nMedian of {first.get('repeat', '?')} interleaved runs per engine after "
+        f"{first.get('warmup', '?')} warm-up runs, batch 1, {first.get('threads', '?')} threads "
+        f"for every engine; `{target}` executed; ONNX Runtime's CPU provider, torch eager. "
+        f"Machine: {'; '.join(sorted(cpus)) or '?'}. {_stamp()}")
+
+
 def _stamp() -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"Generated {now} by `python examples/update_readme_tables.py` on "
@@ -90,14 +146,28 @@ def main() -> None:
     ap.add_argument("--matrix-targets", default="cpu,ascend-910b,ascend-910,ascend-310p")
     ap.add_argument("--models", default="zoo:all")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--bench-target", default="cpu")
+    ap.add_argument("--bench-against", default="ort,torch")
     ap.add_argument("--skip-conformance", action="store_true")
     ap.add_argument("--skip-matrix", action="store_true")
+    ap.add_argument("--skip-bench", action="store_true")
+    ap.add_argument("--only", choices=("conformance", "matrix", "bench"),
+                    help="regenerate this table only")
+    ap.add_argument("--bench-json", metavar="FILE",
+                    help="use this saved JSON list of `anychip bench --json` outputs")
     ap.add_argument("--conformance-json", metavar="FILE",
                     help="use this saved `anychip conformance --json` output instead of running")
     ap.add_argument("--matrix-json", metavar="FILE",
                     help="use this saved `anychip matrix --json` output instead of running")
     args = ap.parse_args()
+    if args.only:
+        args.skip_conformance = args.only != "conformance"
+        args.skip_matrix = args.only != "matrix"
+        args.skip_bench = args.only != "bench"
     text = README.read_text()
+    if not args.skip_bench:   # first: the longer runs after it would not change its figures
+        text = replace_region(text, "bench", bench_table(args.models, args.bench_target,
+                                                         args.bench_against, args.bench_json))
     if not args.skip_conformance:
         text = replace_region(text, "conformance",
                               conformance_table(args.conformance_targets, args.jobs,
