@@ -10,7 +10,7 @@ It runs `anychip conformance ... --against ort --json`, `anychip matrix ... --ma
 replaces the text between the `<!-- NAME:begin -->` / `<!-- NAME:end -->` markers (NAME:
 conformance, matrix, bench). The README is written to a temporary file and renamed, so an
 interrupted run leaves it as it was. Expect about an hour on a 2-core machine for the
-conformance suite (~1,900 cases per target) and about 45 minutes for the benchmarks; the
+conformance suite (~1,900 cases per target) and about 8 minutes for the benchmarks; the
 benchmark table states the CPU, the date and the load average around every model's run,
 because a ratio measured beside another job is not the machine's.
 """
