@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import onnx
@@ -77,7 +78,8 @@ def _build_torch(name: str, use_cache: bool) -> ZooModel:
         onnx.checker.check_model(proto, full_check=True)
         return proto
 
-    sources = [spec.__file__, torch_export.__file__]
+    # the shared CNN initialisation (a path: importing it would import torch here)
+    sources = [spec.__file__, torch_export.__file__, str(Path(__file__).with_name("cnn_init.py"))]
     zoo.proto = (cache.cached_model(name, sources, _versions("torch", "onnx", "onnxscript"),
                                     export) if use_cache else export())
     return zoo

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .cnn_init import init_and_calibrate
+
 SIZE = 224
 NUM_CLASSES = 1000
 DESCRIPTION = (f"EfficientNet-B0-style (torch, 16 MBConv blocks: depthwise, squeeze-excite, "
@@ -79,26 +81,6 @@ class EfficientNetB0(nn.Module):
 
     def forward(self, x):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
-
-
-def init_and_calibrate(model: nn.Module, gen: torch.Generator, size: int) -> nn.Module:
-    """He-normal weights (fan-in of one group), random biases and BN affine parameters, then
-    BN statistics from two training-mode passes over random images; returns eval mode."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                fan_in = m.weight[0].numel()
-                m.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=gen)
-                if m.bias is not None:
-                    m.bias.normal_(0.0, 0.1, generator=gen)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5, generator=gen)
-                m.bias.normal_(0.0, 0.1, generator=gen)
-                m.momentum = None          # cumulative average over the passes below
-        model.train()
-        for _ in range(2):
-            model(torch.randn(2, 3, size, size, generator=gen))
-    return model.eval()
 
 
 def build_module() -> nn.Module:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .cnn_init import init_and_calibrate
+
 SIZE = 224
 NUM_CLASSES = 1000
 DESCRIPTION = (f"ResNet-18 (torch, BasicBlocks [2,2,2,2], BatchNorm), 1x3x{SIZE}x{SIZE} "
@@ -66,23 +68,7 @@ class ResNet18(nn.Module):
 
 
 def build_module() -> nn.Module:
-    gen = torch.Generator().manual_seed(SEED)
-    model = ResNet18()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                fan_in = m.weight[0].numel()
-                m.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=gen)
-                if m.bias is not None:
-                    m.bias.normal_(0.0, 0.1, generator=gen)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5, generator=gen)
-                m.bias.normal_(0.0, 0.1, generator=gen)
-                m.momentum = None          # cumulative average over the passes below
-        model.train()
-        for _ in range(2):
-            model(torch.randn(2, 3, SIZE, SIZE, generator=gen))
-    return model.eval()
+    return init_and_calibrate(ResNet18(), torch.Generator().manual_seed(SEED), SIZE)
 
 
 def example_inputs() -> tuple[torch.Tensor, ...]:
