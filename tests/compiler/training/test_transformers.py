@@ -20,6 +20,15 @@ def _curve(trainer, data):
     return np.array([trainer.step(x.numpy(), y.numpy()) for x, y in data])
 
 
+def _assert_follows_torch(name: str, losses, ref_losses) -> None:
+    """Every step's loss within LOSS_TOLERANCE of torch eager's, and the loss fell."""
+    worst = float(np.max(np.abs(losses - ref_losses)))
+    print(f"{name}: {STEPS} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
+          f"max |loss - torch| {worst:.2e}")
+    assert worst <= LOSS_TOLERANCE, (losses, ref_losses)
+    assert losses[-1] < losses[0]
+
+
 @pytest.mark.slow
 def test_transformer_encoder_layer_matches_torch_for_50_steps():
     torch.manual_seed(0)
@@ -34,12 +43,7 @@ def test_transformer_encoder_layer_matches_torch_for_50_steps():
     # x @ W^T and the weight gradients run as matmuls of transposed views, no transpose kernels
     dispatch = trainer.report["backend_report"]["dispatch"]
     assert dispatch["transposed_operands"] >= 10, dispatch
-    losses = _curve(trainer, data)
-    worst = float(np.max(np.abs(losses - ref_losses)))
-    print(f"encoder: {STEPS} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
-          f"max |loss - torch| {worst:.2e}")
-    assert worst <= LOSS_TOLERANCE, (losses, ref_losses)
-    assert losses[-1] < losses[0]
+    _assert_follows_torch("encoder", _curve(trainer, data), ref_losses)
 
 
 @pytest.mark.slow
@@ -50,11 +54,7 @@ def test_tiny_llama_causal_lm_matches_torch_for_50_steps():
     ref_losses, ref_state = torch_reference(model, optimizer, data, loss="token_cross_entropy")
     trainer = anychip.compile_training(model, example_inputs=(data[0][0],),
                                        loss="token_cross_entropy", optimizer=optimizer)
-    losses = _curve(trainer, data)
-    worst = float(np.max(np.abs(losses - ref_losses)))
-    print(f"llama: {STEPS} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
-          f"max |loss - torch| {worst:.2e}")
-    assert worst <= LOSS_TOLERANCE, (losses, ref_losses)
+    _assert_follows_torch("llama", _curve(trainer, data), ref_losses)
     state = trainer.state_dict()
     weight = "lm.model.layers.0.mlp.gate_proj.weight"
     np.testing.assert_allclose(state[weight], ref_state[weight], rtol=1e-3, atol=1e-4)
@@ -73,9 +73,4 @@ def test_tiny_vit_image_classifier_matches_torch_for_50_steps():
     ref_losses, _ = torch_reference(model, optimizer, data)
     trainer = anychip.compile_training(model, example_inputs=(data[0][0],),
                                        loss="cross_entropy", optimizer=optimizer)
-    losses = _curve(trainer, data)
-    worst = float(np.max(np.abs(losses - ref_losses)))
-    print(f"vit: {STEPS} steps, loss {losses[0]:.4f} -> {losses[-1]:.4f}, "
-          f"max |loss - torch| {worst:.2e}")
-    assert worst <= LOSS_TOLERANCE, (losses, ref_losses)
-    assert losses[-1] < losses[0]
+    _assert_follows_torch("vit", _curve(trainer, data), ref_losses)
