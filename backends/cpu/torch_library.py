@@ -29,7 +29,7 @@ import numpy as np
 
 from anychip.compiler.dispatch import Match, Pattern
 from anychip.compiler.dispatch.partition import bias_axis
-from anychip.compiler.dispatch.torch_device import gemm_into
+from anychip.compiler.dispatch.torch_device import apply_epilogue, gemm_into
 from anychip.compiler.relax_info import dtype_of, known_shape
 
 NAME = "torch-cpu"
@@ -252,12 +252,8 @@ class TorchCpuLibrary:
         y = torch.ops.mkldnn._linear_pointwise(a2, weight, bias, fused or "none", [],
                                                "none" if fused == "gelu" else "")
         o2.copy_(y)
-        if residual is not None:
-            out.add_(residual)
-            if plan.activation == "relu":
-                out.relu_()
-            elif plan.activation == "gelu":
-                torch.ops.aten.gelu_(out)
+        if residual is not None:   # the activation was not fused: it follows the add
+            apply_epilogue(torch, out, residual, plan.activation, out)
 
     def _conv2d(self, *args):
         """Runs once per convolution per inference: everything derivable from the spec is
@@ -345,18 +341,7 @@ def _conv_as_gemm(torch, plan: _ConvPlan, x, weight, bias, residual):
 
 def _activate_(torch, y, activation: str, bounds: tuple[float, ...]) -> None:
     """y = activation(y), in place (after a residual add, which oneDNN fuses with relu only)."""
-    if activation == "gelu":
-        torch.ops.aten.gelu_(y)
-    elif activation == "sigmoid":
-        y.sigmoid_()
-    elif activation == "silu":
-        torch.nn.functional.silu(y, inplace=True)
-    elif activation == "hardswish":
-        torch.nn.functional.hardswish(y, inplace=True)
-    elif activation == "clip":
-        y.clamp_(*bounds)
-    elif activation == "relu":
-        y.relu_()
+    apply_epilogue(torch, y, None, activation, y, bounds)
 
 
 def _compact(tensor):
@@ -429,12 +414,7 @@ def _matmul(*args):
     bias = next(rest) if plan.has_bias else None
     residual = next(rest) if plan.has_residual else None
     gemm_into(torch, a, b, bias, out)
-    if residual is not None:
-        out.add_(residual)
-    if plan.activation == "relu":
-        out.relu_()
-    elif plan.activation == "gelu":
-        torch.ops.aten.gelu_(out)
+    apply_epilogue(torch, out, residual, plan.activation, out)
 
 
 def _softmax(x, spec, out):

@@ -61,8 +61,8 @@ from .patterns import Pattern
 _NO_CONTEXT = contextlib.nullcontext()
 PREFIX = "torch-plugin:"
 SPEC_VERSION = "d1"
-# what _epilogue computes with out= (the shared table also has clip, whose bounds it does not
-# read: not offered)
+# what apply_epilogue computes with out= (the shared table also has clip, whose bounds this
+# library's plan does not read: not offered)
 ACTIVATIONS = ("relu", "gelu", "sigmoid", "silu", "hardswish")
 FLOATS = ("float32", "float16", "bfloat16")
 _PLUGIN = re.compile(r"^([A-Za-z_][\w.]*):([A-Za-z_]\w*)$")
@@ -300,7 +300,7 @@ class TorchDeviceLibrary:
                 y = y.to(out.dtype)
                 if bias is not None:
                     y.add_(bias.view(1, -1, 1, 1))
-            _epilogue(torch, y, residual, plan.activation, out)
+            apply_epilogue(torch, y, residual, plan.activation, out)
 
     def _attention(self, q, kt, v, spec, out) -> None:
         """softmax(q @ kt * scale) @ v as one fused kernel (torch's SDPA: flash or
@@ -330,10 +330,10 @@ class TorchDeviceLibrary:
                 y = torch.matmul(a, b).to(out.dtype)   # the epilogue in the result's dtype
                 if bias is not None:
                     y.add_(bias)
-                _epilogue(torch, y, residual, plan.activation, out)
+                apply_epilogue(torch, y, residual, plan.activation, out)
                 return
             gemm_into(torch, a, b, bias, out)
-            _epilogue(torch, out, residual, plan.activation, out)
+            apply_epilogue(torch, out, residual, plan.activation, out)
 
 
 def gemm_into(torch, a, b, bias, out) -> None:
@@ -361,8 +361,11 @@ def _attention_scale(text: str) -> str:
     return dict(p.split("=", 1) for p in parts[1:])["scale"]
 
 
-def _epilogue(torch, y, residual, activation: str | None, out) -> None:
-    """out = activation(y + residual), each step with out= (y may be out itself)."""
+def apply_epilogue(torch, y, residual, activation: str | None, out,
+                   bounds: tuple[float, ...] = ()) -> None:
+    """out = activation(y + residual), each step with out= (y may be out itself: in place).
+    Shared with the cpu library (backends/cpu/torch_library.py), which also passes a clip's
+    bounds."""
     if residual is not None:
         torch.add(y, residual, out=out)
         y = out
@@ -376,6 +379,8 @@ def _epilogue(torch, y, residual, activation: str | None, out) -> None:
         torch.ops.aten.silu.out(y, out=out)
     elif activation == "hardswish":
         torch.ops.aten.hardswish.out(y, out=out)
+    elif activation == "clip":
+        torch.clamp(y, *bounds, out=out)
     elif y is not out:
         out.copy_(y)
 
