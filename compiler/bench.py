@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import statistics
@@ -69,6 +70,7 @@ class BenchResult:
     machine: dict[str, Any] = field(default_factory=dict)
     date: str = ""
     sizes: dict[str, int] = field(default_factory=dict)   # symbolic dims: the shape timed
+    batch: int | None = None                  # --batch: every input's leading dim
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -311,8 +313,12 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
           repeat: int = 20, shapes: dict | None = None, precision: str | None = None,
           seed: int = 0, peak: bool = True, dims: dict | None = None,
           gears: dict | None = None, at: dict[str, int] | None = None,
-          options: dict | None = None) -> BenchResult:
+          options: dict | None = None, batch: int | None = None) -> BenchResult:
     """Compile `model` for `target` and time it with the other engines in the same run.
+
+    `batch`: throughput at that batch: every input's leading dim set to it (a static model is
+    compiled at that shape, a torch-built zoo model exported at it; a symbolic leading dim is
+    run at it), every engine fed the same batch.
 
     A model with symbolic dims compiles once (`dims` bounds them, `gears` for a static-shape
     family) and is timed at one shape: each symbol at `at[name]`, else its lower bound
@@ -338,6 +344,8 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
     shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
     from .driver import normalise_gears
 
+    if batch is not None:
+        shapes, at = batched(load_model(model, None, shapes, dims), batch, shapes, at)
     source = load_model(model, None, shapes, dims)
     artifact = compile_source(source, target, CompileOptions(
         precision=precision, shapes=shapes, dims=dict(source.extra.get("dims") or {}),
@@ -385,7 +393,7 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
     result = BenchResult(
         model=source.label, target=target, how=execution.mode.verb, threads=threads,
         warmup=warmup, repeat=repeat, latency_ms=_brief(ours), engines=others, ratio=ratio,
-        notes=notes, gflop=gflop or None, sizes=sizes,
+        notes=notes, gflop=gflop or None, sizes=sizes, batch=batch,
         date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         machine={"cpu": _cpu_name(), "cores_usable": usable_cores(),
                  **({"gpu": _gpu_name()} if device == "cuda" else {}),
@@ -398,6 +406,29 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
             result.peak_gflops = peak_gflops(threads, device=device)
             result.peak_pct = 100.0 * result.gflops / result.peak_gflops
     return result
+
+
+def batched(source, batch: int, shapes: dict, at: dict | None) -> tuple[dict, dict | None]:
+    """`shapes` and `at` with every input's leading dim at `batch`: a static leading dim
+    becomes a shape override, a symbolic one a size to run at (its bounds must admit it)."""
+    from .limits import MAX_STATIC_ELEMENTS
+
+    if not 1 <= batch <= MAX_STATIC_ELEMENTS:
+        raise AnychipError(f"--batch must be 1..{MAX_STATIC_ELEMENTS}, got {batch}.")
+    shapes, at = dict(shapes), dict(at or {})
+    for spec in source.inputs:
+        if not spec.shape:
+            continue
+        if isinstance(spec.shape[0], str):
+            at.setdefault(spec.shape[0], batch)
+            continue
+        shape = (batch, *(int(d) for d in spec.shape[1:]))
+        if math.prod(shape) > MAX_STATIC_ELEMENTS:
+            raise AnychipError(f"--batch {batch}: input '{spec.name}' would have "
+                               f"{math.prod(shape)} elements, over the limit of "
+                               f"{MAX_STATIC_ELEMENTS} (ANYCHIP limits); use a smaller batch.")
+        shapes[spec.name] = shape
+    return shapes, at or None
 
 
 def _at_shape(source, feed: dict):
@@ -442,6 +473,7 @@ def format_table(result: BenchResult) -> str:
                          f"{lat['max']:.2f}", f"{ratio:.2f}x (anychip/{name})"])
     at = (" at " + ", ".join(f"{k}={v}" for k, v in result.sizes.items())) \
         if result.sizes else ""
+    at += f" at batch {result.batch}" if result.batch is not None else ""
     lines = [(f"{result.model} on {result.target}{at}: {result.threads} threads, {result.warmup} "
               f"warm-up + {result.repeat} interleaved runs per engine ({result.date})"),
              table(["engine", "how", "median ms", "min ms", "max ms", "ratio"], rows)]

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from .rebatch import check_rows, new_batch, unbake_batch
 from .errors import AnychipError, error_line
 from .limits import MAX_ACTIVATION_BYTES
 from .names import sanitize_io_names
@@ -175,8 +176,15 @@ def prepare(model: onnx.ModelProto, label: str, base_dir: Path | None,
     if base_dir is not None and any(t.data_location == onnx.TensorProto.EXTERNAL
                                     for g in iter_graphs(model, label) for t in g.initializer):
         onnx.external_data_helper.load_external_data_for_model(model, str(base_dir))
+    rebatched, before = [], None
     if shapes:
+        batches = new_batch(model, shapes)
+        if batches is not None:
+            before = copy.deepcopy(model)
         apply_shapes(model, shapes, label)
+        if before is not None:   # Reshapes that bake the old batch follow the new one
+            before = check_and_infer(before, label)
+            rebatched = unbake_batch(model, before, batches[0])
     original = check_and_infer(model, label)
     check_planned_memory(original, label, MAX_ACTIVATION_BYTES, "this host")
     value_ranges = value_ranges or {}
@@ -192,6 +200,8 @@ def prepare(model: onnx.ModelProto, label: str, base_dir: Path | None,
               else dataclasses.replace(s, value_range=found[s.name]) for s in inputs]
     outputs = [TensorSpec(vi.name, mapping[vi.name], _dims(vi), _dtype(vi, label))
                for vi in original.graph.output]
+    if rebatched:
+        check_rows(before, original, inputs, label, rebatched)
     digest = hashlib.sha256(original.SerializeToString(deterministic=True)).hexdigest()
     return ModelSource(label, original, proto, inputs, outputs, digest)
 
@@ -233,6 +243,9 @@ def _load_model(model: Any, example_inputs: tuple | None = None,
         from anychip import models as zoo
 
         built = zoo.build(str(model)[4:])
+        batch = _zoo_batch(built, shapes or {})
+        if batch is not None:
+            built = zoo.build(str(model)[4:], batch=batch)
         return prepare(copy.deepcopy(built.proto), str(model), None, shapes,
                        getattr(built, "input_ranges", None))
     if isinstance(model, (str, Path)):
@@ -256,6 +269,24 @@ def _load_model(model: Any, example_inputs: tuple | None = None,
         return prepare(proto, f"<torch {type(model).__name__}>", None, shapes)
     raise AnychipError(f"cannot compile a {type(model).__name__}: give an .onnx path, an "
                        f"onnx.ModelProto, a torch.nn.Module with example_inputs, or zoo:NAME.")
+
+
+def _zoo_batch(built, shapes: dict[str, tuple[int, ...]]) -> int | None:
+    """The batch to export a torch-built zoo model at when `shapes` asks for its inputs with
+    another leading dim and nothing else changed (its graph bakes the export's batch into
+    reshapes); None to keep it as built (the override, if any, then applies to the file)."""
+    if built.example_inputs is None or not shapes:
+        return None
+    graph_inputs = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim)
+                    for i in built.proto.graph.input}
+    batches = set()
+    for name, shape in shapes.items():
+        old = graph_inputs.get(name)
+        if old is None or len(old) != len(shape) or tuple(shape[1:]) != old[1:]:
+            return None
+        if shape[0] != old[0]:
+            batches.add(int(shape[0]))
+    return batches.pop() if len(batches) == 1 else None
 
 
 def _is_torch_module(obj: Any) -> bool:

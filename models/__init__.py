@@ -65,11 +65,14 @@ def _versions(*libs: str) -> dict[str, str]:
     return {lib: importlib.import_module(lib).__version__ for lib in libs}
 
 
-def _build_torch(name: str, use_cache: bool) -> ZooModel:
+def _build_torch(name: str, use_cache: bool, batch: int | None = None) -> ZooModel:
     from anychip.compiler import torch_export
 
     spec = importlib.import_module(f"{__name__}.{_TORCH[name]}")
-    zoo = ZooModel(name, None, spec.DESCRIPTION, dict(spec.INPUT_RANGES), spec.example_inputs(),
+    examples = spec.example_inputs()
+    if batch is not None:   # the same rows repeated: a shape to time, the values do not matter
+        examples = tuple(t.repeat(batch, *[1] * (t.dim() - 1)) for t in examples)
+    zoo = ZooModel(name, None, spec.DESCRIPTION, dict(spec.INPUT_RANGES), examples,
                    spec.build_module)
 
     def export() -> onnx.ModelProto:
@@ -80,7 +83,8 @@ def _build_torch(name: str, use_cache: bool) -> ZooModel:
 
     # the shared CNN initialisation (a path: importing it would import torch here)
     sources = [spec.__file__, torch_export.__file__, str(Path(__file__).with_name("cnn_init.py"))]
-    zoo.proto = (cache.cached_model(name, sources, _versions("torch", "onnx", "onnxscript"),
+    key = name if batch is None else f"{name}.batch{batch}"   # not matched by `name-*`
+    zoo.proto = (cache.cached_model(key, sources, _versions("torch", "onnx", "onnxscript"),
                                     export) if use_cache else export())
     return zoo
 
@@ -95,12 +99,17 @@ def _build_light(name: str, use_cache: bool) -> ZooModel:
     return ZooModel(name, proto, onnx_light.DESCRIPTIONS[name])
 
 
-def build(name: str, use_cache: bool = True) -> ZooModel:
-    """Build zoo model `name` (a cache hit returns the stored bytes, parsed)."""
+def build(name: str, use_cache: bool = True, batch: int | None = None) -> ZooModel:
+    """Build zoo model `name` (a cache hit returns the stored bytes, parsed).
+
+    `batch`: a torch-built model exported again with its example inputs' leading dim `batch`
+    (their ONNX graphs bake the export's batch into reshapes, so a --shape override of the
+    batch-1 file cannot work); the ONNX-file models ignore it (their batch comes from a shape
+    override)."""
     if name.startswith("zoo:"):
         name = name[4:]
     if name in _TORCH:
-        return _build_torch(name, use_cache)
+        return _build_torch(name, use_cache, batch)
     if name in onnx_light.LIGHT:
         return _build_light(name, use_cache)
     raise AnychipError(f"zoo:{name}: no such built-in model; the zoo has "

@@ -26,6 +26,10 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=5, metavar="N", help="warm-up runs per engine")
     p.add_argument("--repeat", type=int, default=20, metavar="N",
                    help="timed runs per engine (interleaved)")
+    p.add_argument("--batch", type=int, metavar="N",
+                   help="throughput at batch N: every input's leading dim set to N (a static "
+                        "model compiled at that shape, a symbolic batch run at it), every "
+                        "engine on the same batch")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--plot", metavar="FILE", help="write a bar chart of the latencies "
                                                   "(needs matplotlib)")
@@ -74,7 +78,7 @@ def run(args) -> int:
     with progress.stage(f"bench {args.model} on {args.target}"):
         result = bench(args.model, target=args.target, against=against, warmup=args.warmup,
                        repeat=args.repeat, precision=args.precision, peak=not args.no_peak,
-                       at=parse_at(args.at), **model_options(args))
+                       at=parse_at(args.at), batch=args.batch, **model_options(args))
     if args.json:
         print(result.to_json())
     else:
@@ -90,8 +94,9 @@ def _train(args) -> int:
     from ..bench_train import TRAIN_ENGINES, bench_train
     from .train import make_optimizer
 
-    if args.plot or args.shape:
-        raise AnychipError("--train times the model's own example batch; drop --plot/--shape.")
+    if args.plot or args.shape or args.batch:
+        raise AnychipError("--train times the model's own example batch; drop "
+                           "--plot/--shape/--batch.")
     against = TRAIN_ENGINES if args.against == ",".join(ENGINES) else tuple(
         e.strip() for e in args.against.split(",") if e.strip() and e != "none")
     args.weight_decay, args.momentum = None, 0.0
@@ -115,9 +120,9 @@ def _remote(args, farm) -> int:
         raise AnychipError("with --tracker/--remote, bench times the target on the farm only "
                            "(ONNX Runtime and torch would run here: no fair ratio); drop "
                            "--against and --plot.")
+    options, at = _batched_options(args)
     result = remote_bench(args.model, args.target, farm, warmup=args.warmup,
-                          repeat=args.repeat, precision=args.precision,
-                          at=parse_at(args.at), **model_options(args))
+                          repeat=args.repeat, precision=args.precision, at=at, **options)
     print(result.to_json() if args.json else result.text())
     return 0
 
@@ -138,8 +143,9 @@ def _profile(args) -> int:
 
     if args.trace:
         _refuse_existing(args.trace, args.force)
+    options, at = _batched_options(args)
     prof, events = profile_model(args.model, target=args.target, precision=args.precision,
-                                 runs=args.repeat, at=parse_at(args.at), **model_options(args))
+                                 runs=args.repeat, at=at, **options)
     if args.json:
         print(json.dumps(prof.as_dict()))
     else:
@@ -149,6 +155,19 @@ def _profile(args) -> int:
         if not args.json:
             print(f"wrote {written} (open it in https://ui.perfetto.dev or chrome://tracing)")
     return 0
+
+
+def _batched_options(args) -> tuple[dict, dict | None]:
+    """model_options and --at with --batch applied (as bench() applies its `batch`)."""
+    options, at = model_options(args), parse_at(args.at)
+    if args.batch is None:
+        return options, at
+    from ..bench import batched
+    from ..frontend import load_model
+
+    source = load_model(args.model, None, options["shapes"], options.get("dims"))
+    options["shapes"], at = batched(source, args.batch, options["shapes"], at)
+    return options, at
 
 
 def _refuse_existing(path: str, force: bool) -> None:

@@ -162,3 +162,29 @@ def test_ort_on_a_cuda_target_says_which_provider_it_used(linear_file):
         assert note == "CUDAExecutionProvider"
     else:   # a CPU build of onnxruntime: the ratio must not pass for GPU against GPU
         assert note.startswith("CPUExecutionProvider") and "GPU against CPU" in note
+
+
+def test_batch_mode_times_every_engine_at_the_batch(linear_file, capsys):
+    """--batch 6 on a batch-2 file: compiled at 6 rows (the FLOPs say so), ORT fed the same."""
+    assert cli(["bench", str(linear_file), "--batch", "6", "--against", "ort", "--json",
+                "--repeat", "1", "--warmup", "0", "--no-peak"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["batch"] == 6
+    assert out["gflop"] == pytest.approx(2 * 6 * 8 * 4 / 1e9)
+    assert out["engines"]["ort"] is not None
+    assert cli(["bench", str(linear_file), "--batch", "0", "--against", "ort"]) == 2
+    assert "--batch must be" in capsys.readouterr().err
+
+
+@pytest.mark.slow   # exports the zoo MLP twice (batch 2 and 6)
+def test_batch_mode_exports_a_torch_built_zoo_model_at_the_batch(capsys):
+    """The zoo's torch models bake their export batch into reshapes: --batch exports again at
+    the batch, and torch eager runs the same module on the same batch."""
+    results = {}
+    for batch in (2, 6):
+        result = bench_mod.bench("zoo:mlp", against=("ort", "torch"), warmup=0, repeat=1,
+                                 peak=False, batch=batch)
+        results[batch] = result
+    assert results[6].batch == 6
+    assert results[6].gflop == pytest.approx(3 * results[2].gflop)
+    assert results[6].engines["torch"] is not None and results[6].engines["ort"] is not None
