@@ -8,9 +8,9 @@ the repo root.
 It runs `anychip conformance ... --against ort --json`, `anychip matrix ... --markdown` and
 `anychip bench MODEL --against ort,torch --json` for each model exactly as a user would, then
 replaces the text between the `<!-- NAME:begin -->` / `<!-- NAME:end -->` markers (NAME:
-conformance, matrix, bench). The README is written to a temporary file and renamed, so an
+conformance, matrix, bench, bench-batch: the throughput table at `--batch`). The README is written to a temporary file and renamed, so an
 interrupted run leaves it as it was. Expect about an hour on a 2-core machine for the
-conformance suite (~1,900 cases per target) and about 8 minutes for the benchmarks; the
+conformance suite (~1,900 cases per target) and about 12 minutes for the benchmarks; the
 benchmark table states the CPU, the date and the load average around every model's run,
 because a ratio measured beside another job is not the machine's.
 """
@@ -83,15 +83,19 @@ def _bench_models(models: str) -> list[str]:
     return [f"zoo:{n}" for n in names()]
 
 
-def bench_table(models: str, target: str, against: str, saved: str | None = None) -> str:
+def bench_table(models: str, target: str, against: str, saved: str | None = None,
+                batch: int | None = None) -> str:
     """One row per model: anychip's median and its ratio to each engine, from one interleaved
-    `bench` run per model (ratios < 1: anychip is faster)."""
+    `bench` run per model (ratios < 1: anychip is faster); `batch`: `bench --batch` (fewer
+    runs: each is `batch` inferences)."""
+    runs = ("--batch", str(batch), "--warmup", "2", "--repeat", "7") if batch else ()
     if saved:                              # a JSON list of earlier `bench --json` outputs
         results = json.loads(Path(saved).read_text())
     else:
         results = []
         for model in _bench_models(models):
-            proc = _anychip("bench", model, "--target", target, "--against", against, "--json")
+            proc = _anychip("bench", model, "--target", target, "--against", against, "--json",
+                            *runs)
             if proc.returncode != 0:
                 line = (proc.stderr.strip().splitlines() or ["?"])[-1]
                 results.append({"model": model, "error": line[:200]})
@@ -121,7 +125,8 @@ def bench_table(models: str, target: str, against: str, saved: str | None = None
     first = next((r for r in results if "error" not in r), {})
     return "\n".join(rows) + (
         f"\n\nMedian of {first.get('repeat', '?')} interleaved runs per engine after "
-        f"{first.get('warmup', '?')} warm-up runs, batch 1, {first.get('threads', '?')} threads "
+        f"{first.get('warmup', '?')} warm-up runs, batch {batch or 1}, "
+        f"{first.get('threads', '?')} threads "
         f"for every engine; `{target}` executed; ONNX Runtime's CPU provider, torch eager. "
         f"Machine: {'; '.join(sorted(cpus)) or '?'}. {_stamp()}")
 
@@ -148,6 +153,11 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--bench-target", default="cpu")
     ap.add_argument("--bench-against", default="ort,torch")
+    ap.add_argument("--batch", type=int, default=8,
+                    help="the throughput table's batch (`bench --batch`)")
+    ap.add_argument("--batch-models",
+                    default="zoo:resnet50,zoo:bert,zoo:vit,zoo:mobilenet_v3,zoo:efficientnet",
+                    help="models of the throughput table")
     ap.add_argument("--skip-conformance", action="store_true")
     ap.add_argument("--skip-matrix", action="store_true")
     ap.add_argument("--skip-bench", action="store_true")
@@ -168,6 +178,8 @@ def main() -> None:
     if not args.skip_bench:   # first: the longer runs after it would not change its figures
         text = replace_region(text, "bench", bench_table(args.models, args.bench_target,
                                                          args.bench_against, args.bench_json))
+        text = replace_region(text, "bench-batch", bench_table(
+            args.batch_models, args.bench_target, args.bench_against, batch=args.batch))
     if not args.skip_conformance:
         text = replace_region(text, "conformance",
                               conformance_table(args.conformance_targets, args.jobs,
