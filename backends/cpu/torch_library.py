@@ -5,7 +5,9 @@ functions registered from Python (docs/tvm-notes.md). Tensors cross as DLPack vi
 - `anychip.torch.conv2d` (returns a new tensor): oneDNN convolution on channels-last data
   with bias, residual add and relu fused as post-ops. Constant weights are reordered into
   oneDNN's blocked layout once per process, keyed by the weight's content digest that the
-  compiler baked into the call, so a reused address can never serve a stale weight.
+  compiler baked into the call, so a reused address can never serve a stale weight. A
+  stride-1, unpadded 1x1 convolution is a GEMM and runs as one (`_gemm_kind`): of a 1x1
+  image through torch.addmm, of NHWC data with a constant weight through oneDNN's linear.
 - `anychip.torch.matmul` (destination-passing): a dense layer with a constant weight runs
   oneDNN's linear on the weight packed once per process (digest-keyed, like convolutions),
   bias and activation fused; other matmuls torch.mm/addmm/matmul (MKL) writing straight into
@@ -151,7 +153,7 @@ class TorchCpuLibrary:
             spec = spec_text(layout=a.data_layout, s=list(a.strides), p=list(a.padding)[:2],
                              d=list(a.dilation), g=int(a.groups), e=match.pattern.epilogue,
                              w=digest, **({"clip": list(match.bounds)} if match.bounds else {}),
-                             **({"gemm": 1} if _is_gemv(match) else {}))
+                             **({"gemm": gemm} if (gemm := _gemm_kind(match, digest)) else {}))
         elif root == "matmul":   # a constant 2-D weight is packed for oneDNN once (digest)
             weight = _constant(match.weight)
             digest = "" if weight is None or weight.ndim != 2 else hashlib.sha256(
@@ -255,6 +257,27 @@ class TorchCpuLibrary:
         if residual is not None:   # the activation was not fused: it follows the add
             apply_epilogue(torch, out, residual, plan.activation, out)
 
+    def _conv_as_linear(self, torch, plan: "_ConvPlan", x, weight, bias, residual):
+        """A stride-1, unpadded 1x1 convolution of NHWC data (any N, H, W) with a constant
+        weight: oneDNN's linear on the [N*H*W, C] matrix the activations already are, the
+        weight [O, C] packed once per process (digest-keyed), bias and activation fused, a
+        residual added as a binary post-op (`_gemm_kind` keeps a residual followed by an
+        activation on the convolution, which fuses both)."""
+        rows = x.numel() // x.shape[-1]
+        x2 = x.reshape(rows, x.shape[-1])
+        packed = self._packed_linear_weight(
+            plan.weight_digest, weight.reshape(weight.shape[0], -1).t(), rows)
+        if residual is not None:
+            y = torch.ops.mkldnn._linear_pointwise.binary(
+                x2, residual.reshape(rows, -1), packed, bias, "add")
+            if plan.activation is not None:   # not emitted by _gemm_kind; kept correct
+                _activate_(torch, y, plan.activation, plan.bounds)
+        else:
+            y = torch.ops.mkldnn._linear_pointwise(
+                x2, packed, bias, CONV_ACTIVATIONS.get(plan.activation, "none"),
+                list(plan.bounds), "none" if plan.activation == "gelu" else "")
+        return y.reshape(*x.shape[:-1], y.shape[-1])
+
     def _conv2d(self, *args):
         """Runs once per convolution per inference: everything derivable from the spec is
         parsed once (`_conv_plan`), so the per-call Python work is a few DLPack views."""
@@ -264,8 +287,10 @@ class TorchCpuLibrary:
         x, weight, *rest = (torch.from_dlpack(t) for t in args[:-1])
         bias = rest[0] if plan.has_bias else None
         residual = rest[-1] if plan.has_residual else None
-        if plan.gemm:
+        if plan.gemm == "1":
             return _conv_as_gemm(torch, plan, x, weight, bias, residual)
+        if plan.gemm == "linear" and _onednn_linear():
+            return self._conv_as_linear(torch, plan, x, weight, bias, residual)
         if plan.nhwc:  # NCHW-shaped views with channels-last strides: oneDNN's native format
             x = x.permute(0, 3, 1, 2)
             residual = residual.permute(0, 3, 1, 2) if residual is not None else None
@@ -297,7 +322,9 @@ class _ConvPlan(NamedTuple):
     has_residual: bool
     weight_digest: str   # "" when the weight is not a compile-time constant
     bounds: tuple[float, ...] = ()   # a clip activation's (lo, hi)
-    gemm: bool = False   # a 1x1 convolution of a 1x1 image (squeeze-excite): a GEMM
+    # "1": a 1x1 convolution of a 1x1 image (squeeze-excite), torch.addmm; "linear": a
+    # stride-1 unpadded 1x1 convolution of NHWC data, oneDNN's linear; "": a convolution
+    gemm: str = ""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -311,19 +338,35 @@ def _conv_plan(text: str) -> _ConvPlan:
                            tuple(_ints(spec["d"])), int(spec["g"])),
                      activation=act, has_bias="bias" in epilogue,
                      has_residual="residual" in epilogue, weight_digest=spec["w"],
-                     bounds=bounds, gemm=spec.get("gemm") == "1")
+                     bounds=bounds, gemm=spec.get("gemm", ""))
 
 
-def _is_gemv(match: Match) -> bool:
-    """A 1x1 convolution (stride 1, no padding, one group) of a 1x1 image, as squeeze-excite
-    blocks run on the pooled vector: a GEMM. oneDNN's convolution took 130-170 us a call for
-    these shapes where torch.addmm took 15-45 (2 Zen cores, load 5, SE shapes of
-    efficientnet-b0 and mobilenet-v3)."""
+def _gemm_kind(match: Match, digest: str) -> str:
+    """How a convolution runs as a GEMM (the spec's `gemm` field), "" when it does not.
+
+    A 1x1 convolution with stride 1, no padding and one group is a GEMM of the activations
+    [N*H*W, C] by the weight [O, C]^T:
+    - of a 1x1 image, as squeeze-excite blocks run on the pooled vector, "1": torch.addmm
+      (oneDNN's convolution took 130-170 us a call for these shapes where torch.addmm took
+      15-45, 2 Zen cores, load 5, SE shapes of efficientnet-b0 and mobilenet-v3);
+    - of a larger NHWC image with a constant weight, "linear": oneDNN's linear on the packed
+      weight with the activation fused, 10-30% faster than oneDNN's 1x1 convolution on the
+      expand/project shapes of efficientnet, mobilenet_v3 and resnet50 (docs/performance.md).
+      A residual followed by an activation stays on the convolution, which fuses both (the
+      linear fuses the add only; resnet's shapes were 0-8% slower that way).
+    An anychip that predates "linear" reads it as a plain convolution (same result); NCHW
+    data of a larger image is not the GEMM's matrix without a copy and stays a convolution."""
     a = match.attrs
     data, weight = known_shape(match.data), known_shape(match.weight)
-    spatial = data[1:3] if a.data_layout == "NHWC" else data[2:4]
-    return (tuple(weight[2:]) == (1, 1) and tuple(spatial) == (1, 1) and int(a.groups) == 1
-            and [int(v) for v in a.strides] == [1, 1] and not any(int(v) for v in a.padding))
+    nhwc = a.data_layout == "NHWC"
+    spatial = data[1:3] if nhwc else data[2:4]
+    if not (tuple(weight[2:]) == (1, 1) and int(a.groups) == 1
+            and [int(v) for v in a.strides] == [1, 1] and not any(int(v) for v in a.padding)):
+        return ""
+    if tuple(spatial) == (1, 1):
+        return "1"
+    fused_after_add = match.residual is not None and match.pattern.activation is not None
+    return "linear" if nhwc and digest and not fused_after_add else ""
 
 
 def _conv_as_gemm(torch, plan: _ConvPlan, x, weight, bias, residual):
