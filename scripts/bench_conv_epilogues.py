@@ -4,7 +4,12 @@ them and ONNX Runtime interleaved, round by round, and print the medians and rat
 
 - before: oneDNN convolutions with relu/gelu epilogues only, relax.clip without a layout rule;
 - nogemm: sigmoid / SiLU / HardSwish / clip epilogues, squeeze-excite convs through oneDNN;
-- now: the library as it is (squeeze-excite's 1x1 convs of a 1x1 image as GEMMs).
+- se: squeeze-excite's 1x1 convs of a 1x1 image as GEMMs (torch.addmm), other 1x1 convs
+  through oneDNN's convolution;
+- now: the library as it is (also stride-1 1x1 convs of larger NHWC images as oneDNN's
+  linear on the [N*H*W, C] matrix).
+
+`python scripts/bench_conv_epilogues.py MODEL ROUNDS se,now` times only the states named.
 
 The earlier states are the library patched in this process (nothing on disk changes); the
 compile cache is off. Interleaving makes the ratios comparable on a loaded machine, where
@@ -30,20 +35,24 @@ import onnxruntime as ort  # noqa: E402
 
 name = sys.argv[1]
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 30
+wanted = sys.argv[3].split(",") if len(sys.argv) > 3 else ["before", "nogemm", "se", "now"]
 proto = onnx.load(name) if name.endswith(".onnx") else models.build(name).proto
-acts, gemv, clip = (torch_library.CONV_ACTIVATIONS, torch_library._is_gemv,
+acts, gemm, clip = (torch_library.CONV_ACTIVATIONS, torch_library._gemm_kind,
                     backend._clip_keeps_layout)
+states = {  # state -> (conv activations, gemm kinds, clip keeps its layout)
+    "before": ({"relu": "relu", "gelu": "gelu"}, lambda m, d: "", lambda: None),
+    "nogemm": (acts, lambda m, d: "", clip),
+    "se": (acts, lambda m, d: "1" if gemm(m, d) == "1" else "", clip),
+    "now": (acts, gemm, clip),
+}
 arts = {}
-torch_library.CONV_ACTIVATIONS = {"relu": "relu", "gelu": "gelu"}
-torch_library._is_gemv = lambda m: False
-backend._clip_keeps_layout = lambda: None
-arts["before"] = anychip.compile(proto, target="cpu")
-torch_library.CONV_ACTIVATIONS = acts
-backend._clip_keeps_layout = clip
-arts["nogemm"] = anychip.compile(proto, target="cpu")
-torch_library._is_gemv = gemv
-arts["now"] = anychip.compile(proto, target="cpu")
-feed = random_inputs(arts["now"].inputs, 0)
+for state in wanted:
+    (torch_library.CONV_ACTIVATIONS, torch_library._gemm_kind,
+     backend._clip_keeps_layout) = states[state]
+    arts[state] = anychip.compile(proto, target="cpu")
+torch_library.CONV_ACTIVATIONS, torch_library._gemm_kind, backend._clip_keeps_layout = (
+    acts, gemm, clip)
+feed = random_inputs(next(iter(arts.values())).inputs, 0)
 so = ort.SessionOptions()
 so.intra_op_num_threads = len(os.sched_getaffinity(0))
 sess = ort.InferenceSession(proto.SerializeToString(), so, providers=["CPUExecutionProvider"])

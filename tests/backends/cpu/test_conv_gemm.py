@@ -36,14 +36,14 @@ def _conv1x1(act: str | None, *, stride: int = 1, pad: int = 0, residual: bool =
     elif act == "hardsigmoid":   # folded into the conv, then a clip to [0, 1]
         nodes.append(helper.make_node("HardSigmoid", [z], ["y"], alpha=1 / 6, beta=0.5))
     elif act is not None:
-        nodes.append(helper.make_node({"relu": "Relu", "sigmoid": "Sigmoid",
+        nodes.append(helper.make_node({"relu": "Relu", "sigmoid": "Sigmoid", "gelu": "Gelu",
                                        "hardswish": "HardSwish"}[act], [z], ["y"]))
     else:
         nodes.append(helper.make_node("Identity", [z], ["y"]))
     graph = helper.make_graph(nodes, "conv1x1", inputs,
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
                               inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])   # Gelu
 
 
 def _compiled_specs(model, monkeypatch) -> list[dict]:
@@ -65,6 +65,7 @@ def _compiled_specs(model, monkeypatch) -> list[dict]:
     ("sigmoid", False, "conv2d_bias_sigmoid"),
     ("hardswish", False, "conv2d_bias_hardswish"),
     ("hardsigmoid", False, "conv2d_bias_clip"),
+    ("gelu", False, "conv2d_bias_gelu"),
     (None, True, "conv2d_bias_residual"),           # MBConv's project conv + skip
 ])
 def test_pointwise_conv_runs_as_a_linear(act, residual, fused, monkeypatch):
@@ -105,3 +106,25 @@ def test_older_specs_read_as_before():
     assert torch_library._conv_plan(base + ";gemm=1").gemm == "1"
     assert torch_library._conv_plan(base).gemm == ""
     assert torch_library._conv_plan(base + ";gemm=linear").gemm == "linear"
+
+
+def test_pointwise_conv_of_a_symbolic_batch_runs_as_a_linear_at_each_batch(monkeypatch):
+    """The GEMM's rows are N*H*W of each run: batches 1, 3 and 2 of one artifact (a weight
+    packed per row count) match ONNX Runtime."""
+    import onnxruntime as ort
+
+    from anychip.compiler.tolerances import compare, tolerance_for
+
+    model = _conv1x1(None, residual=True, batch="N")
+    specs = _compiled_specs(model, monkeypatch)
+    assert [s.get("gemm") for s in specs] == ["linear"]
+    art = anychip.compile(model, target="cpu")
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    tol = tolerance_for("fp32", np.float32)
+    for n in (1, 3, 2):
+        rng = np.random.default_rng(n)
+        feed = {"x": rng.standard_normal((n, 16, 6, 6)).astype(np.float32),
+                "r": rng.standard_normal((n, 24, 6, 6)).astype(np.float32)}
+        got = list(art.run(feed).values())[0]
+        result = compare(got, sess.run(None, feed)[0], tol)
+        assert result.passed, (n, result)
