@@ -8,7 +8,9 @@ The lowering reads as phases (after TVM's relax/backend/cpu_generic pipeline):
    softmax, layer norm and max pooling go to oneDNN/MKL through torch (compiler/dispatch,
    backends/cpu/torch_library.py);
 3. TVM: what is left (reshapes, transposes, elementwise glue) is legalized, fused, given the
-   tuned schedules of the tuning database and simple default ones (backends/cpu/schedule.py).
+   tuned schedules of the tuning database and simple default ones (backends/cpu/schedule.py);
+   in a train step float32 exp and erf first become vectorizable polynomials
+   (backends/host/fast_math.py; the option fast_math).
 
 Options (anychip.compile(..., dispatch=False, layout="NCHW", parallel=True)) turn phases off
 or on, for tests and for comparing against TVM's own kernels.
@@ -42,6 +44,10 @@ class CpuOptions(FamilyOptions):
                                    metavar="BOOL")
     parallel: bool | None = option(None, "TVM's own kernels on all cores (default: unless "
                                          "library calls are in the graph)", metavar="BOOL")
+    fast_math: bool | None = option(None, "float32 exp and erf as vectorizable polynomials "
+                                          "(exp within 1 ulp, erf 6 ulp) instead of scalar "
+                                          "libm calls (default: train steps only)",
+                                    metavar="BOOL")
     torch_plugin: str | None = option(None, "the torch device plug-in (module:device) conv2d/"
                                             "matmul go through (cuda default torch:cuda; cpu "
                                             "default none: oneDNN)", metavar="MODULE:DEVICE")
@@ -131,6 +137,7 @@ class CpuBackend(OptionalBackendHooks):
         from tvm import relax
 
         from anychip.backends.host import relax_passes as passes
+        from anychip.backends.host.fast_math import polynomial_exp_erf
         from anychip.backends.host.ieee import propagate_nan
         from anychip.compiler.dispatch import partition
 
@@ -160,6 +167,8 @@ class CpuBackend(OptionalBackendHooks):
                     mod = passes.transpose_matmul_products(mod)
                 mod, dispatched = partition(mod, library)
                 report["dispatch"] = dispatched.as_dict()
+            if opts.fast_math if opts.fast_math is not None else ctx.training:
+                mod, report["fast_math"] = polynomial_exp_erf(mod)
             mod = propagate_nan(mod)   # NaN through relu/max/min/clip as ONNX Runtime
             mod = relax.transform.DeadCodeElimination()(mod)
         ctx.report.update(report)
@@ -173,7 +182,8 @@ class CpuBackend(OptionalBackendHooks):
         from anychip.compiler.tuning import meta_schedule_database
 
         ctx = ctx or self.context(profile, options)
-        report = {k: ctx.report[k] for k in ("layout", "dispatch") if k in ctx.report}
+        report = {k: ctx.report[k] for k in ("layout", "dispatch", "fast_math")
+                  if k in ctx.report}
         target = self.target(profile)
         libraries = [report["dispatch"]["library"]] if (report.get("dispatch") or {}).get(
             "total") else []

@@ -1,0 +1,145 @@
+"""float32 exp and erf as polynomials the host kernels can vectorize.
+
+TVM lowers `exp` to LLVM's `llvm.exp` and `erf` to a call of libm's `erff`; LLVM has no
+vector library on this build, so both stay one scalar libm call per element inside an
+otherwise vectorized loop. In a BERT train step that made GELU's forward (`erf`) and its
+gradient (`exp`) the largest TVM kernels (docs/performance.md). `polynomial_exp_erf` rewrites
+float32 `relax.exp` / `relax.erf` calls, after library dispatch, into elementwise kernels
+(TE) of plain arithmetic:
+
+- exp: Cephes' expf: n = round(x log2 e), r = x - n ln 2 (ln 2 in two parts), a degree-7
+  polynomial in r, times 2^n built from the exponent bits (in two factors, so that results
+  near the float32 range's ends, denormals included, come out right); x > 88.72 gives inf,
+  x < -103.97 gives 0, NaN stays NaN;
+- erf: the rational approximation of Eigen's generic_fast_erf_float (an odd degree-13
+  numerator over an even degree-8 denominator) on x clamped to [-4, 4]; NaN stays NaN.
+
+Both are within a few float32 ulp of the exact values (tests/backends/test_fast_math.py
+measures it against float64). Float64 (the gradient tests) and reduced dtypes are left as
+they are. Intermediate values are `Let`-bound, so the expression a fused kernel inlines stays
+small (backends/host/schedule.py's INLINE_MAX_NODES).
+"""
+
+from __future__ import annotations
+
+# Cephes expf
+_EXP_HI = 88.72283905206835      # above: inf
+_EXP_LO = -103.97208              # below: 0 (the smallest denormal is exp(-103.28))
+_LOG2E = 1.44269504088896341
+_LN2_HI = 0.693359375
+_LN2_LO = -2.12194440e-4
+_EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+             1.6666665459e-1, 5.0000001201e-1)
+
+# Eigen's generic_fast_erf_float
+_ERF_ALPHA = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+              -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+              -1.60960333262415e-02)
+_ERF_BETA = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+             -7.37332916720468e-03, -1.42647390514189e-02)
+
+
+def _f(value: float):
+    from tvm import tirx
+
+    return tirx.const(value, "float32")
+
+
+def _horner(x, coefficients):
+    acc = _f(coefficients[0])
+    for c in coefficients[1:]:
+        acc = acc * x + _f(c)
+    return acc
+
+
+def _let(name: str, dtype: str, value, body):
+    """body(var) with var bound to value once (a tirx.Let)."""
+    from tvm import tirx
+
+    var = tirx.Var(name, dtype)
+    return tirx.Let(var, value, body(var))
+
+
+def exp_expr(x):
+    """exp(x) for a float32 PrimExpr, as arithmetic."""
+    from tvm import tirx
+
+    def body(xv):
+        clamped = tirx.max(tirx.min(xv, _f(_EXP_HI)), _f(_EXP_LO))
+
+        def with_n(n):
+            def with_r(r):
+                y = _horner(r, _EXP_POLY) * r * r + r + _f(1.0)
+                ni = tirx.Cast("int32", n)
+                half = tirx.shift_right(ni, tirx.const(1, "int32"))
+                rest = ni - half
+                scale = [tirx.reinterpret("float32", tirx.shift_left(
+                    part + tirx.const(127, "int32"), tirx.const(23, "int32")))
+                    for part in (half, rest)]
+                return y * scale[0] * scale[1]
+
+            return _let("exp_r", "float32",
+                        clamped - n * _f(_LN2_HI) - n * _f(_LN2_LO), with_r)
+
+        value = _let("exp_n", "float32", tirx.floor(clamped * _f(_LOG2E) + _f(0.5)), with_n)
+        value = tirx.Select(xv > _f(_EXP_HI), _f(float("inf")), value)
+        value = tirx.Select(xv < _f(_EXP_LO), _f(0.0), value)
+        return tirx.Select(tirx.isnan(xv), xv, value)
+
+    return _let("exp_x", "float32", x, body)
+
+
+def erf_expr(x):
+    """erf(x) for a float32 PrimExpr, as arithmetic."""
+    from tvm import tirx
+
+    def body(xv):
+        def with_c(c):
+            def with_c2(c2):
+                return tirx.Select(tirx.isnan(xv), xv,
+                                   c * _horner(c2, _ERF_ALPHA) / _horner(c2, _ERF_BETA))
+
+            return _let("erf_x2", "float32", c * c, with_c2)
+
+        return _let("erf_c", "float32", tirx.max(tirx.min(xv, _f(4.0)), _f(-4.0)), with_c)
+
+    return _let("erf_x", "float32", x, body)
+
+
+def _elementwise(expr_fn, name: str):
+    def compute(x):
+        from tvm import te
+
+        return te.compute(x.shape, lambda *i: expr_fn(x(*i)), name=name, tag="elemwise")
+
+    return compute
+
+
+def polynomial_exp_erf(mod):
+    """float32 relax.exp / relax.erf -> TE kernels of exp_expr / erf_expr (every Relax
+    function of `mod`); returns (module, number of calls rewritten)."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    from anychip.compiler.relax_info import dtype_of
+
+    kernels = {tvm.ir.Op.get("relax.exp"): _elementwise(exp_expr, "poly_exp"),
+               tvm.ir.Op.get("relax.erf"): _elementwise(erf_expr, "poly_erf")}
+    count = [0]
+
+    @mutator
+    class Rewrite(PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            kernel = kernels.get(call.op) if isinstance(call.op, tvm.ir.Op) else None
+            if kernel is None or dtype_of(call.args[0]) != "float32":
+                return call
+            count[0] += 1
+            return self.builder_.call_te(kernel, call.args[0])
+
+    rewrite = Rewrite(mod)
+    for gvar, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            rewrite.builder_.update_func(gvar, rewrite.visit_expr(func))
+    return rewrite.builder_.get(), count[0]

@@ -1,0 +1,129 @@
+"""float32 exp and erf as vectorizable polynomials (backends/host/fast_math.py): the rewrite
+happens, the kernels are within a few ulp of float64 exp/erf over the whole float32 range with
+IEEE special values kept, float64 is left alone, and a GELU network's train step (where it is
+on by default) follows torch eager."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import anychip
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from torch import nn
+
+from anychip.backends.host.fast_math import polynomial_exp_erf
+
+SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-40, -1e-40, 88.72, 88.73,
+                     -87.4, -103.9, -104.0, 3.4e38, -3.4e38, 4.0, -4.0, 1e-30],
+                    np.float32)
+
+
+def _exp_erf_model() -> onnx.ModelProto:
+    n = 1 << 18
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [helper.make_node("Exp", ["x"], ["exp"]), helper.make_node("Erf", ["x"], ["erf"])],
+        "exp_erf", [helper.make_tensor_value_info("x", f, [n])],
+        [helper.make_tensor_value_info("exp", f, [n]),
+         helper.make_tensor_value_info("erf", f, [n])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _ulps(got: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """|got - exact| in units of float32's spacing at the exact value (normal results)."""
+    return np.abs(got - exact) / np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64)
+
+
+def test_exp_erf_polynomials_are_within_ulps_of_float64():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(-110, 90, 210_000), rng.normal(0, 3, 60_000)])
+    x = np.concatenate([x[:(1 << 18) - SPECIALS.size], SPECIALS]).astype(np.float32)
+    art = anychip.compile(_exp_erf_model(), target="cpu", fast_math=True)
+    assert art.report["fast_math"] == 2
+    got = art.run({"x": x})
+    x64 = x.astype(np.float64)
+    with np.errstate(over="ignore"):
+        exp = np.exp(x64).astype(np.float32).astype(np.float64)   # inf beyond float32's range
+    erf = np.array([math.erf(v) for v in x64])
+    normal = np.isfinite(exp) & (exp >= np.finfo(np.float32).tiny)
+    assert _ulps(got["exp"][normal], np.exp(x64[normal])).max() <= 1.5
+    # denormal results: within one spacing of the smallest normal float32's (absolute)
+    assert np.abs(got["exp"][~normal & np.isfinite(exp)] - exp[~normal & np.isfinite(exp)]).max() \
+        <= np.finfo(np.float32).smallest_subnormal * 2
+    assert np.abs(got["erf"] - erf)[~np.isnan(x)].max() <= 4e-7
+    assert _ulps(got["erf"][np.abs(erf) > 1e-30], erf[np.abs(erf) > 1e-30]).max() <= 8
+    # IEEE special values as libm: NaN stays NaN, exp(+-inf) = inf / 0, erf(+-inf) = +-1,
+    # exp overflows to inf past float32's range, erf keeps the sign of zero
+    tail = slice(-SPECIALS.size, None)
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(got["exp"][tail], np.exp(SPECIALS.astype(np.float64))
+                                   .astype(np.float32), rtol=2.4e-7, atol=3e-45)
+    want_erf = np.array([math.erf(v) if not math.isnan(v) else math.nan for v in SPECIALS],
+                        np.float32)
+    np.testing.assert_allclose(got["erf"][tail], want_erf, rtol=0, atol=4e-7)
+    assert np.signbit(got["erf"][tail][4]) and not np.signbit(got["erf"][tail][3])
+
+
+def test_only_float32_calls_are_rewritten():
+    import tvm
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x32 = relax.Var("x32", relax.TensorType([4], "float32"))
+    x64 = relax.Var("x64", relax.TensorType([4], "float64"))
+    with bb.function("main", [x32, x64]):
+        with bb.dataflow():
+            a = bb.emit(relax.op.exp(x32))
+            b = bb.emit(relax.op.erf(a))
+            c = bb.emit(relax.op.exp(x64))
+            out = bb.emit_output(relax.Tuple([b, c]))
+        bb.emit_func_output(out)
+    mod, count = polynomial_exp_erf(bb.get())
+    assert count == 2
+    ops = []
+    relax.analysis.post_order_visit(
+        mod["main"], lambda e: ops.append(e.op.name) if isinstance(e, relax.Call)
+        and isinstance(e.op, tvm.ir.Op) else None)
+    assert ops.count("relax.exp") == 1 and "relax.erf" not in ops   # the float64 exp stays
+    assert ops.count("relax.call_tir") == 2
+
+
+class _GeluNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(16, 64), nn.Linear(64, 5)
+        self.norm = nn.LayerNorm(64)
+
+    def forward(self, x):
+        return self.fc2(self.norm(nn.functional.gelu(self.fc1(x))))
+
+
+@pytest.mark.slow
+def test_gelu_train_step_uses_polynomials_and_follows_torch():
+    torch.manual_seed(0)
+    model = _GeluNet()
+    gen = torch.Generator().manual_seed(1)
+    batch = (torch.randn(32, 16, generator=gen), torch.randint(0, 5, (32,), generator=gen))
+    data = [batch] * 12
+    optimizer = anychip.optim.AdamW(lr=1e-2, weight_decay=0.01)
+    ref = copy.deepcopy(model)
+    opt = optimizer.to_torch(list(ref.parameters()))
+    ref_losses = []
+    for x, y in data:
+        loss = nn.functional.cross_entropy(ref(x), y)
+        ref_losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    trainer = anychip.compile_training(model, example_inputs=(data[0][0],),
+                                       optimizer=optimizer, target="cpu")
+    # GELU's erf (forward), its gradient's exp, the loss's log-softmax exp
+    assert trainer.report["backend_report"]["fast_math"] >= 2
+    losses = np.array([trainer.step(x.numpy(), y.numpy()) for x, y in data])
+    assert np.max(np.abs(losses - ref_losses)) <= 1e-5, (losses, ref_losses)
+    assert losses[-1] < losses[0]
