@@ -65,10 +65,11 @@ for _ in range(3):
     for f in runs.values():
         f()
 times = {k: [] for k in runs}
-for _ in range(rounds):
-    for k, f in runs.items():
+order = list(runs)
+for r in range(rounds):   # rotating order: ORT's pool spins after its run, slowing the next
+    for k in order[r % len(order):] + order[:r % len(order)]:
         t = time.perf_counter()
-        f()
+        runs[k]()
         times[k].append((time.perf_counter() - t) * 1e3)
 med = {k: float(np.median(v)) for k, v in times.items()}
 print(name, "load", os.getloadavg(), "rounds", rounds)
