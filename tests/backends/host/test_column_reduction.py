@@ -1,0 +1,79 @@
+"""The serial host schedule of a sum over leading axes (a bias gradient's collapse_sum in a
+train step): reduction loops outside, the contiguous axis inside, same values as numpy; a
+row reduction (over the innermost axis) is left as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+
+from tvm import relax, tirx  # noqa: E402
+from tvm.script import ir as I  # noqa: E402
+from tvm.script import relax as R  # noqa: E402
+
+from anychip.backends.host.schedule import schedule_rules  # noqa: E402
+
+TARGET = {"kind": "llvm"}
+
+
+@I.ir_module
+class Sums:
+    @R.function
+    def main(x: R.Tensor((2, 64, 48), "float32"), y: R.Tensor((2, 64, 48), "float32")):
+        with R.dataflow():
+            bias_grad = R.collapse_sum_to(R.multiply(x, y), R.shape([48]))
+            per_column = R.sum(x, axis=[0, 1])
+            per_row = R.sum(x, axis=[2])
+            R.output(bias_grad, per_column, per_row)
+        return (bias_grad, per_column, per_row)
+
+
+def _scheduled(parallel: bool) -> tvm.IRModule:
+    from tvm.s_tir import dlight
+
+    mod = relax.transform.LegalizeOps()(Sums)
+    mod = relax.transform.AnnotateTIROpPattern()(mod)
+    mod = relax.transform.FuseOps()(mod)
+    mod = relax.transform.FuseTIR()(mod)
+    with tvm.target.Target(TARGET):
+        return dlight.ApplyDefaultSchedule(*schedule_rules(parallel=parallel))(mod)
+
+
+def _kernels(mod) -> dict[str, str]:
+    return {gv.name_hint: f.script() for gv, f in mod.functions.items()
+            if isinstance(f, tirx.PrimFunc)}
+
+
+def test_column_sums_run_rows_outside_and_the_row_sum_is_untouched():
+    kernels = _kernels(_scheduled(parallel=False))
+    loops = {name: [line.strip() for line in text.splitlines() if line.strip().startswith("for ")]
+             for name, text in kernels.items()}
+    # the sum over axes 0, 1 and the fused multiply + collapse_sum: the output zeroed in
+    # vector lanes, then the 2 x 64 rows outside the contiguous 48-wide axis
+    columns = [name for name in kernels if "collapse_sum" in name]
+    assert len(columns) == 2, kernels
+    for name in columns:
+        assert "T.vectorized(" in kernels[name], kernels[name]
+        assert loops[name][-1].endswith("T.grid(T.int64(2), T.int64(64), T.int64(48)):"), loops
+    # the sum over the innermost axis keeps TVM's loop nest (its reduction is contiguous)
+    assert loops["sum"] == ["for ax0, ax1, k2 in T.grid(T.int64(2), T.int64(64), T.int64(48)):"]
+
+
+def test_column_sums_compute_what_numpy_does():
+    exe = tvm.compile(_scheduled(parallel=False), target=tvm.target.Target(TARGET))
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 64, 48)).astype(np.float32)
+    y = rng.standard_normal((2, 64, 48)).astype(np.float32)
+    got = [t.numpy() for t in vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y))]
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    np.testing.assert_allclose(got[0], (x64 * y64).sum(axis=(0, 1)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[1], x64.sum(axis=(0, 1)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[2], x64.sum(axis=2), rtol=1e-5, atol=1e-5)
+
+
+def test_parallel_kernels_keep_the_outer_parallel_schedule():
+    for text in _kernels(_scheduled(parallel=True)).values():
+        assert "T.vectorized(" not in text or "T.parallel(" in text
