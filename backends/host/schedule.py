@@ -220,6 +220,9 @@ def _column_reduction(func, target, parallel: bool):
     if not spatial or kinds[spatial:] != "R" * (len(kinds) - spatial):
         return None
     block = infos[-1].block_rv
+    if any(str(write.source.dtype) not in ("float32", "float64")
+           for write in sch.get(block).writes):
+        return None     # bf16 is legalized to uint16 storage later, which a vector init breaks
     last_spatial = sch.get(block).iter_vars[spatial - 1].var
     if not any(len(read.region) and read.region[-1].min.same_as(last_spatial)
                and int(read.region[-1].extent) == 1 for read in sch.get(block).reads):
