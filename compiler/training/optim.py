@@ -61,7 +61,7 @@ class SGD:
         _check_common("SGD", self.lr, self.weight_decay, self.clip_grad_norm)
         _check("SGD", "momentum", self.momentum, self.momentum >= 0, ">= 0")
 
-    def relax_optimizer(self):
+    def relax_optimizer(self, fused: bool = False):   # noqa: ARG002 - no multi-output update
         return _relax_optimizer(self)
 
     def to_torch(self, params):
@@ -93,8 +93,10 @@ class Adam:
         for i, beta in enumerate(self.betas):
             _check(name, f"betas[{i}]", beta, 0 <= beta < 1, "in [0, 1)")
 
-    def relax_optimizer(self):
-        return _relax_optimizer(self)
+    def relax_optimizer(self, fused: bool = False):
+        """`fused`: each parameter's update (decay, both moments, the step) as one kernel
+        (`_adam_kernel`) instead of Relax operators that fusion leaves as three kernels."""
+        return _relax_optimizer(self, fused)
 
     def to_torch(self, params):
         import torch
@@ -143,9 +145,10 @@ def _relax_optimizer_class():
         Adam/AdamW: (lr, c1, c2, m_0..m_{n-1}, v_0..v_{n-1}), c = 1 - beta**t (0 before the
         first step); m and v start at zero as in torch."""
 
-        def __init__(self, config) -> None:
+        def __init__(self, config, fused: bool = False) -> None:
             super().__init__(type(config).__name__)
             self.config = config
+            self.fused = fused
 
         def _slots(self) -> int:
             if isinstance(self.config, SGD):
@@ -189,11 +192,15 @@ def _relax_optimizer_class():
                     if isinstance(cfg, SGD):
                         new_params, new_slots = _sgd(bb, cfg, lr, ps, gs, states, dtype)
                     else:
-                        new_params, new_slots = _adam(bb, cfg, lr, ps, gs, states, dtype)
+                        new_params, new_slots = _adam(bb, cfg, lr, ps, gs, states, dtype,
+                                                      self.fused)
                     out_params = bb.emit_output(relax.Tuple(new_params))
                     out_states = bb.emit_output(relax.Tuple([lr, *new_slots]))
                 bb.emit_func_output(relax.Tuple([out_params, out_states]))
-            return bb.get()[self.name]
+            built = bb.get()
+            # the fused update's kernels: setup_trainer adds them to the step's module
+            self.kernels = {gv: f for gv, f in built.functions_items() if gv.name_hint != self.name}
+            return built[self.name]
 
     return TorchRuleOptimizer
 
@@ -230,7 +237,37 @@ def _sgd(bb, cfg: SGD, lr, params, grads, states, dtype):
     return new_params, new_v
 
 
-def _adam(bb, cfg: Adam, lr, params, grads, states, dtype):
+def _adam_kernel(cfg: Adam, dtype: str):
+    """TE compute of one parameter's update with three outputs (parameter, m, v), the same
+    arithmetic in the same order as `_adam`'s operators. Three kernels read and wrote ten
+    tensors' worth of memory per element (m: m, g -> m; v: v, g -> v; p: p, m, v -> p), this
+    one seven (p, g, m, v -> p, m, v); the update is memory-bound."""
+    from tvm import te, tirx
+
+    beta1, beta2 = cfg.betas
+    decoupled = isinstance(cfg, AdamW)
+
+    def c(value):
+        return tirx.const(value, dtype)
+
+    def kernel(p, g, m, v, lr, step_size, bc2_sqrt):
+        def update(*i):
+            pi, gi, mi, vi = p(*i), g(*i), m(*i), v(*i)
+            if cfg.weight_decay and decoupled:
+                pi = pi * (c(1.0) - lr() * c(cfg.weight_decay))
+            elif cfg.weight_decay:
+                gi = gi + pi * c(cfg.weight_decay)
+            m1 = mi + c(1.0 - beta1) * (gi - mi)
+            v1 = vi * c(beta2) + c(1.0 - beta2) * gi * gi
+            denom = tirx.sqrt(v1) / bc2_sqrt() + c(cfg.eps)
+            return [pi - step_size() * (m1 / denom), m1, v1]
+
+        return te.compute(p.shape, update, name="adam_update")
+
+    return kernel
+
+
+def _adam(bb, cfg: Adam, lr, params, grads, states, dtype, fused: bool = False):
     from tvm import relax
 
     op = relax.op
@@ -247,9 +284,18 @@ def _adam(bb, cfg: Adam, lr, params, grads, states, dtype):
     bc2_sqrt = bb.emit(op.sqrt(c2))
     decoupled = isinstance(cfg, AdamW)
     new_params, new_m, new_v = [], [], []
+    kernel = _adam_kernel(cfg, dtype) if fused else None
     for i, (p, g) in enumerate(zip(params, grads)):
         m = relax.TupleGetItem(states, 3 + i)
         v = relax.TupleGetItem(states, 3 + n + i)
+        if kernel is not None:
+            m, v = bb.emit(m), bb.emit(v)
+            out = bb.emit(bb.call_te(kernel, p, g, m, v, lr, step_size, bc2_sqrt,
+                                     primfunc_name_hint="adam_update"))
+            new_params.append(bb.emit(relax.TupleGetItem(out, 0)))
+            new_m.append(bb.emit(relax.TupleGetItem(out, 1)))
+            new_v.append(bb.emit(relax.TupleGetItem(out, 2)))
+            continue
         if cfg.weight_decay and decoupled:
             # param.mul_(1 - lr * weight_decay)
             p = bb.emit(op.multiply(p, op.subtract(c(1.0), op.multiply(lr, c(cfg.weight_decay)))))
@@ -268,5 +314,5 @@ def _adam(bb, cfg: Adam, lr, params, grads, states, dtype):
     return new_params, [c1, c2, *new_m, *new_v]
 
 
-def _relax_optimizer(config):
-    return _relax_optimizer_class()(config)
+def _relax_optimizer(config, fused: bool = False):
+    return _relax_optimizer_class()(config, fused)

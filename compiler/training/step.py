@@ -43,15 +43,16 @@ class CompiledStep:
     report: dict = field(default_factory=dict)
 
 
-def setup_trainer(backbone, loss_name: str, optimizer, label: str):
-    """Backbone -> module with ADJOINT and OPTIMIZER (not legalized: the backend lowers it)."""
+def setup_trainer(backbone, loss_name: str, optimizer, label: str, fused_update: bool = False):
+    """Backbone -> module with ADJOINT and OPTIMIZER (not legalized: the backend lowers it).
+    `fused_update`: Adam's per-parameter update as one kernel (optim._adam_kernel)."""
     import tvm
     from tvm.relax.training import SetupTrainer
 
     loss, label_type = loss_function(loss_name, backbone.prediction)
     loss(backbone.prediction, label_type)  # our own code: its errors are not the model's
     check_differentiable(backbone, loss, label_type, label)  # all ops without a gradient
-    relax_optimizer = optimizer.relax_optimizer()
+    relax_optimizer = optimizer.relax_optimizer(fused=fused_update)
     try:
         mod = SetupTrainer(loss, relax_optimizer,
                            [backbone.prediction, label_type], legalize=False)(backbone.module)
@@ -67,6 +68,7 @@ def setup_trainer(backbone, loss_name: str, optimizer, label: str):
         raise AnychipError(f"{label}: TVM cannot differentiate the model: {detail}.") from exc
     optim_state = [t.numpy() for t in mod.attrs["optim_state"]]
     keep = {gv: func for gv, func in mod.functions_items() if gv.name_hint in (ADJOINT, OPTIMIZER)}
+    keep.update(getattr(relax_optimizer, "kernels", {}))   # a fused update's TIR kernels
     step_mod = tvm.IRModule(keep)
     shape = tuple(int(d) for d in label_type.shape)
     return step_mod, optim_state, shape, str(label_type.dtype.dtype)
@@ -119,8 +121,11 @@ def _lower_build_errors(fn, *args, target):
 def compile_step(backbone, loss_name: str, optimizer, target: str, options: CompileOptions,
                  label: str) -> CompiledStep:
     started = time.perf_counter()
+    # the cpu family builds one kernel per parameter's Adam update (the others keep Relax
+    # operators, which their own lowerings know)
+    fused = get_profile(target).family == "cpu"
     mod, optim_state, label_shape, label_dtype = setup_trainer(backbone, loss_name, optimizer,
-                                                               label)
+                                                               label, fused)
     result, execution, report = build_step(mod, target, options, label)
     report["backend_report"] = dict(result.report)
     report["compile_s"] = round(time.perf_counter() - started, 3)
