@@ -37,6 +37,7 @@ def test_train_step_runs_on_the_simulated_cube(chip):
     trainer, losses, ref_losses, ref_state = _train(chip, "resnet")
     assert trainer.report["built_for"] == chip and "note" not in trainer.report
     step = trainer.report["backend_report"]["train_step"]
+    assert "simulator_llvm_opt_level" not in trainer.report["backend_report"]   # run per step
     # forward and backward matmuls (dX and dW), the weight gradients' conv2d in CNHW/IOHW
     # layouts and the input gradients' conv2d_transpose all reach the cube
     assert step["cube_kernels"] >= 5
