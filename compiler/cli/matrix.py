@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--markdown", metavar="FILE", help="write the table as markdown")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per cell)")
     p.add_argument("--json", action="store_true", help="print the cells as JSON")
+    p.add_argument("--jobs", "-j", type=int, default=None,
+                   help="models compiled and checked at once, each in its own process "
+                        "(default: one per usable core, as the memory allows)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     from ..farm.client import add_farm_args
 
@@ -44,7 +47,8 @@ def _models(given: list[str]) -> list[str]:
 
 
 def run(args) -> int:
-    from ..conformance.matrix import (FAILED, junit_xml, markdown, matrix_targets, run_cell)
+    from ..conformance.matrix import (FAILED, default_jobs, junit_xml, local_matrix, markdown,
+                                      matrix_targets)
 
     models = _models(args.models)
     options = model_options(args)   # symbolic models: verified at each shape verify checks
@@ -60,13 +64,19 @@ def run(args) -> int:
 
         cells = farm_matrix(models, targets, farm,
                             progress=None if args.json else stderr_progress, options=options)
-    pairs = [(m, t) for m in models for t in targets] if farm is None else []
-    for model, target in progress.bar(pairs, "matrix", unit="cell"):
-        with progress.stage(f"{model} on {target}"):
-            cell = run_cell(model, target, options=options)
-        if not args.json:
-            progress.echo(f"{model} on {target}: {cell.text()} ({cell.seconds:.1f} s)")
-        cells.append(cell)
+    else:
+        jobs = default_jobs() if args.jobs is None else args.jobs
+        if jobs < 1:
+            raise AnychipError("--jobs must be >= 1.")
+
+        def show(cell, done: int, total: int) -> None:
+            if not args.json:
+                progress.echo(f"[{done}/{total}] {cell.model} on {cell.target}: {cell.text()} "
+                              f"({cell.seconds:.1f} s)")
+
+        with progress.stage(f"matrix: {len(models)} model(s) x {len(targets)} target(s), "
+                            f"{min(jobs, len(models))} at once"):
+            cells = local_matrix(models, targets, options, jobs, show)
     if args.markdown:
         text = markdown(cells, models, targets)
         write_file(args.markdown, lambda tmp: tmp.write_text(text), force=args.force)

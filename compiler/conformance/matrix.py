@@ -131,6 +131,71 @@ def run_cell(model: str, target: str, remote=None, options: dict | None = None) 
     return cell
 
 
+# A worker compiles one model for every target (ResNet-50 peaks at ~2 GiB); as many workers
+# as cores, each with this much memory.
+WORKER_MEMORY_BYTES = 4 << 30
+
+
+def default_jobs() -> int:
+    """One worker per usable core, as many as the memory holds (at least 1)."""
+    import psutil
+
+    from ..dispatch import usable_cores
+
+    return max(1, min(usable_cores(), psutil.virtual_memory().available // WORKER_MEMORY_BYTES))
+
+
+def model_cells(model: str, targets: list[str], options: dict | None = None) -> list[Cell]:
+    """Every target of one model, in one process (a worker's task: the model is loaded and
+    its zoo cache read by one process, not by one per cell)."""
+    return [run_cell(model, t, options=options) for t in targets]
+
+
+def _quiet_worker() -> None:
+    """Workers print nothing: the parent reports each cell (and stays quiet with --json)."""
+    from .. import progress
+
+    progress.configure(quiet=True)
+
+
+def local_matrix(models: list[str], targets: list[str], options: dict | None = None,
+                 jobs: int = 1, on_cell=None) -> list[Cell]:
+    """Cells in models x targets order; with jobs > 1, models run in that many spawned worker
+    processes (a compile is mostly one thread: two cores build two models at once).
+    `on_cell(cell, done, total)` is called as each cell is known."""
+    total, done = len(models) * len(targets), 0
+    if jobs <= 1 or len(models) <= 1:
+        cells = []
+        for model in models:
+            for target in targets:
+                cell = run_cell(model, target, options=options)
+                done += 1
+                if on_cell is not None:
+                    on_cell(cell, done, total)
+                cells.append(cell)
+        return cells
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    results: dict[str, list[Cell]] = {}
+    with ProcessPoolExecutor(max_workers=min(jobs, len(models)), initializer=_quiet_worker,
+                             mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(model_cells, m, targets, options): m for m in models}
+        for future in as_completed(futures):
+            model = futures[future]
+            try:
+                cells = future.result()
+            except Exception as exc:  # noqa: BLE001 - a worker that died fails its cells
+                why = f"worker process failed: {type(exc).__name__}: {exc}"[:300]
+                cells = [Cell(model, t, FAILED, False, reason=why) for t in targets]
+            results[model] = cells
+            for cell in cells:
+                done += 1
+                if on_cell is not None:
+                    on_cell(cell, done, total)
+    return [cell for m in models for cell in results[m]]
+
+
 def markdown(cells: list[Cell], models: list[str], targets: list[str]) -> str:
     """A models x targets table (README-ready), with the legend."""
     by = {(c.model, c.target): c for c in cells}

@@ -46,3 +46,24 @@ def test_cli_markdown_junit_and_exit_codes(tmp_path, capsys):
     assert [c["status"] for c in cells] == ["executed", "failed"]
     assert "Col2Im" in cells[1]["reason"]
     assert np.isfinite(cells[0]["max_abs"])
+
+
+def test_models_in_parallel_workers_give_the_serial_cells_in_order(tmp_path, capsys):
+    """--jobs 2 checks each model in its own worker process: the same cells, in models x
+    targets order, as one process gives; stdout stays pure JSON."""
+    import json
+
+    paths = []
+    for i, names in enumerate([("x", "y"), ("a/in", "b/out"), ("p", "q")]):
+        path = tmp_path / f"m{i}.onnx"
+        onnx.save(make_linear_model(*names), str(path))
+        paths.append(str(path))
+    runs = {}
+    for jobs in ("1", "2"):
+        assert main(["matrix", *paths, "--targets", "cpu,ascend-310p", "--json",
+                     "--jobs", jobs]) == 0
+        runs[jobs] = json.loads(capsys.readouterr().out)
+    keys = [(c["model"], c["target"], c["status"], c["max_abs"]) for c in runs["1"]]
+    assert keys == [(c["model"], c["target"], c["status"], c["max_abs"]) for c in runs["2"]]
+    assert [k[:2] for k in keys] == [(p, t) for p in paths for t in ("cpu", "ascend-310p")]
+    assert main(["matrix", paths[0], "--targets", "cpu", "--jobs", "0"]) == 2
