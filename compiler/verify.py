@@ -17,7 +17,7 @@ from .errors import NotExecutable
 from .format_error import FORMAT_ERROR_MULTIPLIER, emulated_outputs, judge
 from .frontend import load_model
 from .inputs import random_inputs
-from .reference import run_onnxruntime
+from .reference import reference_outputs
 from .tolerances import Tolerance, compare, tolerance_for
 
 
@@ -105,7 +105,8 @@ class VerifyReport:
 
 def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None, seed: int = 0,
                     rtol: float | None = None, atol: float | None = None,
-                    remote=None, sizes: dict[str, int] | None = None) -> VerifyReport:
+                    remote=None, sizes: dict[str, int] | None = None,
+                    model_digest: str | None = None) -> VerifyReport:
     """Run an artifact and ONNX Runtime on the same inputs and compare every output.
 
     A float output of a reduced precision that fails the table's rtol/atol is judged again
@@ -124,7 +125,7 @@ def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None
             raise NotExecutable(f"target '{artifact.target}' cannot run here "
                                 f"({execution.mode.verb}): {execution.why}.")
         actual, how = artifact.run(feed), execution.mode.verb
-    expected = run_onnxruntime(reference_model, feed, label)
+    expected = reference_outputs(reference_model, feed, label, model_digest)
     checks = []
     emulated: list | None = None
     for k, (spec, exp) in enumerate(zip(artifact.outputs, expected)):
@@ -183,10 +184,12 @@ def verify_model(model, target: str = "cpu", *, example_inputs=None, inputs=None
     points = shape_points(artifact) if inputs is None else []
     if len(points) <= 1:
         return verify_artifact(artifact, source.original, source.label, inputs, seed, rtol,
-                               atol, remote=remote, sizes=points[0] if points else None)
+                               atol, remote=remote, sizes=points[0] if points else None,
+                               model_digest=source.sha256)
     # a symbolic model: one comparison with ONNX Runtime per shape, one artifact for all
     reports = [verify_artifact(artifact, source.original, source.label, None, seed, rtol, atol,
-                               remote=remote, sizes=point) for point in points]
+                               remote=remote, sizes=point, model_digest=source.sha256)
+               for point in points]
     worst = next((r for r in reports if not r.passed), reports[-1])
     return VerifyReport(worst.model, worst.target, worst.how, worst.precision,
                         all(r.passed for r in reports), worst.outputs, where=worst.where,

@@ -147,8 +147,16 @@ def default_jobs() -> int:
 
 def model_cells(model: str, targets: list[str], options: dict | None = None) -> list[Cell]:
     """Every target of one model, in one process (a worker's task: the model is loaded and
-    its zoo cache read by one process, not by one per cell)."""
-    return [run_cell(model, t, options=options) for t in targets]
+    its zoo cache read by one process, not by one per cell). TVM's native log lines (a spawned
+    worker that loads many artifacts gets "SystemLib symbol ... overriden" per load) are kept
+    out of the terminal: each cell carries its own outcome."""
+    from .. import progress
+
+    cells = []
+    for target in targets:
+        with progress.native_messages([]):
+            cells.append(run_cell(model, target, options=options))
+    return cells
 
 
 def _quiet_worker() -> None:

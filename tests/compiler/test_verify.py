@@ -56,3 +56,28 @@ def test_an_onnx_runtime_refusal_reads_as_one_line_with_the_reason():
     line = ort_error_line(exc)
     assert "\n" not in line and "model.cc" not in line
     assert "IR version: 14" in line and "older ir_version" in line
+
+
+def test_the_reference_runs_once_per_model_and_inputs(monkeypatch):
+    """A matrix verifies one model on several targets with the same inputs: ONNX Runtime runs
+    once (keyed by the model's digest and the inputs' bytes), and each caller gets a copy."""
+    import numpy as np
+
+    from anychip.compiler import reference
+    from anychip.compiler.frontend import load_model
+
+    from ..conftest import make_linear_model
+
+    calls = []
+    real = reference.run_onnxruntime
+    monkeypatch.setattr(reference, "run_onnxruntime",
+                        lambda *a: calls.append(1) or real(*a))
+    source = load_model(make_linear_model())
+    feed = {"x": np.arange(16, dtype=np.float32).reshape(2, 8)}
+    first = reference.reference_outputs(source.original, feed, "m", source.sha256)
+    first[0][...] = -1.0
+    second = reference.reference_outputs(source.original, feed, "m", source.sha256)
+    assert len(calls) == 1 and (second[0] >= 0).all()   # relu output, untouched by the caller
+    np.testing.assert_array_equal(second[0], real(source.original, feed, "m")[0])
+    reference.reference_outputs(source.original, {"x": feed["x"] + 1}, "m", source.sha256)
+    assert len(calls) == 2   # other inputs: another run
