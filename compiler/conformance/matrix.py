@@ -83,11 +83,13 @@ def matrix_targets(spec: str) -> list[str]:
     return expand_targets(spec)
 
 
-def run_cell(model: str, target: str, remote=None, options: dict | None = None) -> Cell:
+def run_cell(model: str, target: str, remote=None, options: dict | None = None,
+             source=None) -> Cell:
     """Verify (runnable targets) or compile (compiles-only targets) one model on one target.
     `remote` (compiler/farm) verifies on a farm server instead of here. `options`: shapes=,
     dims=, gears= as verify takes them; a symbolic model is verified at every shape verify
-    checks (its bounds, midpoint and gears), and the cell lists them."""
+    checks (its bounds, midpoint and gears), and the cell lists them. `source`: `model`
+    already loaded with those options (a ModelSource this call may consume)."""
     options = dict(options or {})
     from ..backend import Mode
     from ..driver import compile_model
@@ -102,7 +104,7 @@ def run_cell(model: str, target: str, remote=None, options: dict | None = None) 
     cell = Cell(model, target, FAILED, False, how=mode.mode.verb)
     try:
         if mode.can_run or remote is not None:
-            report = verify_model(model, target=target, remote=remote, **options)
+            report = verify_model(source or model, target=target, remote=remote, **options)
             cell.how, cell.where = report.how, report.where
             cell.sizes = [dict(r.sizes) for r in report.by_shape] or \
                 ([dict(report.sizes)] if report.sizes else [])
@@ -120,7 +122,7 @@ def run_cell(model: str, target: str, remote=None, options: dict | None = None) 
                                f"of tolerance (max abs {worst.max_abs:.3g}, max rel "
                                f"{worst.max_rel:.3g})")
         else:
-            artifact = compile_model(model, target=target, **options)
+            artifact = compile_model(source or model, target=target, **options)
             cell.status, cell.passed, cell.precision = COMPILED_ONLY, True, artifact.precision
             cell.symbols = {n: [lo, hi] for n, (lo, hi) in artifact.symbols.items()}
     except AnychipError as exc:
@@ -150,12 +152,22 @@ def model_cells(model: str, targets: list[str], options: dict | None = None) -> 
     its zoo cache read by one process, not by one per cell). TVM's native log lines (a spawned
     worker that loads many artifacts gets "SystemLib symbol ... overriden" per load) are kept
     out of the terminal: each cell carries its own outcome."""
-    from .. import progress
+    import copy
 
+    from .. import progress
+    from ..errors import AnychipError
+    from ..frontend import load_model
+
+    options = dict(options or {})
+    try:   # once, not per target (VGG-19: ~5 s of parsing, checks and hashing)
+        source = load_model(model, None, options.get("shapes"), options.get("dims"))
+    except AnychipError:
+        source = None   # each cell reports the error itself
     cells = []
-    for target in targets:
+    for target in targets:   # a copy per target: a backend may rewrite the proto it gets
         with progress.native_messages([]):
-            cells.append(run_cell(model, target, options=options))
+            cells.append(run_cell(model, target, options=options,
+                                  source=copy.deepcopy(source) if source else None))
     return cells
 
 
