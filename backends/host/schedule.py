@@ -44,18 +44,55 @@ def _vector_lanes(target, bits: int = 32) -> int:
     return max((width if width > 0 else 128) // bits, 1)
 
 
+def safe_lanes(sch, block, lanes: int, loop=None) -> int:
+    """The most lanes, at most `lanes`, that a vectorized split of `loop` (the block's fused
+    innermost loop) can take without a vector of indices crossing a floordiv/floormod
+    boundary: the gcd of `lanes` and every constant divisor in the block's body and in the
+    index bindings that depend on `loop` (1 when such a binding divides by a symbol). A
+    16-lane ramp over `v % 8` (the rotary embedding's backward on AVX-512, where a float32
+    vector holds 16 lanes) was compiled by TVM 0.27 as if the index never wrapped, reading the
+    next head's values: the tiny Llama's train step diverged from torch at the sixth step on
+    znver4 and matched it on znver3 (8 lanes). Lanes that divide every divisor make each
+    floordiv a broadcast and each floormod a ramp: nothing left to get wrong."""
+    loops = sch.get_loops(block)
+    var = sch.get(loop).loop_var if loop is not None else None
+    bindings = list(getattr(sch.get(loops[-1]).body, "iter_values", [])) if loops else []
+    for root, from_binding in [(sch.get(block).body, False)] + [(b, True) for b in bindings]:
+        stack = [root]
+        while stack and lanes > 1:
+            node = stack.pop()
+            if type(node).__name__ in ("FloorDiv", "FloorMod", "Div", "Mod"):
+                if type(node.b).__name__ == "IntImm":
+                    if not from_binding or var is None or _uses(node.a, var):
+                        lanes = math.gcd(lanes, int(node.b.value))
+                elif from_binding and (var is None or _uses(node.a, var)):
+                    return 1
+            stack.extend(_children(node))
+    return lanes
+
+
+def _uses(expr, var) -> bool:
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if node.same_as(var):
+            return True
+        stack.extend(_children(node))
+    return False
+
+
 def _parallel_vectorize(sch, block, target, parallel: bool) -> None:
     """Fuse the loops of `block`, vectorize the inner lanes, parallelize the outer part."""
     loops = sch.get_loops(block)
     if not loops or any(_extent(sch, loop) == 0 for loop in loops):
         return      # a zero-size result (ONNX allows them): nothing to run; fuse divides by 0
     if any(_extent(sch, loop) is None for loop in loops):
-        _symbolic_parallel_vectorize(sch, loops, target, parallel)
+        _symbolic_parallel_vectorize(sch, block, loops, target, parallel)
         return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     total = _extent(sch, fused)
-    lanes = _vector_lanes(target)
-    if total >= lanes and total % lanes == 0:
+    lanes = safe_lanes(sch, block, _vector_lanes(target), fused)
+    if lanes > 1 and total >= lanes and total % lanes == 0:
         outer, inner = sch.split(fused, factors=[None, lanes])
         sch.vectorize(inner)
     else:
@@ -64,7 +101,7 @@ def _parallel_vectorize(sch, block, target, parallel: bool) -> None:
         sch.parallel(outer)
 
 
-def _symbolic_parallel_vectorize(sch, loops, target, parallel: bool) -> None:
+def _symbolic_parallel_vectorize(sch, block, loops, target, parallel: bool) -> None:
     """A loop nest with symbolic extents (a dynamic batch or sequence): fusing it all would
     put a division by a run-time extent into every element's index and leave a loop that
     cannot be split into vector lanes without a predicate (the dynamic DistilBERT's kernels
@@ -77,8 +114,9 @@ def _symbolic_parallel_vectorize(sch, loops, target, parallel: bool) -> None:
     head, tail = loops[:len(loops) - static], loops[len(loops) - static:]
     if tail:
         inner = sch.fuse(*tail) if len(tail) > 1 else tail[0]
-        size, lanes = _extent(sch, inner), _vector_lanes(target)
-        if size >= lanes and size % lanes == 0:
+        size = _extent(sch, inner)
+        lanes = safe_lanes(sch, block, _vector_lanes(target), inner)
+        if lanes > 1 and size >= lanes and size % lanes == 0:
             sch.vectorize(sch.split(inner, factors=[None, lanes])[1])
     if parallel and head:
         sch.parallel(sch.fuse(*head) if len(head) > 1 else head[0])
@@ -237,8 +275,8 @@ def _column_reduction(func, target, parallel: bool):
         init = sch.decompose_reduction(block, loops[spatial])
         inner = sch.get_loops(init)
         fused = sch.fuse(*inner) if len(inner) > 1 else inner[0]
-        total, lanes = _extent(sch, fused), _vector_lanes(target)
-        if total >= lanes and total % lanes == 0:
+        total, lanes = _extent(sch, fused), safe_lanes(sch, init, _vector_lanes(target), fused)
+        if lanes > 1 and total >= lanes and total % lanes == 0:
             sch.vectorize(sch.split(fused, factors=[None, lanes])[1])
         # the update's inner loop (out[j] += x[r, j]) is left to LLVM's loop vectorizer: TIR's
         # vectorize refuses a loop under a reduction block

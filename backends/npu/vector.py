@@ -35,7 +35,7 @@ def _lanes_for(total: int, lanes: int, smallest: int) -> int:
 def _vector_rule(chip: Chip, log: list):
     from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 
-    from ..host.schedule import inline_injective
+    from ..host.schedule import inline_injective, safe_lanes
 
     class VectorInjective(CPUScheduleRule):
         def apply(self, func, target, _tunable):
@@ -57,8 +57,12 @@ def _vector_rule(chip: Chip, log: list):
                                max(chip.alignment // size, 1))
             outer = fused
             if lanes:
+                safe = safe_lanes(sch, block, lanes, fused)   # TVM's wrapped-index bug
                 outer, inner = sch.split(fused, [None, lanes])
-                sch.vectorize(inner)
+                if safe == lanes:
+                    sch.vectorize(inner)
+                elif safe > 1:
+                    sch.vectorize(sch.split(inner, [None, safe])[1])
             log.append({"block": str(sch.get(block).name_hint), "elements": total, "dtype": dtype,
                         "lanes": lanes, "repeat_bytes": lanes * size,
                         "aligned": lanes * size % chip.alignment == 0 if lanes else False})

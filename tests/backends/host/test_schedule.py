@@ -60,3 +60,71 @@ def test_the_scheduled_kernel_computes_what_numpy_does_at_every_size(batch, seq)
     from math import erf
     want = 0.5 * z * (1 + np.vectorize(erf)(z / np.sqrt(2)))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+
+def _rotary_backward():
+    """The tiny Llama train step's rotary-embedding gradient for q (heads of 8 joined into a
+    hidden axis of 16), as TVM fused it: the hidden index v is read as v // 8 and v % 8."""
+    from tvm import te
+
+    g = te.placeholder((2, 2, 6, 8), "float32", name="g")
+    cos = te.placeholder((6, 8), "float32", name="cos")
+    sin = te.placeholder((6, 8), "float32", name="sin")
+
+    def grad(b, s, v):
+        h, d = v // 8, v % 8
+        low = tirx.if_then_else(d < 4, g[b, h, s, d + 4] * sin[s, d + 4], tirx.const(0.0))
+        high = tirx.if_then_else(d >= 4, -g[b, h, s, d - 4] * sin[s, d - 4], tirx.const(0.0))
+        return g[b, h, s, d] * cos[s, d] + low + high
+
+    out = te.compute((2, 6, 16), grad, name="grad")
+    return te.create_prim_func([g, cos, sin, out])
+
+
+def _vectorized_extents(func) -> list[int]:
+    found = []
+
+    def visit(node):
+        if isinstance(node, tirx.For) and node.kind == tirx.ForKind.VECTORIZED:
+            found.append(int(node.extent))
+
+    _walk_for(func.body, visit)
+    return found
+
+
+def _walk_for(stmt, visit):
+    stack = [stmt]
+    while stack:
+        node = stack.pop()
+        visit(node)
+        for field in ("body", "seq", "then_case", "else_case", "block"):
+            child = getattr(node, field, None)
+            if child is None:
+                continue
+            stack.extend(child if isinstance(child, (list, tuple)) or
+                         type(child).__name__ == "Array" else [child])
+
+
+def test_vector_lanes_never_straddle_an_index_wrap():
+    """AVX-512 gives 16 float lanes; a 16-lane vector over `v % 8` straddles a wrap of the
+    index, and LLVM's znver4 code for such a kernel read garbage (the Llama train step left
+    torch's curve at step 6 on AMD Zen 4 only). The lanes are cut to divide every divisor (8
+    here), and the kernel built for this host computes what numpy does."""
+    from anychip.backends.host.schedule import _injective
+
+    wide = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v4"})   # scheduled, not run
+    sch = _injective(_rotary_backward(), wide, False)
+    assert _vectorized_extents(sch.mod["main"]) == [8]
+
+    host = tvm.target.Target({"kind": "llvm", "mcpu": tvm.get_global_func(
+        "tvm.codegen.llvm.GetHostCPUName")()})
+    lib = tvm.compile(_injective(_rotary_backward(), host, False).mod, target=host)
+    rng = np.random.default_rng(0)
+    g, c, s = (rng.standard_normal(shape).astype(np.float32)
+               for shape in [(2, 2, 6, 8), (6, 8), (6, 8)])
+    out = tvm.runtime.tensor(np.zeros((2, 6, 16), np.float32))
+    lib(*(tvm.runtime.tensor(a) for a in (g, c, s)), out)
+    rotated = np.concatenate([g[..., 4:] * s[:, 4:], -g[..., :4] * s[:, :4]], axis=-1)
+    want = (g * c + rotated).transpose(0, 2, 1, 3).reshape(2, 6, 16)
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-6, atol=1e-6)
