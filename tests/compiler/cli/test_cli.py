@@ -71,9 +71,9 @@ def test_verify_passes_with_exit_0(model_path, capsys):
 def test_verify_failure_exits_1(model_path, capsys, monkeypatch):
     import anychip.compiler.verify as verify
 
-    real = verify.run_onnxruntime
-    monkeypatch.setattr(verify, "run_onnxruntime",
-                        lambda m, f, label: [o + 0.5 for o in real(m, f, label)])
+    real = verify.reference_outputs
+    monkeypatch.setattr(verify, "reference_outputs",
+                        lambda m, f, label, digest=None: [o + 0.5 for o in real(m, f, label)])
     assert main(["verify", str(model_path), "--target", "cpu"]) == 1
     assert capsys.readouterr().out.startswith("FAIL")
 
