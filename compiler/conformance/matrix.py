@@ -171,6 +171,21 @@ def model_cells(model: str, targets: list[str], options: dict | None = None) -> 
     return cells
 
 
+def _weight_bytes(model: str) -> int:
+    """A cheap size hint for scheduling: the .onnx file's bytes, or the zoo model's cached
+    file's (0 when not known: such models start last)."""
+    import os
+
+    if not model.startswith("zoo:"):
+        return os.path.getsize(model) if os.path.isfile(model) else 0
+    from anychip.models.cache import cache_dir
+
+    root = cache_dir()
+    if root is None:
+        return 0
+    return max((e.stat().st_size for e in root.glob(f"{model[4:]}-*.onnx")), default=0)
+
+
 def _quiet_worker() -> None:
     """Workers print nothing: the parent reports each cell (and stays quiet with --json)."""
     from .. import progress
@@ -200,7 +215,9 @@ def local_matrix(models: list[str], targets: list[str], options: dict | None = N
     results: dict[str, list[Cell]] = {}
     with ProcessPoolExecutor(max_workers=min(jobs, len(models)), initializer=_quiet_worker,
                              mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(model_cells, m, targets, options): m for m in models}
+        # largest first (their weights' bytes): the last model to start sets the tail
+        futures = {pool.submit(model_cells, m, targets, options): m
+                   for m in sorted(models, key=_weight_bytes, reverse=True)}
         for future in as_completed(futures):
             model = futures[future]
             try:
