@@ -71,6 +71,14 @@ def _build_torch(name: str, use_cache: bool, batch: int | None = None) -> ZooMod
     spec = importlib.import_module(f"{__name__}.{_TORCH[name]}")
     examples = spec.example_inputs()
     if batch is not None:   # the same rows repeated: a shape to time, the values do not matter
+        from anychip.compiler.limits import MAX_ACTIVATION_BYTES
+
+        size = sum(t.element_size() * t.numel() // max(t.shape[0], 1) for t in examples) * batch
+        if size > MAX_ACTIVATION_BYTES:
+            raise AnychipError(f"zoo:{name} at batch {batch}: its inputs alone would take "
+                               f"{size / 2**30:.1f} GiB, over this host's limit of "
+                               f"{MAX_ACTIVATION_BYTES / 2**30:.1f} GiB "
+                               f"(ANYCHIP_MAX_ACTIVATION_BYTES); use a smaller batch.")
         examples = tuple(t.repeat(batch, *[1] * (t.dim() - 1)) for t in examples)
     zoo = ZooModel(name, None, spec.DESCRIPTION, dict(spec.INPUT_RANGES), examples,
                    spec.build_module)

@@ -214,3 +214,10 @@ def test_light_softmax_is_neither_one_hot_nor_uniform(name):
         out = e / e.sum()
     assert abs(out.sum() - 1.0) < 1e-4
     assert 0.01 < out.max() < 0.9, f"{name}: top probability {out.max():.4f}"
+
+
+def test_a_batch_whose_inputs_exceed_the_host_is_refused_before_any_export():
+    """`bench --batch` exports a torch-built zoo model again at the batch; a batch whose
+    repeated example inputs alone pass the activation limit is one line, not gigabytes."""
+    with pytest.raises(AnychipError, match=r"zoo:mlp at batch 1000000000000: .*GiB.*smaller"):
+        models.build("mlp", use_cache=False, batch=10**12)
