@@ -57,6 +57,9 @@ class CompileOptions:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     opt_level: int = 3
     extra: dict[str, Any] = field(default_factory=dict)
+    # the artifact runs many times (an LM's decode step): a backend may spend compile time
+    # for run time there, as for a train step (the npu simulator's optimised host build)
+    hot: bool = False
     # symbolic dims (docs/dynamic-shapes.md): {symbol: (lo, hi)} bounds, and for families
     # that compile static programs (static_shapes) {symbol: (gear, ...)}; every family
     dims: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -64,6 +67,7 @@ class CompileOptions:
 
     def as_dict(self) -> dict:
         return {"precision": self.precision, "opt_level": self.opt_level,
+                **({"hot": True} if self.hot else {}),
                 "shapes": {k: list(v) for k, v in sorted(self.shapes.items())},
                 **({"dims": {k: list(v) for k, v in sorted(self.dims.items())}}
                    if self.dims else {}),
@@ -144,6 +148,9 @@ class OptionalBackendHooks:
     # True for a family whose lowering plans static tiles and buffers: a model with symbolic
     # dims is compiled as one static program per gear (compiler/gears.py)
     static_shapes: bool = False
+    # True for a family whose lowering takes Adam's per-parameter update as one TIR kernel
+    # with three outputs (compiler/training/optim.py `_adam_kernel`); others get operators
+    fused_optimizer_update: bool = False
 
     def prepare_onnx(self, model: Any, profile: Profile, opts: FamilyOptions,
                      ctx: CompileContext) -> Any:

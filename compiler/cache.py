@@ -363,7 +363,8 @@ def cached_model(compile_fn):
         if fingerprint is None:
             return compile_fn(model, target, example_inputs, precision, shapes, **extra)
         norm_shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
-        options = CompileOptions(precision=precision, shapes=norm_shapes, extra=dict(extra))
+        options = CompileOptions(precision=precision, shapes=norm_shapes, hot=bool(
+            extra.get("hot", False)), extra={k: v for k, v in extra.items() if k != "hot"})
         alias = cache_key({"model": fingerprint, **_common_parts(target, options)})
         record = cache.read_alias(alias, fingerprint)
         hit = cache.lookup(record["key"]) if record else None

@@ -153,8 +153,9 @@ def compile_model(model: Any, target: str = "cpu", example_inputs: tuple | None 
     `dims={"seq": (1, 2048)}` bounds symbolic dims (docs/dynamic-shapes.md)."""
     shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
     dims, gears = extra.pop("dims", None), extra.pop("gears", None)
+    hot = bool(extra.pop("hot", False))
     source = load_model(model, example_inputs, shapes, dims)
-    options = CompileOptions(precision=precision, shapes=shapes, extra=dict(extra),
+    options = CompileOptions(precision=precision, shapes=shapes, extra=dict(extra), hot=hot,
                              dims=dict(source.extra.get("dims") or {}),
                              gears=normalise_gears(gears))
     return compile_source(source, target, options)

@@ -243,9 +243,10 @@ def _load_model(model: Any, example_inputs: tuple | None = None,
         from anychip import models as zoo
 
         built = zoo.build(str(model)[4:])
-        batch = _zoo_batch(built, shapes or {})
-        if batch is not None:
-            built = zoo.build(str(model)[4:], batch=batch)
+        # its graph bakes the export's batch into reshapes: exported again at the new one
+        batches = new_batch(built.proto, shapes or {}) if built.example_inputs else None
+        if batches is not None:
+            built = zoo.build(str(model)[4:], batch=batches[1])
         return prepare(copy.deepcopy(built.proto), str(model), None, shapes,
                        getattr(built, "input_ranges", None))
     if isinstance(model, (str, Path)):
@@ -269,24 +270,6 @@ def _load_model(model: Any, example_inputs: tuple | None = None,
         return prepare(proto, f"<torch {type(model).__name__}>", None, shapes)
     raise AnychipError(f"cannot compile a {type(model).__name__}: give an .onnx path, an "
                        f"onnx.ModelProto, a torch.nn.Module with example_inputs, or zoo:NAME.")
-
-
-def _zoo_batch(built, shapes: dict[str, tuple[int, ...]]) -> int | None:
-    """The batch to export a torch-built zoo model at when `shapes` asks for its inputs with
-    another leading dim and nothing else changed (its graph bakes the export's batch into
-    reshapes); None to keep it as built (the override, if any, then applies to the file)."""
-    if built.example_inputs is None or not shapes:
-        return None
-    graph_inputs = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim)
-                    for i in built.proto.graph.input}
-    batches = set()
-    for name, shape in shapes.items():
-        old = graph_inputs.get(name)
-        if old is None or len(old) != len(shape) or tuple(shape[1:]) != old[1:]:
-            return None
-        if shape[0] != old[0]:
-            batches.add(int(shape[0]))
-    return batches.pop() if len(batches) == 1 else None
 
 
 def _is_torch_module(obj: Any) -> bool:

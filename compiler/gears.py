@@ -140,7 +140,8 @@ def compile_gears(source, target: str, options, compile_one, profile, execution)
             start = time.perf_counter()
             static = static_source(source, sizes)
             sub_options = CompileOptions(precision=options.precision, shapes={},
-                                         opt_level=options.opt_level, extra=dict(options.extra))
+                                         opt_level=options.opt_level, extra=dict(options.extra),
+                                         hot=options.hot)
             art = compile_one(static, target, sub_options)
             seconds = time.perf_counter() - start
             rel = f"gears/{tag(sizes)}"

@@ -15,8 +15,6 @@ guess was wrong) is refused with one line naming the first rewritten node.
 
 from __future__ import annotations
 
-import copy
-
 import onnx
 from onnx import numpy_helper
 
@@ -73,15 +71,15 @@ def check_rows(original: onnx.ModelProto, rebatched: onnx.ModelProto, inputs, la
                rewritten: list[str]) -> None:
     """ONNX Runtime: the rebatched model on distinct rows == the original on each row alone."""
     from .inputs import random_inputs
-    from .reference import run_onnxruntime
+    from .reference import reference_session, run_onnxruntime
     from .tolerances import REBATCH, compare
 
     feed = random_inputs(inputs, seed=0)
     batch = next(iter(feed.values())).shape[0]
     together = run_onnxruntime(rebatched, feed, label)
-    old = copy.deepcopy(original)
+    run_alone = reference_session(original, label)   # one session for every row
     for row in range(batch):
-        alone = run_onnxruntime(old, {k: v[row:row + 1] for k, v in feed.items()}, label)
+        alone = run_alone({k: v[row:row + 1] for k, v in feed.items()})
         for got, want in zip(together, alone):
             if got.ndim == 0 or got.shape[0] != batch \
                     or not compare(got[row:row + 1], want, REBATCH).passed:

@@ -14,6 +14,11 @@ from .errors import AnychipError
 
 def run_onnxruntime(model: onnx.ModelProto, feed: dict[str, np.ndarray], label: str) -> list[np.ndarray]:
     """Outputs in graph order. ORT's own graph optimizations are off: the reference is the model."""
+    return reference_session(model, label)(feed)
+
+
+def reference_session(model: onnx.ModelProto, label: str):
+    """feed -> outputs in graph order, on one ONNX Runtime session (for many feeds)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -22,10 +27,18 @@ def run_onnxruntime(model: onnx.ModelProto, feed: dict[str, np.ndarray], label: 
     try:
         session = ort.InferenceSession(model.SerializeToString(), opts,
                                        providers=["CPUExecutionProvider"])
-        return [np.asarray(v) for v in session.run(None, feed)]
     except Exception as exc:
         raise AnychipError(f"{label}: ONNX Runtime (the reference) failed: "
                            f"{ort_error_line(exc)}") from exc
+
+    def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return [np.asarray(v) for v in session.run(None, feed)]
+        except Exception as exc:
+            raise AnychipError(f"{label}: ONNX Runtime (the reference) failed: "
+                               f"{ort_error_line(exc)}") from exc
+
+    return run
 
 
 # The last few reference runs, keyed by the model's digest and the inputs' bytes: a matrix

@@ -125,6 +125,7 @@ def _clip_keeps_layout() -> None:
 class CpuBackend(OptionalBackendHooks):
     family = "cpu"
     Options = CpuOptions
+    fused_optimizer_update = True   # one kernel per parameter's Adam update (memory-bound)
 
     def target(self, profile: Profile):
         return host_target(profile)

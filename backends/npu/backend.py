@@ -92,8 +92,8 @@ class NpuOptions(FamilyOptions):
     cube_tile: tuple | list | None = option(None, "force the cube tile [m1, n1, k1, k0]",
                                             cli=False)
     quick_build: bool | None = option(
-        None, "compile the simulator's host code without LLVM optimisation (default: on for "
-              "inference, run once per verify; off for train steps, run every step)")
+        None, "compile the simulator's host code without LLVM optimisation (default: on, "
+              "except for train steps and other artifacts run many times)")
 
 
 class NpuBackend(OptionalBackendHooks):
@@ -220,7 +220,7 @@ class NpuBackend(OptionalBackendHooks):
         report = dict(ctx.report)
         target = self.target(profile)
         quick = ctx.options.quick_build
-        if quick if quick is not None else not ctx.training:
+        if quick if quick is not None else not (ctx.training or options.hot):
             target = unoptimised(target)
             report["simulator_llvm_opt_level"] = 0
         vector_kernels: list[dict] = []

@@ -147,11 +147,12 @@ def default_jobs() -> int:
     return max(1, min(usable_cores(), psutil.virtual_memory().available // WORKER_MEMORY_BYTES))
 
 
-def model_cells(model: str, targets: list[str], options: dict | None = None) -> list[Cell]:
+def model_cells(model: str, targets: list[str], options: dict | None = None,
+                on_cell=None) -> list[Cell]:
     """Every target of one model, in one process (a worker's task: the model is loaded and
     its zoo cache read by one process, not by one per cell). TVM's native log lines (a spawned
     worker that loads many artifacts gets "SystemLib symbol ... overriden" per load) are kept
-    out of the terminal: each cell carries its own outcome."""
+    out of the terminal: each cell carries its own outcome. `on_cell(cell)` as each ends."""
     import copy
 
     from .. import progress
@@ -168,6 +169,8 @@ def model_cells(model: str, targets: list[str], options: dict | None = None) -> 
         with progress.native_messages([]):
             cells.append(run_cell(model, target, options=options,
                                   source=copy.deepcopy(source) if source else None))
+        if on_cell is not None:
+            on_cell(cells[-1])
     return cells
 
 
@@ -199,16 +202,15 @@ def local_matrix(models: list[str], targets: list[str], options: dict | None = N
     processes (a compile is mostly one thread: two cores build two models at once).
     `on_cell(cell, done, total)` is called as each cell is known."""
     total, done = len(models) * len(targets), 0
-    if jobs <= 1 or len(models) <= 1:
-        cells = []
-        for model in models:
-            for target in targets:
-                cell = run_cell(model, target, options=options)
-                done += 1
-                if on_cell is not None:
-                    on_cell(cell, done, total)
-                cells.append(cell)
-        return cells
+
+    def report(cell: Cell) -> None:
+        nonlocal done
+        done += 1
+        if on_cell is not None:
+            on_cell(cell, done, total)
+
+    if jobs <= 1 or len(models) <= 1:   # here, model by model (the same task as a worker's)
+        return [cell for m in models for cell in model_cells(m, targets, options, report)]
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -227,9 +229,7 @@ def local_matrix(models: list[str], targets: list[str], options: dict | None = N
                 cells = [Cell(model, t, FAILED, False, reason=why) for t in targets]
             results[model] = cells
             for cell in cells:
-                done += 1
-                if on_cell is not None:
-                    on_cell(cell, done, total)
+                report(cell)
     return [cell for m in models for cell in results[m]]
 
 

@@ -98,11 +98,8 @@ class CompiledLM:
             else:
                 proto = lm_export.export_decode(self.model, self.shape, batch,
                                                 self.max_seq_len, output)
-            options = dict(self.options)
-            if kind == "decode" and "quick_build" in _family_options(self.target):
-                options.setdefault("quick_build", False)   # runs once per token: optimise
             art = compile_model(proto, target=self.target, precision=self.precision,
-                                **options)
+                                hot=kind == "decode", **self.options)   # once per token
             self._functions[key] = art
         return art
 
@@ -236,9 +233,3 @@ def compile_lm(model, target: str = "cpu", max_seq_len: int = 256, **kwargs) -> 
     return CompiledLM(module, target=target, max_seq_len=max_seq_len,
                       label=kwargs.pop("label", label), **kwargs)
 
-
-def _family_options(target: str) -> list[str]:
-    """The option names of `target`'s family (npu's quick_build, say)."""
-    from ..registry import get_backend, get_profile
-
-    return get_backend(get_profile(target)).Options.names()

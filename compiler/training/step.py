@@ -121,9 +121,9 @@ def _lower_build_errors(fn, *args, target):
 def compile_step(backbone, loss_name: str, optimizer, target: str, options: CompileOptions,
                  label: str) -> CompiledStep:
     started = time.perf_counter()
-    # the cpu family builds one kernel per parameter's Adam update (the others keep Relax
-    # operators, which their own lowerings know)
-    fused = get_profile(target).family == "cpu"
+    # a family may take one kernel per parameter's Adam update (the backend says so)
+    profile = get_profile(target)
+    fused = bool(getattr(get_backend(profile), "fused_optimizer_update", False))
     mod, optim_state, label_shape, label_dtype = setup_trainer(backbone, loss_name, optimizer,
                                                                label, fused)
     result, execution, report = build_step(mod, target, options, label)

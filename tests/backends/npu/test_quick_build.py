@@ -21,3 +21,10 @@ def test_quick_build_simulates_the_same_bits_as_the_optimised_build(npu_target):
     got, want = quick.run(feed), optimised.run(feed)
     for name in want:
         assert np.array_equal(np.asarray(got[name]), np.asarray(want[name]), equal_nan=True)
+
+
+def test_an_artifact_run_many_times_gets_the_optimised_build(npu_target):
+    """`hot=True` (an LM's decode step) keeps LLVM's optimisation, as a train step does."""
+    hot = anychip.compile(matmul_softmax_model(), target=npu_target, hot=True)
+    assert "simulator_llvm_opt_level" not in hot.report
+    assert hot.manifest["options"]["hot"] is True
