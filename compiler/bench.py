@@ -1,12 +1,22 @@
 """Benchmark one model on one target against ONNX Runtime and torch eager, in the same run.
 
 Method: every engine gets the same seeded inputs and the same thread count, `warmup` runs
-each, then `repeat` rounds in which every engine runs once, the order rotating each round
-(interleaved, so a noisy neighbour slows all engines alike), with a short untimed pause before
-each call (PAUSE_S: one engine's idle worker threads must not slow the next). Latency is
-wall-clock per call,
-numpy in and numpy out for every engine; the report gives median, min and max, and each
-ratio is anychip's median over that engine's median from this same run.
+each, then rounds in which every engine, in an order rotating each round (interleaved, so a
+noisy neighbour slows all engines alike), runs a block: a pause (PAUSE_S: the previous engine's spinning
+worker threads go idle instead of taking a core), one call timed as the engine's latency
+*after idle*, then BLOCK calls back to back, timed as
+its *steady-state* latency, until `repeat` steady samples per engine. Latency is wall-clock per
+call, numpy in and numpy out for every engine; the report gives median, min and max of the
+steady samples, the median after idle, and each ratio is anychip's steady median over that
+engine's steady median from this same run.
+
+Why blocks (docs/performance.md, 2026-12-04): with a pause before every timed call, each
+sample was a wake-up, and on this VM kind (idle vCPUs look preempted to the guest scheduler, so
+a woken OpenMP worker queues behind the thread that woke it, which spins in libgomp's barrier)
+a libgomp wake costs up to ~10 ms: zoo:squeezenet 17.4 ms a call that way and 6.4 ms back to
+back, while ONNX Runtime's pool, whose calling thread takes queued work itself, paid 0.4 ms.
+Steady state is what a loop of inferences sees; the after-idle median is what a sporadic
+request sees, and both are reported.
 
 Throughput: FLOPs of Conv, ConvTranspose, MatMul and Gemm counted on the ONNX graph with its
 inferred shapes, divided by the median latency, and compared with the machine's peak, which is
@@ -71,6 +81,8 @@ class BenchResult:
     date: str = ""
     sizes: dict[str, int] = field(default_factory=dict)   # symbolic dims: the shape timed
     batch: int | None = None                  # --batch: every input's leading dim
+    # engine ("anychip" too) -> median ms of the first call after a PAUSE_S idle pause
+    after_idle_ms: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -285,28 +297,50 @@ def _torch_engine(model_ref, source, threads: int, device: str = "cpu",
 
 # -- the run -------------------------------------------------------------------------------
 
-# Untimed pause before each call: worker threads the previous call left spinning (ONNX
-# Runtime's pool keeps spinning well after a run) go idle instead of taking a core from the
-# next engine. Measured on 2 cores, ResNet-50 through anychip right after an ONNX Runtime run:
-# 58-67 ms with a 10 ms pause (41-44 ms when it followed itself), 41-47 ms with 50 ms.
+# Pause before each engine's block: worker threads the previous engine left spinning (ONNX
+# Runtime's pool spins for ~40 ms after a run on 2 cores) go idle instead of taking a core from
+# the next engine. Measured on 2 cores, ResNet-50 through anychip right after an ONNX Runtime
+# run: 58-67 ms with a 10 ms pause (41-44 ms when it followed itself), 41-47 ms with 50 ms.
 PAUSE_S = 0.05
+# Steady-state calls timed back to back after each block's first (after-idle) call.
+BLOCK = 3
 
 
-def time_interleaved(engines: dict[str, Callable[[], Any]], warmup: int, repeat: int,
-                     pause: float = PAUSE_S) -> dict[str, list[float]]:
-    """Seconds per call for each engine; rounds interleave the engines, rotating the order."""
+@dataclass
+class Timings:
+    """Seconds per call of each engine: `steady` (back to back within a block) and
+    `after_idle` (each block's first call, after PAUSE_S idle)."""
+
+    steady: dict[str, list[float]]
+    after_idle: dict[str, list[float]]
+
+
+def time_rounds(engines: dict[str, Callable[[], Any]], warmup: int, repeat: int,
+                pause: float = PAUSE_S, block: int = BLOCK) -> Timings:
+    """`repeat` steady samples per engine, in rounds that interleave the engines (the order
+    rotating each round); each round an engine gets a pause, one after-idle call, then
+    `block` back-to-back calls."""
     names = list(engines)
     for name in names:
         for _ in range(warmup):
             engines[name]()
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(repeat):
+    block = max(1, block)
+    steady: dict[str, list[float]] = {n: [] for n in names}
+    after_idle: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(-(-repeat // block)):
         for name in names[i % len(names):] + names[:i % len(names)]:
             time.sleep(pause)
-            start = time.perf_counter()
-            engines[name]()
-            samples[name].append(time.perf_counter() - start)
-    return samples
+            for k in range(1 + min(block, repeat - len(steady[name]))):
+                start = time.perf_counter()
+                engines[name]()
+                (after_idle if k == 0 else steady)[name].append(time.perf_counter() - start)
+    return Timings(steady, after_idle)
+
+
+def time_interleaved(engines: dict[str, Callable[[], Any]], warmup: int, repeat: int,
+                     pause: float = PAUSE_S, block: int = BLOCK) -> dict[str, list[float]]:
+    """The steady samples of `time_rounds` (seconds per call, per engine)."""
+    return time_rounds(engines, warmup, repeat, pause, block).steady
 
 
 def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup: int = 5,
@@ -378,7 +412,8 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
                 why = f"torch.compile failed here: {(str(exc).splitlines() or ['?'])[0][:160]}"
         notes["torch.compile"] = why
     load_before = _load()
-    samples = time_interleaved(engines, warmup, repeat)
+    timings = time_rounds(engines, warmup, repeat)
+    samples = timings.steady
     ours = Latency.of(samples["anychip"])
     others: dict[str, dict | None] = {}
     ratio: dict[str, float | None] = {}
@@ -394,6 +429,7 @@ def bench(model, target: str = "cpu", against: tuple[str, ...] = ENGINES, warmup
         model=source.label, target=target, how=execution.mode.verb, threads=threads,
         warmup=warmup, repeat=repeat, latency_ms=_brief(ours), engines=others, ratio=ratio,
         notes=notes, gflop=gflop or None, sizes=sizes, batch=batch,
+        after_idle_ms={n: statistics.median(v) * 1e3 for n, v in timings.after_idle.items()},
         date=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         machine={"cpu": _cpu_name(), "cores_usable": usable_cores(),
                  **({"gpu": _gpu_name()} if device == "cuda" else {}),
@@ -462,21 +498,30 @@ def _load() -> list[float] | None:
 def format_table(result: BenchResult) -> str:
     from .cli.common import table
 
+    idle = result.after_idle_ms or {}
+
+    def after_idle(name: str) -> str:
+        return f"{idle[name]:.2f}" if name in idle else ""
+
     rows = [["anychip", result.how, f"{result.latency_ms['median']:.2f}",
-             f"{result.latency_ms['min']:.2f}", f"{result.latency_ms['max']:.2f}", "1.00x"]]
+             f"{result.latency_ms['min']:.2f}", f"{result.latency_ms['max']:.2f}",
+             after_idle("anychip"), "1.00x"]]
     for name, lat in result.engines.items():
         if lat is None:
-            rows.append([name, "-", "n/a", "", "", result.notes.get(name, "n/a")])
+            rows.append([name, "-", "n/a", "", "", "", result.notes.get(name, "n/a")])
         else:
             ratio = result.ratio[name]
             rows.append([name, "executed", f"{lat['median']:.2f}", f"{lat['min']:.2f}",
-                         f"{lat['max']:.2f}", f"{ratio:.2f}x (anychip/{name})"])
+                         f"{lat['max']:.2f}", after_idle(name),
+                         f"{ratio:.2f}x (anychip/{name})"])
     at = (" at " + ", ".join(f"{k}={v}" for k, v in result.sizes.items())) \
         if result.sizes else ""
     at += f" at batch {result.batch}" if result.batch is not None else ""
     lines = [(f"{result.model} on {result.target}{at}: {result.threads} threads, {result.warmup} "
-              f"warm-up + {result.repeat} interleaved runs per engine ({result.date})"),
-             table(["engine", "how", "median ms", "min ms", "max ms", "ratio"], rows)]
+              f"warm-up + {result.repeat} steady-state runs per engine, in interleaved blocks "
+              f"of {BLOCK} back to back ({result.date})"),
+             table(["engine", "how", "median ms", "min ms", "max ms",
+                    f"after {PAUSE_S * 1e3:.0f} ms idle", "ratio"], rows)]
     if result.gflops is not None:
         peak = (f", {result.peak_pct:.0f}% of the measured peak {result.peak_gflops:.0f} GFLOP/s"
                 if result.peak_gflops else "")

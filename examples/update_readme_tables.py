@@ -105,6 +105,7 @@ def bench_table(models: str, target: str, against: str, saved: str | None = None
     head = ["model", f"anychip ms ({target})"]
     for e in engines:
         head += [f"{e} ms", f"anychip/{e}"]
+    head += ["after idle: anychip / " + " / ".join(engines)]
     rows = ["| " + " | ".join(head + ["load before/after"]) + " |",
             "|" + "---|" * (len(head) + 1)]
     cpus = set()
@@ -117,6 +118,9 @@ def bench_table(models: str, target: str, against: str, saved: str | None = None
             lat, ratio = (r.get("engines") or {}).get(e), (r.get("ratio") or {}).get(e)
             cells += ([f"{lat['median']:.2f}", f"**{ratio:.2f}x**" if ratio <= 1.0 else
                        f"{ratio:.2f}x"] if lat and ratio is not None else ["n/a", ""])
+        idle = r.get("after_idle_ms") or {}
+        cells.append(" / ".join(f"{idle[n]:.2f}" if n in idle else "n/a"
+                                for n in ["anychip", *engines]))
         machine = r.get("machine") or {}
         before, after = machine.get("load_avg_before"), machine.get("load_avg_after")
         cells.append(f"{before[0]} / {after[0]}" if before and after else "?")
@@ -124,8 +128,10 @@ def bench_table(models: str, target: str, against: str, saved: str | None = None
         rows.append("| " + " | ".join(cells) + " |")
     first = next((r for r in results if "error" not in r), {})
     return "\n".join(rows) + (
-        f"\n\nMedian of {first.get('repeat', '?')} interleaved runs per engine after "
-        f"{first.get('warmup', '?')} warm-up runs, batch {batch or 1}, "
+        f"\n\nMedian of {first.get('repeat', '?')} steady-state runs per engine (interleaved "
+        f"blocks of back-to-back calls; ratios from these) after "
+        f"{first.get('warmup', '?')} warm-up runs; 'after idle': median of each block's "
+        f"first call, after a 50 ms pause; batch {batch or 1}, "
         f"{first.get('threads', '?')} threads "
         f"for every engine; `{target}` executed; ONNX Runtime's CPU provider, torch eager. "
         f"Machine: {'; '.join(sorted(cpus)) or '?'}. {_stamp()}")

@@ -60,10 +60,38 @@ def test_flops_of_conv_gemm_matmul_from_inferred_shapes():
 def test_interleaved_timing_rotates_the_order():
     calls = []
     engines = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
-    samples = bench_mod.time_interleaved(engines, warmup=1, repeat=3, pause=0)
+    samples = bench_mod.time_interleaved(engines, warmup=1, repeat=3, pause=0, block=1)
     assert calls[:3] == ["a", "b", "c"]                       # warm-up, once each
-    assert calls[3:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    # each round: a block per engine (one after-idle call, then `block` steady calls)
+    assert calls[3:] == ["a", "a", "b", "b", "c", "c", "b", "b", "c", "c", "a", "a",
+                         "c", "c", "a", "a", "b", "b"]
     assert {k: len(v) for k, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_blocks_time_after_idle_apart_from_steady_state_and_stop_at_repeat(monkeypatch):
+    """The first call after the pause is the after-idle sample; only the calls behind it in
+    the block are steady samples, and the last round is cut to `repeat` steady samples."""
+    state = {"now": 0.0, "idle": False, "calls": 0}
+
+    class FakeTime:
+        @staticmethod
+        def perf_counter():
+            return state["now"]
+
+        @staticmethod
+        def sleep(seconds):
+            state["idle"] = True
+
+    def engine():   # a call after idle takes 10 s on the fake clock, the others 1 s
+        state["now"] += 10.0 if state["idle"] else 1.0
+        state["idle"] = False
+        state["calls"] += 1
+
+    monkeypatch.setattr(bench_mod, "time", FakeTime)
+    timings = bench_mod.time_rounds({"x": engine}, warmup=0, repeat=5, pause=0.05, block=2)
+    assert timings.steady == {"x": [1.0] * 5}
+    assert timings.after_idle == {"x": [10.0] * 3}
+    assert state["calls"] == 8                                # 3 blocks: 1+2, 1+2, 1+1
 
 
 def test_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
@@ -91,6 +119,8 @@ def test_bench_json_has_the_fields_and_same_run_ratios(linear_file, capsys, monk
     assert set(out["ratio"]) == {"ort", "torch"}
     ort = out["engines"]["ort"]
     assert out["ratio"]["ort"] == pytest.approx(lat["median"] / ort["median"], rel=1e-9)
+    assert {"anychip", "ort"} <= set(out["after_idle_ms"])   # each block's first call
+    assert all(v > 0 for v in out["after_idle_ms"].values())
     # an ONNX file has no torch module; without onnx2torch the engine is n/a, with the reason
     try:
         import onnx2torch  # noqa: F401
