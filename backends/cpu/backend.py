@@ -161,7 +161,7 @@ class CpuBackend(OptionalBackendHooks):
                 mod = passes.combine_parallel_matmuls(mod)
             report = {"layout": layout, "dispatch": None}
             if layout == "NHWC":
-                mod, report["layout"] = _to_nhwc(mod)
+                mod, report["layout"] = _to_nhwc(passes.full_rank_constants(mod))
             if opts.dispatch:
                 library = _library() if not opts.torch_plugin else _plugin(opts.torch_plugin)
                 if getattr(library, "transposed_operands", False):   # no transpose kernels

@@ -9,6 +9,8 @@ cheapest graph:
 - `fold_conv_affine`: per-output-channel add/subtract/multiply/divide by constants after a
   conv2d with constant weights (inference batch norm after DecomposeOpsForInference) is
   folded into the weights and one bias, in numpy at compile time.
+- `full_rank_constants`: a (C, 1, 1) constant of an elementwise op reshaped to (1, C, 1, 1),
+  so that layout conversion moves the op to NHWC instead of wrapping it in transposes.
 - `fold_constants`: elementwise and shape ops on constants (weights built by ConstantOfShape,
   batch-norm statistics, layout permutations of constants), evaluated in numpy: TVM's
   FoldConstant builds and runs a kernel per constant, ~60 ms each.
@@ -306,6 +308,40 @@ def fold_constants(mod):
     mod = _map_main(mod, lambda m, f: FoldConstants(m))
     return relax.transform.DeadCodeElimination()(mod)
 
+
+
+def full_rank_constants(mod):
+    """Give a lower-rank constant operand of a broadcasting elementwise op the rank of the
+    other operand (leading 1s: the same broadcast, ONNX's and numpy's). TVM 0.27's
+    ConvertLayout converts a binary op only when both operands have the layout's rank, so
+    a per-channel constant shaped (C, 1, 1) (an ONNX Mul/Add after a concatenation:
+    DenseNet's pre-activation batch norms) put the op back in NCHW between two transposes:
+    zoo:densenet121 spent 27 of its ~66 ms in such transposes (bench --profile)."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    ops = {_op(f"relax.{n}") for n in ("add", "subtract", "multiply", "divide", "maximum",
+                                       "minimum", "power")}
+
+    @mutator
+    class FullRank(PyExprMutator):
+        def visit_call_(self, call):
+            new = super().visit_call_(call)
+            if not isinstance(new, relax.Call) or new.op not in ops or len(new.args) != 2:
+                return new
+            ranks = [_rank(a) for a in new.args]
+            if None in ranks or ranks[0] == ranks[1]:
+                return new
+            low = 0 if ranks[0] < ranks[1] else 1
+            value = _const_value(new.args[low])
+            if value is None:
+                return new
+            full = value.reshape((1,) * (ranks[1 - low] - value.ndim) + value.shape)
+            args = list(new.args)
+            args[low] = relax.const(np.ascontiguousarray(full), str(value.dtype))
+            return relax.Call(new.op, args, new.attrs, new.ty_args)
+
+    return _map_main(mod, lambda m, f: FullRank(m))
 
 
 def _rank(expr) -> int | None:

@@ -1,0 +1,77 @@
+"""NHWC layout conversion on the cpu backend: a per-channel constant shaped (C, 1, 1) (an ONNX
+Mul/Add after a concatenation, as DenseNet's pre-activation batch norms are written) must not
+send its elementwise op back to NCHW between two transposes; the outputs match ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import anychip
+
+
+def _dense_block() -> onnx.ModelProto:
+    """A stem conv, then twice: conv -> concat(features, conv) -> Mul/Add by (C, 1, 1)
+    constants -> Relu; a 1x1 conv at the end."""
+    rng = np.random.default_rng(3)
+    c, growth = 8, 4
+    stem = (rng.standard_normal((c, c, 3, 3)) / np.sqrt(c * 9)).astype(np.float32)
+    inits = [numpy_helper.from_array(stem, "stem_w")]
+    nodes = [helper.make_node("Conv", ["x", "stem_w"], ["stem"], pads=[1, 1, 1, 1])]
+    prev, width = "stem", c
+    for i in range(2):
+        w = (rng.standard_normal((growth, width, 3, 3)) / np.sqrt(width * 9)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Concat", [prev, f"c{i}"], [f"cat{i}"], axis=1))
+        width += growth
+        inits += [numpy_helper.from_array(rng.uniform(0.5, 1.5, (width, 1, 1)).astype(np.float32),
+                                          f"s{i}"),
+                  numpy_helper.from_array((rng.standard_normal((width, 1, 1)) * 0.1)
+                                          .astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("Mul", [f"cat{i}", f"s{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]),
+                  helper.make_node("Relu", [f"a{i}"], [f"r{i}"])]
+        prev = f"r{i}"
+    w = (rng.standard_normal((c, width, 1, 1)) / np.sqrt(width)).astype(np.float32)
+    inits.append(numpy_helper.from_array(w, "wo"))
+    nodes.append(helper.make_node("Conv", [prev, "wo"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "dense_block", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 6, 6])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _lowered_ops(model) -> list[str]:
+    import tvm
+    from tvm import relax
+
+    from anychip.compiler.backend import CompileOptions
+    from anychip.compiler.driver import import_for, new_context
+    from anychip.compiler.frontend import load_model
+    from anychip.compiler.registry import get_backend, get_profile
+
+    source = load_model(model, None, {}, None)
+    profile = get_profile("cpu")
+    backend, options = get_backend(profile), CompileOptions()
+    ctx = new_context(backend, profile, options, source)
+    mod = backend.lower(import_for(backend, source, profile, ctx), profile, options, ctx)
+    ops: list[str] = []
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            ops.append(str(expr.op.name))
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return ops
+
+
+def test_channel_constants_of_rank_three_stay_in_nhwc():
+    model = _dense_block()
+    ops = _lowered_ops(model)
+    # the model's input and output only: no transpose pair around the Mul/Add
+    assert ops.count("relax.permute_dims") == 2, ops
+    report = anychip.verify(model, target="cpu")
+    assert report.passed, report.summary()
+    assert report.max_abs < 1e-5
