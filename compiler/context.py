@@ -27,7 +27,9 @@ class CompileContext:
     `options`: the family's validated Options; `precision`: the precision asked for (None:
     the profile's default); `training`: the module is a train step;
     `report`: report.json under construction (steps add their sections); `timings`: seconds
-    per step, in the order they ran (written to report.json and shown with --verbose).
+    per step, in the order they ran (written to report.json and shown with --verbose);
+    `scratch`: what a family's step leaves for a later step of the same compile (the npu
+    family's fused ONNX model, from prepare_onnx to build), never written anywhere.
     """
 
     label: str = "model"
@@ -38,6 +40,7 @@ class CompileContext:
     training: bool = False
     report: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    scratch: dict[str, Any] = field(default_factory=dict)
 
     @contextlib.contextmanager
     def step(self, name: str):

@@ -22,6 +22,7 @@ from .rebatch import check_rows, new_batch, unbake_batch
 from .errors import AnychipError, error_line
 from .limits import MAX_ACTIVATION_BYTES
 from .names import sanitize_io_names
+from .onnx_inference import infer_shapes
 from .tensor_spec import TensorSpec  # re-exported: callers import it from here
 from .onnx_safety import (
     check_limits,
@@ -108,14 +109,16 @@ _NODE_ERROR = re.compile(r"\(op_type:(?P<op>[^,]+), node name: (?P<node>[^)]*)\)
 
 
 def check_and_infer(model: onnx.ModelProto, label: str) -> onnx.ModelProto:
-    """Full ONNX checker plus strict shape inference; one-line errors."""
+    """Full ONNX checker plus strict shape inference, written into `model` (returned); one-line
+    errors. The inference runs without the large weights (compiler/onnx_inference.py): the
+    checker's is the only pass over them."""
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise AnychipError(f"{label}: ONNX checker: {_first_line(exc)}") from exc
     try:
-        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
-                                                 data_prop=data_propagation_is_cheap(model))
+        return infer_shapes(model, check_type=True, strict_mode=True,
+                            data_prop=data_propagation_is_cheap(model))
     except Exception as exc:
         raise AnychipError(f"{label}: shape inference failed: {_first_line(exc)}") from exc
 

@@ -24,6 +24,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from anychip.compiler.importer_fixes.onnx_level import expand_schema_functions
+from anychip.compiler.onnx_inference import infer_shapes
 
 from .chip import Chip
 from .placement import opset_of, static_shapes
@@ -109,6 +110,14 @@ def narrow_int64(model: onnx.ModelProto) -> list[str]:
 
 def legalise(model: onnx.ModelProto, chip: Chip) -> tuple[onnx.ModelProto, list[str]]:
     """The static-shape model for ATC (see the module docstring) and what was changed."""
+    out, notes, _ = legalised_bytes(model, chip)
+    return out, notes
+
+
+def legalised_bytes(model: onnx.ModelProto, chip: Chip
+                    ) -> tuple[onnx.ModelProto, list[str], bytes | None]:
+    """`legalise`, and the model serialised once for both the ONNX checker and
+    device/model.onnx (None where shape inference failed before it)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     notes = []
@@ -127,13 +136,15 @@ def legalise(model: onnx.ModelProto, chip: Chip) -> tuple[onnx.ModelProto, list[
                          f"{wanted} ({first}); ATC may refuse ops newer than opset {wanted}")
     notes += narrow_int64(out)
     del out.graph.value_info[:]
-    try:
-        out = onnx.shape_inference.infer_shapes(out, strict_mode=True)
-        onnx.checker.check_model(out)
+    data = None
+    try:   # inference without a pass over the weights (compiler/onnx_inference.py)
+        out = infer_shapes(out, strict_mode=True)
+        data = out.SerializeToString()
+        onnx.checker.check_model(data)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or ["check failed"])[0][:160]
         notes.append(f"the legalised model does not pass the ONNX checker ({first})")
-    return out, notes
+    return out, notes, data
 
 
 def _newer_than(node, opset: int) -> bool:
@@ -164,14 +175,15 @@ def atc_command(model: onnx.ModelProto, chip: Chip, mode: str, output: str = "mo
 def device_files(model, chip: Chip, profile, report: dict) -> tuple[dict[str, bytes], dict]:
     if model is None:
         return {}, {}
-    legal, notes = legalise(model, chip)
+    legal, notes, data = legalised_bytes(model, chip)
     command = atc_command(legal, chip, report.get("precision_mode", "force_fp16"))
     script = ("#!/bin/sh\n# Compile device/model.onnx for "
               f"{profile.name} ({chip.raw['soc_version']}) with CANN's ATC.\nset -e\n"
               f"cd \"$(dirname \"$0\")\"\n{command}\n")
     plan = {"target": profile.name, "kernels": report.get("cube_kernels", {})}
     narrowed = [n.split("'")[1] for n in notes if n.startswith("input '")]
-    files = {"model.onnx": legal.SerializeToString(), "atc.sh": script.encode(),
+    files = {"model.onnx": legal.SerializeToString() if data is None else data,
+             "atc.sh": script.encode(),
              "tiling_plan.json": json.dumps(plan, indent=2).encode()}
     return files, {"model": "device/model.onnx", "command": command, "legalisation": notes,
                    "narrowed_inputs": narrowed,

@@ -53,6 +53,9 @@ ASSUMPTIONS = [
 # unit), the cube's operands are rounded to float16 where its cube lacks float32 (910, 310P).
 TRAIN_STEP_MODES = ("must_keep_origin_dtype", "allow_fp32_to_fp16")
 
+# ctx.scratch key: (the model prepare_onnx fused, the fused model)
+FUSED = "npu.fused_model"
+
 # Ops a cube could take that CubeLowering may leave as vector kernels (a grouped
 # conv2d_transpose, a packed layout, a dtype the cube lacks): counted in a train step's report.
 CUBE_SHAPED_OPS = ("relax.matmul", "relax.nn.conv2d", "relax.nn.conv2d_transpose")
@@ -123,7 +126,9 @@ class NpuBackend(OptionalBackendHooks):
         chip = Chip.of(profile)
         label = model.graph.name or "model"
         mode = resolve_precision_mode(chip, opts.as_dict(), ctx.precision, False)
+        source = model
         model, fused = fuse_channel_affine(model)     # as ATC does, before any dtype change
+        ctx.scratch[FUSED] = (source, model)          # build's cost estimate reads it
         placements = place_nodes(model, chip, mode)
         saturated: list[dict] = []
         simulated = simulated_model(model, placements, label, saturated)
@@ -229,7 +234,11 @@ class NpuBackend(OptionalBackendHooks):
         report["vector_kernels"] = vector_kernels
         model = ctx.model
         report["simulator"] = SIMULATOR
-        fused_model = fuse_channel_affine(model)[0] if model is not None else None
+        fused_model = None
+        if model is not None:   # the fused model of prepare_onnx, unless it fused another
+            source, fused_model = ctx.scratch.get(FUSED, (None, None))
+            if source is not model:
+                fused_model = fuse_channel_affine(model)[0]
         if "train_step" in report:
             report["estimate"] = cost.train_step_estimate(
                 chip, report.get("cube_kernels", {}), report["train_step"]["cube_calls"],

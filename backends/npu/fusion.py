@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from anychip.compiler.onnx_inference import adopt_inferred, inferred_view, infer_shapes
+
 _AFFINE = ("BatchNormalization", "Mul", "Div", "Add", "Sub")
 _FLOAT = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
 
@@ -42,10 +44,12 @@ class Fused:
 
 
 class _Graph:
-    """Constants, ranks and consumers of the main graph, for the fusion's checks."""
+    """Constants, ranks and consumers of the main graph, for the fusion's checks: constants
+    and consumers from `model`, types and shapes from `shaped` (its inference)."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, shaped: onnx.ModelProto | None = None):
         graph = model.graph
+        shaped = shaped if shaped is not None else model
         self.inits = {i.name: i for i in graph.initializer}
         self.producer = {o: n for n in graph.node for o in n.output if o}
         self.consumers: dict[str, int] = {}
@@ -61,7 +65,7 @@ class _Graph:
         self.rank: dict[str, int] = {}
         self.channels: dict[str, int] = {}   # axis 1's size, where static
         self.elem: dict[str, int] = {}
-        for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        for vi in list(graph.input) + list(shaped.graph.value_info) + list(shaped.graph.output):
             t = vi.type.tensor_type
             if vi.type.HasField("tensor_type") and t.HasField("shape"):
                 self.rank[vi.name] = len(t.shape.dim)
@@ -174,19 +178,18 @@ def _chain(start_out: str, g: _Graph, consumer_of: dict, rank: int, channels: in
 
 def fuse_channel_affine(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Fused]]:
     """The model with per-channel affine chains folded (see the module docstring), and the
-    absorbed nodes. The input model is not modified."""
+    absorbed nodes. The input model is not modified (and not copied when nothing fuses);
+    shape inference runs without the large weights (compiler/onnx_inference.py)."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model)
+        shaped = inferred_view(model)
     except Exception:   # noqa: BLE001 - no ranks, no fusion; the caller's checks report it
         return model, []
-    g = _Graph(inferred)
-    consumer_of = {name: n for n in inferred.graph.node for name in n.input if name}
-    out = copy.deepcopy(inferred)
-    graph = out.graph
+    g = _Graph(model, shaped)
+    consumer_of = {name: n for n in model.graph.node for name in n.input if name}
     drop: set[int] = set()
     fused: list[Fused] = []
     new_inits, new_nodes = [], {}
-    for index, node in enumerate(inferred.graph.node):
+    for index, node in enumerate(model.graph.node):
         if id(node) in drop or not node.output or not node.output[0]:
             continue
         name = node.name or node.output[0]
@@ -251,8 +254,10 @@ def fuse_channel_affine(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[F
             fused.append(Fused(absorbed.name or absorbed.output[0], absorbed.op_type, into))
     if not fused:
         return model, []
+    out = adopt_inferred(copy.deepcopy(model), shaped)   # what onnx's inferred copy was
+    graph = out.graph
     nodes = []
-    for index, node in enumerate(inferred.graph.node):
+    for index, node in enumerate(model.graph.node):
         if index in new_nodes:
             nodes.extend(new_nodes[index])
         elif id(node) not in drop:
@@ -266,4 +271,4 @@ def fuse_channel_affine(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[F
     del graph.initializer[:]
     graph.initializer.extend(kept)
     del graph.value_info[:]
-    return onnx.shape_inference.infer_shapes(out), fused
+    return infer_shapes(out), fused

@@ -17,6 +17,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from anychip.compiler.errors import AnychipError
+from anychip.compiler.onnx_inference import infer_shapes
 
 from .placement import FLOATS, NodePlacement, accepts, opset_of, schema_of, tensor_types
 
@@ -137,8 +138,8 @@ def simulated_model(model: onnx.ModelProto, placements: list[NodePlacement],
     graph.node.extend(nodes)
     graph.initializer.extend(new_inits)
     del graph.value_info[:]
-    try:
-        return onnx.shape_inference.infer_shapes(out, strict_mode=True)
+    try:   # onnx's strict inference, without a pass over the weights (onnx_inference.py)
+        return infer_shapes(out, strict_mode=True)
     except Exception as exc:  # onnx raises InferenceError with the node in the text
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise AnychipError(f"{label}: the precision-annotated graph is inconsistent ({first}); "

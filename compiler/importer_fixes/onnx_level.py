@@ -160,8 +160,12 @@ def expand_schema_functions(model: onnx.ModelProto, needs_expansion) -> list[str
 
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnx's inferred copy of `model` (one copy of the weights, not four passes over them:
+    compiler/onnx_inference.py); `model` itself when inference fails."""
+    from anychip.compiler.onnx_inference import inferred_copy
+
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        return inferred_copy(model, data_prop=True)
     except Exception:  # noqa: BLE001 - inference is a help here, not a requirement
         return model
 

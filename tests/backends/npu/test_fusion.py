@@ -127,3 +127,22 @@ def test_conv_bias_is_added_to_the_fp32_accumulator_before_rounding():
     before, after = mod.script(), cube_bias_in_fp32(mod).script()
     assert 'out_dtype="float32"' not in before
     assert 'out_dtype="float32"' in after and after.count("R.nn.conv2d") == 1
+
+
+@pytest.mark.parametrize("variant", ["plain", "extra_use", "last_axis_mul"])
+def test_the_fusion_is_the_same_with_the_weights_set_aside(monkeypatch, variant):
+    """fuse_channel_affine infers shapes on a twin of the model without its large weights
+    (compiler/onnx_inference.py) and reads the constants from the model itself: with every
+    float constant set aside, it fuses the same nodes into the same bytes as with onnx's
+    inference of the whole model."""
+    from anychip.compiler import onnx_inference
+
+    model = conv_bn_scale_model(**({} if variant == "plain" else {variant: True}))
+    monkeypatch.setattr(onnx_inference, "LARGE_BYTES", 1 << 40)
+    assert onnx_inference.light_twin(model) is None
+    whole, fused_whole = fuse_channel_affine(model)
+    monkeypatch.setattr(onnx_inference, "LARGE_BYTES", 1)
+    assert onnx_inference.light_twin(model) is not None
+    light, fused_light = fuse_channel_affine(model)
+    assert fused_whole and fused_light == fused_whole
+    assert light.SerializeToString() == whole.SerializeToString()
