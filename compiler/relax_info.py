@@ -6,7 +6,12 @@ from __future__ import annotations
 
 def static_shape(expr) -> tuple[int, ...] | None:
     """The expression's shape as ints; None when unknown or symbolic."""
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    return static_shape_of_type(getattr(expr, "ty", None))
+
+
+def static_shape_of_type(ty) -> tuple[int, ...] | None:
+    """A Relax tensor type's shape as ints; None when unknown or symbolic."""
+    shape = getattr(ty, "shape", None)
     if shape is None:
         return None
     try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -32,7 +33,8 @@ import numpy as np
 from anychip.compiler.dispatch import Match, Pattern
 from anychip.compiler.dispatch.partition import bias_axis
 from anychip.compiler.dispatch.torch_device import apply_epilogue, gemm_into
-from anychip.compiler.relax_info import dtype_of, known_shape
+from anychip.compiler.relax_info import (dtype_of, known_shape, static_shape,
+                                         static_shape_of_type)
 
 NAME = "torch-cpu"
 PREFIX = "anychip.torch."
@@ -47,6 +49,14 @@ CONV_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "sigmoid": "sigmoid", "silu"
                     "hardswish": "hardswish", "clip": "hardtanh"}
 LAYOUTS = (("NHWC", "NHWC"), ("NCHW", "NCHW"))
 _PACKED_CACHE_ENTRIES = 4096
+# Below this many FLOPs a call's fixed cost decides: oneDNN's pointwise convolution and linear
+# on a packed weight cost 13-20 us a call before any arithmetic (a [1, 8, 4, 4] 3x3
+# convolution: 28 us, through torch's aten convolution 7-9 us; a [4, 64] x [64, 128] linear:
+# 18.5 us, torch.addmm 5.7 us), and overtake only at 5-10 MFLOP (a [169, 512] x [512, 64]
+# linear: 69 vs 71-73 us). Measured on 2 Zen 4 cores, 1 and 2 threads, torch 2.13
+# (docs/performance.md). Depthwise and grouped convolutions stay on oneDNN at any size (aten's
+# took 48-58 us where oneDNN took 37-47).
+SMALL_FLOPS = 4e6
 
 
 def spec_text(**fields) -> str:
@@ -153,11 +163,13 @@ class TorchCpuLibrary:
             spec = spec_text(layout=a.data_layout, s=list(a.strides), p=list(a.padding)[:2],
                              d=list(a.dilation), g=int(a.groups), e=match.pattern.epilogue,
                              w=digest, **({"clip": list(match.bounds)} if match.bounds else {}),
-                             **({"gemm": gemm} if (gemm := _gemm_kind(match, digest)) else {}))
+                             **({"gemm": gemm} if (gemm := _gemm_kind(match, digest)) else {}),
+                             **({"impl": "aten"} if not gemm and _small_conv(match) else {}))
         elif root == "matmul":   # a constant 2-D weight is packed for oneDNN once (digest)
             weight = _constant(match.weight)
-            digest = "" if weight is None or weight.ndim != 2 else hashlib.sha256(
-                np.ascontiguousarray(weight).tobytes() + str(weight.shape).encode()).hexdigest()
+            digest = "" if weight is None or weight.ndim != 2 or _small_matmul(match) else \
+                hashlib.sha256(np.ascontiguousarray(weight).tobytes()
+                               + str(weight.shape).encode()).hexdigest()
             spec = spec_text(e=match.pattern.epilogue, w=digest)
             if match.transposed:   # t=data,weight: read those operands as transposed views
                 spec = TRANSPOSED_SPEC_VERSION + spec[len(SPEC_VERSION):] + ";t=" + ",".join(
@@ -294,6 +306,12 @@ class TorchCpuLibrary:
         if plan.nhwc:  # NCHW-shaped views with channels-last strides: oneDNN's native format
             x = x.permute(0, 3, 1, 2)
             residual = residual.permute(0, 3, 1, 2) if residual is not None else None
+        if plan.impl == "aten":
+            if plan.weight_digest:   # kept channels-last once per process, like a packed one
+                weight = self._packed(("channels_last", plan.weight_digest), lambda: weight.
+                                      contiguous(memory_format=torch.channels_last))
+            y = _conv_aten(torch, plan, x, weight, bias, residual)
+            return _compact(y.permute(0, 2, 3, 1) if plan.nhwc else y)
         if plan.weight_digest:
             weight = self._packed_weight(plan, weight, x.shape)
         # oneDNN's GELU post-op takes its algorithm, "none" (erf, what relax.nn.gelu is) or
@@ -325,6 +343,9 @@ class _ConvPlan(NamedTuple):
     # "1": a 1x1 convolution of a 1x1 image (squeeze-excite), torch.addmm; "linear": a
     # stride-1 unpadded 1x1 convolution of NHWC data, oneDNN's linear; "": a convolution
     gemm: str = ""
+    # "aten": a small dense convolution through torch's aten convolution (SMALL_FLOPS); an
+    # anychip that predates it runs the same convolution on oneDNN
+    impl: str = ""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -338,7 +359,7 @@ def _conv_plan(text: str) -> _ConvPlan:
                            tuple(_ints(spec["d"])), int(spec["g"])),
                      activation=act, has_bias="bias" in epilogue,
                      has_residual="residual" in epilogue, weight_digest=spec["w"],
-                     bounds=bounds, gemm=spec.get("gemm", ""))
+                     bounds=bounds, gemm=spec.get("gemm", ""), impl=spec.get("impl", ""))
 
 
 def _gemm_kind(match: Match, digest: str) -> str:
@@ -353,7 +374,8 @@ def _gemm_kind(match: Match, digest: str) -> str:
       weight with the activation fused, 10-30% faster than oneDNN's 1x1 convolution on the
       expand/project shapes of efficientnet, mobilenet_v3 and resnet50 (docs/performance.md).
       A residual followed by an activation stays on the convolution, which fuses both (the
-      linear fuses the add only; resnet's shapes were 0-8% slower that way).
+      linear fuses the add only; resnet's shapes were 0-8% slower that way). Under
+      SMALL_FLOPS it is an aten convolution instead (the linear's fixed cost dominates).
     An anychip that predates "linear" reads it as a plain convolution (same result); NCHW
     data of a larger image is not the GEMM's matrix without a copy and stays a convolution."""
     a = match.attrs
@@ -366,7 +388,43 @@ def _gemm_kind(match: Match, digest: str) -> str:
     if tuple(spatial) == (1, 1):
         return "1"
     fused_after_add = match.residual is not None and match.pattern.activation is not None
-    return "linear" if nhwc and digest and not fused_after_add else ""
+    return "linear" if nhwc and digest and not fused_after_add and not _small_conv(match) \
+        else ""
+
+
+def _static_flops(match: Match) -> float | None:
+    """Multiply-adds x 2 of a conv2d or matmul match whose shapes are static, else None."""
+    out = static_shape_of_type(match.out_ty)
+    data, weight = static_shape(match.data), static_shape(match.weight)
+    if out is None or data is None or weight is None:
+        return None
+    if match.pattern.root == "conv2d":   # per output: Cin/groups * kh * kw
+        return 2.0 * math.prod(out) * math.prod(weight[1:])
+    inner = data[-2] if "data" in match.transposed else data[-1]
+    return 2.0 * math.prod(out) * inner
+
+
+def _small_conv(match: Match) -> bool:
+    """A dense (one group) convolution whose static FLOPs are under SMALL_FLOPS: torch's aten
+    convolution, whose fixed cost is a third of oneDNN's pointwise call."""
+    flops = _static_flops(match)
+    return int(match.attrs.groups) == 1 and flops is not None and flops < SMALL_FLOPS
+
+
+def _small_matmul(match: Match) -> bool:
+    """A matmul under SMALL_FLOPS: torch.addmm/mm instead of oneDNN's linear on a packed
+    weight."""
+    flops = _static_flops(match)
+    return flops is not None and flops < SMALL_FLOPS
+
+
+def _conv_aten(torch, plan: "_ConvPlan", x, weight, bias, residual):
+    """torch's aten convolution (NCHW-shaped views of NHWC data give channels-last results),
+    then the residual add and the activation in place."""
+    padding, stride, dilation, groups = plan.args
+    y = torch.nn.functional.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    apply_epilogue(torch, y, residual, plan.activation, y, plan.bounds)
+    return y
 
 
 def _conv_as_gemm(torch, plan: _ConvPlan, x, weight, bias, residual):

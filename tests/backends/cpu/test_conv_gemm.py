@@ -15,9 +15,10 @@ from anychip.backends.cpu import torch_library
 
 
 def _conv1x1(act: str | None, *, stride: int = 1, pad: int = 0, residual: bool = False,
-             batch: int = 2, hw: int = 6) -> onnx.ModelProto:
+             batch: int = 2, hw: int = 20, cin: int = 48, cout: int = 64) -> onnx.ModelProto:
+    """Default size: 4.9 MFLOP, over torch_library.SMALL_FLOPS (a smaller one runs as an aten
+    convolution, test below)."""
     rng = np.random.default_rng(5)
-    cin, cout = 16, 24
     inits = [numpy_helper.from_array(
                  (rng.standard_normal((cout, cin, 1, 1)) / 4).astype(np.float32), "w"),
              numpy_helper.from_array((rng.standard_normal(cout) / 2).astype(np.float32), "b")]
@@ -123,8 +124,35 @@ def test_pointwise_conv_of_a_symbolic_batch_runs_as_a_linear_at_each_batch(monke
     tol = tolerance_for("fp32", np.float32)
     for n in (1, 3, 2):
         rng = np.random.default_rng(n)
-        feed = {"x": rng.standard_normal((n, 16, 6, 6)).astype(np.float32),
-                "r": rng.standard_normal((n, 24, 6, 6)).astype(np.float32)}
+        feed = {"x": rng.standard_normal((n, 48, 20, 20)).astype(np.float32),
+                "r": rng.standard_normal((n, 64, 20, 20)).astype(np.float32)}
         got = list(art.run(feed).values())[0]
         result = compare(got, sess.run(None, feed)[0], tol)
         assert result.passed, (n, result)
+
+
+@pytest.mark.parametrize("act, residual", [("relu", False), ("silu", True), (None, False)])
+def test_small_convolutions_run_as_aten_convolutions(act, residual, monkeypatch):
+    """Under SMALL_FLOPS a dense convolution is torch's aten convolution (oneDNN's pointwise
+    call costs more before any arithmetic than such a convolution takes), its epilogue in
+    place after; a depthwise one stays on oneDNN. Outputs match ONNX Runtime."""
+    model = _conv1x1(act, residual=residual, hw=6, cin=16, cout=24)
+    specs = _compiled_specs(model, monkeypatch)
+    assert [(s.get("gemm"), s.get("impl")) for s in specs] == [(None, "aten")]
+    ran = []
+    real = torch_library._conv_aten
+    monkeypatch.setattr(torch_library, "_conv_aten",
+                        lambda torch, plan, *a: ran.append(plan.activation) or
+                        real(torch, plan, *a))
+    report = anychip.verify(model, target="cpu")
+    assert report.passed, report.summary()
+    assert report.max_abs < 1e-5
+    assert ran == [act]
+    assert torch_library._conv_plan("v1;layout=NHWC;s=1,1;p=0,0;d=1,1;g=1;e=;w=").impl == ""
+
+
+def test_small_depthwise_convolutions_stay_on_onednn(monkeypatch):
+    from tests.backends.cpu.test_activation_epilogues import _conv_act
+
+    specs = _compiled_specs(_conv_act("silu", group=8), monkeypatch)
+    assert [(s["g"], s.get("impl")) for s in specs] == [(8, None)]

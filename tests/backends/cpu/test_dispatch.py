@@ -45,9 +45,22 @@ def test_conv_net_library_matches_tvm_kernels():
     assert fast.manifest["runtime"]["libraries"] == ["torch-cpu"]
 
 
-def test_dense_layer_with_a_packed_weight_and_residual_relu_matches():
-    """The constant weight goes to oneDNN's linear (packed once); residual and relu after."""
+def test_dense_layer_with_a_packed_weight_and_residual_relu_matches(monkeypatch):
+    """The constant weight goes to oneDNN's linear (packed once); residual and relu after.
+    128 x 128 x 128 (4.2 MFLOP) is over SMALL_FLOPS; the small one is a torch.addmm."""
+    from anychip.backends.cpu import torch_library
+
+    packed = []
+    real = torch_library.TorchCpuLibrary._packed_linear_weight
+    monkeypatch.setattr(torch_library.TorchCpuLibrary, "_packed_linear_weight",
+                        lambda self, *a: packed.append(a[2]) or real(self, *a))
+    monkeypatch.setenv("ANYCHIP_NO_CACHE", "1")
+    _compare(residual_relu_dense(rows=128, width=128),
+             {"anychip.matmul_bias_residual_relu": 1})
+    assert packed, "oneDNN's linear did not run"
+    packed.clear()
     _compare(residual_relu_dense(), {"anychip.matmul_bias_residual_relu": 1})
+    assert not packed   # 12 x 24 x 24: torch.addmm
 
 
 def test_conv_net_nchw_library_path_matches():
