@@ -21,13 +21,16 @@ TARGET = {"kind": "llvm"}
 @I.ir_module
 class Sums:
     @R.function
-    def main(x: R.Tensor((2, 64, 48), "float32"), y: R.Tensor((2, 64, 48), "float32")):
+    def main(x: R.Tensor((2, 64, 48), "float32"), y: R.Tensor((2, 64, 48), "float32"),
+             image: R.Tensor((1, 8, 16, 48), "float32")):
         with R.dataflow():
             bias_grad = R.collapse_sum_to(R.multiply(x, y), R.shape([48]))
             per_column = R.sum(x, axis=[0, 1])
             per_row = R.sum(x, axis=[2])
-            R.output(bias_grad, per_column, per_row)
-        return (bias_grad, per_column, per_row)
+            # an NHWC global average pool (squeeze-excite): a sum, then a divide after it
+            pooled = R.mean(image, axis=[1, 2], keepdims=True)
+            R.output(bias_grad, per_column, per_row, pooled)
+        return (bias_grad, per_column, per_row, pooled)
 
 
 def _scheduled(parallel: bool) -> tvm.IRModule:
@@ -54,6 +57,11 @@ def test_column_sums_run_rows_outside_and_the_row_sum_is_untouched():
     # vector lanes, then the 2 x 64 rows outside the contiguous 48-wide axis
     columns = [name for name in kernels if "collapse_sum" in name]
     assert len(columns) == 2, kernels
+    means = [name for name in kernels if "mean" in name]
+    assert len(means) == 1 and "T.vectorized(" in kernels[means[0]], kernels
+    # the 8 x 16 pixels outside the 48 contiguous channels, then the divide
+    assert any(line.endswith("T.grid(T.int64(8), T.int64(16), T.int64(48)):")
+               for line in loops[means[0]]), loops[means[0]]
     for name in columns:
         assert "T.vectorized(" in kernels[name], kernels[name]
         assert loops[name][-1].endswith("T.grid(T.int64(2), T.int64(64), T.int64(48)):"), loops
@@ -67,11 +75,15 @@ def test_column_sums_compute_what_numpy_does():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 64, 48)).astype(np.float32)
     y = rng.standard_normal((2, 64, 48)).astype(np.float32)
-    got = [t.numpy() for t in vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y))]
+    image = rng.standard_normal((1, 8, 16, 48)).astype(np.float32)
+    got = [t.numpy() for t in vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(y),
+                                          tvm.runtime.tensor(image))]
     x64, y64 = x.astype(np.float64), y.astype(np.float64)
     np.testing.assert_allclose(got[0], (x64 * y64).sum(axis=(0, 1)), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[1], x64.sum(axis=(0, 1)), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[2], x64.sum(axis=2), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[3], image.astype(np.float64).mean(axis=(1, 2), keepdims=True),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_parallel_kernels_keep_the_outer_parallel_schedule():
