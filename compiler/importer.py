@@ -9,9 +9,12 @@ user's `--dim`, else a default range) are attached to `main` as `tir_var_lower_b
 
 from __future__ import annotations
 
+import contextlib
+
 from .errors import AnychipError
 from .frontend import ModelSource
 from .importer_fixes import prepare_for_tvm
+from .onnx_inference import light_twin
 from .onnx_safety import iter_graphs
 
 
@@ -55,14 +58,16 @@ def to_relax(source: ModelSource, keep_params_in_input: bool = False):
     try:
         if names:
             symbolic.name_nodes_uniquely(source.proto)
-            with symbolic.recover_shapes(source.proto, variables, lost):
+            with symbolic.recover_shapes(source.proto, variables, lost), \
+                    _checker_without_weights():
                 mod = from_onnx(source.proto, shape_dict=shape_dict, dtype_dict=dtype_dict,
                                 keep_params_in_input=keep_params_in_input,
                                 sanitize_input_names=False)
         else:
-            return from_onnx(source.proto, shape_dict=shape_dict, dtype_dict=dtype_dict,
-                             keep_params_in_input=keep_params_in_input,
-                             sanitize_input_names=False)
+            with _checker_without_weights():
+                return from_onnx(source.proto, shape_dict=shape_dict, dtype_dict=dtype_dict,
+                                 keep_params_in_input=keep_params_in_input,
+                                 sanitize_input_names=False)
     except AnychipError:
         raise
     except Exception as exc:
@@ -82,6 +87,30 @@ def to_relax(source: ModelSource, keep_params_in_input: bool = False):
     main = main.with_attr("tir_var_lower_bound", {n: bounds[n][0] for n in names})
     mod["main"] = main
     return mod
+
+
+@contextlib.contextmanager
+def _checker_without_weights():
+    """TVM's from_onnx first runs `onnx.checker.check_model` on the model it is given and
+    turns any finding into a warning; that serialises every weight (1.8 s a target for
+    zoo:vgg19's 548 MB). The frontend has run the full checker on the model as given, so
+    while TVM imports, the checker sees the model's light twin (compiler/onnx_inference.py:
+    the same graph, small constants, the large float weights as typed inputs): the same
+    checks of the graph, without a pass over the weights."""
+    import onnx
+    import onnx.checker
+
+    real = onnx.checker.check_model
+
+    def check(model, *args, **kwargs):
+        twin = light_twin(model) if isinstance(model, onnx.ModelProto) else None
+        return real(model if twin is None else twin, *args, **kwargs)
+
+    onnx.checker.check_model = check
+    try:
+        yield
+    finally:
+        onnx.checker.check_model = real
 
 
 DIMS_KEY = "dims"   # source.extra[...]: {symbol: (lo, hi)} from --dim / dims=

@@ -42,12 +42,24 @@ def _np_cast(array: np.ndarray, dtype: str, name: str = "",
             out = array.astype(ml_dtypes.bfloat16)
         else:
             out = array.astype(dtype)
-    if saturated is not None and array.dtype.kind == "f" and out.size:
+    if saturated is not None and array.dtype.kind == "f" and out.size and \
+            _may_saturate(array, out.dtype):
         over = np.isinf(out.astype(np.float32)) & np.isfinite(array)
         if over.any():
             saturated.append({"tensor": name, "dtype": dtype, "values": int(over.sum()),
                               "max_abs": float(np.abs(array[over]).max())})
     return out
+
+
+def _may_saturate(array: np.ndarray, dtype) -> bool:
+    """Whether a finite value of `array` may become inf in `dtype`. Rounding is monotonic, so
+    only if its largest magnitude does: two reductions instead of converting the whole tensor
+    back (vgg19's 548 MB of weights). An inf or NaN in `array` leaves it to the full check."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        top = np.maximum(-array.min(), array.max())   # NaN propagates
+        if not np.isfinite(top):
+            return True
+        return bool(np.isinf(np.asarray(top, array.dtype).astype(dtype).astype(np.float32)))
 
 
 def _outer_names(node) -> set[str]:

@@ -36,3 +36,29 @@ def test_saturated_mask_is_named_in_the_report():
     out = art.run({"x": np.ones((2, 4), np.float32)})["y"]
     np.testing.assert_allclose(out[:, [1, 3]], 0.0)       # -inf masked, as on the chip
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-3)
+
+
+def test_the_quick_range_check_finds_what_the_full_check_finds():
+    """_np_cast converts a tensor back only when its largest magnitude overflows the dtype
+    (rounding is monotonic): the report is the same as converting every tensor back."""
+    import ml_dtypes
+
+    from anychip.backends.npu.precision import _may_saturate, _np_cast
+
+    f16_edge = 65519.99    # rounds to 65504; 65520 rounds to inf
+    cases = [np.array([1.0, -2.0], np.float32), np.array([f16_edge, -f16_edge], np.float32),
+             np.array([0.0, 65520.0], np.float32), np.array([-65520.0, 3.0], np.float32),
+             np.array([np.inf, 1.0], np.float32), np.array([np.nan, 1e9], np.float32),
+             np.array([3.39e38, 1.0], np.float32), np.array([3.4e38], np.float32),
+             np.array([1e300, 1.0], np.float64)]
+    for array in cases:
+        for dtype in ("float16", "bfloat16", "float32"):
+            if array.dtype == np.float32 and dtype == "float32":
+                continue
+            found: list = []
+            _np_cast(array, dtype, "t", found)
+            with np.errstate(over="ignore", invalid="ignore"):
+                back = array.astype(ml_dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+            full = bool((np.isinf(back.astype(np.float32)) & np.isfinite(array)).any())
+            assert bool(found) == full, (array, dtype)
+            assert _may_saturate(array, back.dtype) or not full
