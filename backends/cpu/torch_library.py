@@ -42,10 +42,14 @@ SPEC_VERSION = "v1"
 # a matmul with transposed operands (t=...) says v2, so an anychip that predates `t` refuses
 # the call (recompile) instead of computing the untransposed product
 TRANSPOSED_SPEC_VERSION = "v2"
-ACTIVATIONS = ("relu", "gelu")
+# a call whose epilogue is gelu_tanh says v3 (which also reads t=), so an anychip that predates
+# it refuses the call instead of skipping an activation it does not know
+GELU_TANH_SPEC_VERSION = "v3"
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 # convolutions also take these as oneDNN post-ops (torch's names: silu is "swish", a clip to
 # [lo, hi] "hardtanh"); checked against torch eager: max abs diff <= 2e-6
-CONV_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "sigmoid": "sigmoid", "silu": "swish",
+CONV_ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu", "sigmoid": "sigmoid",
+                    "silu": "swish",
                     "hardswish": "hardswish", "clip": "hardtanh"}
 LAYOUTS = (("NHWC", "NHWC"), ("NCHW", "NCHW"))
 _PACKED_CACHE_ENTRIES = 4096
@@ -72,10 +76,17 @@ def spec_text(**fields) -> str:
 @functools.lru_cache(maxsize=4096)
 def parse_spec(text: str) -> dict[str, str]:
     parts = text.split(";")
-    if parts[0] not in (SPEC_VERSION, TRANSPOSED_SPEC_VERSION):
+    if parts[0] not in (SPEC_VERSION, TRANSPOSED_SPEC_VERSION, GELU_TANH_SPEC_VERSION):
         raise ValueError(f"kernel call spec {parts[0]!r}, this anychip reads {SPEC_VERSION} "
-                         f"and {TRANSPOSED_SPEC_VERSION}: recompile the model")
+                         f"to {GELU_TANH_SPEC_VERSION}: recompile the model")
     return dict(p.split("=", 1) for p in parts[1:])
+
+
+def _gelu_algorithm(activation: str | None) -> str:
+    """oneDNN's GELU post-op takes its algorithm: "none" (erf, relax.nn.gelu) or "tanh"
+    (relax.nn.gelu_tanh); any other string (even "") is refused at the first run, and the
+    other activations take ""."""
+    return {"gelu": "none", "gelu_tanh": "tanh"}.get(activation or "", "")
 
 
 def _ints(value: str) -> list[int]:
@@ -181,6 +192,8 @@ class TorchCpuLibrary:
                              p=list(a.padding)[:2], d=list(a.dilation))
         else:
             spec = spec_text()
+        if "gelu_tanh" in match.pattern.epilogue:
+            spec = GELU_TANH_SPEC_VERSION + spec[spec.index(";"):]
         call = [*tensors, tvm.ir.StringImm(spec)]
         if root in ("matmul", "softmax"):   # torch has out= variants: write TVM's buffer
             return relax.call_dps_packed(PREFIX + root, call, match.out_ty)
@@ -263,8 +276,9 @@ class TorchCpuLibrary:
         a2, o2 = a.reshape(-1, a.shape[-1]), out.view(-1, out.shape[-1])
         weight = self._packed_linear_weight(plan.weight_digest, b, a2.shape[0])
         fused = plan.activation if residual is None else None
-        y = torch.ops.mkldnn._linear_pointwise(a2, weight, bias, fused or "none", [],
-                                               "none" if fused == "gelu" else "")
+        y = torch.ops.mkldnn._linear_pointwise(a2, weight, bias,
+                                               CONV_ACTIVATIONS.get(fused or "", "none"), [],
+                                               _gelu_algorithm(fused))
         o2.copy_(y)
         if residual is not None:   # the activation was not fused: it follows the add
             apply_epilogue(torch, out, residual, plan.activation, out)
@@ -287,7 +301,7 @@ class TorchCpuLibrary:
         else:
             y = torch.ops.mkldnn._linear_pointwise(
                 x2, packed, bias, CONV_ACTIVATIONS.get(plan.activation, "none"),
-                list(plan.bounds), "none" if plan.activation == "gelu" else "")
+                list(plan.bounds), _gelu_algorithm(plan.activation))
         return y.reshape(*x.shape[:-1], y.shape[-1])
 
     def _conv2d(self, *args):
@@ -314,11 +328,9 @@ class TorchCpuLibrary:
             return _compact(y.permute(0, 2, 3, 1) if plan.nhwc else y)
         if plan.weight_digest:
             weight = self._packed_weight(plan, weight, x.shape)
-        # oneDNN's GELU post-op takes its algorithm, "none" (erf, what relax.nn.gelu is) or
-        # "tanh"; any other string (even "") is refused at the first run, and after a binary
-        # post-op torch fuses relu only ("Unary Fusion behavior undefined"): the others run
-        # after, in place
-        algorithm = "none" if plan.activation == "gelu" else ""
+        # after a binary post-op torch fuses relu only ("Unary Fusion behavior undefined"):
+        # the others run after, in place
+        algorithm = _gelu_algorithm(plan.activation)
         if residual is not None:
             fused = plan.activation if plan.activation == "relu" else None
             y = torch.ops.mkldnn._convolution_pointwise.binary(

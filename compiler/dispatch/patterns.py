@@ -32,6 +32,7 @@ WITH_EPILOGUE = ("conv2d", "matmul")
 ACTIVATIONS = {
     "relu": "relax.nn.relu",
     "gelu": "relax.nn.gelu",
+    "gelu_tanh": "relax.nn.gelu_tanh",   # GPT-2's GELU (ONNX Gelu approximate="tanh")
     "sigmoid": "relax.sigmoid",
     "silu": "relax.multiply",      # z * sigmoid(z), either order (ONNX Sigmoid, Mul), or nn.silu
     "hardswish": "relax.multiply",  # z * (clip(z + 3, 0, 6) / 6): TVM's import of HardSwish

@@ -373,6 +373,8 @@ def apply_epilogue(torch, y, residual, activation: str | None, out,
         torch.clamp_min(y, 0, out=out)
     elif activation == "gelu":
         torch.ops.aten.gelu.out(y, out=out)
+    elif activation == "gelu_tanh":
+        torch.ops.aten.gelu.out(y, approximate="tanh", out=out)
     elif activation == "sigmoid":
         torch.sigmoid(y, out=out)
     elif activation == "silu":
