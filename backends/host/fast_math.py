@@ -106,6 +106,12 @@ def erf_expr(x):
     return _let("erf_x", "float32", x, body)
 
 
+def sigmoid_expr(x):
+    """sigmoid(x) = 1 / (1 + exp(-x)) for a float32 PrimExpr, with exp_expr: what TVM's own
+    sigmoid computes, with libm's exp. -inf gives 0, +inf 1, NaN stays NaN."""
+    return _f(1.0) / (_f(1.0) + exp_expr(-x))
+
+
 def _elementwise(expr_fn, name: str):
     def compute(x):
         from tvm import te
@@ -116,8 +122,9 @@ def _elementwise(expr_fn, name: str):
 
 
 def polynomial_exp_erf(mod):
-    """float32 relax.exp / relax.erf -> TE kernels of exp_expr / erf_expr (every Relax
-    function of `mod`); returns (module, number of calls rewritten)."""
+    """float32 relax.exp / relax.erf / relax.sigmoid -> TE kernels of exp_expr / erf_expr /
+    sigmoid_expr (every Relax function of `mod`); returns (module, number of calls
+    rewritten)."""
     import tvm
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
@@ -125,7 +132,8 @@ def polynomial_exp_erf(mod):
     from anychip.compiler.relax_info import dtype_of
 
     kernels = {tvm.ir.Op.get("relax.exp"): _elementwise(exp_expr, "poly_exp"),
-               tvm.ir.Op.get("relax.erf"): _elementwise(erf_expr, "poly_erf")}
+               tvm.ir.Op.get("relax.erf"): _elementwise(erf_expr, "poly_erf"),
+               tvm.ir.Op.get("relax.sigmoid"): _elementwise(sigmoid_expr, "poly_sigmoid")}
     count = [0]
 
     @mutator

@@ -27,10 +27,12 @@ def _exp_erf_model() -> onnx.ModelProto:
     n = 1 << 18
     f = TensorProto.FLOAT
     graph = helper.make_graph(
-        [helper.make_node("Exp", ["x"], ["exp"]), helper.make_node("Erf", ["x"], ["erf"])],
+        [helper.make_node("Exp", ["x"], ["exp"]), helper.make_node("Erf", ["x"], ["erf"]),
+         helper.make_node("Sigmoid", ["x"], ["sigmoid"])],
         "exp_erf", [helper.make_tensor_value_info("x", f, [n])],
         [helper.make_tensor_value_info("exp", f, [n]),
-         helper.make_tensor_value_info("erf", f, [n])])
+         helper.make_tensor_value_info("erf", f, [n]),
+         helper.make_tensor_value_info("sigmoid", f, [n])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -44,7 +46,7 @@ def test_exp_erf_polynomials_are_within_ulps_of_float64():
     x = np.concatenate([np.linspace(-110, 90, 210_000), rng.normal(0, 3, 60_000)])
     x = np.concatenate([x[:(1 << 18) - SPECIALS.size], SPECIALS]).astype(np.float32)
     art = anychip.compile(_exp_erf_model(), target="cpu", fast_math=True)
-    assert art.report["fast_math"] == 2
+    assert art.report["fast_math"] == 3
     got = art.run({"x": x})
     x64 = x.astype(np.float64)
     with np.errstate(over="ignore"):
@@ -67,6 +69,14 @@ def test_exp_erf_polynomials_are_within_ulps_of_float64():
                         np.float32)
     np.testing.assert_allclose(got["erf"][tail], want_erf, rtol=0, atol=4e-7)
     assert np.signbit(got["erf"][tail][4]) and not np.signbit(got["erf"][tail][3])
+    # sigmoid = 1 / (1 + exp(-x)): within 3 ulp where it is a normal float32, 0 / 1 at -inf /
+    # +inf, NaN kept
+    with np.errstate(over="ignore"):
+        sig = 1.0 / (1.0 + np.exp(-x64))
+    finite = ~np.isnan(x) & (sig >= np.finfo(np.float32).tiny)
+    assert _ulps(got["sigmoid"][finite], sig[finite]).max() <= 3
+    assert np.isnan(got["sigmoid"][tail][0])
+    assert got["sigmoid"][tail][1] == 1.0 and got["sigmoid"][tail][2] == 0.0
 
 
 def test_only_float32_calls_are_rewritten():
