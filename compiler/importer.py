@@ -10,6 +10,7 @@ user's `--dim`, else a default range) are attached to `main` as `tir_var_lower_b
 from __future__ import annotations
 
 import contextlib
+import threading
 
 from .errors import AnychipError
 from .frontend import ModelSource
@@ -89,6 +90,25 @@ def to_relax(source: ModelSource, keep_params_in_input: bool = False):
     return mod
 
 
+_LIGHT = threading.local()          # .depth > 0: this thread is inside TVM's from_onnx
+_INSTALL = threading.Lock()
+
+
+def _light_checker(real):
+    """`onnx.checker.check_model` that checks the light twin of a ModelProto while the calling
+    thread is inside `_checker_without_weights`, and is `real` itself everywhere else."""
+    import onnx
+
+    def check_model(model, *args, **kwargs):
+        if getattr(_LIGHT, "depth", 0) and isinstance(model, onnx.ModelProto):
+            twin = light_twin(model)
+            model = model if twin is None else twin
+        return real(model, *args, **kwargs)
+
+    check_model.anychip_real = real
+    return check_model
+
+
 @contextlib.contextmanager
 def _checker_without_weights():
     """TVM's from_onnx first runs `onnx.checker.check_model` on the model it is given and
@@ -96,21 +116,18 @@ def _checker_without_weights():
     zoo:vgg19's 548 MB). The frontend has run the full checker on the model as given, so
     while TVM imports, the checker sees the model's light twin (compiler/onnx_inference.py:
     the same graph, small constants, the large float weights as typed inputs): the same
-    checks of the graph, without a pass over the weights."""
-    import onnx
+    checks of the graph, without a pass over the weights. Per thread: the wrapper installed
+    once in onnx.checker is onnx's own checker for any other caller and thread."""
     import onnx.checker
 
-    real = onnx.checker.check_model
-
-    def check(model, *args, **kwargs):
-        twin = light_twin(model) if isinstance(model, onnx.ModelProto) else None
-        return real(model if twin is None else twin, *args, **kwargs)
-
-    onnx.checker.check_model = check
+    with _INSTALL:
+        if not hasattr(onnx.checker.check_model, "anychip_real"):
+            onnx.checker.check_model = _light_checker(onnx.checker.check_model)
+    _LIGHT.depth = getattr(_LIGHT, "depth", 0) + 1
     try:
         yield
     finally:
-        onnx.checker.check_model = real
+        _LIGHT.depth -= 1
 
 
 DIMS_KEY = "dims"   # source.extra[...]: {symbol: (lo, hi)} from --dim / dims=

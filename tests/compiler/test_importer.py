@@ -1,7 +1,9 @@
 """compiler/importer.py: TVM's from_onnx runs onnx's checker on the model it imports; the
-checker sees the model's light twin (no pass over the weights) and is onnx's own again after."""
+checker sees the model's light twin (no pass over the weights), in the importing thread only."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import onnx
@@ -33,8 +35,31 @@ def test_tvm_import_checks_the_graph_without_the_weights(monkeypatch):
         return real(data, *args)
 
     monkeypatch.setattr(onnx.checker.C, "check_model", sizes)
-    original = onnx.checker.check_model
     mod = to_relax(source)
     assert "main" in [gv.name_hint for gv in mod.get_global_vars()]
     assert checked and max(checked) < weights // 50, (checked, weights)
-    assert onnx.checker.check_model is original   # restored after the import
+    checked.clear()                               # outside the import: onnx's own checker
+    onnx.checker.check_model(source.proto)
+    assert checked == [source.proto.ByteSize()]
+
+
+def test_other_threads_get_the_whole_model_checked_during_an_import(monkeypatch):
+    """The checker sees the twin only in the thread that is importing: a check made by
+    another thread meanwhile (here: from inside TVM's own check) gets the whole model."""
+    source, other = load_model(_dense_model()), load_model(_dense_model(k=512))
+    seen: list[int] = []
+    real = onnx.checker.C.check_model
+
+    def from_another_thread(data, *args):
+        if not seen:                              # the import's own check (the twin)
+            seen.append(len(data))
+            worker = threading.Thread(target=onnx.checker.check_model, args=(other.proto,))
+            worker.start()
+            worker.join()
+        else:
+            seen.append(len(data))
+        return real(data, *args)
+
+    monkeypatch.setattr(onnx.checker.C, "check_model", from_another_thread)
+    to_relax(source)
+    assert len(seen) == 2 and seen[0] < 4096 and seen[1] == other.proto.ByteSize()
