@@ -157,6 +157,7 @@ class CpuBackend(OptionalBackendHooks):
             mod = passes.drop_dropout(mod)
             mod = passes.sum_as_add(mod)
             mod = passes.fold_conv_affine(mod)
+            mod = passes.fold_affine_chains(mod)
             if opts.combine_matmuls:
                 mod = passes.combine_parallel_matmuls(mod)
             report = {"layout": layout, "dispatch": None}

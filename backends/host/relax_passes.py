@@ -9,6 +9,8 @@ cheapest graph:
 - `fold_conv_affine`: per-output-channel add/subtract/multiply/divide by constants after a
   conv2d with constant weights (inference batch norm after DecomposeOpsForInference) is
   folded into the weights and one bias, in numpy at compile time.
+- `fold_affine_chains`: a chain of elementwise ops by per-channel constants (a decomposed batch
+  norm that follows no convolution, and a Mul/Add after it) becomes one multiply and one add.
 - `full_rank_constants`: a (C, 1, 1) constant of an elementwise op reshaped to (1, C, 1, 1),
   so that layout conversion moves the op to NHWC instead of wrapping it in transposes.
 - `fold_constants`: elementwise and shape ops on constants (weights built by ConstantOfShape,
@@ -308,6 +310,103 @@ def fold_constants(mod):
     mod = _map_main(mod, lambda m, f: FoldConstants(m))
     return relax.transform.DeadCodeElimination()(mod)
 
+
+
+def fold_affine_chains(mod, min_ops: int = 3):
+    """A chain of at least `min_ops` elementwise add/subtract/multiply/divide ops, each of the
+    previous result and a float32 constant that varies along one axis at most (a batch norm
+    that follows no convolution, decomposed: subtract mean, divide by the deviation, multiply
+    by gamma, add beta, often then an ONNX Mul/Add: DenseNet's pre-activations), becomes one
+    multiply and one add by constants computed in float64. The result differs from the chain
+    by float32 rounding only (a division became a multiplication by the reciprocal). Every
+    link but the last must have no other use."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    from anychip.compiler.relax_info import dtype_of
+
+    kinds = {_op("relax.add"): "add", _op("relax.subtract"): "sub",
+             _op("relax.multiply"): "mul", _op("relax.divide"): "div"}
+
+    def step_of(value, consts: dict):
+        """(input, kind, axis, vector) of `input op constant`, or None."""
+        if not isinstance(value, relax.Call) or value.op not in kinds or len(value.args) != 2:
+            return None
+        shape = static_shape(value)
+        if not shape or dtype_of(value) != "float32":
+            return None
+        kind = kinds[value.op]
+        pairs = [(value.args[0], value.args[1])]
+        if kind in ("add", "mul"):
+            pairs.append((value.args[1], value.args[0]))
+        for data, other in pairs:
+            const = _const_value(consts.get(other, other))
+            if const is None or const.dtype != np.float32 or const.ndim > len(shape) \
+                    or static_shape(data) != shape or not isinstance(data, relax.Var):
+                continue
+            full = (1,) * (len(shape) - const.ndim) + const.shape
+            axes = [i for i, d in enumerate(full) if d != 1]
+            if len(axes) <= 1:
+                return data, kind, (axes[0] if axes else None), \
+                    const.reshape(-1).astype(np.float64)
+        return None
+
+    def chains_of(func) -> dict:
+        """original call -> (input, rank, axis, scale, shift) for each chain's last link."""
+        uses = use_counts(func)
+        consts, chain, ends = {}, {}, {}
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                value = binding.value
+                if _const_value(value) is not None:
+                    consts[binding.var] = value
+                step = step_of(value, consts)
+                if step is None:
+                    continue
+                data, kind, axis, vec = step
+                x, c_axis, scale, shift, ops = data, axis, np.ones(1), np.zeros(1), 0
+                if data in chain and uses.get(data, 0) == 1:
+                    x, c_axis, scale, shift, ops = chain[data]
+                    if axis is not None and c_axis is not None and axis != c_axis:
+                        x, c_axis, scale, shift, ops = data, axis, np.ones(1), np.zeros(1), 0
+                    else:
+                        c_axis = axis if axis is not None else c_axis
+                        ends.pop(data, None)
+                if kind == "add":
+                    shift = shift + vec
+                elif kind == "sub":
+                    shift = shift - vec
+                elif kind == "mul":
+                    scale, shift = scale * vec, shift * vec
+                else:
+                    scale, shift = scale / vec, shift / vec
+                chain[binding.var] = (x, c_axis, scale, shift, ops + 1)
+                ends[binding.var] = value
+        return {value: (chain[var], len(static_shape(value)))
+                for var, value in ends.items() if chain[var][4] >= min_ops}
+
+    @mutator
+    class FoldChains(PyExprMutator):
+        def __init__(self, mod, ends):
+            super().__init__(mod)
+            self.ends = ends
+
+        def visit_call_(self, call):
+            found = self.ends.get(call)
+            if found is None:
+                return super().visit_call_(call)
+            (x, axis, scale, shift, _), rank = found
+            shape = [1] * rank
+            if axis is not None:
+                shape[axis] = -1
+            size = np.broadcast(scale, shift).shape
+            a = np.broadcast_to(scale, size).astype(np.float32).reshape(shape)
+            b = np.broadcast_to(shift, size).astype(np.float32).reshape(shape)
+            scaled = self.builder_.emit(relax.op.multiply(self.visit_expr(x), relax.const(a)))
+            return relax.op.add(scaled, relax.const(b))
+
+    mod = _map_main(mod, lambda m, f: FoldChains(m, chains_of(f)))
+    return relax.transform.DeadCodeElimination()(mod)
 
 
 def full_rank_constants(mod):

@@ -1,6 +1,8 @@
 """NHWC layout conversion on the cpu backend: a per-channel constant shaped (C, 1, 1) (an ONNX
 Mul/Add after a concatenation, as DenseNet's pre-activation batch norms are written) must not
-send its elementwise op back to NCHW between two transposes; the outputs match ONNX Runtime."""
+send its elementwise op back to NCHW between two transposes, and the chain of per-channel ops
+(the batch norm, then the Mul/Add) is one multiply and one add; the outputs match ONNX
+Runtime."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import anychip
 
 
 def _dense_block() -> onnx.ModelProto:
-    """A stem conv, then twice: conv -> concat(features, conv) -> Mul/Add by (C, 1, 1)
-    constants -> Relu; a 1x1 conv at the end."""
+    """A stem conv, then twice: conv -> concat(features, conv) -> BatchNormalization -> Mul/Add
+    by (C, 1, 1) constants -> Relu (DenseNet's pre-activation); a 1x1 conv at the end."""
     rng = np.random.default_rng(3)
     c, growth = 8, 4
     stem = (rng.standard_normal((c, c, 3, 3)) / np.sqrt(c * 9)).astype(np.float32)
@@ -30,7 +32,14 @@ def _dense_block() -> onnx.ModelProto:
                                           f"s{i}"),
                   numpy_helper.from_array((rng.standard_normal((width, 1, 1)) * 0.1)
                                           .astype(np.float32), f"b{i}")]
-        nodes += [helper.make_node("Mul", [f"cat{i}", f"s{i}"], [f"m{i}"]),
+        bn = [rng.uniform(0.5, 1.5, width), rng.standard_normal(width) * 0.1,
+              rng.standard_normal(width) * 0.1, rng.uniform(0.5, 1.5, width)]
+        inits += [numpy_helper.from_array(v.astype(np.float32), f"bn{i}_{k}")
+                  for k, v in zip("sbmv", bn)]
+        nodes.append(helper.make_node("BatchNormalization",
+                                      [f"cat{i}", *(f"bn{i}_{k}" for k in "sbmv")],
+                                      [f"n{i}"]))
+        nodes += [helper.make_node("Mul", [f"n{i}", f"s{i}"], [f"m{i}"]),
                   helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"]),
                   helper.make_node("Relu", [f"a{i}"], [f"r{i}"])]
         prev = f"r{i}"
@@ -72,6 +81,10 @@ def test_channel_constants_of_rank_three_stay_in_nhwc():
     ops = _lowered_ops(model)
     # the model's input and output only: no transpose pair around the Mul/Add
     assert ops.count("relax.permute_dims") == 2, ops
+    # each batch norm + Mul + Add (subtract, divide, multiply, add, multiply, add) is one
+    # multiply and one add (fold_affine_chains)
+    assert "relax.divide" not in ops and "relax.subtract" not in ops, ops
+    assert ops.count("relax.multiply") == 2 and ops.count("relax.add") == 2, ops
     report = anychip.verify(model, target="cpu")
     assert report.passed, report.summary()
     assert report.max_abs < 1e-5
