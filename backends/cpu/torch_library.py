@@ -12,9 +12,9 @@ functions registered from Python (docs/tvm-notes.md). Tensors cross as DLPack vi
   oneDNN's linear on the weight packed once per process (digest-keyed, like convolutions),
   bias and activation fused; other matmuls torch.mm/addmm/matmul (MKL) writing straight into
   the buffer TVM planned; residual and activation applied in place.
-- `anychip.torch.softmax` (destination-passing), `anychip.torch.layer_norm` and
-  `anychip.torch.max_pool2d` (new tensors): torch's vectorized kernels, which beat TVM's
-  untuned loops and run on the same threads as the rest.
+- `anychip.torch.softmax` (destination-passing), `anychip.torch.layer_norm`,
+  `anychip.torch.max_pool2d` and `anychip.torch.avg_pool2d` (new tensors): torch's vectorized
+  kernels, which beat TVM's untuned loops and run on the same threads as the rest.
 
 Every call carries a spec string ("v1;key=value;...") with what the kernel needs, so lib.so
 stays self-contained: loading it needs only `register()`.
@@ -42,9 +42,9 @@ SPEC_VERSION = "v1"
 # a matmul with transposed operands (t=...) says v2, so an anychip that predates `t` refuses
 # the call (recompile) instead of computing the untransposed product
 TRANSPOSED_SPEC_VERSION = "v2"
-# a call whose epilogue is gelu_tanh says v3 (which also reads t=), so an anychip that predates
-# it refuses the call instead of skipping an activation it does not know
-GELU_TANH_SPEC_VERSION = "v3"
+# v3 (which also reads t=): a gelu_tanh epilogue, or a pooling with four pads (q=bottom,right);
+# an anychip that predates them refuses the call instead of skipping an activation or a pad
+V3_SPEC_VERSION = "v3"
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh")
 # convolutions also take these as oneDNN post-ops (torch's names: silu is "swish", a clip to
 # [lo, hi] "hardtanh"); checked against torch eager: max abs diff <= 2e-6
@@ -76,9 +76,9 @@ def spec_text(**fields) -> str:
 @functools.lru_cache(maxsize=4096)
 def parse_spec(text: str) -> dict[str, str]:
     parts = text.split(";")
-    if parts[0] not in (SPEC_VERSION, TRANSPOSED_SPEC_VERSION, GELU_TANH_SPEC_VERSION):
+    if parts[0] not in (SPEC_VERSION, TRANSPOSED_SPEC_VERSION, V3_SPEC_VERSION):
         raise ValueError(f"kernel call spec {parts[0]!r}, this anychip reads {SPEC_VERSION} "
-                         f"to {GELU_TANH_SPEC_VERSION}: recompile the model")
+                         f"to {V3_SPEC_VERSION}: recompile the model")
     return dict(p.split("=", 1) for p in parts[1:])
 
 
@@ -150,9 +150,13 @@ class TorchCpuLibrary:
         if pattern.root == "layer_norm":
             return ([int(x) % rank for x in a.axes] == [rank - 1] and bool(a.center)
                     and bool(a.scale))
-        if pattern.root == "max_pool2d":
+        if pattern.root == "max_pool2d":   # any pads: uneven ones are -inf padding first
+            return ((a.layout, a.out_layout) in LAYOUTS and not a.ceil_mode
+                    and all(int(p) < (int(k) - 1) * int(d) + 1 for p, k, d in
+                            zip(a.padding, [*a.pool_size] * 2, [*a.dilation] * 2)))
+        if pattern.root == "avg_pool2d":
             return ((a.layout, a.out_layout) in LAYOUTS and _symmetric(a.padding)
-                    and not a.ceil_mode
+                    and not a.ceil_mode and [int(d) for d in a.dilation] == [1, 1]
                     and all(2 * int(p) <= int(k) for p, k in zip(a.padding, a.pool_size)))
         return False
 
@@ -187,13 +191,23 @@ class TorchCpuLibrary:
                     match.transposed)
         elif root == "layer_norm":
             spec = spec_text(eps=float(a.epsilon))
-        elif root == "max_pool2d":
+        elif root in ("max_pool2d", "avg_pool2d"):
+            pads = [int(p) for p in a.padding]
+            # max pooling with uneven pads, or pads over half the window (which torch's
+            # pooling refuses), pads with -inf itself first (q=bottom,right)
+            explicit = root == "max_pool2d" and (pads[2:] != pads[:2] or any(
+                2 * p > int(k) for p, k in zip(pads, [*a.pool_size] * 2)))
             spec = spec_text(layout=a.layout, k=list(a.pool_size), s=list(a.strides),
-                             p=list(a.padding)[:2], d=list(a.dilation))
+                             p=pads[:2], d=list(a.dilation),
+                             **({"q": pads[2:]} if explicit else {}),
+                             **({"c": int(a.count_include_pad)} if root == "avg_pool2d"
+                                else {}))
+            if "q" in spec:
+                spec = V3_SPEC_VERSION + spec[spec.index(";"):]
         else:
             spec = spec_text()
         if "gelu_tanh" in match.pattern.epilogue:
-            spec = GELU_TANH_SPEC_VERSION + spec[spec.index(";"):]
+            spec = V3_SPEC_VERSION + spec[spec.index(";"):]
         call = [*tensors, tvm.ir.StringImm(spec)]
         if root in ("matmul", "softmax"):   # torch has out= variants: write TVM's buffer
             return relax.call_dps_packed(PREFIX + root, call, match.out_ty)
@@ -226,7 +240,8 @@ class TorchCpuLibrary:
         import tvm_ffi
 
         kernels = {"conv2d": self._conv2d, "matmul": self._matmul, "softmax": _softmax,
-                   "layer_norm": _layer_norm, "max_pool2d": _max_pool2d}
+                   "layer_norm": _layer_norm, "max_pool2d": _max_pool2d,
+                   "avg_pool2d": _avg_pool2d}
         for name, func in kernels.items():
             tvm_ffi.register_global_func(PREFIX + name, func, override=True)
         self._registered = True
@@ -545,11 +560,33 @@ def _layer_norm(x, gamma, beta, spec):
 
 
 def _max_pool2d(x, spec):
+    """Max pooling (NaN in a window gives NaN, as ONNX Runtime's ReduceMax); with q (uneven
+    pads: ONNX's SAME_UPPER, Caffe2 exports; or pads over half the window) the input is
+    padded with -inf first, then pooled without pads."""
     import torch
 
     spec = parse_spec(str(spec))
     x = torch.from_dlpack(x)
     nhwc = spec["layout"] == "NHWC"
-    y = torch.nn.functional.max_pool2d(x.permute(0, 3, 1, 2) if nhwc else x, _ints(spec["k"]),
-                                       _ints(spec["s"]), _ints(spec["p"]), _ints(spec["d"]))
+    x = x.permute(0, 3, 1, 2) if nhwc else x
+    pads = _ints(spec["p"])
+    if "q" in spec:
+        (top, left), (bottom, right) = pads, _ints(spec["q"])
+        x = torch.nn.functional.pad(x, (left, right, top, bottom), value=float("-inf"))
+        pads = [0, 0]
+    y = torch.nn.functional.max_pool2d(x, _ints(spec["k"]), _ints(spec["s"]), pads,
+                                       _ints(spec["d"]))
+    return _compact(y.permute(0, 2, 3, 1) if nhwc else y)
+
+
+def _avg_pool2d(x, spec):
+    """Average pooling, even pads, with or without the pads in the count."""
+    import torch
+
+    spec = parse_spec(str(spec))
+    x = torch.from_dlpack(x)
+    nhwc = spec["layout"] == "NHWC"
+    y = torch.nn.functional.avg_pool2d(x.permute(0, 3, 1, 2) if nhwc else x, _ints(spec["k"]),
+                                       _ints(spec["s"]), _ints(spec["p"]),
+                                       count_include_pad=spec.get("c", "1") == "1")
     return _compact(y.permute(0, 2, 3, 1) if nhwc else y)

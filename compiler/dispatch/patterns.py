@@ -4,7 +4,7 @@ One table for every library and backend (patterns are registered in one place).
 A pattern is a root operator followed by an epilogue, a sequence of steps applied to the
 root's result: `bias` (add of a constant broadcast along the last axis), `residual` (add of
 a tensor of the output's shape), and an activation. Only the compute-bound roots (conv2d,
-matmul) take epilogues; the memory-bound ones (softmax, layer_norm, max_pool2d) are offered
+matmul) take epilogues; the memory-bound ones (softmax, layer_norm, max/avg_pool2d) are offered
 alone, for libraries whose vectorized kernels beat TVM's untuned loops. A library says which
 patterns it implements; FuseOpsByPattern tries longer patterns first, so a conv2d followed by
 bias, residual add and relu becomes one library call when the library offers it.
@@ -22,6 +22,7 @@ ROOTS = {
     "softmax": ("relax.nn.softmax", ("data",)),
     "layer_norm": ("relax.nn.layer_norm", ("data", "gamma", "beta")),
     "max_pool2d": ("relax.nn.max_pool2d", ("data",)),
+    "avg_pool2d": ("relax.nn.avg_pool2d", ("data",)),
     # softmax(query @ key_t / scale) @ value (or * scale): fused attention (SDPA) for libraries
     # that have it; the op named is the one that must be present for the pattern to be tried
     "attention": ("relax.nn.softmax", ("query", "key_t", "value")),
