@@ -163,6 +163,7 @@ class CpuBackend(OptionalBackendHooks):
             report = {"layout": layout, "dispatch": None}
             if layout == "NHWC":
                 mod, report["layout"] = _to_nhwc(passes.full_rank_constants(mod))
+                mod = passes.nhwc_channel_shuffle(mod)
             if opts.dispatch:
                 library = _library() if not opts.torch_plugin else _plugin(opts.torch_plugin)
                 if getattr(library, "transposed_operands", False):   # no transpose kernels

@@ -11,6 +11,8 @@ cheapest graph:
   folded into the weights and one bias, in numpy at compile time.
 - `fold_affine_chains`: a chain of elementwise ops by per-channel constants (a decomposed batch
   norm that follows no convolution, and a Mul/Add after it) becomes one multiply and one add.
+- `nhwc_channel_shuffle`: an NCHW channel shuffle between layout conversion's transposes is
+  redone on the NHWC data.
 - `full_rank_constants`: a (C, 1, 1) constant of an elementwise op reshaped to (1, C, 1, 1),
   so that layout conversion moves the op to NHWC instead of wrapping it in transposes.
 - `fold_constants`: elementwise and shape ops on constants (weights built by ConstantOfShape,
@@ -406,6 +408,65 @@ def fold_affine_chains(mod, min_ops: int = 3):
             return relax.op.add(scaled, relax.const(b))
 
     mod = _map_main(mod, lambda m, f: FoldChains(m, chains_of(f)))
+    return relax.transform.DeadCodeElimination()(mod)
+
+
+def nhwc_channel_shuffle(mod):
+    """ShuffleNet's channel shuffle written for NCHW (reshape to [N, g, C/g, H, W], swap the
+    group axes, reshape back) between the two transposes layout conversion leaves around it
+    becomes the same shuffle on the NHWC data: reshape to [N, H, W, g, C/g], swap the last
+    two axes, reshape back (out channel j*g + i <- in channel i*C/g + j either way). The five
+    ops' fused kernel gathered across both layouts; this one moves contiguous channel runs."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    permute, reshape = _op("relax.permute_dims"), _op("relax.reshape")
+
+    def call_of(mutator_, expr, op):
+        value = bound_value(mutator_, expr) if isinstance(expr, relax.Var) else expr
+        return value if isinstance(value, relax.Call) and value.op == op else None
+
+    def axes(call) -> list[int] | None:
+        return None if call.attrs.axes is None else [int(a) for a in call.attrs.axes]
+
+    @mutator
+    class Shuffle(PyExprMutator):
+        def __init__(self, mod, uses):
+            super().__init__(mod)
+            self.uses = uses
+
+        def _single(self, expr) -> bool:
+            return isinstance(expr, relax.Var) and self.uses.get(expr, 0) == 1
+
+        def visit_call_(self, call):
+            new = super().visit_call_(call)
+            if not isinstance(new, relax.Call) or new.op != permute \
+                    or axes(new) != [0, 2, 3, 1]:
+                return new
+            chain, expr = [], new.args[0]        # reshape back, swap, split, to NCHW
+            for op in (reshape, permute, reshape, permute):
+                found = call_of(self, expr, op) if self._single(expr) else None
+                if found is None:
+                    return new
+                chain.append(found)
+                expr = found.args[0]
+            back, swap, split, to_nchw = chain
+            if axes(swap) != [0, 2, 1, 3, 4] or axes(to_nchw) != [0, 3, 1, 2]:
+                return new
+            x = to_nchw.args[0]
+            nhwc, grouped = static_shape(x), static_shape(split)
+            if nhwc is None or grouped is None or len(grouped) != 5:
+                return new
+            n, h, w, c = nhwc
+            g, per = grouped[1], grouped[2]
+            if grouped != (n, g, per, h, w) or g * per != c \
+                    or static_shape(back) != (n, c, h, w):
+                return new
+            five = self.builder_.emit(relax.op.reshape(x, [n, h, w, g, per]))
+            swapped = self.builder_.emit(relax.op.permute_dims(five, [0, 1, 2, 4, 3]))
+            return relax.op.reshape(swapped, [n, h, w, c])
+
+    mod = _map_main(mod, lambda m, f: Shuffle(m, use_counts(f)))
     return relax.transform.DeadCodeElimination()(mod)
 
 

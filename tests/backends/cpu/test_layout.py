@@ -88,3 +88,36 @@ def test_channel_constants_of_rank_three_stay_in_nhwc():
     report = anychip.verify(model, target="cpu")
     assert report.passed, report.summary()
     assert report.max_abs < 1e-5
+
+
+def _shuffle_block(groups: int = 4, channels: int = 16) -> onnx.ModelProto:
+    """grouped 1x1 conv -> ShuffleNet's channel shuffle (Reshape [N, g, C/g, H, W], Transpose,
+    Reshape back) -> depthwise 3x3 conv."""
+    rng = np.random.default_rng(5)
+    c, g = channels, groups
+    inits = [numpy_helper.from_array((rng.standard_normal((c, c // g, 1, 1)) / 2)
+                                     .astype(np.float32), "w1"),
+             numpy_helper.from_array((rng.standard_normal((c, 1, 3, 3)) / 3)
+                                     .astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array([1, g, c // g, 6, 6], np.int64), "split"),
+             numpy_helper.from_array(np.array([1, c, 6, 6], np.int64), "back")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], group=g),
+             helper.make_node("Reshape", ["a", "split"], ["r"]),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "back"], ["s"]),
+             helper.make_node("Conv", ["s", "w2"], ["y"], group=c, pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(
+        nodes, "shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 6, 6])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_channel_shuffle_runs_on_the_nhwc_data():
+    """No transpose pair around the shuffle: the model's input and output transposes and the
+    shuffle's own swap of its last two axes; the channel order matches ONNX Runtime."""
+    model = _shuffle_block()
+    ops = _lowered_ops(model)
+    assert ops.count("relax.permute_dims") == 3, ops
+    report = anychip.verify(model, target="cpu")
+    assert report.passed, report.summary()
+    assert report.max_abs < 1e-5
