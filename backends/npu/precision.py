@@ -62,6 +62,21 @@ def _may_saturate(array: np.ndarray, dtype) -> bool:
         return bool(np.isinf(np.asarray(top, array.dtype).astype(dtype).astype(np.float32)))
 
 
+def _drop_unread(graph) -> None:
+    """Initializers that nothing reads any more leave the simulated graph: a weight whose
+    every reader now takes its placed dtype (under force_fp16, all of vgg19's 548 MB of
+    float32 weights) would only be converted to a tensor by TVM's importer and never used.
+    Graph inputs and outputs, and what subgraphs read, stay. Deleted in place: the kept
+    weights are not copied."""
+    read = {o.name for o in graph.output} | {i.name for i in graph.input}
+    for node in graph.node:
+        read.update(node.input)
+        read.update(_outer_names(node))
+    for index in reversed(range(len(graph.initializer))):
+        if graph.initializer[index].name not in read:
+            del graph.initializer[index]
+
+
 def _outer_names(node) -> set[str]:
     """Tensor names the node's subgraphs (If/Loop/Scan bodies) read, at any depth."""
     names: set[str] = set()
@@ -149,6 +164,7 @@ def simulated_model(model: onnx.ModelProto, placements: list[NodePlacement],
     del graph.node[:]
     graph.node.extend(nodes)
     graph.initializer.extend(new_inits)
+    _drop_unread(graph)
     del graph.value_info[:]
     try:   # onnx's strict inference, without a pass over the weights (onnx_inference.py)
         return infer_shapes(out, strict_mode=True)

@@ -43,6 +43,36 @@ def test_simulated_graph_casts_only_at_dtype_boundaries():
     assert [o.name for o in sim.graph.output] == ["y"]
 
 
+def test_weights_no_node_reads_leave_the_simulated_graph():
+    """Under force_fp16 the MatMul reads W__float16 only: the float32 W is not in the graph
+    TVM imports (it would be converted and never used); kept where a node still reads it, and
+    where only a subgraph does. The input model keeps its weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    chip = Chip.of(get_profile("ascend-910b"))
+    proto = load_model(matmul_softmax_model()).proto
+    sim = simulated_model(proto, place_nodes(proto, chip, "force_fp16"))
+    names = {i.name for i in sim.graph.initializer}
+    assert "W__float16" in names and "W" not in names
+    keep = simulated_model(proto, place_nodes(proto, chip, "must_keep_origin_dtype"))
+    assert "W" in {i.name for i in keep.graph.initializer}
+    assert "W" in {i.name for i in proto.graph.initializer}
+
+    k = numpy_helper.from_array(np.arange(4, dtype=np.float32), "K")
+    flag = numpy_helper.from_array(np.array(True), "flag")
+    branch = helper.make_graph([helper.make_node("Add", ["x", "K"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 4])])
+    other = helper.make_graph([helper.make_node("Sub", ["x", "K"], ["e"])], "else", [],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 4])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["flag"], ["y"], then_branch=branch, else_branch=other)], "if",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [k, flag])
+    model = load_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    sim = simulated_model(model.proto, place_nodes(model.proto, chip, "force_fp16"))
+    assert {"K", "flag"} <= {i.name for i in sim.graph.initializer}
+
+
 def _errors(report) -> tuple[float, float]:
     return report.max_abs, report.max_rel
 
