@@ -236,6 +236,11 @@ def _outer_parallel(func, target, parallel: bool):
     return sch if changed else None
 
 
+# A column reduction followed by injective blocks (mean's divide) is taken only when its output
+# is this small: the blocks after it stay plain loops over that output.
+MAX_EPILOGUE_OUTPUT = 16384
+
+
 def _column_reduction(func, target, parallel: bool):
     """A sum over the leading axes of a row-major tensor, e.g. a bias gradient's
     collapse_sum [B, T, N] -> [N] or an NHWC global average pool's mean over H and W
@@ -264,6 +269,9 @@ def _column_reduction(func, target, parallel: bool):
     if not spatial or kinds[spatial:] != "R" * (len(kinds) - spatial):
         return None
     block = infos[red].block_rv
+    outputs = math.prod(_extent(sch, loop) or 1 for loop in sch.get_loops(block)[:spatial])
+    if red < len(infos) - 1 and outputs > MAX_EPILOGUE_OUTPUT:
+        return None     # a large output (a convolution's) would leave its epilogue unvectorized
     if any(str(write.source.dtype) not in ("float32", "float64")
            for write in sch.get(block).writes):
         return None     # bf16 is legalized to uint16 storage later, which a vector init breaks

@@ -89,3 +89,42 @@ def test_column_sums_compute_what_numpy_does():
 def test_parallel_kernels_keep_the_outer_parallel_schedule():
     for text in _kernels(_scheduled(parallel=True)).values():
         assert "T.vectorized(" not in text or "T.parallel(" in text
+
+
+@I.ir_module
+class ConvRelu:
+    @R.function
+    def main(x: R.Tensor((1, 16, 16, 32), "float32"), w: R.Tensor((32, 1, 3, 3), "float32")):
+        with R.dataflow():
+            y = R.nn.relu(R.nn.conv2d(x, w, padding=[1, 1], groups=32, data_layout="NHWC",
+                                      kernel_layout="OIHW"))
+            R.output(y)
+        return y
+
+
+def test_a_large_reduction_with_an_epilogue_is_not_a_column_reduction():
+    """A depthwise convolution + relu (8192 outputs x 9 taps) is a column reduction by shape,
+    but its relu would stay an unvectorized loop after it: over MAX_EPILOGUE_OUTPUT outputs
+    the rule declines (here 16 x 16 x 32 = 8192 is under; at 64 channels it is over)."""
+    from tvm.s_tir import dlight
+
+    from anychip.backends.host import schedule
+
+    def window_outside(limit: int) -> bool:
+        mod = relax.transform.LegalizeOps()(ConvRelu)
+        mod = relax.transform.AnnotateTIROpPattern()(mod)
+        mod = relax.transform.FuseTIR()(relax.transform.FuseOps()(mod))
+        old, schedule.MAX_EPILOGUE_OUTPUT = schedule.MAX_EPILOGUE_OUTPUT, limit
+        try:
+            with tvm.target.Target(TARGET):
+                mod = dlight.ApplyDefaultSchedule(*schedule_rules(parallel=False))(mod)
+        finally:
+            schedule.MAX_EPILOGUE_OUTPUT = old
+        text = next(t for n, t in _kernels(mod).items() if "conv" in n)
+        first = next(line.strip() for line in text.splitlines()
+                     if line.strip().startswith("for ") and "_init" not in line)
+        return first.startswith("for ax3, ax4") or "T.int64(3), T.int64(3)" in first.split(
+            "T.grid(")[-1][:40]
+
+    assert window_outside(limit=16384)       # 8192 outputs: the rule takes it
+    assert not window_outside(limit=4096)    # over the limit: left to the other rules
