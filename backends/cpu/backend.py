@@ -3,10 +3,12 @@
 The lowering reads as phases (after TVM's relax/backend/cpu_generic pipeline):
 1. graph: inference decomposition (batch norm becomes elementwise ops), constants folded in
    numpy, inference dropout removed, ONNX Sum as adds, batch norm folded into conv weights,
-   NHWC layout (oneDNN's native activation format, so no reorder per call);
+   other per-channel chains to one multiply-add, NHWC layout (oneDNN's native activation
+   format, so no reorder per call; per-channel constants first given the full rank, channel
+   shuffles redone on NHWC data);
 2. library dispatch: conv2d and matmul with their bias / residual / activation epilogues,
-   softmax, layer norm and max pooling go to oneDNN/MKL through torch (compiler/dispatch,
-   backends/cpu/torch_library.py);
+   softmax, layer norm and max/average pooling go to oneDNN/MKL through torch, calls under
+   4 MFLOP to torch's plain kernels (compiler/dispatch, backends/cpu/torch_library.py);
 3. TVM: what is left (reshapes, transposes, elementwise glue) is legalized, fused, given the
    tuned schedules of the tuning database and simple default ones (backends/cpu/schedule.py);
    in a train step (or with fast_math=True) float32 exp, erf and sigmoid first become
