@@ -321,7 +321,8 @@ def fold_affine_chains(mod, min_ops: int = 3):
     by gamma, add beta, often then an ONNX Mul/Add: DenseNet's pre-activations), becomes one
     multiply and one add by constants computed in float64. The result differs from the chain
     by float32 rounding only (a division became a multiplication by the reciprocal). Every
-    link but the last must have no other use."""
+    link but the last must have no other use; a constant that is not finite, a divisor or a
+    factor of zero ends the chain (their infinities and NaNs do not reassociate)."""
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
@@ -345,6 +346,10 @@ def fold_affine_chains(mod, min_ops: int = 3):
             const = _const_value(consts.get(other, other))
             if const is None or const.dtype != np.float32 or const.ndim > len(shape) \
                     or static_shape(data) != shape or not isinstance(data, relax.Var):
+                continue
+            # x / 0 and x * inf do not survive reassociation (inf - inf where the chain had
+            # inf): such a link is left as it is
+            if not np.isfinite(const).all() or (kind in ("div", "mul") and (const == 0).any()):
                 continue
             full = (1,) * (len(shape) - const.ndim) + const.shape
             axes = [i for i, d in enumerate(full) if d != 1]

@@ -66,3 +66,26 @@ def test_chains_fold_to_one_multiply_and_add_with_the_same_values(branch, other_
     x = RNG.standard_normal((2, 3, 4, 5)).astype(np.float32)
     for got, expected in zip(_run(folded, x), _run(mod, x)):
         np.testing.assert_allclose(got, expected, rtol=2e-6, atol=1e-6)
+
+
+def test_a_zero_divisor_ends_the_chain_and_keeps_the_infinities():
+    """(x - m) / d with a zero in d gives +-inf (or NaN at x == m); folded as x * (1/d) + ...
+    it would give inf - inf = NaN: the division is left as a link of its own."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 3, 2, 2], "float32"))
+    d = np.array([2.0, 0.0, 4.0], np.float32).reshape(3, 1, 1)
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            a = bb.emit(relax.op.subtract(x, relax.const(np.full((3, 1, 1), 0.5, np.float32))))
+            b = bb.emit(relax.op.divide(a, relax.const(d)))
+            c = bb.emit(relax.op.multiply(b, _const((3, 1, 1))))
+            out = bb.emit_output(relax.op.add(c, _const((3, 1, 1))))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    folded = fold_affine_chains(mod)
+    assert "relax.divide" in _ops(folded)
+    xs = RNG.standard_normal((1, 3, 2, 2)).astype(np.float32)
+    got, want = _run(folded, xs)[0], _run(mod, xs)[0]
+    assert np.isinf(want[0, 1]).all()
+    np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+    np.testing.assert_allclose(got[np.isfinite(want)], want[np.isfinite(want)], rtol=2e-6)
