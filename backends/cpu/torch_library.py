@@ -61,6 +61,12 @@ _PACKED_CACHE_ENTRIES = 4096
 # (docs/performance.md). Depthwise and grouped convolutions stay on oneDNN at any size (aten's
 # took 48-58 us where oneDNN took 37-47).
 SMALL_FLOPS = 4e6
+# Depthwise convolutions up to this many FLOPs stay in TVM (`_depthwise_for_tvm`): its serial
+# kernel at ~45-70 GFLOP/s against oneDNN's call, ~45 us fixed plus two threads' arithmetic,
+# breaks even near 3.7 MFLOP (2 Zen 4 cores, docs/performance.md)
+TVM_DEPTHWISE_MAX_FLOPS = 3e6
+# activations a TVM kernel computes with a scalar libm call per element (exp, erf, tanh)
+LIBM_ACTIVATIONS = ("sigmoid", "silu", "gelu", "gelu_tanh")
 
 
 def spec_text(**fields) -> str:
@@ -141,7 +147,7 @@ class TorchCpuLibrary:
                 return False
         if pattern.root == "conv2d":
             return ((a.data_layout, a.out_layout) in LAYOUTS and a.kernel_layout == "OIHW"
-                    and _symmetric(a.padding))
+                    and _symmetric(a.padding) and not _depthwise_for_tvm(pattern, annotated))
         if pattern.root == "matmul":
             return (len(known_shape(annotated["data"])) >= 2
                     and len(known_shape(annotated["weight"])) >= 2)
@@ -328,7 +334,7 @@ class TorchCpuLibrary:
         x, weight, *rest = (torch.from_dlpack(t) for t in args[:-1])
         bias = rest[0] if plan.has_bias else None
         residual = rest[-1] if plan.has_residual else None
-        if plan.gemm == "1":
+        if plan.gemm in ("1", "mm"):
             return _conv_as_gemm(torch, plan, x, weight, bias, residual)
         if plan.gemm == "linear" and _onednn_linear():
             return self._conv_as_linear(torch, plan, x, weight, bias, residual)
@@ -367,8 +373,9 @@ class _ConvPlan(NamedTuple):
     has_residual: bool
     weight_digest: str   # "" when the weight is not a compile-time constant
     bounds: tuple[float, ...] = ()   # a clip activation's (lo, hi)
-    # "1": a 1x1 convolution of a 1x1 image (squeeze-excite), torch.addmm; "linear": a
-    # stride-1 unpadded 1x1 convolution of NHWC data, oneDNN's linear; "": a convolution
+    # "1": a 1x1 convolution of a 1x1 image (squeeze-excite), torch.addmm; "mm": a small
+    # stride-1 unpadded 1x1 convolution of NHWC data, torch.addmm; "linear": a larger one with
+    # a constant weight, oneDNN's linear; "": a convolution
     gemm: str = ""
     # "aten": a small dense convolution through torch's aten convolution (SMALL_FLOPS); an
     # anychip that predates it runs the same convolution on oneDNN
@@ -397,14 +404,17 @@ def _gemm_kind(match: Match, digest: str) -> str:
     - of a 1x1 image, as squeeze-excite blocks run on the pooled vector, "1": torch.addmm
       (oneDNN's convolution took 130-170 us a call for these shapes where torch.addmm took
       15-45, 2 Zen cores, load 5, SE shapes of efficientnet-b0 and mobilenet-v3);
+    - of a larger NHWC image under SMALL_FLOPS, "mm": torch.addmm on the [N*H*W, C] matrix,
+      epilogue in place (shufflenet's and mobilenet's small 1x1 convolutions: [196, 240] x
+      [240, 40] 30 us through addmm, 95 us as an aten convolution, 38 us in ONNX Runtime);
     - of a larger NHWC image with a constant weight, "linear": oneDNN's linear on the packed
       weight with the activation fused, 10-30% faster than oneDNN's 1x1 convolution on the
       expand/project shapes of efficientnet, mobilenet_v3 and resnet50 (docs/performance.md).
       A residual followed by an activation stays on the convolution, which fuses both (the
-      linear fuses the add only; resnet's shapes were 0-8% slower that way). Under
-      SMALL_FLOPS it is an aten convolution instead (the linear's fixed cost dominates).
-    An anychip that predates "linear" reads it as a plain convolution (same result); NCHW
-    data of a larger image is not the GEMM's matrix without a copy and stays a convolution."""
+      linear fuses the add only; resnet's shapes were 0-8% slower that way).
+    An anychip that predates "linear" or "mm" reads them as a plain convolution (same result);
+    NCHW data of a larger image is not the GEMM's matrix without a copy and stays a
+    convolution."""
     a = match.attrs
     data, weight = known_shape(match.data), known_shape(match.weight)
     nhwc = a.data_layout == "NHWC"
@@ -414,9 +424,10 @@ def _gemm_kind(match: Match, digest: str) -> str:
         return ""
     if tuple(spatial) == (1, 1):
         return "1"
+    if nhwc and _small_conv(match):
+        return "mm"
     fused_after_add = match.residual is not None and match.pattern.activation is not None
-    return "linear" if nhwc and digest and not fused_after_add and not _small_conv(match) \
-        else ""
+    return "linear" if nhwc and digest and not fused_after_add else ""
 
 
 def _static_flops(match: Match) -> float | None:
@@ -429,6 +440,27 @@ def _static_flops(match: Match) -> float | None:
         return 2.0 * math.prod(out) * math.prod(weight[1:])
     inner = data[-2] if "data" in match.transposed else data[-1]
     return 2.0 * math.prod(out) * inner
+
+
+def _depthwise_for_tvm(pattern: Pattern, annotated: dict) -> bool:
+    """A small depthwise convolution of NHWC data that TVM computes itself
+    (backends/host/depthwise.py): its serial kernel takes 9-17 us on mobile networks' 14x14
+    maps where the library call costs 45-60 us before any arithmetic. Kept on the library:
+    above TVM_DEPTHWISE_MAX_FLOPS (oneDNN's two threads win), channels not a multiple of 8
+    (TVM's vectors would be too narrow), symbolic shapes, and activations that TVM would
+    compute with scalar libm calls but oneDNN fuses (sigmoid, SiLU, GELU)."""
+    root = annotated["root"]
+    a = root.attrs
+    data, weight, out = (static_shape(annotated["data"]), static_shape(annotated["weight"]),
+                         static_shape(root))
+    if a.data_layout != "NHWC" or data is None or weight is None or out is None:
+        return False
+    channels, groups = data[3], int(a.groups)
+    if groups == 1 or groups != channels or weight[:2] != (channels, 1) or channels % 8:
+        return False
+    if pattern.activation in LIBM_ACTIVATIONS:
+        return False
+    return 2.0 * math.prod(out) * weight[2] * weight[3] <= TVM_DEPTHWISE_MAX_FLOPS
 
 
 def _small_conv(match: Match) -> bool:
@@ -455,16 +487,18 @@ def _conv_aten(torch, plan: "_ConvPlan", x, weight, bias, residual):
 
 
 def _conv_as_gemm(torch, plan: _ConvPlan, x, weight, bias, residual):
-    """out[N, O] = x[N, I] @ weight[O, I]^T + bias, then residual and activation in place; a
-    1x1 image has the same bytes in NHWC and NCHW."""
-    x2, w2 = x.reshape(x.shape[0], -1), weight.reshape(weight.shape[0], -1)
+    """out[R, O] = x[R, I] @ weight[O, I]^T + bias, then residual and activation in place,
+    where R is N*H*W of NHWC data, or N of a 1x1 image (the same bytes in NHWC and NCHW)."""
+    rows = x.numel() // weight.shape[1]
+    x2, w2 = x.reshape(rows, weight.shape[1]), weight.reshape(weight.shape[0], -1)
     y = torch.addmm(bias, x2, w2.t()) if bias is not None else torch.mm(x2, w2.t())
     if residual is not None:
         y.add_(residual.reshape(y.shape))
     if plan.activation is not None:
         _activate_(torch, y, plan.activation, plan.bounds)
-    shape = (y.shape[0], 1, 1, y.shape[1]) if plan.nhwc else (y.shape[0], y.shape[1], 1, 1)
-    return y.reshape(shape)
+    if plan.nhwc:
+        return y.reshape(*x.shape[:-1], y.shape[1])
+    return y.reshape(y.shape[0], y.shape[1], 1, 1)
 
 
 def _activate_(torch, y, activation: str, bounds: tuple[float, ...]) -> None:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 
+from .lanes import vector_lanes as _vector_lanes
+
 # Below this many output elements a parallel region costs more than it saves.
 MIN_PARALLEL_ELEMENTS = 16384
 
@@ -37,11 +39,6 @@ def _rule(apply, parallel: bool):
                 {"apply": lambda self, f, t, _: apply(f, t, parallel)})()
 
 
-def _vector_lanes(target, bits: int = 32) -> int:
-    from tvm.target.codegen import llvm_get_vector_width
-
-    width = llvm_get_vector_width(target)
-    return max((width if width > 0 else 128) // bits, 1)
 
 
 def safe_lanes(sch, block, lanes: int, loop=None) -> int:
@@ -81,6 +78,16 @@ def _uses(expr, var) -> bool:
     return False
 
 
+def _touches_bool(sch, block) -> bool:
+    """Whether `block` reads or writes a bool buffer: TVM 0.27 miscompiles vectors of bool in
+    memory (a vectorized store of a compare to a bool buffer and its reload gave zeros for
+    ONNX's float -> int4 Cast; a vectorized `not` of one fails a type check), so such a block
+    stays scalar. Before isnan was vectorizable (ieee.vectorizable_isnan) every such block
+    also held an isnan and was scalarized anyway."""
+    stmt = sch.get(block)
+    return any(str(r.source.dtype) == "bool" for r in [*stmt.reads, *stmt.writes])
+
+
 def _parallel_vectorize(sch, block, target, parallel: bool) -> None:
     """Fuse the loops of `block`, vectorize the inner lanes, parallelize the outer part."""
     loops = sch.get_loops(block)
@@ -91,7 +98,8 @@ def _parallel_vectorize(sch, block, target, parallel: bool) -> None:
         return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     total = _extent(sch, fused)
-    lanes = safe_lanes(sch, block, _vector_lanes(target), fused)
+    lanes = 1 if _touches_bool(sch, block) else safe_lanes(sch, block, _vector_lanes(target),
+                                                             fused)
     if lanes > 1 and total >= lanes and total % lanes == 0:
         outer, inner = sch.split(fused, factors=[None, lanes])
         sch.vectorize(inner)
@@ -115,7 +123,8 @@ def _symbolic_parallel_vectorize(sch, block, loops, target, parallel: bool) -> N
     if tail:
         inner = sch.fuse(*tail) if len(tail) > 1 else tail[0]
         size = _extent(sch, inner)
-        lanes = safe_lanes(sch, block, _vector_lanes(target), inner)
+        lanes = 1 if _touches_bool(sch, block) else safe_lanes(sch, block,
+                                                                 _vector_lanes(target), inner)
         if lanes > 1 and size >= lanes and size % lanes == 0:
             sch.vectorize(sch.split(inner, factors=[None, lanes])[1])
     if parallel and head:
@@ -317,8 +326,10 @@ def reduction_rules(parallel: bool = True) -> list:
 
 
 def schedule_rules(parallel: bool = True):
-    return ([injective_rule(parallel), _rule(_column_reduction, parallel)]
-            + reduction_rules(parallel))
+    from .depthwise import schedule_depthwise
+
+    return ([injective_rule(parallel), _rule(schedule_depthwise, parallel),
+             _rule(_column_reduction, parallel)] + reduction_rules(parallel))
 
 
 def pipeline(target, parallel: bool = True, database=None):
@@ -332,6 +343,10 @@ def pipeline(target, parallel: bool = True, database=None):
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.s_tir.dlight import ApplyDefaultSchedule
+
+    from .ieee import vectorizable_isnan
+
+    vectorizable_isnan()   # fast_math's and ONNX IsNaN's kernels vectorize too
 
     @tvm.transform.module_pass(opt_level=0, name="AnychipCpuPipeline")
     def _pipeline(mod, _ctx):

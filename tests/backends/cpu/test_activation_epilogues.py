@@ -59,7 +59,10 @@ def _conv_act(act: str, group: int = 1, residual: bool = False) -> onnx.ModelPro
     ("hardswish", 1, False, "conv2d_bias_hardswish"),
     ("hardsigmoid", 1, False, "conv2d_bias_clip"),
     ("silu", 8, False, "conv2d_bias_silu"),                    # depthwise (group = C)
-    ("hardswish", 8, True, "conv2d_bias_residual_hardswish"),  # applied after the add
+    # applied after the add (a small depthwise one with HardSwish stays in TVM instead:
+    # tests/backends/host/test_depthwise.py)
+    ("hardswish", 1, True, "conv2d_bias_residual_hardswish"),
+    ("sigmoid", 8, True, "conv2d_bias_residual_sigmoid"),
 ])
 def test_activation_runs_as_the_convolutions_epilogue(act, group, residual, fused):
     model = _conv_act(act, group, residual)

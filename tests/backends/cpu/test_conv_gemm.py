@@ -131,12 +131,33 @@ def test_pointwise_conv_of_a_symbolic_batch_runs_as_a_linear_at_each_batch(monke
         assert result.passed, (n, result)
 
 
+@pytest.mark.parametrize("act, residual", [("relu", False), ("silu", True), (None, False),
+                                           ("hardswish", True)])
+def test_small_pointwise_convolutions_run_as_addmm(act, residual, monkeypatch):
+    """Under SMALL_FLOPS a stride-1 unpadded 1x1 convolution of NHWC data is torch.addmm on
+    the [N*H*W, C] matrix (gemm=mm), residual and activation in place after; outputs match
+    ONNX Runtime. An anychip that predates `mm` plans it as a convolution."""
+    model = _conv1x1(act, residual=residual, hw=6, cin=16, cout=24)
+    specs = _compiled_specs(model, monkeypatch)
+    assert [(s.get("gemm"), s.get("impl")) for s in specs] == [("mm", None)]
+    ran = []
+    real = torch_library._conv_as_gemm
+    monkeypatch.setattr(torch_library, "_conv_as_gemm",
+                        lambda torch, plan, *a: ran.append(plan.activation) or
+                        real(torch, plan, *a))
+    report = anychip.verify(model, target="cpu")
+    assert report.passed, report.summary()
+    assert report.max_abs < 1e-5
+    assert ran == [act]
+
+
 @pytest.mark.parametrize("act, residual", [("relu", False), ("silu", True), (None, False)])
 def test_small_convolutions_run_as_aten_convolutions(act, residual, monkeypatch):
-    """Under SMALL_FLOPS a dense convolution is torch's aten convolution (oneDNN's pointwise
-    call costs more before any arithmetic than such a convolution takes), its epilogue in
-    place after; a depthwise one stays on oneDNN. Outputs match ONNX Runtime."""
-    model = _conv1x1(act, residual=residual, hw=6, cin=16, cout=24)
+    """Under SMALL_FLOPS a dense convolution that is no GEMM (here padded) is torch's aten
+    convolution (oneDNN's pointwise call costs more before any arithmetic than such a
+    convolution takes), its epilogue in place after; a depthwise one stays on oneDNN. Outputs
+    match ONNX Runtime."""
+    model = _conv1x1(act, residual=residual, hw=6, cin=16, cout=24, pad=1)
     specs = _compiled_specs(model, monkeypatch)
     assert [(s.get("gemm"), s.get("impl")) for s in specs] == [(None, "aten")]
     ran = []
