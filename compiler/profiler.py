@@ -89,6 +89,19 @@ def _shapes(values) -> list[tuple[tuple[int, ...], int]]:
     return out
 
 
+def _entry_name(symbol: str, kind: str, tensors) -> str:
+    """A kernel's entry is its name; a library call's is one per operand shapes (each is its
+    own primitive): the data's shape, and for a convolution or GEMM the weight's too, so that
+    two calls on the same input (a 1x1 and a 3x3 convolution, Q and the MLP's up projection)
+    are not one entry counted at the first one's FLOPs."""
+    if not kind.startswith("library") or not tensors:
+        return symbol
+    name = f"{symbol} {'x'.join(map(str, tensors[0][0]))}"
+    if kind in (LIB_CONV, LIB_GEMM) and len(tensors) >= 3:
+        name += " * " + "x".join(map(str, tensors[1][0]))
+    return name
+
+
 def _flops(kind: str, tensors: list[tuple[tuple[int, ...], int]]) -> float | None:
     """FLOPs of a library convolution or GEMM from its operands (data, weight, ..., out)."""
     if len(tensors) < 3:
@@ -165,9 +178,7 @@ def measure(artifact, feed: dict, runs: int = 10, warmup: int = 3,
         symbol = str(symbol)
         kind = kinds.get(symbol) or kinds.setdefault(symbol, _kind(symbol))
         tensors = _shapes(list(call_args) + ([ret] if ret is not None else []))
-        # a library call is one entry per shape (each is its own primitive), a kernel by name
-        name = (f"{symbol} {'x'.join(map(str, tensors[0][0]))}"
-                if kind.startswith("library") and tensors else symbol)
+        name = _entry_name(symbol, kind, tensors)
         state["calls"][name].append((end - state["t0"]) * 1e3)
         state["trace"].append((name, state["t0"] - state["start"], end - state["t0"]))
         if name not in meta:

@@ -11,7 +11,7 @@ The lowering reads as phases (after TVM's relax/backend/cpu_generic pipeline):
    4 MFLOP to torch's plain kernels (compiler/dispatch, backends/cpu/torch_library.py);
 3. TVM: what is left (reshapes, transposes, elementwise glue) is legalized, fused, given the
    tuned schedules of the tuning database and simple default ones (backends/cpu/schedule.py);
-   in a train step (or with fast_math=True) float32 exp, erf and sigmoid first become
+   float32 exp, erf and sigmoid first become (fast_math, on unless turned off)
    vectorizable polynomials instead of scalar libm calls (backends/host/fast_math.py).
 
 Options (anychip.compile(..., dispatch=False, layout="NCHW", parallel=True)) turn phases off
@@ -46,11 +46,10 @@ class CpuOptions(FamilyOptions):
                                    metavar="BOOL")
     parallel: bool | None = option(None, "TVM's own kernels on all cores (default: unless "
                                          "library calls are in the graph)", metavar="BOOL")
-    fast_math: bool | None = option(None, "float32 exp, erf and sigmoid as vectorizable "
-                                          "polynomials (exp within 1.5 ulp, erf 8, sigmoid 3) "
-                                          "instead of scalar libm calls (default: train steps "
-                                          "only; kernels with them cannot be tuned)",
-                                    metavar="BOOL")
+    fast_math: bool = option(True, "float32 exp, erf and sigmoid as vectorizable "
+                                   "polynomials (exp within 1.5 ulp, erf 8, sigmoid 3) instead "
+                                   "of scalar libm calls; `anychip tune` tunes the libm forms",
+                             metavar="BOOL")
     torch_plugin: str | None = option(None, "the torch device plug-in (module:device) conv2d/"
                                             "matmul go through (cuda default torch:cuda; cpu "
                                             "default none: oneDNN)", metavar="MODULE:DEVICE")
@@ -173,10 +172,9 @@ class CpuBackend(OptionalBackendHooks):
                     mod = passes.transpose_matmul_products(mod)
                 mod, dispatched = partition(mod, library)
                 report["dispatch"] = dispatched.as_dict()
-            # inference keeps libm unless asked: MetaSchedule's FLOP estimate (EstimateTIRFlops)
-            # has no rule for the polynomials' Let-bound values, so `anychip tune` failed on
-            # every kernel they were in
-            if opts.fast_math if opts.fast_math is not None else ctx.training:
+            # (MetaSchedule's FLOP estimate, EstimateTIRFlops, has no rule for the polynomials'
+            # Let-bound values: `anychip tune` lowers with fast_math off, compiler/tuning)
+            if opts.fast_math:
                 mod, report["fast_math"] = polynomial_exp_erf(mod)
             mod = propagate_nan(mod)   # NaN through relu/max/min/clip as ONNX Runtime
             mod = relax.transform.DeadCodeElimination()(mod)

@@ -99,8 +99,10 @@ def test_tune_then_compile_applies_the_records(user_db, tmp_path, monkeypatch, c
 
     monkeypatch.setenv("ANYCHIP_CACHE_DIR", str(tmp_path / "cache"))
     # Pow(x, 2): tune must see the module compile sees (after the target-neutral passes turn
-    # it into x*x), or its records never apply
-    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["m"]),
+    # it into x*x), or its records never apply. Tanh, not Sigmoid: a kernel holding exp, erf
+    # or sigmoid is tuned in its libm form, which a compile with fast_math (the default) does
+    # not build
+    nodes = [helper.make_node("Tanh", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["m"]),
              helper.make_node("Pow", ["x", "two"], ["p"]), helper.make_node("Add", ["m", "p"], ["y"])]
     two = helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])
     graph = helper.make_graph(nodes, "swish",
@@ -119,6 +121,27 @@ def test_tune_then_compile_applies_the_records(user_db, tmp_path, monkeypatch, c
     assert art.report["tuning"]["kernels_tuned"] >= 1   # the records match compiled kernels
     report = anychip.verify(path, target="cpu")
     assert report.passed, report.summary()
+
+
+@pytest.mark.slow
+def test_tune_takes_kernels_that_fast_math_rewrites(user_db, tmp_path, capsys):
+    """SiLU (Sigmoid, Mul): fast_math, on by default, makes its sigmoid a polynomial that
+    MetaSchedule cannot estimate FLOPs of; tune lowers with fast_math off, so it tunes (the
+    libm form) instead of failing."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from anychip.compiler.cli.main import main as cli
+
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["y"])]
+    graph = helper.make_graph(nodes, "silu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 256])])
+    path = tmp_path / "silu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert cli(["tune", str(path), "--target", "cpu", "--trials", "2", "--json",
+                "--db", str(user_db)]) == 0
+    assert json.loads(capsys.readouterr().out)["records_added"] >= 1
 
 
 # -- the shipped database (compiler/tuning/ship.py) -------------------------------------------
