@@ -142,6 +142,7 @@ class CpuBackend(OptionalBackendHooks):
         from anychip.backends.host import relax_passes as passes
         from anychip.backends.host.fast_math import polynomial_exp_erf
         from anychip.backends.host.ieee import propagate_nan
+        from anychip.backends.cpu.torch_library import vector_math
         from anychip.compiler.dispatch import partition
 
         ctx = ctx or self.context(profile, options)
@@ -170,7 +171,8 @@ class CpuBackend(OptionalBackendHooks):
                 library = _library() if not opts.torch_plugin else _plugin(opts.torch_plugin)
                 if getattr(library, "transposed_operands", False):   # no transpose kernels
                     mod = passes.transpose_matmul_products(mod)
-                mod, dispatched = partition(mod, library)
+                with vector_math(bool(opts.fast_math)):
+                    mod, dispatched = partition(mod, library)
                 report["dispatch"] = dispatched.as_dict()
             # (MetaSchedule's FLOP estimate, EstimateTIRFlops, has no rule for the polynomials'
             # Let-bound values: `anychip tune` lowers with fast_math off, compiler/tuning)

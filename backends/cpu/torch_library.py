@@ -22,6 +22,8 @@ stays self-contained: loading it needs only `register()`.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import math
@@ -65,8 +67,24 @@ SMALL_FLOPS = 4e6
 # kernel at ~45-70 GFLOP/s against oneDNN's call, ~45 us fixed plus two threads' arithmetic,
 # breaks even near 3.7 MFLOP (2 Zen 4 cores, docs/performance.md)
 TVM_DEPTHWISE_MAX_FLOPS = 3e6
-# activations a TVM kernel computes with a scalar libm call per element (exp, erf, tanh)
+# activations a TVM kernel computes with a scalar libm call per element unless fast_math
+# (backends/host/fast_math.py) makes them polynomials; gelu_tanh's tanh always is libm
 LIBM_ACTIVATIONS = ("sigmoid", "silu", "gelu", "gelu_tanh")
+# whether the compile in progress has fast_math on (set by the cpu backend around partition)
+_VECTOR_MATH: contextvars.ContextVar[bool] = contextvars.ContextVar("vector_math",
+                                                                    default=False)
+
+
+@contextlib.contextmanager
+def vector_math(on: bool):
+    """While partitioning: TVM's kernels will compute exp, erf and sigmoid as vectorizable
+    polynomials (fast_math), so a depthwise convolution with a sigmoid or SiLU epilogue may
+    stay in TVM (`_depthwise_for_tvm`)."""
+    token = _VECTOR_MATH.set(on)
+    try:
+        yield
+    finally:
+        _VECTOR_MATH.reset(token)
 
 
 def spec_text(**fields) -> str:
@@ -448,7 +466,8 @@ def _depthwise_for_tvm(pattern: Pattern, annotated: dict) -> bool:
     maps where the library call costs 45-60 us before any arithmetic. Kept on the library:
     above TVM_DEPTHWISE_MAX_FLOPS (oneDNN's two threads win), channels not a multiple of 8
     (TVM's vectors would be too narrow), symbolic shapes, and activations that TVM would
-    compute with scalar libm calls but oneDNN fuses (sigmoid, SiLU, GELU)."""
+    compute with scalar libm calls but oneDNN fuses (GELU's tanh form; sigmoid, SiLU and
+    erf GELU too when fast_math is off, see `vector_math`)."""
     root = annotated["root"]
     a = root.attrs
     data, weight, out = (static_shape(annotated["data"]), static_shape(annotated["weight"]),
@@ -458,7 +477,8 @@ def _depthwise_for_tvm(pattern: Pattern, annotated: dict) -> bool:
     channels, groups = data[3], int(a.groups)
     if groups == 1 or groups != channels or weight[:2] != (channels, 1) or channels % 8:
         return False
-    if pattern.activation in LIBM_ACTIVATIONS:
+    libm = ("gelu_tanh",) if _VECTOR_MATH.get() else LIBM_ACTIVATIONS
+    if pattern.activation in libm:
         return False
     return 2.0 * math.prod(out) * weight[2] * weight[3] <= TVM_DEPTHWISE_MAX_FLOPS
 

@@ -47,3 +47,27 @@ def test_cli_profile_json_and_trace(tmp_path, capsys):
 def test_compile_only_target_without_estimate_is_exit_3():
     with pytest.raises(NotExecutable, match="nothing to profile"):
         profile_model("zoo:mlp", "biren-br104")
+
+
+def test_library_calls_on_one_input_are_entries_of_their_own():
+    """A 1x1 and a 3x3 convolution of the same input: two entries named by their weights,
+    whose FLOPs (GFLOP/s x time) are in the ratio of their windows, 9."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((32, 16, k, k)).astype(np.float32),
+                                     f"w{k}") for k in (1, 3)]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"]),
+             helper.make_node("Conv", ["x", "w3"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "two_convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 20, 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 20, 20])], inits)
+    prof, _ = profile_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                            "cpu", runs=3)
+    convs = {e.name.rsplit(" * ", 1)[-1]: e for e in prof.entries if e.kind == "library convolution"}
+    assert set(convs) == {"32x16x1x1", "32x16x3x3"}
+    assert all(e.calls == 1 and e.gflops for e in convs.values())
+    flops = {k: e.gflops * e.total_ms for k, e in convs.items()}
+    assert flops["32x16x3x3"] / flops["32x16x1x1"] == pytest.approx(9.0)

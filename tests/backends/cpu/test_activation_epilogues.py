@@ -65,11 +65,14 @@ def _conv_act(act: str, group: int = 1, residual: bool = False) -> onnx.ModelPro
     ("sigmoid", 8, True, "conv2d_bias_residual_sigmoid"),
 ])
 def test_activation_runs_as_the_convolutions_epilogue(act, group, residual, fused):
+    """(A small depthwise convolution is kept on the library here by fast_math off: with it
+    on, TVM computes it, tests/backends/host/test_depthwise.py.)"""
     model = _conv_act(act, group, residual)
-    report = anychip.verify(model, target="cpu")
+    options = {"fast_math": False} if group > 1 else {}
+    report = anychip.verify(model, target="cpu", **options)
     assert report.passed, report.summary()
     assert report.max_abs < 1e-5
-    calls = anychip.compile(model, target="cpu").report["dispatch"]["calls"]
+    calls = anychip.compile(model, target="cpu", **options).report["dispatch"]["calls"]
     assert calls == {"anychip." + fused: 1}
 
 

@@ -47,14 +47,14 @@ def _conv1x1(act: str | None, *, stride: int = 1, pad: int = 0, residual: bool =
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])   # Gelu
 
 
-def _compiled_specs(model, monkeypatch) -> list[dict]:
+def _compiled_specs(model, monkeypatch, **options) -> list[dict]:
     """The spec fields of every library call the compile emits (a fresh compile: the test's
     private cache is keyed by the model, and each model here differs)."""
     seen: list[dict] = []
     real = torch_library.spec_text
     monkeypatch.setattr(torch_library, "spec_text", lambda **f: seen.append(f) or real(**f))
     monkeypatch.setenv("ANYCHIP_NO_CACHE", "1")
-    anychip.compile(model, target="cpu")
+    anychip.compile(model, target="cpu", **options)
     monkeypatch.setattr(torch_library, "spec_text", real)
     return [f for f in seen if "g" in f]   # the convolutions' specs
 
@@ -173,7 +173,9 @@ def test_small_convolutions_run_as_aten_convolutions(act, residual, monkeypatch)
 
 
 def test_small_depthwise_convolutions_stay_on_onednn(monkeypatch):
+    """Not aten's convolution (with fast_math off: with it on, such a small depthwise one
+    stays in TVM, tests/backends/host/test_depthwise.py)."""
     from tests.backends.cpu.test_activation_epilogues import _conv_act
 
-    specs = _compiled_specs(_conv_act("silu", group=8), monkeypatch)
+    specs = _compiled_specs(_conv_act("silu", group=8), monkeypatch, fast_math=False)
     assert [(s["g"], s.get("impl")) for s in specs] == [(8, None)]
