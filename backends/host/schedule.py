@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import math
 
+from .concat import partition_concat
 from .lanes import vector_lanes as _vector_lanes
+from .tir_walk import children as _children
 
 # Below this many output elements a parallel region costs more than it saves.
 MIN_PARALLEL_ELEMENTS = 16384
@@ -138,26 +140,7 @@ def _symbolic_parallel_vectorize(sch, block, loops, target, parallel: bool) -> N
 # by node (a 15-node Add/Relu/Mul chain: 200 s and 7 GB in build). A block whose inlined tree
 # would pass this size is computed into its own buffer instead (one more loop nest).
 INLINE_MAX_NODES = 64
-_CHILD_FIELDS = ("a", "b", "condition", "true_value", "false_value", "value", "args", "base",
-                 "stride", "vectors", "body", "indices")
 _LOAD = "TensorLoad"   # TVM 0.27's BufferLoad node (its `source` is the buffer)
-_fields_by_type: dict[type, tuple[str, ...]] = {}
-
-
-def _children(expr) -> list:
-    kind = type(expr)
-    fields = _fields_by_type.get(kind)
-    if fields is None:
-        fields = tuple(f for f in _CHILD_FIELDS if hasattr(expr, f))
-        _fields_by_type[kind] = fields
-    out = []
-    for field in fields:
-        value = getattr(expr, field)
-        if isinstance(value, (list, tuple)) or type(value).__name__ == "Array":
-            out.extend(value)
-        elif value is not None and not isinstance(value, (str, int, float)):
-            out.append(value)
-    return out
 
 
 def _inlined_size(expr, sizes: dict) -> int:
@@ -209,7 +192,16 @@ def _injective(func, target, parallel: bool):
         return None
     sch, infos, kept = inlined
     for info in kept + [infos[-1]]:
-        _parallel_vectorize(sch, info.block_rv, target, parallel)
+        trial = sch.copy()   # a concatenation's partition either completes or is not kept
+        try:
+            partitioned = partition_concat(trial, info.block_rv, target, parallel,
+                                           MIN_PARALLEL_ELEMENTS)
+        except Exception:  # noqa: BLE001 - TVM's ScheduleError: scheduled as any block
+            partitioned = False
+        if partitioned:
+            sch = trial
+        else:
+            _parallel_vectorize(sch, info.block_rv, target, parallel)
     return sch
 
 
