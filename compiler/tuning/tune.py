@@ -8,6 +8,7 @@ rounds committed) and one line per task reports the best latency so far.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import tempfile
@@ -126,8 +127,9 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
     runner = ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S) if rpc_config is None else \
         ms.runner.RPCRunner(rpc_config=rpc_config[0], max_workers=rpc_config[1])
     with tempfile.TemporaryDirectory(prefix="anychip-tune-") as work_dir:
-        contexts, weights = extracted_tasks_to_tune_contexts(
-            tasks, work_dir=work_dir, strategy=_strategy(budget_trials, len(tasks)))
+        with _named_handlers_only():
+            contexts, weights = extracted_tasks_to_tune_contexts(
+                tasks, work_dir=work_dir, strategy=_strategy(budget_trials, len(tasks)))
         while True:
             step = TRIALS_PER_ROUND * len(tasks)
             if budget_trials is not None:
@@ -148,6 +150,23 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
                 break
     report.seconds = time.perf_counter() - started
     return report
+
+
+@contextlib.contextmanager
+def _named_handlers_only():
+    """TVM's MetaSchedule `create_loggers` lists its logger's handlers by name and fails on an
+    unnamed one ("'NoneType' object has no attribute 'format'"): pytest's log capture attaches
+    such handlers, as an application's own logging may; a second `tune` in one process then
+    failed. Unnamed handlers are detached while it configures, and put back."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    unnamed = [h for h in logger.handlers if not h.get_name()]
+    for handler in unnamed:
+        logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in unnamed:
+            logger.addHandler(handler)
 
 
 def _farm_rpc(farm, target: str):
