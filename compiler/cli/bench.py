@@ -9,6 +9,7 @@ from ..bench import ENGINES, bench, format_table, plot
 from ..dispatch import choose_openmp_wait_policy
 from ..errors import AnychipError
 from .common import add_at_arg, add_model_args, model_options, parse_at
+from .family_flags import add_family_flags, family_options_for
 
 # The CLI imports every subcommand before any model (and torch) loads: the earliest point to
 # choose OpenMP's wait policy, for anychip's library calls and torch eager alike.
@@ -54,6 +55,7 @@ def add_parser(sub) -> None:
     from ..farm.client import add_farm_args
 
     add_farm_args(p)
+    add_family_flags(p)   # e.g. --fast-math false, --dispatch false: compare a compile option
     p.set_defaults(func=run)
 
 
@@ -78,7 +80,9 @@ def run(args) -> int:
     with progress.stage(f"bench {args.model} on {args.target}"):
         result = bench(args.model, target=args.target, against=against, warmup=args.warmup,
                        repeat=args.repeat, precision=args.precision, peak=not args.no_peak,
-                       at=parse_at(args.at), batch=args.batch, **model_options(args))
+                       at=parse_at(args.at), batch=args.batch,
+                       options=family_options_for(args, args.target) or None,
+                       **model_options(args))
     if args.json:
         print(result.to_json())
     else:
@@ -97,6 +101,9 @@ def _train(args) -> int:
     if args.plot or args.shape or args.batch:
         raise AnychipError("--train times the model's own example batch; drop "
                            "--plot/--shape/--batch.")
+    if family_options_for(args, args.target):
+        raise AnychipError("--train compiles the train step with its own options; drop the "
+                           "target family's options.")
     against = TRAIN_ENGINES if args.against == ",".join(ENGINES) else tuple(
         e.strip() for e in args.against.split(",") if e.strip() and e != "none")
     args.weight_decay, args.momentum = None, 0.0
@@ -122,7 +129,8 @@ def _remote(args, farm) -> int:
                            "--against and --plot.")
     options, at = _batched_options(args)
     result = remote_bench(args.model, args.target, farm, warmup=args.warmup,
-                          repeat=args.repeat, precision=args.precision, at=at, **options)
+                          repeat=args.repeat, precision=args.precision, at=at, **options,
+                          **family_options_for(args, args.target))
     print(result.to_json() if args.json else result.text())
     return 0
 
@@ -145,7 +153,8 @@ def _profile(args) -> int:
         _refuse_existing(args.trace, args.force)
     options, at = _batched_options(args)
     prof, events = profile_model(args.model, target=args.target, precision=args.precision,
-                                 runs=args.repeat, at=at, **options)
+                                 runs=args.repeat, at=at, **options,
+                                 **family_options_for(args, args.target))
     if args.json:
         print(json.dumps(prof.as_dict()))
     else:

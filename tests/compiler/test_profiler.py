@@ -71,3 +71,18 @@ def test_library_calls_on_one_input_are_entries_of_their_own():
     assert all(e.calls == 1 and e.gflops for e in convs.values())
     flops = {k: e.gflops * e.total_ms for k, e in convs.items()}
     assert flops["32x16x3x3"] / flops["32x16x1x1"] == pytest.approx(9.0)
+
+
+def test_bench_takes_the_target_familys_options(capsys):
+    """`bench --profile --dispatch false`: the compile option reaches the timed artifact (no
+    library call left); another family's option is one line, exit 2."""
+    assert main(["bench", "zoo:mlp", "--target", "cpu", "--profile", "--repeat", "2",
+                 "--json"]) == 0
+    kinds = {e["kind"] for e in json.loads(capsys.readouterr().out)["entries"]}
+    assert "library GEMM" in kinds
+    assert main(["bench", "zoo:mlp", "--target", "cpu", "--profile", "--repeat", "2",
+                 "--json", "--dispatch", "false"]) == 0
+    kinds = {e["kind"] for e in json.loads(capsys.readouterr().out)["entries"]}
+    assert not any(k.startswith("library") for k in kinds)
+    assert main(["bench", "zoo:mlp", "--target", "cpu", "--precision-mode", "force_fp16"]) == 2
+    assert "npu" in capsys.readouterr().err
