@@ -151,6 +151,9 @@ class OptionalBackendHooks:
     # True for a family whose lowering takes Adam's per-parameter update as one TIR kernel
     # with three outputs (compiler/training/optim.py `_adam_kernel`); others get operators
     fused_optimizer_update: bool = False
+    # the family's options `anychip tune` lowers with (kernels in a form MetaSchedule can
+    # estimate and tune), e.g. cpu's {"fast_math": False}
+    tuning_options: dict = {}
 
     def prepare_onnx(self, model: Any, profile: Profile, opts: FamilyOptions,
                      ctx: CompileContext) -> Any:

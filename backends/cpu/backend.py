@@ -128,6 +128,10 @@ class CpuBackend(OptionalBackendHooks):
     family = "cpu"
     Options = CpuOptions
     fused_optimizer_update = True   # one kernel per parameter's Adam update (memory-bound)
+    # fast_math's polynomials have no FLOP estimate in MetaSchedule (EstimateTIRFlops has no
+    # rule for TIR's Let): tune takes the libm forms; kernels without exp/erf/sigmoid are the
+    # same either way
+    tuning_options = {"fast_math": False}
 
     def target(self, profile: Profile):
         return host_target(profile)
@@ -174,9 +178,7 @@ class CpuBackend(OptionalBackendHooks):
                 with vector_math(bool(opts.fast_math)):
                     mod, dispatched = partition(mod, library)
                 report["dispatch"] = dispatched.as_dict()
-            # (MetaSchedule's FLOP estimate, EstimateTIRFlops, has no rule for the polynomials'
-            # Let-bound values: `anychip tune` lowers with fast_math off, compiler/tuning)
-            if opts.fast_math:
+            if opts.fast_math:   # (tune lowers without: `tuning_options` above)
                 mod, report["fast_math"] = polynomial_exp_erf(mod)
             mod = propagate_nan(mod)   # NaN through relu/max/min/clip as ONNX Runtime
             mod = relax.transform.DeadCodeElimination()(mod)

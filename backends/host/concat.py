@@ -15,19 +15,15 @@ from __future__ import annotations
 import math
 
 from .lanes import vector_lanes
-from .tir_walk import children
+from .tir_walk import children, static_int as _static
 
 # Fewer parts than this keep the fused loop (2 inputs: already 51 GB/s that way).
 MIN_PARTS = 3
+# More parts than this keep the fused loop: each part is a block of its own, and a join of
+# hundreds of inputs would make a kernel TVM and LLVM take minutes over.
+MAX_PARTS = 64
 # A part longer than this many vectors stays a loop (LLVM's own vectorizer takes it).
 MAX_PART_VECTORS = 8
-
-
-def _static(value) -> int | None:
-    try:
-        return int(value)
-    except TypeError:
-        return None
 
 
 def _boundaries(body, var, extent: int) -> list[int]:
@@ -67,7 +63,7 @@ def partition_concat(sch, block, target, parallel: bool, min_parallel: int) -> b
     if _static(channel.dom.extent) != extents[-1]:
         return False
     bounds = _boundaries(stmt.body, channel.var, extents[-1])
-    if len(bounds) + 1 < MIN_PARTS:
+    if not MIN_PARTS <= len(bounds) + 1 <= MAX_PARTS:
         return False
     sizes = [b - a for a, b in zip([0, *bounds], [*bounds, extents[-1]])]
     parts = sch.loop_partition(loops[-1], [*sizes[:-1], None])

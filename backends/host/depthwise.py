@@ -22,17 +22,14 @@ elementwise epilogue after it. Anything else is left to the other rules.
 from __future__ import annotations
 
 from .lanes import vector_lanes
-
+from .tir_walk import static_int as _static
 
 # output pixels of one row computed together (register blocking)
 MAX_PIXELS = 8
 
 
 def _extent(sch, loop) -> int | None:
-    try:
-        return int(sch.get(loop).extent)
-    except TypeError:
-        return None
+    return _static(sch.get(loop).extent)
 
 
 def _lanes(channels: int, vector: int) -> int:
@@ -64,13 +61,6 @@ def _is_depthwise(sch, block) -> tuple | None:
         if w[:2] == [shape[3], 1] and len(w) == 4 and None not in w and w[2] * w[3] == window:
             return read.source, shape
     return None
-
-
-def _static(value) -> int | None:
-    try:
-        return int(value)
-    except TypeError:
-        return None
 
 
 def schedule_depthwise(func, target, parallel: bool):
@@ -112,7 +102,7 @@ def _apply(sch, conv, weight, shape, producers, consumers, target, parallel: boo
         return None
     *pixels, c = loops[:spatial]
     window = loops[spatial:]
-    # the pad (the only producer TOPI emits) is computed per output row below; any other
+    # the pad (the only producer TOPI emits) stays its own pass, scheduled last; any other
     # producer would be an elementwise op FuseOps put before the convolution: inlined
     pad = None
     for info in producers:
@@ -141,7 +131,7 @@ def _apply(sch, conv, weight, shape, producers, consumers, target, parallel: boo
     # taps read as [1, kh, kw, C]: each chunk's weights are one contiguous vector
     packed = sch.cache_read(conv, _read_index(sch, conv, weight), "global")
     sch.transform_layout(packed, ("write", 0), lambda o, i, y, x: (i, y, x, o))
-    # accumulate a chunk in a local buffer, write it out (through the epilogue) per chunk
+    # accumulate a chunk in a small buffer, write it out (through the epilogue) per chunk
     # (scope "global": TVM puts a small constant-size global buffer on the stack, where LLVM
     # keeps it in registers; a "local" one is a heap workspace, every tap a load and a store)
     if epilogue is not None:   # the intermediate shrinks to one chunk

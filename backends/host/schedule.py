@@ -20,18 +20,14 @@ import math
 
 from .concat import partition_concat
 from .lanes import vector_lanes as _vector_lanes
-from .tir_walk import children as _children
+from .tir_walk import children as _children, static_int
 
 # Below this many output elements a parallel region costs more than it saves.
 MIN_PARALLEL_ELEMENTS = 16384
 
 
 def _extent(sch, loop) -> int | None:
-    value = sch.get(loop).extent
-    try:
-        return int(value)
-    except TypeError:
-        return None
+    return static_int(sch.get(loop).extent)
 
 
 def _rule(apply, parallel: bool):
@@ -39,8 +35,6 @@ def _rule(apply, parallel: bool):
 
     return type(apply.__name__, (CPUScheduleRule,),
                 {"apply": lambda self, f, t, _: apply(f, t, parallel)})()
-
-
 
 
 def safe_lanes(sch, block, lanes: int, loop=None) -> int:

@@ -1,5 +1,6 @@
-"""Walking TIR expressions without TVM's visitor classes (TVM 0.27's Python API exposes none
-for tirx): the children of a node by its fields, for the host schedules' analyses."""
+"""Reading TIR without TVM's visitor classes (TVM 0.27's Python API exposes none for tirx):
+the children of a node by its fields, and constants as ints, for the host schedules'
+analyses."""
 
 from __future__ import annotations
 
@@ -23,3 +24,11 @@ def children(expr) -> list:
         elif value is not None and not isinstance(value, (str, int, float)):
             out.append(value)
     return out
+
+
+def static_int(value) -> int | None:
+    """A TIR extent or constant as an int; None when it is symbolic."""
+    try:
+        return int(value)
+    except TypeError:
+        return None

@@ -49,7 +49,7 @@ class VmRunner:
         import tvm
 
         x = np.asarray(x, order="C")
-        if not self._host or x.dtype.kind not in "fiu":
+        if not self._host or str(x.dtype) not in _PLAIN_DTYPES:
             return tvm.runtime.tensor(x, self._dev)
         tensor = tvm.runtime.empty(x.shape, str(x.dtype), self._dev)
         np.from_dlpack(tensor)[...] = x

@@ -96,12 +96,8 @@ def tune(model, target: str = "cpu", trials: int | None = None, minutes: float |
     db = TuningDatabase(path)
     shapes = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
     source = load_model(model, None, shapes)
-    # kernels holding fast_math's polynomials have no FLOP estimate in MetaSchedule (no rule
-    # for TIR's Let): the libm forms are tuned; records of kernels without exp/erf/sigmoid
-    # are the same either way
-    family = getattr(backend, "Options", None)
-    libm = {"fast_math": False} if family and "fast_math" in family.names() else {}
-    options = CompileOptions(shapes=shapes, extra=libm)
+    # the family's options for kernels MetaSchedule can tune (cpu: libm, not fast_math)
+    options = CompileOptions(shapes=shapes, extra=dict(getattr(backend, "tuning_options", {})))
     tvm_target = backend.target(profile)
     ctx = new_context(backend, profile, options, source)   # as compile_source makes it
     lowered = backend.lower(import_for(backend, source, profile, ctx), profile, options, ctx)

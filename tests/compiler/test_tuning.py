@@ -128,20 +128,27 @@ def test_tune_takes_kernels_that_fast_math_rewrites(user_db, tmp_path, capsys):
     """SiLU (Sigmoid, Mul): fast_math, on by default, makes its sigmoid a polynomial that
     MetaSchedule cannot estimate FLOPs of; tune lowers with fast_math off, so it tunes (the
     libm form) instead of failing."""
-    import onnx
-    from onnx import TensorProto, helper
-
     from anychip.compiler.cli.main import main as cli
 
-    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["y"])]
-    graph = helper.make_graph(nodes, "silu",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 256])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 256])])
-    path = tmp_path / "silu.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    path = gated_model(tmp_path, "Sigmoid")
     assert cli(["tune", str(path), "--target", "cpu", "--trials", "2", "--json",
                 "--db", str(user_db)]) == 0
     assert json.loads(capsys.readouterr().out)["records_added"] >= 1
+
+
+def gated_model(tmp_path, gate: str):
+    """x * gate(x) on a [64, 256] input, saved as ONNX: one elementwise kernel to tune (also
+    used by tests/compiler/farm/test_tune.py)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node(gate, ["x"], ["s"]), helper.make_node("Mul", ["s", "x"], ["y"])]
+    graph = helper.make_graph(nodes, "gated",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [64, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [64, 256])])
+    path = tmp_path / f"{gate.lower()}_gated.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
 
 
 # -- the shipped database (compiler/tuning/ship.py) -------------------------------------------

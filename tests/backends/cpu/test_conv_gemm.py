@@ -131,6 +131,20 @@ def test_pointwise_conv_of_a_symbolic_batch_runs_as_a_linear_at_each_batch(monke
         assert result.passed, (n, result)
 
 
+def _verified_through(kernel: str, model, monkeypatch) -> list:
+    """anychip.verify of `model` (passes, within 1e-5 of ONNX Runtime) with torch_library's
+    `kernel` (torch, plan, ...) spied on: the activations of the calls it served."""
+    ran = []
+    real = getattr(torch_library, kernel)
+    monkeypatch.setattr(torch_library, kernel,
+                        lambda torch, plan, *a: ran.append(plan.activation) or
+                        real(torch, plan, *a))
+    report = anychip.verify(model, target="cpu")
+    assert report.passed, report.summary()
+    assert report.max_abs < 1e-5
+    return ran
+
+
 @pytest.mark.parametrize("act, residual", [("relu", False), ("silu", True), (None, False),
                                            ("hardswish", True)])
 def test_small_pointwise_convolutions_run_as_addmm(act, residual, monkeypatch):
@@ -140,15 +154,7 @@ def test_small_pointwise_convolutions_run_as_addmm(act, residual, monkeypatch):
     model = _conv1x1(act, residual=residual, hw=6, cin=16, cout=24)
     specs = _compiled_specs(model, monkeypatch)
     assert [(s.get("gemm"), s.get("impl")) for s in specs] == [("mm", None)]
-    ran = []
-    real = torch_library._conv_as_gemm
-    monkeypatch.setattr(torch_library, "_conv_as_gemm",
-                        lambda torch, plan, *a: ran.append(plan.activation) or
-                        real(torch, plan, *a))
-    report = anychip.verify(model, target="cpu")
-    assert report.passed, report.summary()
-    assert report.max_abs < 1e-5
-    assert ran == [act]
+    assert _verified_through("_conv_as_gemm", model, monkeypatch) == [act]
 
 
 @pytest.mark.parametrize("act, residual", [("relu", False), ("silu", True), (None, False)])
@@ -160,15 +166,7 @@ def test_small_convolutions_run_as_aten_convolutions(act, residual, monkeypatch)
     model = _conv1x1(act, residual=residual, hw=6, cin=16, cout=24, pad=1)
     specs = _compiled_specs(model, monkeypatch)
     assert [(s.get("gemm"), s.get("impl")) for s in specs] == [(None, "aten")]
-    ran = []
-    real = torch_library._conv_aten
-    monkeypatch.setattr(torch_library, "_conv_aten",
-                        lambda torch, plan, *a: ran.append(plan.activation) or
-                        real(torch, plan, *a))
-    report = anychip.verify(model, target="cpu")
-    assert report.passed, report.summary()
-    assert report.max_abs < 1e-5
-    assert ran == [act]
+    assert _verified_through("_conv_aten", model, monkeypatch) == [act]
     assert torch_library._conv_plan("v1;layout=NHWC;s=1,1;p=0,0;d=1,1;g=1;e=;w=").impl == ""
 
 

@@ -102,3 +102,11 @@ def test_two_inputs_keep_the_fused_loop():
     assert not concat.partition_concat(sch, infos[-1].block_rv, target, False, 16384)
     sch, infos, _ = schedule.inline_injective(_concat_relu([64, 32, 32], 4))
     assert concat.partition_concat(sch, infos[-1].block_rv, target, False, 16384)
+
+
+def test_a_join_of_very_many_inputs_keeps_the_fused_loop(monkeypatch):
+    """Over MAX_PARTS inputs each part would be a block of its own: not partitioned."""
+    monkeypatch.setattr(concat, "MAX_PARTS", 4)
+    sch, infos, _ = schedule.inline_injective(_concat_relu([8] * 5, 2))
+    target = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name()})
+    assert not concat.partition_concat(sch, infos[-1].block_rv, target, False, 16384)
