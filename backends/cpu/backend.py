@@ -39,9 +39,10 @@ class CpuOptions(FamilyOptions):
     against TVM's own kernels."""
 
     layout: str = option("NHWC", "activation layout of convolutions", choices=("NHWC", "NCHW"))
-    dispatch: bool = option(True, "send conv/matmul (cpu: also softmax/norms) to the kernel "
-                                  "library: cpu oneDNN/MKL, cuda cuBLAS/cuDNN, both through "
-                                  "torch", metavar="BOOL")
+    dispatch: bool | None = option(None, "send conv/matmul (cpu: also softmax/norms) to the "
+                                         "kernel library: cpu oneDNN/MKL, cuda cuBLAS/cuDNN, "
+                                         "both through torch (cpu default: chosen per model, "
+                                         "see the report's `kernels`)", metavar="BOOL")
     combine_matmuls: bool = option(True, "join parallel matmuls on one input (Q/K/V)",
                                    metavar="BOOL")
     parallel: bool | None = option(None, "TVM's own kernels on all cores (default: unless "
@@ -145,7 +146,9 @@ class CpuBackend(OptionalBackendHooks):
 
         from anychip.backends.host import relax_passes as passes
         from anychip.backends.host.fast_math import polynomial_exp_erf
+        from anychip.backends.host.hwio import hwio_conv_weights
         from anychip.backends.host.ieee import propagate_nan
+        from anychip.backends.cpu.kernel_choice import choose_kernels
         from anychip.backends.cpu.torch_library import vector_math
         from anychip.compiler.dispatch import partition
 
@@ -171,13 +174,22 @@ class CpuBackend(OptionalBackendHooks):
             if layout == "NHWC":
                 mod, report["layout"] = _to_nhwc(passes.full_rank_constants(mod))
                 mod = passes.nhwc_channel_shuffle(mod)
-            if opts.dispatch:
+            dispatch = opts.dispatch
+            if dispatch is None:   # the library, or TVM's kernels alone (kernel_choice.py)
+                if opts.torch_plugin or layout != "NHWC":
+                    dispatch = True
+                else:
+                    report["kernels"] = choose_kernels(mod, int(target.attrs["num-cores"]))
+                    dispatch = report["kernels"]["kernels"] == "library"
+            if dispatch:
                 library = _library() if not opts.torch_plugin else _plugin(opts.torch_plugin)
                 if getattr(library, "transposed_operands", False):   # no transpose kernels
                     mod = passes.transpose_matmul_products(mod)
                 with vector_math(bool(opts.fast_math)):
                     mod, dispatched = partition(mod, library)
                 report["dispatch"] = dispatched.as_dict()
+            if layout == "NHWC":   # the convolutions left to TVM: weights HWIO for gemm.py
+                mod = hwio_conv_weights(mod)
             if opts.fast_math:   # (tune lowers without: `tuning_options` above)
                 mod, report["fast_math"] = polynomial_exp_erf(mod)
             mod = propagate_nan(mod)   # NaN through relu/max/min/clip as ONNX Runtime
@@ -193,7 +205,7 @@ class CpuBackend(OptionalBackendHooks):
         from anychip.compiler.tuning import meta_schedule_database
 
         ctx = ctx or self.context(profile, options)
-        report = {k: ctx.report[k] for k in ("layout", "dispatch", "fast_math")
+        report = {k: ctx.report[k] for k in ("layout", "dispatch", "kernels", "fast_math")
                   if k in ctx.report}
         target = self.target(profile)
         libraries = [report["dispatch"]["library"]] if (report.get("dispatch") or {}).get(

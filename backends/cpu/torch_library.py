@@ -67,6 +67,15 @@ SMALL_FLOPS = 4e6
 # kernel at ~45-70 GFLOP/s against oneDNN's call, ~45 us fixed plus two threads' arithmetic,
 # breaks even near 3.7 MFLOP (2 Zen 4 cores, docs/performance.md)
 TVM_DEPTHWISE_MAX_FLOPS = 3e6
+# GEMM-shaped work TVM computes itself (`_gemm_for_tvm`, backends/host/gemm.py): its
+# register-tiled kernel runs 1x1 convolutions at 97-117 GFLOP/s on one Zen 4 core with no
+# call cost, where oneDNN's call costs ~40 us plus two threads' arithmetic (and its grouped
+# convolutions ran at 50-60 GFLOP/s); matmuls with a small constant weight (an MLP's layers,
+# whose library calls cost 20-25 us for 1 us of arithmetic)
+TVM_GEMM_MAX_FLOPS = 12e6
+TVM_GROUPED_MAX_FLOPS = 30e6
+TVM_MATMUL_MAX_WEIGHT = 65536   # elements: 256 KB, the weight stays in L2 across the rows
+TVM_MATMUL_MAX_FLOPS = 2e6
 # activations a TVM kernel computes with a scalar libm call per element unless fast_math
 # (backends/host/fast_math.py) makes them polynomials; gelu_tanh's tanh always is libm
 LIBM_ACTIVATIONS = ("sigmoid", "silu", "gelu", "gelu_tanh")
@@ -184,10 +193,12 @@ class TorchCpuLibrary:
                 return False
         if pattern.root == "conv2d":
             return ((a.data_layout, a.out_layout) in LAYOUTS and a.kernel_layout == "OIHW"
-                    and _symmetric(a.padding) and not _depthwise_for_tvm(pattern, annotated))
+                    and _symmetric(a.padding) and not _depthwise_for_tvm(pattern, annotated)
+                    and not _gemm_for_tvm(pattern, annotated))
         if pattern.root == "matmul":
             return (len(known_shape(annotated["data"])) >= 2
-                    and len(known_shape(annotated["weight"])) >= 2)
+                    and len(known_shape(annotated["weight"])) >= 2
+                    and not _gemm_for_tvm(pattern, annotated))
         if pattern.root == "softmax":
             return int(a.axis) in (-1, rank - 1)
         if pattern.root == "layer_norm":
@@ -500,6 +511,40 @@ def _depthwise_for_tvm(pattern: Pattern, annotated: dict) -> bool:
     if pattern.activation in libm:
         return False
     return 2.0 * math.prod(out) * weight[2] * weight[3] <= TVM_DEPTHWISE_MAX_FLOPS
+
+
+def _gemm_for_tvm(pattern: Pattern, annotated: dict) -> bool:
+    """GEMM-shaped work that TVM computes itself with its register-tiled kernel
+    (backends/host/gemm.py): static shapes, a constant weight, output channels (per group) a
+    multiple of 8 (the kernel's vectors), an epilogue TVM vectorizes (as `_depthwise_for_tvm`)
+    and
+    - a 1x1 unpadded convolution of NHWC data whose output channels (per group) are a
+      multiple of 8, the kernel's vectors (the cpu backend lays its weight out HWIO), up
+      to TVM_GEMM_MAX_FLOPS, grouped ones (not depthwise) up to TVM_GROUPED_MAX_FLOPS;
+    - a matmul by a constant [K, N] weight of at most TVM_MATMUL_MAX_WEIGHT elements, up to
+      TVM_MATMUL_MAX_FLOPS (larger weights stream from memory: two threads read faster), any
+      N (narrow vectors on a few microseconds of work still beat a 20 us call)."""
+    root = annotated["root"]
+    data, out = static_shape(annotated["data"]), static_shape(root)
+    weight = _constant(annotated["weight"])
+    if data is None or out is None or weight is None or not out:
+        return False
+    libm = ("gelu_tanh",) if _VECTOR_MATH.get() else LIBM_ACTIVATIONS
+    if pattern.activation in libm:
+        return False
+    flops = 2.0 * math.prod(out) * math.prod(weight.shape[:-1] if pattern.root == "matmul"
+                                             else weight.shape[1:])
+    if pattern.root == "matmul":
+        return (weight.ndim == 2 and weight.shape[0] == data[-1] and weight.shape[1] == out[-1]
+                and weight.size <= TVM_MATMUL_MAX_WEIGHT and flops <= TVM_MATMUL_MAX_FLOPS)
+    a = root.attrs
+    groups = int(a.groups)
+    if (a.data_layout != "NHWC" or weight.shape[2:] != (1, 1) or any(int(p) for p in a.padding)
+            or weight.shape[0] % groups or (groups > 1 and weight.shape[1] == 1)):
+        return False
+    if (weight.shape[0] // groups) % 8:
+        return False
+    return flops <= (TVM_GEMM_MAX_FLOPS if groups == 1 else TVM_GROUPED_MAX_FLOPS)
 
 
 def _small_conv(match: Match) -> bool:

@@ -313,9 +313,11 @@ def reduction_rules(parallel: bool = True) -> list:
 
 def schedule_rules(parallel: bool = True):
     from .depthwise import schedule_depthwise
+    from .gemm import schedule_gemm
 
     return ([injective_rule(parallel), _rule(schedule_depthwise, parallel),
-             _rule(_column_reduction, parallel)] + reduction_rules(parallel))
+             _rule(_column_reduction, parallel), _rule(schedule_gemm, parallel)]
+            + reduction_rules(parallel))
 
 
 def pipeline(target, parallel: bool = True, database=None):

@@ -1,0 +1,117 @@
+"""Which kernels a cpu compile runs: the kernel library (oneDNN/MKL through torch) with TVM's
+own kernels on one thread beside it, or TVM's kernels alone on every core.
+
+The two do not mix: TVM's thread pool and the library's OpenMP workers each want every core,
+and on 2 cores a graph with both ran up to 4x slower than either alone (zoo:mobilenet_v3,
+docs/performance.md). So the choice is per graph. A library call costs ~40 us before any
+arithmetic (torch's dispatch and oneDNN's per-call setup), then runs near the cores' peak;
+TVM's register-tiled convolution and GEMM kernels (backends/host/gemm.py,
+backends/host/depthwise.py) cost nothing to enter and run a little below it. A graph of many
+small convolutions (mobile networks, Inception, DenseNet) is faster in TVM alone, a graph of
+few large ones (ResNet, VGG) on the library; the estimate below decides, from each
+convolution's and matmul's FLOPs. TVM alone is only chosen when every one of them has a TVM
+schedule: static shapes, constant weights, NHWC; a matmul of two activations (attention)
+keeps the library. Output channels (per group) that TVM's vectors do not divide count at
+the narrower vectors' speed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# what a library call costs beyond its arithmetic, and both sides' arithmetic rate per core,
+# as effective figures fitted to whole networks run both ways in one process (2 Zen 4
+# cores: ResNet-50 1.15x slower in TVM alone, Inception-v2 0.87x, DenseNet-121 0.83x,
+# Inception-v1 0.59x, MobileNet-v3 0.54x; docs/performance.md). The call's cost is more
+# than torch's dispatch alone (~40 us): the output's allocation, oneDNN's reorders, and
+# the TVM kernels around it that run on one thread instead of all
+LIBRARY_CALL_US = 150.0
+LIBRARY_GFLOPS_PER_CORE = 105.0
+TVM_GFLOPS_PER_CORE = 75.0
+# output channels (per group) narrower than this many float32 lanes make TVM's vectors
+# proportionally slower (ShuffleNet's groups of 68 channels: 4 lanes)
+FULL_LANES = 8
+
+
+def _constant(expr) -> np.ndarray | None:
+    import tvm
+
+    if isinstance(expr, tvm.ir.expr.GenericConst):
+        try:
+            return expr.value.numpy()
+        except Exception:  # noqa: BLE001 - a non-tensor literal
+            return None
+    return None
+
+
+def _lanes(width: int) -> int:
+    lanes = FULL_LANES
+    while lanes > 1 and width % lanes:
+        lanes //= 2
+    return lanes
+
+
+def _conv(call) -> tuple[float, float] | str:
+    """(FLOPs, TVM's speed relative to full vectors) of a conv2d, or why TVM alone should
+    not take it."""
+    from anychip.compiler.relax_info import static_shape
+
+    a = call.attrs
+    out, weight = static_shape(call), _constant(call.args[1])
+    if out is None or weight is None or weight.ndim != 4:
+        return "a convolution with a symbolic shape or a weight that is not a constant"
+    if a.data_layout != "NHWC" or a.kernel_layout != "OIHW":
+        return "a convolution not in NHWC"
+    groups, channels = int(a.groups), weight.shape[0]
+    flops = 2.0 * math.prod(out) * math.prod(weight.shape[1:])
+    if weight.shape[1] == 1 and groups > 1 and groups != channels:
+        return "a depthwise convolution with a channel multiplier"
+    # the vectors run along the output channels of a group (depthwise: of the image)
+    width = channels if weight.shape[1] == 1 and groups > 1 else channels // groups
+    return flops, _lanes(width) / FULL_LANES
+
+
+def _matmul(call) -> tuple[float, float] | str:
+    from anychip.compiler.relax_info import static_shape
+
+    out, weight = static_shape(call), _constant(call.args[1])
+    if out is None or weight is None or weight.ndim != 2:
+        return "a matmul of two activations (attention) or with a symbolic shape"
+    return 2.0 * math.prod(out) * weight.shape[0], 1.0
+
+
+def choose_kernels(mod, cores: int) -> dict:
+    """{"kernels": "tvm" | "library", "why": ..., estimates in ms} for `mod` (NHWC, before
+    library dispatch) on `cores` cores."""
+    import tvm
+    from tvm import relax
+
+    measure = {tvm.ir.Op.get("relax.nn.conv2d"): _conv, tvm.ir.Op.get("relax.matmul"): _matmul}
+    found: list = []
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            rule = measure.get(expr.op)
+            if rule is not None:
+                found.append(rule(expr))
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    refusals = [f for f in found if isinstance(f, str)]
+    work = [f for f in found if not isinstance(f, str)]
+    library_ms = sum(LIBRARY_CALL_US * 1e-3 + flops / (LIBRARY_GFLOPS_PER_CORE * cores * 1e6)
+                     for flops, _ in work)
+    tvm_ms = sum(flops / (TVM_GFLOPS_PER_CORE * speed * cores * 1e6) for flops, speed in work)
+    estimate = {"library_ms": round(library_ms, 3), "tvm_ms": round(tvm_ms, 3),
+                "ops": len(found)}
+    if not found:
+        return {"kernels": "library", "why": "no convolution or matmul", **estimate}
+    if refusals:
+        return {"kernels": "library", "why": f"{refusals[0]} ({len(refusals)} of {len(found)})",
+                **estimate}
+    if tvm_ms < library_ms:
+        return {"kernels": "tvm", "why": "TVM's kernels alone are estimated faster", **estimate}
+    return {"kernels": "library", "why": "the library is estimated faster", **estimate}
