@@ -64,3 +64,15 @@ def linear_path(tmp_path):
     path = tmp_path / "linear.onnx"
     onnx.save(make_linear_model("in/x", "out/y"), str(path))
     return path
+
+
+@pytest.fixture
+def library_gemms(monkeypatch):
+    """GEMM-shaped calls stay on the library at any size (TVM's register-tiled kernel,
+    backends/host/gemm.py, would take the small ones these tests build): what they test is
+    the library's own paths. The compile cache is off, so an artifact built this way is
+    never served to another test."""
+    from anychip.backends.cpu import torch_library
+
+    monkeypatch.setattr(torch_library, "_gemm_for_tvm", lambda pattern, annotated: False)
+    monkeypatch.setenv("ANYCHIP_NO_CACHE", "1")

@@ -79,7 +79,7 @@ def _analyse(sch, block):
         return None
     n = stmt.iter_vars[spatial - 1].var
     out = stmt.writes[0]
-    if not (out.region[-1].min.same_as(n) and _static(out.region[-1].extent) == 1):
+    if not out.region or not (out.region[-1].min.same_as(n) and _static(out.region[-1].extent) == 1):
         return None
     weights, data, grouped = [], [], False
     reduced = [iv.var for iv in stmt.iter_vars[spatial:]]
@@ -121,12 +121,12 @@ def schedule_gemm(func, target, parallel: bool):
         return None
     red = reductions[0]
     block = infos[red].block_rv
-    found = _analyse(sch, block)
-    if found is None:
-        return None
     try:
+        found = _analyse(sch, block)
+        if found is None:
+            return None
         return _apply(sch, block, *found, infos[:red], infos[red + 1:], target, parallel)
-    except Exception:  # noqa: BLE001 - a ScheduleError: a nest this rule does not know
+    except Exception:  # noqa: BLE001 - a ScheduleError, a nest this rule does not know
         return None
 
 

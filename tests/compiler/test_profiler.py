@@ -11,8 +11,9 @@ from anychip.compiler.errors import NotExecutable
 from anychip.compiler.profiler import HOST, profile_model
 
 
+@pytest.mark.usefixtures("library_gemms")   # the MLP's small GEMMs on the library
 def test_cpu_profile_sees_every_library_call_and_adds_up():
-    prof, events = profile_model("zoo:mlp", "cpu", runs=3)
+    prof, events = profile_model("zoo:mlp", "cpu", runs=3, dispatch=True)
     assert prof.how == "executed"
     gemm = [e for e in prof.entries if e.kind == "library GEMM"]
     assert sum(e.calls for e in gemm) == 3            # the zoo MLP's three Gemm nodes
@@ -49,6 +50,7 @@ def test_compile_only_target_without_estimate_is_exit_3():
         profile_model("zoo:mlp", "biren-br104")
 
 
+@pytest.mark.usefixtures("library_gemms")
 def test_library_calls_on_one_input_are_entries_of_their_own():
     """A 1x1 and a 3x3 convolution of the same input: two entries named by their weights,
     whose FLOPs (GFLOP/s x time) are in the ratio of their windows, 9."""
@@ -65,7 +67,7 @@ def test_library_calls_on_one_input_are_entries_of_their_own():
         nodes, "two_convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 20, 20])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 20, 20])], inits)
     prof, _ = profile_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
-                            "cpu", runs=3)
+                            "cpu", runs=3, dispatch=True)
     convs = {e.name.rsplit(" * ", 1)[-1]: e for e in prof.entries if e.kind == "library convolution"}
     assert set(convs) == {"32x16x1x1", "32x16x3x3"}
     assert all(e.calls == 1 and e.gflops for e in convs.values())
@@ -73,11 +75,12 @@ def test_library_calls_on_one_input_are_entries_of_their_own():
     assert flops["32x16x3x3"] / flops["32x16x1x1"] == pytest.approx(9.0)
 
 
+@pytest.mark.usefixtures("library_gemms")
 def test_bench_takes_the_target_familys_options(capsys):
     """`bench --profile --dispatch false`: the compile option reaches the timed artifact (no
     library call left); another family's option is one line, exit 2."""
     assert main(["bench", "zoo:mlp", "--target", "cpu", "--profile", "--repeat", "2",
-                 "--json"]) == 0
+                 "--json", "--dispatch", "true"]) == 0
     kinds = {e["kind"] for e in json.loads(capsys.readouterr().out)["entries"]}
     assert "library GEMM" in kinds
     assert main(["bench", "zoo:mlp", "--target", "cpu", "--profile", "--repeat", "2",

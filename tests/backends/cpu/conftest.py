@@ -9,3 +9,4 @@ import pytest
 def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ANYCHIP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cpu-cache"))
     monkeypatch.delenv("ANYCHIP_NO_CACHE", raising=False)
+

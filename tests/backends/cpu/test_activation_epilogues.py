@@ -69,21 +69,22 @@ def test_activation_runs_as_the_convolutions_epilogue(act, group, residual, fuse
     on, TVM computes it, tests/backends/host/test_depthwise.py.)"""
     model = _conv_act(act, group, residual)
     options = {"fast_math": False} if group > 1 else {}
-    report = anychip.verify(model, target="cpu", **options)
+    report = anychip.verify(model, target="cpu", dispatch=True, **options)
     assert report.passed, report.summary()
     assert report.max_abs < 1e-5
-    calls = anychip.compile(model, target="cpu", **options).report["dispatch"]["calls"]
+    calls = anychip.compile(model, target="cpu", dispatch=True, **options).report["dispatch"]["calls"]
     assert calls == {"anychip." + fused: 1}
 
 
 def test_a_lookalike_of_hardswish_is_not_fused_as_one():
     model = _conv_act("not_hardswish")
-    report = anychip.verify(model, target="cpu")
+    report = anychip.verify(model, target="cpu", dispatch=True)
     assert report.passed, report.summary()
-    calls = anychip.compile(model, target="cpu").report["dispatch"]["calls"]
+    calls = anychip.compile(model, target="cpu", dispatch=True).report["dispatch"]["calls"]
     assert calls == {"anychip.conv2d_bias": 1}
 
 
+@pytest.mark.usefixtures("library_gemms")
 def test_squeeze_excite_convolutions_run_as_gemms(monkeypatch):
     """The 1x1 convolutions of the pooled 1x1 image (squeeze-excite) run as torch GEMMs with
     their epilogue (relu; the HardSigmoid folded into the conv, a clip), and match ORT."""
@@ -109,7 +110,7 @@ def test_squeeze_excite_convolutions_run_as_gemms(monkeypatch):
     real = torch_library._conv_as_gemm
     monkeypatch.setattr(torch_library, "_conv_as_gemm",
                         lambda *a: seen.append(a[1].activation) or real(*a))
-    report = anychip.verify(model, target="cpu")
+    report = anychip.verify(model, target="cpu", dispatch=True)
     assert report.passed, report.summary()
     assert report.max_abs < 1e-5
     assert sorted(set(seen)) == ["clip", "relu"]

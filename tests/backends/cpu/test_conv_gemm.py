@@ -13,6 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 import anychip
 from anychip.backends.cpu import torch_library
 
+# the library's GEMM paths, at sizes TVM's own kernel would otherwise take (conftest.py)
+pytestmark = pytest.mark.usefixtures("library_gemms")
+
 
 def _conv1x1(act: str | None, *, stride: int = 1, pad: int = 0, residual: bool = False,
              batch: int = 2, hw: int = 20, cin: int = 48, cout: int = 64) -> onnx.ModelProto:
@@ -54,7 +57,7 @@ def _compiled_specs(model, monkeypatch, **options) -> list[dict]:
     real = torch_library.spec_text
     monkeypatch.setattr(torch_library, "spec_text", lambda **f: seen.append(f) or real(**f))
     monkeypatch.setenv("ANYCHIP_NO_CACHE", "1")
-    anychip.compile(model, target="cpu", **options)
+    anychip.compile(model, target="cpu", dispatch=True, **options)
     monkeypatch.setattr(torch_library, "spec_text", real)
     return [f for f in seen if "g" in f]   # the convolutions' specs
 
@@ -77,11 +80,11 @@ def test_pointwise_conv_runs_as_a_linear(act, residual, fused, monkeypatch):
     real = torch_library.TorchCpuLibrary._conv_as_linear
     monkeypatch.setattr(torch_library.TorchCpuLibrary, "_conv_as_linear",
                         lambda self, *a: ran.append(a[1].activation) or real(self, *a))
-    report = anychip.verify(model, target="cpu")
+    report = anychip.verify(model, target="cpu", dispatch=True)
     assert report.passed, report.summary()
     assert report.max_abs < 1e-5
     assert ran, "the linear path did not run"
-    calls = anychip.compile(model, target="cpu").report["dispatch"]["calls"]
+    calls = anychip.compile(model, target="cpu", dispatch=True).report["dispatch"]["calls"]
     assert calls == {"anychip." + fused: 1}
 
 
@@ -94,7 +97,7 @@ def test_other_pointwise_convs_stay_convolutions(case, monkeypatch):
              "residual_then_relu": lambda: _conv1x1("relu", residual=True)}[case]()
     specs = _compiled_specs(model, monkeypatch)
     assert len(specs) == 1 and "gemm" not in specs[0]
-    report = anychip.verify(model, target="cpu")
+    report = anychip.verify(model, target="cpu", dispatch=True)
     assert report.passed, report.summary()
     assert report.max_abs < 1e-5
 
@@ -119,7 +122,7 @@ def test_pointwise_conv_of_a_symbolic_batch_runs_as_a_linear_at_each_batch(monke
     model = _conv1x1(None, residual=True, batch="N")
     specs = _compiled_specs(model, monkeypatch)
     assert [s.get("gemm") for s in specs] == ["linear"]
-    art = anychip.compile(model, target="cpu")
+    art = anychip.compile(model, target="cpu", dispatch=True)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     tol = tolerance_for("fp32", np.float32)
     for n in (1, 3, 2):
@@ -139,7 +142,7 @@ def _verified_through(kernel: str, model, monkeypatch) -> list:
     monkeypatch.setattr(torch_library, kernel,
                         lambda torch, plan, *a: ran.append(plan.activation) or
                         real(torch, plan, *a))
-    report = anychip.verify(model, target="cpu")
+    report = anychip.verify(model, target="cpu", dispatch=True)
     assert report.passed, report.summary()
     assert report.max_abs < 1e-5
     return ran

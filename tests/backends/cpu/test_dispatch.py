@@ -24,7 +24,7 @@ def _run(art, seed=0):
 
 
 def _compare(model, expected_calls):
-    fast = anychip.compile(model, target="cpu")
+    fast = anychip.compile(model, target="cpu", dispatch=True)
     plain = anychip.compile(model, target="cpu", dispatch=False, layout="NCHW")
     assert fast.report["dispatch"]["calls"] == expected_calls
     assert plain.report["dispatch"] is None
@@ -37,6 +37,7 @@ def _compare(model, expected_calls):
     return fast
 
 
+@pytest.mark.usefixtures("library_gemms")
 def test_conv_net_library_matches_tvm_kernels():
     fast = _compare(conv_net(), {"anychip.conv2d_bias_relu": 2,
                                  "anychip.conv2d_bias_residual_relu": 1,
@@ -45,6 +46,7 @@ def test_conv_net_library_matches_tvm_kernels():
     assert fast.manifest["runtime"]["libraries"] == ["torch-cpu"]
 
 
+@pytest.mark.usefixtures("library_gemms")
 def test_dense_layer_with_a_packed_weight_and_residual_relu_matches(monkeypatch):
     """The constant weight goes to oneDNN's linear (packed once); residual and relu after.
     128 x 128 x 128 (4.2 MFLOP) is over SMALL_FLOPS; the small one is a torch.addmm."""
@@ -64,13 +66,14 @@ def test_dense_layer_with_a_packed_weight_and_residual_relu_matches(monkeypatch)
 
 
 def test_conv_net_nchw_library_path_matches():
-    nchw = anychip.compile(conv_net(), target="cpu", layout="NCHW")
-    nhwc = anychip.compile(conv_net(), target="cpu")
+    nchw = anychip.compile(conv_net(), target="cpu", dispatch=True, layout="NCHW")
+    nhwc = anychip.compile(conv_net(), target="cpu", dispatch=True)
     assert nchw.report["layout"] == "NCHW"
     assert nchw.report["dispatch"]["calls"] == nhwc.report["dispatch"]["calls"]
     np.testing.assert_allclose(_run(nchw)[1][0], _run(nhwc)[1][0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.usefixtures("library_gemms")
 def test_attention_block_library_matches_tvm_kernels():
     # Q, K and V projections read the same input: one GEMM on the joined weight and bias
     _compare(attention_block(), {"anychip.matmul": 2, "anychip.matmul_bias": 1,
@@ -80,6 +83,7 @@ def test_attention_block_library_matches_tvm_kernels():
 
 
 @pytest.mark.parametrize("reuse_k", [False, True])
+@pytest.mark.usefixtures("library_gemms")
 def test_parallel_projections_join_into_one_gemm_with_the_same_numbers(reuse_k):
     """Joined QKV gives the separate GEMMs' outputs; when one projection's product is used
     twice, its bias cannot be joined, so the product alone is (three slices, biases after)."""
@@ -91,8 +95,8 @@ def test_parallel_projections_join_into_one_gemm_with_the_same_numbers(reuse_k):
         model.graph.node.append(helper.make_node("ReduceSum", ["k_mm"], ["k_sum"], keepdims=0))
         model.graph.output.append(helper.make_tensor_value_info("k_sum", onnx.TensorProto.FLOAT,
                                                                 []))
-    joined = anychip.compile(model, target="cpu")
-    separate = anychip.compile(model, target="cpu", combine_matmuls=False)
+    joined = anychip.compile(model, target="cpu", dispatch=True)
+    separate = anychip.compile(model, target="cpu", dispatch=True, combine_matmuls=False)
     calls = joined.report["dispatch"]["calls"]
     assert separate.report["dispatch"]["calls"]["anychip.matmul_bias"] == (2 if reuse_k else 3)
     assert calls.get("anychip.matmul_bias", 0) == (0 if reuse_k else 1)
@@ -101,12 +105,12 @@ def test_parallel_projections_join_into_one_gemm_with_the_same_numbers(reuse_k):
     want = list(separate.run(feed).values())
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
-    assert anychip.verify(model, target="cpu").passed
+    assert anychip.verify(model, target="cpu", dispatch=True).passed
 
 
 @pytest.mark.parametrize("build", [conv_net, attention_block])
 def test_dispatched_model_matches_onnxruntime(build):
-    report = anychip.verify(build(), target="cpu")
+    report = anychip.verify(build(), target="cpu", dispatch=True)
     assert report.passed, report.summary()
     assert report.max_abs < 1e-4
 
@@ -121,7 +125,7 @@ def test_transposed_operands_reach_the_library_as_views_and_match_onnxruntime():
     from anychip.compiler.tolerances import compare, tolerance_for
 
     model = transposed_matmuls()
-    art = anychip.compile(model, target="cpu")
+    art = anychip.compile(model, target="cpu", dispatch=True)
     dispatch = art.report["dispatch"]
     assert dispatch["calls"] == {"anychip.matmul": 3}
     # x @ W^T: W; (g^T @ x)^T = x^T @ g: x; q @ k^T: k
@@ -147,15 +151,15 @@ def test_intermediate_outputs_are_not_fused_away():
 
     model.graph.output.append(helper.make_tensor_value_info(extra, TensorProto.FLOAT,
                                                             [1, 8, 12, 12]))
-    report = anychip.verify(model, target="cpu")
+    report = anychip.verify(model, target="cpu", dispatch=True)
     assert report.passed, report.summary()
     assert [o.name for o in report.outputs] == ["y", extra]
-    calls = anychip.compile(model, target="cpu").report["dispatch"]["calls"]
+    calls = anychip.compile(model, target="cpu", dispatch=True).report["dispatch"]["calls"]
     assert calls["anychip.conv2d_bias"] == 1 and calls["anychip.conv2d_bias_relu"] == 1
 
 
 def test_artifact_with_library_calls_runs_in_a_fresh_process(tmp_path):
-    art = anychip.compile(conv_net(), target="cpu")
+    art = anychip.compile(conv_net(), target="cpu", dispatch=True)
     feed, outs = _run(art, seed=3)
     saved = art.save(tmp_path / "net.anychip")
     np.savez(tmp_path / "in.npz", **feed)
@@ -170,7 +174,7 @@ def test_artifact_with_library_calls_runs_in_a_fresh_process(tmp_path):
 
 
 def test_unknown_kernel_library_is_a_clear_error(tmp_path):
-    saved = anychip.compile(conv_net(), target="cpu").save(tmp_path / "net.anychip")
+    saved = anychip.compile(conv_net(), target="cpu", dispatch=True).save(tmp_path / "net.anychip")
     manifest = saved.path / "manifest.json"
     data = json.loads(manifest.read_text())
     data["runtime"]["libraries"] = ["no-such-library"]
@@ -215,7 +219,7 @@ def test_joined_projections_keep_a_float64_weight_dtype():
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    report = anychip.verify(model, target="cpu")
+    report = anychip.verify(model, target="cpu", dispatch=True)
     assert report.passed, report.summary()
 
 
@@ -237,7 +241,7 @@ def test_parallel_projections_of_a_symbolic_input_join_too():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 16])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     dims = {"batch": (1, 4), "seq": (1, 32)}
-    art = anychip.compile(model, target="cpu", dims=dims)
+    art = anychip.compile(model, target="cpu", dispatch=True, dims=dims)
     assert art.report["dispatch"]["calls"] == {"anychip.matmul_bias": 1}
-    report = anychip.verify(model, target="cpu", dims=dims)
+    report = anychip.verify(model, target="cpu", dispatch=True, dims=dims)
     assert report.passed, report.summary()

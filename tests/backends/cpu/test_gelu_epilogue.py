@@ -55,21 +55,22 @@ def _dense_gelu(approximate: str, rows: int) -> onnx.ModelProto:
 @pytest.mark.parametrize("residual", [False, True], ids=["conv-gelu", "conv-add-gelu"])
 def test_conv_with_a_gelu_epilogue_runs_and_matches_onnxruntime(residual, approximate, size):
     model = _conv_gelu(residual, approximate, size)
-    report = anychip.verify(model, target="cpu")
+    report = anychip.verify(model, target="cpu", dispatch=True)
     assert report.passed, report.summary()
     act = "gelu" if approximate == "none" else "gelu_tanh"
-    calls = anychip.compile(model, target="cpu").report["dispatch"]["calls"]
+    calls = anychip.compile(model, target="cpu", dispatch=True).report["dispatch"]["calls"]
     assert calls == {f"anychip.conv2d_bias{'_residual' if residual else ''}_{act}": 1}
 
 
 @pytest.mark.parametrize("rows", [128, 8])
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.usefixtures("library_gemms")
 def test_dense_layer_with_a_gelu_epilogue_matches_onnxruntime(approximate, rows):
     model = _dense_gelu(approximate, rows)
-    report = anychip.verify(model, target="cpu")
+    report = anychip.verify(model, target="cpu", dispatch=True)
     assert report.passed, report.summary()
     act = "gelu" if approximate == "none" else "gelu_tanh"
-    calls = anychip.compile(model, target="cpu").report["dispatch"]["calls"]
+    calls = anychip.compile(model, target="cpu", dispatch=True).report["dispatch"]["calls"]
     assert calls == {f"anychip.matmul_bias_{act}": 1}
 
 

@@ -40,10 +40,10 @@ def _pool(op: str, pads: list[int], strides: int = 2, count_include_pad: int = 0
 ])
 def test_pooling_runs_in_the_library_and_matches_onnxruntime(op, pads, count):
     model = _pool(op, pads, count_include_pad=count)
-    art = anychip.compile(model, target="cpu")
+    art = anychip.compile(model, target="cpu", dispatch=True)
     root = "max_pool2d" if op == "MaxPool" else "avg_pool2d"
     assert art.report["dispatch"]["calls"].get(f"anychip.{root}") == 1
-    report = anychip.verify(model, target="cpu")
+    report = anychip.verify(model, target="cpu", dispatch=True)
     assert report.passed, report.summary()
     assert report.max_abs < 1e-5
 
@@ -55,7 +55,7 @@ def test_max_pooling_keeps_a_nan_anywhere_in_its_window(pads):
     model = _pool("MaxPool", pads, strides=1)
     x = np.random.default_rng(1).standard_normal((1, 8, 13, 13)).astype(np.float32)
     x[0, 3, 6, 6] = np.nan                 # the 1x1 conv spreads it over every channel
-    got = list(anychip.compile(model, target="cpu").run({"x": x}).values())[0]
+    got = list(anychip.compile(model, target="cpu", dispatch=True).run({"x": x}).values())[0]
     conv = ort.InferenceSession(model.SerializeToString(),
                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     # NaN exactly in the windows that hold (6, 6): rows and columns 6-2..6 shifted by the pad

@@ -55,7 +55,7 @@ def _scheduled(model, monkeypatch, **options) -> tuple[dict, int]:
     monkeypatch.setattr(depthwise, "schedule_depthwise",
                         lambda f, t, p: (lambda s: done.append(s is not None) or s)(real(f, t, p)))
     monkeypatch.setenv("ANYCHIP_NO_CACHE", "1")
-    report = anychip.compile(model, target="cpu", **options).report["dispatch"]
+    report = anychip.compile(model, target="cpu", dispatch=True, **options).report["dispatch"]
     return report, sum(done)
 
 
@@ -72,7 +72,7 @@ def test_small_depthwise_convolutions_run_in_tvm_and_match(c, hw, k, stride, dil
     report, scheduled = _scheduled(model, monkeypatch)
     assert report.get("calls", {}) == {}, report     # the convolution stayed in TVM
     assert scheduled == 1
-    result = anychip.verify(model, target="cpu")
+    result = anychip.verify(model, target="cpu", dispatch=True)
     assert result.passed, result.summary()
     assert result.max_abs < 1e-5
 
@@ -83,7 +83,7 @@ def test_special_values_propagate_as_in_onnx_runtime():
     model = _depthwise(32, 10, act="hardswish")
     x = np.random.default_rng(1).standard_normal((1, 32, 10, 10)).astype(np.float32)
     x[0, :4, 3, 3], x[0, 5, 0, 0], x[0, 6, 9, 9] = np.nan, np.inf, -np.inf
-    got = list(anychip.compile(model, target="cpu").run({"x": x}).values())[0]
+    got = list(anychip.compile(model, target="cpu", dispatch=True).run({"x": x}).values())[0]
     want = ort.InferenceSession(model.SerializeToString(),
                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     assert np.array_equal(np.isnan(got), np.isnan(want)) and np.isnan(want).any()
@@ -103,7 +103,7 @@ def test_other_depthwise_convolutions_stay_on_the_library(case, monkeypatch):
     options = {"fast_math": False} if case == "sigmoid_libm" else {}
     report, scheduled = _scheduled(model, monkeypatch, **options)
     assert report["total"] == 1 and scheduled == 0, report
-    result = anychip.verify(model, target="cpu", **options)
+    result = anychip.verify(model, target="cpu", dispatch=True, **options)
     assert result.passed, result.summary()
 
 
