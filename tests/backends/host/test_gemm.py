@@ -1,0 +1,143 @@
+"""backends/host/gemm.py: the register-tiled schedule of GEMM-shaped kernels. Scheduled
+kernels compute what TVM's unscheduled loop nest computes (matmuls with batches, GEMVs,
+widths no vector divides, 1x1 and padded 3x3 NHWC convolutions with HWIO weights, strided,
+grouped, on maps whose width has no small divisor), serial and parallel; reductions that are
+not products (column sums, a loss) and products whose second operand varies per pixel
+(attention) are left to the other rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+from tvm import relax  # noqa: E402
+from tvm.script import relax as R  # noqa: E402
+
+from anychip.backends.host import gemm  # noqa: E402
+
+TARGET = None
+
+
+def _target():
+    global TARGET
+    if TARGET is None:
+        from anychip.backends.cpu.backend import host_cpu_name
+
+        TARGET = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name(), "num-cores": 2})
+    return TARGET
+
+
+def _fused(build, *shapes):
+    """The one PrimFunc FuseOps/FuseTIR make of `build(bb, *vars)` (epilogue fused)."""
+    bb = relax.BlockBuilder()
+    xs = [relax.Var(f"x{i}", R.Tensor(s, "float32")) for i, s in enumerate(shapes)]
+    with bb.function("main", xs):
+        with bb.dataflow():
+            out = bb.emit_output(build(bb, *xs))
+        bb.emit_func_output(out)
+    seq = tvm.transform.Sequential([relax.transform.LegalizeOps(),
+                                    relax.transform.AnnotateTIROpPattern(),
+                                    relax.transform.FoldConstant(), relax.transform.FuseOps(),
+                                    relax.transform.FuseTIR()])
+    funcs = [f for f in seq(bb.get()).functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(funcs) == 1
+    return funcs[0].with_attr("global_symbol", "main")
+
+
+def _const(rng, *shape):
+    return relax.const((rng.standard_normal(shape) / 4).astype(np.float32))
+
+
+def _matmul(m, k, n, batch=None, relu=True):
+    rng = np.random.default_rng(m * 7 + n)
+
+    def build(bb, x):
+        y = bb.emit(relax.op.add(relax.op.matmul(x, _const(rng, k, n)), _const(rng, n)))
+        return bb.emit(relax.op.nn.relu(y)) if relu else y
+
+    return _fused(build, (m, k) if batch is None else (batch, m, k))
+
+
+def _conv(hw, cin, cout, k=1, stride=1, groups=1, residual=False):
+    rng = np.random.default_rng(hw * 13 + cout)
+    out = (hw + 2 * (k // 2) - k) // stride + 1
+    weight = _const(rng, k, k, cin // groups, cout)   # HWIO, as backends/host/hwio.py makes it
+
+    def build(bb, x, *rest):
+        y = bb.emit(relax.op.nn.conv2d(x, weight, strides=stride, padding=k // 2,
+                                       groups=groups, data_layout="NHWC",
+                                       kernel_layout="HWIO"))
+        y = bb.emit(relax.op.add(y, _const(rng, 1, 1, 1, cout)))
+        if rest:
+            y = bb.emit(relax.op.add(y, rest[0]))
+        return bb.emit(relax.op.nn.relu(y))
+
+    shapes = [(1, hw, hw, cin)] + ([(1, out, out, cout)] if residual else [])
+    return _fused(build, *shapes)
+
+
+CASES = {
+    "mlp_layer": lambda: _matmul(4, 64, 128),
+    "batched_rows": lambda: _matmul(6, 32, 48, batch=3),
+    "gemv": lambda: _matmul(1, 96, 40, relu=False),
+    "odd_width": lambda: _matmul(5, 24, 10),
+    "pointwise": lambda: _conv(14, 40, 96),
+    "pointwise_residual": lambda: _conv(7, 64, 64, residual=True),
+    "prime_map": lambda: _conv(13, 32, 48),
+    "strided": lambda: _conv(10, 16, 32, stride=2),
+    "grouped": lambda: _conv(7, 96, 96, groups=3),
+    "grouped_narrow": lambda: _conv(6, 24, 24, groups=6),   # 4 channels a group
+    "3x3_padded": lambda: _conv(9, 16, 32, k=3),
+    "3x3_strided": lambda: _conv(11, 8, 16, k=3, stride=2),
+}
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_scheduled_kernel_matches_the_loop_nest(case, parallel):
+    func = CASES[case]()
+    target = _target()
+    with target:
+        sch = gemm.schedule_gemm(func, target, parallel)
+    assert sch is not None, f"{case}: the rule did not take it"
+    fast = tvm.compile(sch.mod, target=target)
+    plain = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    rng = np.random.default_rng(1)
+    args = [rng.standard_normal([int(d) for d in p.shape]).astype(np.float32)
+            for p in func.params[:-1]]
+    outs = [tvm.runtime.tensor(np.full([int(d) for d in func.params[-1].shape], np.nan,
+                                       np.float32)) for _ in range(2)]
+    fast["main"](*[tvm.runtime.tensor(a) for a in args], outs[0])
+    plain["main"](*[tvm.runtime.tensor(a) for a in args], outs[1])
+    np.testing.assert_allclose(outs[0].numpy(), outs[1].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _column_sum():
+    return _fused(lambda bb, x: bb.emit(relax.op.sum(x, axis=[0])), (64, 32))
+
+
+def _loss():
+    return _fused(lambda bb, x: bb.emit(relax.op.sum(relax.op.multiply(x, x))), (8, 16))
+
+
+def _attention_scores():
+    return _fused(lambda bb, q, k: bb.emit(relax.op.matmul(q, k)), (2, 8, 16), (2, 16, 8))
+
+
+@pytest.mark.parametrize("build", [_column_sum, _loss, _attention_scores],
+                         ids=["column_sum", "loss", "attention_scores"])
+def test_other_reductions_are_left_to_the_other_rules(build):
+    target = _target()
+    with target:
+        assert gemm.schedule_gemm(build(), target, False) is None
+
+
+def test_tile_fits_the_registers_and_divides_the_map():
+    for pixels, width, lanes, registers in [(13, 1000, 8, 32), (56, 64, 16, 32),
+                                            (7, 512, 16, 32), (111, 64, 16, 32),
+                                            (28, 128, 8, 16), (1, 1000, 8, 32)]:
+        rows, vectors = gemm._tile(pixels, width, lanes, registers)
+        assert pixels % rows == 0 and width % (vectors * lanes) == 0
+        assert rows * vectors + vectors + 1 <= registers
+    assert gemm._tile(13, 1000, 8, 32) == (13, 1)   # a prime map: 13 rows, not 1
