@@ -6,7 +6,8 @@ TVM's default CPU pipeline leaves every kernel as a scalar single-threaded loop 
 layout permutations, pooling, normalisation, softmax), so a simple schedule is enough:
 - `Injective`: all blocks inlined into the last one, its loops fused, the outer part parallel
   over the cores and the inner part vectorized;
-- dlight's CPU `Reduction` rule (softmax, layer norm: parallel rows, vectorized elementwise);
+- dlight's CPU `Reduction` rule (softmax, layer norm: parallel rows, vectorized elementwise),
+  after `SingleRow` for a kernel of one row, which that rule schedules in O(n^2);
 - `ColumnReduction` (serial kernels): a sum over leading axes (collapse_sum of a bias
   gradient) runs its reduction loops outside and vectorizes along the contiguous axis;
 - `OuterParallel`: anything else (pooling, leftover reductions) gets its outermost spatial
@@ -294,6 +295,35 @@ def _column_reduction(func, target, parallel: bool):
     return sch
 
 
+def _single_row(func, target, parallel: bool):
+    """A kernel whose reductions make one value each (softmax or layer norm of one row, after
+    normalize_prim_func dropped the unit row axis): dlight's CPU Reduction takes the last
+    block's column loop as its parallel row loop and recomputes the whole row's max and sum
+    under every column (a softmax of [1, 1000]: 7.5 ms, O(n^2)). Here each block keeps its
+    own loop nest, the elementwise ones vectorized (and parallel when large): 1000 columns
+    are a few microseconds."""
+    from tvm import s_tir
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    sch = s_tir.Schedule(func)
+    try:
+        infos = normalize_prim_func(sch)
+    except Exception:  # noqa: BLE001 - TVM raises several types for foreign PrimFuncs
+        return None
+    reductions = [info for info in infos or [] if not info.is_injective()]
+    if not reductions or any(
+            math.prod(static_int(iv.dom.extent) or 2 for iv in sch.get(info.block_rv).iter_vars
+                      if iv.iter_type == 0) != 1 for info in reductions):
+        return None
+    try:
+        for info in infos:
+            if info.is_injective() and not _touches_bool(sch, info.block_rv):
+                _parallel_vectorize(sch, info.block_rv, target, parallel)
+    except Exception:  # noqa: BLE001 - TVM's ScheduleError: left as TVM's loop nest
+        return None
+    return sch
+
+
 def _work(sch, block) -> int:
     extents = [_extent(sch, loop) or 1 for loop in sch.get_loops(block)]
     return math.prod(extents)
@@ -305,10 +335,12 @@ def injective_rule(parallel: bool = True):
 
 
 def reduction_rules(parallel: bool = True) -> list:
-    """dlight's CPU Reduction, then OuterParallel for anything left (none when not parallel)."""
+    """SingleRow, dlight's CPU Reduction, then OuterParallel for anything left (none when not
+    parallel: TVM's loop nests stay as they are)."""
     from tvm.s_tir.dlight.cpu import Reduction
 
-    return [Reduction(), _rule(_outer_parallel, parallel)] if parallel else []
+    return ([_rule(_single_row, parallel), Reduction(), _rule(_outer_parallel, parallel)]
+            if parallel else [])
 
 
 def schedule_rules(parallel: bool = True):
