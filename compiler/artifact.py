@@ -21,6 +21,7 @@ import numpy as np
 
 from .backend import BuildResult, CompileOptions, Execution
 from .errors import AnychipError
+from .export_library import export_library
 from .frontend import ModelSource, TensorSpec
 from .inputs import order_inputs
 from .profiles import Profile
@@ -64,7 +65,7 @@ def write_artifact(directory: Path, result: BuildResult, source: ModelSource, pr
 
 def _write_artifact(directory: Path, result: BuildResult, source: ModelSource, profile: Profile,
                     options: CompileOptions, execution: Execution) -> dict:
-    result.executable.export_library(str(directory / LIBRARY))
+    export_library(result.executable, str(directory / LIBRARY))   # a full disk: OSError
     for name, data in sorted(result.device_sources.items()):
         rel = PurePosixPath(name)
         if rel.is_absolute() or ".." in rel.parts:

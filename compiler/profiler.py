@@ -146,6 +146,8 @@ def measure(artifact, feed: dict, runs: int = 10, warmup: int = 3,
 
     runtime = artifact.manifest.get("runtime", {})
     device = str(runtime.get("device", "cpu"))
+    # TVM's estimate of its own kernels' FLOPs, recorded at build (backends/host/schedule.py)
+    kernel_flops = artifact.report.get("kernel_flops") or {}
     make_available(list(runtime.get("libraries", [])), int(runtime.get("num_threads") or 0)
                    or None)
     dev = tvm.device(device, 0)
@@ -182,7 +184,7 @@ def measure(artifact, feed: dict, runs: int = 10, warmup: int = 3,
         state["calls"][name].append((end - state["t0"]) * 1e3)
         state["trace"].append((name, state["t0"] - state["start"], end - state["t0"]))
         if name not in meta:
-            meta[name] = {"kind": kind, "flops": _flops(kind, tensors),
+            meta[name] = {"kind": kind, "flops": _flops(kind, tensors) or kernel_flops.get(symbol),
                           "bytes": float(sum(np.prod(s) * b for s, b in tensors))}
         return 0
 

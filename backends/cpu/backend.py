@@ -220,8 +220,10 @@ class CpuBackend(OptionalBackendHooks):
 
             report["tuning"] = {"records": len(database.get_all_tuning_records()),
                                 "kernels_tuned": kernels_with_records(mod, target, database)}
-        executable = relax.build(mod, target,
-                                 relax_pipeline=schedule.pipeline(target, parallel, database))
+        flops: dict = {}
+        executable = relax.build(mod, target, relax_pipeline=schedule.pipeline(
+            target, parallel, database, flops))
+        report["kernel_flops"] = flops
         return BuildResult(executable=executable,
                            precision=options.precision or profile.default_precision,
                            report={"target": str(target), **report},

@@ -136,7 +136,9 @@ def _tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[int, int
     vectors and one broadcast within the registers; the most FMAs per load wins (a 13-wide
     map takes 13 rows of one vector rather than 1 row of two)."""
     best = (0, 1, 1)
-    for vectors in (2, 1):
+    # one output row (a GEMV) streams the weight: wider rows of it per step read more of
+    # each cache line and page before moving on
+    for vectors in ((4, 2, 1) if pixels == 1 else (2, 1)):
         if width % (vectors * lanes):
             continue
         fit = (registers - vectors - 1) // vectors

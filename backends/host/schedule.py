@@ -352,11 +352,12 @@ def schedule_rules(parallel: bool = True):
             + reduction_rules(parallel))
 
 
-def pipeline(target, parallel: bool = True, database=None):
+def pipeline(target, parallel: bool = True, database=None, flops: dict | None = None):
     """TVM's cpu_generic phases with, after fusion, the tuned schedules of `database` (a
     MetaSchedule database of records for this exact target, see compiler/tuning) and the
     default schedules above for the rest; with `parallel` False, TVM's kernels stay on one
-    thread (vectorized only)."""
+    thread (vectorized only). `flops`, when given, receives each kernel's FLOPs (TVM's
+    estimate, before scheduling), which `bench --profile` divides by the kernel's time."""
     import contextlib
 
     import tvm
@@ -372,9 +373,32 @@ def pipeline(target, parallel: bool = True, database=None):
     def _pipeline(mod, _ctx):
         with target, (database if database is not None else contextlib.nullcontext()):
             tuned = [relax.transform.MetaScheduleApplyDatabase()] if database is not None else []
+            counted = [_count_flops(flops)] if flops is not None else []
             passes = (cpu.library_dispatch_passes(target) + cpu.legalize_passes(target)
-                      + tuned + [ApplyDefaultSchedule(*schedule_rules(parallel))]
+                      + counted + tuned + [ApplyDefaultSchedule(*schedule_rules(parallel))]
                       + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+def _count_flops(sink: dict):
+    """A pass that leaves the module as it is and puts each kernel's estimated FLOPs in
+    `sink` (by the kernel's name, as the VM calls it); kernels TVM cannot estimate (a Let of
+    fast_math's polynomials) are left out."""
+    import tvm
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    @tvm.transform.module_pass(opt_level=0, name="AnychipCountFlops")
+    def _count(mod, _ctx):
+        for gvar, func in mod.functions.items():
+            if isinstance(func, tvm.tirx.PrimFunc):
+                try:
+                    value = float(estimate_tir_flops(tvm.IRModule({"main": func})))
+                except Exception:  # noqa: BLE001 - TVM has no rule for some nodes
+                    continue
+                if value > 0:
+                    sink[gvar.name_hint] = value
+        return mod
+
+    return _count
