@@ -25,7 +25,6 @@ class VmRunner:
 
         runtime = artifact.manifest.get("runtime", {})
         threads = run_threads(runtime.get("num_threads"))
-        size_tvm_pool(threads)
         make_available(list(runtime.get("libraries", [])), threads)
         self.execution = execution
         self._dev = tvm.device(device, 0)
@@ -67,17 +66,6 @@ class VmRunner:
 # take TVM's own conversion)
 _PLAIN_DTYPES = frozenset(f"{k}{b}" for k in ("float", "int", "uint") for b in (8, 16, 32, 64)
                           if f"{k}{b}" != "float8")
-
-
-def size_tvm_pool(threads: int) -> None:
-    """TVM's thread pool runs parallel kernels on `threads` threads. TVM sizes it from
-    $TVM_NUM_THREADS when it starts, else at half the hardware threads on x86 (it assumes
-    hyper-threading): on a 2-vCPU machine its "parallel" kernels ran on one thread. The pool
-    starts at its first parallel launch and is never resized, so this must come first; a
-    $TVM_NUM_THREADS the user set wins."""
-    import os
-
-    os.environ.setdefault("TVM_NUM_THREADS", str(threads))
 
 
 def _flatten(value) -> list:

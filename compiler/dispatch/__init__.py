@@ -71,13 +71,32 @@ def get_library(name: str) -> Library:
 
 def make_available(names: list[str], threads: int) -> None:
     """Register the packed functions of every named library in this process (idempotent),
-    running on `threads` threads.
+    running on `threads` threads, as TVM's own parallel kernels (`size_tvm_pool`).
 
     An artifact whose lib.so calls into a library can only be loaded after this: the Relax VM
     resolves packed functions when it is created.
     """
+    size_tvm_pool(threads)
     for name in names:
         get_library(name).register(threads)
+
+
+# How long an idle TVM worker spins for the next parallel kernel before it sleeps. TVM's
+# default (300,000 iterations) keeps both cores busy for milliseconds after every run: in
+# one process with ONNX Runtime, ORT's MobileNet-v3 went from 3.6 to 10.2 ms a call. 10,000
+# bridges the gaps between one run's kernels and stops soon after (docs/performance.md).
+SPIN_COUNT = 10000
+
+
+def size_tvm_pool(threads: int) -> None:
+    """TVM's thread pool runs parallel kernels on `threads` threads and spins SPIN_COUNT
+    iterations when idle. TVM sizes it from $TVM_NUM_THREADS when it starts, else at half
+    the hardware threads on x86 (it assumes hyper-threading): on a 2-vCPU machine its
+    "parallel" kernels ran on one thread. The pool starts at its first parallel launch and
+    is never resized, so this must come first; values the user set win."""
+    if threads:
+        os.environ.setdefault("TVM_NUM_THREADS", str(int(threads)))
+    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", str(SPIN_COUNT))
 
 
 def usable_cores() -> int:

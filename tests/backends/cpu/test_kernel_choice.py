@@ -17,8 +17,8 @@ from .models import attention_block
 
 
 def _mobile_net(batch: int | str = 1) -> onnx.ModelProto:
-    """A stem 3x3 stride-2 conv, a depthwise conv, a grouped and a plain 1x1 conv (one with a
-    residual), global pooling and a dense head: every GEMM shape of a mobile network."""
+    """A stem 3x3 stride-2 conv, max pooling, a depthwise conv, a grouped and a plain 1x1 conv
+    (one with a residual), global pooling and a dense head: a mobile network's shapes."""
     rng = np.random.default_rng(3)
 
     def w(name, *shape):
@@ -30,7 +30,9 @@ def _mobile_net(batch: int | str = 1) -> onnx.ModelProto:
     nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], strides=[2, 2],
                               pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c0"], ["r0"]),
-             helper.make_node("Conv", ["r0", "w1"], ["c1"], group=16, pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["r0"], ["q0"], kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["q0", "w1"], ["c1"], group=16, pads=[1, 1, 1, 1]),
              helper.make_node("Conv", ["c1", "w2"], ["c2"], group=2),
              helper.make_node("Relu", ["c2"], ["r2"]),
              helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"]),
@@ -94,7 +96,7 @@ def test_the_library_stays_where_tvm_alone_would_lose(case):
 
 
 def test_tvm_pool_takes_the_run_threads_unless_the_user_set_them(monkeypatch):
-    from anychip.backends.host.vm_runner import size_tvm_pool
+    from anychip.compiler.dispatch import size_tvm_pool
 
     monkeypatch.delenv("TVM_NUM_THREADS", raising=False)
     size_tvm_pool(2)

@@ -1,0 +1,70 @@
+"""backends/host/pooling.py: NHWC max and average pooling (strided, padded, global, with a
+fused epilogue) scheduled with channel vectors computes what TVM's loop nest computes,
+serial and parallel; a reduction that is not a pooling is left to the other rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tvm = pytest.importorskip("tvm")
+from tvm import relax  # noqa: E402
+from tvm.script import relax as R  # noqa: E402
+
+from anychip.backends.host.pooling import schedule_pool  # noqa: E402
+
+
+def _pool(kind, hw, channels, k, stride, pad):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((2, hw, hw, channels), "float32"))
+    op = relax.op.nn.max_pool2d if kind == "max" else relax.op.nn.avg_pool2d
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(op(x, pool_size=k, strides=stride, padding=pad, layout="NHWC"))
+            bias = np.linspace(-1, 1, channels, dtype=np.float32)
+            out = bb.emit_output(relax.op.nn.relu(relax.op.add(y, relax.const(bias))))
+        bb.emit_func_output(out)
+    seq = tvm.transform.Sequential([relax.transform.LegalizeOps(),
+                                    relax.transform.AnnotateTIROpPattern(),
+                                    relax.transform.FoldConstant(), relax.transform.FuseOps(),
+                                    relax.transform.FuseTIR()])
+    funcs = [f for f in seq(bb.get()).functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    return funcs[0].with_attr("global_symbol", "main")
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("kind, hw, channels, k, stride, pad", [
+    ("max", 15, 32, 3, 2, 0), ("max", 9, 24, 3, 2, 1), ("avg", 10, 48, 3, 1, 1),
+    ("avg", 7, 40, 7, 7, 0), ("max", 6, 6, 2, 2, 0)])
+def test_scheduled_pooling_matches_the_loop_nest(kind, hw, channels, k, stride, pad, parallel):
+    from anychip.backends.cpu.backend import host_cpu_name
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name(), "num-cores": 2})
+    func = _pool(kind, hw, channels, k, stride, pad)
+    with target:
+        sch = schedule_pool(func, target, parallel)
+    assert sch is not None
+    fast = tvm.compile(sch.mod, target=target)
+    plain = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    rng = np.random.default_rng(2)
+    args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape]).astype(np.float32))
+            for p in func.params[:-1]]   # the input, and the bias FuseTIR made a parameter
+    outs = [tvm.runtime.tensor(np.full([int(d) for d in func.params[-1].shape], np.nan,
+                                       np.float32)) for _ in range(2)]
+    fast["main"](*args, outs[0])
+    plain["main"](*args, outs[1])
+    np.testing.assert_allclose(outs[0].numpy(), outs[1].numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_a_sum_that_is_not_a_pooling_is_left_alone():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((4, 8, 16), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.sum(x, axis=[1]))
+        bb.emit_func_output(out)
+    mod = relax.transform.LegalizeOps()(bb.get())
+    func = next(f for f in mod.functions.values() if isinstance(f, tvm.tirx.PrimFunc))
+    target = tvm.target.Target({"kind": "llvm"})
+    with target:
+        assert schedule_pool(func.with_attr("global_symbol", "main"), target, True) is None
