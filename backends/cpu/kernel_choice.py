@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from anychip.backends.host.lanes import dividing_lanes
+from anychip.backends.host.relax_passes import _const_value as _constant
 
 # what a library call costs beyond its arithmetic, and both sides' arithmetic rate per core,
 # as effective figures fitted to whole networks run both ways in one process (2 Zen 4
@@ -35,22 +36,8 @@ TVM_GFLOPS_PER_CORE = 75.0
 FULL_LANES = 8
 
 
-def _constant(expr) -> np.ndarray | None:
-    import tvm
-
-    if isinstance(expr, tvm.ir.expr.GenericConst):
-        try:
-            return expr.value.numpy()
-        except Exception:  # noqa: BLE001 - a non-tensor literal
-            return None
-    return None
-
-
 def _lanes(width: int) -> int:
-    lanes = FULL_LANES
-    while lanes > 1 and width % lanes:
-        lanes //= 2
-    return lanes
+    return dividing_lanes(width, FULL_LANES)
 
 
 def _conv(call) -> tuple[float, float] | str:

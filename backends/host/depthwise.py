@@ -21,7 +21,9 @@ elementwise epilogue after it. Anything else is left to the other rules.
 
 from __future__ import annotations
 
-from .lanes import vector_lanes
+from .lanes import dividing_lanes, vector_lanes
+from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
+                               vectorized_pass)
 from .tir_walk import static_int as _static
 
 # output pixels of one row computed together (register blocking)
@@ -30,15 +32,6 @@ MAX_PIXELS = 8
 
 def _extent(sch, loop) -> int | None:
     return _static(sch.get(loop).extent)
-
-
-def _lanes(channels: int, vector: int) -> int:
-    """The widest vector (at most `vector` lanes) that divides the channel count: a tail
-    chunk would need a predicate that TIR cannot vectorize."""
-    lanes = vector
-    while lanes > 1 and channels % lanes:
-        lanes //= 2
-    return lanes
 
 
 def _is_depthwise(sch, block) -> tuple | None:
@@ -66,24 +59,14 @@ def _is_depthwise(sch, block) -> tuple | None:
 def schedule_depthwise(func, target, parallel: bool):
     """The schedule described in the module docstring, or None when `func` is not a depthwise
     NHWC convolution (with its pad and elementwise epilogue)."""
-    from tvm import s_tir
-    from tvm.s_tir.dlight.analysis import normalize_prim_func
-
-    sch = s_tir.Schedule(func)
-    try:
-        infos = normalize_prim_func(sch)
-    except Exception:  # noqa: BLE001 - TVM raises several types for foreign PrimFuncs
+    kernel = one_reduction(func)
+    if kernel is None:
         return None
-    reductions = [i for i, info in enumerate(infos or []) if not info.is_injective()]
-    if len(reductions) != 1:
-        return None
-    red = reductions[0]
-    conv = infos[red].block_rv
+    sch, conv, producers, consumers = kernel
     found = _is_depthwise(sch, conv)
     if found is None:
         return None
     weight, shape = found
-    producers, consumers = infos[:red], infos[red + 1:]
     try:
         return _apply(sch, conv, weight, shape, producers, consumers, target, parallel)
     except Exception:  # noqa: BLE001 - a ScheduleError: a nest this rule does not know
@@ -104,18 +87,8 @@ def _apply(sch, conv, weight, shape, producers, consumers, target, parallel: boo
     window = loops[spatial:]
     # the pad (the only producer TOPI emits) stays its own pass, scheduled last; any other
     # producer would be an elementwise op FuseOps put before the convolution: inlined
-    pad = None
-    for info in producers:
-        if sch.get(info.block_rv).name_hint.startswith("pad") and pad is None:
-            pad = info.block_rv
-        else:
-            sch.compute_inline(info.block_rv)
-    # the epilogue (bias, activation) becomes one block computed per channel chunk
-    for info in consumers[:-1]:
-        sch.compute_inline(info.block_rv)
-    epilogue = consumers[-1].block_rv if consumers else None
-
-    lanes = _lanes(channels, vector_lanes(target))
+    pad = inline_producers(sch, producers)
+    lanes = dividing_lanes(channels, vector_lanes(target))
     c_outer, c_inner = sch.split(c, factors=[None, lanes])
     # a few neighbouring pixels per chunk: each tap's weight vector is loaded once for them
     block_w = max(d for d in range(1, MAX_PIXELS + 1) if width % d == 0)
@@ -131,15 +104,8 @@ def _apply(sch, conv, weight, shape, producers, consumers, target, parallel: boo
     # taps read as [1, kh, kw, C]: each chunk's weights are one contiguous vector
     packed = sch.cache_read(conv, _read_index(sch, conv, weight), "global")
     sch.transform_layout(packed, ("write", 0), lambda o, i, y, x: (i, y, x, o))
-    # accumulate a chunk in a small buffer, write it out (through the epilogue) per chunk
-    # (scope "global": TVM puts a small constant-size global buffer on the stack, where LLVM
-    # keeps it in registers; a "local" one is a heap workspace, every tap a load and a store)
-    if epilogue is not None:   # the intermediate shrinks to one chunk
-        sch.reverse_compute_at(epilogue, c_outer)
-        out_block = epilogue
-    else:
-        out_block = sch.cache_write(conv, 0, "global")
-        sch.reverse_compute_at(out_block, c_outer)
+    # accumulate a chunk in registers, write it out through the epilogue per chunk
+    out_block = epilogue_per_tile(sch, conv, consumers, c_outer)
     init = sch.decompose_reduction(conv, window[0])
     sch.vectorize(sch.get_loops(init)[-1])
     # the update's lane loop is left to LLVM (16 constant iterations over contiguous
@@ -147,11 +113,7 @@ def _apply(sch, conv, weight, shape, producers, consumers, target, parallel: boo
     out_loops = sch.get_loops(out_block)[len(pixels) + 1:]
     sch.vectorize(out_loops[-1])
     if pad is not None:   # one vectorized pass (computing it per output row was slower)
-        flat = sch.fuse(*sch.get_loops(pad))
-        pad_outer, pad_inner = sch.split(flat, factors=[None, lanes])
-        sch.vectorize(pad_inner)
-        if parallel:
-            sch.parallel(pad_outer)
+        vectorized_pass(sch, pad, target, parallel)
     return sch
 
 

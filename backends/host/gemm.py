@@ -26,8 +26,10 @@ other rules.
 
 from __future__ import annotations
 
-from .lanes import vector_lanes
-from .tir_walk import children, static_int as _static
+from .lanes import dividing_lanes, vector_lanes
+from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
+                               vectorized_pass)
+from .tir_walk import static_int as _static, uses as _uses
 
 # float32 vector registers by vector width (AVX-512 has 32, AVX2 and NEON 16)
 _REGISTERS = {16: 32, 8: 16, 4: 16}
@@ -36,23 +38,6 @@ _REGISTERS = {16: 32, 8: 16, 4: 16}
 ROWS = 8
 MIN_ROWS = 4
 MAX_ROWS = 28
-
-
-def _uses(expr, var) -> bool:
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        if node.same_as(var):
-            return True
-        stack.extend(children(node))
-    return False
-
-
-def _pow2_lanes(width: int, lanes: int) -> int:
-    """The widest vector (at most `lanes`) dividing `width`: a tail would need a predicate."""
-    while lanes > 1 and width % lanes:
-        lanes //= 2
-    return lanes
 
 
 def _group_width(stmt, data, weight, n_extent: int) -> int | None:
@@ -111,24 +96,15 @@ def _analyse(sch, block):
 def schedule_gemm(func, target, parallel: bool):
     """The schedule described in the module docstring, or None when `func` is not a
     GEMM-shaped kernel (with its pad and elementwise epilogue)."""
-    from tvm import s_tir
-    from tvm.s_tir.dlight.analysis import normalize_prim_func
-
-    sch = s_tir.Schedule(func)
-    try:
-        infos = normalize_prim_func(sch)
-    except Exception:  # noqa: BLE001 - TVM raises several types for foreign PrimFuncs
+    kernel = one_reduction(func)
+    if kernel is None:
         return None
-    reductions = [i for i, info in enumerate(infos or []) if not info.is_injective()]
-    if len(reductions) != 1:
-        return None
-    red = reductions[0]
-    block = infos[red].block_rv
+    sch, block, producers, consumers = kernel
     try:
         found = _analyse(sch, block)
         if found is None:
             return None
-        return _apply(sch, block, *found, infos[:red], infos[red + 1:], target, parallel)
+        return _apply(sch, block, *found, producers, consumers, target, parallel)
     except Exception:  # noqa: BLE001 - a ScheduleError, a nest this rule does not know
         return None
 
@@ -173,19 +149,9 @@ def _apply(sch, block, spatial, group_width, data, weight, producers, consumers,
     pixels, n, window = list(loops[:spatial - 1]), loops[spatial - 1], loops[spatial:]
     # a convolution's zero pad stays one vectorized pass (inlined, every tap would test its
     # bounds); an identity "pad" (a 1x1 or unpadded convolution) and anything else inline
-    pad = None
-    for info in producers:
-        stmt = sch.get(info.block_rv)
-        if stmt.name_hint.startswith("pad") and pad is None and _pads(stmt):
-            pad = info.block_rv
-        else:
-            sch.compute_inline(info.block_rv)
-    for info in consumers[:-1]:
-        sch.compute_inline(info.block_rv)
-    epilogue = consumers[-1].block_rv if consumers else None
-
+    pad = inline_producers(sch, producers, _pads)
     width = _static(sch.get(n).extent)
-    lanes = _pow2_lanes(group_width or width, vector_lanes(target))
+    lanes = dividing_lanes(group_width or width, vector_lanes(target))
     if not pixels:   # one output row (a GEMV): a unit pixel loop to tile over
         pixels = [sch.add_unit_loop(n)]
     rows, vectors = _tile(_static(sch.get(pixels[-1]).extent), group_width or width, lanes,
@@ -210,12 +176,7 @@ def _apply(sch, block, spatial, group_width, data, weight, producers, consumers,
     sch.unroll(lane)
     if parallel:   # before the reduction is split (TIR requires it)
         sch.parallel(sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0])
-    if epilogue is not None:   # the intermediate shrinks to one tile: the accumulator
-        sch.reverse_compute_at(epilogue, outer[-1])
-        out_block = epilogue
-    else:
-        out_block = sch.cache_write(block, 0, "global")
-        sch.reverse_compute_at(out_block, outer[-1])
+    out_block = epilogue_per_tile(sch, block, consumers, outer[-1])
     init = sch.decompose_reduction(block, window[0])
     sch.vectorize(sch.get_loops(init)[-1])
     # the update's lane loop is left to LLVM (constant iterations over contiguous vectors);
@@ -225,12 +186,7 @@ def _apply(sch, block, spatial, group_width, data, weight, producers, consumers,
     if _static(sch.get(last).extent) % lanes == 0:
         sch.vectorize(sch.split(last, factors=[None, lanes])[1])
     if pad is not None:
-        flat = sch.fuse(*sch.get_loops(pad))
-        pad_lanes = _pow2_lanes(_static(sch.get(flat).extent), vector_lanes(target))
-        pad_outer, pad_inner = sch.split(flat, factors=[None, pad_lanes])
-        sch.vectorize(pad_inner)
-        if parallel:
-            sch.parallel(pad_outer)
+        vectorized_pass(sch, pad, target, parallel)
     return sch
 
 

@@ -11,3 +11,11 @@ def vector_lanes(target, bits: int = 32) -> int:
 
     width = llvm_get_vector_width(target)
     return max((width if width > 0 else 128) // bits, 1)
+
+
+def dividing_lanes(width: int, lanes: int) -> int:
+    """The widest vector, at most `lanes` (a power of two), that divides `width`: a tail
+    would need a predicate that TIR cannot vectorize."""
+    while lanes > 1 and width % lanes:
+        lanes //= 2
+    return lanes

@@ -13,37 +13,23 @@ axis is the channel and whose window reads have that channel as their last index
 
 from __future__ import annotations
 
-from .lanes import vector_lanes
+from .lanes import dividing_lanes, vector_lanes
+from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
+                               vectorized_pass)
 from .tir_walk import static_int as _static
-
-
-def _lanes(channels: int, vector: int) -> int:
-    lanes = vector
-    while lanes > 1 and channels % lanes:
-        lanes //= 2
-    return lanes
 
 
 def schedule_pool(func, target, parallel: bool):
     """The schedule described in the module docstring, or None when `func` is not an NHWC
     pooling (with its pad and elementwise epilogue)."""
-    from tvm import s_tir
-    from tvm.s_tir.dlight.analysis import normalize_prim_func
-
-    sch = s_tir.Schedule(func)
-    try:
-        infos = normalize_prim_func(sch)
-    except Exception:  # noqa: BLE001 - TVM raises several types for foreign PrimFuncs
+    kernel = one_reduction(func)
+    if kernel is None:
         return None
-    reductions = [i for i, info in enumerate(infos or []) if not info.is_injective()]
-    if len(reductions) != 1:
-        return None
-    red = reductions[0]
-    block = infos[red].block_rv
+    sch, block, producers, consumers = kernel
     try:
         if not _is_pool(sch, block):
             return None
-        return _apply(sch, block, infos[:red], infos[red + 1:], target, parallel)
+        return _apply(sch, block, producers, consumers, target, parallel)
     except Exception:  # noqa: BLE001 - a ScheduleError, a nest this rule does not know
         return None
 
@@ -75,18 +61,9 @@ def _apply(sch, block, producers, consumers, target, parallel: bool):
     spatial = sum(1 for iv in stmt.iter_vars if iv.iter_type == 0)
     *pixels, c = loops[:spatial]
     window = loops[spatial:]
-    pad = None
-    for info in producers:
-        if sch.get(info.block_rv).name_hint.startswith("pad") and pad is None:
-            pad = info.block_rv
-        else:
-            sch.compute_inline(info.block_rv)
-    for info in consumers[:-1]:
-        sch.compute_inline(info.block_rv)
-    epilogue = consumers[-1].block_rv if consumers else None
-
+    pad = inline_producers(sch, producers)
     channels = _static(sch.get(c).extent)
-    lanes = _lanes(channels, vector_lanes(target))
+    lanes = dividing_lanes(channels, vector_lanes(target))
     c_outer, c_inner = sch.split(c, factors=[None, lanes])
     sch.reorder(*pixels, c_outer, *window, c_inner)
     sch.unroll(c_inner)
@@ -94,21 +71,11 @@ def _apply(sch, block, producers, consumers, target, parallel: bool):
         rows = sch.fuse(*pixels) if len(pixels) > 1 else pixels[0]
         if parallel:
             sch.parallel(rows)
-    if epilogue is not None:   # the intermediate shrinks to one chunk: the accumulator
-        sch.reverse_compute_at(epilogue, c_outer)
-        out_block = epilogue
-    else:
-        out_block = sch.cache_write(block, 0, "global")
-        sch.reverse_compute_at(out_block, c_outer)
+    out_block = epilogue_per_tile(sch, block, consumers, c_outer)
     if window:
         init = sch.decompose_reduction(block, window[0])
         sch.vectorize(sch.get_loops(init)[-1])
     sch.vectorize(sch.get_loops(out_block)[-1])
     if pad is not None:   # one vectorized pass over the padded input
-        flat = sch.fuse(*sch.get_loops(pad))
-        pad_lanes = _lanes(_static(sch.get(flat).extent), vector_lanes(target))
-        pad_outer, pad_inner = sch.split(flat, factors=[None, pad_lanes])
-        sch.vectorize(pad_inner)
-        if parallel:
-            sch.parallel(pad_outer)
+        vectorized_pass(sch, pad, target, parallel)
     return sch

@@ -21,7 +21,7 @@ import math
 
 from .concat import partition_concat
 from .lanes import vector_lanes as _vector_lanes
-from .tir_walk import children as _children, static_int
+from .tir_walk import children as _children, static_int, uses as _uses
 
 # Below this many output elements a parallel region costs more than it saves.
 MIN_PARALLEL_ELEMENTS = 16384
@@ -63,16 +63,6 @@ def safe_lanes(sch, block, lanes: int, loop=None) -> int:
                     return 1
             stack.extend(_children(node))
     return lanes
-
-
-def _uses(expr, var) -> bool:
-    stack = [expr]
-    while stack:
-        node = stack.pop()
-        if node.same_as(var):
-            return True
-        stack.extend(_children(node))
-    return False
 
 
 def _touches_bool(sch, block) -> bool:

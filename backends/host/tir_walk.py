@@ -32,3 +32,14 @@ def static_int(value) -> int | None:
         return int(value)
     except TypeError:
         return None
+
+
+def uses(expr, var) -> bool:
+    """Whether the TIR expression `expr` refers to `var`."""
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if node.same_as(var):
+            return True
+        stack.extend(children(node))
+    return False

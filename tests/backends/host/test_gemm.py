@@ -12,9 +12,10 @@ import pytest
 
 tvm = pytest.importorskip("tvm")
 from tvm import relax  # noqa: E402
-from tvm.script import relax as R  # noqa: E402
 
 from anychip.backends.host import gemm  # noqa: E402
+
+from .kernels import fused_kernel as _fused  # noqa: E402
 
 TARGET = None
 
@@ -26,23 +27,6 @@ def _target():
 
         TARGET = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name(), "num-cores": 2})
     return TARGET
-
-
-def _fused(build, *shapes):
-    """The one PrimFunc FuseOps/FuseTIR make of `build(bb, *vars)` (epilogue fused)."""
-    bb = relax.BlockBuilder()
-    xs = [relax.Var(f"x{i}", R.Tensor(s, "float32")) for i, s in enumerate(shapes)]
-    with bb.function("main", xs):
-        with bb.dataflow():
-            out = bb.emit_output(build(bb, *xs))
-        bb.emit_func_output(out)
-    seq = tvm.transform.Sequential([relax.transform.LegalizeOps(),
-                                    relax.transform.AnnotateTIROpPattern(),
-                                    relax.transform.FoldConstant(), relax.transform.FuseOps(),
-                                    relax.transform.FuseTIR()])
-    funcs = [f for f in seq(bb.get()).functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
-    assert len(funcs) == 1
-    return funcs[0].with_attr("global_symbol", "main")
 
 
 def _const(rng, *shape):

@@ -13,23 +13,18 @@ from tvm.script import relax as R  # noqa: E402
 
 from anychip.backends.host.pooling import schedule_pool  # noqa: E402
 
+from .kernels import fused_kernel  # noqa: E402
+
 
 def _pool(kind, hw, channels, k, stride, pad):
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", R.Tensor((2, hw, hw, channels), "float32"))
     op = relax.op.nn.max_pool2d if kind == "max" else relax.op.nn.avg_pool2d
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit(op(x, pool_size=k, strides=stride, padding=pad, layout="NHWC"))
-            bias = np.linspace(-1, 1, channels, dtype=np.float32)
-            out = bb.emit_output(relax.op.nn.relu(relax.op.add(y, relax.const(bias))))
-        bb.emit_func_output(out)
-    seq = tvm.transform.Sequential([relax.transform.LegalizeOps(),
-                                    relax.transform.AnnotateTIROpPattern(),
-                                    relax.transform.FoldConstant(), relax.transform.FuseOps(),
-                                    relax.transform.FuseTIR()])
-    funcs = [f for f in seq(bb.get()).functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
-    return funcs[0].with_attr("global_symbol", "main")
+    bias = relax.const(np.linspace(-1, 1, channels, dtype=np.float32))
+
+    def build(bb, x):
+        y = bb.emit(op(x, pool_size=k, strides=stride, padding=pad, layout="NHWC"))
+        return bb.emit(relax.op.nn.relu(relax.op.add(y, bias)))
+
+    return fused_kernel(build, (2, hw, hw, channels))
 
 
 @pytest.mark.parametrize("parallel", [False, True])

@@ -1,0 +1,68 @@
+"""What the host's register-tiled schedules (depthwise.py, gemm.py, pooling.py) share: a
+kernel of one reduction block between injective producers and consumers, after FuseOps.
+Its zero pad stays one vectorized pass (inlined, every tap would test its bounds), other
+producers are inlined; its consumers become one epilogue computed per tile, so the tile's
+slice of the intermediate is the accumulator. The accumulator's scope is "global": TVM puts
+a small constant-size global buffer on the stack, where LLVM keeps it in registers; a
+"local" one is a heap workspace, every step a load and a store (docs/tvm-notes.md)."""
+
+from __future__ import annotations
+
+from .lanes import dividing_lanes, vector_lanes
+
+
+def one_reduction(func):
+    """(schedule, reduction block, producer infos, consumer infos) of `func` after dlight's
+    normalize_prim_func, or None when it has not exactly one reduction block."""
+    from tvm import s_tir
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    sch = s_tir.Schedule(func)
+    try:
+        infos = normalize_prim_func(sch)
+    except Exception:  # noqa: BLE001 - TVM raises several types for foreign PrimFuncs
+        return None
+    reductions = [i for i, info in enumerate(infos or []) if not info.is_injective()]
+    if len(reductions) != 1:
+        return None
+    red = reductions[0]
+    return sch, infos[red].block_rv, infos[:red], infos[red + 1:]
+
+
+def inline_producers(sch, producers, is_pad=lambda stmt: True):
+    """Inline every producer but the first pad block (by TOPI's name, and `is_pad`), which
+    is returned (None when there is none) to be scheduled as its own pass."""
+    pad = None
+    for info in producers:
+        stmt = sch.get(info.block_rv)
+        if pad is None and stmt.name_hint.startswith("pad") and is_pad(stmt):
+            pad = info.block_rv
+        else:
+            sch.compute_inline(info.block_rv)
+    return pad
+
+
+def epilogue_per_tile(sch, block, consumers, loop):
+    """The consumers inlined into the last one, computed under `loop` (a tile); without
+    consumers, a write-back block there. Returns the block that writes the output."""
+    for info in consumers[:-1]:
+        sch.compute_inline(info.block_rv)
+    if consumers:   # the intermediate shrinks to one tile: the accumulator
+        out_block = consumers[-1].block_rv
+    else:
+        out_block = sch.cache_write(block, 0, "global")
+    sch.reverse_compute_at(out_block, loop)
+    return out_block
+
+
+def vectorized_pass(sch, block, target, parallel: bool) -> None:
+    """`block`'s loops fused into one, vectorized by the widest lanes dividing it, the
+    outer part parallel when `parallel` (a pad pass)."""
+    from .tir_walk import static_int
+
+    flat = sch.fuse(*sch.get_loops(block))
+    lanes = dividing_lanes(static_int(sch.get(flat).extent), vector_lanes(target))
+    outer, inner = sch.split(flat, factors=[None, lanes])
+    sch.vectorize(inner)
+    if parallel:
+        sch.parallel(outer)

@@ -1,0 +1,26 @@
+"""Kernels as the cpu pipeline hands them to the schedule rules: a Relax function built
+by `build(bb, *vars)`, legalized and fused into one PrimFunc (epilogue included)."""
+
+from __future__ import annotations
+
+
+def fused_kernel(build, *shapes):
+    """The one PrimFunc FuseOps/FuseTIR make of `build(bb, *inputs)` (float32 inputs of
+    `shapes`), named main."""
+    import tvm
+    from tvm import relax
+    from tvm.script import relax as R
+
+    bb = relax.BlockBuilder()
+    xs = [relax.Var(f"x{i}", R.Tensor(s, "float32")) for i, s in enumerate(shapes)]
+    with bb.function("main", xs):
+        with bb.dataflow():
+            out = bb.emit_output(build(bb, *xs))
+        bb.emit_func_output(out)
+    seq = tvm.transform.Sequential([relax.transform.LegalizeOps(),
+                                    relax.transform.AnnotateTIROpPattern(),
+                                    relax.transform.FoldConstant(), relax.transform.FuseOps(),
+                                    relax.transform.FuseTIR()])
+    funcs = [f for f in seq(bb.get()).functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(funcs) == 1
+    return funcs[0].with_attr("global_symbol", "main")
