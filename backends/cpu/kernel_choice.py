@@ -11,14 +11,16 @@ small convolutions (mobile networks, Inception, DenseNet) is faster in TVM alone
 few large ones (ResNet, VGG) on the library; the estimate below decides, from each
 convolution's and matmul's FLOPs. TVM alone is only chosen when every one of them has a TVM
 schedule: static shapes, constant weights, NHWC; a matmul of two activations (attention)
-keeps the library. Output channels (per group) that TVM's vectors do not divide count at
-the narrower vectors' speed.
+keeps the library. Depthwise channels that TVM's vectors do not divide count at the narrower
+vectors' speed; a GEMM's (per group) are tiled in rows of whole registers and a short tail
+(backends/host/gemm.py: ShuffleNet's 34 and 68) at near full speed.
 """
 
 from __future__ import annotations
 
 import math
 
+from anychip.backends.host.gemm import ragged_rows
 from anychip.backends.host.lanes import dividing_lanes
 from anychip.backends.host.relax_passes import _const_value as _constant
 
@@ -31,8 +33,8 @@ from anychip.backends.host.relax_passes import _const_value as _constant
 LIBRARY_CALL_US = 150.0
 LIBRARY_GFLOPS_PER_CORE = 105.0
 TVM_GFLOPS_PER_CORE = 75.0
-# output channels (per group) narrower than this many float32 lanes make TVM's vectors
-# proportionally slower (ShuffleNet's groups of 68 channels: 4 lanes)
+# depthwise channels that this many float32 lanes do not divide make TVM's vectors
+# proportionally slower
 FULL_LANES = 8
 
 
@@ -55,9 +57,10 @@ def _conv(call) -> tuple[float, float] | str:
     flops = 2.0 * math.prod(out) * math.prod(weight.shape[1:])
     if weight.shape[1] == 1 and groups > 1 and groups != channels:
         return "a depthwise convolution with a channel multiplier"
-    # the vectors run along the output channels of a group (depthwise: of the image)
-    width = channels if weight.shape[1] == 1 and groups > 1 else channels // groups
-    return flops, _lanes(width) / FULL_LANES
+    if weight.shape[1] == 1 and groups > 1:   # depthwise: vectors along the image's channels
+        return flops, _lanes(channels) / FULL_LANES
+    width = channels // groups
+    return flops, 1.0 if ragged_rows(width, FULL_LANES) else _lanes(width) / FULL_LANES
 
 
 def _matmul(call) -> tuple[float, float] | str:

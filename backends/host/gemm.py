@@ -134,6 +134,36 @@ def _tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[int, int
     return choice[2], choice[1]
 
 
+def ragged_rows(width: int, lanes: int) -> bool:
+    """Whether the tile's rows are one ragged vector (_ragged_tile) rather than vectors of
+    the widest dividing lanes: when no vector of 8 float32 (a full AVX2 FMA; Zen 4 runs
+    AVX-512 at the same rate) divides the width and an even width lets LLVM split it."""
+    return dividing_lanes(width, lanes) < min(lanes, 8) and width % 2 == 0
+
+
+def _ragged_tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[int, int]:
+    """(rows, cols) of the tile for a width that no vector of 8 float32 divides (a
+    ShuffleNet group of 34 or 68 channels): its vectors would be 2 or 4 lanes wide, an
+    eighth or a quarter of what an FMA does. One "vector" of `cols` lanes instead, `cols` a
+    divisor of the width, which LLVM splits into full registers and a short tail
+    (34 -> 16 + 16 + 2): ceil(cols / lanes) registers a row. The most useful lanes per
+    instruction (FMAs, weight loads, broadcasts) within the registers wins. LLVM's SLP
+    vectorizer builds such rows well when they are two power-of-two pieces of at least 2
+    lanes (10, 20, 34, 36, 68: 83-107 GFLOP/s on one Zen 4 core) and badly otherwise
+    (17 = 16 + 1: 12 GFLOP/s; 50 = 32 + 16 + 2: 12; 52: 13), so only those are tried."""
+    found = (0.0, 1, width)
+    for cols in range(2, min(width, 5 * lanes) + 1, 2):
+        if width % cols or bin(cols).count("1") > 2:
+            continue
+        regs = -(-cols // lanes)
+        fit = min(ROWS, (registers - regs - 1) // regs)
+        if fit < 1:
+            continue
+        rows = max(d for d in range(1, fit + 1) if pixels % d == 0)
+        found = max(found, (rows * cols / (rows * regs + regs + rows), rows, cols))
+    return found[1], found[2]
+
+
 def _bytes(buffer) -> int:
     size = 4
     for d in buffer.shape:
@@ -151,11 +181,17 @@ def _apply(sch, block, spatial, group_width, data, weight, producers, consumers,
     # bounds); an identity "pad" (a 1x1 or unpadded convolution) and anything else inline
     pad = inline_producers(sch, producers, _pads)
     width = _static(sch.get(n).extent)
-    lanes = dividing_lanes(group_width or width, vector_lanes(target))
+    full = vector_lanes(target)
+    lanes = dividing_lanes(group_width or width, full)
     if not pixels:   # one output row (a GEMV): a unit pixel loop to tile over
         pixels = [sch.add_unit_loop(n)]
-    rows, vectors = _tile(_static(sch.get(pixels[-1]).extent), group_width or width, lanes,
-                          _REGISTERS.get(lanes, 16))
+    extent = _static(sch.get(pixels[-1]).extent)
+    if ragged_rows(group_width or width, full):
+        rows, lanes = _ragged_tile(extent, group_width or width, full,
+                                   _REGISTERS.get(full, 16))
+        vectors = 1
+    else:
+        rows, vectors = _tile(extent, group_width or width, lanes, _REGISTERS.get(lanes, 16))
     cols = vectors * lanes
     p_outer, p_inner = sch.split(pixels[-1], factors=[None, rows])
     tile_rows = sch.fuse(*pixels[:-1], p_outer) if len(pixels) > 1 else p_outer

@@ -72,6 +72,9 @@ CASES = {
     "strided": lambda: _conv(10, 16, 32, stride=2),
     "grouped": lambda: _conv(7, 96, 96, groups=3),
     "grouped_narrow": lambda: _conv(6, 24, 24, groups=6),   # 4 channels a group
+    "grouped_ragged": lambda: _conv(7, 136, 136, groups=4),   # 34 a group: 16 + 16 + 2
+    "grouped_ragged_wide": lambda: _conv(4, 136, 136, groups=2),   # 68: a 5-register row
+    "ragged_matmul": lambda: _matmul(14, 32, 100),   # rows of 20 (16 + 4)
     "3x3_padded": lambda: _conv(9, 16, 32, k=3),
     "3x3_strided": lambda: _conv(11, 8, 16, k=3, stride=2),
 }
@@ -125,3 +128,18 @@ def test_tile_fits_the_registers_and_divides_the_map():
         assert pixels % rows == 0 and width % (vectors * lanes) == 0
         assert rows * vectors + vectors + 1 <= registers
     assert gemm._tile(13, 1000, 8, 32) == (13, 1)   # a prime map: 13 rows, not 1
+
+
+def test_ragged_rows_are_two_power_of_two_pieces_within_the_registers():
+    """Widths no 8-lane vector divides get rows of one ragged vector that LLVM splits into
+    whole registers and a tail; rows LLVM splits badly (17, 50, 52 lanes measured 7-8x
+    slower) are never chosen."""
+    assert gemm.ragged_rows(34, 16) and gemm.ragged_rows(100, 16)
+    assert not gemm.ragged_rows(136, 16) and not gemm.ragged_rows(51, 16)   # 8 lanes; odd
+    for pixels, width in [(28, 34), (14, 68), (14, 100), (7, 102), (13, 50), (1, 2)]:
+        rows, cols = gemm._ragged_tile(pixels, width, 16, 32)
+        regs = -(-cols // 16)
+        assert width % cols == 0 and pixels % rows == 0 and cols % 2 == 0
+        assert bin(cols).count("1") <= 2 and rows * regs + regs + 1 <= 32
+    assert gemm._ragged_tile(28, 34, 16, 32) == (7, 34)
+    assert gemm._ragged_tile(14, 100, 16, 32)[1] == 20   # not 50 = 32 + 16 + 2
