@@ -9,8 +9,9 @@ the reduction, so the rule below reorders it: for each output pixel, the channel
 chunks, the window taps accumulated per chunk in registers, the bias and activation applied
 to the chunk before it is stored, a few pixels of a row at a time so that each tap's weight
 vector is loaded once for them. The zero padding is one vectorized pass before (so the taps'
-loop reads without conditions), and the weight is copied once per call into [kh, kw, C] so
-a chunk's taps are contiguous vectors. Serial: 45-70 GFLOP/s on one Zen 4 core for 3x3
+loop reads without conditions). A chunk's taps must be contiguous vectors: the cpu backend
+lays constant weights out [kh, kw, 1, C] at compile time (backends/host/hwio.py); an OIHW
+weight [C, 1, kh, kw] (training's, not a constant) is copied so once per call. Serial: 45-70 GFLOP/s on one Zen 4 core for 3x3
 windows, 9-17 us for mobile networks' 14x14 maps where oneDNN's call takes 45-60.
 
 It takes a PrimFunc of one reduction block with four spatial axes (n, h, w, c) and the
@@ -35,9 +36,10 @@ def _extent(sch, loop) -> int | None:
 
 
 def _is_depthwise(sch, block) -> tuple | None:
-    """(weight buffer, output shape) when `block` is a depthwise NHWC convolution: a 4-D
-    float32 output [N, H, W, C], a weight read of shape [C, 1, kh, kw] and reduction axes
-    spanning kh * kw (normalize_prim_func has dropped the unit axes)."""
+    """(weight buffer, output shape, whether the weight is OIHW) when `block` is a depthwise
+    NHWC convolution: a 4-D float32 output [N, H, W, C], a weight read of shape
+    [C, 1, kh, kw] or [kh, kw, 1, C] and reduction axes spanning kh * kw
+    (normalize_prim_func has dropped the unit axes)."""
     stmt = sch.get(block)
     if len(stmt.writes) != 1 or "conv2d_nhwc" not in stmt.name_hint:
         return None
@@ -51,8 +53,12 @@ def _is_depthwise(sch, block) -> tuple | None:
             window *= _static(iv.dom.extent) or 0
     for read in stmt.reads:
         w = [_static(d) for d in read.source.shape]
-        if w[:2] == [shape[3], 1] and len(w) == 4 and None not in w and w[2] * w[3] == window:
-            return read.source, shape
+        if len(w) != 4 or None in w:
+            continue
+        if w[:2] == [shape[3], 1] and w[2] * w[3] == window:
+            return read.source, shape, True
+        if w[2:] == [1, shape[3]] and w[0] * w[1] == window:
+            return read.source, shape, False
     return None
 
 
@@ -66,14 +72,13 @@ def schedule_depthwise(func, target, parallel: bool):
     found = _is_depthwise(sch, conv)
     if found is None:
         return None
-    weight, shape = found
     try:
-        return _apply(sch, conv, weight, shape, producers, consumers, target, parallel)
+        return _apply(sch, conv, *found, producers, consumers, target, parallel)
     except Exception:  # noqa: BLE001 - a ScheduleError: a nest this rule does not know
         return None
 
 
-def _apply(sch, conv, weight, shape, producers, consumers, target, parallel: bool):
+def _apply(sch, conv, weight, shape, oihw, producers, consumers, target, parallel: bool):
     batch, height, width, channels = shape
     loops = sch.get_loops(conv)
     kinds = "".join("S" if iv.iter_type == 0 else "R" for iv in sch.get(conv).iter_vars)
@@ -101,9 +106,9 @@ def _apply(sch, conv, weight, shape, producers, consumers, target, parallel: boo
         pixels = [sch.fuse(*pixels[:-1]), pixels[-1]]
     if parallel and len(pixels) == 2:   # before the reduction is split (TIR requires it)
         sch.parallel(pixels[0])
-    # taps read as [1, kh, kw, C]: each chunk's weights are one contiguous vector
-    packed = sch.cache_read(conv, _read_index(sch, conv, weight), "global")
-    sch.transform_layout(packed, ("write", 0), lambda o, i, y, x: (i, y, x, o))
+    if oihw:   # taps read as [1, kh, kw, C]: each chunk's weights one contiguous vector
+        packed = sch.cache_read(conv, _read_index(sch, conv, weight), "global")
+        sch.transform_layout(packed, ("write", 0), lambda o, i, y, x: (i, y, x, o))
     # accumulate a chunk in registers, write it out through the epilogue per chunk
     out_block = epilogue_per_tile(sch, conv, consumers, c_outer)
     init = sch.decompose_reduction(conv, window[0])
