@@ -112,6 +112,17 @@ def sigmoid_expr(x):
     return _f(1.0) / (_f(1.0) + exp_expr(-x))
 
 
+def gelu_expr(x):
+    """gelu(x) = x (1 + erf(x / sqrt 2)) / 2, with erf_expr: relax.nn.gelu's definition."""
+    return _let("gelu_x", "float32", x, lambda xv: xv * (
+        _f(0.5) + _f(0.5) * erf_expr(xv * _f(0.7071067811865476))))
+
+
+def silu_expr(x):
+    """silu(x) = x sigmoid(x), with sigmoid_expr."""
+    return _let("silu_x", "float32", x, lambda xv: xv * sigmoid_expr(xv))
+
+
 def _elementwise(expr_fn, name: str):
     def compute(x):
         from tvm import te
@@ -121,10 +132,34 @@ def _elementwise(expr_fn, name: str):
     return compute
 
 
+def _softmax(x, axis: int):
+    """softmax along `axis` as TOPI computes it (max, exp of the difference, sum, divide)
+    with exp_expr for the exponential: the kernel's four blocks keep TOPI's shape, which
+    the host's reduction rules schedule."""
+    from tvm import te
+
+    shape = list(x.shape)
+    axis = axis % len(shape)
+    rows = shape[:axis] + shape[axis + 1:]
+
+    def full(i, k):
+        return (*i[:axis], k, *i[axis:])
+
+    def row(i):
+        return (*i[:axis], *i[axis + 1:])
+
+    k1 = te.reduce_axis((0, shape[axis]), name="k1")
+    peak = te.compute(rows, lambda *i: te.max(x(*full(i, k1)), axis=k1), name="softmax_max")
+    exps = te.compute(shape, lambda *i: exp_expr(x(*i) - peak(*row(i))), name="softmax_exp")
+    k2 = te.reduce_axis((0, shape[axis]), name="k2")
+    total = te.compute(rows, lambda *i: te.sum(exps(*full(i, k2)), axis=k2), name="softmax_sum")
+    return te.compute(shape, lambda *i: exps(*i) / total(*row(i)), name="softmax_norm")
+
+
 def polynomial_exp_erf(mod):
-    """float32 relax.exp / relax.erf / relax.sigmoid -> TE kernels of exp_expr / erf_expr /
-    sigmoid_expr (every Relax function of `mod`); returns (module, number of calls
-    rewritten)."""
+    """float32 relax.exp / erf / sigmoid / nn.gelu / nn.silu / nn.softmax -> TE kernels of
+    the expressions above (every Relax function of `mod`; what the library took is already
+    a call of it); returns (module, number of calls rewritten)."""
     import tvm
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
@@ -133,15 +168,24 @@ def polynomial_exp_erf(mod):
 
     kernels = {tvm.ir.Op.get("relax.exp"): _elementwise(exp_expr, "poly_exp"),
                tvm.ir.Op.get("relax.erf"): _elementwise(erf_expr, "poly_erf"),
-               tvm.ir.Op.get("relax.sigmoid"): _elementwise(sigmoid_expr, "poly_sigmoid")}
+               tvm.ir.Op.get("relax.sigmoid"): _elementwise(sigmoid_expr, "poly_sigmoid"),
+               tvm.ir.Op.get("relax.nn.gelu"): _elementwise(gelu_expr, "poly_gelu"),
+               tvm.ir.Op.get("relax.nn.silu"): _elementwise(silu_expr, "poly_silu")}
+    softmax_op = tvm.ir.Op.get("relax.nn.softmax")
     count = [0]
 
     @mutator
     class Rewrite(PyExprMutator):
         def visit_call_(self, call):
             call = super().visit_call_(call)
-            kernel = kernels.get(call.op) if isinstance(call.op, tvm.ir.Op) else None
-            if kernel is None or dtype_of(call.args[0]) != "float32":
+            if not isinstance(call.op, tvm.ir.Op) or dtype_of(call.args[0]) != "float32":
+                return call
+            if call.op.same_as(softmax_op):
+                count[0] += 1
+                return self.builder_.call_te(_softmax, call.args[0], int(call.attrs.axis),
+                                             primfunc_name_hint="poly_softmax")
+            kernel = kernels.get(call.op)
+            if kernel is None:
                 return call
             count[0] += 1
             return self.builder_.call_te(kernel, call.args[0])

@@ -12,16 +12,17 @@ residual and activation (the fused consumers) are applied to the tile before it 
 Serial, on one Zen 4 core: 97-117 GFLOP/s for mobile networks' 1x1 convolutions, where
 oneDNN's call took 125-180 us for 7 MFLOP on two (docs/performance.md).
 
-Tiles never straddle the innermost pixel axis (`rows` divides it) nor a group (`cols` divides
-the group's width): a tile's index region is then a box, which reverse_compute_at and the
-compacted accumulator need (a tile crossing image rows computed the epilogue of pixels not
+Tiles never straddle the innermost pixel axis (`rows` divides it, or the last tile's extra
+rows are predicated off) nor a group (`cols` divides the group's width): a tile's index
+region is then a box, which reverse_compute_at and the compacted accumulator need (a tile crossing image rows computed the epilogue of pixels not
 yet accumulated). The accumulator lives in a "global"-scope buffer of one tile: TVM puts a
 small constant-size buffer on the stack, where LLVM keeps it in registers (docs/tvm-notes.md).
 
 It takes a PrimFunc of one float32 reduction block with static shapes whose last spatial axis
 n is read by exactly one input, as that input's last index (the weight), and by no other
 (except a grouped convolution's data, through n's group): anything else is left to the
-other rules.
+other rules. The weight may vary along outer batch axes (attention's Q K^T and P V, a
+product per head, K^T laid out by its own transpose kernel); tiles then stay in one batch.
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def _group_width(stmt, data, weight, n_extent: int) -> int | None:
 
 
 def _analyse(sch, block):
-    """(spatial count, group width or None, data buffer, weight buffer) when `block` has the GEMM shape described in
-    the module docstring, else None."""
+    """(spatial count, batch axes, group width or None, data buffer, weight buffer) when
+    `block` has the GEMM shape described in the module docstring, else None. Batch axes are
+    the outer spatial axes the weight varies along (a product per attention head)."""
     stmt = sch.get(block)
     if len(stmt.writes) != 1 or str(stmt.writes[0].source.dtype) != "float32":
         return None
@@ -69,17 +71,22 @@ def _analyse(sch, block):
     out = stmt.writes[0]
     if not out.region or not (out.region[-1].min.same_as(n) and _static(out.region[-1].extent) == 1):
         return None
-    weights, data, grouped = [], [], False
+    weights, data, grouped, batch = [], [], False, 0
     reduced = [iv.var for iv in stmt.iter_vars[spatial:]]
     for read in stmt.reads:
         if read.source.same_as(out.source):
             continue
         last = read.region[-1].min if len(read.region) else None
         if last is not None and last.same_as(n):
-            if any(_uses(r.min, n) for r in read.region[:-1]) or any(
-                    _uses(r.min, iv.var) for r in read.region
-                    for iv in stmt.iter_vars[:spatial - 1]):
-                return None   # the weight must not depend on the pixel
+            if any(_uses(r.min, n) for r in read.region[:-1]):
+                return None
+            # the weight may vary along outer "batch" axes (attention's heads: a product per
+            # head), never along the pixels a tile's rows run over
+            varying = [any(_uses(r.min, iv.var) for r in read.region)
+                       for iv in stmt.iter_vars[:spatial - 1]]
+            batch = varying.index(False) if False in varying else len(varying)
+            if any(varying[batch:]):
+                return None
             weights.append(read.source)
         elif any(_uses(r.min, v) for r in read.region for v in reduced):
             data.append(read.source)
@@ -90,7 +97,7 @@ def _analyse(sch, block):
     width = _group_width(stmt, data[0], weights[0], n_extent)
     if grouped and width is None:
         return None
-    return spatial, width, data[0], weights[0]
+    return spatial, batch, width, data[0], weights[0]
 
 
 def schedule_gemm(func, target, parallel: bool):
@@ -115,8 +122,12 @@ def _tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[int, int
     accumulators plus the weight's vectors and one broadcast within the registers; the most
     FMAs per load wins. Rows stop at ROWS (more made DenseNet-121's compile 29% longer and
     its run no faster) unless that leaves fewer than MIN_ROWS: a 13-wide map takes 13 rows
-    of one vector rather than 1 row of two."""
-    def best(cap: int) -> tuple[int, int, int]:
+    of one vector rather than 1 row of two. Extents with no divisor up to MAX_ROWS at all
+    (ViT's 197 tokens) take ROWS rows that do not divide them: the last tile's rows past
+    the end are predicated off (1 row of two vectors ran at 25 GFLOP/s, 8 at 170). Only
+    then: predicated tiles of a convolution ran slower than 2 dividing rows (117 us
+    against 67 for ShuffleNet's 14x14 grouped 1x1)."""
+    def best(cap: int, dividing: bool = True) -> tuple[int, int, int]:
         found = (0, 1, 1)
         # one output row (a GEMV) streams the weight: wider rows of it per step read more of
         # each cache line and page before moving on
@@ -124,14 +135,23 @@ def _tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[int, int
             if width % (vectors * lanes):
                 continue
             fit = min(cap, (registers - vectors - 1) // vectors)
-            rows = max(d for d in range(1, fit + 1) if pixels % d == 0)
+            rows = _rows(pixels, fit, dividing)
             found = max(found, (rows * vectors, vectors, rows))
         return found
 
     choice = best(ROWS)
     if choice[2] < MIN_ROWS and pixels > 1:
         choice = max(choice, best(MAX_ROWS))
+    if choice[2] == 1 and pixels > ROWS:
+        choice = best(ROWS, dividing=False)
     return choice[2], choice[1]
+
+
+def _rows(pixels: int, fit: int, dividing: bool = True) -> int:
+    """The most rows up to `fit` that divide `pixels`, or (not `dividing`) `fit` itself."""
+    if not dividing:
+        return min(fit, pixels)
+    return max(d for d in range(1, fit + 1) if pixels % d == 0)
 
 
 def ragged_rows(width: int, lanes: int) -> bool:
@@ -156,10 +176,14 @@ def _ragged_tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[i
         if width % cols or bin(cols).count("1") > 2:
             continue
         regs = -(-cols // lanes)
-        fit = min(ROWS, (registers - regs - 1) // regs)
+        room = (registers - regs - 1) // regs
+        fit = min(ROWS, room)
         if fit < 1:
             continue
-        rows = max(d for d in range(1, fit + 1) if pixels % d == 0)
+        rows = _rows(pixels, fit)
+        if rows == 1 and pixels > 1:   # as _tile: up to MAX_ROWS, else predicated rows
+            rows = _rows(pixels, min(MAX_ROWS, room))
+            rows = rows if rows > 1 else min(fit, pixels)
         found = max(found, (rows * cols / (rows * regs + regs + rows), rows, cols))
     return found[1], found[2]
 
@@ -171,8 +195,8 @@ def _bytes(buffer) -> int:
     return size
 
 
-def _apply(sch, block, spatial, group_width, data, weight, producers, consumers, target,
-           parallel):
+def _apply(sch, block, spatial, batch, group_width, data, weight, producers, consumers,
+           target, parallel):
     loops = sch.get_loops(block)
     if len(loops) != len(sch.get(block).iter_vars):
         return None
@@ -183,8 +207,8 @@ def _apply(sch, block, spatial, group_width, data, weight, producers, consumers,
     width = _static(sch.get(n).extent)
     full = vector_lanes(target)
     lanes = dividing_lanes(group_width or width, full)
-    if not pixels:   # one output row (a GEMV): a unit pixel loop to tile over
-        pixels = [sch.add_unit_loop(n)]
+    if len(pixels) == batch:   # one output row (a GEMV): a unit pixel loop to tile over
+        pixels.append(sch.add_unit_loop(n))
     extent = _static(sch.get(pixels[-1]).extent)
     if ragged_rows(group_width or width, full):
         rows, lanes = _ragged_tile(extent, group_width or width, full,
@@ -202,7 +226,7 @@ def _apply(sch, block, spatial, group_width, data, weight, producers, consumers,
     # the larger operand is read once from memory: a weight larger than the data (deep
     # layers on small maps: [3, 3, 512, 512] on 7x7) keeps each column panel in cache for
     # every tile of pixels; otherwise each tile of pixels stays while the panels stream by
-    weight_first = _bytes(weight) > _bytes(data)
+    weight_first = _bytes(weight) > _bytes(data) and not batch
     outer = [n_outer, tile_rows] if weight_first else [tile_rows, n_outer]
     outer = [group, *outer] if group_width else outer
     vec, lane = sch.split(n_inner, factors=[vectors, lanes])

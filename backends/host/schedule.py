@@ -314,6 +314,45 @@ def _single_row(func, target, parallel: bool):
     return sch
 
 
+def _odd_rows(func, target, parallel: bool):
+    """Row kernels (softmax, layer norm: reductions along the last axis and elementwise
+    blocks over [rows, width]) whose width no vector divides: dlight's CPU Reduction splits
+    it by the full lanes with a predicate, which TIR cannot vectorize, so every block ran
+    scalar (ViT's softmax over 197 tokens: 180 us a call). Here each block is computed per
+    row under one parallel row loop with its width loop left serial: LLVM's loop vectorizer
+    makes a vector body and a scalar tail of each."""
+    from tvm import s_tir
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    sch = s_tir.Schedule(func)
+    try:
+        infos = normalize_prim_func(sch)
+    except Exception:  # noqa: BLE001 - TVM raises several types for foreign PrimFuncs
+        return None
+    if not infos or len(infos) < 2 or infos[-1].is_reduction() is True or all(
+            info.is_injective() for info in infos):
+        return None
+    last = infos[-1].block_rv
+    loops = sch.get_loops(last)
+    width = _extent(sch, loops[-1]) if loops else None
+    lanes = _vector_lanes(target)
+    if width is None or width % 2 == 0 or width < lanes or len(loops) < 2:
+        return None
+    for info in infos:   # every block spans [rows..., width]: its last loop the width
+        block_loops = sch.get_loops(info.block_rv)
+        if not block_loops or _extent(sch, block_loops[-1]) != width:
+            return None
+    try:
+        rows = sch.fuse(*loops[:-1])
+        if parallel:
+            sch.parallel(rows)
+        for info in reversed(infos[:-1]):
+            sch.compute_at(info.block_rv, rows, preserve_unit_loops=False)
+    except Exception:  # noqa: BLE001 - TVM's ScheduleError: a nest this rule does not know
+        return None
+    return sch
+
+
 def _work(sch, block) -> int:
     extents = [_extent(sch, loop) or 1 for loop in sch.get_loops(block)]
     return math.prod(extents)
@@ -325,12 +364,12 @@ def injective_rule(parallel: bool = True):
 
 
 def reduction_rules(parallel: bool = True) -> list:
-    """SingleRow, dlight's CPU Reduction, then OuterParallel for anything left (none when not
-    parallel: TVM's loop nests stay as they are)."""
+    """SingleRow, OddRows, dlight's CPU Reduction, then OuterParallel for anything left (none
+    when not parallel: TVM's loop nests stay as they are)."""
     from tvm.s_tir.dlight.cpu import Reduction
 
-    return ([_rule(_single_row, parallel), Reduction(), _rule(_outer_parallel, parallel)]
-            if parallel else [])
+    return ([_rule(_single_row, parallel), _rule(_odd_rows, parallel), Reduction(),
+             _rule(_outer_parallel, parallel)] if parallel else [])
 
 
 def schedule_rules(parallel: bool = True):

@@ -1,9 +1,9 @@
 """backends/host/gemm.py: the register-tiled schedule of GEMM-shaped kernels. Scheduled
 kernels compute what TVM's unscheduled loop nest computes (matmuls with batches, GEMVs,
 widths no vector divides, 1x1 and padded 3x3 NHWC convolutions with HWIO weights, strided,
-grouped, on maps whose width has no small divisor), serial and parallel; reductions that are
-not products (column sums, a loss) and products whose second operand varies per pixel
-(attention) are left to the other rules."""
+grouped, on maps whose width has no small divisor, products per attention head), serial and
+parallel; reductions that are not products (column sums, a loss) are left to the other
+rules."""
 
 from __future__ import annotations
 
@@ -43,6 +43,12 @@ def _matmul(m, k, n, batch=None, relu=True):
     return _fused(build, (m, k) if batch is None else (batch, m, k))
 
 
+def _product(a, b):
+    """A matmul of two activations (attention's), scaled as BERT's scores are."""
+    return _fused(lambda bb, x, y: bb.emit(relax.op.multiply(relax.op.matmul(x, y),
+                                                             relax.const(0.125))), a, b)
+
+
 def _conv(hw, cin, cout, k=1, stride=1, groups=1, residual=False):
     rng = np.random.default_rng(hw * 13 + cout)
     out = (hw + 2 * (k // 2) - k) // stride + 1
@@ -75,6 +81,11 @@ CASES = {
     "grouped_ragged": lambda: _conv(7, 136, 136, groups=4),   # 34 a group: 16 + 16 + 2
     "grouped_ragged_wide": lambda: _conv(4, 136, 136, groups=2),   # 68: a 5-register row
     "ragged_matmul": lambda: _matmul(14, 32, 100),   # rows of 20 (16 + 4)
+    "attention_scores": lambda: _product((1, 4, 12, 16), (1, 4, 16, 12)),   # Q K^T per head
+    "attention_values": lambda: _product((2, 3, 10, 12), (2, 3, 12, 16)),   # P V per head
+    "prime_tokens": lambda: _matmul(37, 16, 32, batch=2),   # 37 rows: 8 a tile, predicated
+    "prime_tokens_ragged": lambda: _matmul(29, 16, 34),
+    "decode_step": lambda: _product((4, 1, 16), (4, 16, 24)),   # one query row per head
     "3x3_padded": lambda: _conv(9, 16, 32, k=3),
     "3x3_strided": lambda: _conv(11, 8, 16, k=3, stride=2),
 }
@@ -108,12 +119,7 @@ def _loss():
     return _fused(lambda bb, x: bb.emit(relax.op.sum(relax.op.multiply(x, x))), (8, 16))
 
 
-def _attention_scores():
-    return _fused(lambda bb, q, k: bb.emit(relax.op.matmul(q, k)), (2, 8, 16), (2, 16, 8))
-
-
-@pytest.mark.parametrize("build", [_column_sum, _loss, _attention_scores],
-                         ids=["column_sum", "loss", "attention_scores"])
+@pytest.mark.parametrize("build", [_column_sum, _loss], ids=["column_sum", "loss"])
 def test_other_reductions_are_left_to_the_other_rules(build):
     target = _target()
     with target:
@@ -128,6 +134,7 @@ def test_tile_fits_the_registers_and_divides_the_map():
         assert pixels % rows == 0 and width % (vectors * lanes) == 0
         assert rows * vectors + vectors + 1 <= registers
     assert gemm._tile(13, 1000, 8, 32) == (13, 1)   # a prime map: 13 rows, not 1
+    assert gemm._tile(197, 768, 16, 32) == (8, 2)   # ViT's tokens: 8 rows, the last predicated
 
 
 def test_ragged_rows_are_two_power_of_two_pieces_within_the_registers():
@@ -136,10 +143,13 @@ def test_ragged_rows_are_two_power_of_two_pieces_within_the_registers():
     slower) are never chosen."""
     assert gemm.ragged_rows(34, 16) and gemm.ragged_rows(100, 16)
     assert not gemm.ragged_rows(136, 16) and not gemm.ragged_rows(51, 16)   # 8 lanes; odd
-    for pixels, width in [(28, 34), (14, 68), (14, 100), (7, 102), (13, 50), (1, 2)]:
+    for pixels, width in [(28, 34), (14, 68), (14, 100), (7, 102), (13, 50), (1, 2), (197, 34), (13, 34)]:
         rows, cols = gemm._ragged_tile(pixels, width, 16, 32)
         regs = -(-cols // 16)
-        assert width % cols == 0 and pixels % rows == 0 and cols % 2 == 0
+        assert width % cols == 0 and cols % 2 == 0
+        # rows divide the map, or (no divisor fits) the last tile's are predicated off
+        assert pixels % rows == 0 or all(pixels % d for d in range(2, rows + 1))
         assert bin(cols).count("1") <= 2 and rows * regs + regs + 1 <= 32
     assert gemm._ragged_tile(28, 34, 16, 32) == (7, 34)
+    assert gemm._ragged_tile(13, 10, 16, 32) == (13, 10)   # a prime map: all its rows
     assert gemm._ragged_tile(14, 100, 16, 32)[1] == 20   # not 50 = 32 + 16 + 2
