@@ -118,6 +118,17 @@ def gelu_expr(x):
         _f(0.5) + _f(0.5) * erf_expr(xv * _f(0.7071067811865476))))
 
 
+def gelu_tanh_expr(x):
+    """gelu_tanh(x) = x (1 + tanh(y)) / 2 with y = sqrt(2/pi) (x + 0.044715 x^3), computed as
+    x sigmoid(2y) (the same value: (1 + tanh y) / 2 = sigmoid(2y)), with sigmoid_expr: no
+    tanh (a scalar libm call) and no cancellation near y = 0."""
+    def body(xv):
+        y2 = _f(2 * 0.7978845608028654) * (xv + _f(0.044715) * xv * xv * xv)
+        return xv * sigmoid_expr(y2)
+
+    return _let("gelu_x", "float32", x, body)
+
+
 def silu_expr(x):
     """silu(x) = x sigmoid(x), with sigmoid_expr."""
     return _let("silu_x", "float32", x, lambda xv: xv * sigmoid_expr(xv))
@@ -157,7 +168,7 @@ def _softmax(x, axis: int):
 
 
 def polynomial_exp_erf(mod):
-    """float32 relax.exp / erf / sigmoid / nn.gelu / nn.silu / nn.softmax -> TE kernels of
+    """float32 relax.exp / erf / sigmoid / nn.gelu / gelu_tanh / silu / softmax -> TE kernels of
     the expressions above (every Relax function of `mod`; what the library took is already
     a call of it); returns (module, number of calls rewritten)."""
     import tvm
@@ -170,6 +181,7 @@ def polynomial_exp_erf(mod):
                tvm.ir.Op.get("relax.erf"): _elementwise(erf_expr, "poly_erf"),
                tvm.ir.Op.get("relax.sigmoid"): _elementwise(sigmoid_expr, "poly_sigmoid"),
                tvm.ir.Op.get("relax.nn.gelu"): _elementwise(gelu_expr, "poly_gelu"),
+               tvm.ir.Op.get("relax.nn.gelu_tanh"): _elementwise(gelu_tanh_expr, "poly_gelu_tanh"),
                tvm.ir.Op.get("relax.nn.silu"): _elementwise(silu_expr, "poly_silu")}
     softmax_op = tvm.ir.Op.get("relax.nn.softmax")
     count = [0]

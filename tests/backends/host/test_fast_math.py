@@ -103,6 +103,50 @@ def test_only_float32_calls_are_rewritten():
     assert ops.count("relax.call_tir") == 2
 
 
+def _activations_model() -> onnx.ModelProto:
+    """Gelu (exact and tanh), a softmax over an odd width and over a middle axis, SiLU."""
+    f = TensorProto.FLOAT
+    nodes = [helper.make_node("Gelu", ["x"], ["gelu"]),
+             helper.make_node("Gelu", ["x"], ["gelu_tanh"], approximate="tanh"),
+             helper.make_node("Softmax", ["x"], ["softmax_last"], axis=-1),
+             helper.make_node("Softmax", ["x"], ["softmax_mid"], axis=1),
+             helper.make_node("Sigmoid", ["x"], ["sig"]),
+             helper.make_node("Mul", ["x", "sig"], ["silu"])]
+    outs = ["gelu", "gelu_tanh", "softmax_last", "softmax_mid", "silu"]
+    graph = helper.make_graph(nodes, "activations",
+                              [helper.make_tensor_value_info("x", f, [2, 6, 197])],
+                              [helper.make_tensor_value_info(o, f, [2, 6, 197]) for o in outs])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+def test_gelu_and_softmax_polynomials_match_float64():
+    """TVM's own kernels (dispatch off) compute Gelu, its tanh form, softmax and SiLU with
+    the polynomials, close to float64; extreme inputs saturate without NaN."""
+    erf = np.vectorize(math.erf)
+    x = np.random.default_rng(0).standard_normal((2, 6, 197)).astype(np.float32) * 4
+    x[0, 0, :len(SPECIALS) - 1] = np.nan_to_num(SPECIALS[1:], posinf=3e38, neginf=-3e38)
+    art = anychip.compile(_activations_model(), target="cpu", dispatch=False)
+    assert art.report["fast_math"] >= 4   # gelu, gelu_tanh, 2 softmax (+ sigmoid)
+    got = art.run({"x": x})
+    d = x.astype(np.float64)
+
+    def softmax(a, axis):
+        e = np.exp(a - a.max(axis=axis, keepdims=True))
+        return e / e.sum(axis=axis, keepdims=True)
+
+    y = np.sqrt(2 / np.pi) * (d + 0.044715 * d ** 3)
+    with np.errstate(over="ignore", invalid="ignore"):
+        exact = {"gelu": d * 0.5 * (1 + erf(d / np.sqrt(2))),
+                 "gelu_tanh": d * 0.5 * (1 + np.tanh(y)),
+                 "softmax_last": softmax(d, -1), "softmax_mid": softmax(d, 1),
+                 "silu": d / (1 + np.exp(-d))}
+    for name, want in exact.items():
+        have = np.asarray(got[name], np.float64)
+        ok = np.isfinite(want)
+        assert not np.isnan(have[ok]).any(), name
+        np.testing.assert_allclose(have[ok], want[ok], rtol=2e-5, atol=1e-6, err_msg=name)
+
+
 class _GeluNet(nn.Module):
     def __init__(self):
         super().__init__()
