@@ -177,7 +177,9 @@ class CpuBackend(OptionalBackendHooks):
                 mod = passes.nhwc_channel_shuffle(mod)
             dispatch = opts.dispatch
             if dispatch is None:   # the library, or TVM's kernels alone (kernel_choice.py)
-                if opts.torch_plugin or layout != "NHWC":
+                # a train step keeps the library: its weight gradients are products of
+                # transposed activations the GEMM schedule does not take
+                if opts.torch_plugin or layout != "NHWC" or ctx.training:
                     dispatch = True
                 else:
                     report["kernels"] = choose_kernels(mod, int(target.attrs["num-cores"]))
