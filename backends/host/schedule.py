@@ -314,13 +314,18 @@ def _single_row(func, target, parallel: bool):
     return sch
 
 
-def _odd_rows(func, target, parallel: bool):
+def _row_kernel(func, target, parallel: bool):
     """Row kernels (softmax, layer norm: reductions along the last axis and elementwise
-    blocks over [rows, width]) whose width no vector divides: dlight's CPU Reduction splits
-    it by the full lanes with a predicate, which TIR cannot vectorize, so every block ran
-    scalar (ViT's softmax over 197 tokens: 180 us a call). Here each block is computed per
-    row under one parallel row loop with its width loop left serial: LLVM's loop vectorizer
-    makes a vector body and a scalar tail of each."""
+    blocks, every block over [rows, width]): every block computed per row under one parallel
+    row loop. dlight's CPU Reduction, which took them before, leaves each row's sum one
+    serial chain of float adds (TVM does not reassociate): a LayerNorm over [197, 768] took
+    150 us, latency-bound. Here a width the vectors divide is split by them, the elementwise
+    blocks vectorized and each reduction rfactored into one partial result per lane (16
+    independent chains LLVM makes one vector), then combined. A width they do not divide
+    (ViT's 197 tokens) is left to LLVM's loop vectorizer, a vector body and a scalar tail per
+    block: dlight split it by the full lanes with a predicate, which TIR cannot vectorize,
+    and every block ran scalar (ViT's softmax: 157 -> 97 us). Sums come out in another order
+    than a serial loop's, as any vectorized library's do."""
     from tvm import s_tir
     from tvm.s_tir.dlight.analysis import normalize_prim_func
 
@@ -336,18 +341,44 @@ def _odd_rows(func, target, parallel: bool):
     loops = sch.get_loops(last)
     width = _extent(sch, loops[-1]) if loops else None
     lanes = _vector_lanes(target)
-    if width is None or width % 2 == 0 or width < lanes or len(loops) < 2:
+    if width is None or width < lanes or len(loops) < 2:
         return None
-    for info in infos:   # every block spans [rows..., width]: its last loop the width
-        block_loops = sch.get_loops(info.block_rv)
-        if not block_loops or _extent(sch, block_loops[-1]) != width:
+    row_extents = [_extent(sch, lp) for lp in loops[:-1]]
+    per_row = []   # blocks of one value per row (a mean) have no width loop
+    for info in infos:   # every block spans [rows..., width] or [rows...]
+        extents = [_extent(sch, lp) for lp in sch.get_loops(info.block_rv)]
+        if extents == row_extents:
+            per_row.append(info)
+        elif not extents or extents[-1] != width:
             return None
+    vectors = width % lanes == 0 and not any(_touches_bool(sch, i.block_rv) for i in infos)
     try:
-        rows = sch.fuse(*loops[:-1])
+        blocks, partials = [], []
+        for info in infos[:-1]:   # rfactor before compute_at (TVM's check fails after)
+            if vectors and not info.is_injective():
+                inner = sch.get_loops(info.block_rv)[-1]
+                partial = sch.rfactor(sch.split(inner, factors=[None, lanes])[1], 0)
+                partials.append(partial)
+                blocks.append(partial)
+            blocks.append(info.block_rv)
+        last_loops = sch.get_loops(last)
+        rows = sch.fuse(*last_loops[:-1])
         if parallel:
             sch.parallel(rows)
-        for info in reversed(infos[:-1]):
-            sch.compute_at(info.block_rv, rows, preserve_unit_loops=False)
+        for block in reversed(blocks):
+            sch.compute_at(block, rows, preserve_unit_loops=False)
+        if not vectors:
+            return sch
+        for info in infos:
+            if info.is_injective() and info not in per_row:
+                inner = sch.get_loops(info.block_rv)[-1]
+                sch.vectorize(sch.split(inner, factors=[None, lanes])[1])
+        for partial in partials:   # [lane, k] -> [k, lane]: lanes independent, unrolled
+            lane, k = sch.get_loops(partial)[-2:]
+            sch.reorder(k, lane)
+            sch.unroll(lane)
+            init = sch.decompose_reduction(partial, k)
+            sch.vectorize(sch.get_loops(init)[-1])
     except Exception:  # noqa: BLE001 - TVM's ScheduleError: a nest this rule does not know
         return None
     return sch
@@ -364,11 +395,11 @@ def injective_rule(parallel: bool = True):
 
 
 def reduction_rules(parallel: bool = True) -> list:
-    """SingleRow, OddRows, dlight's CPU Reduction, then OuterParallel for anything left (none
-    when not parallel: TVM's loop nests stay as they are)."""
+    """SingleRow, RowKernel, dlight's CPU Reduction, then OuterParallel for anything left
+    (none when not parallel: TVM's loop nests stay as they are)."""
     from tvm.s_tir.dlight.cpu import Reduction
 
-    return ([_rule(_single_row, parallel), _rule(_odd_rows, parallel), Reduction(),
+    return ([_rule(_single_row, parallel), _rule(_row_kernel, parallel), Reduction(),
              _rule(_outer_parallel, parallel)] if parallel else [])
 
 

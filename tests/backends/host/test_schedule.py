@@ -165,3 +165,42 @@ def test_softmax_of_one_row_keeps_one_pass_per_block(rows):
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     e = np.exp(x - x.max(-1, keepdims=True))
     np.testing.assert_allclose(got, e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
+
+
+def _layer_norm(bb, x):
+    width = int(x.ty.shape[-1])
+    gamma = relax.const(np.linspace(0.5, 1.5, width, dtype=np.float32))
+    beta = relax.const(np.linspace(-0.2, 0.2, width, dtype=np.float32))
+    return bb.emit(relax.op.nn.layer_norm(x, gamma, beta, axes=[-1]))
+
+
+def _softmax(bb, x):
+    return bb.emit(relax.op.nn.softmax(x, axis=-1))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 64), (3, 37), (2, 7, 197)])
+@pytest.mark.parametrize("build", [_layer_norm, _softmax], ids=["layer_norm", "softmax"])
+def test_row_kernels_sum_in_vector_partials_and_match_the_loop_nest(build, shape):
+    """RowKernel: layer norm and softmax rows computed under one parallel row loop; a width
+    the vectors divide sums in one partial per lane (an rfactor block), an odd one (ViT's
+    197) is left to LLVM's loop vectorizer. Values as TVM's unscheduled nest's."""
+    from anychip.backends.host.lanes import vector_lanes
+    from anychip.backends.host.schedule import _row_kernel
+
+    from .kernels import fused_kernel
+
+    func = fused_kernel(build, shape)
+    target = tvm.target.Target(TARGET)
+    with target:
+        sch = _row_kernel(func, target, True)
+    assert sch is not None
+    assert ("_rf" in sch.mod.script()) == (shape[-1] % vector_lanes(target) == 0)
+    fast = tvm.compile(sch.mod, target=target)
+    plain = tvm.compile(tvm.IRModule({"main": func}), target=target)
+    rng = np.random.default_rng(5)
+    args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.shape])
+                               .astype(np.float32) * 3) for p in func.params[:-1]]
+    outs = [tvm.runtime.tensor(np.full(shape, np.nan, np.float32)) for _ in range(2)]
+    fast["main"](*args, outs[0])
+    plain["main"](*args, outs[1])
+    np.testing.assert_allclose(outs[0].numpy(), outs[1].numpy(), rtol=2e-5, atol=2e-6)
