@@ -113,6 +113,7 @@ class Artifact:
         self.path = Path(path)
         self.manifest = manifest
         self._runner = None
+        self._io = None   # (inputs, outputs, symbols), read from the manifest at the first run
         if temporary:
             self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.path), True)
 
@@ -200,9 +201,11 @@ class Artifact:
         """Run on numpy (or torch) inputs; None means seeded random inputs. Outputs by name."""
         from .inputs import random_inputs
 
-        specs = self.inputs
+        if self._io is None:   # a run's own cost matters for small models (zoo:mlp: ~60 us)
+            self._io = (self.inputs, self.outputs, self.symbols)
+        specs, outputs, symbols = self._io
         feed = random_inputs(specs, seed, self.sizes_at("min")) if inputs is None else inputs
-        ordered = order_inputs(specs, feed, f"{self.path.name}", self.symbols)
+        ordered = order_inputs(specs, feed, self.path.name, symbols)
         if self.manifest.get("gears"):   # static programs per gear (compiler/gears.py)
             from .gear_runner import GearRunner
             from .inputs import bind_symbols
@@ -210,7 +213,7 @@ class Artifact:
             if self._runner is None:
                 self._runner = GearRunner(self, load_artifact)
             return self._runner.run(specs, ordered,
-                                    bind_symbols(specs, ordered, self.path.name, self.symbols))
+                                    bind_symbols(specs, ordered, self.path.name, symbols))
         if self._runner is None:
             self._runner = self._backend().runner(self)
         # low-bit tensors (float8, int4...) travel as their uint8 storage (importer_fixes/lowbit.py)
@@ -218,7 +221,7 @@ class Artifact:
 
         results = self._runner.run([to_storage(a) for a in ordered])
         return {spec.name: from_storage(value, spec.dtype)
-                for spec, value in zip(self.outputs, results)}
+                for spec, value in zip(outputs, results)}
 
     def save(self, dest: str | Path, force: bool = False) -> "Artifact":
         from .atomic import publish_dir

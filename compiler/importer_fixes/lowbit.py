@@ -69,9 +69,16 @@ def _name(elem: int) -> str:
 
 
 # -- the boundary: numpy arrays <-> storage -------------------------------------------------
+_NATIVE = frozenset(np.dtype(t) for t in ("bool", "float16", "float32", "float64", "int8", "int16",
+                                          "int32", "int64", "uint8", "uint16", "uint32",
+                                          "uint64"))
+
+
 def to_storage(array):
     """A low-bit numpy array (ml_dtypes) as the uint8 storage the compiled model takes."""
     arr = np.asarray(array)
+    if arr.dtype in _NATIVE:   # the common case, without dtype.name's cost per call
+        return array
     if arr.dtype.name in NP_NAMES:
         return np.ascontiguousarray(arr).view(np.uint8)
     return array
