@@ -55,6 +55,8 @@ def _conv(call) -> tuple[float, float] | str:
         return "a convolution with a symbolic shape or a weight that is not a constant"
     if a.data_layout != "NHWC" or a.kernel_layout != "OIHW":
         return "a convolution not in NHWC"
+    if str(weight.dtype) != "float32" or str(getattr(call.ty, "dtype", "")) != "float32":
+        return "a convolution not in float32 (the GEMM schedule's)"
     groups, channels = int(a.groups), weight.shape[0]
     flops = 2.0 * math.prod(out) * math.prod(weight.shape[1:])
     if weight.shape[1] == 1 and groups > 1 and groups != channels:
@@ -71,9 +73,13 @@ def _matmul(call) -> tuple[float, float] | str:
     on 2 cores for BERT's); symbolic shapes keep the library."""
     from anychip.compiler.relax_info import static_shape
 
+    from anychip.compiler.relax_info import dtype_of
+
     out, data = static_shape(call), static_shape(call.args[0])
     if out is None or data is None or static_shape(call.args[1]) is None:
         return "a matmul with a symbolic shape"
+    if dtype_of(call) != "float32" or dtype_of(call.args[1]) != "float32":
+        return "a matmul not in float32 (the GEMM schedule's)"
     return 2.0 * math.prod(out) * data[-1], 1.0
 
 

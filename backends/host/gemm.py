@@ -81,12 +81,11 @@ def _analyse(sch, block):
             if any(_uses(r.min, n) for r in read.region[:-1]):
                 return None
             # the weight may vary along outer "batch" axes (attention's heads: a product per
-            # head), never along the pixels a tile's rows run over
+            # head; broadcast ones too), never along the pixels a tile's rows run over: the
+            # batch axes end at the last axis it varies along
             varying = [any(_uses(r.min, iv.var) for r in read.region)
                        for iv in stmt.iter_vars[:spatial - 1]]
-            batch = varying.index(False) if False in varying else len(varying)
-            if any(varying[batch:]):
-                return None
+            batch = max((i + 1 for i, v in enumerate(varying) if v), default=0)
             weights.append(read.source)
         elif any(_uses(r.min, v) for r in read.region for v in reduced):
             data.append(read.source)

@@ -85,6 +85,8 @@ CASES = {
     "attention_values": lambda: _product((2, 3, 10, 12), (2, 3, 12, 16)),   # P V per head
     "prime_tokens": lambda: _matmul(37, 16, 32, batch=2),   # 37 rows: 8 a tile, predicated
     "prime_tokens_ragged": lambda: _matmul(29, 16, 34),
+    "broadcast_heads": lambda: _product((2, 4, 10, 8), (1, 4, 8, 12)),   # K shared by images
+    "grouped_query": lambda: _product((3, 4, 6, 8), (3, 1, 8, 16)),   # one K per image
     "decode_step": lambda: _product((4, 1, 16), (4, 16, 24)),   # one query row per head
     "3x3_padded": lambda: _conv(9, 16, 32, k=3),
     "3x3_strided": lambda: _conv(11, 8, 16, k=3, stride=2),
