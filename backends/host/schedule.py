@@ -334,7 +334,7 @@ def _row_kernel(func, target, parallel: bool):
         infos = normalize_prim_func(sch)
     except Exception:  # noqa: BLE001 - TVM raises several types for foreign PrimFuncs
         return None
-    if not infos or len(infos) < 2 or infos[-1].is_reduction() is True or all(
+    if not infos or len(infos) < 2 or bool(infos[-1].is_reduction()) or all(
             info.is_injective() for info in infos):
         return None
     last = infos[-1].block_rv
