@@ -5,7 +5,10 @@ instrument before and after every Call instruction (`VirtualMachine.set_instrume
 kernel TVM compiled, every library call the backend dispatched (oneDNN through torch...) and
 every runtime builtin is one such call, so timing them there sees the whole run by name. What
 the instrument cannot see (the VM's own dispatch, argument marshalling, Python) is reported as
-host overhead: the median uninstrumented run minus the sum of the calls' median times.
+host overhead: the run's time minus its calls'. Every figure comes from one instrumented run,
+the median one by wall time: per-call medians taken over different runs did not add up to
+the median run when stalls (an OpenMP wake-up on a busy VM: milliseconds) hit different
+calls in different runs (0.15 ms of calls in a 3.9 ms median run).
 
 Targets that do not execute here but whose backend estimates each kernel (a cost model's
 `estimate.kernels` in report.json, as a simulating family writes it) get the same table from those
@@ -189,7 +192,7 @@ def measure(artifact, feed: dict, runs: int = 10, warmup: int = 3,
         return 0
 
     vm.set_instrument(instrument)
-    walls = []
+    walls, traces = [], []
     for _ in range(runs):
         state["calls"] = defaultdict(list)
         state["trace"] = []
@@ -197,15 +200,17 @@ def measure(artifact, feed: dict, runs: int = 10, warmup: int = 3,
         run_once()
         walls.append((time.perf_counter() - state["start"]) * 1e3)
         per_run.append(dict(state["calls"]))
-    plain_ms, run_ms = run_ms, statistics.median(walls)
-    host_ms = statistics.median(w - sum(sum(v) for v in r.values())
-                                for w, r in zip(walls, per_run))
-    for name, start, dur in state["trace"]:
+        traces.append(state["trace"])
+    # the median run by wall time, whole: its calls, its host overhead, its trace
+    median = sorted(range(runs), key=walls.__getitem__)[runs // 2]
+    plain_ms, run_ms, chosen = run_ms, walls[median], per_run[median]
+    host_ms = run_ms - sum(sum(v) for v in chosen.values())
+    for name, start, dur in traces[median]:
         events.append({"name": name, "cat": meta[name]["kind"], "ph": "X", "pid": 0, "tid": 0,
                        "ts": round(start * 1e6, 3), "dur": round(dur * 1e6, 3)})
 
-    totals_ms = {n: statistics.median(sum(r.get(n, [0.0])) for r in per_run) for n in meta}
-    calls = {n: len(per_run[-1].get(n, [])) for n in meta}
+    totals_ms = {n: sum(chosen.get(n, [0.0])) for n in meta}
+    calls = {n: len(chosen.get(n, [])) for n in meta}
     entries = []
     for name, ms in totals_ms.items():
         info = meta[name]
@@ -226,7 +231,7 @@ def measure(artifact, feed: dict, runs: int = 10, warmup: int = 3,
                       how="executed", run_ms=run_ms, entries=entries,
                       totals={k: totals.get(k, 0.0) for k in KINDS}, runs=runs,
                       notes=[(f"each VM call timed by an instrument (device synchronised); "
-                              f"per run: median of {runs} instrumented runs, "
+                              f"per run: the median of {runs} instrumented runs, "
                               f"{plain_ms:.3f} ms without the instrument; host overhead = run "
                               f"- its calls")])
     return profile, events
