@@ -10,12 +10,13 @@ backends/host/depthwise.py) cost nothing to enter and run a little below it. A g
 small convolutions (mobile networks, Inception, DenseNet) is faster in TVM alone, a graph of
 few large ones (ResNet, VGG) on the library; the estimate below decides, from each
 convolution's and matmul's FLOPs. TVM alone is only chosen when every one of them has a TVM
-schedule: static shapes, constant convolution weights, NHWC. Transformers qualify since
-the GEMM schedule tiles attention's products per head (backends/host/gemm.py) and GELU,
-softmax and SiLU became polynomials (backends/host/fast_math.py): TVM's GEMMs reach
-200-220 GFLOP/s on BERT's shapes where torch's oneDNN/MKL calls reach 150. Depthwise channels that TVM's vectors do not divide count at the narrower
-vectors' speed; a GEMM's (per group) are tiled in rows of whole registers and a short tail
-(backends/host/gemm.py: ShuffleNet's 34 and 68) at near full speed.
+schedule: static shapes, constant convolution weights, NHWC. Transformers qualify since the
+GEMM schedule tiles attention's products per head (backends/host/gemm.py) and GELU, softmax
+and SiLU became polynomials (backends/host/fast_math.py): TVM's GEMMs reach 200-220 GFLOP/s
+on BERT's shapes where torch's oneDNN/MKL calls reach 150. Depthwise channels that TVM's
+vectors do not divide count at the narrower vectors' speed; a GEMM's (per group) are tiled
+in rows of whole registers and a short tail (backends/host/gemm.py: ShuffleNet's 34 and 68)
+at near full speed.
 """
 
 from __future__ import annotations
@@ -71,9 +72,7 @@ def _matmul(call) -> tuple[float, float] | str:
     """(FLOPs, relative speed) of a matmul: by a constant weight, or of two activations
     (attention's Q K^T and P V per head: the GEMM schedule tiles each head, 183-202 GFLOP/s
     on 2 cores for BERT's); symbolic shapes keep the library."""
-    from anychip.compiler.relax_info import static_shape
-
-    from anychip.compiler.relax_info import dtype_of
+    from anychip.compiler.relax_info import dtype_of, static_shape
 
     out, data = static_shape(call), static_shape(call.args[0])
     if out is None or data is None or static_shape(call.args[1]) is None:

@@ -11,8 +11,9 @@ to the chunk before it is stored, a few pixels of a row at a time so that each t
 vector is loaded once for them. The zero padding is one vectorized pass before (so the taps'
 loop reads without conditions). A chunk's taps must be contiguous vectors: the cpu backend
 lays constant weights out [kh, kw, 1, C] at compile time (backends/host/hwio.py); an OIHW
-weight [C, 1, kh, kw] (training's, not a constant) is copied so once per call. Serial: 45-70 GFLOP/s on one Zen 4 core for 3x3
-windows, 9-17 us for mobile networks' 14x14 maps where oneDNN's call takes 45-60.
+weight [C, 1, kh, kw] (training's, not a constant) is copied so once per call. Serial: 45-70
+GFLOP/s on one Zen 4 core for 3x3 windows, 9-17 us for mobile networks' 14x14 maps where
+oneDNN's call takes 45-60.
 
 It takes a PrimFunc of one reduction block with four spatial axes (n, h, w, c) and the
 window's reduction axes, writing a 4-D buffer, whose weight read is [c, 0, kh, kw]: TOPI's

@@ -107,7 +107,8 @@ def erf_expr(x):
 
 
 # sigmoid's exp argument is clamped to +-_SIG_CLAMP: 2^n then stays a normal float32 (n in
-# [-126, 126]); below -_SIG_CLAMP sigmoid is under the smallest normal float32, one scale factor and no overflow or denormal cases to select
+# [-126, 126]), so one scale factor and no overflow or denormal case to select; below
+# -_SIG_CLAMP sigmoid is under the smallest normal float32
 _SIG_CLAMP = 87.3366   # ln of the smallest normal float32 is -87.33654
 
 

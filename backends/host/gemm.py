@@ -14,9 +14,10 @@ oneDNN's call took 125-180 us for 7 MFLOP on two (docs/performance.md).
 
 Tiles never straddle the innermost pixel axis (`rows` divides it, or the last tile's extra
 rows are predicated off) nor a group (`cols` divides the group's width): a tile's index
-region is then a box, which reverse_compute_at and the compacted accumulator need (a tile crossing image rows computed the epilogue of pixels not
-yet accumulated). The accumulator lives in a "global"-scope buffer of one tile: TVM puts a
-small constant-size buffer on the stack, where LLVM keeps it in registers (docs/tvm-notes.md).
+region is then a box, which reverse_compute_at and the compacted accumulator need (a tile
+crossing image rows computed the epilogue of pixels not yet accumulated). The accumulator
+lives in a "global"-scope buffer of one tile: TVM puts a small constant-size buffer on the
+stack, where LLVM keeps it in registers (docs/tvm-notes.md).
 
 It takes a PrimFunc of one float32 reduction block with static shapes whose last spatial axis
 n is read by exactly one input, as that input's last index (the weight), and by no other
@@ -69,7 +70,8 @@ def _analyse(sch, block):
         return None
     n = stmt.iter_vars[spatial - 1].var
     out = stmt.writes[0]
-    if not out.region or not (out.region[-1].min.same_as(n) and _static(out.region[-1].extent) == 1):
+    if not out.region or not (out.region[-1].min.same_as(n)
+                              and _static(out.region[-1].extent) == 1):
         return None
     weights, data, grouped, batch = [], [], False, 0
     reduced = [iv.var for iv in stmt.iter_vars[spatial:]]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .relax_passes import _const_value, _map_main, _op, bound_value
+from .relax_passes import _map_main, _op, bound_constant
 
 
 def hwio_conv_weights(mod):
@@ -35,8 +35,7 @@ def hwio_conv_weights(mod):
             a = new.attrs
             if a.data_layout != "NHWC" or a.kernel_layout != "OIHW":
                 return new
-            value = bound_value(self, new.args[1])
-            weight = _const_value(value) if value is not None else _const_value(new.args[1])
+            weight = bound_constant(self, new.args[1])
             if weight is None or weight.ndim != 4 or weight.dtype != np.float32:
                 return new
             if weight.shape[1] == 1 and 1 < int(a.groups) != weight.shape[0]:

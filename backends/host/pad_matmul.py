@@ -12,7 +12,7 @@ Outputs are unchanged: the padded columns are computed and dropped.
 
 from __future__ import annotations
 
-from .relax_passes import _const_value, _map_main, _op, bound_value
+from .relax_passes import _map_main, _op, bound_constant
 
 # widths below this stay as they are (a handful of columns: the pad would dominate)
 MIN_WIDTH = 9
@@ -47,8 +47,7 @@ def pad_odd_matmuls(mod):
                 return new
             width = out[-1]
             extra = -width % MULTIPLE
-            value = bound_value(self, new.args[1])
-            constant = _const_value(value if value is not None else new.args[1])
+            constant = bound_constant(self, new.args[1])
             if constant is not None:   # a weight: padded once, here
                 widths = [(0, 0)] * (constant.ndim - 1) + [(0, extra)]
                 padded = relax.const(np.pad(constant, widths))

@@ -77,6 +77,13 @@ def bound_value(mutator, expr):
     return expr
 
 
+def bound_constant(mutator, expr) -> np.ndarray | None:
+    """The numpy value of `expr` when it is a constant or a variable bound to one inside
+    `mutator`'s function (through aliases); None otherwise."""
+    value = bound_value(mutator, expr)
+    return None if value is None else _const_value(value)
+
+
 def _map_main(mod, make_mutator):
     """Apply a mutator to every Relax function of the module."""
     from tvm import relax
@@ -190,8 +197,7 @@ def fold_conv_affine(mod):
             self.folded: dict = {}   # new var -> (data, W, b, attrs)
 
         def _const(self, expr):
-            value = bound_value(self, expr)
-            return None if value is None else _const_value(value)
+            return bound_constant(self, expr)
 
         def _conv_of(self, var):
             """(data, W, b, attrs) when `var` is a foldable conv(+bias) result."""
@@ -270,8 +276,7 @@ def fold_constants(mod):
     @mutator
     class FoldConstants(PyExprMutator):
         def _const(self, expr):
-            value = bound_value(self, expr)
-            return None if value is None else _const_value(value)
+            return bound_constant(self, expr)
 
         def visit_call_(self, call):
             new = super().visit_call_(call)

@@ -46,9 +46,10 @@ class VmRunner:
     def _device_tensor(self, position: int, x):
         """A device tensor holding `x`. On the host, one TVM-allocated tensor per input
         position (64-byte aligned, as its kernels assume; replaced when the shape changes)
-        is kept and refilled by numpy: a run's own cost is most of a small model's time (zoo:mlp: 67 -> 40 us a run,
-        the VM's call itself 7). Reuse is safe: the kernels only read their inputs, and every
-        output is copied out before the next run refills them."""
+        is kept and refilled by numpy: a run's own cost is most of a small model's time
+        (zoo:mlp: 67 -> 19 us a run with the artifact's specs read once, the VM's call
+        itself 7). Reuse is safe: the kernels only read their inputs, and every output is
+        copied out before the next run refills them."""
         import tvm
 
         x = np.asarray(x, order="C")

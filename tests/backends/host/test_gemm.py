@@ -145,7 +145,8 @@ def test_ragged_rows_are_two_power_of_two_pieces_within_the_registers():
     slower) are never chosen."""
     assert gemm.ragged_rows(34, 16) and gemm.ragged_rows(100, 16)
     assert not gemm.ragged_rows(136, 16) and not gemm.ragged_rows(51, 16)   # 8 lanes; odd
-    for pixels, width in [(28, 34), (14, 68), (14, 100), (7, 102), (13, 50), (1, 2), (197, 34), (13, 34)]:
+    for pixels, width in [(28, 34), (14, 68), (14, 100), (7, 102), (13, 50), (1, 2), (197, 34),
+                          (13, 34)]:
         rows, cols = gemm._ragged_tile(pixels, width, 16, 32)
         regs = -(-cols // 16)
         assert width % cols == 0 and cols % 2 == 0
