@@ -23,7 +23,7 @@ from .backend import BuildResult, CompileOptions, Execution
 from .errors import AnychipError
 from .export_library import export_library
 from .frontend import ModelSource, TensorSpec
-from .inputs import order_inputs
+from .inputs import order_inputs, order_static, static_signature
 from .profiles import Profile
 
 FORMAT_VERSION = 1
@@ -113,7 +113,8 @@ class Artifact:
         self.path = Path(path)
         self.manifest = manifest
         self._runner = None
-        self._io = None   # (inputs, outputs, symbols), read from the manifest at the first run
+        # (inputs, outputs, symbols, static signature), read from the manifest at the first run
+        self._io = None
         if temporary:
             self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.path), True)
 
@@ -202,10 +203,13 @@ class Artifact:
         from .inputs import random_inputs
 
         if self._io is None:   # a run's own cost matters for small models (zoo:mlp: ~60 us)
-            self._io = (self.inputs, self.outputs, self.symbols)
-        specs, outputs, symbols = self._io
+            specs = self.inputs
+            self._io = (specs, self.outputs, self.symbols, static_signature(specs))
+        specs, outputs, symbols, signature = self._io
         feed = random_inputs(specs, seed, self.sizes_at("min")) if inputs is None else inputs
-        ordered = order_inputs(specs, feed, self.path.name, symbols)
+        ordered = order_static(signature, feed) if signature is not None else None
+        if ordered is None:
+            ordered = order_inputs(specs, feed, self.path.name, symbols)
         if self.manifest.get("gears"):   # static programs per gear (compiler/gears.py)
             from .gear_runner import GearRunner
             from .inputs import bind_symbols

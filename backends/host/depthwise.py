@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from .lanes import dividing_lanes, vector_lanes
 from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
-                               vectorized_pass)
+                               vectorized_pass, worth_parallel)
 from .tir_walk import static_int as _static
 
 # output pixels of one row computed together (register blocking)
@@ -89,6 +89,7 @@ def _apply(sch, conv, weight, shape, oihw, producers, consumers, target, paralle
     if kinds[spatial:] != "R" * (len(kinds) - spatial) or len(loops) != len(kinds) or \
             [_extent(sch, lp) for lp in loops[:spatial]] != expected or height == 1:
         return None
+    parallel = parallel and worth_parallel(sch, conv)
     *pixels, c = loops[:spatial]
     window = loops[spatial:]
     # the pad (the only producer TOPI emits) stays its own pass, scheduled last; any other

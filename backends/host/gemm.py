@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from .lanes import dividing_lanes, vector_lanes
 from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
-                               vectorized_pass)
+                               vectorized_pass, worth_parallel)
 from .tir_walk import static_int as _static, uses as _uses
 
 # float32 vector registers by vector width (AVX-512 has 32, AVX2 and NEON 16)
@@ -201,6 +201,7 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, producers, con
     loops = sch.get_loops(block)
     if len(loops) != len(sch.get(block).iter_vars):
         return None
+    parallel = parallel and worth_parallel(sch, block)
     pixels, n, window = list(loops[:spatial - 1]), loops[spatial - 1], loops[spatial:]
     # a convolution's zero pad stays one vectorized pass (inlined, every tap would test its
     # bounds); an identity "pad" (a 1x1 or unpadded convolution) and anything else inline

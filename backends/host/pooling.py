@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .lanes import dividing_lanes, vector_lanes
 from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
-                               vectorized_pass)
+                               vectorized_pass, worth_parallel)
 from .tir_walk import static_int as _static
 
 
@@ -58,6 +58,7 @@ def _apply(sch, block, producers, consumers, target, parallel: bool):
     loops = sch.get_loops(block)
     if len(loops) != len(stmt.iter_vars):
         return None
+    parallel = parallel and worth_parallel(sch, block)
     spatial = sum(1 for iv in stmt.iter_vars if iv.iter_type == 0)
     *pixels, c = loops[:spatial]
     window = loops[spatial:]

@@ -9,6 +9,14 @@ a small constant-size global buffer on the stack, where LLVM keeps it in registe
 from __future__ import annotations
 
 from .lanes import dividing_lanes, vector_lanes
+from .tir_walk import static_int
+
+# Below this many iterations of its reduction block (a GEMM's multiply-adds, a pooling's or
+# a depthwise convolution's taps) a kernel stays on one thread: ~10 us of work on one Zen 4
+# core, where a launch of TVM's thread pool cost ~6 us with its workers spinning and ~15 us
+# after idle (zoo:mlp's three GEMMs, [4, 64] x [64, 128] and the like: 22 -> 14 us a run
+# with them serial, ONNX Runtime 12; docs/performance.md)
+MIN_PARALLEL_ITERATIONS = 1 << 20
 
 
 def one_reduction(func):
@@ -27,6 +35,18 @@ def one_reduction(func):
         return None
     red = reductions[0]
     return sch, infos[red].block_rv, infos[:red], infos[red + 1:]
+
+
+def worth_parallel(sch, block) -> bool:
+    """Whether `block` (a reduction) does enough work for the thread pool: at least
+    MIN_PARALLEL_ITERATIONS iterations, or a symbolic extent (taken to be large)."""
+    total = 1
+    for iv in sch.get(block).iter_vars:
+        extent = static_int(iv.dom.extent)
+        if extent is None:
+            return True
+        total *= extent
+    return total >= MIN_PARALLEL_ITERATIONS
 
 
 def inline_producers(sch, producers, is_pad=lambda stmt: True):

@@ -13,7 +13,7 @@ import pytest
 tvm = pytest.importorskip("tvm")
 from tvm import relax  # noqa: E402
 
-from anychip.backends.host import gemm  # noqa: E402
+from anychip.backends.host import gemm, reduction_kernel  # noqa: E402
 
 from .kernels import fused_kernel as _fused  # noqa: E402
 
@@ -95,7 +95,9 @@ CASES = {
 
 @pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_scheduled_kernel_matches_the_loop_nest(case, parallel):
+def test_scheduled_kernel_matches_the_loop_nest(case, parallel, monkeypatch):
+    # these kernels are below the pool's threshold: parallel ones are made parallel anyway
+    monkeypatch.setattr(reduction_kernel, "MIN_PARALLEL_ITERATIONS", 0)
     func = CASES[case]()
     target = _target()
     with target:
@@ -111,6 +113,18 @@ def test_scheduled_kernel_matches_the_loop_nest(case, parallel):
     fast["main"](*[tvm.runtime.tensor(a) for a in args], outs[0])
     plain["main"](*[tvm.runtime.tensor(a) for a in args], outs[1])
     np.testing.assert_allclose(outs[0].numpy(), outs[1].numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, parallel", [((4, 64, 128), False), ((64, 256, 256), True)])
+def test_only_kernels_worth_the_thread_pool_are_parallel(shape, parallel):
+    """An MLP layer's 32k multiply-adds stay on one thread (a pool launch costs more than
+    they take); 4M go parallel."""
+    target = _target()
+    with target:
+        sch = gemm.schedule_gemm(_matmul(*shape), target, True)
+    assert ("T.parallel" in sch.mod.script()) == parallel
+    m, k, n = shape
+    assert (m * k * n >= reduction_kernel.MIN_PARALLEL_ITERATIONS) == parallel
 
 
 def _column_sum():

@@ -31,8 +31,13 @@ def _pool(kind, hw, channels, k, stride, pad):
 @pytest.mark.parametrize("kind, hw, channels, k, stride, pad", [
     ("max", 15, 32, 3, 2, 0), ("max", 9, 24, 3, 2, 1), ("avg", 10, 48, 3, 1, 1),
     ("avg", 7, 40, 7, 7, 0), ("max", 6, 6, 2, 2, 0)])
-def test_scheduled_pooling_matches_the_loop_nest(kind, hw, channels, k, stride, pad, parallel):
+def test_scheduled_pooling_matches_the_loop_nest(kind, hw, channels, k, stride, pad, parallel,
+                                                monkeypatch):
     from anychip.backends.cpu.backend import host_cpu_name
+    from anychip.backends.host import reduction_kernel
+
+    # small poolings stay serial (reduction_kernel.worth_parallel): these test the parallel nest
+    monkeypatch.setattr(reduction_kernel, "MIN_PARALLEL_ITERATIONS", 0)
 
     target = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name(), "num-cores": 2})
     func = _pool(kind, hw, channels, k, stride, pad)
