@@ -147,7 +147,8 @@ class CpuBackend(OptionalBackendHooks):
         from anychip.backends.host import relax_passes as passes
         from anychip.backends.host.fast_math import polynomial_exp_erf
         from anychip.backends.host.hwio import hwio_conv_weights
-        from anychip.backends.host.pad_matmul import pad_odd_matmuls
+        from anychip.backends.host.lanes import vector_lanes
+        from anychip.backends.host.widen import widen_outputs
         from anychip.backends.host.ieee import propagate_nan
         from anychip.backends.cpu.kernel_choice import choose_kernels
         from anychip.backends.cpu.torch_library import vector_math
@@ -193,7 +194,9 @@ class CpuBackend(OptionalBackendHooks):
                 report["dispatch"] = dispatched.as_dict()
             if layout == "NHWC":   # the convolutions left to TVM: weights HWIO for gemm.py
                 mod = hwio_conv_weights(mod)
-            mod, report["matmuls_widened"] = pad_odd_matmuls(mod)   # TVM's: vectors along N
+            # TVM's GEMMs: whole vectors along N
+            mod, report["matmuls_widened"], report["convs_widened"] = widen_outputs(
+                mod, vector_lanes(target))
             if opts.fast_math:   # (tune lowers without: `tuning_options` above)
                 mod, report["fast_math"] = polynomial_exp_erf(mod)
             mod = propagate_nan(mod)   # NaN through relu/max/min/clip as ONNX Runtime
@@ -210,7 +213,8 @@ class CpuBackend(OptionalBackendHooks):
 
         ctx = ctx or self.context(profile, options)
         report = {k: ctx.report[k] for k in ("layout", "dispatch", "kernels", "fast_math",
-                                             "matmuls_widened") if k in ctx.report}
+                                             "matmuls_widened", "convs_widened")
+                  if k in ctx.report}
         target = self.target(profile)
         libraries = [report["dispatch"]["library"]] if (report.get("dispatch") or {}).get(
             "total") else []
