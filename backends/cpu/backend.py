@@ -199,7 +199,8 @@ class CpuBackend(OptionalBackendHooks):
                 mod, vector_lanes(target))
             if opts.fast_math:   # (tune lowers without: `tuning_options` above)
                 mod, report["fast_math"] = polynomial_exp_erf(mod)
-            mod = propagate_nan(mod)   # NaN through relu/max/min/clip as ONNX Runtime
+            # NaN through relu/max/min/clip as ONNX Runtime, max pools in one kernel
+            mod = propagate_nan(mod, fused_pools=True)
             mod = relax.transform.DeadCodeElimination()(mod)
         ctx.report.update(report)
         return mod

@@ -114,3 +114,47 @@ def test_special_values_propagate_as_onnx_runtime(target):
     assert not wrong, wrong
     assert np.isnan(got["relu_x_plus_w"][0]) and np.isnan(got["ReduceMax"]).all()
     assert np.isnan(got["MaxPool"].reshape(-1)[0]) and np.isnan(got["GlobalMaxPool"]).any()
+
+
+@pytest.mark.parametrize("pool", [dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+                                  dict(kernel_shape=[2, 3], strides=[1, 2], pads=[0, 1, 1, 0],
+                                       dilations=[2, 1])])
+def test_max_pools_keep_nan_in_one_kernel(pool, monkeypatch):
+    """Max pools of NHWC data in TVM's kernels (dispatch off) are one kernel whose max keeps a
+    NaN (ieee.nan_max_pool2d; no average-pooled mask): each window holding a NaN gives NaN,
+    a window of -inf gives -inf, finite ones equal ONNX Runtime's exactly."""
+    monkeypatch.setenv("ANYCHIP_NO_CACHE", "1")
+    f = TensorProto.FLOAT
+    one = numpy_helper.from_array(np.ones((8, 1, 1, 1), np.float32), "I")
+    nodes = [helper.make_node("Conv", ["x", "I"], ["c"], group=8),   # identity: NHWC from here
+             helper.make_node("MaxPool", ["c"], ["y"], **pool)]
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", f, [1, 8, 9, 11])],
+                              [helper.make_tensor_value_info("y", f, None)], [one])
+    model = onnx.shape_inference.infer_shapes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = np.random.default_rng(0).standard_normal((1, 8, 9, 11)).astype(np.float32)
+    x[0, 1, 4, 5] = x[0, 3, 0, 0] = x[0, 5, 8, 10] = np.nan
+    x[0, 6] = -np.inf
+    art = anychip.compile(model, target="cpu", dispatch=False)
+    import tvm
+    from tvm import relax
+
+    calls = [line.split()[1] for line in relax.VMExecutable(tvm.runtime.load_module(
+        str(art.library_path))).as_text().splitlines() if line.strip().startswith("call ")]
+    assert any("keep_nan" in k for k in calls) and not any("avg_pool" in k for k in calls), \
+        calls   # the one kernel, not TOPI's pooling and the NaN mask's average pool
+    got = art.run({"x": x})["y"]
+    # the ONNX reference implementation: on the input with NaN as 0, then NaN where the
+    # pooled NaN mask is 1. Its padding never wins (a window of -inf and pads is -inf, as in
+    # torch); ONNX Runtime's MLAS pads with the lowest float (-3.4e38 there)
+    from onnx.reference import ReferenceEvaluator
+
+    spec = ReferenceEvaluator(model)
+    want = spec.run(None, {"x": np.nan_to_num(x, nan=0.0, neginf=-np.inf)})[0]
+    nan_windows = spec.run(None, {"x": np.isnan(x).astype(np.float32)})[0]
+    want = np.where(nan_windows > 0, np.float32(np.nan), want)
+    assert np.isneginf(got[0, 6]).all()
+    assert _same(got, want), (got, want)
+    ort = run_onnxruntime(model, {"x": np.nan_to_num(x, nan=0.0)}, "reference")[0]
+    plain = np.isfinite(want)
+    np.testing.assert_allclose(got[plain], ort[plain], rtol=0, atol=0)
