@@ -148,6 +148,7 @@ class CpuBackend(OptionalBackendHooks):
         from anychip.backends.host.fast_math import polynomial_exp_erf
         from anychip.backends.host.hwio import hwio_conv_weights
         from anychip.backends.host.lanes import vector_lanes
+        from anychip.backends.host.split_concat import split_concat_convs
         from anychip.backends.host.widen import widen_outputs
         from anychip.backends.host.ieee import propagate_nan
         from anychip.backends.cpu.kernel_choice import choose_kernels
@@ -194,6 +195,7 @@ class CpuBackend(OptionalBackendHooks):
                 report["dispatch"] = dispatched.as_dict()
             if layout == "NHWC":   # the convolutions left to TVM: weights HWIO for gemm.py
                 mod = hwio_conv_weights(mod)
+                mod, report["concats_split"] = split_concat_convs(mod)
             # TVM's GEMMs: whole vectors along N
             mod, report["matmuls_widened"], report["convs_widened"] = widen_outputs(
                 mod, vector_lanes(target))
@@ -214,7 +216,7 @@ class CpuBackend(OptionalBackendHooks):
 
         ctx = ctx or self.context(profile, options)
         report = {k: ctx.report[k] for k in ("layout", "dispatch", "kernels", "fast_math",
-                                             "matmuls_widened", "convs_widened")
+                                             "matmuls_widened", "convs_widened", "concats_split")
                   if k in ctx.report}
         target = self.target(profile)
         libraries = [report["dispatch"]["library"]] if (report.get("dispatch") or {}).get(
