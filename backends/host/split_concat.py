@@ -9,7 +9,8 @@ on 2 cores, 38 GB/s) is gone; what it costs instead is the first output written 
 once, so it applies when the convolution's output has no more channels than the join has
 (SqueezeNet: 16-64 against 128-512) and the join has at most MAX_INPUTS inputs (DenseNet's
 joins of up to 32 inputs would become as many small kernels). The join must feed nothing
-else. Outputs match up to the order of the channel sum.
+else; a pooling between it and the convolution (SqueezeNet's max pools between modules)
+pools each input instead. Outputs match up to the order of the channel sum.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def split_concat_convs(mod):
     from anychip.compiler.relax_info import static_shape
 
     conv_op, concat_op = _op("relax.nn.conv2d"), _op("relax.concat")
+    pools = {_op("relax.nn.max_pool2d"), _op("relax.nn.avg_pool2d")}
     count = [0]
 
     def bindings_of(func) -> dict:
@@ -41,11 +43,21 @@ def split_concat_convs(mod):
             self.uses, self.bound = use_counts(func), bindings_of(func)
 
         def _parts(self, data):
-            """The concatenation's inputs (original expressions) when `data` is a join along
-            the channels that feeds only this convolution."""
+            """Per input of the join, what the convolution reads of it (a function of the
+            input's new expression), when `data` is a join along the channels, or an NHWC
+            pooling of one (which pools each input's channels alike: SqueezeNet's max pool
+            between fire modules), that feeds only this convolution."""
             value = self.bound.get(data)
-            if not isinstance(value, relax.Call) or not value.op.same_as(concat_op) or \
-                    self.uses.get(data, 0) != 1:
+            if not isinstance(value, relax.Call) or self.uses.get(data, 0) != 1:
+                return None
+            if value.op in pools and value.attrs.layout == "NHWC" and \
+                    (value.attrs.out_layout or "NHWC") == "NHWC":
+                inner = self._parts(value.args[0])
+                if inner is None:
+                    return None
+                return [(part, lambda x, f=f, v=value: relax.Call(v.op, [f(x)], v.attrs))
+                        for part, f in inner]
+            if not value.op.same_as(concat_op):
                 return None
             fields = value.args[0]
             fields = self.bound.get(fields, fields)
@@ -53,7 +65,9 @@ def split_concat_convs(mod):
                 return None
             shape = static_shape(value)
             axis = int(value.attrs.axis) % len(shape) if shape else None
-            return list(fields.fields) if axis == len(shape) - 1 else None
+            if axis != len(shape) - 1:
+                return None
+            return [(part, lambda x: x) for part in fields.fields]
 
         def visit_call_(self, call):
             if not call.op.same_as(conv_op):
@@ -68,15 +82,16 @@ def split_concat_convs(mod):
                     or (a.out_layout or "NHWC") != "NHWC"
                     or weight.shape[3] > weight.shape[2]):
                 return super().visit_call_(call)
-            widths = [static_shape(p) for p in parts]
+            widths = [static_shape(p) for p, _ in parts]
             if any(w is None for w in widths) or sum(w[-1] for w in widths) != weight.shape[2]:
                 return super().visit_call_(call)
             total, start = None, 0
-            for part, shape in zip(parts, widths):
+            for (part, read), shape in zip(parts, widths):
                 piece = relax.const(np.ascontiguousarray(weight[:, :, start:start + shape[-1]]))
                 start += shape[-1]
+                data = self.builder_.emit(read(self.visit_expr(part)))
                 conv = relax.op.nn.conv2d(
-                    self.visit_expr(part), piece, strides=a.strides, padding=a.padding,
+                    data, piece, strides=a.strides, padding=a.padding,
                     dilation=a.dilation, groups=1, data_layout="NHWC", kernel_layout="HWIO",
                     out_layout="NHWC", out_dtype=a.out_dtype)
                 # the running sum is the next convolution's residual: its fused epilogue

@@ -12,8 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 import anychip
 
 
-def _fire(out_channels: int, second_consumer: bool, inputs: int = 2):
-    """x -> 1x1 squeeze -> `inputs` expands (1x1, 3x3, ...) -> Concat -> 1x1 conv -> relu."""
+def _fire(out_channels: int, second_consumer: bool, inputs: int = 2, pool: bool = False):
+    """x -> 1x1 squeeze -> `inputs` expands (1x1, 3x3, ...) -> Concat [-> 3x3 stride-2 max
+    pool] -> 1x1 conv -> relu."""
     rng = np.random.default_rng(out_channels + inputs)
     f = TensorProto.FLOAT
 
@@ -32,10 +33,14 @@ def _fire(out_channels: int, second_consumer: bool, inputs: int = 2):
                   helper.make_node("Relu", [f"e{i}0"], [f"e{i}"])]
         branches.append(f"e{i}")
     inits += [w("wo", out_channels, 12 * inputs, 1, 1), w("bo", out_channels)]
-    nodes += [helper.make_node("Concat", branches, ["cat"], axis=1),
-              helper.make_node("Conv", ["cat", "wo", "bo"], ["o0"]),
+    nodes += [helper.make_node("Concat", branches, ["cat"], axis=1)]
+    if pool:
+        nodes += [helper.make_node("MaxPool", ["cat"], ["pooled"], kernel_shape=[3, 3],
+                                   strides=[2, 2])]
+    nodes += [helper.make_node("Conv", ["pooled" if pool else "cat", "wo", "bo"], ["o0"]),
               helper.make_node("Relu", ["o0"], ["y"])]
-    outputs = [helper.make_tensor_value_info("y", f, [1, out_channels, 7, 7])]
+    side = 3 if pool else 7
+    outputs = [helper.make_tensor_value_info("y", f, [1, out_channels, side, side])]
     if second_consumer:
         outputs.append(helper.make_tensor_value_info("cat", f, [1, 12 * inputs, 7, 7]))
     graph = helper.make_graph(nodes, "fire", [helper.make_tensor_value_info("x", f, [1, 16, 7, 7])],
@@ -43,16 +48,17 @@ def _fire(out_channels: int, second_consumer: bool, inputs: int = 2):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize("out_channels, second_consumer, inputs, split", [
-    (16, False, 2, 1),    # a fire module's squeeze: split
-    (24, False, 3, 1),    # three inputs
-    (32, False, 2, 0),    # more output channels than the join's 24: kept
-    (16, True, 2, 0),     # the join is also a graph output: kept
+@pytest.mark.parametrize("out_channels, second_consumer, inputs, pool, split", [
+    (16, False, 2, False, 1),    # a fire module's squeeze: split
+    (24, False, 3, False, 1),    # three inputs
+    (16, False, 2, True, 1),     # a max pool between: each input pooled
+    (32, False, 2, False, 0),    # more output channels than the join's 24: kept
+    (16, True, 2, False, 0),     # the join is also a graph output: kept
 ])
 def test_convolutions_of_a_join_are_split_per_input(out_channels, second_consumer, inputs,
-                                                    split, monkeypatch):
+                                                    pool, split, monkeypatch):
     monkeypatch.setenv("ANYCHIP_NO_CACHE", "1")
-    model = _fire(out_channels, second_consumer, inputs)
+    model = _fire(out_channels, second_consumer, inputs, pool)
     art = anychip.compile(model, target="cpu", dispatch=False)
     assert art.report["concats_split"] == split
     report = anychip.verify(model, target="cpu", dispatch=False)
