@@ -40,6 +40,11 @@ _REGISTERS = {16: 32, 8: 16, 4: 16}
 ROWS = 8
 MIN_ROWS = 4
 MAX_ROWS = 28
+# column panels a parallel GEMV's tile leaves at least (two a thread on 2 cores: [1, 1280] x
+# [1280, 1008] cold ran 146 us in 9 panels, 171 in 3)
+MIN_GEMV_PANELS = 4
+# a GEMV's weight from this size up is streamed with wide tiles (_gemv_vectors)
+STREAMED_GEMV_BYTES = 256 << 10
 
 
 def _group_width(stmt, data, weight, n_extent: int) -> int | None:
@@ -119,7 +124,7 @@ def schedule_gemm(func, target, parallel: bool):
 
 def _tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[int, int]:
     """(rows, vectors) of the register tile: rows dividing the innermost pixel extent,
-    one or two vectors of output channels (up to four for a GEMV), rows x vectors
+    one or two vectors of output channels, rows x vectors
     accumulators plus the weight's vectors and one broadcast within the registers; the most
     FMAs per load wins. Rows stop at ROWS (more made DenseNet-121's compile 29% longer and
     its run no faster) unless that leaves fewer than MIN_ROWS: a 13-wide map takes 13 rows
@@ -130,9 +135,7 @@ def _tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[int, int
     against 67 for ShuffleNet's 14x14 grouped 1x1)."""
     def best(cap: int, dividing: bool = True) -> tuple[int, int, int]:
         found = (0, 1, 1)
-        # one output row (a GEMV) streams the weight: wider rows of it per step read more of
-        # each cache line and page before moving on
-        for vectors in ((4, 2, 1) if pixels == 1 else (2, 1)):
+        for vectors in (2, 1):   # (one output row, a GEMV: _gemv_vectors)
             if width % (vectors * lanes):
                 continue
             fit = min(cap, (registers - vectors - 1) // vectors)
@@ -146,6 +149,27 @@ def _tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[int, int
     if choice[2] == 1 and pixels > ROWS:
         choice = best(ROWS, dividing=False)
     return choice[2], choice[1]
+
+
+def _gemv_vectors(width: int, lanes: int, registers: int, parallel: bool,
+                  streamed: bool) -> int:
+    """Vectors of a GEMV's tile (one output row: a classifier, a squeeze-excite layer). A
+    `streamed` weight (STREAMED_GEMV_BYTES or more) is read once per run, mostly from
+    memory: tiles of 1-4 vectors read it in narrow column panels (a cache line per row per
+    panel), 12-14 GB/s cold on one Zen 4 core, so it takes the most vectors that divide the
+    width within most of the registers (an accumulator each): 15-21
+    vectors read 17-30 GB/s cold and ran 1.5x faster warm ([1, 1280] x [1280, 1008]: 74 ->
+    50 us). In parallel, at least MIN_GEMV_PANELS panels share the threads. A small weight
+    keeps up to 4 vectors (EfficientNet's squeeze-excite expansions, K <= 48, ran 2-4%
+    slower in-model with wider tiles)."""
+    per_row = width // lanes
+    cap = max(registers - 8, 4) if streamed else 4   # registers left for LLVM: no spills
+    fit = [v for v in range(1, min(per_row, cap) + 1) if per_row % v == 0]
+    if not streamed:
+        fit = [v for v in fit if v in (1, 2, 4)]
+    if parallel:
+        fit = [v for v in fit if per_row // v >= MIN_GEMV_PANELS] or fit[:1]
+    return fit[-1]
 
 
 def _rows(pixels: int, fit: int, dividing: bool = True) -> int:
@@ -216,6 +240,10 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, producers, con
         rows, lanes = _ragged_tile(extent, group_width or width, full,
                                    _REGISTERS.get(full, 16))
         vectors = 1
+    elif extent == 1:
+        rows, vectors = 1, _gemv_vectors(group_width or width, lanes,
+                                          _REGISTERS.get(lanes, 16), parallel,
+                                          _bytes(weight) >= STREAMED_GEMV_BYTES)
     else:
         rows, vectors = _tile(extent, group_width or width, lanes, _REGISTERS.get(lanes, 16))
     cols = vectors * lanes

@@ -71,6 +71,7 @@ CASES = {
     "mlp_layer": lambda: _matmul(4, 64, 128),
     "batched_rows": lambda: _matmul(6, 32, 48, batch=3),
     "gemv": lambda: _matmul(1, 96, 40, relu=False),
+    "streamed_gemv": lambda: _matmul(1, 512, 240),   # 480 KB: one row of 15 vectors
     "odd_width": lambda: _matmul(5, 24, 10),
     "pointwise": lambda: _conv(14, 40, 96),
     "pointwise_residual": lambda: _conv(7, 64, 64, residual=True),
@@ -170,3 +171,15 @@ def test_ragged_rows_are_two_power_of_two_pieces_within_the_registers():
     assert gemm._ragged_tile(28, 34, 16, 32) == (7, 34)
     assert gemm._ragged_tile(13, 10, 16, 32) == (13, 10)   # a prime map: all its rows
     assert gemm._ragged_tile(14, 100, 16, 32)[1] == 20   # not 50 = 32 + 16 + 2
+
+
+def test_gemv_tiles_stream_large_weights_in_wide_rows():
+    """A GEMV's tile: the most vectors dividing the width for a streamed weight (within the
+    registers, leaving panels to the threads in parallel), up to 4 for a small one."""
+    assert gemm._gemv_vectors(240, 16, 32, False, True) == 15      # one panel of 15 vectors
+    assert gemm._gemv_vectors(960, 16, 32, False, True) == 20      # 60 = 3 x 20
+    assert gemm._gemv_vectors(1280, 16, 32, True, True) == 20      # 4 panels for 2 threads
+    assert gemm._gemv_vectors(1008, 16, 32, True, True) == 9       # 63 = 7 x 9
+    assert gemm._gemv_vectors(240, 16, 32, False, False) == 1      # small: 15 has no 2 or 4
+    assert gemm._gemv_vectors(1152, 16, 32, False, False) == 4
+    assert gemm._gemv_vectors(96, 8, 16, False, True) == 6         # AVX2: 8 accumulators
