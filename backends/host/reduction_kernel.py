@@ -12,11 +12,12 @@ from .lanes import dividing_lanes, vector_lanes
 from .tir_walk import static_int
 
 # Below this many iterations of its reduction block (a GEMM's multiply-adds, a pooling's or
-# a depthwise convolution's taps) a kernel stays on one thread: ~10 us of work on one Zen 4
-# core, where a launch of TVM's thread pool cost ~6 us with its workers spinning and ~15 us
-# after idle (zoo:mlp's three GEMMs, [4, 64] x [64, 128] and the like: 22 -> 14 us a run
-# with them serial, ONNX Runtime 12; docs/performance.md)
-MIN_PARALLEL_ITERATIONS = 1 << 20
+# a depthwise convolution's taps) a kernel stays on one thread: a launch of TVM's thread pool
+# cost ~6 us with its workers spinning and ~15 us after a pause, more than a [4, 128] x [128,
+# 128] layer's work (zoo:mlp: 36 -> 23 us a run with its GEMMs serial, ONNX Runtime 24).
+# Between a network's many kernels the workers stay awake and parallel pays sooner: at 2^20
+# EfficientNet ran 3-4% slower than all parallel, at 2^17 within 1.5% (docs/performance.md)
+MIN_PARALLEL_ITERATIONS = 1 << 17
 
 
 def one_reduction(func):
