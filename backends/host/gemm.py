@@ -157,11 +157,11 @@ def _gemv_vectors(width: int, lanes: int, registers: int, parallel: bool,
     `streamed` weight (STREAMED_GEMV_BYTES or more) is read once per run, mostly from
     memory: tiles of 1-4 vectors read it in narrow column panels (a cache line per row per
     panel), 12-14 GB/s cold on one Zen 4 core, so it takes the most vectors that divide the
-    width within most of the registers (an accumulator each): 15-21
-    vectors read 17-30 GB/s cold and ran 1.5x faster warm ([1, 1280] x [1280, 1008]: 74 ->
-    50 us). In parallel, at least MIN_GEMV_PANELS panels share the threads. A small weight
-    keeps up to 4 vectors (EfficientNet's squeeze-excite expansions, K <= 48, ran 2-4%
-    slower in-model with wider tiles)."""
+    width within most of the registers (an accumulator each): 15-21 vectors read 17-30 GB/s
+    cold and ran 1.5x faster warm ([1, 1280] x [1280, 1008]: 74 -> 50 us). In parallel, at
+    least MIN_GEMV_PANELS panels share the threads. A small weight keeps up to 4 vectors
+    (EfficientNet's squeeze-excite expansions, K <= 48, ran 2-4% slower in-model with wider
+    tiles)."""
     per_row = width // lanes
     cap = max(registers - 8, 4) if streamed else 4   # registers left for LLVM: no spills
     fit = [v for v in range(1, min(per_row, cap) + 1) if per_row % v == 0]
