@@ -132,3 +132,38 @@ def test_a_large_reduction_with_an_epilogue_is_not_a_column_reduction():
 
     assert window_outside(limit=16384)       # 8192 outputs: the rule takes it
     assert not window_outside(limit=4096)    # over the limit: left to the other rules
+
+
+@I.ir_module
+class BatchPool:
+    @R.function
+    def main(image: R.Tensor((4, 6, 10, 48), "float32")):
+        with R.dataflow():
+            pooled = R.mean(image, axis=[1, 2], keepdims=True)   # squeeze-excite at batch 4
+            R.output(pooled)
+        return pooled
+
+
+def test_a_batched_pool_runs_its_images_in_parallel_and_matches_numpy():
+    """In parallel, a global average pool over a batch keeps the image axis outside
+    (parallel), its window inside and the channels contiguous; a matmul, whose operands each
+    miss an output axis, is not a column sum and is left to the GEMM rule."""
+    from tvm.s_tir import dlight
+
+    from anychip.backends.host import schedule
+    from tests.backends.host.test_gemm import _matmul
+
+    mod = relax.transform.LegalizeOps()(BatchPool)
+    mod = relax.transform.FuseTIR()(relax.transform.FuseOps()(
+        relax.transform.AnnotateTIROpPattern()(mod)))
+    target = tvm.target.Target(TARGET)
+    with target:
+        scheduled = dlight.ApplyDefaultSchedule(*schedule_rules(parallel=True))(mod)
+        assert schedule._column_reduction(_matmul(4, 64, 128), target, True) is None
+    text = next(t for n, t in _kernels(scheduled).items() if "mean" in n or "sum" in n)
+    assert "T.parallel(T.int64(4))" in text and "T.vectorized(" in text, text
+    x = np.random.default_rng(3).standard_normal((4, 6, 10, 48)).astype(np.float32)
+    exe = tvm.compile(scheduled, target=target)
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, x.mean(axis=(1, 2), keepdims=True), rtol=1e-5, atol=1e-6)
