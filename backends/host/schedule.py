@@ -234,14 +234,13 @@ def _column_reduction(func, target, parallel: bool):
     into it and injective consumers (mean's divide) left after it. TVM's loop nest
     runs the reduction innermost, reading a column with a stride of a whole row per element
     (1.4 ms for [128, 1024] -> [1024]); here the reduction loops go outside and the spatial
-    ones inside, contiguous (LLVM vectorizes out[j] += x[r, j]): 0.04 ms. Serial only (with
-    `parallel`, OuterParallel splits the output instead). Each output element still sums
-    its column in the original order; an inlined product (x * g) may now contract to FMA.
-    With `parallel`, only a reduction whose first spatial axis is the input's first axis (the
-    images of a batch: a global average pool at batch 8) is taken: that axis stays outermost
-    and parallel, the reduction and the contiguous axis inside it (EfficientNet's pools at
-    batch 8 ran at 1.5 G elements/s as TVM's strided nest under OuterParallel); others are
-    left to OuterParallel."""
+    ones inside, contiguous (LLVM vectorizes out[j] += x[r, j]): 0.04 ms. Each output
+    element still sums its column in the original order; an inlined product (x * g) may now
+    contract to FMA. With `parallel`, only a sum of each output's own column whose first
+    spatial axis is the input's first (the images of a batch: a global average pool at batch
+    8) and large enough for the pool is taken: that axis stays outermost and parallel, the
+    reduction and the contiguous axis inside it (EfficientNet's pools at batch 8 ran at 1.5 G
+    elements/s as TVM's strided nest under OuterParallel); the rest is OuterParallel's."""
     from tvm import s_tir
     from tvm.s_tir.dlight.analysis import normalize_prim_func
 
@@ -268,8 +267,9 @@ def _column_reduction(func, target, parallel: bool):
     if not any(len(read.region) and read.region[-1].min.same_as(last_spatial)
                and int(read.region[-1].extent) == 1 for read in sch.get(block).reads):
         return None     # the input's innermost axis is reduced (a row reduction): left as is
-    iters = [iv.var for iv in sch.get(block).iter_vars[:spatial]]
-    reads = [r for r in sch.get(block).reads if not r.source.same_as(sch.get(block).writes[0].source)]
+    stmt = sch.get(block)
+    iters = [iv.var for iv in stmt.iter_vars[:spatial]]
+    reads = [r for r in stmt.reads if not r.source.same_as(stmt.writes[0].source)]
     if parallel and (spatial < 2 or not all(
             len(read.region) > 1 and read.region[0].min.same_as(iters[0])
             and all(any(_uses(rg.min, v) for rg in read.region) for v in iters)
@@ -284,7 +284,8 @@ def _column_reduction(func, target, parallel: bool):
         if len(loops) != len(kinds) or any(_extent(sch, loop) in (None, 0) for loop in loops):
             return None
         if parallel:   # [image (parallel), reduction..., the rest of the output]
-            if _extent(sch, loops[0]) < 2:
+            if _extent(sch, loops[0]) < 2 or \
+                    math.prod(_extent(sch, loop) for loop in loops) < MIN_PARALLEL_ELEMENTS:
                 return None
             sch.reorder(loops[0], *loops[spatial:], *loops[1:spatial])
             sch.parallel(loops[0])

@@ -64,8 +64,7 @@ def split_concat_convs(mod):
             if not isinstance(fields, relax.Tuple) or not 2 <= len(fields.fields) <= MAX_INPUTS:
                 return None
             shape = static_shape(value)
-            axis = int(value.attrs.axis) % len(shape) if shape else None
-            if axis != len(shape) - 1:
+            if not shape or int(value.attrs.axis) % len(shape) != len(shape) - 1:
                 return None
             return [(part, lambda x: x) for part in fields.fields]
 
@@ -89,7 +88,8 @@ def split_concat_convs(mod):
             for (part, read), shape in zip(parts, widths):
                 piece = relax.const(np.ascontiguousarray(weight[:, :, start:start + shape[-1]]))
                 start += shape[-1]
-                data = self.builder_.emit(read(self.visit_expr(part)))
+                data = read(self.visit_expr(part))
+                data = self.builder_.emit(data) if isinstance(data, relax.Call) else data
                 conv = relax.op.nn.conv2d(
                     data, piece, strides=a.strides, padding=a.padding,
                     dilation=a.dilation, groups=1, data_layout="NHWC", kernel_layout="HWIO",
