@@ -40,6 +40,10 @@ _REGISTERS = {16: 32, 8: 16, 4: 16}
 ROWS = 8
 MIN_ROWS = 4
 MAX_ROWS = 28
+# accumulators of a tile whose last rows are predicated off (no divisor of the extent fits):
+# LLVM keeps 12 in registers beside the predicate; 16 (8 rows x 2 vectors) ran at 172-188
+# GFLOP/s on 2 Zen 4 cores where 6 x 2 ran at 224 ([197, 768] x [768, 192], ViT's tokens)
+PREDICATED_ACCUMULATORS = 12
 # column panels a parallel GEMV's tile leaves at least (two a thread on 2 cores: [1, 1280] x
 # [1280, 1008] cold ran 146 us in 9 panels, 171 in 3)
 MIN_GEMV_PANELS = 4
@@ -130,7 +134,8 @@ def _tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[int, int
     its run no faster) unless that leaves fewer than MIN_ROWS: a 13-wide map takes 13 rows
     of one vector rather than 1 row of two. Extents with no divisor up to MAX_ROWS at all
     (ViT's 197 tokens) take ROWS rows that do not divide them: the last tile's rows past
-    the end are predicated off (1 row of two vectors ran at 25 GFLOP/s, 8 at 170). Only
+    the end are predicated off (1 row of two vectors ran at 25 GFLOP/s, 8 at 170), with at
+    most PREDICATED_ACCUMULATORS accumulators (6 rows of two vectors). Only
     then: predicated tiles of a convolution ran slower than 2 dividing rows (117 us
     against 67 for ShuffleNet's 14x14 grouped 1x1)."""
     def best(cap: int, dividing: bool = True) -> tuple[int, int, int]:
@@ -139,6 +144,8 @@ def _tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[int, int
             if width % (vectors * lanes):
                 continue
             fit = min(cap, (registers - vectors - 1) // vectors)
+            if not dividing:
+                fit = min(fit, PREDICATED_ACCUMULATORS // vectors)
             rows = _rows(pixels, fit, dividing)
             found = max(found, (rows * vectors, vectors, rows))
         return found
