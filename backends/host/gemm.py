@@ -40,9 +40,15 @@ _REGISTERS = {16: 32, 8: 16, 4: 16}
 ROWS = 8
 MIN_ROWS = 4
 MAX_ROWS = 28
-# accumulators of a tile whose last rows are predicated off (no divisor of the extent fits):
-# LLVM keeps 12 in registers beside the predicate; 16 (8 rows x 2 vectors) ran at 172-188
-# GFLOP/s on 2 Zen 4 cores where 6 x 2 ran at 224 ([197, 768] x [768, 192], ViT's tokens)
+# accumulators of a tile (rows x vectors) when the tile streams the weight past a tile of
+# pixels (the data is the larger operand): on 2 Zen 4 cores, 1x1 convolutions with 16 (8 x 2)
+# ran at 145-210 GFLOP/s where 7 x 2 or 8 x 1 ran at 204-231 (K 16-128: 112x112 16->64, 56x56
+# 32/64/128->64), and 13 x 2 on SqueezeNet's 13x13 maps 121-181 against 13 x 1's 161-232;
+# from K 256 up they tie. A weight-first tile (the weight larger: transformers' GEMMs of 128
+# tokens) keeps 16: [128, 256] x [256, 1024] 208 GFLOP/s at 8 x 2, 189 at 8 x 1
+ACCUMULATORS = 14
+# ... and when the last tile's rows are predicated off (no divisor of the extent fits): 16
+# (8 x 2) ran at 172-188 GFLOP/s where 6 x 2 ran at 217-224 ([197, 768] x [768, 192], ViT)
 PREDICATED_ACCUMULATORS = 12
 # column panels a parallel GEMV's tile leaves at least (two a thread on 2 cores: [1, 1280] x
 # [1280, 1008] cold ran 146 us in 9 panels, 171 in 3)
@@ -126,11 +132,12 @@ def schedule_gemm(func, target, parallel: bool):
         return None
 
 
-def _tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[int, int]:
+def _tile(pixels: int, width: int, lanes: int, registers: int,
+          accumulators: int | None = None) -> tuple[int, int]:
     """(rows, vectors) of the register tile: rows dividing the innermost pixel extent,
     one or two vectors of output channels, rows x vectors
-    accumulators plus the weight's vectors and one broadcast within the registers; the most
-    FMAs per load wins. Rows stop at ROWS (more made DenseNet-121's compile 29% longer and
+    accumulators plus the weight's vectors and one broadcast within the registers, and at
+    most `accumulators` of them (ACCUMULATORS); the most FMAs per load wins. Rows stop at ROWS (more made DenseNet-121's compile 29% longer and
     its run no faster) unless that leaves fewer than MIN_ROWS: a 13-wide map takes 13 rows
     of one vector rather than 1 row of two. Extents with no divisor up to MAX_ROWS at all
     (ViT's 197 tokens) take ROWS rows that do not divide them: the last tile's rows past
@@ -144,6 +151,8 @@ def _tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[int, int
             if width % (vectors * lanes):
                 continue
             fit = min(cap, (registers - vectors - 1) // vectors)
+            if accumulators:
+                fit = min(fit, accumulators // vectors)
             if not dividing:
                 fit = min(fit, PREDICATED_ACCUMULATORS // vectors)
             rows = _rows(pixels, fit, dividing)
@@ -243,6 +252,10 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, producers, con
     if len(pixels) == batch:   # one output row (a GEMV): a unit pixel loop to tile over
         pixels.append(sch.add_unit_loop(n))
     extent = _static(sch.get(pixels[-1]).extent)
+    # the larger operand is read once from memory: a weight larger than the data (deep
+    # layers on small maps: [3, 3, 512, 512] on 7x7) keeps each column panel in cache for
+    # every tile of pixels; otherwise each tile of pixels stays while the panels stream by
+    weight_first = _bytes(weight) > _bytes(data) and not batch
     if ragged_rows(group_width or width, full):
         rows, lanes = _ragged_tile(extent, group_width or width, full,
                                    _REGISTERS.get(full, 16))
@@ -252,7 +265,8 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, producers, con
                                           _REGISTERS.get(lanes, 16), parallel,
                                           _bytes(weight) >= STREAMED_GEMV_BYTES)
     else:
-        rows, vectors = _tile(extent, group_width or width, lanes, _REGISTERS.get(lanes, 16))
+        rows, vectors = _tile(extent, group_width or width, lanes, _REGISTERS.get(lanes, 16),
+                              None if weight_first else ACCUMULATORS)
     cols = vectors * lanes
     p_outer, p_inner = sch.split(pixels[-1], factors=[None, rows])
     tile_rows = sch.fuse(*pixels[:-1], p_outer) if len(pixels) > 1 else p_outer
@@ -260,10 +274,6 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, producers, con
         group, n_outer, n_inner = sch.split(n, factors=[None, group_width // cols, cols])
     else:
         n_outer, n_inner = sch.split(n, factors=[None, cols])
-    # the larger operand is read once from memory: a weight larger than the data (deep
-    # layers on small maps: [3, 3, 512, 512] on 7x7) keeps each column panel in cache for
-    # every tile of pixels; otherwise each tile of pixels stays while the panels stream by
-    weight_first = _bytes(weight) > _bytes(data) and not batch
     outer = [n_outer, tile_rows] if weight_first else [tile_rows, n_outer]
     outer = [group, *outer] if group_width else outer
     vec, lane = sch.split(n_inner, factors=[vectors, lanes])

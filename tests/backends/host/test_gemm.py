@@ -154,6 +154,11 @@ def test_tile_fits_the_registers_and_divides_the_map():
     # ViT's tokens (prime): the last tile's rows predicated off, at most 12 accumulators
     assert gemm._tile(197, 768, 16, 32) == (6, 2)
     assert gemm._tile(197, 16, 16, 32) == (8, 1)
+    # streaming the weight past a tile of pixels: at most ACCUMULATORS (16 and SqueezeNet's
+    # 26 measured slower); weight-first tiles (None) keep 8 x 2
+    assert gemm._tile(56, 64, 16, 32, gemm.ACCUMULATORS) == (7, 2)
+    assert gemm._tile(13, 256, 16, 32, gemm.ACCUMULATORS) == (13, 1)
+    assert gemm._tile(128, 1024, 16, 32) == (8, 2)
 
 
 def test_ragged_rows_are_two_power_of_two_pieces_within_the_registers():
