@@ -49,8 +49,12 @@ def _kernels(mod) -> dict[str, str]:
             if isinstance(f, tirx.PrimFunc)}
 
 
-def test_column_sums_run_rows_outside_and_the_row_sum_is_untouched():
-    kernels = _kernels(_scheduled(parallel=False))
+@pytest.mark.parametrize("parallel", [False, True])
+def test_column_sums_run_rows_outside_and_the_row_sum_is_untouched(parallel):
+    """Serial, and in a parallel build too: there a sum with no image axis to split (a pool
+    at batch 1, a bias gradient) took TVM's strided nest under OuterParallel (EfficientNet's
+    [1, 112, 112, 32] pool: 0.21 ms, 19 us as a column sum)."""
+    kernels = _kernels(_scheduled(parallel=parallel))
     loops = {name: [line.strip() for line in text.splitlines() if line.strip().startswith("for ")]
              for name, text in kernels.items()}
     # the sum over axes 0, 1 and the fused multiply + collapse_sum: the output zeroed in
@@ -69,8 +73,9 @@ def test_column_sums_run_rows_outside_and_the_row_sum_is_untouched():
     assert loops["sum"] == ["for ax0, ax1, k2 in T.grid(T.int64(2), T.int64(64), T.int64(48)):"]
 
 
-def test_column_sums_compute_what_numpy_does():
-    exe = tvm.compile(_scheduled(parallel=False), target=tvm.target.Target(TARGET))
+@pytest.mark.parametrize("parallel", [False, True])
+def test_column_sums_compute_what_numpy_does(parallel):
+    exe = tvm.compile(_scheduled(parallel=parallel), target=tvm.target.Target(TARGET))
     vm = relax.VirtualMachine(exe, tvm.cpu())
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 64, 48)).astype(np.float32)
@@ -84,11 +89,6 @@ def test_column_sums_compute_what_numpy_does():
     np.testing.assert_allclose(got[2], x64.sum(axis=2), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[3], image.astype(np.float64).mean(axis=(1, 2), keepdims=True),
                                rtol=1e-5, atol=1e-6)
-
-
-def test_parallel_kernels_keep_the_outer_parallel_schedule():
-    for text in _kernels(_scheduled(parallel=True)).values():
-        assert "T.vectorized(" not in text or "T.parallel(" in text
 
 
 @I.ir_module
