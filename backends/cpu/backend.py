@@ -148,6 +148,7 @@ class CpuBackend(OptionalBackendHooks):
         from anychip.backends.host.fast_math import polynomial_exp_erf
         from anychip.backends.host.hwio import hwio_conv_weights
         from anychip.backends.host.lanes import vector_lanes
+        from anychip.backends.host.packed_weights import pack_weights
         from anychip.backends.host.split_concat import split_concat_convs
         from anychip.backends.host.widen import widen_outputs
         from anychip.backends.host.ieee import propagate_nan
@@ -203,6 +204,8 @@ class CpuBackend(OptionalBackendHooks):
                 mod, report["fast_math"] = polynomial_exp_erf(mod)
             # NaN through relu/max/min/clip as ONNX Runtime, max pools in one kernel
             mod = propagate_nan(mod, fused_pools=True)
+            # last: the passes above see plain matmul/conv2d; the panels' kernels are TE
+            mod, report["weights_packed"] = pack_weights(mod, vector_lanes(target))
             mod = relax.transform.DeadCodeElimination()(mod)
         ctx.report.update(report)
         return mod
@@ -216,7 +219,8 @@ class CpuBackend(OptionalBackendHooks):
 
         ctx = ctx or self.context(profile, options)
         report = {k: ctx.report[k] for k in ("layout", "dispatch", "kernels", "fast_math",
-                                             "matmuls_widened", "convs_widened", "concats_split")
+                                             "matmuls_widened", "convs_widened", "concats_split",
+                                             "weights_packed")
                   if k in ctx.report}
         target = self.target(profile)
         libraries = [report["dispatch"]["library"]] if (report.get("dispatch") or {}).get(

@@ -24,6 +24,8 @@ n is read by exactly one input, as that input's last index (the weight), and by 
 (except a grouped convolution's data, through n's group): anything else is left to the
 other rules. The weight may vary along outer batch axes (attention's Q K^T and P V, a
 product per head, K^T laid out by its own transpose kernel); tiles then stay in one batch.
+A constant weight packed in panels (packed_weights.py: read as [n // c, ..., n % c]) gives
+the tile its columns: c, one contiguous stream per tile.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reductio
 from .tir_walk import static_int as _static, uses as _uses
 
 # float32 vector registers by vector width (AVX-512 has 32, AVX2 and NEON 16)
-_REGISTERS = {16: 32, 8: 16, 4: 16}
+REGISTERS = {16: 32, 8: 16, 4: 16}
 # output pixels per tile: up to ROWS, or up to MAX_ROWS (the register budget decides below
-# it) when no divisor of the map's width from MIN_ROWS to ROWS exists (_tile)
+# it) when no divisor of the map's width from MIN_ROWS to ROWS exists (tile)
 ROWS = 8
 MIN_ROWS = 4
 MAX_ROWS = 28
@@ -71,9 +73,10 @@ def _group_width(stmt, data, weight, n_extent: int) -> int | None:
 
 
 def _analyse(sch, block):
-    """(spatial count, batch axes, group width or None, data buffer, weight buffer) when
-    `block` has the GEMM shape described in the module docstring, else None. Batch axes are
-    the outer spatial axes the weight varies along (a product per attention head)."""
+    """(spatial count, batch axes, group width or None, data buffer, weight buffer, panel
+    columns or None) when `block` has the GEMM shape described in the module docstring, else
+    None. Batch axes are the outer spatial axes the weight varies along (a product per
+    attention head); a weight packed in panels (packed_weights.py) has none."""
     stmt = sch.get(block)
     if len(stmt.writes) != 1 or str(stmt.writes[0].source.dtype) != "float32":
         return None
@@ -88,13 +91,19 @@ def _analyse(sch, block):
     if not out.region or not (out.region[-1].min.same_as(n)
                               and _static(out.region[-1].extent) == 1):
         return None
-    weights, data, grouped, batch = [], [], False, 0
+    weights, data, grouped, batch, panel = [], [], False, 0, None
     reduced = [iv.var for iv in stmt.iter_vars[spatial:]]
     for read in stmt.reads:
         if read.source.same_as(out.source):
             continue
         last = read.region[-1].min if len(read.region) else None
-        if last is not None and last.same_as(n):
+        columns = _panel(read, n)
+        if columns:   # [n // c, ..., n % c]: packed in panels (packed_weights.py)
+            if any(_uses(r.min, n) for r in read.region[1:-1]):
+                return None
+            weights.append(read.source)
+            panel = columns
+        elif last is not None and last.same_as(n):
             if any(_uses(r.min, n) for r in read.region[:-1]):
                 return None
             # the weight may vary along outer "batch" axes (attention's heads: a product per
@@ -111,9 +120,25 @@ def _analyse(sch, block):
         return None
     n_extent = _static(stmt.iter_vars[spatial - 1].dom.extent)
     width = _group_width(stmt, data[0], weights[0], n_extent)
-    if grouped and width is None:
+    if grouped and width is None or panel and (width or batch or n_extent % panel):
         return None
-    return spatial, batch, width, data[0], weights[0]
+    return spatial, batch, width, data[0], weights[0], panel
+
+
+def _panel(read, n) -> int | None:
+    """c when `read` indexes its buffer [n // c, ..., n % c] (a weight packed in panels of
+    c columns), else None."""
+    from tvm import tirx
+
+    if len(read.region) < 3:
+        return None
+    first, last = read.region[0].min, read.region[-1].min
+    if not (isinstance(last, tirx.FloorMod) and isinstance(first, tirx.FloorDiv)):
+        return None
+    c = _static(last.b)
+    if not c or not last.a.same_as(n) or not first.a.same_as(n) or _static(first.b) != c:
+        return None
+    return c
 
 
 def schedule_gemm(func, target, parallel: bool):
@@ -132,12 +157,13 @@ def schedule_gemm(func, target, parallel: bool):
         return None
 
 
-def _tile(pixels: int, width: int, lanes: int, registers: int,
-          accumulators: int | None = None) -> tuple[int, int]:
+def tile(pixels: int, width: int, lanes: int, registers: int,
+         accumulators: int | None = None, vectors: int | None = None) -> tuple[int, int]:
     """(rows, vectors) of the register tile: rows dividing the innermost pixel extent,
     one or two vectors of output channels, rows x vectors
     accumulators plus the weight's vectors and one broadcast within the registers, and at
-    most `accumulators` of them (ACCUMULATORS); the most FMAs per load wins. Rows stop at ROWS (more made DenseNet-121's compile 29% longer and
+    most `accumulators` of them (ACCUMULATORS); the most FMAs per load wins. `vectors`,
+    when given, is fixed (a weight packed in panels of that many vectors: packed_weights.py). Rows stop at ROWS (more made DenseNet-121's compile 29% longer and
     its run no faster) unless that leaves fewer than MIN_ROWS: a 13-wide map takes 13 rows
     of one vector rather than 1 row of two. Extents with no divisor up to MAX_ROWS at all
     (ViT's 197 tokens) take ROWS rows that do not divide them: the last tile's rows past
@@ -145,10 +171,12 @@ def _tile(pixels: int, width: int, lanes: int, registers: int,
     most PREDICATED_ACCUMULATORS accumulators (6 rows of two vectors). Only
     then: predicated tiles of a convolution ran slower than 2 dividing rows (117 us
     against 67 for ShuffleNet's 14x14 grouped 1x1)."""
+    fixed = vectors
+
     def best(cap: int, dividing: bool = True) -> tuple[int, int, int]:
         found = (0, 1, 1)
         for vectors in (2, 1):   # (one output row, a GEMV: _gemv_vectors)
-            if width % (vectors * lanes):
+            if width % (vectors * lanes) or vectors != (fixed or vectors):
                 continue
             fit = min(cap, (registers - vectors - 1) // vectors)
             if accumulators:
@@ -222,7 +250,7 @@ def _ragged_tile(pixels: int, width: int, lanes: int, registers: int) -> tuple[i
         if fit < 1:
             continue
         rows = _rows(pixels, fit)
-        if rows == 1 and pixels > 1:   # as _tile: up to MAX_ROWS, else predicated rows
+        if rows == 1 and pixels > 1:   # as tile: up to MAX_ROWS, else predicated rows
             rows = _rows(pixels, min(MAX_ROWS, room))
             rows = rows if rows > 1 else min(fit, pixels)
         found = max(found, (rows * cols / (rows * regs + regs + rows), rows, cols))
@@ -236,8 +264,8 @@ def _bytes(buffer) -> int:
     return size
 
 
-def _apply(sch, block, spatial, batch, group_width, data, weight, producers, consumers,
-           target, parallel):
+def _apply(sch, block, spatial, batch, group_width, data, weight, panel, producers,
+           consumers, target, parallel):
     loops = sch.get_loops(block)
     if len(loops) != len(sch.get(block).iter_vars):
         return None
@@ -256,16 +284,22 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, producers, con
     # layers on small maps: [3, 3, 512, 512] on 7x7) keeps each column panel in cache for
     # every tile of pixels; otherwise each tile of pixels stays while the panels stream by
     weight_first = _bytes(weight) > _bytes(data) and not batch
-    if ragged_rows(group_width or width, full):
+    if panel:   # the panel's columns are the tile's
+        vectors = panel // lanes
+        if panel % lanes or vectors > 2:
+            return None
+        rows = 1 if extent == 1 else tile(extent, width, lanes, REGISTERS.get(lanes, 16),
+                                          None if weight_first else ACCUMULATORS, vectors)[0]
+    elif ragged_rows(group_width or width, full):
         rows, lanes = _ragged_tile(extent, group_width or width, full,
-                                   _REGISTERS.get(full, 16))
+                                   REGISTERS.get(full, 16))
         vectors = 1
     elif extent == 1:
         rows, vectors = 1, _gemv_vectors(group_width or width, lanes,
-                                          _REGISTERS.get(lanes, 16), parallel,
+                                          REGISTERS.get(lanes, 16), parallel,
                                           _bytes(weight) >= STREAMED_GEMV_BYTES)
     else:
-        rows, vectors = _tile(extent, group_width or width, lanes, _REGISTERS.get(lanes, 16),
+        rows, vectors = tile(extent, group_width or width, lanes, REGISTERS.get(lanes, 16),
                               None if weight_first else ACCUMULATORS)
     cols = vectors * lanes
     p_outer, p_inner = sch.split(pixels[-1], factors=[None, rows])

@@ -77,13 +77,15 @@ def test_dispatch_true_keeps_the_library():
 
 
 def _big_conv() -> onnx.ModelProto:
+    """One VGG-sized convolution (0.9 GFLOP): where the library's rate beats TVM's by more
+    than its call costs."""
     rng = np.random.default_rng(4)
-    inits = [numpy_helper.from_array((rng.standard_normal((64, 64, 3, 3)) / 24)
+    inits = [numpy_helper.from_array((rng.standard_normal((128, 128, 3, 3)) / 34)
                                      .astype(np.float32), "w")]
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "big",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 56, 56])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 56, 56])], inits)
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 128, 56, 56])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128, 56, 56])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 

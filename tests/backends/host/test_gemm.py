@@ -147,18 +147,18 @@ def test_tile_fits_the_registers_and_divides_the_map():
     for pixels, width, lanes, registers in [(13, 1000, 8, 32), (56, 64, 16, 32),
                                             (7, 512, 16, 32), (111, 64, 16, 32),
                                             (28, 128, 8, 16), (1, 1000, 8, 32)]:
-        rows, vectors = gemm._tile(pixels, width, lanes, registers)
+        rows, vectors = gemm.tile(pixels, width, lanes, registers)
         assert pixels % rows == 0 and width % (vectors * lanes) == 0
         assert rows * vectors + vectors + 1 <= registers
-    assert gemm._tile(13, 1000, 8, 32) == (13, 1)   # a prime map: 13 rows, not 1
+    assert gemm.tile(13, 1000, 8, 32) == (13, 1)   # a prime map: 13 rows, not 1
     # ViT's tokens (prime): the last tile's rows predicated off, at most 12 accumulators
-    assert gemm._tile(197, 768, 16, 32) == (6, 2)
-    assert gemm._tile(197, 16, 16, 32) == (8, 1)
+    assert gemm.tile(197, 768, 16, 32) == (6, 2)
+    assert gemm.tile(197, 16, 16, 32) == (8, 1)
     # streaming the weight past a tile of pixels: at most ACCUMULATORS (16 and SqueezeNet's
     # 26 measured slower); weight-first tiles (None) keep 8 x 2
-    assert gemm._tile(56, 64, 16, 32, gemm.ACCUMULATORS) == (7, 2)
-    assert gemm._tile(13, 256, 16, 32, gemm.ACCUMULATORS) == (13, 1)
-    assert gemm._tile(128, 1024, 16, 32) == (8, 2)
+    assert gemm.tile(56, 64, 16, 32, gemm.ACCUMULATORS) == (7, 2)
+    assert gemm.tile(13, 256, 16, 32, gemm.ACCUMULATORS) == (13, 1)
+    assert gemm.tile(128, 1024, 16, 32) == (8, 2)
 
 
 def test_ragged_rows_are_two_power_of_two_pieces_within_the_registers():
