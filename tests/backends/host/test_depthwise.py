@@ -65,6 +65,8 @@ def _scheduled(model, monkeypatch, **options) -> tuple[dict, int]:
     (16, 9, 3, 1, 2, 2, None, True),            # dilation 2, two images, residual, odd size
     (48, 7, 3, 2, 1, 1, "clip", False),
     (32, 8, 3, 1, 1, 1, "sigmoid", False),      # fast_math (the default): a polynomial
+    (16, 20, 3, 1, 1, 3, "relu", False),        # 4 blocks of 5 padded rows an image, 3 images
+    (32, 17, 3, 2, 1, 2, None, False),          # 9 output rows: blocks of 3, stride 2
 ])
 def test_small_depthwise_convolutions_run_in_tvm_and_match(c, hw, k, stride, dilation, batch,
                                                           act, residual, monkeypatch):
@@ -75,6 +77,30 @@ def test_small_depthwise_convolutions_run_in_tvm_and_match(c, hw, k, stride, dil
     result = anychip.verify(model, target="cpu", dispatch=True)
     assert result.passed, result.summary()
     assert result.max_abs < 1e-5
+
+
+def test_the_pad_is_made_per_block_of_rows_inside_the_parallel_loop():
+    """The padded input of a block of output rows (depthwise.PAD_ROWS) is made in the
+    parallel row loop, so no padded copy of the whole image goes through memory."""
+    import tvm
+    from tvm import relax
+
+    from anychip.backends.cpu.backend import host_cpu_name
+
+    from .kernels import fused_kernel
+
+    weight = relax.const(np.ones((3, 3, 1, 32), np.float32))
+    func = fused_kernel(lambda bb, x: bb.emit(relax.op.nn.conv2d(
+        x, weight, padding=1, groups=32, data_layout="NHWC", kernel_layout="HWIO")),
+        (2, 56, 56, 32))
+    target = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name(), "num-cores": 2})
+    with target:
+        text = depthwise.schedule_depthwise(func, target, parallel=True).mod.script()
+    parallel, pad = text.index("T.parallel("), text.index('T.sblock("pad_temp")')
+    conv = text.index("T.sblock(\"", pad + 1)
+    assert parallel < pad < conv, text
+    # 2 images x 56 rows in blocks of 8 (the largest divisor of 56 up to PAD_ROWS)
+    assert "T.parallel(T.int64(14))" in text, text
 
 
 def test_special_values_propagate_as_in_onnx_runtime():
