@@ -30,7 +30,9 @@ def _pool(kind, hw, channels, k, stride, pad):
 @pytest.mark.parametrize("parallel", [False, True])
 @pytest.mark.parametrize("kind, hw, channels, k, stride, pad", [
     ("max", 15, 32, 3, 2, 0), ("max", 9, 24, 3, 2, 1), ("avg", 10, 48, 3, 1, 1),
-    ("avg", 7, 40, 7, 7, 0), ("max", 6, 6, 2, 2, 0)])
+    ("avg", 7, 40, 7, 7, 0), ("max", 6, 6, 2, 2, 0),
+    ("max", 32, 16, 3, 1, 1),    # padded per block of 8 output rows: 4 blocks an image
+    ("max", 33, 16, 3, 2, 1)])   # 17 output rows (prime): blocks of one row
 def test_scheduled_pooling_matches_the_loop_nest(kind, hw, channels, k, stride, pad, parallel,
                                                 monkeypatch):
     from anychip.backends.cpu.backend import host_cpu_name
@@ -54,6 +56,19 @@ def test_scheduled_pooling_matches_the_loop_nest(kind, hw, channels, k, stride, 
     fast["main"](*args, outs[0])
     plain["main"](*args, outs[1])
     np.testing.assert_allclose(outs[0].numpy(), outs[1].numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_the_pad_is_made_per_block_of_rows_inside_the_parallel_loop():
+    """As for depthwise convolutions: no padded copy of the whole input (pooling.PAD_ROWS;
+    ResNet-50's 3x3 max pool at batch 8: 1.93 -> 1.13 ms alone)."""
+    from anychip.backends.cpu.backend import host_cpu_name
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name(), "num-cores": 2})
+    with target:
+        text = schedule_pool(_pool("max", 112, 64, 3, 2, 1), target, True).mod.script()
+    parallel, pad = text.index("T.parallel("), text.index('T.sblock("pad_temp")')
+    assert parallel < pad < text.index('T.sblock("pool_max', pad), text
+    assert "T.parallel(T.int64(14))" in text   # 2 images x 56 output rows in blocks of 8
 
 
 def test_a_sum_that_is_not_a_pooling_is_left_alone():
