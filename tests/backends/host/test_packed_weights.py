@@ -1,7 +1,7 @@
 """backends/host/packed_weights.py: constant GEMM and convolution weights packed in column
 panels. The packed kernels compute what the plain matmul/conv2d compute (predicated rows,
 padded and strided windows, serial and parallel), gemm.py tiles them with the panel's
-columns, and the pass packs exactly what the GEMM schedule takes: not GEMVs, grouped
+columns, and the pass packs exactly what the GEMM schedule takes (GEMVs included): not grouped
 convolutions, activations (attention's products) or widths without whole vectors."""
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def _panels_conv(w, c):
 CASES = {
     "matmul_prime_rows": ((1, 37, 48), (48, 64), 32, None, None),   # predicated last tile
     "matmul_one_vector": ((50, 24), (24, 48), 16, None, None),
+    "gemv": ((1, 64), (64, 96), 32, None, None),   # one row: no row tiling, 3 panels
     "conv_1x1": ((1, 7, 7, 40), (1, 1, 40, 64), 32, (1, 1), (0, 0, 0, 0)),
     "conv_3x3_padded": ((1, 9, 9, 16), (3, 3, 16, 32), 16, (1, 1), (1, 1, 1, 1)),
     "conv_3x3_strided": ((1, 11, 11, 8), (3, 3, 8, 64), 32, (2, 2), (1, 1, 1, 1)),
@@ -89,9 +90,13 @@ def test_packed_kernels_are_tiled_by_panel_and_compute_the_plain_op(name, parall
     with target:
         sch = gemm.schedule_gemm(func, target, parallel)
     assert sch is not None, f"{name}: the GEMM rule did not take the packed kernel"
-    # the tile's columns are the panel's: its vectors fixed at c / lanes
-    (pixels, width, lanes, _, _, vectors), = tiles
-    assert vectors * lanes == c
+    # the tile's columns are the panel's: its vectors fixed at c / lanes (a GEMV's one row
+    # needs no row count)
+    if xshape[0] * (xshape[1] if len(xshape) > 2 else 1) > 1:
+        (pixels, width, lanes, _, _, vectors), = tiles
+        assert vectors * lanes == c
+    else:
+        assert tiles == []
     lib = tvm.compile(sch.mod, target=target)
     x = np.random.default_rng(5).standard_normal(xshape).astype(np.float32)
     # FuseTIR passes the constants (panels, bias) in as parameters
@@ -137,7 +142,7 @@ def test_the_pass_packs_what_the_gemm_rule_takes_and_nothing_else():
         conv = bb.emit(relax.op.nn.conv2d(image, w_conv, padding=1, data_layout="NHWC",
                                           kernel_layout="HWIO"))               # packed
         head = bb.emit(relax.op.matmul(relax.op.mean(x, axis=[0], keepdims=True),
-                                       w_gemv))                                # a GEMV: no
+                                       w_gemv))                                # a GEMV
         grouped = bb.emit(relax.op.nn.conv2d(image, w_group, groups=2, data_layout="NHWC",
                                              kernel_layout="HWIO"))            # grouped: no
         scores = bb.emit(relax.op.matmul(q, k))                                # activations
@@ -148,7 +153,7 @@ def test_the_pass_packs_what_the_gemm_rule_takes_and_nothing_else():
     shapes = [(20, 64), (1, 6, 6, 16), (2, 8, 16), (2, 16, 8)]
     mod = _module(build, *shapes)
     packed, count = packed_weights.pack_weights(mod, LANES)
-    assert count == 2
+    assert count == 3
     text = packed.script()
     assert "matmul_packed" in text and "conv2d_packed" in text
     inputs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
