@@ -77,8 +77,8 @@ def test_dispatch_true_keeps_the_library():
 
 
 def _big_conv() -> onnx.ModelProto:
-    """One VGG-sized convolution (0.9 GFLOP): where the library's rate beats TVM's by more
-    than its call costs."""
+    """One VGG-sized convolution (0.9 GFLOP): the library's rate beats a lower TVM rate by
+    more than its call costs."""
     rng = np.random.default_rng(4)
     inits = [numpy_helper.from_array((rng.standard_normal((128, 128, 3, 3)) / 34)
                                      .astype(np.float32), "w")]
@@ -90,7 +90,13 @@ def _big_conv() -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("case", ["symbolic", "large_convolution"])
-def test_the_library_stays_where_tvm_alone_would_lose(case):
+def test_the_library_stays_where_tvm_alone_would_lose(case, monkeypatch):
+    from anychip.backends.cpu import kernel_choice
+
+    # TVM's GEMMs now run large convolutions about as fast as the library; the estimate's
+    # choice is tested with TVM's rate lowered to where the library's larger rate wins
+    monkeypatch.setattr(kernel_choice, "TVM_GFLOPS_PER_CORE", 90.0)
+    monkeypatch.setenv("ANYCHIP_NO_CACHE", "1")
     model, options = {"symbolic": (_mobile_net("batch"), {"dims": {"batch": (1, 4)}}),
                       "large_convolution": (_big_conv(), {})}[case]
     art = anychip.compile(model, target="cpu", **options)
