@@ -55,6 +55,13 @@ PREDICATED_ACCUMULATORS = 12
 # column panels a parallel GEMV's tile leaves at least (two a thread on 2 cores: [1, 1280] x
 # [1280, 1008] cold ran 146 us in 9 panels, 171 in 3)
 MIN_GEMV_PANELS = 4
+# a padded convolution whose tiles stream the weight past pixels pads its input per block of
+# PAD_ROWS output rows (the largest divisor of the height from MIN_PAD_ROWS up, leaving at
+# least MIN_PAD_BLOCKS blocks for the threads) inside the parallel loop, as depthwise.py
+# does, instead of one padded copy of the whole input; otherwise one vectorized pass
+PAD_ROWS = 8
+MIN_PAD_ROWS = 4
+MIN_PAD_BLOCKS = 8
 # a GEMV's weight from this size up is streamed with wide tiles (_gemv_vectors)
 STREAMED_GEMV_BYTES = 256 << 10
 
@@ -303,19 +310,36 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, panel, produce
                               None if weight_first else ACCUMULATORS)
     cols = vectors * lanes
     p_outer, p_inner = sch.split(pixels[-1], factors=[None, rows])
-    tile_rows = sch.fuse(*pixels[:-1], p_outer) if len(pixels) > 1 else p_outer
+    row_block = None
+    if pad is not None and not weight_first and not group_width and len(pixels) > 1:
+        # the padded input made per block of output rows inside the parallel loop (PAD_ROWS)
+        height = _static(sch.get(pixels[-2]).extent)
+        images = 1
+        for loop in pixels[:-2]:
+            images *= _static(sch.get(loop).extent)
+        fits = [d for d in range(MIN_PAD_ROWS, PAD_ROWS + 1)
+                if height % d == 0 and images * height // d >= MIN_PAD_BLOCKS]
+        if fits:
+            h_outer, h_inner = sch.split(pixels[-2], factors=[None, max(fits)])
+            row_block = sch.fuse(*pixels[:-2], h_outer) if len(pixels) > 2 else h_outer
+            tile_rows = sch.fuse(h_inner, p_outer)
+    if row_block is None:
+        tile_rows = sch.fuse(*pixels[:-1], p_outer) if len(pixels) > 1 else p_outer
     if group_width:   # a tile's channels stay in one group (its data index is then fixed)
         group, n_outer, n_inner = sch.split(n, factors=[None, group_width // cols, cols])
     else:
         n_outer, n_inner = sch.split(n, factors=[None, cols])
     outer = [n_outer, tile_rows] if weight_first else [tile_rows, n_outer]
     outer = [group, *outer] if group_width else outer
+    outer = [row_block, *outer] if row_block is not None else outer
     vec, lane = sch.split(n_inner, factors=[vectors, lanes])
     sch.reorder(*outer, *window, p_inner, vec, lane)
     sch.unroll(p_inner)
     sch.unroll(vec)
     sch.unroll(lane)
-    if parallel:   # before the reduction is split (TIR requires it)
+    if parallel and row_block is not None:   # the blocks of rows (each pads its own)
+        sch.parallel(row_block)
+    elif parallel:   # before the reduction is split (TIR requires it)
         sch.parallel(sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0])
     out_block = epilogue_per_tile(sch, block, consumers, outer[-1])
     init = sch.decompose_reduction(block, window[0])
@@ -326,7 +350,12 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, panel, produce
     last = out_loops[-1]
     if _static(sch.get(last).extent) % lanes == 0:
         sch.vectorize(sch.split(last, factors=[None, lanes])[1])
-    if pad is not None:
+    if row_block is not None:
+        sch.compute_at(pad, row_block)
+        inner = sch.get_loops(pad)[-1]
+        pad_lanes = dividing_lanes(_static(sch.get(inner).extent), full)
+        sch.vectorize(sch.split(inner, factors=[None, pad_lanes])[1])
+    elif pad is not None:
         vectorized_pass(sch, pad, target, parallel)
     return sch
 

@@ -91,6 +91,7 @@ CASES = {
     "decode_step": lambda: _product((4, 1, 16), (4, 16, 24)),   # one query row per head
     "3x3_padded": lambda: _conv(9, 16, 32, k=3),
     "3x3_strided": lambda: _conv(11, 8, 16, k=3, stride=2),
+    "3x3_row_blocks": lambda: _conv(32, 8, 16, k=3),   # padded per block of 4 output rows
 }
 
 
@@ -114,6 +115,18 @@ def test_scheduled_kernel_matches_the_loop_nest(case, parallel, monkeypatch):
     fast["main"](*[tvm.runtime.tensor(a) for a in args], outs[0])
     plain["main"](*[tvm.runtime.tensor(a) for a in args], outs[1])
     np.testing.assert_allclose(outs[0].numpy(), outs[1].numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_padded_convolution_pads_per_block_of_rows_in_the_parallel_loop():
+    """Tiles streaming the weight past pixels: the padded input of each block of output rows
+    is made inside the parallel loop (gemm.PAD_ROWS), no padded copy of the whole input;
+    VGG-19's 224x224x64 convolution 17.6 -> 17.0 ms alone."""
+    target = _target()
+    with target:
+        text = gemm.schedule_gemm(_conv(32, 8, 16, k=3), target, True).mod.script()
+    parallel, pad = text.index("T.parallel("), text.index('T.sblock("pad_temp")')
+    assert parallel < pad < text.index('T.sblock("conv2d_nhwc', pad), text
+    assert "T.parallel(T.int64(8))" in text   # 32 rows in blocks of 4: 8 blocks
 
 
 @pytest.mark.parametrize("shape, parallel", [((4, 64, 128), False), ((64, 256, 256), True)])
