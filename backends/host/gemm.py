@@ -52,6 +52,9 @@ ACCUMULATORS = 14
 # ... and when the last tile's rows are predicated off (no divisor of the extent fits): 16
 # (8 x 2) ran at 172-188 GFLOP/s where 6 x 2 ran at 217-224 ([197, 768] x [768, 192], ViT)
 PREDICATED_ACCUMULATORS = 12
+# ... and of a tile holding a whole narrow row (narrow_row): 7 x 3 of 8 lanes (21) ran at
+# 221 GFLOP/s, 4 x 3 at 214; 4 x 5 at 228, 7 x 5 (35) at 158
+NARROW_ACCUMULATORS = 21
 # column panels a parallel GEMV's tile leaves at least (two a thread on 2 cores: [1, 1280] x
 # [1280, 1008] cold ran 146 us in 9 panels, 171 in 3)
 MIN_GEMV_PANELS = 4
@@ -202,6 +205,23 @@ def tile(pixels: int, width: int, lanes: int, registers: int,
     return choice[2], choice[1]
 
 
+def narrow_row(pixels: int, width: int, lanes: int, full: int) -> tuple[int, int] | None:
+    """(rows, vectors) of a tile holding a whole output row of a narrow projection, or None.
+    A width of 3 or 5 vectors of `lanes` narrower than the target's (`full`: 24 or 40
+    channels on AVX-512) would get tiles of one vector (one broadcast per FMA, and a
+    register budget of AVX2's 16 for 8-lane vectors where AVX-512 has 32); all of the row's
+    vectors for up to NARROW_ACCUMULATORS accumulators instead. On 2 Zen 4 cores: 56x56
+    144->24 191 -> 221 GFLOP/s (7 x 3), 28x28 240->40 191 -> 228 (4 x 5). Rows divide the
+    pixels, MIN_ROWS at least."""
+    per = width // lanes if lanes else 0
+    if lanes >= full or width % lanes or per not in (3, 5):
+        return None
+    registers = REGISTERS.get(full, 16)
+    fit = min(ROWS, NARROW_ACCUMULATORS // per, (registers - per - 1) // per)
+    rows = _rows(pixels, fit)
+    return (rows, per) if rows >= MIN_ROWS else None
+
+
 def _gemv_vectors(width: int, lanes: int, registers: int, parallel: bool,
                   streamed: bool) -> int:
     """Vectors of a GEMV's tile (one output row: a classifier, a squeeze-excite layer). A
@@ -291,12 +311,21 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, panel, produce
     # layers on small maps: [3, 3, 512, 512] on 7x7) keeps each column panel in cache for
     # every tile of pixels; otherwise each tile of pixels stays while the panels stream by
     weight_first = _bytes(weight) > _bytes(data) and not batch
+    narrow = None if group_width else narrow_row(extent, width, lanes, full)
     if panel:   # the panel's columns are the tile's
         vectors = panel // lanes
-        if panel % lanes or vectors > 2:
+        whole_row = narrow is not None and narrow[1] == vectors
+        if panel % lanes or vectors > 2 and not whole_row:
             return None
-        rows = 1 if extent == 1 else tile(extent, width, lanes, REGISTERS.get(lanes, 16),
-                                          None if weight_first else ACCUMULATORS, vectors)[0]
+        if extent == 1:
+            rows = 1
+        elif whole_row:
+            rows = narrow[0]
+        else:
+            rows = tile(extent, width, lanes, REGISTERS.get(lanes, 16),
+                        None if weight_first else ACCUMULATORS, vectors)[0]
+    elif narrow is not None:
+        rows, vectors = narrow
     elif ragged_rows(group_width or width, full):
         rows, lanes = _ragged_tile(extent, group_width or width, full,
                                    REGISTERS.get(full, 16))

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .gemm import ACCUMULATORS, REGISTERS, ragged_rows, tile
+from .gemm import ACCUMULATORS, REGISTERS, narrow_row, ragged_rows, tile
 from .lanes import dividing_lanes
 from .relax_passes import _op, bound_constant
 
@@ -42,6 +42,9 @@ def panel_columns(pixels: int, width: int, full_lanes: int, weight_first: bool) 
     lanes = dividing_lanes(width, full_lanes)
     if lanes < 4 or width % lanes or ragged_rows(width, full_lanes):
         return None
+    narrow = narrow_row(pixels, width, lanes, full_lanes)
+    if narrow is not None:   # a tile of the whole row: one panel
+        return narrow[1] * lanes
     _, vectors = tile(pixels, width, lanes, REGISTERS.get(lanes, 16),
                       None if weight_first else ACCUMULATORS)
     return vectors * lanes

@@ -92,6 +92,8 @@ CASES = {
     "3x3_padded": lambda: _conv(9, 16, 32, k=3),
     "3x3_strided": lambda: _conv(11, 8, 16, k=3, stride=2),
     "3x3_row_blocks": lambda: _conv(32, 8, 16, k=3),   # padded per block of 4 output rows
+    "narrow_projection": lambda: _conv(14, 32, 24),   # a whole row of 3 8-lane vectors
+    "narrow_40": lambda: _conv(8, 16, 40),   # 5 vectors a row, 4 rows
 }
 
 
@@ -172,6 +174,21 @@ def test_tile_fits_the_registers_and_divides_the_map():
     assert gemm.tile(56, 64, 16, 32, gemm.ACCUMULATORS) == (7, 2)
     assert gemm.tile(13, 256, 16, 32, gemm.ACCUMULATORS) == (13, 1)
     assert gemm.tile(128, 1024, 16, 32) == (8, 2)
+
+
+def test_narrow_projections_tile_whole_rows():
+    """24 or 40 channels on AVX-512 (8-lane vectors, 3 or 5 a row): tiles of the whole row,
+    at most NARROW_ACCUMULATORS, rows dividing the pixels; not for full-width vectors, other
+    counts, or rows too few to pay."""
+    assert gemm.narrow_row(56, 24, 8, 16) == (7, 3)
+    assert gemm.narrow_row(28, 40, 8, 16) == (4, 5)
+    assert gemm.narrow_row(14, 40, 8, 16) is None     # 2 rows at most
+    assert gemm.narrow_row(56, 48, 16, 16) is None    # full vectors: the usual tile
+    assert gemm.narrow_row(56, 72, 8, 16) is None     # 9 vectors
+    assert gemm.narrow_row(56, 24, 8, 8) is None      # AVX2: 8 lanes are the full width
+    for pixels, width in [(56, 24), (28, 40), (112, 24), (7, 24)]:
+        rows, vectors = gemm.narrow_row(pixels, width, 8, 16)
+        assert pixels % rows == 0 and rows * vectors <= gemm.NARROW_ACCUMULATORS
 
 
 def test_ragged_rows_are_two_power_of_two_pieces_within_the_registers():

@@ -177,4 +177,5 @@ def test_panel_columns_follow_the_tile():
     assert packed_weights.panel_columns(49, 512, LANES, weight_first=True) == 32
     assert packed_weights.panel_columns(13, 256, LANES, weight_first=False) == 16
     assert packed_weights.panel_columns(14, 34, LANES, weight_first=False) is None
+    assert packed_weights.panel_columns(56, 24, LANES, weight_first=False) == 24   # whole row
     assert packed_weights.panel_columns(14, 10, LANES, weight_first=False) is None
