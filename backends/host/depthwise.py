@@ -8,9 +8,9 @@ nothing to enter. TVM's default loop nest for it is scalar with the channel inne
 the reduction, so the rule below reorders it: for each output pixel, the channels in vector
 chunks, the window taps accumulated per chunk in registers, the bias and activation applied
 to the chunk before it is stored, a few pixels of a row at a time so that each tap's weight
-vector is loaded once for them. The zero padding is made per block of output rows (PAD_ROWS)
-into a small buffer the taps then read without conditions. A chunk's taps must be contiguous vectors: the cpu backend
-lays constant weights out [kh, kw, 1, C] at compile time (backends/host/hwio.py); an OIHW
+vector is loaded once for them. The zero padding is made per block of output rows
+(reduction_kernel.PAD_ROWS) into a small buffer the taps then read without conditions. A
+chunk's taps must be contiguous vectors: the cpu backend lays constant weights out [kh, kw, 1, C] at compile time (backends/host/hwio.py); an OIHW
 weight [C, 1, kh, kw] (training's, not a constant) is copied so once per call. Serial: 45-70
 GFLOP/s on one Zen 4 core for 3x3 windows, 9-17 us for mobile networks' 14x14 maps where
 oneDNN's call takes 45-60.
@@ -25,18 +25,11 @@ from __future__ import annotations
 
 from .lanes import dividing_lanes, vector_lanes
 from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
-                               vectorized_pass, worth_parallel)
+                               pad_block_rows, pad_per_block, vectorized_pass, worth_parallel)
 from .tir_walk import static_int as _static
 
 # output pixels of one row computed together (register blocking)
 MAX_PIXELS = 8
-# output rows whose padded input is made together, inside the parallel loop (the largest
-# divisor of the output height up to this): the padded copy of a block stays in cache
-# instead of a whole padded image going through memory and back. EfficientNet at batch 8
-# (3x3 stride 2 over 112x112x96: 39 MB padded) 61.6 -> 53.9 ms, MobileNet-v3 at batch 8
-# 26.9 -> 22.8; at batch 1 -1% and -5% (2 Zen 4 cores, docs/performance.md). Per single
-# output row (3x the copying at stride 1) was slower
-PAD_ROWS = 8
 
 
 def _extent(sch, loop) -> int | None:
@@ -109,8 +102,8 @@ def _apply(sch, conv, weight, shape, oihw, producers, consumers, target, paralle
     w_outer, w_inner = sch.split(pixels[-1], factors=[None, block_w])
     pixels = [*pixels[:-1], w_outer]
     row_block = None
-    if pad is not None and PAD_ROWS and len(pixels) >= 2:   # see PAD_ROWS
-        rb = max(d for d in range(1, PAD_ROWS + 1) if height % d == 0)
+    rb = pad_block_rows(height) if pad is not None and len(pixels) >= 2 else None
+    if rb is not None:   # the pad per block of output rows (reduction_kernel.PAD_ROWS)
         h_outer, row_block = sch.split(pixels[-2], factors=[None, rb])
         pixels = [*pixels[:-2], h_outer, w_outer]
     sch.reorder(*pixels[:-1], *([row_block] if row_block else []), pixels[-1], c_outer,
@@ -133,10 +126,7 @@ def _apply(sch, conv, weight, shape, oihw, producers, consumers, target, paralle
     out_loops = sch.get_loops(out_block)[len(pixels) + 1 + (row_block is not None):]
     sch.vectorize(out_loops[-1])
     if row_block is not None and len(pixels) == 2:   # the block's rows padded in its loop
-        sch.compute_at(pad, pixels[0])
-        inner = sch.get_loops(pad)[-1]
-        pad_lanes = dividing_lanes(_extent(sch, inner), vector_lanes(target))
-        sch.vectorize(sch.split(inner, factors=[None, pad_lanes])[1])
+        pad_per_block(sch, pad, pixels[0], target)
     elif pad is not None:   # one vectorized pass over the whole input
         vectorized_pass(sch, pad, target, parallel)
     return sch

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from .lanes import dividing_lanes, vector_lanes
 from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
-                               vectorized_pass, worth_parallel)
+                               pad_block_rows, pad_per_block, vectorized_pass, worth_parallel)
 from .tir_walk import static_int as _static, uses as _uses
 
 # float32 vector registers by vector width (AVX-512 has 32, AVX2 and NEON 16)
@@ -59,10 +59,9 @@ NARROW_ACCUMULATORS = 21
 # [1280, 1008] cold ran 146 us in 9 panels, 171 in 3)
 MIN_GEMV_PANELS = 4
 # a padded convolution whose tiles stream the weight past pixels pads its input per block of
-# PAD_ROWS output rows (the largest divisor of the height from MIN_PAD_ROWS up, leaving at
-# least MIN_PAD_BLOCKS blocks for the threads) inside the parallel loop, as depthwise.py
-# does, instead of one padded copy of the whole input; otherwise one vectorized pass
-PAD_ROWS = 8
+# output rows inside the parallel loop (reduction_kernel.PAD_ROWS), blocks of MIN_PAD_ROWS
+# rows at least (less copying at 3x3) leaving MIN_PAD_BLOCKS for the threads; otherwise one
+# vectorized pass
 MIN_PAD_ROWS = 4
 MIN_PAD_BLOCKS = 8
 # a GEMV's weight from this size up is streamed with wide tiles (_gemv_vectors)
@@ -173,7 +172,8 @@ def tile(pixels: int, width: int, lanes: int, registers: int,
     one or two vectors of output channels, rows x vectors
     accumulators plus the weight's vectors and one broadcast within the registers, and at
     most `accumulators` of them (ACCUMULATORS); the most FMAs per load wins. `vectors`,
-    when given, is fixed (a weight packed in panels of that many vectors: packed_weights.py). Rows stop at ROWS (more made DenseNet-121's compile 29% longer and
+    when given, is fixed (a weight packed in panels of that many vectors: packed_weights.py).
+    Rows stop at ROWS (more made DenseNet-121's compile 29% longer and
     its run no faster) unless that leaves fewer than MIN_ROWS: a 13-wide map takes 13 rows
     of one vector rather than 1 row of two. Extents with no divisor up to MAX_ROWS at all
     (ViT's 197 tokens) take ROWS rows that do not divide them: the last tile's rows past
@@ -341,15 +341,14 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, panel, produce
     p_outer, p_inner = sch.split(pixels[-1], factors=[None, rows])
     row_block = None
     if pad is not None and not weight_first and not group_width and len(pixels) > 1:
-        # the padded input made per block of output rows inside the parallel loop (PAD_ROWS)
-        height = _static(sch.get(pixels[-2]).extent)
+        # the padded input made per block of output rows inside the parallel loop (see above)
         images = 1
         for loop in pixels[:-2]:
             images *= _static(sch.get(loop).extent)
-        fits = [d for d in range(MIN_PAD_ROWS, PAD_ROWS + 1)
-                if height % d == 0 and images * height // d >= MIN_PAD_BLOCKS]
-        if fits:
-            h_outer, h_inner = sch.split(pixels[-2], factors=[None, max(fits)])
+        rb = pad_block_rows(_static(sch.get(pixels[-2]).extent), images, MIN_PAD_ROWS,
+                            MIN_PAD_BLOCKS)
+        if rb is not None:
+            h_outer, h_inner = sch.split(pixels[-2], factors=[None, rb])
             row_block = sch.fuse(*pixels[:-2], h_outer) if len(pixels) > 2 else h_outer
             tile_rows = sch.fuse(h_inner, p_outer)
     if row_block is None:
@@ -380,10 +379,7 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, panel, produce
     if _static(sch.get(last).extent) % lanes == 0:
         sch.vectorize(sch.split(last, factors=[None, lanes])[1])
     if row_block is not None:
-        sch.compute_at(pad, row_block)
-        inner = sch.get_loops(pad)[-1]
-        pad_lanes = dividing_lanes(_static(sch.get(inner).extent), full)
-        sch.vectorize(sch.split(inner, factors=[None, pad_lanes])[1])
+        pad_per_block(sch, pad, row_block, target)
     elif pad is not None:
         vectorized_pass(sch, pad, target, parallel)
     return sch

@@ -24,6 +24,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .relax_passes import is_library_function
+
 # ops that select with a compare and drop NaN (unary forms: x is args[0])
 _UNARY = ("relax.nn.relu", "relax.clip", "relax.sign")
 _BINARY = ("relax.maximum", "relax.minimum")
@@ -31,7 +33,6 @@ _REDUCE = ("relax.max", "relax.min")
 # max pools (MaxPool, GlobalMaxPool): the NaN mask is average-pooled over the same windows
 _POOL = {"relax.nn.max_pool1d": "avg_pool1d", "relax.nn.max_pool2d": "avg_pool2d",
          "relax.nn.max_pool3d": "avg_pool3d"}
-_SKIP_ATTRS = ("Composite", "Codegen", "Primitive")
 # kernels the ONNX importer emits through topi (named after the topi function)
 _TIR_BINARY = {"maximum", "minimum"}
 _TIR_UNARY = {"relu", "clip"}
@@ -43,8 +44,7 @@ def _dtype(expr) -> str:
 
 
 def _skipped(func) -> bool:
-    attrs = func.attrs
-    return attrs is not None and any(k in attrs for k in _SKIP_ATTRS)
+    return is_library_function(func)
 
 
 def _isnan(x):

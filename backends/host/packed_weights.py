@@ -30,10 +30,7 @@ import numpy as np
 
 from .gemm import ACCUMULATORS, REGISTERS, narrow_row, ragged_rows, tile
 from .lanes import dividing_lanes
-from .relax_passes import _op, bound_constant
-
-# attributes of the functions library dispatch made (their bodies are patterns, not kernels)
-_LIBRARY_ATTRS = ("Composite", "Codegen", "Primitive")
+from .relax_passes import _op, bound_constant, is_library_function
 
 
 def panel_columns(pixels: int, width: int, full_lanes: int, weight_first: bool) -> int | None:
@@ -108,8 +105,7 @@ def pack_weights(mod, full_lanes: int):
     @mutator
     class Pack(PyExprMutator):
         def visit_function_(self, func):  # noqa: N802 - TVM's visitor naming
-            attrs = func.attrs
-            if attrs is not None and any(k in attrs for k in _LIBRARY_ATTRS):
+            if is_library_function(func):
                 return func   # a library pattern's body is the library's business
             return super().visit_function_(func)
 
@@ -154,5 +150,5 @@ def pack_weights(mod, full_lanes: int):
     for gvar, func in list(mod.functions_items()):
         if isinstance(func, relax.Function):
             pack.builder_.update_func(gvar, pack.visit_expr(func))
-    mod = relax.transform.CanonicalizeBindings()(pack.builder_.get())
-    return relax.transform.DeadCodeElimination()(mod), count[0]
+    # (the replaced weights are left for the caller's DeadCodeElimination)
+    return relax.transform.CanonicalizeBindings()(pack.builder_.get()), count[0]

@@ -1,7 +1,7 @@
 """A schedule for NHWC max and average pooling (and global pooling) kept in TVM: the
 channels in vector chunks, the window accumulated per chunk in registers, the epilogue
 (average's divide, a bias, an activation) applied per chunk, the padded input made per block
-of output rows inside the parallel loop (PAD_ROWS).
+of output rows inside the parallel loop (reduction_kernel.PAD_ROWS).
 
 TVM's loop nest for TOPI's pool_max / pool_sum puts the channel outside the window: a scalar
 loop, and OuterParallel alone left SqueezeNet's 3x3 max pool over [1, 111, 111, 64] at 0.72
@@ -16,14 +16,9 @@ from __future__ import annotations
 
 from .lanes import dividing_lanes, vector_lanes
 from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
-                               vectorized_pass, worth_parallel)
+                               pad_block_rows, pad_per_block, vectorized_pass, worth_parallel)
 from .tir_walk import static_int as _static
 
-# output rows whose padded input is made together in the parallel loop, as for depthwise
-# convolutions (depthwise.PAD_ROWS); 0: one padded copy of the whole input first. ResNet's
-# 3x3 max pool over [8, 112, 112, 64]: 1.93 -> 1.13 ms alone; zoo:resnet18 and inception_v2
-# -1 to -2% in one A/B run each
-PAD_ROWS = 8
 
 
 def schedule_pool(func, target, parallel: bool):
@@ -74,11 +69,11 @@ def _apply(sch, block, producers, consumers, target, parallel: bool):
     lanes = dividing_lanes(channels, vector_lanes(target))
     c_outer, c_inner = sch.split(c, factors=[None, lanes])
     row_block = None
-    if pad is not None and PAD_ROWS and len(pixels) >= 2 and window:
+    rb = pad_block_rows(_static(sch.get(pixels[-2]).extent)) \
+        if pad is not None and len(pixels) >= 2 and window else None
+    if rb is not None:
         # the padded input of a block of output rows made inside the parallel loop
-        # (depthwise.PAD_ROWS): [n, h_outer] outside, [h_inner, w] inside
-        height = _static(sch.get(pixels[-2]).extent)
-        rb = max(d for d in range(1, PAD_ROWS + 1) if height % d == 0)
+        # (reduction_kernel.PAD_ROWS): [n, h_outer] outside, [h_inner, w] inside
         h_outer, h_inner = sch.split(pixels[-2], factors=[None, rb])
         outer = [*pixels[:-2], h_outer]
         inner = sch.fuse(h_inner, pixels[-1])
@@ -101,10 +96,7 @@ def _apply(sch, block, producers, consumers, target, parallel: bool):
         sch.vectorize(sch.get_loops(init)[-1])
     sch.vectorize(sch.get_loops(out_block)[-1])
     if row_block is not None:
-        sch.compute_at(pad, row_block)
-        inner = sch.get_loops(pad)[-1]
-        pad_lanes = dividing_lanes(_static(sch.get(inner).extent), vector_lanes(target))
-        sch.vectorize(sch.split(inner, factors=[None, pad_lanes])[1])
+        pad_per_block(sch, pad, row_block, target)
     elif pad is not None:   # one vectorized pass over the padded input
         vectorized_pass(sch, pad, target, parallel)
     return sch

@@ -84,6 +84,16 @@ def bound_constant(mutator, expr) -> np.ndarray | None:
     return None if value is None else _const_value(value)
 
 
+# attributes of the functions library dispatch made: their bodies are patterns the library
+# matches, not kernels a pass may rewrite
+LIBRARY_FUNCTION_ATTRS = ("Composite", "Codegen", "Primitive")
+
+
+def is_library_function(func) -> bool:
+    attrs = func.attrs
+    return attrs is not None and any(k in attrs for k in LIBRARY_FUNCTION_ATTRS)
+
+
 def _map_main(mod, make_mutator):
     """Apply a mutator to every Relax function of the module."""
     from tvm import relax

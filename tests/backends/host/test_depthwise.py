@@ -80,7 +80,7 @@ def test_small_depthwise_convolutions_run_in_tvm_and_match(c, hw, k, stride, dil
 
 
 def test_the_pad_is_made_per_block_of_rows_inside_the_parallel_loop():
-    """The padded input of a block of output rows (depthwise.PAD_ROWS) is made in the
+    """The padded input of a block of output rows (reduction_kernel.PAD_ROWS) is made in the
     parallel row loop, so no padded copy of the whole image goes through memory."""
     import tvm
     from tvm import relax

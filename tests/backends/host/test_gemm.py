@@ -121,8 +121,8 @@ def test_scheduled_kernel_matches_the_loop_nest(case, parallel, monkeypatch):
 
 def test_a_padded_convolution_pads_per_block_of_rows_in_the_parallel_loop():
     """Tiles streaming the weight past pixels: the padded input of each block of output rows
-    is made inside the parallel loop (gemm.PAD_ROWS), no padded copy of the whole input;
-    VGG-19's 224x224x64 convolution 17.6 -> 17.0 ms alone."""
+    is made inside the parallel loop (reduction_kernel.PAD_ROWS), no padded copy of the whole
+    input; VGG-19's 224x224x64 convolution 17.6 -> 17.0 ms alone."""
     target = _target()
     with target:
         text = gemm.schedule_gemm(_conv(32, 8, 16, k=3), target, True).mod.script()

@@ -14,7 +14,7 @@ from tvm import relax  # noqa: E402
 
 from anychip.backends.host import gemm, packed_weights, reduction_kernel  # noqa: E402
 
-from .kernels import fused_kernel as _fused  # noqa: E402
+from .kernels import fused_kernel as _fused, relax_module  # noqa: E402
 from .test_gemm import _target  # noqa: E402
 
 LANES = 16
@@ -117,18 +117,6 @@ def _constants(name):
     return (_panels_matmul(w, c) if strides is None else _panels_conv(w, c)), b
 
 
-def _module(build, *shapes):
-    from tvm.script import relax as R
-
-    bb = relax.BlockBuilder()
-    xs = [relax.Var(f"x{i}", R.Tensor(s, "float32")) for i, s in enumerate(shapes)]
-    with bb.function("main", xs):
-        with bb.dataflow():
-            out = bb.emit_output(build(bb, *xs))
-        bb.emit_func_output(out)
-    return bb.get()
-
-
 def test_the_pass_packs_what_the_gemm_rule_takes_and_nothing_else():
     rng = np.random.default_rng(9)
 
@@ -151,7 +139,7 @@ def test_the_pass_packs_what_the_gemm_rule_takes_and_nothing_else():
         return relax.Tuple([dense, conv, head, grouped, scores, odd])
 
     shapes = [(20, 64), (1, 6, 6, 16), (2, 8, 16), (2, 16, 8)]
-    mod = _module(build, *shapes)
+    mod = relax_module(build, *shapes)
     packed, count = packed_weights.pack_weights(mod, LANES)
     assert count == 3
     text = packed.script()

@@ -59,8 +59,8 @@ def test_scheduled_pooling_matches_the_loop_nest(kind, hw, channels, k, stride, 
 
 
 def test_the_pad_is_made_per_block_of_rows_inside_the_parallel_loop():
-    """As for depthwise convolutions: no padded copy of the whole input (pooling.PAD_ROWS;
-    ResNet-50's 3x3 max pool at batch 8: 1.93 -> 1.13 ms alone)."""
+    """As for depthwise convolutions: no padded copy of the whole input
+    (reduction_kernel.PAD_ROWS; ResNet-50's 3x3 max pool at batch 8: 1.93 -> 1.13 ms alone)."""
     from anychip.backends.cpu.backend import host_cpu_name
 
     target = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name(), "num-cores": 2})
