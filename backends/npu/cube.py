@@ -72,9 +72,11 @@ def register_intrinsic(in_dtype: str, acc_dtype: str, m: int, n: int, k: int) ->
             T.reads(C[0:m, 0:n], A[0:m, 0:k], B[0:k, 0:n])
             T.writes(C[0:m, 0:n])
             # one fractal: an outer product per k, the n lanes of a row at once
-            for i, kk in T.grid(m, k):
-                for j in T.vectorized(n):
-                    C[i, j] = C[i, j] + T.cast(A[i, kk], acc_dtype) * T.cast(B[kk, j], acc_dtype)
+            for i in T.serial(m):
+                for kk in T.unroll(k):
+                    for j in T.vectorized(n):
+                        C[i, j] = C[i, j] + T.cast(A[i, kk], acc_dtype) * T.cast(B[kk, j],
+                                                                                 acc_dtype)
 
     name = intrinsic_name(in_dtype, acc_dtype, m, n, k)
     TensorIntrin.register(name, desc, impl, override=True)
