@@ -21,6 +21,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import select
 import struct
 import subprocess
@@ -208,20 +209,25 @@ def structure_digest(data: bytes) -> str | None:
 
 # -- worker (child process) ----------------------------------------------------------------------
 
-def worker_main() -> None:
+def worker_main(folder: str) -> None:
     """Read (flag, length, bytes) frames from stdin; run loader (+ compile when flag is 1);
-    answer one JSON line per frame on the original stdout."""
+    answer one JSON line per frame on the original stdout. Each mutant is written into
+    `folder`, which the parent made and removes."""
     resource.setrlimit(resource.RLIMIT_DATA, (WORKER_MEMORY, resource.RLIM_INFINITY))
     results = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)          # whatever anychip or TVM prints goes to stderr, not the protocol
     os.environ["ANYCHIP_NO_CACHE"] = "1"
     from anychip.compiler.driver import compile_model
-    from anychip.compiler.errors import AnychipError, InternalCompilerError
     from anychip.compiler.frontend import load_model
 
-    folder = Path(tempfile.mkdtemp(prefix="anychip-fuzz-"))
-    stdin = sys.stdin.buffer
     results.write(json.dumps({"ready": True}) + "\n")
+    _serve(Path(folder), results, compile_model, load_model)
+
+
+def _serve(folder: Path, results, compile_model, load_model) -> None:
+    from anychip.compiler.errors import AnychipError, InternalCompilerError
+
+    stdin = sys.stdin.buffer
     while True:
         header = stdin.read(5)
         if len(header) < 5:
@@ -259,9 +265,13 @@ class Finding:
 
 class Worker:
     def __init__(self):
+        # the worker's scratch folder, made and removed here: a worker killed on a hang
+        # cannot remove its own (one folder was left in /tmp per campaign before)
+        self.folder = tempfile.mkdtemp(prefix="anychip-fuzz-")
         self.proc = subprocess.Popen(
             [sys.executable, "-c",
-             "from tests.compiler.fuzz.fuzzlib import worker_main; worker_main()"],
+             "import sys; from tests.compiler.fuzz.fuzzlib import worker_main; "
+             "worker_main(sys.argv[1])", self.folder],
             cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL)
         self.read_line(300)   # the ready line (TVM import)
@@ -291,6 +301,7 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 # "internal": a mutant that passed every input check and then failed inside TVM, reported as
