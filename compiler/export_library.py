@@ -7,6 +7,12 @@ stream" and exits the process with status 1, a line no caller can catch, from a 
 notebook as from the CLI. In a child the parent keeps running: a child that fails becomes
 an OSError with LLVM's message, which the artifact writer turns into its one-line "cannot
 write" (exit 2). Where fork is unavailable the export runs in this process.
+
+LLVM leaves through exit(1), which runs the C exit handlers and static destructors of every
+library loaded. The child inherited ONNX Runtime's thread-pool state (after a verify or a
+matrix cell ran the reference) but not its threads: ORT's destructor then waited forever on a
+condition variable, and the parent on the child (a matrix hung on a full disk). The child's
+first exit handler therefore ends it at once with _exit.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ def export_library(executable, path: str) -> None:
         try:
             os.close(read_end)
             os.dup2(write_end, 2)
+            _exit_skips_handlers()
             executable.export_library(path)
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, whatever it is
             os.write(2, f"\n{type(exc).__name__}: {exc}".encode(errors="replace"))
@@ -44,3 +51,23 @@ def export_library(executable, path: str) -> None:
                  if ln.strip()]
         why = lines[-1] if lines else f"the export process ended with status {status}"
         raise OSError(why.removeprefix("LLVM ERROR: "))
+
+
+_HANDLER = None   # kept alive: libc calls it
+
+
+def _exit_skips_handlers() -> None:
+    """Make exit() in this (forked) process end it with status 1 before any other exit handler
+    or static destructor runs (they run last registered first). glibc exports no `atexit`
+    symbol (it is a static wrapper): the handler is registered with `__cxa_atexit`, as C++
+    registers its destructors."""
+    import ctypes
+
+    global _HANDLER
+    try:
+        register = ctypes.CDLL(None).__cxa_atexit
+    except (OSError, AttributeError):   # not glibc-like: exit runs its handlers as before
+        return
+    _HANDLER = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _arg: os._exit(1))
+    register.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    register(ctypes.cast(_HANDLER, ctypes.c_void_p), None, None)

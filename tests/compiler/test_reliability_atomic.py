@@ -172,3 +172,24 @@ def test_full_disk_during_the_build_is_exit_2_one_line(tmp_path):
     assert proc.returncode == 2, err
     assert err.count("\n") == 0 and "cannot write" in err and "Traceback" not in err, err
     assert not (tmp_path / "o.anychip").exists()
+
+
+def test_full_disk_after_a_verify_in_the_same_process_is_exit_2_not_a_hang(tmp_path):
+    """A matrix worker verifies (ONNX Runtime's reference runs) and then compiles the next
+    target: LLVM's exit on the full disk used to hang the export child in ORT's destructors."""
+    code = ("import resource, signal, sys, anychip\n"
+            "from anychip.compiler.errors import AnychipError\n"
+            "from tests.conftest import make_linear_model\n"
+            "anychip.verify(make_linear_model(), target='cpu')\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+            "try:\n"
+            "    anychip.compile(make_linear_model(out_name='out'), target='cpu')\n"
+            "except AnychipError as exc:\n"
+            "    print(exc)\n"
+            "    sys.exit(exc.exit_code)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, timeout=120, cwd=Path(__file__).parents[2],
+                          env={**os.environ, "ANYCHIP_NO_CACHE": "1"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "cannot write" in proc.stdout and proc.stdout.count("\n") == 1, proc.stdout
