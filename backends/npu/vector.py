@@ -11,6 +11,7 @@ CPU rule; the cube kernels come scheduled and are left alone (`tir.is_scheduled`
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 from .chip import Chip, dtype_bytes
@@ -103,6 +104,7 @@ def schedule_rules(chip: Chip, log: list) -> list:
 # schedules each once instead of once per chip.
 MEMO_KERNELS = 4096
 _MEMO: OrderedDict = OrderedDict()
+_MEMO_LOCK = threading.Lock()   # compiles in threads of one process share the memo
 
 
 def _chip_key(chip: Chip, target) -> tuple:
@@ -143,14 +145,17 @@ def memoised_schedules(chip: Chip, log: list, target):
             name = func.attrs.get("global_symbol") if func.attrs else None
             plain = func.without_attr("global_symbol") if name is not None else func
             key = (chip_key, tvm_ffi.structural_hash(plain))
-            hit = _MEMO.get(key)
+            with _MEMO_LOCK:
+                hit = _MEMO.get(key)
             if hit is not None and tvm_ffi.structural_equal(hit[0], plain):
-                _MEMO.move_to_end(key)
                 scheduled, entries = hit[1], hit[2]
                 log.extend(entries)
             else:
                 scheduled, entries = schedule(plain)
-                _MEMO[key] = (plain, scheduled, list(entries))
+                hit = (plain, scheduled, list(entries))
+            with _MEMO_LOCK:
+                _MEMO[key] = hit
+                _MEMO.move_to_end(key)
                 while len(_MEMO) > MEMO_KERNELS:
                     _MEMO.popitem(last=False)
             if scheduled is not None:
