@@ -288,7 +288,7 @@ def _folded_cast(value: np.ndarray, dtype: str, call):
     if np.dtype(dtype).kind not in _EXACT_CAST_KINDS[value.dtype.kind]:
         return call
     with np.errstate(all="ignore"):   # float32 -> float16 overflow is inf, as in LLVM
-        return relax.const(np.ascontiguousarray(value.astype(dtype)))
+        return relax.const(np.ascontiguousarray(value.astype(dtype)), dtype)
 
 
 def fold_constants(mod):
@@ -347,7 +347,8 @@ def fold_constants(mod):
                 result = result.astype(dtype) if result.shape == out_shape else None
             if result is None:
                 return new
-            return relax.const(np.asarray(result, order="C"))
+            # the dtype said: relax.const makes a float64 array float32 by default
+            return relax.const(np.asarray(result, order="C"), dtype)
 
     mod = _map_main(mod, lambda m, f: FoldConstants(m))
     return relax.transform.DeadCodeElimination()(mod)

@@ -70,3 +70,31 @@ def test_exact_casts_are_folded_with_numpy_semantics(source, dtype):
 ])
 def test_float_to_integer_casts_are_left_to_tvm(source, dtype):
     assert _folded(source, dtype) is None
+
+
+@pytest.mark.parametrize("fold", ["cast", "arithmetic"])
+def test_folded_float64_constants_stay_float64(fold):
+    """relax.const turns a float64 array into float32 unless told the dtype: a folded float64
+    constant must keep its dtype, or the op that uses it no longer type-checks (ONNX's
+    FlexAttention double test: x_f64 * Cast(scale_f32 -> f64))."""
+    from tvm import relax
+    from tvm.script import relax as R
+
+    from anychip.backends.host.relax_passes import _const_value, fold_constants
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", R.Tensor((2, 3), "float64"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            if fold == "cast":
+                c = bb.emit(relax.op.astype(relax.const(np.array([0.25], "float32")), "float64"))
+            else:
+                c = bb.emit(relax.op.add(relax.const(np.array([0.25], "float64"), "float64"),
+                                         relax.const(np.array([1.0], "float64"), "float64")))
+            out = bb.emit_output(relax.op.multiply(x, c))
+        bb.emit_func_output(out)
+    mod = fold_constants(bb.get())
+    (call,) = [b.value for block in mod["main"].body.blocks for b in block.bindings]
+    value = _const_value(call.args[1])
+    assert value is not None and value.dtype == np.float64
+    assert value[0] == (0.25 if fold == "cast" else 1.25)
