@@ -1,7 +1,8 @@
 """The `chip:` section of an Ascend-style profile: its JSON schema and a typed view of it.
 
 Everything the npu backend knows about one chip comes from here (knowledge is data): buffer
-capacities, the cube's fractal shape and dtypes, C0, alignment, the vector width, core counts, the AI Core op table and ATC's precision-mode defaults.
+capacities, the cube's fractal shape and dtypes, C0, alignment, the vector width, core counts,
+the AI Core op table and ATC's precision-mode defaults.
 """
 
 from __future__ import annotations
