@@ -90,7 +90,7 @@ def _apply(sch, conv, weight, shape, oihw, producers, consumers, target, paralle
     if kinds[spatial:] != "R" * (len(kinds) - spatial) or len(loops) != len(kinds) or \
             [_extent(sch, lp) for lp in loops[:spatial]] != expected or height == 1:
         return None
-    parallel = parallel and worth_parallel(sch, conv)
+    may_parallel, parallel = parallel, parallel and worth_parallel(sch, conv)
     *pixels, c = loops[:spatial]
     window = loops[spatial:]
     # the pad (the only producer TOPI emits) stays its own pass, scheduled last; any other
@@ -119,7 +119,8 @@ def _apply(sch, conv, weight, shape, oihw, producers, consumers, target, paralle
         packed = sch.cache_read(conv, _read_index(sch, conv, weight), "global")
         sch.transform_layout(packed, ("write", 0), lambda o, i, y, x: (i, y, x, o))
     # accumulate a chunk in registers, write it out through the epilogue per chunk
-    out_block = epilogue_per_tile(sch, conv, consumers, c_outer)
+    out_block = epilogue_per_tile(sch, conv, consumers, c_outer, target,
+                                  may_parallel)
     init = sch.decompose_reduction(conv, window[0])
     sch.vectorize(sch.get_loops(init)[-1])
     # the update's lane loop is left to LLVM (16 constant iterations over contiguous

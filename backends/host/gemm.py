@@ -296,7 +296,7 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, panel, produce
     loops = sch.get_loops(block)
     if len(loops) != len(sch.get(block).iter_vars):
         return None
-    parallel = parallel and worth_parallel(sch, block)
+    may_parallel, parallel = parallel, parallel and worth_parallel(sch, block)
     pixels, n, window = list(loops[:spatial - 1]), loops[spatial - 1], loops[spatial:]
     # a convolution's zero pad stays one vectorized pass (inlined, every tap would test its
     # bounds); an identity "pad" (a 1x1 or unpadded convolution) and anything else inline
@@ -369,7 +369,7 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, panel, produce
         sch.parallel(row_block)
     elif parallel:   # before the reduction is split (TIR requires it)
         sch.parallel(sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0])
-    out_block = epilogue_per_tile(sch, block, consumers, outer[-1])
+    out_block = epilogue_per_tile(sch, block, consumers, outer[-1], target, may_parallel)
     init = sch.decompose_reduction(block, window[0])
     sch.vectorize(sch.get_loops(init)[-1])
     # the update's lane loop is left to LLVM (constant iterations over contiguous vectors);

@@ -60,7 +60,7 @@ def _apply(sch, block, producers, consumers, target, parallel: bool):
     loops = sch.get_loops(block)
     if len(loops) != len(stmt.iter_vars):
         return None
-    parallel = parallel and worth_parallel(sch, block)
+    may_parallel, parallel = parallel, parallel and worth_parallel(sch, block)
     spatial = sum(1 for iv in stmt.iter_vars if iv.iter_type == 0)
     *pixels, c = loops[:spatial]
     window = loops[spatial:]
@@ -90,7 +90,8 @@ def _apply(sch, block, producers, consumers, target, parallel: bool):
         rows = sch.fuse(*pixels) if len(pixels) > 1 else pixels[0]
         if parallel:
             sch.parallel(rows)
-    out_block = epilogue_per_tile(sch, block, consumers, c_outer)
+    out_block = epilogue_per_tile(sch, block, consumers, c_outer, target,
+                                  may_parallel)
     if window:
         init = sch.decompose_reduction(block, window[0])
         sch.vectorize(sch.get_loops(init)[-1])

@@ -67,7 +67,23 @@ def _conv(hw, cin, cout, k=1, stride=1, groups=1, residual=False):
     return _fused(build, *shapes)
 
 
+def _squeeze_excite(images, hw, squeezed, channels):
+    """A squeeze-excite gate: the pooled [N, 1, 1, C'] through a 1x1 convolution, bias and
+    sigmoid, broadcast over the [N, H, W, C] feature map it scales."""
+    rng = np.random.default_rng(hw + channels)
+    weight = _const(rng, 1, 1, squeezed, channels)
+
+    def build(bb, pooled, x):
+        y = bb.emit(relax.op.nn.conv2d(pooled, weight, data_layout="NHWC",
+                                       kernel_layout="HWIO"))
+        y = bb.emit(relax.op.sigmoid(relax.op.add(y, _const(rng, 1, 1, 1, channels))))
+        return bb.emit(relax.op.multiply(x, y))
+
+    return _fused(build, (images, 1, 1, squeezed), (images, hw, hw, channels))
+
+
 CASES = {
+    "squeeze_excite": lambda: _squeeze_excite(2, 5, 8, 32),
     "mlp_layer": lambda: _matmul(4, 64, 128),
     "batched_rows": lambda: _matmul(6, 32, 48, batch=3),
     "gemv": lambda: _matmul(1, 96, 40, relu=False),
@@ -141,6 +157,23 @@ def test_only_kernels_worth_the_thread_pool_are_parallel(shape, parallel):
     assert ("T.parallel" in sch.mod.script()) == parallel
     m, k, n = shape
     assert (m * k * n >= reduction_kernel.MIN_PARALLEL_ITERATIONS) == parallel
+
+
+def test_a_broadcast_epilogue_computes_the_gate_once_and_scales_in_its_own_pass():
+    """A squeeze-excite kernel: the sigmoid is computed at the gate's [N, 1, 1, C], once per
+    gate value (inlined into the broadcast it was computed once per pixel: 3.2 million
+    sigmoids for 256 gate values in EfficientNet at batch 8, on one thread); the multiply
+    over the feature map is a pass of its own, parallel although the 1x1 convolution is too
+    small for the thread pool."""
+    target = _target()
+    func = _squeeze_excite(8, 56, 8, 32)
+    with target:
+        sch = gemm.schedule_gemm(func, target, True)
+    gate = sch.get(sch.get_sblock("compute"))   # TOPI's sigmoid
+    assert [int(d) for d in gate.writes[0].source.shape] == [8, 1, 1, 32], sch.mod.script()
+    text = sch.mod.script()
+    assert text.count("T.parallel(") == 1, text
+    assert text.index("T.parallel(") < text.index('T.sblock("T_multiply"'), text
 
 
 def _column_sum():
