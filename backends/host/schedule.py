@@ -471,10 +471,34 @@ def pipeline(target, parallel: bool = True, database=None, flops: dict | None = 
     return _pipeline
 
 
+def _reduction_flops(func) -> float:
+    """2 FLOPs per iteration of each reduction block of an unscheduled kernel (a product's
+    multiply-add; its elementwise epilogue uncounted): 0 when an extent is symbolic or the
+    kernel cannot be read."""
+    from tvm import s_tir
+
+    try:
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    except Exception:  # noqa: BLE001 - a kernel without a root block
+        return 0.0
+    total = 0.0
+    for block in blocks:
+        stmt = sch.get(block)
+        if stmt.init is None:
+            continue
+        extents = [static_int(iv.dom.extent) for iv in stmt.iter_vars]
+        if any(e is None for e in extents):
+            return 0.0
+        total += 2.0 * math.prod(extents)
+    return total
+
+
 def _count_flops(sink: dict):
     """A pass that leaves the module as it is and puts each kernel's estimated FLOPs in
-    `sink` (by the kernel's name, as the VM calls it); kernels TVM cannot estimate (a Let of
-    fast_math's polynomials) are left out."""
+    `sink` (by the kernel's name, as the VM calls it); for kernels TVM cannot estimate (a Let
+    of fast_math's polynomials: every convolution with a SiLU or GELU epilogue), the
+    multiply-adds of their reductions (_reduction_flops)."""
     import tvm
     from tvm.s_tir.analysis import estimate_tir_flops
 
@@ -485,7 +509,7 @@ def _count_flops(sink: dict):
                 try:
                     value = float(estimate_tir_flops(tvm.IRModule({"main": func})))
                 except Exception:  # noqa: BLE001 - TVM has no rule for some nodes
-                    continue
+                    value = _reduction_flops(func)
                 if value > 0:
                     sink[gvar.name_hint] = value
         return mod

@@ -93,3 +93,25 @@ def test_bench_takes_the_target_familys_options(capsys):
     assert not any(k.startswith("library") for k in kinds)
     assert main(["bench", "zoo:mlp", "--target", "cpu", "--precision-mode", "force_fp16"]) == 2
     assert "npu" in capsys.readouterr().err
+
+
+def test_tvm_convolution_with_a_polynomial_epilogue_has_its_flops():
+    """A convolution whose SiLU epilogue is fast_math's polynomial (a Let TVM's FLOP estimate
+    cannot read) still reports GFLOP/s: its multiply-adds, 2 x out x Cin x kh x kw."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    w = numpy_helper.from_array(rng.standard_normal((32, 16, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("Mul", ["c", "s"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "conv_silu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 24, 24])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 24, 24])], [w])
+    prof, _ = profile_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+                            "cpu", runs=3, dispatch=False)
+    convs = [e for e in prof.entries if e.name.startswith("fused_conv2d")]
+    assert len(convs) == 1 and convs[0].gflops, [(e.name, e.gflops) for e in prof.entries]
+    flops = convs[0].gflops * 1e9 * convs[0].total_ms / 1e3
+    assert flops == pytest.approx(2 * 24 * 24 * 32 * 16 * 9, rel=1e-6)
