@@ -349,11 +349,12 @@ def _row_kernel(func, target, parallel: bool):
     serial chain of float adds (TVM does not reassociate): a LayerNorm over [197, 768] took
     150 us, latency-bound. Here a width the vectors divide is split by them, the elementwise
     blocks vectorized and each reduction rfactored into one partial result per lane (16
-    independent chains LLVM makes one vector), then combined. A width they do not divide
-    (ViT's 197 tokens) is left to LLVM's loop vectorizer, a vector body and a scalar tail per
-    block: dlight split it by the full lanes with a predicate, which TIR cannot vectorize,
-    and every block ran scalar (ViT's softmax: 157 -> 97 us). Sums come out in another order
-    than a serial loop's, as any vectorized library's do."""
+    independent chains LLVM makes one vector), then combined. A block whose width they do
+    not divide is left to LLVM's loop vectorizer, a vector body and a scalar tail: dlight
+    split it by the full lanes with a predicate, which TIR cannot vectorize, and every block
+    ran scalar (ViT's softmax: 157 -> 97 us). Blocks may differ in width (fast_math's
+    softmax reduces rows of 197 over 208, the padding -inf, and writes 197). Sums come out
+    in another order than a serial loop's, as any vectorized library's do."""
     from tvm import s_tir
     from tvm.s_tir.dlight.analysis import normalize_prim_func
 
@@ -373,17 +374,24 @@ def _row_kernel(func, target, parallel: bool):
         return None
     row_extents = [_extent(sch, lp) for lp in loops[:-1]]
     per_row = []   # blocks of one value per row (a mean) have no width loop
-    for info in infos:   # every block spans [rows..., width] or [rows...]
+    widths = {}   # a block's own width: fast_math's softmax reduces over a rounded-up row
+    for info in infos:   # every block spans [rows..., a width] or [rows...]
         extents = [_extent(sch, lp) for lp in sch.get_loops(info.block_rv)]
         if extents == row_extents:
             per_row.append(info)
-        elif not extents or extents[-1] != width:
+        elif not extents or extents[:-1] != row_extents or extents[-1] is None:
             return None
-    vectors = width % lanes == 0 and not any(_touches_bool(sch, i.block_rv) for i in infos)
+        else:
+            widths[info.block_rv] = extents[-1]
+    scalar = any(_touches_bool(sch, i.block_rv) for i in infos)
+
+    def vectors(info):
+        return not scalar and widths.get(info.block_rv, 1) % lanes == 0
+
     try:
         blocks, partials = [], []
         for info in infos[:-1]:   # rfactor before compute_at (TVM's check fails after)
-            if vectors and not info.is_injective():
+            if vectors(info) and not info.is_injective():
                 inner = sch.get_loops(info.block_rv)[-1]
                 partial = sch.rfactor(sch.split(inner, factors=[None, lanes])[1], 0)
                 partials.append(partial)
@@ -395,10 +403,8 @@ def _row_kernel(func, target, parallel: bool):
             sch.parallel(rows)
         for block in reversed(blocks):
             sch.compute_at(block, rows, preserve_unit_loops=False)
-        if not vectors:
-            return sch
         for info in infos:
-            if info.is_injective() and info not in per_row:
+            if info.is_injective() and info not in per_row and vectors(info):
                 inner = sch.get_loops(info.block_rv)[-1]
                 sch.vectorize(sch.split(inner, factors=[None, lanes])[1])
         for partial in partials:   # [lane, k] -> [k, lane]: lanes independent, unrolled

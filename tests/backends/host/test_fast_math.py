@@ -147,6 +147,49 @@ def test_gelu_and_softmax_polynomials_match_float64():
         np.testing.assert_allclose(have[ok], want[ok], rtol=2e-5, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("width", [20, 197])
+def test_softmax_rows_rounded_up_to_whole_vectors_keep_ieee_results(width):
+    """A row length no vector divides is reduced over its length rounded up (the padding
+    -inf): ordinary rows match float64, and rows of -inf, with +inf or with NaN give NaN
+    exactly where numpy's softmax does; the max and sum are vectorized (rfactored)."""
+    import tvm
+    from tvm import relax
+
+    from anychip.backends.cpu.backend import host_cpu_name
+    from anychip.backends.host import schedule
+
+    from .kernels import relax_module
+
+    f = TensorProto.FLOAT
+    graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "softmax",
+                              [helper.make_tensor_value_info("x", f, [5, width])],
+                              [helper.make_tensor_value_info("y", f, [5, width])])
+    x = np.random.default_rng(width).standard_normal((5, width)).astype(np.float32) * 5
+    x[1, :] = -np.inf
+    x[2, 3] = np.inf
+    x[3, width - 1] = np.nan
+    x[4, :] = np.linspace(-120, 90, width)   # exp's underflow and near-overflow
+    art = anychip.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]),
+                          target="cpu", dispatch=False)
+    have = np.asarray(art.run({"x": x})["y"], np.float64)
+    d = x.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(d - d.max(axis=-1, keepdims=True))
+        want = e / e.sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(have, want, rtol=2e-5, atol=1e-7, equal_nan=True)
+    assert np.isnan(have[1:4]).all() and not np.isnan(have[[0, 4]]).any()
+
+    # the kernel the cpu pipeline schedules: both reductions split into vector lanes
+    mod, _ = polynomial_exp_erf(relax_module(
+        lambda bb, xv: bb.emit(relax.op.nn.softmax(xv)), (5, width)))
+    kernel = next(f for f in mod.functions.values() if not isinstance(f, relax.Function))
+    target = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name(), "num-cores": 2})
+    with target:
+        sch = schedule._row_kernel(kernel, target, True)
+    text = sch.mod.script()
+    assert 'sblock("softmax_max_rf' in text and 'sblock("softmax_sum_rf' in text, text
+
+
 class _GeluNet(nn.Module):
     def __init__(self):
         super().__init__()
