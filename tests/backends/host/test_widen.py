@@ -82,7 +82,9 @@ def test_widths_computed():
     assert widened_width(1000, 16, False) == 1008
     assert widened_width(1000, 8, False) == 1000       # 8-lane targets: 1000 already whole
     assert widened_width(120, 16, False) == 120        # under MIN_WIDE_WIDTH: 7% more work
-    assert widened_width(197, 16, True) == 200         # odd matmul: a multiple of 8
+    assert widened_width(197, 16, True) == 208         # odd matmul: 8 | 200, then 16 | 208
+    assert widened_width(197, 8, True) == 200          # 8 lanes: a multiple of 8 is whole
+    assert widened_width(45, 16, True) == 48           # under MIN_WIDE_WIDTH: 8 lanes
     assert widened_width(197, 16, False) == 197        # convolutions: never odd ones
     assert widened_width(768, 16, True) == 768
 
