@@ -31,6 +31,7 @@ the tile its columns: c, one contiguous stream per tile.
 from __future__ import annotations
 
 from .lanes import dividing_lanes, vector_lanes
+from .prefetch import prefetch_epilogue_inputs
 from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
                                pad_block_rows, pad_per_block, vectorized_pass, worth_parallel)
 from .tir_walk import static_int as _static, uses as _uses
@@ -370,6 +371,7 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, panel, produce
     elif parallel:   # before the reduction is split (TIR requires it)
         sch.parallel(sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0])
     out_block = epilogue_per_tile(sch, block, consumers, outer[-1], target, may_parallel)
+    accumulator = sch.get(block).writes[0].source
     init = sch.decompose_reduction(block, window[0])
     sch.vectorize(sch.get_loops(init)[-1])
     # the update's lane loop is left to LLVM (constant iterations over contiguous vectors);
@@ -382,6 +384,11 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, panel, produce
         pad_per_block(sch, pad, row_block, target)
     elif pad is not None:
         vectorized_pass(sch, pad, target, parallel)
+    if consumers:   # a residual read by the epilogue: its lines fetched while the tile runs
+        try:
+            prefetch_epilogue_inputs(sch, outer[-1], out_block, accumulator)
+        except Exception:  # noqa: BLE001 - a nest prefetch.py does not rebuild: none
+            pass
     return sch
 
 
