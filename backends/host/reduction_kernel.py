@@ -8,6 +8,7 @@ a small constant-size global buffer on the stack, where LLVM keeps it in registe
 
 from __future__ import annotations
 
+from .elementwise_loops import _parallel_vectorize
 from .lanes import dividing_lanes, vector_lanes
 from .tir_walk import static_int
 
@@ -84,8 +85,6 @@ def epilogue_per_tile(sch, block, consumers, loop, target=None, parallel: bool =
         out_block = sch.cache_write(block, 0, "global")
     sch.reverse_compute_at(out_block, loop)
     if tail:
-        from .schedule import _parallel_vectorize
-
         for info in tail[:-1]:
             sch.compute_inline(info.block_rv)
         _parallel_vectorize(sch, tail[-1].block_rv, target, parallel)
