@@ -308,3 +308,67 @@ def test_upsample_takes_its_scales_as_an_input():
                    [_vi("y", TensorProto.FLOAT, [1, 1, 4, 9])], opset=9, inits=[scales])
     x = np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)
     np.testing.assert_array_equal(_compiled(model, {"x": x})["y"], _ort(model, {"x": x})[0])
+
+
+@pytest.mark.parametrize("opset, bounds", [
+    (13, {"lo": 0.0, "hi": 6.0}), (13, {"lo": 2.0, "hi": -1.0}),      # lo > hi: all hi
+    (13, {"lo": np.nan, "hi": 1.0}), (13, {"hi": 0.5}), (13, {"lo": "input"}),
+    (6, {"lo": -0.5, "hi": 0.25}), (12, {"lo": 1, "hi": 3, "int": True})])
+def test_clip_is_relax_maximum_and_minimum_with_onnx_semantics(opset, bounds):
+    """Clip's bounds as constants (a NaN one: no bound), a run-time input, attributes (opset
+    6), integers; lo > hi gives hi; a NaN input stays NaN. Outputs as ONNX Runtime's."""
+    integer = bounds.get("int", False)
+    dtype, np_dtype = (TensorProto.INT32, np.int32) if integer else (TensorProto.FLOAT,
+                                                                     np.float32)
+    rng = np.random.default_rng(opset)
+    x = (rng.standard_normal((2, 3, 5)) * 4).astype(np_dtype)
+    if not integer:
+        x[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    feed, inputs, inits, names = {"x": x}, [_vi("x", dtype, [2, 3, 5])], [], ["x"]
+    attrs = {}
+    for key in ("lo", "hi"):
+        value = bounds.get(key)
+        if value is None:
+            names.append("")
+        elif opset < 11:
+            attrs["min" if key == "lo" else "max"] = float(value)
+        elif value == "input":
+            inputs.append(_vi(key, dtype, []))
+            feed[key] = np.array(-1.0, np_dtype)
+            names.append(key)
+        else:
+            inits.append(onnx.numpy_helper.from_array(np.array(value, np_dtype), key))
+            names.append(key)
+    node = helper.make_node("Clip", names if opset >= 11 else ["x"], ["y"], **attrs)
+    model = _model([node], inputs, [_vi("y", dtype, [2, 3, 5])], opset=opset, inits=inits)
+    got = _compiled(model, feed)["y"]
+    np.testing.assert_array_equal(got, _ort(model, feed)[0])
+
+
+def test_clip_between_convolutions_fuses_into_their_kernels():
+    """ReLU6 (Clip 0..6) between NCHW convolutions: no transpose to NCHW and back around it
+    (TVM's converter emitted TE kernels the layout conversion could not see through; a
+    MobileNet-v2-like network spent 68% of its run in those transposes); the clip is in the
+    first convolution's kernel."""
+    from onnx import numpy_helper
+
+    from anychip.compiler.profiler import profile_model
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) / 4, n)
+             for n, s in (("w1", (16, 8, 3, 3)), ("w2", (16, 16, 1, 1)))]
+    inits += [numpy_helper.from_array(np.array(v, np.float32), n)
+              for n, v in (("lo", 0.0), ("hi", 6.0))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c1", "lo", "hi"], ["r"]),
+             helper.make_node("Conv", ["r", "w2"], ["y"])]
+    model = _model(nodes, [_vi("x", TensorProto.FLOAT, [1, 8, 20, 20])],
+                   [_vi("y", TensorProto.FLOAT, [1, 16, 20, 20])], inits=inits)
+    x = rng.standard_normal((1, 8, 20, 20)).astype(np.float32) * 8
+    np.testing.assert_allclose(_compiled(model, {"x": x})["y"], _ort(model, {"x": x})[0],
+                               rtol=1e-4, atol=1e-4)
+    prof, _ = profile_model(model, "cpu", runs=2, dispatch=False)
+    transposes = [e.name for e in prof.entries if "transpose" in e.name]
+    assert len(transposes) <= 2, transposes            # the input's and the output's
+    assert any("conv2d" in e.name and "maximum" in e.name for e in prof.entries), \
+        [e.name for e in prof.entries]
