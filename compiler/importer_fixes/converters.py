@@ -374,6 +374,14 @@ def replacements() -> dict:
                     return None
                 if out[a] == dims[a] and np.array_equal(index, np.arange(dims[a])):
                     continue
+                factor = out[a] // dims[a] if dims[a] else 0
+                if factor > 1 and out[a] == factor * dims[a] and \
+                        np.array_equal(index, np.arange(out[a]) // factor):
+                    # each element `factor` times: relax.repeat, which the NCHW -> NHWC
+                    # conversion carries through (a take has no layout rule: transposes
+                    # around every upsampling of a feature pyramid)
+                    y = bb.emit(relax.op.repeat(y, factor, axis=a))
+                    continue
                 y = bb.emit(relax.op.take(y, relax.const(index, "int64"), axis=a))
             return y
 
