@@ -38,7 +38,7 @@ rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 30
 wanted = sys.argv[3].split(",") if len(sys.argv) > 3 else ["before", "nogemm", "se", "now"]
 proto = onnx.load(name) if name.endswith(".onnx") else models.build(name).proto
 acts, gemm, clip = (torch_library.CONV_ACTIVATIONS, torch_library._gemm_kind,
-                    backend._clip_keeps_layout)
+                    backend._unary_ops_keep_layout)
 states = {  # state -> (conv activations, gemm kinds, clip keeps its layout)
     "before": ({"relu": "relu", "gelu": "gelu"}, lambda m, d: "", lambda: None),
     "nogemm": (acts, lambda m, d: "", clip),
@@ -48,9 +48,9 @@ states = {  # state -> (conv activations, gemm kinds, clip keeps its layout)
 arts = {}
 for state in wanted:
     (torch_library.CONV_ACTIVATIONS, torch_library._gemm_kind,
-     backend._clip_keeps_layout) = states[state]
+     backend._unary_ops_keep_layout) = states[state]
     arts[state] = anychip.compile(proto, target="cpu")
-torch_library.CONV_ACTIVATIONS, torch_library._gemm_kind, backend._clip_keeps_layout = (
+torch_library.CONV_ACTIVATIONS, torch_library._gemm_kind, backend._unary_ops_keep_layout = (
     acts, gemm, clip)
 feed = random_inputs(next(iter(arts.values())).inputs, 0)
 so = ort.SessionOptions()

@@ -103,7 +103,7 @@ def _to_nhwc(mod):
 
     from anychip.backends.host import relax_passes as passes
 
-    _clip_keeps_layout()
+    _unary_ops_keep_layout()
     try:
         converted = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OIHW"]})(mod)
     except Exception as exc:  # TVM InternalError from C++
@@ -112,17 +112,24 @@ def _to_nhwc(mod):
     return passes.fold_constants(converted), "NHWC"
 
 
-def _clip_keeps_layout() -> None:
-    """Give relax.clip the layout rule of the other elementwise unary ops (TVM 0.27 has none
-    for it): without one, ConvertLayout wraps every clip in two transposes back to NCHW, so a
-    HardSwish (z * clip(z + 3, 0, 6) / 6) or ReLU6 after an NHWC convolution became four
-    transposes per layer and could not reach the library as the conv's epilogue."""
+# elementwise unary ops TVM 0.27 gives no layout rule
+_UNARY_WITHOUT_LAYOUT_RULE = ("relax.clip", "relax.nn.leakyrelu", "relax.nn.softplus")
+
+
+def _unary_ops_keep_layout() -> None:
+    """Give relax.clip, nn.leakyrelu and nn.softplus the layout rule of the other
+    elementwise unary ops (their attributes name no axis): without one, ConvertLayout wraps
+    each in two transposes back to NCHW, so a HardSwish (z * clip(z + 3, 0, 6) / 6), a ReLU6
+    or a LeakyReLU (YOLO's activation) after an NHWC convolution became transposes per layer
+    and could not join the conv's epilogue (a conv -> LeakyReLU -> conv probe: a transpose
+    pair around the activation)."""
     import tvm
 
-    clip = tvm.ir.Op.get("relax.clip")
-    if clip.get_attr("FRelaxInferLayout") is None:
-        rule = tvm.ir.Op.get("relax.sigmoid").get_attr("FRelaxInferLayout")
-        clip.set_attr("FRelaxInferLayout", rule)
+    rule = tvm.ir.Op.get("relax.sigmoid").get_attr("FRelaxInferLayout")
+    for name in _UNARY_WITHOUT_LAYOUT_RULE:
+        op = tvm.ir.Op.get(name)
+        if op.get_attr("FRelaxInferLayout") is None:
+            op.set_attr("FRelaxInferLayout", rule)
 
 
 class CpuBackend(OptionalBackendHooks):

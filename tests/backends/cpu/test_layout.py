@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import anychip
@@ -121,3 +122,36 @@ def test_channel_shuffle_runs_on_the_nhwc_data():
     report = anychip.verify(model, target="cpu")
     assert report.passed, report.summary()
     assert report.max_abs < 1e-5
+
+
+@pytest.mark.parametrize("act", ["LeakyRelu", "Clip", "Resize"])
+def test_activations_and_upsampling_between_convolutions_stay_in_nhwc(act):
+    """conv -> LeakyRelu (no layout rule in TVM 0.27: given the unary ops' one), Clip (TVM's
+    converter made TE kernels: now maximum/minimum) or a x2 nearest Resize (a gather: now a
+    repeat) -> conv: only the model's input and output transposes; outputs as ONNX
+    Runtime's."""
+    rng = np.random.default_rng(11)
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 4, 3, 3)) / 3).astype(np.float32),
+                                     "w1"),
+             numpy_helper.from_array((rng.standard_normal((8, 8, 1, 1)) / 3).astype(np.float32),
+                                     "w2")]
+    size = 12 if act == "Resize" else 6
+    if act == "LeakyRelu":
+        mid = [helper.make_node("LeakyRelu", ["a"], ["m"], alpha=0.1)]
+    elif act == "Clip":
+        inits += [numpy_helper.from_array(np.array(v, np.float32), n)
+                  for n, v in (("lo", 0.0), ("hi", 6.0))]
+        mid = [helper.make_node("Clip", ["a", "lo", "hi"], ["m"])]
+    else:
+        inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
+        mid = [helper.make_node("Resize", ["a", "", "scales"], ["m"], mode="nearest")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]), *mid,
+             helper.make_node("Conv", ["m", "w2"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "act", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, size, size])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    ops = _lowered_ops(model)
+    assert ops.count("relax.permute_dims") == 2, ops
+    report = anychip.verify(model, target="cpu")
+    assert report.passed, report.summary()
