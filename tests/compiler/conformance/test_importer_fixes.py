@@ -315,8 +315,10 @@ def test_upsample_takes_its_scales_as_an_input():
     (13, {"lo": np.nan, "hi": 1.0}), (13, {"hi": 0.5}), (13, {"lo": "input"}),
     (6, {"lo": -0.5, "hi": 0.25}), (12, {"lo": 1, "hi": 3, "int": True})])
 def test_clip_is_relax_maximum_and_minimum_with_onnx_semantics(opset, bounds):
-    """Clip's bounds as constants (a NaN one: no bound), a run-time input, attributes (opset
-    6), integers; lo > hi gives hi; a NaN input stays NaN. Outputs as ONNX Runtime's."""
+    """Clip's bounds as constants (a NaN one: no bound; relax.clip), a run-time input,
+    attributes (opset 6), integers (relax maximum/minimum); lo > hi gives hi; a NaN input
+    stays NaN; a missing bound is the type's lowest/largest (-inf -> -3.4e38). Outputs as
+    ONNX Runtime's."""
     integer = bounds.get("int", False)
     dtype, np_dtype = (TensorProto.INT32, np.int32) if integer else (TensorProto.FLOAT,
                                                                      np.float32)
@@ -370,5 +372,5 @@ def test_clip_between_convolutions_fuses_into_their_kernels():
     prof, _ = profile_model(model, "cpu", runs=2, dispatch=False)
     transposes = [e.name for e in prof.entries if "transpose" in e.name]
     assert len(transposes) <= 2, transposes            # the input's and the output's
-    assert any("conv2d" in e.name and "maximum" in e.name for e in prof.entries), \
+    assert any("conv2d" in e.name and "clip" in e.name for e in prof.entries), \
         [e.name for e in prof.entries]
