@@ -56,7 +56,10 @@ def clip_converter():
             return float(info.min if for_min else info.max)
         if not isinstance(bound, tvm.ir.expr.GenericConst):
             return None
-        value = float(np.asarray(bound.value.numpy()).reshape(()))
+        array = np.asarray(bound.value.numpy())
+        if array.size != 1:
+            return None   # not the scalar the spec asks for: maximum/minimum broadcast it
+        value = float(array.reshape(()))
         return (-np.inf if for_min else np.inf) if np.isnan(value) else value
 
     def clip(bb, x, lo, hi):
