@@ -522,12 +522,15 @@ def full_rank_constants(mod):
     ConvertLayout converts a binary op only when both operands have the layout's rank, so
     a per-channel constant shaped (C, 1, 1) (an ONNX Mul/Add after a concatenation:
     DenseNet's pre-activation batch norms) put the op back in NCHW between two transposes:
-    zoo:densenet121 spent 27 of its ~66 ms in such transposes (bench --profile)."""
+    zoo:densenet121 spent 27 of its ~66 ms in such transposes (bench --profile). A constant
+    first operand of an add or multiply is put second (the rule follows the first operand)."""
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     ops = {_op(f"relax.{n}") for n in ("add", "subtract", "multiply", "divide", "maximum",
                                        "minimum", "power")}
+    # exactly commutative in IEEE arithmetic (max/min are not: max(+0, -0) picks by order)
+    commutative = {_op("relax.add"), _op("relax.multiply")}
 
     @mutator
     class FullRank(PyExprMutator):
@@ -535,6 +538,11 @@ def full_rank_constants(mod):
             new = super().visit_call_(call)
             if not isinstance(new, relax.Call) or new.op not in ops or len(new.args) != 2:
                 return new
+            if new.op in commutative and _const_value(new.args[0]) is not None and \
+                    _const_value(new.args[1]) is None:
+                # the constant second: the binary layout rule takes the first operand's
+                # layout (1 + exp(x) in Mish's import stayed NCHW between two transposes)
+                new = relax.Call(new.op, [new.args[1], new.args[0]], new.attrs, new.ty_args)
             ranks = [_rank(a) for a in new.args]
             if None in ranks or ranks[0] == ranks[1]:
                 return new

@@ -124,11 +124,12 @@ def test_channel_shuffle_runs_on_the_nhwc_data():
     assert report.max_abs < 1e-5
 
 
-@pytest.mark.parametrize("act", ["LeakyRelu", "Clip", "Resize"])
+@pytest.mark.parametrize("act", ["LeakyRelu", "Clip", "Resize", "Mish"])
 def test_activations_and_upsampling_between_convolutions_stay_in_nhwc(act):
     """conv -> LeakyRelu (no layout rule in TVM 0.27: given the unary ops' one), Clip (TVM's
-    converter made TE kernels: now maximum/minimum) or a x2 nearest Resize (a gather: now a
-    repeat) -> conv: only the model's input and output transposes; outputs as ONNX
+    converter made TE kernels: now clip), a x2 nearest Resize (a gather: now a repeat) or
+    Mish (imported as x * tanh(log(1 + exp(x))): the constant 1 first, whose add stayed
+    NCHW) -> conv: only the model's input and output transposes; outputs as ONNX
     Runtime's."""
     rng = np.random.default_rng(11)
     inits = [numpy_helper.from_array((rng.standard_normal((8, 4, 3, 3)) / 3).astype(np.float32),
@@ -142,6 +143,8 @@ def test_activations_and_upsampling_between_convolutions_stay_in_nhwc(act):
         inits += [numpy_helper.from_array(np.array(v, np.float32), n)
                   for n, v in (("lo", 0.0), ("hi", 6.0))]
         mid = [helper.make_node("Clip", ["a", "lo", "hi"], ["m"])]
+    elif act == "Mish":
+        mid = [helper.make_node("Mish", ["a"], ["m"])]
     else:
         inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
         mid = [helper.make_node("Resize", ["a", "", "scales"], ["m"], mode="nearest")]
