@@ -47,7 +47,8 @@ def _expand_despite_converter(node, opset: int) -> bool:
 
 def prepare_for_tvm(source):
     """The ModelSource TVM's importer should see (see the module docstring)."""
-    from . import control_flow, converters, decompositions, onnx_level, recurrent, specialise
+    from . import (control_flow, converters, decompositions, group_norm, onnx_level, recurrent,
+                   specialise)
 
     converters.register()
     proto = copy.deepcopy(source.proto)
@@ -72,6 +73,10 @@ def prepare_for_tvm(source):
         applied.append(f"expand_schema_functions({', '.join(sorted(set(expanded)))})")
     if onnx_level.constants_as_tensors(proto):
         applied.append("constants_as_tensors")
+    if any(n.op_type == "InstanceNormalization" for n in proto.graph.node):
+        fused = group_norm.fuse_group_norms(proto, onnx_level.static_shapes(proto))
+        if fused:
+            applied.append(f"group_norms_in_channel_ops({fused})")
     if any((n.domain.replace("ai.onnx", "") if n.domain == "ai.onnx" else n.domain, n.op_type)
            in decompositions.DECOMPOSITIONS for n in proto.graph.node):
         done = decompositions.decompose(proto, onnx_level.static_shapes(proto),

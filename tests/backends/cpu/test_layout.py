@@ -124,13 +124,14 @@ def test_channel_shuffle_runs_on_the_nhwc_data():
     assert report.max_abs < 1e-5
 
 
-@pytest.mark.parametrize("act", ["LeakyRelu", "Clip", "Resize", "Mish"])
+@pytest.mark.parametrize("act", ["LeakyRelu", "Clip", "Resize", "Mish", "GroupNorm"])
 def test_activations_and_upsampling_between_convolutions_stay_in_nhwc(act):
     """conv -> LeakyRelu (no layout rule in TVM 0.27: given the unary ops' one), Clip (TVM's
     converter made TE kernels: now clip), a x2 nearest Resize (a gather: now a repeat) or
     Mish (imported as x * tanh(log(1 + exp(x))): the constant 1 first, whose add stayed
-    NCHW) -> conv: only the model's input and output transposes; outputs as ONNX
-    Runtime's."""
+    NCHW) or torch's GroupNorm (reshapes around an instance norm: now channel means and a
+    group-averaging 1x1 convolution) -> conv: only the model's input and output transposes;
+    outputs as ONNX Runtime's."""
     rng = np.random.default_rng(11)
     inits = [numpy_helper.from_array((rng.standard_normal((8, 4, 3, 3)) / 3).astype(np.float32),
                                      "w1"),
@@ -145,6 +146,13 @@ def test_activations_and_upsampling_between_convolutions_stay_in_nhwc(act):
         mid = [helper.make_node("Clip", ["a", "lo", "hi"], ["m"])]
     elif act == "Mish":
         mid = [helper.make_node("Mish", ["a"], ["m"])]
+    elif act == "GroupNorm":   # as torch exports nn.GroupNorm(4, 8)
+        inits += [numpy_helper.from_array(np.array(v, dtype), n) for n, v, dtype in (
+            ("to_groups", [0, 4, -1], np.int64), ("back", [1, 8, 6, 6], np.int64),
+            ("ones", [1.0] * 4, np.float32), ("zeros", [0.0] * 4, np.float32))]
+        mid = [helper.make_node("Reshape", ["a", "to_groups"], ["g"]),
+               helper.make_node("InstanceNormalization", ["g", "ones", "zeros"], ["gn"]),
+               helper.make_node("Reshape", ["gn", "back"], ["m"])]
     else:
         inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
         mid = [helper.make_node("Resize", ["a", "", "scales"], ["m"], mode="nearest")]

@@ -374,3 +374,34 @@ def test_clip_between_convolutions_fuses_into_their_kernels():
     assert len(transposes) <= 2, transposes            # the input's and the output's
     assert any("conv2d" in e.name and "clip" in e.name for e in prof.entries), \
         [e.name for e in prof.entries]
+
+
+@pytest.mark.parametrize("target_shape, fused", [([0, 3, -1], True), ([2, 3, 40], True),
+                                                 ([2, 3, 4, 10], False)])
+def test_group_norm_export_becomes_channel_ops_with_the_same_values(target_shape, fused):
+    """torch's GroupNorm export (Reshape to [N, G, -1], InstanceNormalization with per-group
+    scale and bias, Reshape back) is replaced by ops the NHWC conversion carries; the values
+    are ONNX Runtime's on the original, per-group scale/bias and epsilon included. Another
+    reshape (4-D) is left as it is."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(np.array(target_shape, np.int64), "to_groups"),
+             numpy_helper.from_array(np.array([2, 6, 4, 5], np.int64), "back"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, 3).astype(np.float32), "s"),
+             numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b")]
+    nodes = [helper.make_node("Reshape", ["x", "to_groups"], ["g"]),
+             helper.make_node("InstanceNormalization", ["g", "s", "b"], ["gn"],
+                              epsilon=0.01) if len(target_shape) == 3 else
+             helper.make_node("Identity", ["g"], ["gn"]),
+             helper.make_node("Reshape", ["gn", "back"], ["y"])]
+    model = _model(nodes, [_vi("x", TensorProto.FLOAT, [2, 6, 4, 5])],
+                   [_vi("y", TensorProto.FLOAT, [2, 6, 4, 5])], inits=inits)
+    x = (rng.standard_normal((2, 6, 4, 5)) * 3 + 1).astype(np.float32)
+    prepared = prepare_for_tvm(load_model(model))
+    ops = [n.op_type for n in prepared.proto.graph.node]
+    assert ("InstanceNormalization" not in ops and "Reshape" not in ops) == fused, ops
+    if fused:
+        assert any("group_norms" in f for f in prepared.extra["importer_fixes"])
+    np.testing.assert_allclose(_compiled(model, {"x": x})["y"], _ort(model, {"x": x})[0],
+                               rtol=1e-5, atol=1e-5)
