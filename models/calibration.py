@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from anychip.compiler.importer_fixes.onnx_level import graph_links
+
 TOP_PROB = 0.1
 INPUT_SEED = 20261122
 _HOMOGENEOUS = {"Softmax", "Reshape", "Flatten", "Dropout", "Identity", "Relu",
@@ -62,11 +64,7 @@ def _random_weight(node, producer, random: set[str]) -> str | None:
 def _plan(model: onnx.ModelProto, random: set[str]) -> list[_Target]:
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    producer, consumers = graph_links(graph)
     targets = []
     for node in graph.node:
         uses = consumers.get(node.output[0], [])

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 
 from .concat import partition_concat
-from .elementwise_loops import (MIN_PARALLEL_ELEMENTS, _parallel_vectorize,  # noqa: F401
+from .elementwise_loops import (MIN_PARALLEL_ELEMENTS, _parallel_vectorize,
                                _touches_bool, safe_lanes)
 from .lanes import vector_lanes as _vector_lanes
 from .tir_walk import children as _children, static_int, uses as _uses

@@ -74,7 +74,8 @@ def prepare_for_tvm(source):
     if onnx_level.constants_as_tensors(proto):
         applied.append("constants_as_tensors")
     if any(n.op_type == "InstanceNormalization" for n in proto.graph.node):
-        fused = group_norm.fuse_group_norms(proto, onnx_level.static_shapes(proto))
+        fused = group_norm.fuse_group_norms(proto, onnx_level.static_shapes(proto),
+                                            onnx_level.element_types(proto))
         if fused:
             applied.append(f"group_norms_in_channel_ops({fused})")
     if any((n.domain.replace("ai.onnx", "") if n.domain == "ai.onnx" else n.domain, n.op_type)

@@ -24,30 +24,28 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .onnx_level import default_opset
+from .onnx_level import default_opset, graph_links
 
 
 
-def fuse_group_norms(model: onnx.ModelProto, shapes: dict) -> int:
+def fuse_group_norms(model: onnx.ModelProto, shapes: dict, dtypes: dict) -> int:
     """Replace each Reshape -> InstanceNormalization -> Reshape GroupNorm in the main graph by
-    `_decomposed`'s nodes (`shapes`: static shapes by value name). Returns how many."""
+    `_decomposed`'s nodes (`shapes`, `dtypes`: static shapes and numpy dtype names by value
+    name, onnx_level's). Returns how many."""
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    producers, consumers = graph_links(graph)
     outputs = {o.name for o in graph.output}
     fused = 0
     for norm in [n for n in graph.node if n.op_type == "InstanceNormalization"]:
-        found = _match(norm, producers, consumers, inits, shapes, outputs)
+        found = _match(norm, producers, consumers, inits, shapes, outputs,
+                       dtypes.get(norm.input[0]))
         if found is None:
             continue
         first, last, x, groups, scale, bias, epsilon = found
         tag = f"{norm.name or norm.output[0]}/group_norm"
         nodes, tensors = _decomposed(tag, x, last.output[0], shapes[x], groups, scale, bias,
-                                     epsilon, _dtype(model, x), default_opset(model))
+                                     epsilon, dtypes[norm.input[0]], default_opset(model))
         graph.initializer.extend(tensors)
         index = list(graph.node).index(first)
         for old in (first, norm, last):
@@ -58,7 +56,10 @@ def fuse_group_norms(model: onnx.ModelProto, shapes: dict) -> int:
     return fused
 
 
-def _match(norm, producers, consumers, inits, shapes, outputs):
+def _match(norm, producers, consumers, inits, shapes, outputs, dtype):
+    if len(norm.input) != 3 or len(norm.output) != 1 or \
+            dtype not in ("float16", "float32", "float64"):
+        return None   # a malformed node is the importer's to report
     first = producers.get(norm.input[0])
     if first is None or first.op_type != "Reshape" or len(first.input) < 2:
         return None
@@ -129,15 +130,6 @@ def _decomposed(tag, x, out, dims, groups, scale, bias, epsilon, dtype, opset: i
         helper.make_node("Mul", [v["normed"], t["scale"]], [v["scaled"]]),
         helper.make_node("Add", [v["scaled"], t["bias"]], [out])]
     return nodes, tensors
-
-
-def _dtype(model: onnx.ModelProto, name: str):
-    from onnx import helper as h
-
-    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        if value.name == name:
-            return h.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
-    return np.float32
 
 
 def _constant(name: str, inits: dict):

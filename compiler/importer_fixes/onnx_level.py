@@ -25,6 +25,17 @@ for _name in ("FLOAT4E2M1", "FLOAT8E8M0", "UINT2", "INT2"):
         UNCOMPILABLE_TYPES[getattr(TensorProto, _name)] = _name.lower()
 
 
+def graph_links(graph: onnx.GraphProto) -> tuple[dict, dict]:
+    """(producer node by value name, consumer nodes by value name) of one graph's nodes: what
+    a pattern rewrite walks."""
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    return producers, consumers
+
+
 def default_opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 

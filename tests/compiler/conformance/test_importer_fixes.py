@@ -376,6 +376,25 @@ def test_clip_between_convolutions_fuses_into_their_kernels():
         [e.name for e in prof.entries]
 
 
+def _group_norm_model(target_shape, dtype=TensorProto.FLOAT):
+    """torch's GroupNorm(3, 6) export on [2, 6, 4, 5] (a 4-D target: not a GroupNorm)."""
+    from onnx import numpy_helper
+
+    np_dtype = onnx.helper.tensor_dtype_to_np_dtype(dtype)
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(np.array(target_shape, np.int64), "to_groups"),
+             numpy_helper.from_array(np.array([2, 6, 4, 5], np.int64), "back"),
+             numpy_helper.from_array(rng.uniform(0.5, 2, 3).astype(np_dtype), "s"),
+             numpy_helper.from_array(rng.standard_normal(3).astype(np_dtype), "b")]
+    nodes = [helper.make_node("Reshape", ["x", "to_groups"], ["g"]),
+             helper.make_node("InstanceNormalization", ["g", "s", "b"], ["gn"],
+                              epsilon=0.01) if len(target_shape) == 3 else
+             helper.make_node("Identity", ["g"], ["gn"]),
+             helper.make_node("Reshape", ["gn", "back"], ["y"])]
+    return _model(nodes, [_vi("x", dtype, [2, 6, 4, 5])], [_vi("y", dtype, [2, 6, 4, 5])],
+                  inits=inits)
+
+
 @pytest.mark.parametrize("target_shape, fused", [([0, 3, -1], True), ([2, 3, 40], True),
                                                  ([2, 3, 4, 10], False)])
 def test_group_norm_export_becomes_channel_ops_with_the_same_values(target_shape, fused):
@@ -383,21 +402,8 @@ def test_group_norm_export_becomes_channel_ops_with_the_same_values(target_shape
     scale and bias, Reshape back) is replaced by ops the NHWC conversion carries; the values
     are ONNX Runtime's on the original, per-group scale/bias and epsilon included. Another
     reshape (4-D) is left as it is."""
-    from onnx import numpy_helper
-
-    rng = np.random.default_rng(4)
-    inits = [numpy_helper.from_array(np.array(target_shape, np.int64), "to_groups"),
-             numpy_helper.from_array(np.array([2, 6, 4, 5], np.int64), "back"),
-             numpy_helper.from_array(rng.uniform(0.5, 2, 3).astype(np.float32), "s"),
-             numpy_helper.from_array(rng.standard_normal(3).astype(np.float32), "b")]
-    nodes = [helper.make_node("Reshape", ["x", "to_groups"], ["g"]),
-             helper.make_node("InstanceNormalization", ["g", "s", "b"], ["gn"],
-                              epsilon=0.01) if len(target_shape) == 3 else
-             helper.make_node("Identity", ["g"], ["gn"]),
-             helper.make_node("Reshape", ["gn", "back"], ["y"])]
-    model = _model(nodes, [_vi("x", TensorProto.FLOAT, [2, 6, 4, 5])],
-                   [_vi("y", TensorProto.FLOAT, [2, 6, 4, 5])], inits=inits)
-    x = (rng.standard_normal((2, 6, 4, 5)) * 3 + 1).astype(np.float32)
+    model = _group_norm_model(target_shape)
+    x = (np.random.default_rng(5).standard_normal((2, 6, 4, 5)) * 3 + 1).astype(np.float32)
     prepared = prepare_for_tvm(load_model(model))
     ops = [n.op_type for n in prepared.proto.graph.node]
     assert ("InstanceNormalization" not in ops and "Reshape" not in ops) == fused, ops
@@ -405,3 +411,17 @@ def test_group_norm_export_becomes_channel_ops_with_the_same_values(target_shape
         assert any("group_norms" in f for f in prepared.extra["importer_fixes"])
     np.testing.assert_allclose(_compiled(model, {"x": x})["y"], _ort(model, {"x": x})[0],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_float16_group_norm_keeps_its_type():
+    """A float16 GroupNorm gets float16 constants (the value types come from ONNX shape
+    inference: the reshaped value has no declared type); values within float16 rounding of
+    the float32 model's in ONNX Runtime."""
+    model16 = _group_norm_model([0, 3, -1], TensorProto.FLOAT16)
+    x = (np.random.default_rng(5).standard_normal((2, 6, 4, 5)) * 3 + 1).astype(np.float16)
+    prepared = prepare_for_tvm(load_model(model16))
+    assert "InstanceNormalization" not in [n.op_type for n in prepared.proto.graph.node]
+    got = _compiled(model16, {"x": x})["y"]
+    assert got.dtype == np.float16
+    want = _ort(_group_norm_model([0, 3, -1]), {"x": x.astype(np.float32)})[0]
+    np.testing.assert_allclose(got.astype(np.float32), want, rtol=1e-2, atol=1e-2)
