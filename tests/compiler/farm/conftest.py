@@ -47,9 +47,11 @@ def proc_children(pid: int, depth: int = 99) -> list[int]:
     return found
 
 
-def in_session(pid: int) -> bool:
-    """True while server `pid` serves a client: TVM forks one process per session."""
-    return bool(proc_children(pid, depth=1))
+def running_a_job(pid: int) -> bool:
+    """True while server `pid` runs a job: TVM forks one process per session and the session
+    forks the job (job.py). A session alone is no proof that a client is waiting: it lingers
+    for the download and the close after the job has answered."""
+    return len(proc_children(pid, depth=2)) > len(proc_children(pid, depth=1))
 
 
 @dataclass
