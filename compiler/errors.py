@@ -56,11 +56,33 @@ def memory_ceiling_error(stage: str, target: str) -> AnychipError:
                         f"(--shape) or raise the ceiling.")
 
 
+# TVM's printer notes after an IR dump: never the reason for a failure
+_TVM_TRAILERS = ("# Metadata omitted", "Use show_meta")
+
+
 def error_line(exc: BaseException, last: bool = True, limit: int = 300) -> str:
     """One line of an exception's message for a user-facing error: the last non-empty line by
     default (TVM puts the reason after its C++ trace), the first with last=False (onnx and
-    Python errors); the exception's type name when the message is empty."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    Python errors); the exception's type name when the message is empty.
+
+    A TVM error that ends with the IR it could not handle ("Offending call:", then the call
+    and the printer's "# Metadata omitted" note) gives its reason line and the op's name
+    instead: the last line alone was the printer's note, which names nothing."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines()
+             if ln.strip() and not ln.strip().startswith(_TVM_TRAILERS)]
     if not lines:
         return type(exc).__name__
+    if last and any(ln.startswith("Offending call") for ln in lines):
+        return _offending_call_line(lines)[:limit]
     return (lines[-1] if last else lines[0])[:limit]
+
+
+def _offending_call_line(lines: list[str]) -> str:
+    import re
+
+    at = max(i for i, ln in enumerate(lines) if ln.startswith("Offending call"))
+    reasons = [ln for ln in lines[:at] if re.match(r"[\w.]*(Error|Check failed)\b", ln)]
+    reason = (reasons[-1] if reasons else lines[at - 1] if at else lines[at]).rstrip(".")
+    call = " ".join(lines[at + 1:])
+    op = re.search(r"\bR\.([\w.]+)\(", call)
+    return f"{reason} (op relax.{op.group(1)})" if op else reason

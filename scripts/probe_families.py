@@ -5,7 +5,7 @@ exported to ONNX and timed on cpu against ONNX Runtime (`anychip bench --against
 
 They found the importer's layout blockers (docs/performance.md, tenth session): a ReLU6 that
 TVM imported as TE kernels, LeakyReLU and Mish without a layout rule, GroupNorm exported as
-reshapes. Each line: the family, anychip's and ONNX Runtime's steady-state ms and the ratio
+reshapes; ConvTranspose after a convolution did not compile (unet_up, dcgan). Each line: the family, anychip's and ONNX Runtime's steady-state ms and the ratio
 (each from one interleaved `bench` run; the machine's load is printed before and after).
 Weights are random: these time the operators, not a trained network's accuracy.
 """
@@ -126,11 +126,46 @@ def _models():
                              nn.Upsample(scale_factor=2, mode="nearest"),
                              nn.Conv2d(64, 32, 3, 1, 1), nn.LeakyReLU(0.1))
 
+    class UNetUp(nn.Module):   # a U-Net decoder stage: 2x2/2 ConvTranspose, skip concat
+        def __init__(self, c):
+            super().__init__()
+            self.up = nn.ConvTranspose2d(2 * c, c, 2, 2)
+            self.conv = nn.Sequential(nn.Conv2d(2 * c, c, 3, padding=1), nn.BatchNorm2d(c),
+                                      nn.ReLU(), nn.Conv2d(c, c, 3, padding=1), nn.ReLU())
+
+        def forward(self, x, skip):
+            return self.conv(torch.cat([self.up(x), skip], 1))
+
+    class UNetDecoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = nn.ModuleList([nn.Conv2d(3, 32, 3, padding=1),
+                                       nn.Conv2d(32, 64, 3, 2, 1), nn.Conv2d(64, 128, 3, 2, 1),
+                                       nn.Conv2d(128, 256, 3, 2, 1)])
+            self.ups = nn.ModuleList([UNetUp(128), UNetUp(64), UNetUp(32)])
+
+        def forward(self, x):
+            skips = []
+            for conv in self.down:
+                x = torch.relu(conv(x))
+                skips.append(x)
+            for up, skip in zip(self.ups, reversed(skips[:-1])):
+                x = up(x, skip)
+            return x
+
+    def dcgan():   # a DCGAN generator's upsampling: 4x4/2 pad 1 transposed convolutions
+        layers, c = [nn.Conv2d(64, 256, 3, padding=1)], 256
+        for _ in range(3):
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1), nn.BatchNorm2d(c // 2), nn.ReLU()]
+            c //= 2
+        return nn.Sequential(*layers, nn.Conv2d(c, 3, 3, padding=1), nn.Tanh())
+
     image = (1, 3, 224, 224)
     return {"convnext": (convnext, image), "mbv2": (mobilenet_v2, image),
             "regnet": (regnet, image), "swin": (WindowAttention, (64, 49, 96)),
             "text77": (text_encoder, (1, 77, 256)), "unet_block": (unet_block, (1, 4, 64, 64)),
-            "yolo_neck": (yolo_neck, image)}
+            "yolo_neck": (yolo_neck, image), "unet_up": (UNetDecoder, (1, 3, 128, 128)),
+            "dcgan": (dcgan, (1, 64, 8, 8))}
 
 
 def main(argv=None) -> int:

@@ -152,6 +152,7 @@ class CpuBackend(OptionalBackendHooks):
         from tvm import relax
 
         from anychip.backends.host import relax_passes as passes
+        from anychip.backends.host.conv_transpose import conv_transpose_as_conv
         from anychip.backends.host.fast_math import polynomial_exp_erf
         from anychip.backends.host.hwio import hwio_conv_weights
         from anychip.backends.host.lanes import vector_lanes
@@ -185,6 +186,7 @@ class CpuBackend(OptionalBackendHooks):
             if layout == "NHWC":
                 mod, report["layout"] = _to_nhwc(passes.full_rank_constants(mod))
                 mod = passes.nhwc_channel_shuffle(mod)
+                mod = conv_transpose_as_conv(mod)   # TVM lowers it in NCHW only
             dispatch = opts.dispatch
             if dispatch is None:   # the library, or TVM's kernels alone (kernel_choice.py)
                 # a train step keeps the library: its weight gradients are products of

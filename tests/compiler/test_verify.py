@@ -58,6 +58,27 @@ def test_an_onnx_runtime_refusal_reads_as_one_line_with_the_reason():
     assert "IR version: 14" in line and "older ir_version" in line
 
 
+def test_a_tvm_error_on_an_unlowered_op_names_the_op():
+    """TVM's error for an op left unlowered ends with the call and the printer's "# Metadata
+    omitted" note: the one line says why and which op, not the note."""
+    import tvm
+    from tvm import relax
+
+    from anychip.compiler.errors import error_line
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 4, 4, 2], "float32"))
+    w = relax.Var("w", relax.TensorType([2, 2, 2, 2], "float32"))
+    with bb.function("main", [x, w]):   # NHWC: TVM 0.27 lowers conv2d_transpose in NCHW only
+        y = bb.emit(relax.op.nn.conv2d_transpose(x, w, strides=2, data_layout="NHWC"))
+        bb.emit_func_output(y)
+    with pytest.raises(Exception) as info:
+        tvm.compile(bb.get(), target="llvm")
+    line = error_line(info.value)
+    assert "relax.nn.conv2d_transpose" in line and "cannot emit" in line, line
+    assert "Metadata" not in line and "\n" not in line
+
+
 def test_the_reference_runs_once_per_model_and_inputs(monkeypatch):
     """A matrix verifies one model on several targets with the same inputs: ONNX Runtime runs
     once (keyed by the model's digest and the inputs' bytes), and each caller gets a copy."""
