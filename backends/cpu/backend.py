@@ -109,7 +109,7 @@ def _to_nhwc(mod):
     except Exception as exc:  # TVM InternalError from C++
         detail = (str(exc).strip().splitlines() or ["?"])[-1][:160]
         return mod, f"NCHW (NHWC conversion failed in TVM: {detail})"
-    return passes.fold_constants(converted), "NHWC"
+    return passes.fold_constants(passes.sink_permutes(converted)), "NHWC"
 
 
 # elementwise unary ops TVM 0.27 gives no layout rule

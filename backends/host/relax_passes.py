@@ -544,7 +544,9 @@ def full_rank_constants(mod):
                 # layout (1 + exp(x) in Mish's import stayed NCHW between two transposes)
                 new = relax.Call(new.op, [new.args[1], new.args[0]], new.attrs, new.ty_args)
             ranks = [_rank(a) for a in new.args]
-            if None in ranks or ranks[0] == ranks[1]:
+            if None in ranks or ranks[0] == ranks[1] or 0 in ranks:
+                # a scalar takes any layout; made (1, 1, 1, 1) and first (1 - x), it would
+                # pull the op back to NCHW (SELU's import: four transposes)
                 return new
             low = 0 if ranks[0] < ranks[1] else 1
             value = _const_value(new.args[low])
@@ -736,3 +738,101 @@ def transpose_matmul_products(mod):
             mod[gvar] = relax.analysis.remove_all_unused(
                 Rewrite(mod, use_counts(func)).visit_expr(func))
     return relax.transform.CanonicalizeBindings()(mod)
+
+
+# elementwise ops that commute with a permutation of all their operands' axes
+_ELEMENTWISE = ("where", "add", "subtract", "multiply", "divide", "power", "maximum", "minimum",
+                "greater", "greater_equal", "less", "less_equal", "equal", "not_equal")
+
+
+def sink_permutes(mod):
+    """Move layout conversion's transposes past the elementwise ops it wrapped and cancel
+    the pairs that meet.
+
+    TVM 0.27 has no layout rule for `where` (ELU, SELU, CELU and torch's thresholded
+    Softplus import as one), and its binary rule follows the first operand's layout, so a
+    constant first operand (1 / x) kept its op in NCHW: ConvertLayout wraps such an op in a
+    transpose per operand and one back, four kernels around one cheap op between two NHWC
+    convolutions. An elementwise op whose every tensor operand is the same permute_dims (or a
+    constant, permuted here at compile time, or a scalar) is computed on the unpermuted
+    operands and permuted once after, when that frees at least one permute (one used only
+    there); a permute_dims of a permute_dims is one permute_dims, none when they undo each
+    other."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    ops = {_op(f"relax.{n}") for n in _ELEMENTWISE}
+    permute = _op("relax.permute_dims")
+
+    def axes_of(call) -> tuple[int, ...] | None:
+        if call.attrs.axes is None:
+            return None
+        return tuple(int(a) for a in call.attrs.axes)
+
+    @mutator
+    class Sink(PyExprMutator):
+        def __init__(self, mod, uses):
+            super().__init__(mod)
+            self.uses = uses
+
+        def _permute_of(self, expr):
+            value = bound_value(self, expr) if isinstance(expr, relax.Var) else expr
+            if isinstance(value, relax.Call) and value.op == permute and \
+                    axes_of(value) is not None:
+                return value
+            return None
+
+        def visit_call_(self, call):
+            new = super().visit_call_(call)
+            if not isinstance(new, relax.Call):
+                return new
+            if new.op == permute:
+                return self._compose(new)
+            if new.op in ops:
+                return self._sink(new)
+            return new
+
+        def _compose(self, call):
+            inner = self._permute_of(call.args[0])
+            outer = axes_of(call)
+            if inner is None or outer is None:
+                return call
+            first = axes_of(inner)
+            axes = [first[a] for a in outer]
+            if axes == sorted(axes):
+                return inner.args[0]
+            return relax.op.permute_dims(inner.args[0], axes)
+
+        def _sink(self, call):
+            rank = _rank(call)
+            if rank is None or rank < 2:
+                return call
+            found, args, freed = None, [], 0
+            for arg in call.args:
+                arg_rank = _rank(arg)
+                if arg_rank == 0:
+                    args.append(arg)
+                    continue
+                if arg_rank != rank:
+                    return call
+                inner = self._permute_of(arg)
+                if inner is not None:
+                    if found is not None and axes_of(inner) != found:
+                        return call
+                    found = axes_of(inner)
+                    args.append(inner.args[0])
+                    freed += isinstance(arg, relax.Var) and self.uses.get(arg, 0) == 1
+                    continue
+                if _const_value(arg) is None:
+                    return call
+                args.append(None)        # a constant: permuted once the axes are known
+            if found is None or not freed:   # never more permutes than before
+                return call
+            inverse = list(np.argsort(found))
+            args = [relax.const(np.ascontiguousarray(_const_value(orig).transpose(inverse)))
+                    if new is None else new for new, orig in zip(args, call.args)]
+            inner = self.builder_.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
+            return relax.op.permute_dims(inner, list(found))
+
+    mod = _map_main(mod, lambda m, f: Sink(m, use_counts(f)))
+    return relax.transform.DeadCodeElimination()(mod)

@@ -124,14 +124,35 @@ def test_channel_shuffle_runs_on_the_nhwc_data():
     assert report.max_abs < 1e-5
 
 
-@pytest.mark.parametrize("act", ["LeakyRelu", "Clip", "Resize", "Mish", "GroupNorm"])
+# ops imported as `where` (no layout rule in TVM 0.27) or with a constant first operand
+# (the binary rule follows the first operand): backends/host/relax_passes.sink_permutes
+_WHERE_AND_CONSTANT_FIRST = {
+    "Elu": lambda: ([helper.make_node("Elu", ["a"], ["m"], alpha=0.7)], []),
+    "Selu": lambda: ([helper.make_node("Selu", ["a"], ["m"])], []),
+    "Celu": lambda: ([helper.make_node("Celu", ["a"], ["m"], alpha=1.5)], []),
+    "Where": lambda: ([helper.make_node("Greater", ["a", "t"], ["g"]),
+                       helper.make_node("Where", ["g", "a", "t"], ["m"])],
+                      [numpy_helper.from_array(np.array(0.25, np.float32), "t")]),
+    "Reciprocal": lambda: ([helper.make_node("Abs", ["a"], ["b"]),
+                            helper.make_node("Add", ["b", "one"], ["c"]),
+                            helper.make_node("Reciprocal", ["c"], ["m"])],
+                           [numpy_helper.from_array(np.array(1.0, np.float32), "one")]),
+    "ChannelMinusX": lambda: ([helper.make_node("Sub", ["c8", "a"], ["m"])],
+                              [numpy_helper.from_array(np.linspace(-1, 1, 8).astype(np.float32)
+                                                       .reshape(8, 1, 1), "c8")]),
+}
+
+
+@pytest.mark.parametrize("act", ["LeakyRelu", "Clip", "Resize", "Mish", "GroupNorm",
+                                 *_WHERE_AND_CONSTANT_FIRST])
 def test_activations_and_upsampling_between_convolutions_stay_in_nhwc(act):
     """conv -> LeakyRelu (no layout rule in TVM 0.27: given the unary ops' one), Clip (TVM's
     converter made TE kernels: now clip), a x2 nearest Resize (a gather: now a repeat) or
     Mish (imported as x * tanh(log(1 + exp(x))): the constant 1 first, whose add stayed
     NCHW) or torch's GroupNorm (reshapes around an instance norm: now channel means and a
-    group-averaging 1x1 convolution) -> conv: only the model's input and output transposes;
-    outputs as ONNX Runtime's."""
+    group-averaging 1x1 convolution), an op imported as `where` (ELU, SELU, CELU) or with a
+    constant first operand (1 / x, c - x) -> conv: only the model's input and output
+    transposes; outputs as ONNX Runtime's."""
     rng = np.random.default_rng(11)
     inits = [numpy_helper.from_array((rng.standard_normal((8, 4, 3, 3)) / 3).astype(np.float32),
                                      "w1"),
@@ -153,6 +174,9 @@ def test_activations_and_upsampling_between_convolutions_stay_in_nhwc(act):
         mid = [helper.make_node("Reshape", ["a", "to_groups"], ["g"]),
                helper.make_node("InstanceNormalization", ["g", "ones", "zeros"], ["gn"]),
                helper.make_node("Reshape", ["gn", "back"], ["m"])]
+    elif act in _WHERE_AND_CONSTANT_FIRST:
+        mid, extra = _WHERE_AND_CONSTANT_FIRST[act]()
+        inits += extra
     else:
         inits.append(numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"))
         mid = [helper.make_node("Resize", ["a", "", "scales"], ["m"], mode="nearest")]
