@@ -751,7 +751,9 @@ def sink_permutes(mod):
 
     TVM 0.27 has no layout rule for `where` (ELU, SELU, CELU and torch's thresholded
     Softplus import as one), and its binary rule follows the first operand's layout, so a
-    constant first operand (1 / x) kept its op in NCHW: ConvertLayout wraps such an op in a
+    constant first operand (1 / x) kept its op in NCHW, and nn.pad has none either (ONNX
+    Pad, importer_fixes), and a pool keeps the layout of its input: ConvertLayout wraps such
+    an op in a
     transpose per operand and one back, four kernels around one cheap op between two NHWC
     convolutions. An elementwise op whose every tensor operand is the same permute_dims (or a
     constant, permuted here at compile time, or a scalar) is computed on the unpermuted
@@ -762,7 +764,8 @@ def sink_permutes(mod):
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
     ops = {_op(f"relax.{n}") for n in _ELEMENTWISE}
-    permute = _op("relax.permute_dims")
+    permute, pad = _op("relax.permute_dims"), _op("relax.nn.pad")
+    pools = [_op(f"relax.nn.{n}") for n in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d")]
 
     def axes_of(call) -> tuple[int, ...] | None:
         if call.attrs.axes is None:
@@ -790,7 +793,54 @@ def sink_permutes(mod):
                 return self._compose(new)
             if new.op in ops:
                 return self._sink(new)
+            if new.op == pad:
+                return self._pad(new)
+            if new.op in pools:
+                return self._pool(new)
             return new
+
+        def _single_permute(self, expr):
+            """The permute_dims `expr` is bound to, when this is its only use."""
+            inner = self._permute_of(expr)
+            if inner is None or not (isinstance(expr, relax.Var)
+                                     and self.uses.get(expr, 0) == 1):
+                return None
+            return inner
+
+        def _pool(self, call):
+            """An NCHW pool of NHWC data seen through a transpose: the pool in NHWC, then
+            the transpose (a pool keeps its input's layout, so one after a Pad stayed NCHW)."""
+            inner = self._single_permute(call.args[0])
+            attrs = call.attrs
+            if inner is None or axes_of(inner) != (0, 3, 1, 2) or \
+                    str(attrs.layout) != "NCHW" or str(attrs.out_layout) != "NCHW":
+                return call
+            if call.op == pools[2]:
+                size = None if attrs.output_size is None else \
+                    [int(v) for v in attrs.output_size]
+                pooled = relax.op.nn.adaptive_avg_pool2d(inner.args[0], size, layout="NHWC")
+            else:
+                make = relax.op.nn.max_pool2d if call.op == pools[0] else \
+                    relax.op.nn.avg_pool2d
+                pooled = make(inner.args[0], [int(v) for v in attrs.pool_size],
+                              [int(v) for v in attrs.strides], [int(v) for v in attrs.padding],
+                              [int(v) for v in attrs.dilation], bool(attrs.ceil_mode),
+                              bool(attrs.count_include_pad), layout="NHWC")
+            return relax.op.permute_dims(self.builder_.emit(pooled), [0, 3, 1, 2])
+
+        def _pad(self, call):
+            """pad(P(x)) -> P(pad(x)), the widths moved with their axes."""
+            inner = self._single_permute(call.args[0])
+            if inner is None:
+                return call
+            axes = axes_of(inner)
+            widths = [int(w) for w in call.attrs.pad_width]
+            moved = [0] * len(widths)
+            for i, axis in enumerate(axes):
+                moved[2 * axis:2 * axis + 2] = widths[2 * i:2 * i + 2]
+            padded = self.builder_.emit(relax.op.nn.pad(
+                inner.args[0], moved, str(call.attrs.pad_mode), float(call.attrs.pad_value)))
+            return relax.op.permute_dims(padded, list(axes))
 
         def _compose(self, call):
             inner = self._permute_of(call.args[0])

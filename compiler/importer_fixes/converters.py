@@ -472,6 +472,33 @@ def replacements() -> dict:
                 inputs[3] = relax.const(np.array(nudged, dtype=np.float32))
             return tvm_nms.get_converter(10)(bb, inputs, attr, params)
 
+    def _relax_pad(bb, inputs, attr, params):
+        """relax.nn.pad where TVM's converter emits TE kernels (opaque to layout conversion:
+        a Pad between NHWC convolutions got a transpose pair, relax_passes.sink_permutes
+        moves them past relax.nn.pad). Constant pads and value, static rank, no negative pad
+        (a crop), and widths the TOPI kernels implement as numpy does (reflect < dim, wrap
+        <= dim); anything else stays with TVM's converter."""
+        try:
+            pad_before, pad_after, value = tvm_pad._parse_pads_and_axes(inputs, params)
+            shape = known_shape(inputs[0])    # symbolic dims as None
+        except (TypeError, ValueError):
+            return None                       # run-time pads, unknown rank: TVM's message
+        if abs(float(value)) >= 2 ** 53:
+            return None                       # relax's pad_value is a double
+        mode = attr.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        relax_mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate",
+                      "wrap": "circular"}.get(mode)
+        if relax_mode is None or len(pad_before) != len(shape) or \
+                min(pad_before + pad_after) < 0 or str(inputs[0].ty.dtype) == "bool":
+            return None
+        limit = {"reflect": 1, "circular": 0}.get(relax_mode)
+        if limit is not None and any(max(b, a) > (-1 if d is None else d - limit)
+                                     for b, a, d in zip(pad_before, pad_after, shape)):
+            return None
+        widths = [w for pair in zip(pad_before, pad_after) for w in pair]
+        return relax.op.nn.pad(inputs[0], widths, relax_mode, float(value))
+
     class Pad(fe.OnnxOpConverter):
         """ONNX Pad (opset 11+) with its constant_value given at run time (a graph input;
         TVM's converter needs a constant): padded with 0, then the padding is replaced by the
@@ -487,6 +514,9 @@ def replacements() -> dict:
             value = inputs[2]
             version = 19    # TVM's newest: every mode, the axes input
             if value is None or isinstance(fe.get_constant(value, params), tvm.ir.GenericConst):
+                relax_pad = _relax_pad(bb, inputs, attr, params)
+                if relax_pad is not None:
+                    return relax_pad
                 return tvm_pad.get_converter(version)(bb, inputs, attr, params)
             mode = attr.get("mode", b"constant")
             mode = mode.decode() if isinstance(mode, bytes) else mode
