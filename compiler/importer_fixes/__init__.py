@@ -10,7 +10,8 @@ in this order:
 2. inlining model-local functions (onnx's inliner);
 3. expanding operators TVM cannot import into their ONNX function bodies (half-precision
    Attention computed in float32 first);
-4. writing Constant's value_int(s)/value_float(s) as `value` tensors;
+4. writing Constant's value_int(s)/value_float(s) as `value` tensors; auto_pad written as
+   explicit pads (auto_pad.py) and torch's GroupNorm export as channel ops (group_norm.py);
 5. decomposing operators without a function body into ONNX operators (decompositions.py);
    unrolling Scans (control_flow.py) and RNN/GRU/LSTM (recurrent.py), whose trip counts
    static shapes fix;
@@ -47,8 +48,8 @@ def _expand_despite_converter(node, opset: int) -> bool:
 
 def prepare_for_tvm(source):
     """The ModelSource TVM's importer should see (see the module docstring)."""
-    from . import (control_flow, converters, decompositions, group_norm, onnx_level, recurrent,
-                   specialise)
+    from . import (auto_pad, control_flow, converters, decompositions, group_norm, onnx_level,
+                   recurrent, specialise)
 
     converters.register()
     proto = copy.deepcopy(source.proto)
@@ -73,6 +74,9 @@ def prepare_for_tvm(source):
         applied.append(f"expand_schema_functions({', '.join(sorted(set(expanded)))})")
     if onnx_level.constants_as_tensors(proto):
         applied.append("constants_as_tensors")
+    explicit = auto_pad.explicit_auto_pads(proto)
+    if explicit:
+        applied.append(f"explicit_auto_pads({explicit})")
     if any(n.op_type == "InstanceNormalization" for n in proto.graph.node):
         fused = group_norm.fuse_group_norms(proto, onnx_level.static_shapes(proto),
                                             onnx_level.element_types(proto))

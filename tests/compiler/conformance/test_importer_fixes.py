@@ -425,3 +425,49 @@ def test_float16_group_norm_keeps_its_type():
     assert got.dtype == np.float16
     want = _ort(_group_norm_model([0, 3, -1]), {"x": x.astype(np.float32)})[0]
     np.testing.assert_allclose(got.astype(np.float32), want, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("op, mode, stride, dilation, size", [
+    ("Conv", "SAME_UPPER", 2, 1, 7), ("Conv", "SAME_LOWER", 2, 1, 7),
+    ("Conv", "SAME_UPPER", 3, 1, 8), ("Conv", "VALID", 2, 1, 7),   # ORT: no SAME + dilation
+    ("MaxPool", "SAME_UPPER", 2, 1, 8), ("MaxPool", "SAME_LOWER", 3, 1, 7),
+    ("AveragePool", "SAME_UPPER", 2, 1, 7), ("AveragePool", "SAME_LOWER", 2, 1, 6),
+])
+def test_auto_pad_becomes_explicit_pads_with_the_same_values(op, mode, stride, dilation, size):
+    """auto_pad (tf2onnx's SAME) is written as the spec's explicit pads, odd totals at the end
+    (UPPER) or the beginning (LOWER): no separate pad kernel; values are ONNX Runtime's on the
+    original, the average not counting the pad. A symbolic batch keeps the rewrite."""
+    rng = np.random.default_rng(9)
+    attrs = dict(auto_pad=mode, strides=[stride, stride], kernel_shape=[3, 3])
+    inits = []
+    inputs = ["x"]
+    if op == "Conv":
+        attrs["dilations"] = [dilation, dilation]
+        inits.append(onnx.numpy_helper.from_array(
+            rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"))
+        inputs.append("w")
+    node = helper.make_node(op, inputs, ["y"], **attrs)
+    reach = 2 * dilation + 1
+    out = [-(-d // stride) if mode != "VALID" else (d - reach) // stride + 1
+           for d in (size, size + 1)]
+    model = _model([node], [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                          ["n", 3, size, size + 1])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                  ["n", 4 if op == "Conv" else 3, *out])],
+                   inits=inits)
+    prepared = prepare_for_tvm(load_model(model))
+    node = prepared.proto.graph.node[0]
+    assert "auto_pad" not in [a.name for a in node.attribute]
+    assert any("explicit_auto_pads(1)" == f for f in prepared.extra["importer_fixes"])
+    x = rng.standard_normal((2, 3, size, size + 1)).astype(np.float32)
+    np.testing.assert_allclose(_compiled(model, {"x": x})["y"], _ort(model, {"x": x})[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_auto_pad_with_ceil_mode_or_unknown_sizes_is_left():
+    pool = helper.make_node("MaxPool", ["x"], ["y"], auto_pad="SAME_UPPER", kernel_shape=[3, 3],
+                            strides=[2, 2], ceil_mode=1)
+    model = _model([pool], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 7, 7])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])])
+    assert "auto_pad" in [a.name for a in prepare_for_tvm(load_model(model)).proto.graph
+                          .node[0].attribute]
