@@ -12,6 +12,9 @@ has 7 bits (3.9e-3); the figures are ~20x the unit roundoff, as ORT derives its 
 rows as a multiple of the cast error. Integers and booleans are exact. Training compares
 losses and parameters after several optimizer steps, so errors compound once more.
 
+A model that computes in float16 or bfloat16 by itself (model_precision: an internal Cast, a
+weight of that type) is judged by that format's row even when compiled at fp32.
+
 The table is the first rule. A reduced-precision output that misses it is judged once more by
 verify against the format's own error (format_error.py: within 3x the RMS error of the model
 run with every tensor stored in that format), because on a deep network the format alone
@@ -81,6 +84,41 @@ def tolerance_for(precision: str, dtype, training: bool = False) -> Tolerance:
     if dtype == np.float64 and precision == "fp32" and not training:
         return FLOAT_TOLERANCES["fp32"]
     return table[precision]
+
+
+# precisions from the tightest row to the loosest
+_LOOSENESS = ["fp64", "fp32", "tf32", "fp16", "mixed", "bf16", "int8"]
+# ONNX element types (TensorProto.FLOAT16, BFLOAT16) a model may compute in by itself
+_MODEL_FORMATS = {10: "fp16", 16: "bf16"}
+
+
+def model_precision(model) -> str | None:
+    """'fp16' or 'bf16' when the model itself computes in that format: a Cast to it, or a
+    weight or graph input of that type (an autocast export keeps float32 inputs and outputs
+    and casts inside). ONNX Runtime then rounds to that format too, but from float32 values
+    that differ from ours in the last bits, so an output differs by the format's rounding
+    (an fp32 model with one internal float16 Cast: 9.8e-4 apart at values near 1); None
+    for a model that computes in float32 or wider only."""
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        return None
+    graph = model.graph
+    found = {init.data_type for init in graph.initializer}
+    found |= {i.type.tensor_type.elem_type for i in graph.input
+              if i.type.HasField("tensor_type")}
+    for node in graph.node:
+        if node.op_type == "Cast":
+            found |= {a.i for a in node.attribute if a.name == "to"}
+    formats = [_MODEL_FORMATS[t] for t in found if t in _MODEL_FORMATS]
+    return max(formats, key=_LOOSENESS.index) if formats else None
+
+
+def looser(precision: str, other: str | None) -> str:
+    """The looser of two precisions' rows (`other` None: `precision`)."""
+    if other is None or precision not in _LOOSENESS:
+        return precision
+    return max(precision, other, key=_LOOSENESS.index)
 
 
 @dataclass(frozen=True)

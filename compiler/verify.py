@@ -18,7 +18,7 @@ from .format_error import FORMAT_ERROR_MULTIPLIER, emulated_outputs, judge
 from .frontend import load_model
 from .inputs import random_inputs
 from .reference import reference_outputs
-from .tolerances import Tolerance, compare, tolerance_for
+from .tolerances import Tolerance, compare, looser, model_precision, tolerance_for
 
 
 @dataclass
@@ -128,8 +128,9 @@ def verify_artifact(artifact: Artifact, reference_model, label: str, inputs=None
     expected = reference_outputs(reference_model, feed, label, model_digest)
     checks = []
     emulated: list | None = None
+    precision = looser(artifact.precision, model_precision(reference_model))
     for k, (spec, exp) in enumerate(zip(artifact.outputs, expected)):
-        tol = tolerance_for(artifact.precision, exp.dtype)
+        tol = tolerance_for(precision, exp.dtype)
         tol = Tolerance(tol.rtol if rtol is None else rtol, tol.atol if atol is None else atol)
         got = actual[spec.name]
         cmp = compare(got, exp, tol)
