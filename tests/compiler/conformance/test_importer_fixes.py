@@ -471,3 +471,37 @@ def test_auto_pad_with_ceil_mode_or_unknown_sizes_is_left():
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])])
     assert "auto_pad" in [a.name for a in prepare_for_tvm(load_model(model)).proto.graph
                           .node[0].attribute]
+
+
+@pytest.mark.parametrize("pool", [
+    dict(kernel_shape=[2, 2], strides=[2, 2]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], storage_order=1),
+    dict(kernel_shape=[3, 2], strides=[2, 1], dilations=[2, 1], ceil_mode=1),
+])
+def test_max_pool_indices_feed_max_unpool_as_onnxruntime(pool):
+    """SegNet's encoder/decoder pair: conv -> MaxPool (values and Indices) -> MaxUnpool with
+    those indices back to the conv's 9x9 (output_shape). TVM's converter gave no Indices; both outputs and the unpooled
+    result are ONNX Runtime's (integers exactly), ties and windows over the padding
+    included (the input has repeated values)."""
+    rng = np.random.default_rng(12)
+    w = onnx.numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"]),     # zeros: ties inside windows
+             helper.make_node("MaxPool", ["r"], ["p", "i"], **pool)]
+    unpool = {k: v for k, v in pool.items() if k in ("kernel_shape", "strides", "pads")}
+    if not any(k in pool for k in ("dilations", "ceil_mode", "storage_order")):
+        nodes.append(helper.make_node("MaxUnpool", ["p", "i", "shape"], ["u"], **unpool))
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 9, 9])],
+                   [helper.make_tensor_value_info(n, t, None) for n, t in
+                    [("p", TensorProto.FLOAT), ("i", TensorProto.INT64)]]
+                   + ([helper.make_tensor_value_info("u", TensorProto.FLOAT, [2, 4, 9, 9])]
+                      if len(nodes) == 4 else []),
+                   inits=[w, onnx.numpy_helper.from_array(np.array([2, 4, 9, 9]), "shape")])
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    got, want = _compiled(model, {"x": x}), _ort(model, {"x": x})
+    for name, expected in zip([o.name for o in model.graph.output], want):
+        if expected.dtype == np.int64:
+            np.testing.assert_array_equal(got[name], expected)
+        else:
+            np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=1e-5)
