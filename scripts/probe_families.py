@@ -5,7 +5,7 @@ exported to ONNX and timed on cpu against ONNX Runtime (`anychip bench --against
 
 They found the importer's layout blockers (docs/performance.md, tenth session): a ReLU6 that
 TVM imported as TE kernels, LeakyReLU and Mish without a layout rule, GroupNorm exported as
-reshapes; ConvTranspose after a convolution did not compile (unet_up, dcgan). Each line: the family, anychip's and ONNX Runtime's steady-state ms and the ratio
+reshapes; ConvTranspose after a convolution did not compile (unet_up, dcgan, style); reflect pads kept NCHW (style). Each line: the family, anychip's and ONNX Runtime's steady-state ms and the ratio
 (each from one interleaved `bench` run; the machine's load is printed before and after).
 Weights are random: these time the operators, not a trained network's accuracy.
 """
@@ -160,12 +160,35 @@ def _models():
             c //= 2
         return nn.Sequential(*layers, nn.Conv2d(c, 3, 3, padding=1), nn.Tanh())
 
+    class StyleResidual(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.body = nn.Sequential(
+                nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), nn.InstanceNorm2d(c, affine=True),
+                nn.ReLU(), nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3),
+                nn.InstanceNorm2d(c, affine=True))
+
+        def forward(self, x):
+            return x + self.body(x)
+
+    def style_transfer():   # Johnson et al.'s network: reflect pads, instance norms, upsampling
+        def down(a, b, k, s):
+            return [nn.ReflectionPad2d(k // 2), nn.Conv2d(a, b, k, s),
+                    nn.InstanceNorm2d(b, affine=True), nn.ReLU()]
+        return nn.Sequential(*down(3, 32, 9, 1), *down(32, 64, 3, 2), *down(64, 128, 3, 2),
+                             *[StyleResidual(128) for _ in range(3)],
+                             nn.ConvTranspose2d(128, 64, 3, 2, 1, output_padding=1),
+                             nn.InstanceNorm2d(64, affine=True), nn.ReLU(),
+                             nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1),
+                             nn.InstanceNorm2d(32, affine=True), nn.ReLU(),
+                             nn.ReflectionPad2d(4), nn.Conv2d(32, 3, 9))
+
     image = (1, 3, 224, 224)
     return {"convnext": (convnext, image), "mbv2": (mobilenet_v2, image),
             "regnet": (regnet, image), "swin": (WindowAttention, (64, 49, 96)),
             "text77": (text_encoder, (1, 77, 256)), "unet_block": (unet_block, (1, 4, 64, 64)),
             "yolo_neck": (yolo_neck, image), "unet_up": (UNetDecoder, (1, 3, 128, 128)),
-            "dcgan": (dcgan, (1, 64, 8, 8))}
+            "dcgan": (dcgan, (1, 64, 8, 8)), "style": (style_transfer, (1, 3, 128, 128))}
 
 
 def main(argv=None) -> int:

@@ -174,6 +174,7 @@ class CpuBackend(OptionalBackendHooks):
         target = self.target(profile)
         with target:
             mod = relax.transform.DecomposeOpsForInference()(mod)
+            mod = passes.variance_as_means(mod)
             mod = relax.transform.CanonicalizeBindings()(mod)
             mod = passes.fold_constants(mod)
             mod = passes.drop_dropout(mod)

@@ -886,3 +886,32 @@ def sink_permutes(mod):
 
     mod = _map_main(mod, lambda m, f: Sink(m, use_counts(f)))
     return relax.transform.DeadCodeElimination()(mod)
+
+
+def variance_as_means(mod):
+    """relax.variance (an instance norm's, after DecomposeOpsForInference) as
+    mean((x - mean(x))^2), the same two-pass population variance TOPI computes, but as two
+    reductions in two kernels: TOPI's one kernel holds both, which the column-reduction
+    schedule does not take (one reduction per kernel), so an NHWC instance norm's variance
+    over H and W ran as TVM's strided nest on one core: [1, 128, 128, 32] 0.9 ms. Each mean
+    is now a column sum read at cache speed, its subtract-and-square inlined."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    variance = _op("relax.variance")
+
+    @mutator
+    class Means(PyExprMutator):
+        def visit_call_(self, call):
+            new = super().visit_call_(call)
+            if not isinstance(new, relax.Call) or new.op != variance or \
+                    not str(new.ty.dtype).startswith("float"):
+                return new
+            x, axes = new.args[0], new.attrs.axis
+            axes = None if axes is None else [int(a) for a in axes]
+            mean = self.builder_.emit(relax.op.mean(x, axes, keepdims=True))
+            centred = self.builder_.emit(relax.op.subtract(x, mean))
+            return relax.op.mean(relax.op.multiply(centred, centred), axes,
+                                 keepdims=bool(new.attrs.keepdims))
+
+    return _map_main(mod, lambda m, f: Means(m))
