@@ -156,6 +156,7 @@ class CpuBackend(OptionalBackendHooks):
         from anychip.backends.host.fast_math import polynomial_exp_erf
         from anychip.backends.host.hwio import hwio_conv_weights
         from anychip.backends.host.lanes import vector_lanes
+        from anychip.backends.host.narrow_conv import narrow_convs
         from anychip.backends.host.packed_weights import pack_weights
         from anychip.backends.host.split_concat import split_concat_convs
         from anychip.backends.host.widen import widen_outputs
@@ -188,6 +189,8 @@ class CpuBackend(OptionalBackendHooks):
                 mod, report["layout"] = _to_nhwc(passes.full_rank_constants(mod))
                 mod = passes.nhwc_channel_shuffle(mod)
                 mod = conv_transpose_as_conv(mod)   # TVM lowers it in NCHW only
+            if layout == "NHWC":   # few output channels: vectors along the output row
+                mod, report["narrow_convs"] = narrow_convs(mod, vector_lanes(target))
             dispatch = opts.dispatch
             if dispatch is None:   # the library, or TVM's kernels alone (kernel_choice.py)
                 # a train step keeps the library: its weight gradients are products of
@@ -229,6 +232,7 @@ class CpuBackend(OptionalBackendHooks):
 
         ctx = ctx or self.context(profile, options)
         report = {k: ctx.report[k] for k in ("layout", "dispatch", "kernels", "fast_math",
+                                             "narrow_convs",
                                              "matmuls_widened", "convs_widened", "concats_split",
                                              "weights_packed")
                   if k in ctx.report}

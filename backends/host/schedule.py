@@ -377,9 +377,11 @@ def reduction_rules(parallel: bool = True) -> list:
 def schedule_rules(parallel: bool = True):
     from .depthwise import schedule_depthwise
     from .gemm import schedule_gemm
+    from .narrow_conv import schedule_rows
     from .pooling import schedule_pool
 
-    return ([injective_rule(parallel), _rule(schedule_depthwise, parallel),
+    return ([injective_rule(parallel), _rule(schedule_rows, parallel),
+             _rule(schedule_depthwise, parallel),
              _rule(schedule_pool, parallel), _rule(_column_reduction, parallel),
              _rule(schedule_gemm, parallel)] + reduction_rules(parallel))
 
