@@ -443,6 +443,27 @@ def replacements() -> dict:
                                                            relax.const(1.0, dtype)))
             return relax.op.where(relax.op.greater(x, relax.const(0.0, dtype)), x, negative)
 
+    class Mish(fe.OnnxOpConverter):
+        """ONNX Mish, x * tanh(ln(1 + e^x)), as x * n / (n + 2) with n = e^x (e^x + 2) (the
+        same function: tanh(ln u) = (u^2 - 1) / (u^2 + 1), u = 1 + e^x): one exp, which
+        fast_math makes a vector polynomial, where TVM's form calls libm's log and tanh per
+        element: a YOLO-like neck's conv + Mish kernel ran at 78 GFLOP/s against 218 for
+        its conv + LeakyReLU. Above a threshold where the factor rounds to 1 in the type
+        (and before n overflows) the result is x; NaN stays NaN, -inf gives NaN as the
+        spec's formula does (-inf * tanh(0))."""
+
+        THRESHOLD = {"float16": 5.0, "float64": 40.0}     # float32 and bfloat16: 20
+
+        @classmethod
+        def _impl_v18(cls, bb, inputs, attr, params):
+            x = inputs[0]
+            dtype = str(x.ty.dtype)
+            e = relax.op.exp(x)
+            n = relax.op.multiply(e, relax.op.add(e, relax.const(2.0, dtype)))
+            factor = relax.op.divide(n, relax.op.add(n, relax.const(2.0, dtype)))
+            large = relax.op.greater(x, relax.const(cls.THRESHOLD.get(dtype, 20.0), dtype))
+            return relax.op.where(large, x, relax.op.multiply(x, factor))
+
     class NonMaxSuppression(fe.OnnxOpConverter):
         """ONNX NonMaxSuppression suppresses a box whose IoU with a selected box is *greater*
         than iou_threshold; TVM's kernel suppresses at `iou >= threshold`. The threshold is
@@ -745,7 +766,7 @@ def replacements() -> dict:
             return relax.op.reshape(x, (n, c * size * size, h // size, w // size))
 
     return {"Clip": clip_converter(), "MaxPool": max_pool_converter(),
-            "MaxUnpool": max_unpool_converter(), "Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu,
+            "MaxUnpool": max_unpool_converter(), "Mish": Mish, "Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu,
             "BitShift": BitShift, "SpaceToDepth": SpaceToDepth, "Upsample": Upsample,
             "NonMaxSuppression": NonMaxSuppression, "Pad": Pad, "Dropout": Dropout, "Split": Split,
             "EyeLike": EyeLike, "Mod": Mod, "ReduceMax": reduce_extreme(tvm_max, True),

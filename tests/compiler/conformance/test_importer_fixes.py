@@ -505,3 +505,24 @@ def test_max_pool_indices_feed_max_unpool_as_onnxruntime(pool):
             np.testing.assert_array_equal(got[name], expected)
         else:
             np.testing.assert_allclose(got[name], expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16])
+def test_mish_with_one_exp_matches_onnxruntime_over_its_range(dtype):
+    """Mish as x * n / (n + 2), n = e^x (e^x + 2): ONNX Runtime's values from -100 to 100
+    (past each type's threshold where the result is x, and where e^x overflows), NaN kept."""
+    np_type = np.float32 if dtype == TensorProto.FLOAT else np.float16
+    x = np.concatenate([np.linspace(-30, 30, 241), [-100, 100, 4.9, 5.1, 19.9, 20.1, 0, 1e-3,
+                                                     -1e-3, 44.0, 89.0, np.nan]])
+    x = x.astype(np_type).reshape(1, -1)
+    model = _model([helper.make_node("Mish", ["x"], ["y"])],
+                   [helper.make_tensor_value_info("x", dtype, list(x.shape))],
+                   [helper.make_tensor_value_info("y", dtype, list(x.shape))], opset=18)
+    prepared = prepare_for_tvm(load_model(model))
+    assert [n.op_type for n in prepared.proto.graph.node] == ["Mish"]
+    got = _compiled(model, {"x": x})["y"]
+    want = _ort(model, {"x": x})[0]
+    assert np.isnan(got[0, -1]) and np.isnan(want[0, -1])
+    tol = 1e-6 if dtype == TensorProto.FLOAT else 2e-3
+    np.testing.assert_allclose(got[0, :-1].astype(np.float64), want[0, :-1].astype(np.float64),
+                               rtol=tol, atol=tol)
