@@ -183,12 +183,18 @@ def _models():
                              nn.InstanceNorm2d(32, affine=True), nn.ReLU(),
                              nn.ReflectionPad2d(4), nn.Conv2d(32, 3, 9))
 
+    def espcn():   # super-resolution by sub-pixel convolution: PixelShuffle (DepthToSpace)
+        return nn.Sequential(nn.Conv2d(3, 64, 5, padding=2), nn.Tanh(),
+                             nn.Conv2d(64, 32, 3, padding=1), nn.Tanh(),
+                             nn.Conv2d(32, 3 * 9, 3, padding=1), nn.PixelShuffle(3))
+
     image = (1, 3, 224, 224)
     return {"convnext": (convnext, image), "mbv2": (mobilenet_v2, image),
             "regnet": (regnet, image), "swin": (WindowAttention, (64, 49, 96)),
             "text77": (text_encoder, (1, 77, 256)), "unet_block": (unet_block, (1, 4, 64, 64)),
             "yolo_neck": (yolo_neck, image), "unet_up": (UNetDecoder, (1, 3, 128, 128)),
-            "dcgan": (dcgan, (1, 64, 8, 8)), "style": (style_transfer, (1, 3, 128, 128))}
+            "dcgan": (dcgan, (1, 64, 8, 8)), "style": (style_transfer, (1, 3, 128, 128)),
+            "espcn": (espcn, (1, 3, 128, 128))}
 
 
 def main(argv=None) -> int:
