@@ -47,9 +47,10 @@ class CpuOptions(FamilyOptions):
                                    metavar="BOOL")
     parallel: bool | None = option(None, "TVM's own kernels on all cores (default: unless "
                                          "library calls are in the graph)", metavar="BOOL")
-    fast_math: bool = option(True, "float32 exp, erf and sigmoid as vectorizable "
-                                   "polynomials (exp within 1.5 ulp, erf 8, sigmoid 3) instead "
-                                   "of scalar libm calls; `anychip tune` tunes the libm forms",
+    fast_math: bool = option(True, "float32 exp, erf, sigmoid and tanh as vectorizable "
+                                   "polynomials (exp within 1.5 ulp, erf 8, sigmoid 3, tanh 7) "
+                                   "instead of scalar libm calls; `anychip tune` tunes the libm "
+                                   "forms",
                              metavar="BOOL")
     torch_plugin: str | None = option(None, "the torch device plug-in (module:device) conv2d/"
                                             "matmul go through (cuda default torch:cuda; cpu "

@@ -26,6 +26,7 @@ import math
 from anychip.backends.host.gemm import ragged_rows
 from anychip.backends.host.lanes import dividing_lanes
 from anychip.backends.host.relax_passes import _const_value as _constant
+from anychip.backends.host.widen import widened_width
 
 # what a library call costs beyond its arithmetic, and both sides' arithmetic rate per core,
 # as effective figures fitted to whole networks run both ways in one process (2 Zen 4
@@ -67,6 +68,11 @@ def _conv(call) -> tuple[float, float] | str:
     if weight.shape[1] == 1 and groups > 1:   # depthwise: vectors along the image's channels
         return flops, _lanes(channels) / FULL_LANES
     width = channels // groups
+    if groups == 1:   # an odd width is computed at widen.py's width: its speed, less the pad
+        wide = widened_width(width, FULL_LANES)
+        if wide != width:
+            return flops, width / wide * (1.0 if ragged_rows(wide, FULL_LANES)
+                                          else _lanes(wide) / FULL_LANES)
     return flops, 1.0 if ragged_rows(width, FULL_LANES) else _lanes(width) / FULL_LANES
 
 

@@ -1,8 +1,10 @@
 """Output widths widened to whole vectors for the register-tiled GEMM schedule (gemm.py),
 which vectorizes along the output's last axis with the widest vector dividing it.
 
-- Odd matmul widths (ViT's 197-token attention scores) have no vector at all and ran scalar
-  (25 GFLOP/s against 170-200 for its other matmuls): padded to a multiple of 8, and then,
+- Odd widths have no vector at all and ran scalar: ViT's 197-token attention scores (25
+  GFLOP/s against 170-200 for its other matmuls), an ESPCN-like network's 3x3 convolution to
+  27 channels (3 x 3^2 for its pixel shuffle: 17 GFLOP/s, 14.9 ms; at 32: 218, 1.39 ms).
+  Matmuls and convolutions from MIN_WIDTH up are padded to a multiple of 8, and then,
   like any width, to a multiple of 16 by the rule below (197 -> 208 on AVX-512: tiles of
   8 rows x one 8-lane vector at 200 ran ViT's scores at 103 GFLOP/s in its batch-8
   profile; zoo:vit 5.50 -> 5.21 ms, at batch 8 40.7 -> 40.0).
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from .relax_passes import _map_main, _op, bound_constant, bound_value
 
-# odd matmul widths below this stay as they are (a handful of columns: the pad would dominate)
+# odd widths below this stay as they are (a handful of columns: the pad would dominate)
 MIN_WIDTH = 9
 MULTIPLE = 8
 # 8-mod-16 widths from this one up are padded to a multiple of 16 on 16-lane targets
@@ -42,9 +44,9 @@ _BINARY = ("relax.add", "relax.subtract", "relax.multiply", "relax.divide",
            "relax.maximum", "relax.minimum", "relax.power")
 
 
-def widened_width(width: int, lanes: int, matmul: bool) -> int:
+def widened_width(width: int, lanes: int) -> int:
     """The width an output of `width` columns is computed at (itself when not widened)."""
-    if matmul and width >= MIN_WIDTH and width % 2 == 1:
+    if width >= MIN_WIDTH and width % 2 == 1:
         width += -width % MULTIPLE
     if lanes >= WIDE_MULTIPLE and width >= MIN_WIDE_WIDTH and width % WIDE_MULTIPLE == 8:
         return width + 8
@@ -93,7 +95,7 @@ def widen_outputs(mod, lanes: int):
                     dtype_of(call.args[1]) != "float32" or dtype_of(call) != "float32":
                 return call
             width = out[-1]
-            wide = widened_width(width, lanes, is_matmul)
+            wide = widened_width(width, lanes)
             if wide == width:
                 return call
             constant = bound_constant(self, call.args[1])

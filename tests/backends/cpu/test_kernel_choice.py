@@ -118,3 +118,24 @@ def test_tvm_pool_takes_the_run_threads_unless_the_user_set_them(monkeypatch):
     monkeypatch.setenv("TVM_NUM_THREADS", "1")
     size_tvm_pool(2)
     assert os.environ["TVM_NUM_THREADS"] == "1"
+
+
+def test_an_odd_width_is_estimated_at_its_widened_speed():
+    """A 27-channel convolution runs at 32 channels (widen.py): its estimate is full vectors
+    less the 5 padded columns, not the single lanes its own width divides into."""
+    from tvm import relax
+
+    from anychip.backends.cpu.kernel_choice import _conv
+
+    def speed(channels: int) -> float:
+        x = relax.Var("x", relax.TensorType([1, 16, 16, 32], "float32"))
+        w = relax.const(np.zeros((channels, 32, 3, 3), np.float32))
+        call = relax.op.nn.conv2d(x, w, padding=[1, 1, 1, 1], data_layout="NHWC")
+        bb = relax.BlockBuilder()
+        with bb.function("main", [x]):
+            out = bb.emit(call)
+            bb.emit_func_output(out)
+        return _conv(bb.get()["main"].body.blocks[0].bindings[0].value)[1]
+
+    assert speed(27) == pytest.approx(27 / 32)
+    assert speed(32) == 1.0

@@ -1,4 +1,4 @@
-"""float32 exp and erf as vectorizable polynomials (backends/host/fast_math.py): the rewrite
+"""float32 exp, erf, sigmoid and tanh as vectorizable polynomials (backends/host/fast_math.py): the rewrite
 happens, the kernels are within a few ulp of float64 exp/erf over the whole float32 range with
 IEEE special values kept, float64 is left alone, and a GELU network's train step (where it is
 on by default) follows torch eager."""
@@ -28,11 +28,13 @@ def _exp_erf_model() -> onnx.ModelProto:
     f = TensorProto.FLOAT
     graph = helper.make_graph(
         [helper.make_node("Exp", ["x"], ["exp"]), helper.make_node("Erf", ["x"], ["erf"]),
-         helper.make_node("Sigmoid", ["x"], ["sigmoid"])],
+         helper.make_node("Sigmoid", ["x"], ["sigmoid"]),
+         helper.make_node("Tanh", ["x"], ["tanh"])],
         "exp_erf", [helper.make_tensor_value_info("x", f, [n])],
         [helper.make_tensor_value_info("exp", f, [n]),
          helper.make_tensor_value_info("erf", f, [n]),
-         helper.make_tensor_value_info("sigmoid", f, [n])])
+         helper.make_tensor_value_info("sigmoid", f, [n]),
+         helper.make_tensor_value_info("tanh", f, [n])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -46,7 +48,7 @@ def test_exp_erf_polynomials_are_within_ulps_of_float64():
     x = np.concatenate([np.linspace(-110, 90, 210_000), rng.normal(0, 3, 60_000)])
     x = np.concatenate([x[:(1 << 18) - SPECIALS.size], SPECIALS]).astype(np.float32)
     art = anychip.compile(_exp_erf_model(), target="cpu", fast_math=True)
-    assert art.report["fast_math"] == 3
+    assert art.report["fast_math"] == 4
     got = art.run({"x": x})
     x64 = x.astype(np.float64)
     with np.errstate(over="ignore"):
@@ -77,6 +79,13 @@ def test_exp_erf_polynomials_are_within_ulps_of_float64():
     assert _ulps(got["sigmoid"][finite], sig[finite]).max() <= 3
     assert np.isnan(got["sigmoid"][tail][0])
     assert got["sigmoid"][tail][1] == 1.0 and got["sigmoid"][tail][2] == 0.0
+    # tanh: within 7 ulp where it is a normal float32, +-1 at +-inf, NaN and -0 kept
+    th = np.tanh(x64)
+    normal = ~np.isnan(x) & (np.abs(th) >= np.finfo(np.float32).tiny)
+    assert _ulps(got["tanh"][normal], th[normal]).max() <= 7
+    assert np.isnan(got["tanh"][tail][0])
+    assert got["tanh"][tail][1] == 1.0 and got["tanh"][tail][2] == -1.0
+    assert np.signbit(got["tanh"][tail][4]) and not np.signbit(got["tanh"][tail][3])
 
 
 def test_only_float32_calls_are_rewritten():

@@ -79,14 +79,15 @@ def test_convolution_widths_of_8_mod_16_get_whole_vectors(width, act, widened, m
 
 
 def test_widths_computed():
-    assert widened_width(1000, 16, False) == 1008
-    assert widened_width(1000, 8, False) == 1000       # 8-lane targets: 1000 already whole
-    assert widened_width(120, 16, False) == 120        # under MIN_WIDE_WIDTH: 7% more work
-    assert widened_width(197, 16, True) == 208         # odd matmul: 8 | 200, then 16 | 208
-    assert widened_width(197, 8, True) == 200          # 8 lanes: a multiple of 8 is whole
-    assert widened_width(45, 16, True) == 48           # under MIN_WIDE_WIDTH: 8 lanes
-    assert widened_width(197, 16, False) == 197        # convolutions: never odd ones
-    assert widened_width(768, 16, True) == 768
+    assert widened_width(1000, 16) == 1008
+    assert widened_width(1000, 8) == 1000       # 8-lane targets: 1000 already whole
+    assert widened_width(120, 16) == 120        # under MIN_WIDE_WIDTH: 7% more work
+    assert widened_width(197, 16) == 208        # odd: 8 | 200, then 16 | 208
+    assert widened_width(197, 8) == 200         # 8 lanes: a multiple of 8 is whole
+    assert widened_width(45, 16) == 48          # under MIN_WIDE_WIDTH: 8 lanes
+    assert widened_width(27, 16) == 32          # an ESPCN's 3 x 3^2 channels
+    assert widened_width(7, 16) == 7            # under MIN_WIDTH: left
+    assert widened_width(768, 16) == 768
 
 
 def test_the_slice_moves_past_the_elementwise_epilogue():
@@ -113,3 +114,16 @@ def test_the_slice_moves_past_the_elementwise_epilogue():
     text = mod["main"].script()
     assert text.count("R.strided_slice") == 1
     assert text.count("(1, 5, 5, 144)") >= 4   # conv, add, relu, multiply all wide
+
+
+@pytest.mark.parametrize("width, widened", [(27, 1), (7, 0)])
+def test_odd_convolution_widths_are_widened_to_whole_vectors(width, widened, monkeypatch):
+    """An ESPCN-like 3 x 3^2 = 27-channel convolution had no vector at all (17 GFLOP/s): it
+    is computed at 32 channels on any vector width; 7 stays (under MIN_WIDTH). Values as
+    ONNX Runtime's, the kernel choice counts the padded columns."""
+    monkeypatch.setenv("ANYCHIP_NO_CACHE", "1")
+    model = _conv_head(width, "Tanh")
+    art = anychip.compile(model, target="cpu", dispatch=False)
+    assert art.report["convs_widened"] == widened
+    report = anychip.verify(model, target="cpu", dispatch=False)
+    assert report.passed, report.summary()
