@@ -138,8 +138,8 @@ class CpuBackend(OptionalBackendHooks):
     Options = CpuOptions
     fused_optimizer_update = True   # one kernel per parameter's Adam update (memory-bound)
     # fast_math's polynomials have no FLOP estimate in MetaSchedule (EstimateTIRFlops has no
-    # rule for TIR's Let): tune takes the libm forms; kernels without exp/erf/sigmoid are the
-    # same either way
+    # rule for TIR's Let): tune takes the libm forms; kernels without exp/erf/sigmoid/tanh
+    # are the same either way
     tuning_options = {"fast_math": False}
 
     def target(self, profile: Profile):

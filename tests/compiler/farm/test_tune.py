@@ -25,9 +25,9 @@ def test_tune_on_the_farm_makes_records_the_compile_applies(local_farm, tmp_path
     monkeypatch.setenv("ANYCHIP_TUNING_DB", str(db))
     monkeypatch.setenv("ANYCHIP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(tdb, "SHIPPED", tmp_path / "no-shipped-data")
-    # Tanh: a sigmoid kernel is tuned in its libm form, which a compile with fast_math (the
-    # default) does not build, so its record would never apply
-    path = gated_model(tmp_path, "Tanh")
+    # Abs: a sigmoid or tanh kernel is tuned in its libm form, which a compile with fast_math
+    # (the default) does not build, so its record would never apply
+    path = gated_model(tmp_path, "Abs")
     assert main(["tune", str(path), "--target", "cpu", "--trials", "2", "--json", "--db",
                  str(db), "--tracker", local_farm.address]) == 0
     summary = json.loads(capsys.readouterr().out)
