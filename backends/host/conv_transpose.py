@@ -30,6 +30,10 @@ import numpy as np
 
 from .relax_passes import _map_main, _op, bound_constant
 
+# at most this many output phases (strides 8x8): each is a convolution, so a hostile stride
+# (1000x1000: a million convolutions to build) goes back to TVM's NCHW lowering instead
+MAX_PHASES = 64
+
 
 def _axis_phases(kernel: int, stride: int, pad: int) -> list[dict[int, int]]:
     """Per output phase r of one axis: {input offset: kernel tap} (empty when the kernel is
@@ -134,6 +138,8 @@ def conv_transpose_as_conv(mod):
                 return None
             groups = int(attrs.groups)
             sh, sw = (int(s) for s in attrs.strides)
+            if sh * sw > MAX_PHASES:
+                return None
             pads = [int(p) for p in attrs.padding]     # top, left, bottom, right
             weight = _dilated(weight, [int(d) for d in attrs.dilation])
             n, h, w, _ = shape_in

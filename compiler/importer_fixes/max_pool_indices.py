@@ -24,6 +24,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# window taps one Indices computation stacks (one strided slice each): a larger window is
+# refused rather than built (a hostile 1000x1000 kernel would be a million slices)
+MAX_TAPS = 1024
+
 
 def max_pool_converter():
     """The converter class (imports TVM)."""
@@ -46,6 +50,9 @@ def max_pool_converter():
         n, c, h, w = shape
         oh, ow = out[2:]
         kh, kw = [int(k) for k in attr["kernel_shape"]]
+        if kh * kw > MAX_TAPS:
+            raise NotSupported(f"MaxPool's Indices output for a {kh}x{kw} window (more than "
+                               f"{MAX_TAPS} taps)")
         sh, sw = [int(s) for s in attr.get("strides", [1, 1])]
         dh, dw = [int(d) for d in attr.get("dilations", [1, 1])]
         top, left = [int(p) for p in attr.get("pads", [0, 0, 0, 0])[:2]]

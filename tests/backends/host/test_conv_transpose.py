@@ -125,3 +125,13 @@ def test_phases_share_a_convolution_only_when_they_share_the_window(case, convs)
     relax.analysis.post_order_visit(conv_transpose_as_conv(mod)["main"], visit)
     assert "relax.nn.conv2d_transpose" not in ops, ops
     assert ops.count("relax.nn.conv2d") == 2 + convs, ops
+
+
+def test_a_stride_with_too_many_phases_goes_back_to_nchw():
+    """9x9 = 81 phases (> MAX_PHASES): not 81 convolutions (a hostile 1000x1000 stride would
+    be a million), TVM's NCHW lowering between two transposes; still ONNX Runtime's values."""
+    model = _model(kernel=(3, 3), stride=(9, 9), size=(2, 3))
+    ops = _lowered_ops(model)
+    assert ops.count("relax.nn.conv2d_transpose") == 1, ops
+    report = anychip.verify(model, target="cpu")
+    assert report.passed, report.summary()

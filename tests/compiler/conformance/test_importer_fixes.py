@@ -526,3 +526,17 @@ def test_mish_with_one_exp_matches_onnxruntime_over_its_range(dtype):
     tol = 1e-6 if dtype == TensorProto.FLOAT else 2e-3
     np.testing.assert_allclose(got[0, :-1].astype(np.float64), want[0, :-1].astype(np.float64),
                                rtol=tol, atol=tol)
+
+
+def test_max_pool_indices_of_a_huge_window_are_refused_in_one_line():
+    """A 40x40 window's Indices would be 1600 stacked slices: refused (exit 2, the reason),
+    not built."""
+    from anychip.compiler.errors import AnychipError
+
+    pool = helper.make_node("MaxPool", ["x"], ["p", "i"], kernel_shape=[40, 40])
+    model = _model([pool], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 40, 40])],
+                   [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 1, 1, 1]),
+                    helper.make_tensor_value_info("i", TensorProto.INT64, [1, 1, 1, 1])])
+    with pytest.raises(AnychipError, match="40x40 window") as info:
+        _compiled(model, {"x": np.zeros((1, 1, 40, 40), np.float32)})
+    assert info.value.exit_code == 2 and "\n" not in str(info.value)
