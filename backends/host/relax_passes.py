@@ -90,6 +90,20 @@ def bound_constant(mutator, expr) -> np.ndarray | None:
 LIBRARY_FUNCTION_ATTRS = ("Composite", "Codegen", "Primitive")
 
 
+def permute_axes(call) -> list[int] | None:
+    """A permute_dims call's axes (None: the default reversal, or not given)."""
+    return None if call.attrs.axes is None else [int(a) for a in call.attrs.axes]
+
+
+def bound_call(mutator, expr, op):
+    """The call of `op` that `expr` is (or is bound to inside `mutator`'s function), else
+    None."""
+    from tvm import relax
+
+    value = bound_value(mutator, expr) if isinstance(expr, relax.Var) else expr
+    return value if isinstance(value, relax.Call) and value.op == op else None
+
+
 def is_library_function(func) -> bool:
     attrs = func.attrs
     return attrs is not None and any(k in attrs for k in LIBRARY_FUNCTION_ATTRS)
@@ -468,13 +482,6 @@ def nhwc_channel_shuffle(mod):
 
     permute, reshape = _op("relax.permute_dims"), _op("relax.reshape")
 
-    def call_of(mutator_, expr, op):
-        value = bound_value(mutator_, expr) if isinstance(expr, relax.Var) else expr
-        return value if isinstance(value, relax.Call) and value.op == op else None
-
-    def axes(call) -> list[int] | None:
-        return None if call.attrs.axes is None else [int(a) for a in call.attrs.axes]
-
     @mutator
     class Shuffle(PyExprMutator):
         def __init__(self, mod, uses):
@@ -487,17 +494,17 @@ def nhwc_channel_shuffle(mod):
         def visit_call_(self, call):
             new = super().visit_call_(call)
             if not isinstance(new, relax.Call) or new.op != permute \
-                    or axes(new) != [0, 2, 3, 1]:
+                    or permute_axes(new) != [0, 2, 3, 1]:
                 return new
             chain, expr = [], new.args[0]        # reshape back, swap, split, to NCHW
             for op in (reshape, permute, reshape, permute):
-                found = call_of(self, expr, op) if self._single(expr) else None
+                found = bound_call(self, expr, op) if self._single(expr) else None
                 if found is None:
                     return new
                 chain.append(found)
                 expr = found.args[0]
             back, swap, split, to_nchw = chain
-            if axes(swap) != [0, 2, 1, 3, 4] or axes(to_nchw) != [0, 3, 1, 2]:
+            if permute_axes(swap) != [0, 2, 1, 3, 4] or permute_axes(to_nchw) != [0, 3, 1, 2]:
                 return new
             x = to_nchw.args[0]
             nhwc, grouped = static_shape(x), static_shape(split)
@@ -768,9 +775,8 @@ def sink_permutes(mod):
     pools = [_op(f"relax.nn.{n}") for n in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d")]
 
     def axes_of(call) -> tuple[int, ...] | None:
-        if call.attrs.axes is None:
-            return None
-        return tuple(int(a) for a in call.attrs.axes)
+        axes = permute_axes(call)
+        return None if axes is None else tuple(axes)
 
     @mutator
     class Sink(PyExprMutator):
@@ -779,11 +785,8 @@ def sink_permutes(mod):
             self.uses = uses
 
         def _permute_of(self, expr):
-            value = bound_value(self, expr) if isinstance(expr, relax.Var) else expr
-            if isinstance(value, relax.Call) and value.op == permute and \
-                    axes_of(value) is not None:
-                return value
-            return None
+            value = bound_call(self, expr, permute)
+            return value if value is not None and axes_of(value) is not None else None
 
         def visit_call_(self, call):
             new = super().visit_call_(call)

@@ -58,8 +58,8 @@ def max_pool_converter():
         top, left = [int(p) for p in attr.get("pads", [0, 0, 0, 0])[:2]]
         reach_h, reach_w = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
         dtype = str(x.ty.dtype)
-        lowest = float(np.finfo(dtype).min) if dtype.startswith("float") else \
-            float(np.iinfo(dtype).min)
+        # the pad is never a window's maximum (MaxPool ignores pads): -inf, or the least int
+        lowest = float("-inf") if "float" in dtype else float(np.iinfo(dtype).min)
         padded = bb.emit(relax.op.nn.pad(
             x, [0, 0, 0, 0, top, max(0, reach_h - h - top), left, max(0, reach_w - w - left)],
             "constant", lowest))
