@@ -225,12 +225,18 @@ class Artifact:
         if self._runner is None:
             self._runner = self._backend().runner(self)
         if not lowbit:   # (function-level imports and per-array checks: ~2 us a run)
-            return {spec.name: value
-                    for spec, value in zip(outputs, self._runner.run(ordered))}
+            try:
+                return {spec.name: value
+                        for spec, value in zip(outputs, self._runner.run(ordered))}
+            except Exception as exc:
+                raise shape_check_error(exc, self.path.name, specs, ordered) or exc
         # low-bit tensors (float8, int4...) travel as their uint8 storage (importer_fixes/lowbit.py)
         from .importer_fixes.lowbit import from_storage, to_storage
 
-        results = self._runner.run([to_storage(a) for a in ordered])
+        try:
+            results = self._runner.run([to_storage(a) for a in ordered])
+        except Exception as exc:
+            raise shape_check_error(exc, self.path.name, specs, ordered) or exc
         return {spec.name: from_storage(value, spec.dtype)
                 for spec, value in zip(outputs, results)}
 
@@ -396,3 +402,22 @@ def load_artifact(path: str | Path) -> Artifact:
             raise type(exc)(message if message.startswith(label) else f"{label}: {message}") \
                 from None
     return artifact
+
+
+def shape_check_error(exc: Exception, label: str, specs, arrays) -> AnychipError | None:
+    """The one line for a run whose input sizes the model does not accept although each lies
+    within its symbol's bounds: two dims the graph requires to be equal differ at these sizes
+    (a skip connection after a stride-2 layer, at an odd height). The compiled program checks
+    them (a Relax match_cast) and the VM raises; None for any other failure."""
+    text = str(exc)
+    if "match_cast" not in text or "mismatch" not in text:
+        return None
+    sizes = ", ".join(f"{spec.name} {'x'.join(str(d) for d in np.shape(a))}"
+                      for spec, a in zip(specs, arrays))
+    import re
+
+    found = re.search(r"\((\d+) vs\. (\d+)\)", text)
+    detail = f": a dim is {found[1]} where the graph computes {found[2]}" if found else ""
+    return AnychipError(f"{label}: the model's shapes do not agree at input sizes ({sizes})"
+                        f"{detail}; give sizes the model accepts (ONNX Runtime fails there too), "
+                        f"e.g. multiples of its total stride.")

@@ -83,6 +83,7 @@ def to_relax(source: ModelSource, keep_params_in_input: bool = False):
                 from exc
         raise AnychipError(f"{source.label}: TVM's ONNX importer failed: {first}. "
                            f"Run 'anychip compare' or report the model.") from exc
+    mod = symbolic.outputs_as_tensors(mod)
     bounds = symbol_bounds(source)
     main = mod["main"].with_attr("tir_var_upper_bound", {n: bounds[n][1] for n in names})
     main = main.with_attr("tir_var_lower_bound", {n: bounds[n][0] for n in names})

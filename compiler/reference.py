@@ -31,9 +31,12 @@ def reference_session(model: onnx.ModelProto, label: str):
         raise AnychipError(f"{label}: ONNX Runtime (the reference) failed: "
                            f"{ort_error_line(exc)}") from exc
 
+    quiet = ort.RunOptions()
+    quiet.log_severity_level = 4   # a failed run is reported by the error below, once
+
     def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
-            return [np.asarray(v) for v in session.run(None, feed)]
+            return [np.asarray(v) for v in session.run(None, feed, quiet)]
         except Exception as exc:
             raise AnychipError(f"{label}: ONNX Runtime (the reference) failed: "
                                f"{ort_error_line(exc)}") from exc

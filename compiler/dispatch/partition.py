@@ -193,21 +193,50 @@ def _ret_ty_at_call_site(func, call_args):
     """The composite's result type in the caller's symbols: a symbolic model's composite has
     its own shape variables ('batch_1'), which the caller never defines (the VM then cannot
     compute the library call's output shape). Each parameter's symbolic dims are bound to the
-    argument's dims at the call."""
+    argument's dims at the call, matched as expression trees ('h_1 + 3', the input of a
+    convolution after a symbolic pad, against 'h + 3'); failing that, a dim that is one
+    variable plus a constant binds that variable to the argument's dim minus the constant."""
+    import tvm
     from tvm import relax, tirx
 
-    bindings = {}
+    pairs = []
     for param, arg in zip(func.params, call_args):
         have = getattr(getattr(param, "ty", None), "shape", None)
         want = getattr(getattr(arg, "ty", None), "shape", None)
-        if not isinstance(have, relax.ShapeExpr) or not isinstance(want, relax.ShapeExpr):
+        if isinstance(have, relax.ShapeExpr) and isinstance(want, relax.ShapeExpr):
+            pairs += zip(have.values, want.values)
+    bindings = {}
+    for d, value in pairs:
+        _unify(d, value, bindings)
+    analyzer = tvm.sym.Analyzer()
+    for d, value in pairs:
+        free = tirx.analysis.undefined_vars(d, [])
+        if isinstance(d, tirx.Var) or len(free) != 1 or free[0] in bindings:
             continue
-        for d, value in zip(have.values, want.values):
-            if isinstance(d, tirx.Var) and d not in bindings:
-                bindings[d] = value
+        coefficient, offset = tvm.sym.detect_linear_equation(d, [free[0]]) or (None, None)
+        if isinstance(coefficient, tirx.IntImm) and int(coefficient) == 1 and \
+                isinstance(offset, tirx.IntImm):
+            bindings[free[0]] = analyzer.simplify(value - offset)
     if not bindings:
         return func.ret_ty
     return func.bind_symbolic_vars(bindings).ret_ty
+
+
+def _unify(have, want, bindings: dict) -> None:
+    """Bind the variables of `have` to the parts of `want` at the same place in the same
+    expression tree ('(h_1 - 1) // 2 * 2 + 2' against '(h - 1) // 2 * 2 + 2': h_1 -> h)."""
+    from tvm import tirx
+
+    if isinstance(have, tirx.Var):
+        bindings.setdefault(have, want)
+        return
+    if type(have) is not type(want):
+        return
+    if isinstance(have, tirx.Cast):
+        _unify(have.value, want.value, bindings)
+    elif hasattr(have, "a") and hasattr(have, "b"):   # Add, Sub, Mul, FloorDiv, Min, ...
+        _unify(have.a, want.a, bindings)
+        _unify(have.b, want.b, bindings)
 
 
 def _count_ops(mod, ops: set[str]) -> Counter:

@@ -584,7 +584,7 @@ def replacements() -> dict:
                     runtime_refusal(bb, relax.op.logical_and(
                         relax.op.astype(training, "bool"),
                         relax.op.not_equal(ratio, relax.const(0, str(ratio.ty.dtype)))))
-            mask = relax.const(np.ones(static_shape(x), dtype=bool))
+            mask = relax.op.ones_like(x, "bool")    # symbolic dims stay symbolic
             return relax.Tuple([x, mask])
 
     class EyeLike(fe.OnnxOpConverter):

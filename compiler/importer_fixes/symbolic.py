@@ -184,6 +184,7 @@ def recover_shapes(proto: onnx.ModelProto, variables: dict, lost: list):
         if out_shape is not None and any(d is None for d in out_shape):
             out_shape = None
         try:
+            inputs = reconcile_dims(self.bb, op_name, inputs, attrs)
             fixed = SYMBOLIC_CONVERTERS.get(op_name, _no_fix)(self.bb, inputs, out_shape)
             result = original(self, op_name, inputs, attrs, opset) if fixed is None \
                 else self.bb.normalize(fixed)
@@ -231,6 +232,85 @@ def _same_shape(have, want) -> bool:
         if not (isinstance(diff, tvm.tirx.IntImm) and int(diff) == 0):
             return False
     return True
+
+
+# Elementwise ONNX ops whose inputs broadcast against each other (multidirectional).
+BROADCASTING = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Mod", "Max", "Min", "Sum",
+                          "Mean", "And", "Or", "Xor", "Equal", "Greater", "GreaterOrEqual",
+                          "Less", "LessOrEqual", "Where", "PRelu", "BitShift",
+                          "BitwiseAnd", "BitwiseOr", "BitwiseXor"})
+
+
+def reconcile_dims(bb, op_name, inputs, attrs):
+    """Two symbolic dims that must be equal but are written differently: a skip connection adds
+    (or concatenates) a map of height `h` and one brought back up from `(h - 1) // 2 + 1`
+    (stride 2, then x2 upsampling or a ConvTranspose). Relax cannot prove them equal and gives
+    the result an unknown shape, which no kernel can be built for ('emit_te now only supports
+    Tensor that has ShapeExpr shape'). The model is only valid where they are equal (ONNX
+    Runtime and torch fail otherwise), so the other operands are cast to the longest
+    expression: `match_cast`, checked by the VM at every call, so an input for which they
+    differ fails with a shape error instead of computing garbage. Towards the longest: a
+    match_cast to a bare variable that is already defined ('h') reads, to Relax's
+    CanonicalizeBindings, as a new definition of it, which it substitutes into itself (a
+    segfault, or the cast dropped and the shape lost again); a compound target is only a
+    check. Broadcasting ops align dims from the right and leave a constant 1 alone; Concat
+    aligns every axis but its own."""
+    from tvm import relax
+
+    if op_name not in BROADCASTING and op_name != "Concat":
+        return inputs
+    shapes = []
+    for value in inputs:
+        ty = getattr(value, "ty", None)
+        shapes.append(list(ty.shape) if isinstance(ty, relax.TensorType) and
+                      isinstance(ty.shape, relax.ShapeExpr) else None)
+    known = [s for s in shapes if s is not None]
+    if len(known) < 2:
+        return inputs
+    rank = max(len(s) for s in known)
+    if op_name == "Concat" and any(len(s) != rank for s in known):
+        return inputs
+    skip = None
+    if op_name == "Concat":
+        skip = int(attrs.get("axis", 0)) % rank if rank else None
+    chosen = {}
+    for axis in range(rank):
+        if axis == skip:
+            continue
+        dims = [s[axis - rank + len(s)] for s in known if axis - rank + len(s) >= 0]
+        symbolic = [d for d in dims if not _is_int(d)]
+        if len(symbolic) < 2 or any(_is_int(d) and int(d) != 1 for d in dims):
+            continue
+        widest = max(symbolic, key=lambda d: len(str(d)))
+        if any(not _equal(d, widest) for d in symbolic):
+            chosen[axis] = widest
+    if not chosen:
+        return inputs
+    out = type(inputs)(inputs) if isinstance(inputs, list) else list(inputs)
+    for i, (value, shape) in enumerate(zip(inputs, shapes)):
+        if shape is None:
+            continue
+        offset = rank - len(shape)
+        new = [chosen.get(axis + offset, d) if not _is_int(d) else d
+               for axis, d in enumerate(shape)]
+        if all(_equal(a, b) for a, b in zip(new, shape)):
+            continue
+        bound = value if isinstance(value, relax.Var) else bb.emit(value)
+        out[i] = bb.match_cast(bound, relax.TensorType(new, value.ty.dtype))
+    return out
+
+
+def _is_int(dim) -> bool:
+    from tvm import tirx
+
+    return isinstance(dim, (int, tirx.IntImm))
+
+
+def _equal(a, b) -> bool:
+    import tvm
+
+    diff = tvm.sym.Analyzer().simplify(a - b)
+    return isinstance(diff, tvm.tirx.IntImm) and int(diff) == 0
 
 
 def _no_fix(bb, inputs, out_shape):
@@ -315,3 +395,37 @@ def reshape_symbolic(bb, inputs, out_shape):
 # ONNX op -> a converter used instead of TVM's when it returns an expression (None: TVM's)
 SYMBOLIC_CONVERTERS = {"Expand": expand_symbolic, "Range": range_symbolic,
                        "Reshape": reshape_symbolic}
+
+
+def outputs_as_tensors(mod):
+    """ONNX outputs are tensors, but TVM's importer returns a graph output computed by Shape
+    (or Concat/Slice of shapes) with a symbolic dim as a Relax shape value, which the VM hands
+    back as a ShapeTuple of Python ints (static dims fold it to a constant tensor). Each such
+    output of `main` becomes an int64 tensor (shape_to_tensor)."""
+    from tvm import relax
+
+    func = mod["main"]
+    ret = func.body.body
+    is_tuple = isinstance(ret.ty, relax.TupleType)
+    fields = list(ret.ty.fields) if is_tuple else [ret.ty]
+    if not any(isinstance(f, relax.ShapeType) for f in fields):
+        return mod
+    bb = relax.BlockBuilder()
+    bindings, outs = [], []
+    for i, field in enumerate(fields):
+        item = ret
+        if is_tuple:
+            item = relax.Var(f"field{i}", field)
+            bindings.append(relax.VarBinding(item, relax.TupleGetItem(ret, i)))
+        if not isinstance(field, relax.ShapeType):
+            outs.append(item)
+            continue
+        value = bb.normalize(relax.op.shape_to_tensor(item))
+        var = relax.Var(f"output{i}", value.ty)
+        bindings.append(relax.VarBinding(var, value))
+        outs.append(var)
+    body = relax.SeqExpr(list(func.body.blocks) + [relax.BindingBlock(bindings)],
+                         relax.Tuple(outs) if is_tuple else outs[0])
+    ret_ty = relax.TupleType([o.ty for o in outs]) if is_tuple else outs[0].ty
+    mod["main"] = relax.Function(func.params, body, ret_ty, func.is_pure, func.attrs)
+    return relax.transform.Normalize()(mod)
