@@ -205,8 +205,10 @@ def recover_shapes(proto: onnx.ModelProto, variables: dict, lost: list):
             if ty.shape is None:
                 lost.append((node.name, node.op_type, node.output[0]))
             return result
-        if ty.shape is not None and _same_shape(ty.shape, shape):
-            return result
+        if ty.shape is not None:
+            shape = cast_target(list(ty.shape), shape)
+            if _same_shape(ty.shape, shape):
+                return result
         # no shape, or one in fresh variables TVM made up (Range's 'range_len_0'), which
         # nothing downstream can relate to the inputs' symbols
         if not isinstance(result, relax.Var):   # match_cast a bound value, not a nested call
@@ -298,6 +300,18 @@ def reconcile_dims(bb, op_name, inputs, attrs):
         bound = value if isinstance(value, relax.Var) else bb.emit(value)
         out[i] = bb.match_cast(bound, relax.TensorType(new, value.ty.dtype))
     return out
+
+
+def cast_target(have: list, want: list) -> list:
+    """The shape to match_cast a value of shape `have` to, given the wanted `want`: where
+    `want` is a bare variable and `have` an expression ('h' against '(h - 1) // 2 * 2 + 2'),
+    the expression stays. Relax's CanonicalizeBindings reads a match_cast to a bare variable
+    as a new definition of it and substitutes the expression into itself (a segfault, or the
+    cast dropped and the shape lost); the VM checks an expression dim just the same."""
+    from tvm import tirx
+
+    return [h if isinstance(w, tirx.Var) and not isinstance(h, (tirx.Var, tirx.IntImm, int))
+            else w for h, w in zip(have, want)]
 
 
 def _is_int(dim) -> bool:

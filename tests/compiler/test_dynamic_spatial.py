@@ -1,0 +1,133 @@
+"""Symbolic height and width: encoder-decoder networks (a stride-2 layer, then x2 upsampling
+or a ConvTranspose joined to the skip connection) compile once for every size, match ONNX
+Runtime at the sizes the model accepts, and refuse the others in one line; a symbolic pad in
+front of a library convolution; Dropout's mask and a Shape output with a symbolic batch."""
+
+from __future__ import annotations
+
+import anychip
+import numpy as np
+import onnx
+import pytest
+from anychip.compiler.errors import AnychipError
+from onnx import TensorProto, helper, numpy_helper
+
+RNG = np.random.default_rng(0)
+
+
+def _weight(name, *shape):
+    return numpy_helper.from_array((RNG.standard_normal(shape) / np.sqrt(np.prod(shape[1:])))
+                                   .astype(np.float32), name)
+
+
+def _model(nodes, inputs, outputs, inits, opset=17):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def unet_model() -> onnx.ModelProto:
+    """conv -> stride-2 conv -> ConvTranspose x2 concatenated with the skip -> conv, plus a
+    bilinear x2 Resize of the stride-2 map added to the output: Relax writes the decoder's
+    height as (h - 1) // 2 * 2 + 2 and the Resize's as a float product, neither provably h."""
+    inits = [_weight("w1", 8, 3, 3, 3), _weight("w2", 8, 8, 3, 3), _weight("wt", 8, 8, 2, 2),
+             _weight("w3", 4, 16, 1, 1), _weight("w4", 4, 8, 1, 1),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["a"]),
+             helper.make_node("Conv", ["a", "w2"], ["b"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("ConvTranspose", ["b", "wt"], ["u"], strides=[2, 2]),
+             helper.make_node("Concat", ["u", "a"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "w3"], ["y0"]),
+             helper.make_node("Conv", ["b", "w4"], ["side"]),
+             helper.make_node("Resize", ["side", "", "scales"], ["up"], mode="linear"),
+             helper.make_node("Add", ["y0", "up"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, "h", "w"])], inits)
+
+
+def reflect_pad_model() -> onnx.ModelProto:
+    """Pad (reflect, 1 before and 2 after) -> Conv 3x3: the convolution's input is h + 3."""
+    inits = [_weight("w", 4, 3, 3, 3),
+             numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 2, 2], np.int64), "pads")]
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"], mode="reflect"),
+             helper.make_node("Conv", ["p", "w"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, "oh", "ow"])],
+                  inits)
+
+
+def dropout_shape_model() -> onnx.ModelProto:
+    """Relu -> Dropout (inference) with its mask, and the input's Shape, all as outputs."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Dropout", ["r"], ["y", "mask"]),
+             helper.make_node("Shape", ["x"], ["s"])]
+    return _model(nodes, [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16]),
+                               helper.make_tensor_value_info("mask", TensorProto.BOOL, ["batch", 16]),
+                               helper.make_tensor_value_info("s", TensorProto.INT64, [2])], [],
+                  opset=13)
+
+
+def test_a_unet_with_symbolic_height_and_width_matches_onnxruntime_on_cpu():
+    report = anychip.verify(unet_model(), target="cpu", dims={"h": (8, 64), "w": (8, 64)})
+    assert report.passed, report.summary()
+    checked = [r.sizes for r in report.by_shape]
+    assert {"n": 1, "h": 8, "w": 8} in checked and {"n": 64, "h": 64, "w": 64} in checked
+
+
+def test_verify_moves_to_sizes_the_model_accepts():
+    """With the default bounds (1..64) the lower bound and the midpoint (33) are sizes the
+    U-Net rejects (ONNX Runtime too); verify checks the nearest even sizes instead."""
+    report = anychip.verify(unet_model(), target="cpu")
+    assert report.passed, report.summary()
+    checked = [r.sizes for r in report.by_shape]
+    assert all(s["h"] % 2 == 0 and s["w"] % 2 == 0 for s in checked), checked
+    assert {"n": 64, "h": 64, "w": 64} in checked
+
+
+def test_a_size_the_model_rejects_is_one_line_not_a_wrong_answer(tmp_path, capsys):
+    from anychip.compiler.cli.main import main
+
+    art = anychip.compile(unet_model(), target="cpu", dims={"h": (8, 64), "w": (8, 64)})
+    odd = {"x": np.zeros((1, 3, 9, 9), np.float32)}
+    with pytest.raises(AnychipError, match="do not agree at input sizes .*x 1x3x9x9.* 9 where "
+                                           "the graph computes 10"):
+        art.run(odd)
+    art.save(tmp_path / "art")
+    np.savez(tmp_path / "odd.npz", **odd)
+    assert main(["run", str(tmp_path / "art"), "--inputs", str(tmp_path / "odd.npz"),
+                 "-o", str(tmp_path / "o.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "do not agree" in err[0], err
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_a_symbolic_pad_before_a_library_convolution():
+    """The library call's composite states its input as 'h_1 + 3': its variables are bound to
+    the caller's by matching the expressions (else the VM cannot size the call's output)."""
+    report = anychip.verify(reflect_pad_model(), target="cpu", dispatch=True,
+                            dims={"h": (4, 40), "w": (4, 40)})
+    assert report.passed, report.summary()
+    assert report.analysis["dispatch"]["total"] >= 1
+
+
+@pytest.mark.parametrize("target", ["cpu", "ascend-910b"])
+def test_dropout_mask_and_shape_outputs_with_a_symbolic_batch(target):
+    report = anychip.verify(dropout_shape_model(), target=target, dims={"batch": (1, 16)})
+    assert report.passed, report.summary()
+    art = anychip.compile(dropout_shape_model(), target=target, dims={"batch": (1, 16)})
+    rows = 5 if target == "cpu" else 8   # ascend: static programs at exact gears (the Shape
+    out = art.run({"x": np.ones((rows, 16), np.float32)})   # output would see padding)
+    assert out["s"].dtype == np.int64 and out["s"].tolist() == [rows, 16]
+    assert out["mask"].dtype == np.bool_ and out["mask"].shape == (rows, 16)
+    assert out["mask"].all()
+
+
+def test_snapped_points_stay_within_bounds():
+    from anychip.compiler.verify import snapped_points
+
+    bounds = {"n": (1, 64), "h": (1, 40)}
+    points = snapped_points({"n": 1, "h": 33}, bounds)
+    assert points[0] == {"n": 2, "h": 34}
+    assert {"n": 32, "h": 32} in points          # 64 is past h's bound: rounded down
+    assert all(1 <= p["n"] <= 64 and 1 <= p["h"] <= 40 for p in points)
