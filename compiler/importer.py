@@ -58,6 +58,7 @@ def to_relax(source: ModelSource, keep_params_in_input: bool = False):
     lost: list = []
     try:
         if names:
+            symbolic.shape_values_as_tensors(source.proto)
             symbolic.name_nodes_uniquely(source.proto)
             with symbolic.recover_shapes(source.proto, variables, lost), \
                     _checker_without_weights():

@@ -443,3 +443,49 @@ def outputs_as_tensors(mod):
     ret_ty = relax.TupleType([o.ty for o in outs]) if is_tuple else outs[0].ty
     mod["main"] = relax.Function(func.params, body, ret_ty, func.is_pure, func.attrs)
     return relax.transform.Normalize()(mod)
+
+
+# What TVM's from_onnx lets take a Relax shape value as an input (any other op raises "Node X
+# cannot handle ShapeExpr inputs"), and the ops whose result is still a shape value when one
+# of their inputs is.
+_SHAPE_CONSUMERS = frozenset({"Reshape", "Resize", "ConstantOfShape", "Gather", "Slice", "Shape",
+                              "Expand", "Concat", "Equal", "Where", "Cast", "CastLike",
+                              "Squeeze"})
+_SHAPE_CARRIERS = frozenset({"Gather", "Slice", "Concat", "Squeeze", "Where", "Identity"})
+
+
+def shape_values_as_tensors(proto: onnx.ModelProto) -> int:
+    """With symbolic dims, TVM's importer keeps Shape's result (and Gather/Slice/Concat of
+    it) as a Relax shape value, and refuses it as the input of any op outside a short list:
+    arithmetic on sizes ('heads = Div(Shape(q)[1], Shape(k)[1])' in ONNX Attention's function
+    body, a group norm's element count, a centre crop's offsets) failed to import. A
+    Cast(to=INT64) is put in front of each such input: TVM's Cast turns a shape value into
+    an int64 tensor, and is a no-op on a tensor. Main graph only; returns how many."""
+    from onnx import TensorProto, helper
+
+    shaped: set[str] = set()
+    constant = {init.name for init in proto.graph.initializer} | {
+        o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    added = 0
+    nodes = []
+    for node in proto.graph.node:
+        # Concat/Where of a shape value and a computed tensor: TVM's converters take either
+        # all shape values (and constants) or all tensors
+        mixed = node.op_type in ("Concat", "Where") and any(i in shaped for i in node.input) \
+            and any(i and i not in shaped and i not in constant for i in node.input)
+        if node.op_type not in _SHAPE_CONSUMERS or mixed:
+            for k, name in enumerate(node.input):
+                if name in shaped:
+                    cast = f"{name}__as_tensor_{added}"
+                    nodes.append(helper.make_node("Cast", [name], [cast], to=TensorProto.INT64,
+                                                  name=f"{cast}__cast"))
+                    node.input[k] = cast
+                    added += 1
+        nodes.append(node)
+        if node.op_type == "Shape" or (node.op_type in _SHAPE_CARRIERS and not mixed and
+                                       any(i in shaped for i in node.input)):
+            shaped.update(o for o in node.output if o)
+    if added:
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes)
+    return added

@@ -131,3 +131,21 @@ def test_snapped_points_stay_within_bounds():
     assert points[0] == {"n": 2, "h": 34}
     assert {"n": 32, "h": 32} in points          # 64 is past h's bound: rounded down
     assert all(1 <= p["n"] <= 64 and 1 <= p["h"] <= 40 for p in points)
+
+
+def test_onnx_attention_with_grouped_kv_heads_and_symbolic_batch_and_sequences():
+    """ONNX Attention (opset 23) imports as its function body, which computes the head
+    ratio from Shape(Q) and Shape(K) (Div, Mod of shape values: TVM refused them as 'cannot
+    handle ShapeExpr inputs') and expands K and V to a shape built at run time (a reshape
+    over dims known only then: a 45 s, memory-exhausting kernel build until it became a
+    view)."""
+    q = helper.make_tensor_value_info("Q", TensorProto.FLOAT, ["batch", 4, "qseq", 8])
+    k = helper.make_tensor_value_info("K", TensorProto.FLOAT, ["batch", 2, "kvseq", 8])
+    v = helper.make_tensor_value_info("V", TensorProto.FLOAT, ["batch", 2, "kvseq", 8])
+    y = helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", 4, "qseq", 8])
+    model = _model([helper.make_node("Attention", ["Q", "K", "V"], ["Y"])], [q, k, v], [y], [],
+                   opset=23)
+    report = anychip.verify(model, target="cpu",
+                            dims={"batch": (1, 3), "qseq": (1, 24), "kvseq": (1, 24)})
+    assert report.passed, report.summary()
+    assert len(report.by_shape) == 3

@@ -11,6 +11,7 @@ tvm = pytest.importorskip("tvm")
 from tvm import relax, tirx  # noqa: E402
 from tvm.script import ir as I  # noqa: E402
 from tvm.script import relax as R  # noqa: E402
+from tvm.script import tirx as T  # noqa: E402
 
 from anychip.backends.host.schedule import schedule_rules  # noqa: E402
 
@@ -204,3 +205,59 @@ def test_row_kernels_sum_in_vector_partials_and_match_the_loop_nest(build, shape
     fast["main"](*args, outs[0])
     plain["main"](*args, outs[1])
     np.testing.assert_allclose(outs[0].numpy(), outs[1].numpy(), rtol=2e-5, atol=2e-6)
+
+
+@I.ir_module
+class DynamicReshape:
+    @R.function
+    def main(x: R.Tensor(("a", "b", "c", "d", "e"), "float32"),
+             s: R.Shape(["p", "q", "r", "t"])):
+        p, q, r, t = T.int64(), T.int64(), T.int64(), T.int64()
+        with R.dataflow():
+            y = R.reshape(R.add(x, x), R.shape([p, q, r, t]))
+            R.output(y)
+        return y
+
+
+@I.ir_module
+class StaticReshape:
+    @R.function
+    def main(x: R.Tensor((2, 3, 4), "float32")):
+        with R.dataflow():
+            y = R.reshape(R.add(x, x), (6, 4))
+            R.output(y)
+        return y
+
+
+def _legalized_ops(mod) -> set[str]:
+    from anychip.backends.host.schedule import legalize_passes
+
+    target = tvm.target.Target(TARGET)
+    with target:
+        mod = tvm.transform.Sequential(legalize_passes(target))(mod)
+    found = set()
+    relax.analysis.post_order_visit(mod["main"], lambda e: found.add(str(e.op.name)) if isinstance(
+        e, relax.Call) and isinstance(e.op, tvm.ir.Op) else None)
+    return found
+
+
+def test_a_reshape_with_dims_known_at_run_time_stays_a_view():
+    """TOPI's reshape kernel over dims known only at run time (a shape the model computes)
+    took LLVM 45 s and then all of this machine's memory (an ONNX Attention with grouped KV
+    heads and symbolic dims): it stays relax.reshape, which the VM performs as a view."""
+    assert "relax.reshape" in _legalized_ops(DynamicReshape)
+
+
+def test_a_static_reshape_is_still_a_kernel_fused_with_its_neighbours():
+    assert "relax.reshape" not in _legalized_ops(StaticReshape)
+
+
+def test_the_dynamic_reshape_view_computes_the_reshape():
+    from anychip.backends.host.schedule import pipeline
+
+    target = tvm.target.Target(TARGET)
+    ex = relax.build(DynamicReshape, target, relax_pipeline=pipeline(target, parallel=True))
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    x = np.arange(2 * 3 * 4 * 5 * 6, dtype=np.float32).reshape(2, 3, 4, 5, 6)
+    out = vm["main"](tvm.runtime.tensor(x), tvm.runtime.ShapeTuple([6, 4, 5, 6]))
+    np.testing.assert_array_equal(out.numpy(), (x + x).reshape(6, 4, 5, 6))
