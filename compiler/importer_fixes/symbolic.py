@@ -310,8 +310,13 @@ def cast_target(have: list, want: list) -> list:
     cast dropped and the shape lost); the VM checks an expression dim just the same."""
     from tvm import tirx
 
-    return [h if isinstance(w, tirx.Var) and not isinstance(h, (tirx.Var, tirx.IntImm, int))
-            else w for h, w in zip(have, want)]
+    def keep(h, w) -> bool:
+        symbolic = not isinstance(h, (tirx.IntImm, int))
+        # ONNX's Attention inference states qk_matmul_output's kv dim as 0 when it is symbolic
+        return (isinstance(w, tirx.Var) and symbolic and not isinstance(h, tirx.Var)) or \
+            (symbolic and isinstance(w, (tirx.IntImm, int)) and int(w) == 0)
+
+    return [h if keep(h, w) else w for h, w in zip(have, want)]
 
 
 def _is_int(dim) -> bool:
