@@ -521,6 +521,45 @@ def replacements() -> dict:
         widths = [w for pair in zip(pad_before, pad_after) for w in pair]
         return relax.op.nn.pad(inputs[0], widths, relax_mode, float(value))
 
+    def _runtime_pads(bb, inputs, attr, params):
+        """ONNX Pad (constant mode) whose pads the model computes from its input's shape:
+        padding a dynamic image up to a multiple of the network's stride, `(32 - h % 32) %
+        32` (TVM's converter: "Dynamic pads are not supported yet"). The pads become symbolic
+        dims (tensor_to_shape, bound by a match_cast when the VM runs it) and TOPI's pad takes
+        them as expressions; a negative pad crops, as ONNX specifies. Pads and value must be
+        constants; constant axes are taken. Other modes stay with TVM's converter."""
+        import tvm
+        from tvm import topi
+
+        x, pads, value, axes = inputs[0], inputs[1], inputs[2], inputs[3]
+        mode = attr.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        rank = getattr(x.ty, "ndim", -1)
+        count = getattr(getattr(pads, "ty", None), "shape", None)
+        if mode != "constant" or rank is None or rank < 0 or count is None or \
+                len(count) != 1 or not isinstance(count[0], tvm.tirx.IntImm):
+            return None
+        fill = 0.0
+        if value is not None:
+            const = fe.get_constant(value, params)
+            if not isinstance(const, tvm.ir.GenericConst):
+                return None
+            fill = np.asarray(const.value.numpy()).reshape(-1)[0].item()
+        chosen = list(range(rank))
+        if axes is not None:
+            const = fe.get_constant(axes, params)
+            if not isinstance(const, tvm.ir.GenericConst):
+                return None
+            chosen = [int(a) % rank for a in np.asarray(const.value.numpy()).reshape(-1)]
+        n = int(count[0])
+        if n != 2 * len(chosen):
+            return None
+        widths = fe._tensor_to_shape_expr(bb, relax.op.astype(pads, "int64"), n, "pad").values
+        before, after = [0] * rank, [0] * rank
+        for k, axis in enumerate(chosen):
+            before[axis], after[axis] = widths[k], widths[k + len(chosen)]
+        return bb.emit_te(topi.nn.pad, x, before, after, fill, primfunc_name_hint="runtime_pad")
+
     class Pad(fe.OnnxOpConverter):
         """ONNX Pad (opset 11+) with its constant_value given at run time (a graph input;
         TVM's converter needs a constant): padded with 0, then the padding is replaced by the
@@ -535,6 +574,10 @@ def replacements() -> dict:
             inputs = list(inputs) + [None] * (4 - len(inputs))
             value = inputs[2]
             version = 19    # TVM's newest: every mode, the axes input
+            if not isinstance(fe.get_constant(inputs[1], params), tvm.ir.GenericConst):
+                padded = _runtime_pads(bb, inputs, attr, params)
+                if padded is not None:
+                    return padded
             if value is None or isinstance(fe.get_constant(value, params), tvm.ir.GenericConst):
                 relax_pad = _relax_pad(bb, inputs, attr, params)
                 if relax_pad is not None:
@@ -547,7 +590,7 @@ def replacements() -> dict:
             if mode != "constant":
                 return zero_padded
             x = inputs[0]
-            ones = relax.const(np.ones(static_shape(x), dtype="float32"))
+            ones = bb.normalize(relax.op.ones_like(x, "float32"))   # symbolic dims kept
             inside = tvm_pad.get_converter(version)(bb, [ones, inputs[1], None, inputs[3]],
                                                     attr, params)
             mask = bb.emit(relax.op.greater(inside, relax.const(0.5, "float32")))

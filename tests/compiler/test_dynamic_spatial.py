@@ -56,6 +56,26 @@ def reflect_pad_model() -> onnx.ModelProto:
                   inits)
 
 
+def pad_to_multiple_model() -> onnx.ModelProto:
+    """Pad H and W up to a multiple of 8 with pads computed from Shape(x) ((8 - h % 8) % 8,
+    as torch exports `F.pad(x, (0, (8 - w % 8) % 8, 0, (8 - h % 8) % 8))`), then a stride-2
+    Conv: the pads are known only at run time."""
+    ints = {"starts": [2], "ends": [4], "eight": [8], "zeros": [0, 0, 0, 0, 0, 0]}
+    inits = [_weight("w", 4, 3, 3, 3)] + [numpy_helper.from_array(np.array(v, np.int64), k)
+                                          for k, v in ints.items()]
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "starts", "ends"], ["hw"]),
+             helper.make_node("Mod", ["hw", "eight"], ["r"]),
+             helper.make_node("Sub", ["eight", "r"], ["d"]),
+             helper.make_node("Mod", ["d", "eight"], ["extra"]),
+             helper.make_node("Concat", ["zeros", "extra"], ["pads"], axis=0),
+             helper.make_node("Pad", ["x", "pads"], ["p"]),
+             helper.make_node("Conv", ["p", "w"], ["y"], strides=[2, 2], pads=[1, 1, 1, 1])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, "oh", "ow"])],
+                  inits)
+
+
 def dropout_shape_model() -> onnx.ModelProto:
     """Relu -> Dropout (inference) with its mask, and the input's Shape, all as outputs."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])
@@ -149,3 +169,11 @@ def test_onnx_attention_with_grouped_kv_heads_and_symbolic_batch_and_sequences()
                             dims={"batch": (1, 3), "qseq": (1, 24), "kvseq": (1, 24)})
     assert report.passed, report.summary()
     assert len(report.by_shape) == 3
+
+
+def test_pads_computed_from_the_input_shape():
+    report = anychip.verify(pad_to_multiple_model(), target="cpu",
+                            dims={"h": (5, 40), "w": (5, 40)})
+    assert report.passed, report.summary()
+    art = anychip.compile(pad_to_multiple_model(), target="cpu", dims={"h": (5, 40), "w": (5, 40)})
+    assert art.run({"x": np.ones((1, 3, 17, 9), np.float32)})["y"].shape == (1, 4, 12, 8)
