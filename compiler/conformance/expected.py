@@ -99,7 +99,7 @@ def update_expected(target: str, results: list[Result], onnx_version: str,
     header = (f"# Conformance cases expected not to pass on '{target}' (ONNX {onnx_version} node "
               f"suite), each with its status and reason.\n# A run fails on a case missing here "
               f"that does not pass, and on a case listed here that passes.\n# Regenerate: "
-              f"anychip conformance --target {target} --update-expected\n")
+              f"anychip conformance --target {_regenerate_flags(target)} --update-expected\n")
     body = yaml.safe_dump({"target": target, "onnx": onnx_version,
                            "cases": dict(sorted(cases.items()))},
                           sort_keys=False, allow_unicode=True, width=1000)
@@ -110,3 +110,11 @@ def update_expected(target: str, results: list[Result], onnx_version: str,
     path.parent.mkdir(parents=True, exist_ok=True)
     write_file(path, write, force=True)
     return path
+
+
+def _regenerate_flags(list_name: str) -> str:
+    """'cpu@symbolic' -> 'cpu --symbolic'; 'ascend-910b@mode' -> '... --precision-mode mode'."""
+    base, _, mode = list_name.partition("@")
+    if not mode:
+        return base
+    return f"{base} --symbolic" if mode == "symbolic" else f"{base} --precision-mode {mode}"
