@@ -56,6 +56,7 @@ def to_relax(source: ModelSource, keep_params_in_input: bool = False):
     shape_dict = {s.safe_name: symbolic.relax_shape(s.shape, variables) for s in source.inputs}
     dtype_dict = {s.safe_name: s.dtype for s in source.inputs}
     lost: list = []
+    _quiet_converter_failures()
     try:
         if names:
             symbolic.shape_values_as_tensors(source.proto)
@@ -90,6 +91,37 @@ def to_relax(source: ModelSource, keep_params_in_input: bool = False):
     main = main.with_attr("tir_var_lower_bound", {n: bounds[n][0] for n in names})
     mod["main"] = main
     return mod
+
+
+def _quiet_converter_failures() -> None:
+    """A converter that raises inside TVM's from_onnx made two more lines than anychip's one:
+    TVM prints "Error converting operator X, with inputs: [...]" to stdout (which corrupts
+    --json output), and its BlockBuilder, left with a binding block open by the exception,
+    logs "BlockBuilder destroyed with remaining blocks!" from C++ when it is freed at exit.
+    anychip's error names the node and the reason, so the print goes (the frontend module's
+    `print`) and a function scope left by an exception closes its open block. Installed once."""
+    from tvm.relax import block_builder
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    if getattr(onnx_frontend, "print", None) is not _no_print:
+        onnx_frontend.print = _no_print
+    builder = block_builder.BlockBuilder
+    if getattr(builder._exit_function_scope, "anychip_closes_blocks", False):
+        return
+    original = builder._exit_function_scope
+
+    def exit_function_scope(self, exc_type, exc_val, exc_tb):
+        if exc_type is not None:
+            with contextlib.suppress(Exception):
+                self._end_block()
+        return original(self, exc_type, exc_val, exc_tb)
+
+    exit_function_scope.anychip_closes_blocks = True
+    builder._exit_function_scope = exit_function_scope
+
+
+def _no_print(*args, **kwargs) -> None:
+    return None
 
 
 _LIGHT = threading.local()          # .depth > 0: this thread is inside TVM's from_onnx

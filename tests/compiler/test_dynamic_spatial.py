@@ -177,3 +177,21 @@ def test_pads_computed_from_the_input_shape():
     assert report.passed, report.summary()
     art = anychip.compile(pad_to_multiple_model(), target="cpu", dims={"h": (5, 40), "w": (5, 40)})
     assert art.run({"x": np.ones((1, 3, 17, 9), np.float32)})["y"].shape == (1, 4, 12, 8)
+
+
+def test_an_import_failure_is_one_line_on_stderr_and_nothing_on_stdout(tmp_path, capfd):
+    """TVM printed 'Error converting operator ...' to stdout and its C++ BlockBuilder logged
+    'destroyed with remaining blocks' to stderr when freed: two lines beside anychip's one."""
+    import gc
+
+    from anychip.compiler.cli.main import main
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["a", "b", "c"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c"])
+    path = tmp_path / "hardmax.onnx"
+    onnx.save(_model([helper.make_node("Hardmax", ["x"], ["y"], axis=0)], [x], [y], []), path)
+    assert main(["compile", str(path), "--target", "cpu", "-o", str(tmp_path / "art")]) == 2
+    gc.collect()
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1 and "Hardmax" in err, err
