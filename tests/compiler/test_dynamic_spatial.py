@@ -195,3 +195,22 @@ def test_an_import_failure_is_one_line_on_stderr_and_nothing_on_stdout(tmp_path,
     out, err = capfd.readouterr()
     assert out == ""
     assert len(err.strip().splitlines()) == 1 and "Hardmax" in err, err
+
+
+@pytest.mark.parametrize("mode", ["SAME_UPPER", "SAME_LOWER"])
+def test_same_padding_over_a_symbolic_image_size(mode):
+    """TensorFlow exports write SAME as auto_pad; with a dynamic image size the pads of a
+    strided layer depend on the size modulo the stride (TVM's converter failed on the
+    symbolic extent): a stride-2 Conv, a stride-2 MaxPool and a stride-1 AveragePool."""
+    w = numpy_helper.from_array((RNG.standard_normal((8, 3, 3, 3)) / 5).astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], auto_pad=mode, strides=[2, 2]),
+             helper.make_node("MaxPool", ["c"], ["m"], auto_pad=mode, kernel_shape=[3, 3],
+                              strides=[2, 2]),
+             helper.make_node("AveragePool", ["m"], ["y"], auto_pad=mode, kernel_shape=[2, 2])]
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, "oh", "ow"])],
+                   [w])
+    report = anychip.verify(model, target="cpu", dims={"n": (1, 2), "h": (5, 31), "w": (4, 23)})
+    assert report.passed, report.summary()
+    sizes = [r.sizes for r in report.by_shape]
+    assert any(s["h"] % 2 and s["w"] % 2 == 0 for s in sizes), sizes   # odd and even sizes
