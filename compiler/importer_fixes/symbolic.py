@@ -257,7 +257,7 @@ def reconcile_dims(bb, op_name, inputs, attrs):
     segfault, or the cast dropped and the shape lost again); a compound target is only a
     check. Broadcasting ops align dims from the right and leave a constant 1 alone; Concat
     aligns every axis but its own."""
-    from tvm import relax
+    from tvm import relax, tirx
 
     if op_name not in BROADCASTING and op_name != "Concat":
         return inputs
@@ -284,7 +284,9 @@ def reconcile_dims(bb, op_name, inputs, attrs):
         if len(symbolic) < 2 or any(_is_int(d) and int(d) != 1 for d in dims):
             continue
         widest = max(symbolic, key=lambda d: len(str(d)))
-        if any(not _equal(d, widest) for d in symbolic):
+        # two distinct variables (two inputs' own symbols): a cast between them is a
+        # definition to Relax, dropped by CanonicalizeBindings; left as TVM has it
+        if not isinstance(widest, tirx.Var) and any(not _equal(d, widest) for d in symbolic):
             chosen[axis] = widest
     if not chosen:
         return inputs
