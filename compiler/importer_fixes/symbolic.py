@@ -458,7 +458,11 @@ def outputs_as_tensors(mod):
 _SHAPE_CONSUMERS = frozenset({"Reshape", "Resize", "ConstantOfShape", "Gather", "Slice", "Shape",
                               "Expand", "Concat", "Equal", "Where", "Cast", "CastLike",
                               "Squeeze"})
-_SHAPE_CARRIERS = frozenset({"Gather", "Slice", "Concat", "Squeeze", "Where", "Identity"})
+# op -> the inputs through which a shape value passes to the result (Gather's indices or a
+# Slice's bounds computed from a shape do not make the result a shape: an embedding lookup at
+# positions 0..seq-1 is a float tensor)
+_SHAPE_CARRIERS = {"Gather": (0,), "Slice": (0,), "Squeeze": (0,), "Identity": (0,),
+                   "Where": (1, 2), "Concat": None}
 
 
 def shape_values_as_tensors(proto: onnx.ModelProto) -> int:
@@ -489,8 +493,10 @@ def shape_values_as_tensors(proto: onnx.ModelProto) -> int:
                     node.input[k] = cast
                     added += 1
         nodes.append(node)
+        through = _SHAPE_CARRIERS.get(node.op_type, ())
+        carried = [i for k, i in enumerate(node.input) if through is None or k in through]
         if node.op_type == "Shape" or (node.op_type in _SHAPE_CARRIERS and not mixed and
-                                       any(i in shaped for i in node.input)):
+                                       any(i in shaped for i in carried)):
             shaped.update(o for o in node.output if o)
     if added:
         del proto.graph.node[:]

@@ -60,17 +60,41 @@ def test_reduce_max_with_an_axes_input_keeps_the_symbol():
 
 XC = rng.standard_normal((1, 1, 5, 5)).astype(np.float32)
 WC = rng.standard_normal((1, 1, 3, 3)).astype(np.float32)
-CONV_SAME = _case("conv_auto_pad_same",
-                  [helper.make_node("Conv", ["x", "w"], ["y0"], auto_pad="SAME_LOWER",
-                                    kernel_shape=[3, 3], strides=[2, 2])],
-                  [("x", XC), ("w", WC)], [np.zeros((1, 1, 3, 3), np.float32)])
+CONV_NODE = helper.make_node("Conv", ["x", "w"], ["y0"], auto_pad="SAME_LOWER",
+                             kernel_shape=[3, 3], strides=[2, 2])
+
+
+def _reference(nodes, inputs, out_shape):
+    """The ONNX reference implementation's outputs for a one-output graph."""
+    from onnx.reference import ReferenceEvaluator
+
+    vis = [helper.make_tensor_value_info(n, TensorProto.FLOAT, a.shape) for n, a in inputs]
+    out = helper.make_tensor_value_info("y0", TensorProto.FLOAT, out_shape)
+    model = helper.make_model(helper.make_graph(nodes, "ref", vis, [out]),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    return ReferenceEvaluator(model).run(None, dict(inputs))
+
+
+CONV_SAME = _case("conv_auto_pad_same", [CONV_NODE], [("x", XC), ("w", WC)],
+                  _reference([CONV_NODE], [("x", XC), ("w", WC)], [1, 1, 3, 3]))
+XH = rng.standard_normal((3, 4, 5)).astype(np.float32)
+HARDMAX = _case("hardmax_axis_0", [helper.make_node("Hardmax", ["x"], ["y0"], axis=0)],
+                [("x", XH)], [(XH == XH.max(axis=0, keepdims=True)).astype(np.float32)],
+                opset=13)
+
+
+def test_same_padding_over_symbolic_sizes_with_a_stride_passes():
+    """TVM's Conv converter evaluated auto_pad SAME with Python 'and' on a symbolic extent;
+    the pads are now computed from Shape(x) at run time (importer_fixes/auto_pad.py)."""
+    result = run_case(CONV_SAME, "cpu", symbolic=True)
+    assert result.status == PASSED, result.reason
 
 
 def test_a_lost_symbol_names_the_node_op_and_a_shape_within_the_bounds():
-    """TVM's Conv converter evaluates auto_pad SAME with Python 'and' on a symbolic extent:
-    too deep to fix here; the error names the node and op and a --shape within the bounds
-    (each symbol's lower bound, here the case's sizes), for every dynamic input."""
-    result = run_case(CONV_SAME, "cpu", symbolic=True)
+    """TVM's Hardmax converter reads the reduced dim as an int (one_hot's depth): the error
+    names the node and op and a --shape within the bounds (each symbol's lower bound, here
+    the case's sizes), for every dynamic input."""
+    result = run_case(HARDMAX, "cpu", symbolic=True)
     assert result.status != PASSED
-    assert "(Conv)" in result.reason, result.reason
-    assert "--shape x=1x1x5x5" in result.reason and "--shape w=1x1x3x3" in result.reason
+    assert "(Hardmax)" in result.reason, result.reason
+    assert "--shape x=3x4x5" in result.reason, result.reason
