@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .backend import BuildResult, CompileOptions, Execution
-from .errors import AnychipError
+from .errors import AnychipError, InputsRejected
 from .export_library import export_library
 from .frontend import ModelSource, TensorSpec
 from .importer_fixes.lowbit import NP_NAMES as LOWBIT_NAMES
@@ -404,7 +405,7 @@ def load_artifact(path: str | Path) -> Artifact:
     return artifact
 
 
-def shape_check_error(exc: Exception, label: str, specs, arrays) -> AnychipError | None:
+def shape_check_error(exc: Exception, label: str, specs, arrays) -> InputsRejected | None:
     """The one line for a run whose input sizes the model does not accept although each lies
     within its symbol's bounds: two dims the graph requires to be equal differ at these sizes
     (a skip connection after a stride-2 layer, at an odd height). The compiled program checks
@@ -414,10 +415,8 @@ def shape_check_error(exc: Exception, label: str, specs, arrays) -> AnychipError
         return None     # (a match_cast of a shape value is a specialised input's guard)
     sizes = ", ".join(f"{spec.name} {'x'.join(str(d) for d in np.shape(a))}"
                       for spec, a in zip(specs, arrays))
-    import re
-
     found = re.search(r"\((\d+) vs\. (\d+)\)", text)
     detail = f": a dim is {found[1]} where the graph computes {found[2]}" if found else ""
-    return AnychipError(f"{label}: the model's shapes do not agree at input sizes ({sizes})"
+    return InputsRejected(f"{label}: the model's shapes do not agree at input sizes ({sizes})"
                         f"{detail}; give sizes the model accepts (ONNX Runtime fails there too), "
                         f"e.g. multiples of its total stride.")

@@ -27,6 +27,12 @@ class InternalCompilerError(AnychipError):
     exit_code = 1
 
 
+class InputsRejected(AnychipError):
+    """The model does not run on these inputs although they match its declared inputs: ONNX
+    Runtime fails on them, or the compiled program's shape checks do (two dims the graph needs
+    equal differ at these sizes). Exit code 2; verify tries other sizes on it."""
+
+
 class NotExecutable(AnychipError):
     """The target cannot execute on this machine (no device, compile-only family). Exit code 3."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AnychipError
+from .errors import AnychipError, InputsRejected
 from .gear_runner import GearRunner, _pad, _valid, tag  # noqa: F401 - re-exported
 
 MAX_GEAR_PROGRAMS = 16
@@ -84,7 +84,7 @@ def padding_check(source, name: str, gears: tuple[int, ...], bounds: dict) -> tu
     rng = np.random.default_rng(1)
     try:
         expected = run_onnxruntime(source.original, feed, source.label)
-    except AnychipError:   # the model does not take these sizes (a U-Net at an odd height)
+    except InputsRejected:   # the model does not take these sizes (a U-Net at an odd height)
         return False, (f"ONNX Runtime does not run the model at {name}={valid} (with every "
                        f"symbol at its lower bound), so padding cannot be checked")
     for content in ("zero", "random"):
@@ -99,7 +99,7 @@ def padding_check(source, name: str, gears: tuple[int, ...], bounds: dict) -> tu
                 padded[spec.name] = _pad(arr, shape, lambda s, d, n=noise: n.astype(d).copy())
         try:
             got = run_onnxruntime(source.original, padded, source.label)
-        except AnychipError:
+        except InputsRejected:
             return False, f"ONNX Runtime does not run the model at {name}={gear}"
         for spec, exp, out in zip(source.outputs, expected, got):
             cut = _valid(out, exp.shape)

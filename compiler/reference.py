@@ -9,7 +9,7 @@ from collections import OrderedDict
 import numpy as np
 import onnx
 
-from .errors import AnychipError
+from .errors import AnychipError, InputsRejected
 
 
 def run_onnxruntime(model: onnx.ModelProto, feed: dict[str, np.ndarray], label: str) -> list[np.ndarray]:
@@ -38,7 +38,7 @@ def reference_session(model: onnx.ModelProto, label: str):
         try:
             return [np.asarray(v) for v in session.run(None, feed, quiet)]
         except Exception as exc:
-            raise AnychipError(f"{label}: ONNX Runtime (the reference) failed: "
+            raise InputsRejected(f"{label}: ONNX Runtime (the reference) failed: "
                                f"{ort_error_line(exc)}") from exc
 
     return run

@@ -194,10 +194,8 @@ def _ret_ty_at_call_site(func, call_args):
     its own shape variables ('batch_1'), which the caller never defines (the VM then cannot
     compute the library call's output shape). Each parameter's symbolic dims are bound to the
     argument's dims at the call, matched as expression trees ('h_1 + 3', the input of a
-    convolution after a symbolic pad, against 'h + 3'); failing that, a dim that is one
-    variable plus a constant binds that variable to the argument's dim minus the constant."""
-    import tvm
-    from tvm import relax, tirx
+    convolution after a symbolic pad, against 'h + 3')."""
+    from tvm import relax
 
     pairs = []
     for param, arg in zip(func.params, call_args):
@@ -208,15 +206,6 @@ def _ret_ty_at_call_site(func, call_args):
     bindings = {}
     for d, value in pairs:
         _unify(d, value, bindings)
-    analyzer = tvm.sym.Analyzer()
-    for d, value in pairs:
-        free = tirx.analysis.undefined_vars(d, [])
-        if isinstance(d, tirx.Var) or len(free) != 1 or free[0] in bindings:
-            continue
-        coefficient, offset = tvm.sym.detect_linear_equation(d, [free[0]]) or (None, None)
-        if isinstance(coefficient, tirx.IntImm) and int(coefficient) == 1 and \
-                isinstance(offset, tirx.IntImm):
-            bindings[free[0]] = analyzer.simplify(value - offset)
     if not bindings:
         return func.ret_ty
     return func.bind_symbolic_vars(bindings).ret_ty

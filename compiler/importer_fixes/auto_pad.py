@@ -50,13 +50,14 @@ def explicit_auto_pads(model: onnx.ModelProto) -> int:
     if not nodes:
         return 0
     dims = _spatial_dims(model)
+    types: dict[str, str] = {}     # element types, inferred once if a runtime pad needs them
     done = 0
     inserted: dict[int, list] = {}
     for index, node in enumerate(nodes):
         pads = _pads(node, dims)
         if pads is None:
             rank = len(dims.get(node.input[0]) or [])
-            pad_nodes = _runtime_pad_nodes(model, node, dims)
+            pad_nodes = _runtime_pad_nodes(model, node, dims, types)
             if pad_nodes is None:
                 continue
             inserted[id(node)] = pad_nodes
@@ -76,7 +77,7 @@ def explicit_auto_pads(model: onnx.ModelProto) -> int:
     return done
 
 
-def _runtime_pad_nodes(model, node, dims) -> list | None:
+def _runtime_pad_nodes(model, node, dims, types: dict) -> list | None:
     """SAME padding over a symbolic spatial dim with a stride over 1, where the pads depend on
     the size modulo the stride (a TensorFlow export with a dynamic image size): ONNX nodes that
     compute the spec's pads from Shape(x) and a Pad in front of the node (which then pads
@@ -105,9 +106,11 @@ def _runtime_pad_nodes(model, node, dims) -> list | None:
         return None
     strides = attrs.get("strides") or [1] * n
     dilations = attrs.get("dilations") or [1] * n
-    from .onnx_level import element_types
+    if not types:
+        from .onnx_level import element_types
 
-    dtype = element_types(model).get(node.input[0], "float32")
+        types.update(element_types(model))
+    dtype = types.get(node.input[0], "float32")
     if node.op_type == "MaxPool" and not dtype.startswith(("float", "bfloat")):
         return None
     fill = -np.inf if node.op_type == "MaxPool" else 0
