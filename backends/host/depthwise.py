@@ -25,8 +25,9 @@ elementwise epilogue after it. Anything else is left to the other rules.
 from __future__ import annotations
 
 from .lanes import dividing_lanes, vector_lanes
-from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
-                               pad_block_rows, pad_per_block, vectorized_pass, worth_parallel)
+from .reduction_kernel import (EVEN, balance, epilogue_per_tile, inline_producers,
+                               one_reduction, pad_block_rows, pad_per_block, threads,
+                               vectorized_pass, worth_parallel)
 from .tir_walk import static_int as _static
 
 # output pixels of one row computed together (register blocking)
@@ -103,31 +104,50 @@ def _apply(sch, conv, weight, shape, oihw, producers, consumers, target, paralle
     w_outer, w_inner = sch.split(pixels[-1], factors=[None, block_w])
     pixels = [*pixels[:-1], w_outer]
     row_block = None
-    rb = pad_block_rows(height) if pad is not None and len(pixels) >= 2 else None
-    if rb is not None:   # the pad per block of output rows (reduction_kernel.PAD_ROWS)
-        h_outer, row_block = sch.split(pixels[-2], factors=[None, rb])
-        pixels = [*pixels[:-2], h_outer, w_outer]
-    sch.reorder(*pixels[:-1], *([row_block] if row_block else []), pixels[-1], c_outer,
-                *window, w_inner, c_inner)
+    images = batch if len(pixels) > 2 else 1
+    workers = threads(target) if parallel else 1
+    rb = (pad_block_rows(height, images, workers=workers)
+          if pad is not None and len(pixels) >= 2 else None)
+    # rows (or blocks of rows) too few to share the threads evenly (a 7x7 map: one block of
+    # 7 rows ran on one of 2 threads): the chunks of channels are the parallel loop instead,
+    # each padding its own slice of the map, when they share the threads better
+    rows_even = balance(images * (height // rb if rb else height), workers)
+    chunks = _extent(sch, c_outer)
+    by_channels = (parallel and len(pixels) >= 2 and rows_even < EVEN
+                   and balance(chunks, workers) >= EVEN)
+    if by_channels:
+        sch.reorder(c_outer, *pixels, *window, w_inner, c_inner)
+        tile = pixels[-1]
+    else:
+        if rb is not None:   # the pad per block of output rows (PAD_ROWS)
+            h_outer, row_block = sch.split(pixels[-2], factors=[None, rb])
+            pixels = [*pixels[:-2], h_outer, w_outer]
+        sch.reorder(*pixels[:-1], *([row_block] if row_block else []), pixels[-1], c_outer,
+                    *window, w_inner, c_inner)
+        tile = c_outer
     sch.unroll(w_inner)
     sch.unroll(c_inner)
     if len(pixels) > 2:   # [n, h, w_outer]: one loop over the output rows of every image
         pixels = [sch.fuse(*pixels[:-1]), pixels[-1]]
-    if parallel and len(pixels) == 2:   # before the reduction is split (TIR requires it)
+    # before the reduction is split (TIR requires it)
+    if by_channels:
+        sch.parallel(c_outer)
+    elif parallel and len(pixels) == 2:
         sch.parallel(pixels[0])
     if oihw:   # taps read as [1, kh, kw, C]: each chunk's weights one contiguous vector
         packed = sch.cache_read(conv, _read_index(sch, conv, weight), "global")
         sch.transform_layout(packed, ("write", 0), lambda o, i, y, x: (i, y, x, o))
     # accumulate a chunk in registers, write it out through the epilogue per chunk
-    out_block = epilogue_per_tile(sch, conv, consumers, c_outer, target,
-                                  may_parallel)
+    out_block = epilogue_per_tile(sch, conv, consumers, tile, target, may_parallel)
     init = sch.decompose_reduction(conv, window[0])
     sch.vectorize(sch.get_loops(init)[-1])
     # the update's lane loop is left to LLVM (16 constant iterations over contiguous
     # vectors: unrolled and vectorized); TIR's vectorize refuses a loop under a reduction
     out_loops = sch.get_loops(out_block)[len(pixels) + 1 + (row_block is not None):]
     sch.vectorize(out_loops[-1])
-    if row_block is not None and len(pixels) == 2:   # the block's rows padded in its loop
+    if by_channels and pad is not None:   # each chunk's slice padded in its loop
+        pad_per_block(sch, pad, c_outer, target)
+    elif row_block is not None and len(pixels) == 2:   # the block's rows padded in its loop
         pad_per_block(sch, pad, pixels[0], target)
     elif pad is not None:   # one vectorized pass over the whole input
         vectorized_pass(sch, pad, target, parallel)

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 from .lanes import dividing_lanes, vector_lanes
 from .prefetch import prefetch_epilogue_inputs
-from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
-                               pad_block_rows, pad_per_block, vectorized_pass, worth_parallel)
+from .reduction_kernel import (EVEN, balance, epilogue_per_tile, inline_producers,
+                               one_reduction, pad_block_rows, pad_per_block, threads,
+                               vectorized_pass, worth_parallel)
 from .tir_walk import static_int as _static, uses as _uses
 
 # float32 vector registers by vector width (AVX-512 has 32, AVX2 and NEON 16)
@@ -347,7 +348,7 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, panel, produce
         for loop in pixels[:-2]:
             images *= _static(sch.get(loop).extent)
         rb = pad_block_rows(_static(sch.get(pixels[-2]).extent), images, MIN_PAD_ROWS,
-                            MIN_PAD_BLOCKS)
+                            MIN_PAD_BLOCKS, threads(target) if parallel else 1)
         if rb is not None:
             h_outer, h_inner = sch.split(pixels[-2], factors=[None, rb])
             row_block = sch.fuse(*pixels[:-2], h_outer) if len(pixels) > 2 else h_outer
@@ -366,7 +367,12 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, panel, produce
     sch.unroll(p_inner)
     sch.unroll(vec)
     sch.unroll(lane)
-    if parallel and row_block is not None:   # the blocks of rows (each pads its own)
+    if parallel and row_block is None and not group_width and _uneven(
+            sch, outer, threads(target)):
+        # every tile its own parallel iteration (see _uneven); the tile loop is the fused one
+        outer = [sch.fuse(*outer)]
+        sch.parallel(outer[0])
+    elif parallel and row_block is not None:   # the blocks of rows (each pads its own)
         sch.parallel(row_block)
     elif parallel:   # before the reduction is split (TIR requires it)
         sch.parallel(sch.fuse(*outer[:-1]) if len(outer) > 2 else outer[0])
@@ -390,6 +396,24 @@ def _apply(sch, block, spatial, batch, group_width, data, weight, panel, produce
         except Exception:  # noqa: BLE001 - a nest prefetch.py does not rebuild: none
             pass
     return sch
+
+
+def _uneven(sch, outer, workers: int) -> bool:
+    """Whether parallelizing the outer loops but the last (the usual choice: the tile loop
+    stays whole per thread) leaves the threads unevenly loaded while every tile as its own
+    iteration would not: a weight-first convolution of a 7x7 map by 7 column panels ran 4
+    panels on one of 2 threads and 3 on the other (87% of the work's even share).
+    Balanced in whole tiles, a panel's weight is read by at most two threads."""
+    if workers < 2 or len(outer) < 2:
+        return False
+    extents = [_static(sch.get(loop).extent) for loop in outer]
+    if any(e is None for e in extents):
+        return False
+    coarse = 1
+    for e in extents[:-1]:
+        coarse *= e
+    fine = coarse * extents[-1]
+    return balance(coarse, workers) < EVEN and balance(fine, workers) > balance(coarse, workers)
 
 
 def _pads(stmt) -> bool:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from .lanes import dividing_lanes, vector_lanes
 from .reduction_kernel import (epilogue_per_tile, inline_producers, one_reduction,
-                               pad_block_rows, pad_per_block, vectorized_pass, worth_parallel)
+                               pad_block_rows, pad_per_block, threads, vectorized_pass,
+                               worth_parallel)
 from .tir_walk import static_int as _static
 
 
@@ -69,8 +70,12 @@ def _apply(sch, block, producers, consumers, target, parallel: bool):
     lanes = dividing_lanes(channels, vector_lanes(target))
     c_outer, c_inner = sch.split(c, factors=[None, lanes])
     row_block = None
-    rb = pad_block_rows(_static(sch.get(pixels[-2]).extent)) \
-        if pad is not None and len(pixels) >= 2 and window else None
+    images = 1
+    for loop in pixels[:-2]:
+        images *= _static(sch.get(loop).extent) or 1
+    rb = (pad_block_rows(_static(sch.get(pixels[-2]).extent), images,
+                         workers=threads(target) if parallel else 1)
+          if pad is not None and len(pixels) >= 2 and window else None)
     if rb is not None:
         # the padded input of a block of output rows made inside the parallel loop
         # (reduction_kernel.PAD_ROWS): [n, h_outer] outside, [h_inner, w] inside

@@ -51,6 +51,27 @@ def worth_parallel(sch, block) -> bool:
     return total >= MIN_PARALLEL_ITERATIONS
 
 
+def threads(target) -> int:
+    """Threads TVM's pool runs a parallel loop on: the target's `num-cores`, which the
+    runtime sizes the pool by (compiler.dispatch.size_tvm_pool); 1 when the target does not
+    say."""
+    try:
+        return max(int(target.attrs["num-cores"]), 1)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return 1
+
+
+def balance(units: int, workers: int) -> float:
+    """Share of `workers` busy when `units` equal iterations are split among them in whole
+    iterations: 7 column panels on 2 threads keep them 7/8 busy (one thread runs 4)."""
+    return units / (workers * -(-units // workers)) if units > 0 and workers > 0 else 1.0
+
+
+# a parallel loop whose iterations keep the threads less busy than this (balance) is split
+# finer when a finer loop balances better (gemm._uneven, depthwise._apply)
+EVEN = 0.95
+
+
 def inline_producers(sch, producers, is_pad=lambda stmt: True):
     """Inline every producer but the first pad block (by TOPI's name, and `is_pad`), which
     is returned (None when there is none) to be scheduled as its own pass."""
@@ -129,12 +150,15 @@ PAD_ROWS = 8
 
 
 def pad_block_rows(height: int, images: int = 1, min_rows: int = 1,
-                   min_blocks: int = 1) -> int | None:
+                   min_blocks: int = 1, workers: int = 1) -> int | None:
     """Rows of a padded block (PAD_ROWS): the largest divisor of `height` from `min_rows` up
-    that leaves at least `min_blocks` blocks over `images` images; None when there is none."""
+    that leaves at least `min_blocks` blocks over `images` images, preferring one whose
+    blocks keep `workers` threads evenly busy (balance: 56 rows in blocks of 7, 8 blocks,
+    rather than of 8, 7 blocks on 2 threads); None when there is none."""
     fits = [d for d in range(min_rows, PAD_ROWS + 1)
             if height % d == 0 and images * height // d >= min_blocks]
-    return max(fits) if fits else None
+    even = [d for d in fits if balance(images * height // d, workers) >= EVEN]
+    return max(even or fits) if fits else None
 
 
 def pad_per_block(sch, pad, loop, target) -> None:

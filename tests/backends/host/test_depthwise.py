@@ -67,6 +67,7 @@ def _scheduled(model, monkeypatch, **options) -> tuple[dict, int]:
     (32, 8, 3, 1, 1, 1, "sigmoid", False),      # fast_math (the default): a polynomial
     (16, 20, 3, 1, 1, 3, "relu", False),        # 4 blocks of 5 padded rows an image, 3 images
     (32, 17, 3, 2, 1, 2, None, False),          # 9 output rows: blocks of 3, stride 2
+    (160, 7, 5, 1, 1, 1, "relu", False),        # 7 rows: parallel by 10 chunks of channels
 ])
 def test_small_depthwise_convolutions_run_in_tvm_and_match(c, hw, k, stride, dilation, batch,
                                                           act, residual, monkeypatch):
@@ -160,3 +161,28 @@ def test_isnan_vectorizes():
     x[[3, 40]] = np.nan
     lib["main"](tvm.runtime.tensor(x), out)
     np.testing.assert_array_equal(np.isnan(out.numpy()), np.isnan(x))
+
+
+def test_a_map_of_few_rows_is_parallel_by_chunks_of_channels():
+    """A 7x7 map's one block of 7 rows ran on one of the 2 threads (EfficientNet's 7x7x1152
+    5x5 convolutions at 27 GFLOP/s where its 14x14 ones ran at 70-88): its 72 chunks of 16
+    channels are the parallel loop instead, each padding its own slice of the map inside
+    it. 14 rows (two blocks of 7) stay parallel by rows."""
+    import tvm
+    from tvm import relax
+
+    from anychip.backends.cpu.backend import host_cpu_name
+
+    from .kernels import fused_kernel
+
+    target = tvm.target.Target({"kind": "llvm", "mcpu": host_cpu_name(), "num-cores": 2})
+    for hw, loop in ((7, 72), (14, 2)):
+        weight = relax.const(np.ones((5, 5, 1, 1152), np.float32))
+        func = fused_kernel(lambda bb, x, w=weight: bb.emit(relax.op.nn.conv2d(
+            x, w, padding=2, groups=1152, data_layout="NHWC", kernel_layout="HWIO")),
+            (1, hw, hw, 1152))
+        with target:
+            text = depthwise.schedule_depthwise(func, target, parallel=True).mod.script()
+        assert text.count("T.parallel(") == 1, text
+        parallel, pad = text.index("T.parallel("), text.index('T.sblock("pad_temp")')
+        assert parallel < pad and f"T.parallel(T.int64({loop}))" in text, text

@@ -110,6 +110,9 @@ CASES = {
     "3x3_row_blocks": lambda: _conv(32, 8, 16, k=3),   # padded per block of 4 output rows
     "narrow_projection": lambda: _conv(14, 32, 24),   # a whole row of 3 8-lane vectors
     "narrow_40": lambda: _conv(8, 16, 40),   # 5 vectors a row, 4 rows
+    # weight-first on 7x7 maps by 7 column panels: every tile its own parallel iteration
+    "uneven_panels": lambda: _conv(7, 64, 224, residual=True),
+    "uneven_panels_3x3": lambda: _conv(7, 48, 112, k=3),
 }
 
 
@@ -145,6 +148,20 @@ def test_a_padded_convolution_pads_per_block_of_rows_in_the_parallel_loop():
     parallel, pad = text.index("T.parallel("), text.index('T.sblock("pad_temp")')
     assert parallel < pad < text.index('T.sblock("conv2d_nhwc', pad), text
     assert "T.parallel(T.int64(8))" in text   # 32 rows in blocks of 4: 8 blocks
+
+
+@pytest.mark.parametrize("cout, loop", [(224, 49), (256, 8)])
+def test_uneven_column_panels_are_balanced_tile_by_tile(cout, loop, monkeypatch):
+    """A deep layer on a 7x7 map takes its weight first, column panel by panel: 7 panels on
+    2 threads ran 4 on one thread and 3 on the other (Inception-v2's 7x7 convolutions at
+    150-180 GFLOP/s where its 14x14 ones ran 210). Such kernels make every tile (7 panels x 7
+    rows of pixels = 49) a parallel iteration; 8 panels split evenly and stay whole."""
+    monkeypatch.setattr(reduction_kernel, "MIN_PARALLEL_ITERATIONS", 0)
+    target = _target()
+    with target:
+        text = gemm.schedule_gemm(_conv(7, 512, cout), target, True).mod.script()
+    assert text.count("T.parallel(") == 1, text
+    assert f"T.parallel(T.int64({loop}))" in text, text
 
 
 @pytest.mark.parametrize("shape, parallel", [((4, 64, 128), False), ((64, 256, 256), True)])
