@@ -136,6 +136,11 @@ class Artifact:
         return self.manifest["precision"]
 
     @property
+    def _model_label(self) -> str:
+        """The model's name for error lines (a cached artifact's directory is a hash)."""
+        return str((self.manifest.get("model") or {}).get("label") or self.path.name)
+
+    @property
     def inputs(self) -> list[TensorSpec]:
         return [TensorSpec.from_dict(d) for d in self.manifest["inputs"]]
 
@@ -214,7 +219,7 @@ class Artifact:
         feed = inputs
         ordered = order_static(signature, feed) if signature is not None else None
         if ordered is None:
-            ordered = order_inputs(specs, feed, self.path.name, symbols)
+            ordered = order_inputs(specs, feed, self._model_label, symbols)
         if self.manifest.get("gears"):   # static programs per gear (compiler/gears.py)
             from .gear_runner import GearRunner
             from .inputs import bind_symbols
@@ -222,7 +227,7 @@ class Artifact:
             if self._runner is None:
                 self._runner = GearRunner(self, load_artifact)
             return self._runner.run(specs, ordered,
-                                    bind_symbols(specs, ordered, self.path.name, symbols))
+                                    bind_symbols(specs, ordered, self._model_label, symbols))
         if self._runner is None:
             self._runner = self._backend().runner(self)
         if not lowbit:   # (function-level imports and per-array checks: ~2 us a run)
@@ -230,14 +235,14 @@ class Artifact:
                 return {spec.name: value
                         for spec, value in zip(outputs, self._runner.run(ordered))}
             except Exception as exc:
-                raise shape_check_error(exc, self.path.name, specs, ordered) or exc
+                raise shape_check_error(exc, self._model_label, specs, ordered) or exc
         # low-bit tensors (float8, int4...) travel as their uint8 storage (importer_fixes/lowbit.py)
         from .importer_fixes.lowbit import from_storage, to_storage
 
         try:
             results = self._runner.run([to_storage(a) for a in ordered])
         except Exception as exc:
-            raise shape_check_error(exc, self.path.name, specs, ordered) or exc
+            raise shape_check_error(exc, self._model_label, specs, ordered) or exc
         return {spec.name: from_storage(value, spec.dtype)
                 for spec, value in zip(outputs, results)}
 
@@ -418,5 +423,6 @@ def shape_check_error(exc: Exception, label: str, specs, arrays) -> InputsReject
     found = re.search(r"\((\d+) vs\. (\d+)\)", text)
     detail = f": a dim is {found[1]} where the graph computes {found[2]}" if found else ""
     return InputsRejected(f"{label}: the model's shapes do not agree at input sizes ({sizes})"
-                        f"{detail}; give sizes the model accepts (ONNX Runtime fails there too), "
-                        f"e.g. multiples of its total stride.")
+                          f"{detail}; the compiled program needs the dims the graph joins or "
+                          f"broadcasts together to be equal: give sizes where they are (for "
+                          f"strided maps, multiples of the total stride).")

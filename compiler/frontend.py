@@ -19,6 +19,7 @@ import onnx
 from onnx import helper
 
 from .rebatch import check_rows, new_batch, unbake_batch
+from .equal_dims import MERGED_DIMS_KEY, bounds_after_merge, merge_input_symbols
 from .errors import AnychipError, error_line
 from .limits import MAX_ACTIVATION_BYTES
 from .names import sanitize_io_names
@@ -188,6 +189,13 @@ def prepare(model: onnx.ModelProto, label: str, base_dir: Path | None,
         if before is not None:   # Reshapes that bake the old batch follow the new one
             before = check_and_infer(before, label)
             rebatched = unbake_batch(model, before, batches[0])
+    merged = merge_input_symbols(model)   # dims the graph broadcasts together: one symbol
+    if merged:
+        from . import progress
+
+        progress.note(f"anychip: {label}: the graph requires input dims "
+                      + ", ".join(f"'{a}' = '{b}'" for a, b in merged.items())
+                      + "; compiled as one symbol each (inputs where they differ are refused)")
     original = check_and_infer(model, label)
     check_planned_memory(original, label, MAX_ACTIVATION_BYTES, "this host")
     value_ranges = value_ranges or {}
@@ -206,7 +214,8 @@ def prepare(model: onnx.ModelProto, label: str, base_dir: Path | None,
     if rebatched:
         check_rows(before, original, inputs, label, rebatched)
     digest = hashlib.sha256(original.SerializeToString(deterministic=True)).hexdigest()
-    return ModelSource(label, original, proto, inputs, outputs, digest)
+    return ModelSource(label, original, proto, inputs, outputs, digest,
+                       {MERGED_DIMS_KEY: merged} if merged else {})
 
 
 def load_model(model: Any, example_inputs: tuple | None = None,
@@ -218,7 +227,9 @@ def load_model(model: Any, example_inputs: tuple | None = None,
     importer, which refuses a name that is not a symbol of the inputs."""
     source = _load_model(model, example_inputs, shapes)
     if dims:
-        source.extra["dims"] = check_dims(dims, source.label)
+        source.extra["dims"] = bounds_after_merge(check_dims(dims, source.label),
+                                                  source.extra.get(MERGED_DIMS_KEY) or {},
+                                                  source.label)
     return source
 
 

@@ -284,10 +284,12 @@ def reconcile_dims(bb, op_name, inputs, attrs):
         if len(symbolic) < 2 or any(_is_int(d) and int(d) != 1 for d in dims):
             continue
         widest = max(symbolic, key=lambda d: len(str(d)))
-        # two distinct variables (two inputs' own symbols): a cast between them is a
-        # definition to Relax, dropped by CanonicalizeBindings; left as TVM has it
-        if not isinstance(widest, tirx.Var) and any(not _equal(d, widest) for d in symbolic):
-            chosen[axis] = widest
+        if any(not _equal(d, widest) for d in symbolic):
+            # two inputs' own symbols the frontend did not merge (compiler/equal_dims.py): a
+            # cast of y [b, 4] to [a, 4] reads to CanonicalizeBindings as a definition of b,
+            # and it drops the cast (the shape lost again); `a * 1`, unsimplified, is a check
+            chosen[axis] = (tirx.Mul(widest, tirx.IntImm("int64", 1))
+                            if isinstance(widest, tirx.Var) else widest)
     if not chosen:
         return inputs
     out = type(inputs)(inputs) if isinstance(inputs, list) else list(inputs)
