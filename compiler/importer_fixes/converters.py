@@ -16,6 +16,7 @@ import numpy as np
 from .clip import clip_converter
 from .max_pool_indices import max_pool_converter, max_unpool_converter
 from .relax_values import const_int, known_shape, static_shape
+from .shape_arith import range_converter
 
 _MARK = "_anychip_extra_converters"
 
@@ -808,7 +809,8 @@ def replacements() -> dict:
             x = relax.op.permute_dims(x, [0, 1, 3, 5, 2, 4])
             return relax.op.reshape(x, (n, c * size * size, h // size, w // size))
 
-    return {"Clip": clip_converter(), "MaxPool": max_pool_converter(),
+    return {"Range": range_converter(fe.Range),
+            "Clip": clip_converter(), "MaxPool": max_pool_converter(),
             "MaxUnpool": max_unpool_converter(), "Mish": Mish, "Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu,
             "BitShift": BitShift, "SpaceToDepth": SpaceToDepth, "Upsample": Upsample,
             "NonMaxSuppression": NonMaxSuppression, "Pad": Pad, "Dropout": Dropout, "Split": Split,

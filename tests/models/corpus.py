@@ -138,6 +138,36 @@ def distilbert_batch_seq() -> tuple[onnx.ModelProto, dict]:
     return proto, {"batch": (1, 4), "seq": (2, 64)}
 
 
+def bert_torchscript_named_per_input() -> tuple[onnx.ModelProto, dict]:
+    """transformers' BERT (2 layers, 4 heads, dim 64) with a 5-label classifier, exported by
+    the TorchScript exporter (torch.onnx.export(dynamo=False), as most ONNX files in the wild
+    were) with dims named per input: input_ids [batch, seq], attention_mask [batch_size,
+    sequence_length]. Its mask is built from Range(0, Shape(...)[i]) over each dim."""
+    import io
+    import warnings
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=256, hidden_size=64, intermediate_size=128,
+                        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128,
+                        num_labels=5, attn_implementation="eager")
+    model = BertForSequenceClassification(config).eval()
+    wrapped = _field_of(model, "logits")
+    inputs = _text_inputs(2, 16)
+    _calibrate(wrapped, inputs, model.classifier)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapped, inputs, buffer, dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                          dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
+                                        "attention_mask": {0: "batch_size",
+                                                           1: "sequence_length"}})
+    return onnx.load_from_string(buffer.getvalue()), {"batch": (1, 4), "seq": (2, 64)}
+
+
 def gpt_neox_seq() -> tuple[onnx.ModelProto, dict]:
     """transformers' GPT-NeoX (2 layers, parallel attention + MLP, partial rotary 25%); dynamic
     sequence, inputs input_ids and attention_mask."""

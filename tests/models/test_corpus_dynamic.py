@@ -181,3 +181,15 @@ def test_cnn_family_compiles_once_for_a_gpu_family(family, target, vision):
     proto, dims = vision(family)
     art = anychip.compile(proto, target=target, dims=dims)
     assert art.report["limits_checked_at_upper_bounds"] == {"batch": 8}
+
+
+def test_bert_exported_by_torchscript_with_dims_named_per_input_matches_ort():
+    """Two mechanisms at once: the mask's dims are merged with the ids' (compiler/
+    equal_dims.py) and its Range(0, Shape(...)[i]) keeps the symbol
+    (importer_fixes/shape_arith.py); either missing, the compile failed."""
+    proto, dims = corpus.bert_torchscript_named_per_input()
+    assert [[d.dim_param for d in vi.type.tensor_type.shape.dim] for vi in proto.graph.input] \
+        == [["batch", "seq"], ["batch_size", "sequence_length"]]
+    report = anychip.verify(proto, target="cpu", dims=dims)
+    assert report.passed, report.summary()
+    assert all(r.sizes["seq"] > 1 for r in report.by_shape) and len(report.by_shape) == 3

@@ -1,0 +1,201 @@
+"""Integer arithmetic on shape values, read back as symbolic expressions, for Range.
+
+The TorchScript exporter (torch.onnx.export(dynamo=False)) and hand-written graphs compute
+sizes with tensor ops on Shape values: Hugging Face's attention mask builds
+`Range(0, max(-((0 - batch) // 1), 0), 1)` from `Shape(input_ids)[0]`. TVM's Range converter
+turns any limit that is not a constant into a fresh variable (`range_len_0`) read from the
+tensor at run time, unrelated to `batch`: every tensor built from it has dims Relax cannot
+match to the model's (the mask broadcast to [batch, 1, seq, seq]), and the build failed
+("PrimExpr ... has not been computed"). `prim_value` follows such a scalar back through the
+block's bindings (shape_to_tensor, reshape, astype, take of a shape, +, -, *, //, neg, max,
+min) to an expression of the input symbols; `Range` then emits `arange` over that expression,
+so its length is `batch` again. Anything else is left to TVM's converter."""
+
+from __future__ import annotations
+
+# bindings followed back from one value before giving up (a chain of scalar ops is short)
+MAX_DEPTH = 32
+
+_BINARY = {
+    "relax.add": lambda a, b: a + b,
+    "relax.subtract": lambda a, b: a - b,
+    "relax.multiply": lambda a, b: a * b,
+    "relax.floor_divide": None,   # tirx.floordiv (below)
+    "relax.maximum": None,
+    "relax.minimum": None,
+}
+
+
+_COMPARE = {
+    "relax.less": lambda a, b: a < b,
+    "relax.less_equal": lambda a, b: a <= b,
+    "relax.greater": lambda a, b: a > b,
+    "relax.greater_equal": lambda a, b: a >= b,
+    "relax.equal": lambda a, b: a == b,
+}
+
+
+def prim_value(bb, expr, depth: int = 0):
+    """The int64 PrimExpr `expr` (a one-element integer tensor, a PrimExpr or a constant)
+    holds, in terms of the function's symbols; None when it cannot be read back."""
+    import tvm
+    from tvm import relax, tirx
+
+    if depth > MAX_DEPTH or expr is None:
+        return None
+    if isinstance(expr, tvm.ir.GenericConst):
+        value = expr.value.numpy()
+        if value.size != 1 or value.dtype.kind not in "iub":
+            return None
+        if value.dtype.kind == "b":
+            return tirx.IntImm("bool", int(bool(value.reshape(-1)[0])))
+        return tirx.IntImm("int64", int(value.reshape(-1)[0]))
+    # one Var class for Relax values and TIR symbols (TVM 0.27): a Relax value by its type
+    if isinstance(expr, relax.Var) and isinstance(expr.ty, (relax.TensorType, relax.ShapeType)):
+        bound = bb.lookup_binding(expr)
+        return prim_value(bb, bound, depth + 1) if bound is not None else None
+    if tvm.ir.is_prim_expr(expr):   # (the converter may pass a symbol itself: `batch`)
+        return _int64(expr) if _dtype(expr).startswith(("int", "uint")) else None
+    if not isinstance(expr, relax.Call) or not isinstance(expr.op, tvm.ir.Op):
+        return None
+    name, args = expr.op.name, list(expr.args)
+    if name in ("relax.reshape", "relax.astype", "relax.squeeze", "relax.expand_dims"):
+        if name == "relax.astype" and not str(expr.ty.dtype).startswith(("int", "uint")):
+            return None
+        return prim_value(bb, args[0], depth + 1)
+    if name == "relax.shape_to_tensor":
+        values = _shape_values(bb, args[0])
+        return values[0] if values is not None and len(values) == 1 else None
+    if name == "relax.take":
+        values = _shape_values_of_tensor(bb, args[0], depth + 1)
+        index = prim_value(bb, args[1], depth + 1)
+        index = None if index is None else _simplified(index)
+        if values is None or not isinstance(index, tirx.IntImm):
+            return None
+        i = int(index)
+        return values[i] if -len(values) <= i < len(values) else None
+    if name == "relax.negative":
+        inner = prim_value(bb, args[0], depth + 1)
+        return None if inner is None else -inner
+    if name in _COMPARE:   # (the importer's own negative-index fix-up of a Gather)
+        a, b = (prim_value(bb, arg, depth + 1) for arg in args[:2])
+        return None if a is None or b is None else _COMPARE[name](a, b)
+    if name == "relax.where":
+        c, a, b = (prim_value(bb, arg, depth + 1) for arg in args[:3])
+        return None if c is None or a is None or b is None else tirx.Select(c, a, b)
+    if name in _BINARY:
+        a, b = (prim_value(bb, arg, depth + 1) for arg in args[:2])
+        if a is None or b is None:
+            return None
+        if name == "relax.floor_divide":
+            return tirx.floordiv(a, b)
+        if name == "relax.maximum":
+            return tirx.max(a, b)
+        if name == "relax.minimum":
+            return tirx.min(a, b)
+        return _BINARY[name](a, b)
+    return None
+
+
+def _dtype(value) -> str:
+    """A PrimExpr's dtype (a tirx.Var holds it in its type, TVM 0.27)."""
+    try:
+        return str(value.dtype)
+    except Exception:  # noqa: BLE001 - "dtype is only available on a Var with BufferType"
+        return str(value.ty)
+
+
+def _int64(value):
+    from tvm import tirx
+
+    return value if _dtype(value) == "int64" else tirx.Cast("int64", value)
+
+
+def _shape_values(bb, shape):
+    """The PrimExprs of a ShapeExpr (or of a var bound to one, or of shape_of(x))."""
+    from tvm import relax
+
+    for _ in range(MAX_DEPTH):
+        if isinstance(shape, relax.Var):
+            bound = bb.lookup_binding(shape)
+            if bound is None:
+                ty = shape.ty
+                return list(ty.values) if isinstance(ty, relax.ShapeType) and \
+                    ty.values is not None else None
+            shape = bound
+            continue
+        if isinstance(shape, relax.ShapeExpr):
+            return [_int64(v) for v in shape.values]
+        if isinstance(shape, relax.Call) and getattr(shape.op, "name", "") == "relax.shape_of":
+            ty = shape.args[0].ty
+            if isinstance(ty, relax.TensorType) and isinstance(ty.shape, relax.ShapeExpr):
+                return [_int64(v) for v in ty.shape.values]
+        return None
+    return None
+
+
+def _shape_values_of_tensor(bb, tensor, depth: int):
+    """The PrimExprs a 1-D int tensor made from a shape holds (shape_to_tensor of a shape,
+    through casts)."""
+    from tvm import relax
+
+    for _ in range(MAX_DEPTH - depth):
+        if isinstance(tensor, relax.Var):
+            tensor = bb.lookup_binding(tensor)
+            continue
+        if isinstance(tensor, relax.Call):
+            name = getattr(tensor.op, "name", "")
+            if name == "relax.astype":
+                tensor = tensor.args[0]
+                continue
+            if name == "relax.shape_to_tensor":
+                return _shape_values(bb, tensor.args[0])
+        return None
+    return None
+
+
+def range_converter(tvm_range):
+    """ONNX Range whose limit is shape arithmetic (start and delta integer constants, delta
+    not 0): `arange` over the limit read back as an expression (see the module docstring);
+    TVM's converter otherwise."""
+    import tvm
+    from tvm import relax, tirx
+    from tvm.relax.frontend.onnx import onnx_frontend as fe
+
+    class Range(fe.OnnxOpConverter):
+        @classmethod
+        def _impl_v11(cls, bb, inputs, attr, params):
+            start, limit, delta = (fe.get_constant(x, params) for x in inputs)
+            dtype = str(start.ty.dtype) if hasattr(start, "ty") and \
+                hasattr(start.ty, "dtype") else ""
+            if dtype.startswith(("int", "uint")) and isinstance(start, tvm.ir.GenericConst) \
+                    and isinstance(delta, tvm.ir.GenericConst) \
+                    and not isinstance(limit, tvm.ir.GenericConst):
+                first, step = prim_value(bb, start), prim_value(bb, delta)
+                end = prim_value(bb, limit)
+                if end is not None and first is not None and step is not None \
+                        and int(step) != 0:
+                    s = int(step)
+                    count = tirx.max(tirx.floordiv(end - first + (s - 1 if s > 0 else s + 1),
+                                                   s), 0)
+                    count = _simplified(count)
+                    positions = relax.op.arange(0, count, 1, "int64")
+                    if int(first) == 0 and s == 1:
+                        return bb.normalize(relax.op.astype(positions, dtype)) \
+                            if dtype != "int64" else positions
+                    values = relax.op.add(relax.op.multiply(positions, relax.const(s, "int64")),
+                                          relax.const(int(first), "int64"))
+                    return relax.op.astype(values, dtype) if dtype != "int64" else values
+            return tvm_range.get_converter(12)(bb, inputs, attr, params)
+
+    return Range
+
+
+def _simplified(expr):
+    """`expr` simplified, with its symbols known to be sizes (>= 0): max(batch, 0) -> batch."""
+    import tvm
+
+    analyzer = tvm.sym.Analyzer()
+    for var in tvm.tirx.analysis.undefined_vars(expr, []):
+        analyzer.update(var, tvm.sym.ConstIntBound(0, 1 << 62), override=True)
+    return analyzer.simplify(expr)

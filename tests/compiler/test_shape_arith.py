@@ -1,0 +1,58 @@
+"""compiler/importer_fixes/shape_arith.py: a Range whose limit is arithmetic on a Shape value
+(the TorchScript exporter's `Range(0, max(-((0 - n) // 1), 0), 1)`) keeps the input's symbol
+as its length, so what is built from it broadcasts with the model's tensors; TVM's converter
+gave it a fresh variable read at run time, and the build failed ("PrimExpr ... has not been
+computed"). Matches ONNX Runtime at every size verify picks."""
+
+from __future__ import annotations
+
+import anychip
+import numpy as np
+from anychip.compiler import driver, importer
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _const(name, value):
+    return numpy_helper.from_array(np.array(value, np.int64), name)
+
+
+def positions_model():
+    """x [batch, seq, 4] plus its positions 0..seq-1 (`Range(0, Shape(x)[1], 1)`, as the
+    TorchScript exporter writes Hugging Face's position and mask ranges), and the odd
+    positions 1, 3, ... below seq, the limit computed with tensor ops on the shape."""
+    inits = [_const("zero", 0), _const("one", 1), _const("two", 2), _const("idx1", 1),
+             _const("idx1v", [1]), _const("zerov", [0]), _const("axes", [0, 2]),
+             _const("axis0", [0])]
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Gather", ["shape", "idx1"], ["n"], axis=0),
+             helper.make_node("Range", ["zero", "n", "one"], ["pos"]),
+             helper.make_node("Cast", ["pos"], ["posf"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["posf", "axes"], ["pos3"]),
+             helper.make_node("Add", ["x", "pos3"], ["y"]),
+             helper.make_node("Gather", ["shape", "idx1v"], ["nv"], axis=0),
+             helper.make_node("Add", ["nv", "zerov"], ["mv"]),
+             helper.make_node("Squeeze", ["mv", "axis0"], ["m"]),
+             helper.make_node("Range", ["one", "m", "two"], ["odd"])]
+    graph = helper.make_graph(
+        nodes, "positions",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 4]),
+         helper.make_tensor_value_info("odd", TensorProto.INT64, ["k"])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_range_over_shape_arithmetic_keeps_the_symbol():
+    source = driver.load_model(positions_model(), dims={"seq": (3, 40)})
+    text = importer.to_relax(source)["main"].script()
+    assert "range_len" not in text, text   # TVM's converter: a fresh variable per Range
+    assert "R.arange(0, seq, 1" in text, text
+    assert "R.arange(0, seq // 2, 1" in text, text   # ceil((seq - 1) / 2) odd positions
+
+
+def test_range_over_shape_arithmetic_matches_onnx_runtime():
+    report = anychip.verify(positions_model(), target="cpu", dims={"seq": (3, 40),
+                                                                   "batch": (1, 4)})
+    assert report.passed, report.summary()
+    assert [r.sizes for r in report.by_shape] == [{"batch": 1, "seq": 3},
+                                                   {"batch": 3, "seq": 22},
+                                                   {"batch": 4, "seq": 40}]
