@@ -416,10 +416,18 @@ def shape_check_error(exc: Exception, label: str, specs, arrays) -> InputsReject
     (a skip connection after a stride-2 layer, at an odd height). The compiled program checks
     them (a Relax match_cast) and the VM raises; None for any other failure."""
     text = str(exc)
-    if "match_cast" not in text or "mismatch" not in text or "ty=R.Tensor" not in text:
-        return None     # (a match_cast of a shape value is a specialised input's guard)
-    sizes = ", ".join(f"{spec.name} {'x'.join(str(d) for d in np.shape(a))}"
+    if "match_cast" not in text or "mismatch" not in text:
+        return None
+    sizes = ", ".join(f"{spec.name} {'x'.join(str(d) for d in np.shape(a)) or 'scalar'}"
                       for spec, a in zip(specs, arrays))
+    if "ty=R.Shape([0])" in text:   # a run-time check (converters.runtime_refusal)
+        return InputsRejected(f"{label}: the compiled program refused these inputs ({sizes}): "
+                              f"one of its run-time checks failed (a reflect or wrap Pad wider "
+                              f"than its axis, a shape input whose value differs from the one "
+                              f"compiled in, or Dropout asked to train); ONNX Runtime refuses "
+                              f"the first too, the second needs a compile with that value.")
+    if "ty=R.Tensor" not in text:
+        return None
     found = re.search(r"\((\d+) vs\. (\d+)\)", text)
     detail = f": a dim is {found[1]} where the graph computes {found[2]}" if found else ""
     return InputsRejected(f"{label}: the model's shapes do not agree at input sizes ({sizes})"

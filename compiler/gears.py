@@ -140,7 +140,7 @@ def compile_gears(source, target: str, options, compile_one, profile, execution)
     gears = choose_gears(bounds, dict(options.gears or {}), source.label)
     checks = {n: padding_check(source, n, gears[n], bounds) for n in gears}
     staging = new_staging_dir()
-    entries = []
+    entries, refused = [], []
     try:
         for combo in itertools.product(*gears.values()):
             sizes = dict(zip(gears, combo))
@@ -149,7 +149,11 @@ def compile_gears(source, target: str, options, compile_one, profile, execution)
             sub_options = CompileOptions(precision=options.precision, shapes={},
                                          opt_level=options.opt_level, extra=dict(options.extra),
                                          hot=options.hot)
-            art = compile_one(static, target, sub_options)
+            try:
+                art = compile_one(static, target, sub_options)
+            except InputsRejected as exc:   # a size the model refuses (a reflect pad wider)
+                refused.append({"sizes": sizes, "why": str(exc)})
+                continue
             seconds = time.perf_counter() - start
             rel = f"gears/{tag(sizes)}"
             shutil.copytree(art.path, staging / rel)
@@ -165,10 +169,14 @@ def compile_gears(source, target: str, options, compile_one, profile, execution)
                               "buffers": report.get("buffers") or report.get("memory")})
             entries.append(entry)
             precision = art.precision
+        if not entries:
+            raise InputsRejected(refused[0]["why"] + " (at every gear: choose gears the model "
+                                                     "accepts, --gears NAME=...)")
         symbols = {n: {"mode": "padded" if ok else "exact", "why": why, "gears": list(gears[n])}
                    for n, (ok, why) in checks.items()}
         report = {"target": target, "execution_here": execution.mode.value,
                   "execution_why": execution.why, "gears": entries, "gear_symbols": symbols,
+                  "gears_refused": refused,
                   "compile_s_total": round(sum(e["compile_s"] for e in entries), 3),
                   "size_bytes_total": sum(e["size_bytes"] for e in entries)}
         (staging / REPORT).write_text(json.dumps(report, indent=2, default=str))

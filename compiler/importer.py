@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
-from .errors import AnychipError
+from .errors import AnychipError, InputsRejected
 from .frontend import ModelSource
 from .importer_fixes import prepare_for_tvm
 from .onnx_inference import light_twin
@@ -71,8 +71,10 @@ def to_relax(source: ModelSource, keep_params_in_input: bool = False):
                 return from_onnx(source.proto, shape_dict=shape_dict, dtype_dict=dtype_dict,
                                  keep_params_in_input=keep_params_in_input,
                                  sanitize_input_names=False)
-    except AnychipError:
-        raise
+    except AnychipError as exc:
+        if type(exc) not in (AnychipError, InputsRejected) or str(exc).startswith(source.label):
+            raise
+        raise type(exc)(f"{source.label}: {exc}") from None   # (a converter's own line)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
         if names:

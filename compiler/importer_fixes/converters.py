@@ -522,6 +522,45 @@ def replacements() -> dict:
         widths = [w for pair in zip(pad_before, pad_after) for w in pair]
         return relax.op.nn.pad(inputs[0], widths, relax_mode, float(value))
 
+    def _check_mirror_widths(bb, inputs, attr, params) -> None:
+        """A reflect pad reads the input's own values back from the edge, so it is only
+        defined for pads shorter than the axis (wrap: at most its length); TOPI's kernels
+        read out of the buffer past that (garbage, or a crash, where ONNX Runtime refuses).
+        A static axis too short is one line at compile time (InputsRejected: an npu gear of
+        that size is left out); a symbolic one gets a run-time check (runtime_refusal)."""
+        from tvm import relax, tirx
+
+        from ..errors import InputsRejected
+
+        mode = attr.get("mode", b"constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        limit = {"reflect": 1, "wrap": 0}.get(mode)
+        if limit is None:
+            return
+        try:
+            before, after, _ = tvm_pad._parse_pads_and_axes(inputs, params)
+            shape = list(inputs[0].ty.shape)
+        except (TypeError, ValueError, AttributeError):
+            return                       # run-time pads or an unknown rank: TVM's converter
+        bad = None
+        for axis, (b, a, d) in enumerate(zip(before, after, shape)):
+            need = max(int(b), int(a))
+            if need <= 0:
+                continue
+            if isinstance(d, tirx.IntImm):
+                if need > int(d) - limit:
+                    raise InputsRejected(f"Pad ({mode}): a pad of {need} on axis {axis} needs "
+                                       f"the axis to be at least {need + limit} long, and it "
+                                       f"is {int(d)} (ONNX Runtime refuses it too); pad less "
+                                       f"or use mode 'edge'.")
+                continue
+            size = bb.normalize(relax.op.reshape(relax.op.shape_to_tensor(
+                relax.ShapeExpr([d])), ()))
+            short = relax.op.less(size, relax.const(need + limit, "int64"))
+            bad = short if bad is None else relax.op.logical_or(bad, short)
+        if bad is not None:
+            runtime_refusal(bb, bad)
+
     def _runtime_pads(bb, inputs, attr, params):
         """ONNX Pad (constant mode) whose pads the model computes from its input's shape:
         padding a dynamic image up to a multiple of the network's stride, `(32 - h % 32) %
@@ -575,6 +614,7 @@ def replacements() -> dict:
             inputs = list(inputs) + [None] * (4 - len(inputs))
             value = inputs[2]
             version = 19    # TVM's newest: every mode, the axes input
+            _check_mirror_widths(bb, inputs, attr, params)
             if not isinstance(fe.get_constant(inputs[1], params), tvm.ir.GenericConst):
                 padded = _runtime_pads(bb, inputs, attr, params)
                 if padded is not None:

@@ -5,6 +5,9 @@ front of a library convolution; Dropout's mask and a Shape output with a symboli
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import anychip
 import numpy as np
 import onnx
@@ -214,3 +217,54 @@ def test_same_padding_over_a_symbolic_image_size(mode):
     assert report.passed, report.summary()
     sizes = [r.sizes for r in report.by_shape]
     assert any(s["h"] % 2 and s["w"] % 2 == 0 for s in sizes), sizes   # odd and even sizes
+
+
+def wide_reflect_pad(shape) -> onnx.ModelProto:
+    """A reflect Pad of 4 on H and W: defined only for H, W >= 5 (ONNX Runtime refuses less);
+    TVM's mirror_pad read past the input's buffer below that (garbage values)."""
+    out = [d if isinstance(d, int) and i < 2 else (d + 8 if isinstance(d, int) else f"o{i}")
+           for i, d in enumerate(shape)]
+    pads = numpy_helper.from_array(np.array([0, 0, 4, 4, 0, 0, 4, 4], np.int64), "pads")
+    return _model([helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, out)], [pads])
+
+
+def test_a_reflect_pad_wider_than_a_static_axis_is_one_line(tmp_path):
+    from anychip.compiler.errors import InputsRejected
+
+    with pytest.raises(InputsRejected, match=r"^<ModelProto g>: Pad \(reflect\): a pad of 4 on "
+                                             r"axis 2 needs the axis to be at least 5 long, "
+                                             r"and it is 3"):
+        anychip.compile(wide_reflect_pad([1, 2, 3, 3]), target="cpu")
+    path = tmp_path / "pad.onnx"
+    onnx.save(wide_reflect_pad([1, 2, 3, 3]), path)
+    done = subprocess.run([sys.executable, "-m", "anychip.compiler.cli.main", "compile",
+                           str(path), "--target", "cpu", "-o", str(tmp_path / "a")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_reflect_pad_wider_than_a_symbolic_axis_is_refused_at_run_time():
+    from anychip.compiler.errors import InputsRejected
+
+    art = anychip.compile(wide_reflect_pad([1, 2, "h", "w"]), target="cpu",
+                          dims={"h": (2, 16), "w": (2, 16)})
+    x = RNG.standard_normal((1, 2, 5, 6)).astype(np.float32)
+    want = np.pad(x, [(0, 0), (0, 0), (4, 4), (4, 4)], mode="reflect")
+    np.testing.assert_array_equal(art.run({"x": x})["y"], want)
+    with pytest.raises(InputsRejected, match=r"refused these inputs \(x 1x2x4x9\): one of its "
+                                             r"run-time checks failed \(a reflect"):
+        art.run({"x": np.ones((1, 2, 4, 9), np.float32)})
+
+
+def test_npu_gears_the_model_refuses_are_left_out():
+    report = anychip.verify(wide_reflect_pad([1, 2, "h", "w"]), target="ascend-910b",
+                            dims={"h": (2, 8), "w": (8, 8)})
+    assert report.passed, report.summary()
+    art = anychip.compile(wide_reflect_pad([1, 2, "h", "w"]), target="ascend-910b",
+                          dims={"h": (2, 8), "w": (8, 8)})
+    assert [g["sizes"] for g in art.manifest["gears"]] == [{"h": 8, "w": 8}]
+    assert [r["sizes"] for r in art.report["gears_refused"]] == [{"h": 2, "w": 8},
+                                                                 {"h": 4, "w": 8}]
