@@ -14,30 +14,45 @@ it instead:
 
 In-range indices are unchanged, ONNX's negative indices included (-s <= i < s counts from the
 end). Indices that are constants of the model are left alone (the ONNX checker and the
-importer see them); extents must be static along the indexed axes, else the op is left as TVM
-emits it (docs/security.md says so).
+importer see them). Extents may be symbolic (a dynamic model: the bounds are read from the
+data's shape at run time, where a static model has constants); the rank must be known, and
+gather_nd/scatter_nd's index depth (the indices' last dim) static.
 """
 
 from __future__ import annotations
 
 
-def _shape(expr) -> list[int] | None:
-    """The static shape of a tensor expression, or None (unknown rank or a symbolic dim)."""
+def _shape(expr) -> list | None:
+    """The dims of a tensor expression (ints, or PrimExprs where symbolic), or None (unknown
+    rank or shape)."""
     shape = getattr(expr.ty, "shape", None)
     values = getattr(shape, "values", None)
     if values is None:
         return None
-    dims = [getattr(d, "value", None) for d in values]
-    return None if any(d is None for d in dims) else [int(d) for d in dims]
+    return [int(d.value) if getattr(d, "value", None) is not None else d for d in values]
 
 
-def _normalised(indices, extent, dtype: str):
-    """(indices with negatives counted from the end, in-range mask). `extent` is an int or a
-    constant tensor that broadcasts against the indices."""
+def _extents(dims: list, dtype: str, scalar: bool = False):
+    """`dims` as an index tensor: constants where every dim is static, else read from the
+    shape at run time (shape_to_tensor of the symbolic dims); a 0-d tensor when `scalar`."""
+    import numpy as np
     from tvm import relax
     from tvm.relax import op
 
-    s = relax.const(extent, dtype) if isinstance(extent, int) else extent
+    if all(isinstance(d, int) for d in dims):
+        values = np.array(dims[0] if scalar else dims, dtype=dtype)
+        return relax.const(values, dtype)
+    tensor = op.astype(op.shape_to_tensor(relax.ShapeExpr(dims)), dtype)
+    return op.reshape(tensor, []) if scalar else tensor
+
+
+def _normalised(indices, extent, dtype: str):
+    """(indices with negatives counted from the end, in-range mask). `extent` is a tensor
+    that broadcasts against the indices (_extents)."""
+    from tvm import relax
+    from tvm.relax import op
+
+    s = extent
     zero = relax.const(0, dtype)
     counted = op.where(op.less(indices, zero), op.add(indices, s), indices)
     valid = op.logical_and(op.greater_equal(counted, zero), op.less(counted, s))
@@ -56,7 +71,6 @@ def _nan_where_invalid(result, valid):
 
 def safe_index_ops():
     """The module pass (compiler/passes.py lists it among the target-neutral passes)."""
-    import numpy as np
     import tvm
     from tvm import relax
     from tvm.relax import op
@@ -84,7 +98,8 @@ def safe_index_ops():
 
         def _gather_elements(self, call, data, indices, dshape, ishape, idtype):
             axis = int(call.attrs.axis) % len(dshape)
-            counted, valid = _normalised(indices, dshape[axis], idtype)
+            counted, valid = _normalised(indices, _extents([dshape[axis]], idtype, True),
+                                         idtype)
             clipped = op.where(valid, counted, op.zeros_like(counted))
             result = self.builder_.normalize(op.gather_elements(data, clipped, axis))
             return _nan_where_invalid(result, valid)
@@ -92,8 +107,10 @@ def safe_index_ops():
         def _gather_nd(self, call, data, indices, dshape, ishape, idtype):
             batch = int(call.attrs.batch_dims)
             k = ishape[-1]
-            extents = relax.const(np.array(dshape[batch:batch + k], dtype=idtype), idtype)
-            counted, valid = _normalised(indices, extents, idtype)
+            if not isinstance(k, int):
+                return call
+            counted, valid = _normalised(indices, _extents(dshape[batch:batch + k], idtype),
+                                         idtype)
             clipped = op.where(valid, counted, op.zeros_like(counted))
             result = self.builder_.normalize(op.gather_nd(data, clipped, batch))
             whole = op.equal(op.min(op.astype(valid, "int32"), axis=-1),
@@ -104,8 +121,9 @@ def safe_index_ops():
 
         def _scatter_elements(self, call, data, indices, dshape, ishape, idtype):
             axis = int(call.attrs.axis) % len(dshape)
-            counted, valid = _normalised(indices, dshape[axis], idtype)
-            scratch = op.full_like(counted, relax.const(dshape[axis], idtype))
+            extent = _extents([dshape[axis]], idtype, True)
+            counted, valid = _normalised(indices, extent, idtype)
+            scratch = op.full_like(counted, extent)
             redirected = op.where(valid, counted, scratch)
             pad_shape = [1 if i == axis else d for i, d in enumerate(dshape)]
             padded = op.concat([data, op.zeros(pad_shape, str(data.ty.dtype))], axis=axis)
@@ -115,11 +133,12 @@ def safe_index_ops():
 
         def _scatter_nd(self, call, data, indices, dshape, ishape, idtype):
             k = ishape[-1]
-            extents = relax.const(np.array(dshape[:k], dtype=idtype), idtype)
-            counted, valid = _normalised(indices, extents, idtype)
+            if not isinstance(k, int):
+                return call
+            counted, valid = _normalised(indices, _extents(dshape[:k], idtype), idtype)
             whole = op.equal(op.min(op.astype(valid, "int32"), axis=-1, keepdims=True),
                              relax.const(1, "int32"))
-            scratch = relax.const(np.array([dshape[0]] + [0] * (k - 1), dtype=idtype), idtype)
+            scratch = _extents([dshape[0]] + [0] * (k - 1), idtype)
             redirected = op.where(whole, counted, scratch)
             pad_shape = [1] + dshape[1:]
             padded = op.concat([data, op.zeros(pad_shape, str(data.ty.dtype))], axis=0)
