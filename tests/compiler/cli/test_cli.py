@@ -112,6 +112,17 @@ def test_bad_model_files_exit_2(tmp_path, capsys, content):
     assert not (tmp_path / "o.anychip").exists()
 
 
+def test_names_with_control_characters_stay_on_one_line(tmp_path, capsys):
+    """A corrupted file's op type with a newline in it (found by the fuzzer: a bit flip made
+    'Conv' 'Conv*\npads@@@@') is shown escaped, so the error stays one line."""
+    model = make_linear_model("x", "y")
+    model.graph.node[0].op_type = "Conv*\npads"
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, str(path))
+    assert main(["compile", str(path), "-o", str(tmp_path / "o.anychip")]) == 2
+    assert "unknown operators: Conv*\\npads" in _err_line(capsys)
+
+
 def test_wrong_runtime_input_exits_2(model_path, tmp_path, capsys):
     art = tmp_path / "lin.anychip"
     assert main(["compile", str(model_path), "-o", str(art)]) == 0
