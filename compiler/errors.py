@@ -8,10 +8,20 @@ story for the user: what failed, where (file, node, target), and one next step.
 from __future__ import annotations
 
 
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped: a name taken from the model (an op type
+    with a newline in a corrupted file, found by the fuzzer) must not split the one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class AnychipError(Exception):
-    """Bad input or usage: the user can fix it. Exit code 2."""
+    """Bad input or usage: the user can fix it. Exit code 2. The message is kept to one line
+    (one_line)."""
 
     exit_code = 2
+
+    def __init__(self, *args):
+        super().__init__(*(one_line(a) if isinstance(a, str) else a for a in args))
 
 
 class CheckFailed(AnychipError):

@@ -46,12 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def one_line(text: str) -> str:
-    """`text` with its control characters escaped: a name from the model (an op type with a
-    newline in a corrupted file) must not split the error's one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def main(argv: list[str] | None = None) -> int:
     if argv is None:   # the `anychip` command (not a call from Python): compile in a child
         from .isolate import limit_self, run_isolated, wanted
@@ -73,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except AnychipError as exc:
         if args.debug:
             raise
-        print(f"anychip: error: {one_line(str(exc))}", file=sys.stderr)
+        print(f"anychip: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("anychip: interrupted", file=sys.stderr)
