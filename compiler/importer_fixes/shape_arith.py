@@ -16,16 +16,15 @@ from __future__ import annotations
 # bindings followed back from one value before giving up (a chain of scalar ops is short)
 MAX_DEPTH = 32
 
+# relax op -> its integer arithmetic on PrimExprs (tirx.floordiv/max/min as TIR spells them)
 _BINARY = {
-    "relax.add": lambda a, b: a + b,
-    "relax.subtract": lambda a, b: a - b,
-    "relax.multiply": lambda a, b: a * b,
-    "relax.floor_divide": None,   # tirx.floordiv (below)
-    "relax.maximum": None,
-    "relax.minimum": None,
+    "relax.add": lambda tirx, a, b: a + b,
+    "relax.subtract": lambda tirx, a, b: a - b,
+    "relax.multiply": lambda tirx, a, b: a * b,
+    "relax.floor_divide": lambda tirx, a, b: tirx.floordiv(a, b),
+    "relax.maximum": lambda tirx, a, b: tirx.max(a, b),
+    "relax.minimum": lambda tirx, a, b: tirx.min(a, b),
 }
-
-
 _COMPARE = {
     "relax.less": lambda a, b: a < b,
     "relax.less_equal": lambda a, b: a <= b,
@@ -85,15 +84,7 @@ def prim_value(bb, expr, depth: int = 0):
         return None if c is None or a is None or b is None else tirx.Select(c, a, b)
     if name in _BINARY:
         a, b = (prim_value(bb, arg, depth + 1) for arg in args[:2])
-        if a is None or b is None:
-            return None
-        if name == "relax.floor_divide":
-            return tirx.floordiv(a, b)
-        if name == "relax.maximum":
-            return tirx.max(a, b)
-        if name == "relax.minimum":
-            return tirx.min(a, b)
-        return _BINARY[name](a, b)
+        return None if a is None or b is None else _BINARY[name](tirx, a, b)
     return None
 
 
