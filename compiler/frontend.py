@@ -19,6 +19,7 @@ import onnx
 from onnx import helper
 
 from .rebatch import check_rows, new_batch, unbake_batch
+from .dim_labels import RENAMED_DIMS_KEY, rename_opaque_labels
 from .equal_dims import MERGED_DIMS_KEY, bounds_after_merge, merge_input_symbols
 from .errors import AnychipError, error_line
 from .limits import MAX_ACTIVATION_BYTES
@@ -33,6 +34,7 @@ from .onnx_safety import (
     check_strings,
     check_tensors,
     iter_graphs,
+    iter_node_lists,
 )
 
 MAX_PROTOBUF = 2**31  # onnx cannot hold a single protobuf over 2 GiB in memory
@@ -82,12 +84,15 @@ def _check_structure(model: onnx.ModelProto, label: str) -> None:
         if opset.domain in ("", "ai.onnx") and opset.version > newest:
             raise AnychipError(f"{label}: opset {opset.version} is newer than supported "
                                f"({newest}); re-export with opset <= {newest}.")
-    local = {(f.domain, f.name) for f in model.functions}
+    local = {(f.domain, f.name): f for f in model.functions}
     unknown = {}
-    for graph in iter_graphs(model, label):
-        for node in graph.node:
+    for nodes in iter_node_lists(model, label):
+        for node in nodes:
             key = (node.domain, node.op_type)
-            if key in local or onnx.defs.has(node.op_type, node.domain or ""):
+            if key in local:
+                _check_call(node, local[key], label)
+                continue
+            if onnx.defs.has(node.op_type, node.domain or ""):
                 continue
             unknown.setdefault(key, node.name or "(unnamed)")
     if unknown:
@@ -95,6 +100,17 @@ def _check_structure(model: onnx.ModelProto, label: str) -> None:
                            for (d, op), n in sorted(unknown.items()))
         raise AnychipError(f"{label}: unknown operators: {listed}; they are not in the ONNX "
                            f"standard or any known domain. Replace them or export with standard ops.")
+
+
+def _check_call(node: onnx.NodeProto, function: onnx.FunctionProto, label: str) -> None:
+    """A call of a model-local function passes at most its formal inputs and outputs (the
+    checker does not look; onnx's inliner asserts later, inside the compile)."""
+    for what, given, formal in (("inputs", node.input, function.input),
+                                ("outputs", node.output, function.output)):
+        if len(given) > len(formal):
+            raise AnychipError(f"{label}: node '{node.name or '(unnamed)'}' calls function "
+                               f"'{function.name}' with {len(given)} {what}, but it declares "
+                               f"{len(formal)}; fix the node or the function.")
 
 
 def _first_line(exc: Exception) -> str:
@@ -189,13 +205,18 @@ def prepare(model: onnx.ModelProto, label: str, base_dir: Path | None,
         if before is not None:   # Reshapes that bake the old batch follow the new one
             before = check_and_infer(before, label)
             rebatched = unbake_batch(model, before, batches[0])
+    from . import progress
+
+    renamed = rename_opaque_labels(model)   # 'a:b', '0', 'past + 1' -> C identifiers
+    if renamed:
+        progress.note(f"anychip: {label}: input dim labels compiled as symbols "
+                      + ", ".join(f"'{a}' -> '{b}'" for a, b in renamed.items()))
     merged = merge_input_symbols(model)   # dims the graph broadcasts together: one symbol
     if merged:
-        from . import progress
-
         progress.note(f"anychip: {label}: the graph requires input dims "
-                      + ", ".join(f"'{a}' = '{b}'" for a, b in merged.items())
-                      + "; compiled as one symbol each (inputs where they differ are refused)")
+                      + ", ".join(f"'{a}' = " + (str(b) if isinstance(b, int) else f"'{b}'")
+                                  for a, b in merged.items())
+                      + "; compiled so (inputs where they differ are refused)")
     original = check_and_infer(model, label)
     check_planned_memory(original, label, MAX_ACTIVATION_BYTES, "this host")
     value_ranges = value_ranges or {}
@@ -214,8 +235,9 @@ def prepare(model: onnx.ModelProto, label: str, base_dir: Path | None,
     if rebatched:
         check_rows(before, original, inputs, label, rebatched)
     digest = hashlib.sha256(original.SerializeToString(deterministic=True)).hexdigest()
-    return ModelSource(label, original, proto, inputs, outputs, digest,
-                       {MERGED_DIMS_KEY: merged} if merged else {})
+    extra = {key: value for key, value in ((RENAMED_DIMS_KEY, renamed), (MERGED_DIMS_KEY, merged))
+             if value}
+    return ModelSource(label, original, proto, inputs, outputs, digest, extra)
 
 
 def load_model(model: Any, example_inputs: tuple | None = None,
@@ -227,8 +249,10 @@ def load_model(model: Any, example_inputs: tuple | None = None,
     importer, which refuses a name that is not a symbol of the inputs."""
     source = _load_model(model, example_inputs, shapes)
     if dims:
-        source.extra["dims"] = bounds_after_merge(check_dims(dims, source.label),
-                                                  source.extra.get(MERGED_DIMS_KEY) or {},
+        renamed = source.extra.get(RENAMED_DIMS_KEY) or {}
+        merged = source.extra.get(MERGED_DIMS_KEY) or {}
+        aliases = {old: merged.get(new, new) for old, new in renamed.items()} | merged
+        source.extra["dims"] = bounds_after_merge(check_dims(dims, source.label), aliases,
                                                   source.label)
     return source
 

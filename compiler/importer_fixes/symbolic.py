@@ -23,6 +23,8 @@ import re
 
 import onnx
 
+from .operand_dims import pin_operand_dims
+
 # Bounds given to a symbol the user did not bound: sequence-like names get a longer range.
 DEFAULT_RANGE = (1, 64)
 DEFAULT_SEQUENCE_RANGE = (1, 2048)
@@ -185,6 +187,7 @@ def recover_shapes(proto: onnx.ModelProto, variables: dict, lost: list):
             out_shape = None
         try:
             inputs = reconcile_dims(self.bb, op_name, inputs, attrs)
+            inputs = pin_operand_dims(self.bb, op_name, inputs, attrs)
             fixed = SYMBOLIC_CONVERTERS.get(op_name, _no_fix)(self.bb, inputs, out_shape)
             result = original(self, op_name, inputs, attrs, opset) if fixed is None \
                 else self.bb.normalize(fixed)
@@ -255,8 +258,10 @@ def reconcile_dims(bb, op_name, inputs, attrs):
     match_cast to a bare variable that is already defined ('h') reads, to Relax's
     CanonicalizeBindings, as a new definition of it, which it substitutes into itself (a
     segfault, or the cast dropped and the shape lost again); a compound target is only a
-    check. Broadcasting ops align dims from the right and leave a constant 1 alone; Concat
-    aligns every axis but its own."""
+    check. A symbolic dim against a static size other than 1 (an input [2, n] times a [2, 2]
+    one) is cast to that size: the size-1 broadcast ONNX would also allow is then refused at
+    the call, in one line, where before nothing compiled. Broadcasting ops align dims from
+    the right and leave a constant 1 alone; Concat aligns every axis but its own."""
     from tvm import relax, tirx
 
     if op_name not in BROADCASTING and op_name != "Concat":
@@ -281,7 +286,13 @@ def reconcile_dims(bb, op_name, inputs, attrs):
             continue
         dims = [s[axis - rank + len(s)] for s in known if axis - rank + len(s) >= 0]
         symbolic = [d for d in dims if not _is_int(d)]
-        if len(symbolic) < 2 or any(_is_int(d) and int(d) != 1 for d in dims):
+        sizes = {int(d) for d in dims if _is_int(d) and int(d) != 1}
+        if not symbolic or len(sizes) > 1:
+            continue
+        if sizes:   # [2, n] * [2, 2]: n must be 2 here (1 would broadcast, and is refused)
+            chosen[axis] = tirx.IntImm("int64", sizes.pop())
+            continue
+        if len(symbolic) < 2:
             continue
         widest = max(symbolic, key=lambda d: len(str(d)))
         if any(not _equal(d, widest) for d in symbolic):

@@ -133,3 +133,34 @@ def test_unmerged_symbols_are_checked_by_the_program(monkeypatch):
     with pytest.raises(InputsRejected, match=r"\(x 3x4, y 5x4\): a dim is 5 where the graph "
                                              r"computes 3"):
         art.run({"x": x, "y": np.ones((5, 4), np.float32)})
+
+
+def _scaled(through_function: bool) -> onnx.ModelProto:
+    """x [2, n] times a [2, 2] weight (n can only be 2), directly or inside a local function."""
+    w = numpy_helper.from_array(np.arange(4, dtype=np.float32).reshape(2, 2), "w")
+    io = ([helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, "n"])],
+          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])], [w])
+    if not through_function:
+        return _model([helper.make_node("Mul", ["x", "w"], ["y"])], *io)
+    body = onnx.helper.make_function("local", "Scale", ["p", "q"], ["o"],
+                                     [helper.make_node("Mul", ["p", "q"], ["o"])],
+                                     [helper.make_opsetid("", 17)])
+    graph = helper.make_graph([helper.make_node("Scale", ["x", "w"], ["y"], domain="local")],
+                              "g", *io)
+    return helper.make_model(graph, functions=[body],
+                             opset_imports=[helper.make_opsetid("", 17),
+                                            helper.make_opsetid("local", 1)])
+
+
+@pytest.mark.parametrize("through_function", [False, True])
+def test_a_symbol_the_graph_fixes_to_a_size_is_compiled_static(through_function):
+    """Before: 'CodeGenVM cannot emit ... relax.multiply' (a product of unknown shape), and
+    verify picked n = 33."""
+    model = _scaled(through_function)
+    assert merge_input_symbols(model) == {"n": 2}
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [2, 2]
+    report = anychip.verify(_scaled(through_function), target="cpu")
+    assert report.passed, report.summary()
+    with pytest.raises(AnychipError, match="the graph fixes 'n' at 2 .* outside the bounds 3..8"):
+        load_model(_scaled(through_function), dims={"n": (3, 8)})
+    assert load_model(_scaled(through_function), dims={"n": (1, 8)}).extra.get("dims", {}) == {}

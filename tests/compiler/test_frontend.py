@@ -70,6 +70,26 @@ def test_unknown_ops_are_all_listed(tmp_path):
     assert "FancyOp (node 'n1')" in msg and "OtherOp (node 'n2')" in msg
 
 
+
+@pytest.mark.parametrize("extra", ["inputs", "outputs"])
+def test_a_function_call_with_more_arguments_than_declared_is_refused(extra):
+    """The checker lets it pass; onnx's inliner asserted inside the compile (fuzzer)."""
+    body = helper.make_function("local", "Double", ["p"], ["o"],
+                                [helper.make_node("Add", ["p", "p"], ["o"])],
+                                [helper.make_opsetid("", 17)])
+    call = helper.make_node("Double", ["x", "x"] if extra == "inputs" else ["x"],
+                            ["y"] if extra == "inputs" else ["y", "z"], domain="local",
+                            name="twice")
+    graph = helper.make_graph([call], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, functions=[body], opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    with pytest.raises(AnychipError) as err:
+        load_model(model)
+    assert f"node 'twice' calls function 'Double' with 2 {extra}, but it declares 1" in \
+        _one_line(err)
+
 def _with_external(tmp_path, location: str) -> "os.PathLike":
     model = make_linear_model()
     w = model.graph.initializer[0]
