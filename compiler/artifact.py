@@ -416,10 +416,14 @@ def shape_check_error(exc: Exception, label: str, specs, arrays) -> InputsReject
     (a skip connection after a stride-2 layer, at an odd height). The compiled program checks
     them (a Relax match_cast) and the VM raises; None for any other failure."""
     text = str(exc)
-    if "match_cast" not in text or "mismatch" not in text:
-        return None
     sizes = ", ".join(f"{spec.name} {'x'.join(str(d) for d in np.shape(a)) or 'scalar'}"
                       for spec, a in zip(specs, arrays))
+    if "View with shape" in text and "would have a size of" in text:   # a Reshape's view
+        return InputsRejected(f"{label}: the model's shapes do not agree at input sizes "
+                              f"({sizes}): a Reshape asks for more elements than its input "
+                              f"holds at these sizes; give sizes the model's reshapes accept.")
+    if "match_cast" not in text or "mismatch" not in text:
+        return None
     if "ty=R.Shape([0])" in text:   # a run-time check (converters.runtime_refusal)
         return InputsRejected(f"{label}: the compiled program refused these inputs ({sizes}): "
                               f"one of its run-time checks failed (a reflect or wrap Pad wider "

@@ -5,7 +5,8 @@ c = 4 (ONNX Runtime refuses anything else); TVM's kernels loop over the data's c
 index the weight with them, so a compiled program called with c = 33 read past the weight's
 buffer and returned numbers (found by the fuzzer: a Conv input channel renamed to a symbol).
 The same holds for a MatMul's or Gemm's contraction over a symbolic width against a constant
-weight, and for the per-channel parameters of the normalizations. Before conversion, each
+weight, for the per-channel parameters of the normalizations, and for a Reshape of an input
+with one symbolic dim to a constant shape (the element counts must agree). Before conversion, each
 operand whose dim is symbolic where the other side's is a size is `match_cast` to that size:
 a check the VM runs at every call, so an input of another size fails in one line
 (InputsRejected) instead of computing from memory it does not own.
@@ -76,6 +77,8 @@ def pin_operand_dims(bb, op_name: str, inputs, attrs):
             wanted.setdefault(j, {})[other] = mine
     if op_name == "Conv":
         _grouped(shapes, attrs, wanted)
+    if op_name == "Reshape":
+        _reshaped(inputs, shapes, wanted)
     if not wanted:
         return inputs
     out = list(inputs)
@@ -98,5 +101,28 @@ def _grouped(shapes: list, attrs: dict, wanted: dict) -> None:
         wanted.setdefault(0, {})[1] = per_group * int(attrs.get("group", 1))
 
 
-_OPS = frozenset({"MatMul", "MatMulInteger", "Gemm", "Conv", "ConvTranspose",
+def _reshaped(inputs, shapes: list, wanted: dict) -> None:
+    """Reshape to a constant shape of sizes: an input with one symbolic dim has one size
+    that gives that many elements (x [n, 4] to [2, 8]: n = 4). Otherwise the VM's view check
+    refuses a short input and a long one would be cut silently."""
+    import tvm
+
+    if len(inputs) < 2 or shapes[0] is None or not isinstance(inputs[1], tvm.ir.GenericConst):
+        return
+    target = [int(v) for v in inputs[1].value.numpy().reshape(-1)]
+    symbolic = [a for a, d in enumerate(shapes[0]) if _size(d) is None]
+    if len(symbolic) != 1 or not target or min(target) <= 0:
+        return
+    rest = 1
+    for a, d in enumerate(shapes[0]):
+        if a != symbolic[0]:
+            rest *= _size(d)
+    total = 1
+    for t in target:
+        total *= t
+    if rest and total % rest == 0:
+        wanted.setdefault(0, {})[symbolic[0]] = total // rest
+
+
+_OPS = frozenset({"Reshape", "MatMul", "MatMulInteger", "Gemm", "Conv", "ConvTranspose",
                   "BatchNormalization", "InstanceNormalization", "LayerNormalization"})

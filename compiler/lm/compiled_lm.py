@@ -127,9 +127,12 @@ class CompiledLM:
         return memory_table(self.model, self.shape, batch, targets)
 
     # -- generation -------------------------------------------------------------------------
-    def prepare(self, input_ids, attention_mask=None, max_new_tokens: int = 16) -> Batch:
-        """Validate and left-pad the prompts; raises AnychipError (exit 2) on bad input."""
-        batch = left_pad(input_ids, attention_mask, self.pad_token_id, self.vocab, self.label)
+    def prepare(self, input_ids, attention_mask=None, max_new_tokens: int = 16,
+                pad_token_id=None) -> Batch:
+        """Validate and left-pad the prompts (with `pad_token_id`, else the model's pad id);
+        raises AnychipError (exit 2) on bad input."""
+        pad = self.pad_token_id if pad_token_id is None else pad_token_id
+        batch = left_pad(input_ids, attention_mask, pad, self.vocab, self.label)
         check_budget(batch.length, max_new_tokens, self.max_seq_len, self.label)
         return batch
 
@@ -138,12 +141,15 @@ class CompiledLM:
                  top_p: float = 1.0, seed: int = 0, eos_token_id=None, pad_token_id=None,
                  return_result: bool = False, output: str | None = None):
         """Greedy (argmax compiled in) or seeded sampling; numpy [batch, prompt + new] ids."""
-        batch = self.prepare(input_ids, attention_mask, max_new_tokens)
         eos = self.eos_token_id if eos_token_id is None else eos_token_id
         eos_set = set(np.atleast_1d(eos).tolist()) if eos is not None else set()
         pad = pad_token_id if pad_token_id is not None else (
             self.pad_token_id if self.pad_token_id is not None else
             (min(eos_set) if eos_set else 0))
+        # the prompts' left padding and the finished rows' padding are the same id, as in
+        # Hugging Face's output (OPT's and OLMo's own pad id is 1: a caller's 0 was used
+        # only after the prompt)
+        batch = self.prepare(input_ids, attention_mask, max_new_tokens, pad)
         sampler = Sampler(temperature, top_k, top_p, seed) if do_sample else None
         output = output or ("logits" if sampler else "token")   # "both": parity runs
         result = self._loop(batch, max_new_tokens, sampler, output, eos_set, pad)

@@ -17,6 +17,21 @@ CONFIGS = {
                    "num_attention_heads": 4, "num_key_value_heads": 1}),
     "gpt2": (transformers.GPT2Config, transformers.GPT2LMHeadModel,
              {"vocab_size": 256, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 128}),
+    # learned positions, ReLU, and its own pad id (1): the caller's pad id pads the prompts
+    "opt": (transformers.OPTConfig, transformers.OPTForCausalLM,
+            {"vocab_size": 256, "hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "word_embed_proj_dim": 64,
+             "max_position_embeddings": 128}),
+    # alternating sliding-window layers, logit soft-capping, pre- and post-norms
+    "gemma2": (transformers.Gemma2Config, transformers.Gemma2ForCausalLM,
+               {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
+                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "head_dim": 16, "sliding_window": 128}),
+    # fused qkv and gate-up projections
+    "phi3": (transformers.Phi3Config, transformers.Phi3ForCausalLM,
+             {"vocab_size": 256, "hidden_size": 64, "intermediate_size": 128,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+              "pad_token_id": 0}),
 }
 
 # two prompts of different lengths: the shorter is left-padded, as HF pads a batch

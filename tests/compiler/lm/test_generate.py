@@ -17,7 +17,7 @@ def test_llama_greedy_matches_hf(llama_cpu):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["qwen2", "gpt2"])
+@pytest.mark.parametrize("arch", ["qwen2", "gpt2", "opt", "gemma2", "phi3"])
 def test_greedy_matches_hf(arch):
     import anychip
 
