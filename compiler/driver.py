@@ -21,6 +21,7 @@ from .importer import to_relax
 from .importer_fixes import specialised_by_safe_name
 from .passes import target_neutral_passes
 from .profiles import Profile
+from .reference import reference_refusal
 from .registry import get_backend, get_profile
 
 
@@ -99,9 +100,9 @@ def lower_and_build(backend: Backend, mod, profile: Profile, options: CompileOpt
     context's report plus what `build` returned, with the step timings (`steps_s`). Inference
     and train steps both go through here. TVM's errors are left to the caller to word."""
     lower = backend.lower_train_step if ctx.training else backend.lower
-    with ctx.step("lower"):
-        lowered = lower(mod, profile, options, ctx)
     native: list[dict] = []
+    with ctx.step("lower"), progress.native_messages(native):
+        lowered = lower(mod, profile, options, ctx)
     with ctx.step("build"), progress.native_messages(native):
         result = backend.build(lowered, profile, options, ctx)
     if native:   # TVM's per-kernel log lines, summarised instead of dumped on stderr
@@ -133,6 +134,12 @@ def compile_source(source: ModelSource, target: str, options: CompileOptions) ->
     except AnychipError:
         raise
     except Exception as exc:  # TVM raises its own error types from C++
+        refused = None if out_of_memory(exc) else reference_refusal(source)
+        if refused is not None:
+            why = error_line(exc).rstrip(".")
+            raise AnychipError(f"{source.label}: ONNX Runtime (the reference) cannot run this "
+                               f"model at its input shapes either ({refused}); TVM failed on "
+                               f"it: {why}. Fix the model or give other shapes.") from exc
         raise _tvm_failure("compilation", target, exc) from exc
     staging = new_staging_dir()
     try:

@@ -147,6 +147,9 @@ def summarise(text: str, limit: int = 5) -> list[dict]:
     return [{"message": m, "count": c} for m, c in counts.most_common(limit)]
 
 
+_BUILDER_LEFT_OPEN = "BlockBuilder destroyed with remaining blocks"
+
+
 @contextlib.contextmanager
 def native_messages(into: list) -> Iterator[None]:
     """Capture what native code (TVM's C++ logging) writes to file descriptor 2 during the
@@ -174,7 +177,12 @@ def native_messages(into: list) -> Iterator[None]:
             sink.seek(0)
             text = sink.read().decode(errors="replace")
             if failed and text:
-                os.write(2, text.encode())
+                # a TVM pass that raised leaves its C++ BlockBuilder with open blocks, which
+                # warns when freed: a consequence of the error the caller reports, not news
+                kept = "".join(ln for ln in text.splitlines(keepends=True)
+                               if _BUILDER_LEFT_OPEN not in ln)
+                if kept:
+                    os.write(2, kept.encode())
             elif text.strip():
                 # Python warnings raised meanwhile (anychip's own, e.g. about fast math) are
                 # meant for the user: they go back to stderr; the native log is summarised

@@ -80,3 +80,22 @@ def ort_error_line(exc: Exception) -> str:
         text += (" (the model's IR version is newer than this onnxruntime reads: upgrade "
                  "onnxruntime, or save the model with an older ir_version)")
     return text
+
+
+def reference_refusal(source) -> str | None:
+    """Why ONNX Runtime cannot run `source` (a ModelSource with static input shapes) on seeded
+    inputs of its own shapes, or None (it runs, or the shapes are symbolic). Asked only after
+    TVM failed on a model: where the reference refuses the model as well (a Conv over an
+    input of width 0), the model is at fault and the failure is bad input (exit 2), not an
+    internal error."""
+    from .inputs import random_inputs
+
+    if any(not spec.is_static for spec in source.inputs):
+        return None
+    try:
+        run_onnxruntime(source.original, random_inputs(source.inputs), source.label)
+    except AnychipError as exc:
+        return str(exc).split("failed: ", 1)[-1]
+    except Exception:  # noqa: BLE001 - the reference itself broke: no verdict on the model
+        return None
+    return None

@@ -123,6 +123,30 @@ def test_names_with_control_characters_stay_on_one_line(tmp_path, capsys):
     assert "unknown operators: Conv*\\npads" in _err_line(capsys)
 
 
+def test_a_model_the_reference_refuses_too_is_bad_input_in_one_line(tmp_path):
+    """A Conv over an input of width 0 (fuzzer): TVM's legalization raises ('negative output
+    shape') and ONNX Runtime refuses the model too, so it is exit 2, not an internal error,
+    and the C++ BlockBuilder's warning about the pass it left open is not a second line."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], name="conv")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 0])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 5, 0])], [w])
+    path = tmp_path / "empty.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    proc = subprocess.run([sys.executable, "-m", "anychip.compiler.cli.main", "compile",
+                           str(path), "-o", str(tmp_path / "o.anychip")],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ANYCHIP_NO_CACHE": "1"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "ONNX Runtime (the reference) cannot run this model" in proc.stderr
+    assert "negative output shape" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o.anychip").exists()
+
+
 def test_wrong_runtime_input_exits_2(model_path, tmp_path, capsys):
     art = tmp_path / "lin.anychip"
     assert main(["compile", str(model_path), "-o", str(art)]) == 0
