@@ -33,6 +33,7 @@ class Backbone:
     prediction: object          # relax.TensorType of the prediction
     proto: object = None        # the train-mode ONNX graph (names nodes in refusals)
     dropouts: list = None       # Dropout ratios (p > 0): the step then takes the dropout key
+    padding_rows: dict = None   # parameter Var name -> embedding padding_idx (gradients.py)
 
 
 def build_backbone(graph: TrainGraph) -> Backbone:
@@ -87,7 +88,8 @@ def build_backbone(graph: TrainGraph) -> Backbone:
         raise AnychipError(f"{graph.label}: the training backbone is not well formed ({first}); "
                            f"report the model.") from exc
     prediction = func.body.body.fields[0].ty if len(graph.states) else func.body.body.ty
-    return Backbone(module, specs, prediction, graph.proto, list(graph.dropouts))
+    padding = {var_of[n].name: row for n, row in graph.padding_rows.items() if n in var_of}
+    return Backbone(module, specs, prediction, graph.proto, list(graph.dropouts), padding)
 
 
 def _with_tuple_return(func, params, num_states: int):

@@ -15,9 +15,13 @@ it lowers inference. `register()` is idempotent; compile_training calls it.
 
 from __future__ import annotations
 
+import contextvars
 import math
 
 _REGISTERED = False
+# {parameter Var name: row}: an Embedding's padding_idx for take_grad, set by training/step.py
+# while Relax differentiates one backbone
+PADDING_ROWS: contextvars.ContextVar[dict] = contextvars.ContextVar("padding_rows", default={})
 
 
 def _shape(expr) -> list[int]:
@@ -165,10 +169,12 @@ def take_grad(orig_var, orig_call, output_grad, ctx):
     take_backward scatters without a bounds check, so an out-of-range index (hostile or wrong
     data: the forward's safe take gives NaN for it) would write outside the gradient buffer:
     such indices scatter a zero row at index 0 instead. The importer has already made ONNX's
-    negative indices positive, so in range is 0 <= i < extent."""
+    negative indices positive, so in range is 0 <= i < extent. Lookups of a torch Embedding's
+    padding_idx (PADDING_ROWS, set around the differentiation by training/step.py) add no
+    gradient either, as in torch."""
     from tvm import relax
-    from tvm.relax.op import (greater_equal, less, logical_and, reshape, where, zeros,
-                              zeros_like)
+    from tvm.relax.op import (greater_equal, less, logical_and, not_equal, reshape, where,
+                              zeros, zeros_like)
     from tvm.relax.op.grad import no_grad, take_backward
 
     x, indices = orig_call.args
@@ -184,6 +190,9 @@ def take_grad(orig_var, orig_call, output_grad, ctx):
     valid = logical_and(greater_equal(flat_indices, relax.const(0, index_dtype)),
                         less(flat_indices, relax.const(shape[axis], index_dtype)))
     safe_indices = where(valid, flat_indices, zeros_like(flat_indices))
+    pad = PADDING_ROWS.get().get(getattr(x, "name", None))
+    if pad is not None and axis == 0:   # an Embedding's padding_idx: its lookups add nothing
+        valid = logical_and(valid, not_equal(flat_indices, relax.const(pad, index_dtype)))
     row_valid = reshape(valid, [1] * axis + [count] + [1] * (len(shape) - axis - 1))
     grad_dtype = str(output_grad.ty.dtype)
     safe_grad = where(row_valid, flat_grad, zeros([], grad_dtype))

@@ -23,6 +23,7 @@ from ..driver import lower_and_build, new_context
 from ..errors import (AnychipError, NotExecutable, error_line, memory_ceiling_error,
                       out_of_memory)
 from ..registry import get_backend, get_profile, host_profile
+from .gradients import PADDING_ROWS
 from .losses import loss_function
 from .undifferentiable import check_differentiable
 
@@ -53,6 +54,7 @@ def setup_trainer(backbone, loss_name: str, optimizer, label: str, fused_update:
     loss(backbone.prediction, label_type)  # our own code: its errors are not the model's
     check_differentiable(backbone, loss, label_type, label)  # all ops without a gradient
     relax_optimizer = optimizer.relax_optimizer(fused=fused_update)
+    padding = PADDING_ROWS.set(dict(backbone.padding_rows or {}))
     try:
         mod = SetupTrainer(loss, relax_optimizer,
                            [backbone.prediction, label_type], legalize=False)(backbone.module)
@@ -66,6 +68,8 @@ def setup_trainer(backbone, loss_name: str, optimizer, label: str, fused_update:
                                f"the layer that uses it cannot be trained; replace it with one "
                                f"that TVM can differentiate.") from exc
         raise AnychipError(f"{label}: TVM cannot differentiate the model: {detail}.") from exc
+    finally:
+        PADDING_ROWS.reset(padding)
     optim_state = [t.numpy() for t in mod.attrs["optim_state"]]
     keep = {gv: func for gv, func in mod.functions_items() if gv.name_hint in (ADJOINT, OPTIMIZER)}
     keep.update(getattr(relax_optimizer, "kernels", {}))   # a fused update's TIR kernels
