@@ -15,6 +15,7 @@ import threading
 from .errors import AnychipError, InputsRejected
 from .frontend import ModelSource
 from .importer_fixes import prepare_for_tvm
+from .importer_fixes.recurrent import MAX_STEPS
 from .onnx_inference import light_twin
 from .onnx_safety import iter_graphs
 
@@ -49,6 +50,11 @@ def to_relax(source: ModelSource, keep_params_in_input: bool = False):
     missing = unsupported_ops(source)
     if missing:
         listed = ", ".join(f"{op} (node '{n}')" for op, n in sorted(missing.items()))
+        if set(missing) <= {"RNN", "GRU", "LSTM", "Scan"}:   # left by importer_fixes
+            raise AnychipError(f"{source.label}: {listed}: anychip unrolls recurrent layers "
+                               f"over a static sequence length only (at most {MAX_STEPS} "
+                               f"steps, and not a reverse direction with sequence_lens); "
+                               f"compile with --shape giving the length.")
         raise AnychipError(f"{source.label}: TVM's ONNX importer does not support {listed}; "
                            f"rewrite these ops or run 'anychip conformance' to see what is covered.")
     names = symbolic.input_symbols(source.inputs)

@@ -92,7 +92,7 @@ def prepare_for_tvm(source):
         shapes, dtypes = onnx_level.static_shapes(proto), onnx_level.element_types(proto)
         if control_flow.unroll_scans(proto, shapes):
             applied.append("unroll_scans")
-        unrolled = recurrent.unroll_recurrent(proto, shapes, dtypes)
+        unrolled = recurrent.unroll_recurrent(proto, onnx_level.ranked_shapes(proto), dtypes)
         if unrolled:
             applied.append(f"unroll_recurrent({', '.join(sorted(set(unrolled)))})")
     values = source.extra.get(SPECIALISE_KEY) or {}

@@ -244,6 +244,21 @@ def static_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     return {k: list(v) for k, v in static_dims(_inferred(model)).items()}
 
 
+def ranked_shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """{value name: dims} for every value ONNX shape inference gives a rank, a dim it does not
+    know as a number (a symbol) as None."""
+    graph = _inferred(model).graph
+    shapes = {}
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        t = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if t is not None and t.HasField("shape"):
+            shapes[vi.name] = [int(d.dim_value) if d.HasField("dim_value") else None
+                               for d in t.shape.dim]
+    for init in model.graph.initializer:
+        shapes[init.name] = [int(d) for d in init.dims]
+    return shapes
+
+
 def element_types(model: onnx.ModelProto) -> dict[str, str]:
     """{value name: numpy dtype name} for values whose element type is known."""
     graph = _inferred(model).graph

@@ -5,8 +5,9 @@ c = 4 (ONNX Runtime refuses anything else); TVM's kernels loop over the data's c
 index the weight with them, so a compiled program called with c = 33 read past the weight's
 buffer and returned numbers (found by the fuzzer: a Conv input channel renamed to a symbol).
 The same holds for a MatMul's or Gemm's contraction over a symbolic width against a constant
-weight, for the per-channel parameters of the normalizations, and for a Reshape of an input
-with one symbolic dim to a constant shape (the element counts must agree). Before conversion, each
+weight (also written as an Einsum), for the per-channel parameters of the normalizations, for
+a Reshape of an input with one symbolic dim to a constant shape (the element counts must
+agree), and for a Split by constant sizes (the axis is their sum). Before conversion, each
 operand whose dim is symbolic where the other side's is a size is `match_cast` to that size:
 a check the VM runs at every call, so an input of another size fails in one line
 (InputsRejected) instead of computing from memory it does not own.
@@ -52,6 +53,8 @@ def required_pairs(op_name: str, shapes: list, attrs: dict) -> list[tuple[int, i
     elif op_name in ("BatchNormalization", "InstanceNormalization") and has(0):
         pairs += [(0, 1, i, 0) for i in range(1, len(shapes))
                   if has(i) and len(shapes[i]) == 1 and len(shapes[0]) >= 2]
+    elif op_name == "Einsum":
+        pairs += _einsum_pairs(attrs.get("equation", ""), shapes)
     elif op_name == "LayerNormalization" and has(0, 1):
         x, scale = shapes[0], shapes[1]
         axis = int(attrs.get("axis", -1)) % max(len(x), 1)
@@ -79,6 +82,8 @@ def pin_operand_dims(bb, op_name: str, inputs, attrs):
         _grouped(shapes, attrs, wanted)
     if op_name == "Reshape":
         _reshaped(inputs, shapes, wanted)
+    if op_name == "Split":
+        _split(inputs, shapes, attrs, wanted)
     if not wanted:
         return inputs
     out = list(inputs)
@@ -124,5 +129,38 @@ def _reshaped(inputs, shapes: list, wanted: dict) -> None:
         wanted.setdefault(0, {})[symbolic[0]] = total // rest
 
 
-_OPS = frozenset({"Reshape", "MatMul", "MatMulInteger", "Gemm", "Conv", "ConvTranspose",
+def _einsum_pairs(equation, shapes: list) -> list[tuple[int, int, int, int]]:
+    """Einsum: every pair of operand axes with the same label (operands written out in full,
+    without '...'), each paired with the label's first occurrence."""
+    if isinstance(equation, bytes):
+        equation = equation.decode()
+    terms = str(equation).replace(" ", "").split("->")[0].split(",")
+    if len(terms) != len(shapes):
+        return []
+    first: dict[str, tuple[int, int]] = {}
+    pairs = []
+    for i, (term, shape) in enumerate(zip(terms, shapes)):
+        if "." in term or shape is None or len(term) != len(shape):
+            continue
+        for axis, label in enumerate(term):
+            if label in first:
+                pairs.append((i, axis, *first[label]))
+            else:
+                first[label] = (i, axis)
+    return pairs
+
+
+def _split(inputs, shapes: list, attrs: dict, wanted: dict) -> None:
+    """Split by constant sizes: a symbolic axis is their sum."""
+    import tvm
+
+    if len(inputs) < 2 or shapes[0] is None or not isinstance(inputs[1], tvm.ir.GenericConst):
+        return
+    sizes = [int(v) for v in inputs[1].value.numpy().reshape(-1)]
+    axis = int(attrs.get("axis", 0)) % max(len(shapes[0]), 1)
+    if sizes and min(sizes) >= 0 and _size(shapes[0][axis]) is None:
+        wanted.setdefault(0, {})[axis] = sum(sizes)
+
+
+_OPS = frozenset({"Reshape", "Split", "Einsum", "MatMul", "MatMulInteger", "Gemm", "Conv", "ConvTranspose",
                   "BatchNormalization", "InstanceNormalization", "LayerNormalization"})

@@ -1,6 +1,6 @@
 """ONNX-level unrolling of the recurrent layers RNN, GRU and LSTM, which TVM's Relax importer
-lacks. With static shapes the sequence length is known, so each layer is written out step by
-step with MatMul, Add, Mul and its activations, exactly as the ONNX operator definitions give
+lacks. With a static sequence length (the batch may be symbolic) each layer is written out
+step by step with MatMul, Add, Mul and its activations, exactly as the ONNX operator definitions give
 the equations (gate order: LSTM i, o, f, c; GRU z, r, h; weights W [dirs, G*H, I],
 R [dirs, G*H, H], B [dirs, 2*G*H]). Runtime `sequence_lens` are honoured for forward
 directions by masking (a finished sequence keeps its state and outputs zeros); a reverse
@@ -141,7 +141,7 @@ def _unroll(node: onnx.NodeProto, shapes: dict, dtypes: dict, opset: int) -> lis
     op, attrs = node.op_type, _attrs(node)
     inputs = list(node.input) + [""] * (8 - len(node.input))
     x, w, r, b, lens, init_h, init_c, peeps = inputs[:8]
-    if x not in shapes or x not in dtypes or op not in GATES:
+    if len(shapes.get(x) or []) != 3 or x not in dtypes or op not in GATES:
         return None
     layout = int(attrs.get("layout", 0))
     direction = attrs.get("direction", b"forward")
@@ -149,7 +149,7 @@ def _unroll(node: onnx.NodeProto, shapes: dict, dtypes: dict, opset: int) -> lis
     dirs = 2 if direction == "bidirectional" else 1
     hidden = int(attrs["hidden_size"])
     seq, batch = (shapes[x][1], shapes[x][0]) if layout else (shapes[x][0], shapes[x][1])
-    if seq > MAX_STEPS or (lens and direction != "forward"):
+    if seq is None or seq > MAX_STEPS or (lens and direction != "forward"):
         return None
     emit = Emitter(node.name or f"{op}_{node.output[0] or node.output[1]}", opset)
     cell = _Cell(emit, np.dtype(dtypes[x]), attrs, op)
@@ -178,7 +178,8 @@ def _unroll(node: onnx.NodeProto, shapes: dict, dtypes: dict, opset: int) -> lis
         if b:
             b_d = pick(b, d, "b")
             wb, rb = cols(b_d, 0, gates * hidden), cols(b_d, gates * hidden, 2 * gates * hidden)
-        zeros = cell.const(np.zeros((batch, hidden)), "zeros")
+        zeros = (cell.const(np.zeros((batch, hidden)), "zeros") if batch is not None
+                 else _zeros_like_batch(emit, cell, x, hidden))
         h = pick(init_h, d, "h0") if init_h else zeros
         c = (pick(init_c, d, "c0") if init_c else zeros) if op == "LSTM" else None
         peep = None
@@ -223,6 +224,16 @@ def _unroll(node: onnx.NodeProto, shapes: dict, dtypes: dict, opset: int) -> lis
     for target, value in results:
         emit.nodes.append(helper.make_node("Identity", [value], [target]))
     return emit.nodes
+
+
+def _zeros_like_batch(emit: Emitter, cell: _Cell, x: str, hidden: int) -> str:
+    """Zeros [batch, hidden] for a batch known only at run time (x is [seq, batch, input]):
+    a recurrent layer under a dynamic batch, the common export, unrolls as a static one."""
+    batch = emit.node("Gather", [emit.node("Shape", [x], "shape"),
+                                 emit.const(np.array([1], np.int64), "axis")], "batch", axis=0)
+    dims = emit.node("Concat", [batch, emit.const(np.array([hidden], np.int64), "hidden")],
+                     "dims", axis=0)
+    return emit.node("Expand", [cell.const(np.zeros((1, hidden)), "zero"), dims], "zeros")
 
 
 def _as_int64(emit: Emitter, name: str, dtypes: dict) -> str:

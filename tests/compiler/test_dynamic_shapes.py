@@ -177,3 +177,34 @@ def test_a_failure_inside_tvm_is_an_internal_error_exit_1_not_bad_input():
     with pytest.raises(InternalCompilerError, match="compilation failed") as info:
         anychip.compile(model, target="cpu")
     assert info.value.exit_code == 1
+
+
+def _recurrent(op: str, seq) -> onnx.ModelProto:
+    """A bidirectional `op` (LSTM or GRU, hidden 3) over x [seq, batch, 2], batch symbolic."""
+    rng = np.random.default_rng(1)
+    gates, hidden = {"LSTM": 4, "GRU": 3}[op], 3
+    w = numpy_helper.from_array(rng.standard_normal((2, gates * hidden, 2)).astype(np.float32), "W")
+    r = numpy_helper.from_array(rng.standard_normal((2, gates * hidden, hidden))
+                                .astype(np.float32), "R")
+    node = helper.make_node(op, ["x", "W", "R"], ["y", "y_h"], hidden_size=hidden,
+                            direction="bidirectional")
+    graph = helper.make_graph(
+        [node], "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [seq, "batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [seq, 2, "batch", hidden]),
+         helper.make_tensor_value_info("y_h", TensorProto.FLOAT, [2, "batch", hidden])], [w, r])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_a_recurrent_layer_under_a_symbolic_batch_is_unrolled_and_matches_ort(op):
+    """Before: refused as an op TVM does not support (the unrolling needed every dim static,
+    and a recurrent layer exported with a dynamic batch is the common case)."""
+    report = anychip.verify(_recurrent(op, 5), target="cpu", dims={"batch": (1, 6)})
+    assert report.passed, report.summary()
+    assert [r.sizes for r in report.by_shape] == [{"batch": 1}, {"batch": 4}, {"batch": 6}]
+
+
+def test_a_recurrent_layer_over_a_symbolic_sequence_says_what_to_give():
+    with pytest.raises(AnychipError, match=r"LSTM \(node .*\): anychip unrolls recurrent layers "
+                                           r"over a static sequence length only.*--shape"):
+        anychip.compile(_recurrent("LSTM", "seq"), target="cpu")
