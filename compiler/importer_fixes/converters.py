@@ -16,7 +16,7 @@ import numpy as np
 from .clip import clip_converter
 from .max_pool_indices import max_pool_converter, max_unpool_converter
 from .relax_values import const_int, known_shape, static_shape
-from .shape_arith import range_converter
+from .shape_arith import range_converter, reshape_converter
 
 _MARK = "_anychip_extra_converters"
 
@@ -282,6 +282,9 @@ def replacements() -> dict:
             if gathered is not None:
                 return gathered
             if not attr.get("axes") and policy == "stretch":
+                symbolic = cls._symbolic_sizes(bb, inputs, attr, params)
+                if symbolic is not None:
+                    return symbolic
                 return tvm_resize.get_converter(18)(bb, inputs, attr, params)
             x = inputs[0]
             rank = len(x.ty.shape)
@@ -312,6 +315,36 @@ def replacements() -> dict:
                 wide[slot] = relax.const(full)
             rest = {k: v for k, v in attr.items() if k not in ("axes", "keep_aspect_ratio_policy")}
             return tvm_resize.get_converter(18)(bb, wide, rest, params)
+
+        @classmethod
+        def _symbolic_sizes(cls, bb, inputs, attr, params):
+            """`sizes` made from the input's shape (`F.interpolate(x, size=(16, 16))` under a
+            dynamic batch exports Concat(Shape(x)[0:2], [16, 16])): TVM's converter reads
+            every entry as an int ("'Var' object has no attribute 'value'") and uses only
+            the spatial ones. Those are read back (shape_arith), the converter is run on
+            placeholder sizes and its resize is given the real spatial sizes, which may be
+            symbolic too (a decoder resizing to another map's size)."""
+            import tvm
+
+            from .shape_arith import shape_tensor_values
+
+            if len(inputs) < 4 or inputs[3] is None or \
+                    isinstance(fe.get_constant(inputs[3], params), tvm.ir.GenericConst):
+                return None
+            values = shape_tensor_values(bb, inputs[3])
+            rank = len(inputs[0].ty.shape) if inputs[0].ty.shape is not None else -1
+            if values is None or len(values) != rank or rank < 3:
+                return None
+            placeholder = list(inputs)
+            placeholder[3] = relax.const(np.ones(rank, np.int64))
+            call = tvm_resize.get_converter(18)(bb, placeholder, attr, params)
+            if isinstance(call, relax.Var):
+                call = bb.lookup_binding(call)
+            if not isinstance(call, relax.Call) or len(call.args) < 2 or \
+                    not isinstance(call.args[1], relax.ShapeExpr):
+                return None
+            return relax.Call(call.op, [call.args[0], relax.ShapeExpr(values[2:]),
+                                        *call.args[2:]], call.attrs)
 
         @classmethod
         def _nearest_by_gather(cls, bb, inputs, attr, params, policy):
@@ -849,7 +882,7 @@ def replacements() -> dict:
             x = relax.op.permute_dims(x, [0, 1, 3, 5, 2, 4])
             return relax.op.reshape(x, (n, c * size * size, h // size, w // size))
 
-    return {"Range": range_converter(fe.Range),
+    return {"Range": range_converter(fe.Range), "Reshape": reshape_converter(fe.Reshape),
             "Clip": clip_converter(), "MaxPool": max_pool_converter(),
             "MaxUnpool": max_unpool_converter(), "Mish": Mish, "Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu,
             "BitShift": BitShift, "SpaceToDepth": SpaceToDepth, "Upsample": Upsample,

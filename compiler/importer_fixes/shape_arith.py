@@ -145,6 +145,50 @@ def _shape_values_of_tensor(bb, tensor, depth: int):
     return None
 
 
+def shape_tensor_values(bb, value, depth: int = 0):
+    """The PrimExprs of a 1-D integer shape value (a ShapeExpr, a var bound to one,
+    shape_to_tensor of one, a constant, a concat of such parts, casts of them), in the
+    function's symbols; None when one cannot be read back."""
+    import tvm
+    from tvm import relax
+
+    if depth > MAX_DEPTH or value is None:
+        return None
+    if isinstance(value, tvm.ir.GenericConst):
+        array = value.value.numpy()
+        if array.ndim != 1 or array.dtype.kind not in "iu":
+            return None
+        return [tvm.tirx.IntImm("int64", int(v)) for v in array]
+    if isinstance(value, relax.ShapeExpr) or isinstance(getattr(value, "ty", None),
+                                                         relax.ShapeType):
+        return _shape_values(bb, value)
+    if isinstance(value, relax.Var):
+        bound = bb.lookup_binding(value)
+        return shape_tensor_values(bb, bound, depth + 1) if bound is not None else None
+    if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
+        return None
+    name = value.op.name
+    if name == "relax.shape_to_tensor":
+        return _shape_values(bb, value.args[0])
+    if name == "relax.astype":
+        return shape_tensor_values(bb, value.args[0], depth + 1)
+    if name == "relax.concat":
+        parts = value.args[0]
+        if isinstance(parts, relax.Var):
+            parts = bb.lookup_binding(parts)
+        if not isinstance(parts, relax.Tuple):
+            return None
+        out = []
+        for part in parts.fields:
+            got = shape_tensor_values(bb, part, depth + 1)
+            if got is None:
+                return None
+            out += got
+        return out
+    single = prim_value(bb, value, depth + 1)
+    return [single] if single is not None else None
+
+
 def range_converter(tvm_range):
     """ONNX Range whose limit is shape arithmetic (start and delta integer constants, delta
     not 0): `arange` over the limit read back as an expression (see the module docstring);
@@ -180,6 +224,66 @@ def range_converter(tvm_range):
             return tvm_range.get_converter(12)(bb, inputs, attr, params)
 
     return Range
+
+
+def reshape_converter(tvm_reshape):
+    """ONNX Reshape of a scalar TVM's importer keeps as a PrimValue (shape arithmetic:
+    `Reshape(Mul(16, Squeeze(Shape(x)[0:1])), [-1])`, the size of an Expand or Reshape built
+    by a Concat: Swin-v2, DeBERTa-v2, wav2vec 2.0 and HuBERT exports): TVM's converter needs a
+    tensor ("Reshape expects the input data to be a Tensor"). The value becomes a one-element
+    int64 tensor (shape_to_tensor, which `prim_value` reads back) and is reshaped as before."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as fe
+
+    class Reshape(fe.OnnxOpConverter):
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            data = inputs[0]
+            if isinstance(getattr(data, "ty", None), tvm.ir.PrimType):
+                value = data.value if hasattr(data, "value") else None
+                if value is None or not tvm.ir.is_prim_expr(value):
+                    value = prim_value(bb, data)
+                if value is not None:
+                    tensor = bb.normalize(relax.op.shape_to_tensor(
+                        relax.ShapeExpr([_int64(value)])))
+                    inputs = [tensor, *list(inputs)[1:]]
+            target = _target_shape(bb, inputs, attr, params)
+            if target is not None:
+                return relax.op.reshape(inputs[0], relax.ShapeExpr(target))
+            return tvm_reshape.get_converter(13)(bb, inputs, attr, params)
+
+    def _target_shape(bb, inputs, attr, params):
+        """A target shape computed from shapes (a Concat of a scaled batch and constants),
+        read back in the symbols, with ONNX's -1 (the rest) and 0 (copy) resolved; None for
+        a constant target (TVM's converter) or one that cannot be read."""
+        data, shape = inputs[0], inputs[1]
+        if isinstance(fe.get_constant(shape, params), tvm.ir.GenericConst):
+            return None
+        dims = getattr(getattr(data, "ty", None), "shape", None)
+        values = shape_tensor_values(bb, shape)
+        if values is None or dims is None or not isinstance(dims, relax.ShapeExpr):
+            return None
+        values = [_simplified(v) for v in values]
+        known = [int(v) if isinstance(v, tvm.tirx.IntImm) else None for v in values]
+        if int(attr.get("allowzero", 0)) and 0 in known:
+            return None
+        out = [dims.values[i] if k == 0 and i < len(dims.values) else v
+               for i, (v, k) in enumerate(zip(values, known))]
+        if known.count(-1) > 1:
+            return None
+        if -1 in known:
+            total = 1
+            for d in dims.values:
+                total = total * d
+            rest = 1
+            for v, k in zip(out, known):
+                if k != -1:
+                    rest = rest * v
+            out[known.index(-1)] = _simplified(tvm.tirx.floordiv(total, rest))
+        return [_int64(v) for v in out]
+
+    return Reshape
 
 
 def _simplified(expr):

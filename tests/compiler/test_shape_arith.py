@@ -56,3 +56,64 @@ def test_range_over_shape_arithmetic_matches_onnx_runtime():
     assert [r.sizes for r in report.by_shape] == [{"batch": 1, "seq": 3},
                                                    {"batch": 3, "seq": 22},
                                                    {"batch": 4, "seq": 40}]
+
+
+def scaled_batch_model():
+    """x [batch, 16, 2, 4] viewed as [batch * 16, 2, 4] plus a weight expanded to that shape,
+    the size computed as the dynamo exporter writes it (Swin-v2, DeBERTa-v2, wav2vec 2.0):
+    Reshape(Mul(16, Squeeze(Shape(x)[0:1])), [-1]) -> Concat -> Reshape / Expand."""
+    w = numpy_helper.from_array(np.arange(8, dtype=np.float32).reshape(1, 2, 4) / 8, "w")
+    inits = [w, _const("start", [0]), _const("end", [1]), _const("sixteen", 16),
+             _const("flat", [-1]), _const("tail", [2, 4])]
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]),
+             helper.make_node("Slice", ["shape", "start", "end"], ["b1"]),
+             helper.make_node("Squeeze", ["b1"], ["b"]),
+             helper.make_node("Mul", ["sixteen", "b"], ["rows"]),
+             helper.make_node("Reshape", ["rows", "flat"], ["rows1"]),
+             helper.make_node("Concat", ["rows1", "tail"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["flat_x"]),
+             helper.make_node("Expand", ["w", "target"], ["wide"]),
+             helper.make_node("Add", ["flat_x", "wide"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "scaled_batch",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16, 2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", 2, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_reshape_of_shape_arithmetic_matches_onnx_runtime():
+    """Before: "Reshape expects the input data to be a Tensor. However, the given input is
+    ir.PrimType" (TVM keeps the scalar as a PrimValue)."""
+    report = anychip.verify(scaled_batch_model(), target="cpu", dims={"batch": (1, 8)})
+    assert report.passed, report.summary()
+
+
+def resized_model():
+    """x [batch, 4, h, w] resized (linear) to a fixed 16x16 with sizes Concat(Shape(x)[0:2],
+    [16, 16]) (F.interpolate(size=...) under a dynamic batch: Segformer's decode head), and
+    to the spatial size of a second input z [batch, 2, H, W] (a decoder's skip)."""
+    inits = [_const("start", [0]), _const("two", [2]), _const("four", [4]),
+             _const("fixed", [16, 16])]
+    nodes = [helper.make_node("Shape", ["x"], ["sx"]),
+             helper.make_node("Slice", ["sx", "start", "two"], ["nc"]),
+             helper.make_node("Concat", ["nc", "fixed"], ["sizes"], axis=0),
+             helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear"),
+             helper.make_node("Shape", ["z"], ["sz"]),
+             helper.make_node("Slice", ["sz", "two", "four"], ["hw"]),
+             helper.make_node("Concat", ["nc", "hw"], ["to_z"], axis=0),
+             helper.make_node("Resize", ["x", "", "", "to_z"], ["u"], mode="linear")]
+    graph = helper.make_graph(
+        nodes, "resized",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, "h", "w"]),
+         helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", 2, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4, 16, 16]),
+         helper.make_tensor_value_info("u", TensorProto.FLOAT, ["batch", 4, "H", "W"])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def test_resize_to_sizes_made_from_shapes_matches_onnx_runtime():
+    """Before: "'Var' object has no attribute 'value'" in TVM's Resize converter."""
+    report = anychip.verify(resized_model(), target="cpu",
+                            dims={"batch": (1, 3), "h": (4, 12), "w": (4, 12), "H": (8, 20),
+                                  "W": (8, 20)})
+    assert report.passed, report.summary()
