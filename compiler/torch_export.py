@@ -103,7 +103,34 @@ def export_torch(module, example_inputs: tuple, input_names: Sequence[str] | Non
                            f"data (first: {external[0]}); the model is too big to embed (2 GiB "
                            f"protobuf limit): export it to a folder and pass the .onnx path.")
     _drop_exporter_metadata(proto.graph)
+    _check_dims_stayed_dynamic(proto, dynamic_shapes, name)
     return proto
+
+
+def _check_dims_stayed_dynamic(proto: onnx.ModelProto, dynamic_shapes, name: str) -> None:
+    """Every dim `dynamic_shapes` names is a dim_param of the exported input. The ONNX
+    exporter returns a model with the dim fixed, silently, where torch.export itself raises
+    "Constraints violated" (the module's code fixes that size: Funnel's pooling, CANINE's
+    downsampling); anychip then refused the user's bounds later with a puzzling line."""
+    if not isinstance(dynamic_shapes, (tuple, list)):
+        return
+    inits = {t.name for t in proto.graph.initializer}
+    inputs = [vi for vi in proto.graph.input if vi.name not in inits]
+    for vi, axes in zip(inputs, dynamic_shapes):
+        if not isinstance(axes, dict):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        for axis, dim in axes.items():
+            if dim is None or not isinstance(axis, int) or not -len(dims) <= axis < len(dims):
+                continue
+            d = dims[axis]
+            if d.HasField("dim_value"):
+                label = getattr(dim, "__name__", None) or str(dim)
+                raise AnychipError(
+                    f"torch.onnx.export for {name} fixed input '{vi.name}' axis {axis} (Dim "
+                    f"'{label}') at {d.dim_value}: the module's code only works at that size "
+                    f"(torch.export reports 'Constraints violated'); export that dim static "
+                    f"or make forward() shape-generic.")
 
 
 def _drop_exporter_metadata(graph: onnx.GraphProto) -> None:

@@ -73,3 +73,22 @@ def test_exported_bytes_do_not_depend_on_where_the_source_lives():
     serialized = proto.SerializeToString()
     assert __file__.encode() not in serialized and b"stack_trace" not in serialized
     assert all(len(n.metadata_props) == 0 for n in proto.graph.node)
+
+
+def test_a_dim_the_exporter_fixes_is_refused_at_export_naming_input_axis_and_dim():
+    """torch.export raises 'Constraints violated' where the module's code fixes a size the
+    caller marked dynamic; the ONNX exporter returned a model with the dim fixed, and
+    anychip refused the user's bounds later ('--dim names seq, but the model's symbolic dims
+    are ...': Funnel, CANINE in the transformers probe)."""
+    class FixedWidth(torch.nn.Module):
+        def forward(self, x):
+            return x.reshape(x.shape[0], 4, 4).sum(-1)
+
+    seq = torch.export.Dim("seq", min=2, max=64)
+    with pytest.raises(AnychipError, match=r"fixed input 'x' axis 1 \(Dim 'seq'\) at 16"):
+        export_torch(FixedWidth(), (torch.randn(2, 16),), ["x"], ["y"],
+                     dynamic_shapes=({1: seq},))
+    batch = torch.export.Dim("batch", min=1, max=8)   # the dim the code leaves free: fine
+    proto = export_torch(FixedWidth(), (torch.randn(2, 16),), ["x"], ["y"],
+                         dynamic_shapes=({0: batch},))
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
