@@ -286,10 +286,82 @@ def reshape_converter(tvm_reshape):
     return Reshape
 
 
+def expand_converter(tvm_expand):
+    """ONNX Expand to a shape computed from shapes (an attention mask broadcast to [batch,
+    1, seq, seq] built by Concat(Shape(x)[0:1], [1], ...): wav2vec 2.0, HuBERT): TVM's
+    converter reads the shape at run time into fresh variables (x_0..x_3), unrelated to the
+    inputs' symbols, and the mask could not meet the scores again. The shape is read back
+    (shape_tensor_values) and the result's dims follow ONNX's bidirectional broadcast: a 1 on
+    either side takes the other's dim; where neither is 1 the model is only valid where they
+    are equal, and the input's dim is kept."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as fe
+
+    def is_one(d):
+        return isinstance(d, tvm.tirx.IntImm) and int(d) == 1
+
+    class Expand(fe.OnnxOpConverter):
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            data, shape = inputs[0], inputs[1]
+            dims = getattr(getattr(data, "ty", None), "shape", None)
+            if not isinstance(fe.get_constant(shape, params), tvm.ir.GenericConst) and \
+                    isinstance(dims, relax.ShapeExpr):
+                values = shape_tensor_values(bb, shape)
+                out = None if values is None else _broadcast(list(dims.values),
+                                                            [_simplified(v) for v in values])
+                if out is not None:
+                    return relax.op.broadcast_to(data, relax.ShapeExpr(out))
+            return tvm_expand.get_converter(13)(bb, inputs, attr, params)
+
+    def _broadcast(have, want):
+        rank = max(len(have), len(want))
+        have = [None] * (rank - len(have)) + [_int64(d) for d in have]
+        want = [None] * (rank - len(want)) + list(want)
+        out = []
+        for a, b in zip(have, want):
+            if b is None or is_one(b):
+                out.append(a if a is not None else b)
+            elif a is None or is_one(a) or _same(a, b):
+                out.append(b)
+            elif isinstance(a, tvm.tirx.IntImm) and isinstance(b, tvm.tirx.IntImm):
+                return None   # (ONNX Runtime refuses it too)
+            else:   # equal wherever the model is valid ('max(k, 0)' against 'k'): the
+                out.append(a)   # input's dim, so the broadcast never reads past the input
+        return out
+
+    return Expand
+
+
+def _same(a, b) -> bool:
+    import tvm
+
+    diff = _simplified(a - b)
+    return isinstance(diff, tvm.tirx.IntImm) and int(diff) == 0
+
+
+def _floor_divisions(expr):
+    """`expr` with truncating divisions written as floor divisions: the same value on sizes
+    (>= 0), and the form Relax writes shapes in (TVM's Div converter emits `T.Div(samples, 20)`
+    for shape arithmetic, which the analyzer does not equate with `samples // 20`)."""
+    from tvm import tirx
+
+    binary = {tirx.Add: lambda a, b: a + b, tirx.Sub: lambda a, b: a - b,
+              tirx.Mul: lambda a, b: a * b, tirx.Div: tirx.floordiv,
+              tirx.FloorDiv: tirx.floordiv, tirx.Mod: tirx.floormod,
+              tirx.FloorMod: tirx.floormod, tirx.Max: tirx.max, tirx.Min: tirx.min}
+    rebuild = binary.get(type(expr))
+    if rebuild is not None:
+        return rebuild(_floor_divisions(expr.a), _floor_divisions(expr.b))
+    return expr
+
+
 def _simplified(expr):
     """`expr` simplified, with its symbols known to be sizes (>= 0): max(batch, 0) -> batch."""
     import tvm
 
+    expr = _floor_divisions(expr)
     analyzer = tvm.sym.Analyzer()
     for var in tvm.tirx.analysis.undefined_vars(expr, []):
         analyzer.update(var, tvm.sym.ConstIntBound(0, 1 << 62), override=True)

@@ -331,24 +331,7 @@ def cast_target(have: list, want: list) -> list:
         return (isinstance(w, tirx.Var) and symbolic and not isinstance(h, tirx.Var)) or \
             (symbolic and isinstance(w, (tirx.IntImm, int)) and int(w) == 0)
 
-    def check(h, w):
-        # h and w two different bare variables (x_0 from a shape computed at run time, the
-        # input's batch): a cast to the bare `batch` reads to CanonicalizeBindings as a
-        # definition of it, and it replaced `batch` by x_0 everywhere after (wav2vec 2.0's
-        # mask and positional convolution: an add of (batch, ...) and (x_0, ...) lost its
-        # shape in the cpu lowering); `batch * 1`, unsimplified, is only a check
-        if isinstance(h, tirx.Var) and isinstance(w, tirx.Var) and not h.same_as(w):
-            return tirx.Mul(w, tirx.IntImm(_dtype_of(w), 1))
-        return w
-
-    return [h if keep(h, w) else check(h, w) for h, w in zip(have, want)]
-
-
-def _dtype_of(var) -> str:
-    try:
-        return str(var.dtype)
-    except Exception:  # noqa: BLE001 - a TVM 0.27 Var keeps its dtype in its type
-        return str(var.ty)
+    return [h if keep(h, w) else w for h, w in zip(have, want)]
 
 
 def _is_int(dim) -> bool:

@@ -117,3 +117,47 @@ def test_resize_to_sizes_made_from_shapes_matches_onnx_runtime():
                             dims={"batch": (1, 3), "h": (4, 12), "w": (4, 12), "H": (8, 20),
                                   "W": (8, 20)})
     assert report.passed, report.summary()
+
+
+def expanded_mask_model():
+    """A position mask expanded to [batch, 1, k, k] with k = samples / 20 - 1 (truncating
+    Div: how wav2vec 2.0's dynamo export computes its frame count), the target built by
+    Concat(Shape(x)[0:1], [1], k, k), then added to scores of the same frames."""
+    inits = [_const("start", [0]), _const("end", [1]), _const("one", [1]), _const("i1", 1),
+             _const("twenty", 20), _const("minus1", 1), _const("zero", 0), _const("step", 1),
+             _const("flat", [-1]), _const("ax", [0, 1, 3])]
+    nodes = [helper.make_node("Shape", ["x"], ["sx"]),
+             helper.make_node("Slice", ["sx", "start", "end"], ["b"]),
+             helper.make_node("Gather", ["sx", "i1"], ["n"], axis=0),
+             helper.make_node("Div", ["n", "twenty"], ["q"]),
+             helper.make_node("Sub", ["q", "minus1"], ["k"]),
+             helper.make_node("Reshape", ["k", "flat"], ["kv"]),
+             helper.make_node("Concat", ["b", "one", "kv", "kv"], ["target"], axis=0),
+             helper.make_node("Range", ["zero", "k", "step"], ["pos"]),
+             helper.make_node("Unsqueeze", ["pos", "ax"], ["pos4"]),
+             helper.make_node("Expand", ["pos4", "target"], ["mask"]),
+             helper.make_node("Cast", ["mask"], ["maskf"], to=TensorProto.FLOAT),
+             helper.make_node("Add", ["maskf", "scores"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "expanded_mask",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "samples"]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 1, "k", "k"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1, "k", "k"])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_an_expand_to_a_shape_made_from_shapes_keeps_the_symbols():
+    """Before: TVM read the target at run time into fresh variables (x_0..x_3); the mask could
+    not meet the scores again (wav2vec 2.0, HuBERT: 'emit_te now only supports Tensor that has
+    ShapeExpr shape')."""
+    source = driver.load_model(expanded_mask_model(), dims={"samples": (60, 400),
+                                                            "batch": (1, 3)})
+    text = importer.to_relax(source)["main"].script()
+    assert "tensor_to_shape" not in text, text
+    x = np.zeros((2, 100), np.float32)
+    scores = np.ones((2, 1, 4, 4), np.float32)
+    art = anychip.compile(expanded_mask_model(), target="cpu",
+                          dims={"samples": (60, 400), "batch": (1, 3), "k": (2, 19)})
+    np.testing.assert_array_equal(art.run({"x": x, "scores": scores})["y"],
+                                  np.broadcast_to(np.arange(4, dtype=np.float32)[:, None],
+                                                  (2, 1, 4, 4)) + 1)
