@@ -249,6 +249,43 @@ def whisper_encoder_batch() -> tuple[onnx.ModelProto, dict]:
     return proto, {"batch": (1, 4)}
 
 
+def wav2vec2_batch_samples() -> tuple[onnx.ModelProto, dict]:
+    """transformers' wav2vec 2.0 audio classifier (convolutional feature encoder, grouped
+    positional convolution, 2 layers, hidden 32) on raw samples; dynamic batch and sample
+    count. Its export computes the frame count from Shape(input_values) (a truncating Div,
+    a Reshape of that scalar, an Expand of the mask to [batch, 1, frames, frames])."""
+    import torch
+    import transformers as tf
+
+    from anychip.compiler.torch_export import export_torch
+
+    torch.manual_seed(0)
+    config = tf.Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, conv_dim=(16, 16, 16),
+                               conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3),
+                               num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2,
+                               classifier_proj_size=16, num_labels=5, vocab_size=32,
+                               attn_implementation="eager")
+    model = tf.Wav2Vec2ForSequenceClassification(config).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, input_values):
+            return self.inner(input_values=input_values).logits
+
+    wrapped = Logits().eval()
+    x = torch.randn(2, 4000)
+    _calibrate(wrapped, (x,), model.classifier)
+    batch = torch.export.Dim("batch", min=1, max=4)
+    samples = torch.export.Dim("samples", min=1600, max=8000)
+    proto = export_torch(wrapped, (x,), ["input_values"], ["logits"],
+                         dynamic_shapes=({0: batch, 1: samples},))
+    return proto, {"batch": (1, 4), "samples": (1600, 8000)}
+
+
 def vision_batch(family: str) -> tuple[onnx.ModelProto, dict]:
     """A CNN family from transformers' own modeling code (pure torch: no torchvision, so it
     runs in CI where timm cannot): ConvNeXt (Conv -> GELU, layer norm over channels),

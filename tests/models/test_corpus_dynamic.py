@@ -193,3 +193,13 @@ def test_bert_exported_by_torchscript_with_dims_named_per_input_matches_ort():
     report = anychip.verify(proto, target="cpu", dims=dims)
     assert report.passed, report.summary()
     assert all(r.sizes["seq"] > 1 for r in report.by_shape) and len(report.by_shape) == 3
+
+
+def test_wav2vec2_one_cpu_artifact_matches_ort_at_three_batch_and_sample_counts():
+    """Before: the mask's Expand to a shape computed from Shape(input_values) got fresh
+    run-time variables, and the compile failed ('emit_te now only supports Tensor that has
+    ShapeExpr shape'); the frame count's Reshape of a scalar failed before that."""
+    proto, dims = corpus.wav2vec2_batch_samples()
+    report = anychip.verify(proto, target="cpu", dims=dims)
+    assert report.passed, report.summary()
+    assert len(report.by_shape) == 3
