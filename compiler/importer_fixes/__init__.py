@@ -100,6 +100,11 @@ def prepare_for_tvm(source):
         safe = {s.name: s.safe_name for s in source.inputs}
         names = specialise.specialise_inputs(proto, {safe.get(k, k): v for k, v in values.items()})
         applied.append(f"specialise_inputs({', '.join(names)})")
+    if values and any(n.op_type == "Col2Im" for n in proto.graph.node):   # its shapes given
+        done = decompositions.decompose(proto, onnx_level.static_shapes(proto),
+                                        onnx_level.element_types(proto))
+        if done:
+            applied.append(f"decompose({', '.join(sorted(set(done)))})")
     if onnx_level.fold_shape_computations(proto, specialise.GUARD_OP,
                                           specialise.shape_values(proto)):
         applied.append("fold_shape_computations")

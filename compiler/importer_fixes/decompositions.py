@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from .control_flow import Emitter
 
@@ -173,6 +173,52 @@ def array_feature_extractor(node, emit: Emitter, shapes: dict, dtypes: dict):
     return emit.nodes
 
 
+def col2im(node, emit: Emitter, shapes: dict, dtypes: dict, values: dict):
+    """Col2Im (opset 18; torch's F.fold): the columns [N, C * prod(block), L] summed back
+    into an image [N, C, *image_shape]. That is a ConvTranspose with group C and a one-hot
+    weight [C * K, 1, *block] (column k of channel c puts its value at kernel offset k), with
+    the op's strides, dilations and pads; output_padding adds the trailing rows no block
+    reaches (zeros, as the definition gives them). image_shape, block_shape and the column
+    count C * K must be constants. Cases: test_col2im*. MobileViT-V2 folds its patches so."""
+    x = node.input[0]
+    image = values.get(node.input[1])
+    block = values.get(node.input[2])
+    dims = shapes.get(x)
+    if image is None or block is None or dims is None or len(dims) != 3 or dims[1] is None:
+        return None
+    image, block = [int(v) for v in image.reshape(-1)], [int(v) for v in block.reshape(-1)]
+    rank, kernel = len(block), int(np.prod(block))
+    if rank != len(image) or rank not in (1, 2, 3) or dims[1] % kernel or kernel == 0:
+        return None
+    attrs = _attrs(node)
+    dilations = list(attrs.get("dilations", [1] * rank))
+    strides = list(attrs.get("strides", [1] * rank))
+    pads = list(attrs.get("pads", [0] * 2 * rank))
+    blocks, extra = [], []
+    for i in range(rank):
+        span = dilations[i] * (block[i] - 1) + 1
+        full = image[i] + pads[i] + pads[rank + i]
+        if full < span:
+            return None
+        count = (full - span) // strides[i] + 1
+        blocks.append(count)
+        extra.append(full - (strides[i] * (count - 1) + span))
+    if any(e >= max(s, d) for e, s, d in zip(extra, strides, dilations)):
+        return None   # (ONNX's ConvTranspose bounds output_padding)
+    channels = dims[1] // kernel
+    dtype = np.dtype(dtypes.get(x, "float32"))
+    weight = np.zeros((channels * kernel, 1, *block), dtype)
+    for c in range(channels):
+        for k in range(kernel):
+            weight[(c * kernel + k, 0, *np.unravel_index(k, block))] = 1
+    grid = emit.node("Reshape", [x, emit.const(np.array([0, dims[1], *blocks], np.int64),
+                                                "grid")], "grid")
+    out = emit.node("ConvTranspose", [grid, emit.const(weight, "onehot")], "folded",
+                    group=channels, strides=strides, dilations=dilations, pads=pads,
+                    output_padding=extra, kernel_shape=block)
+    return _bind(emit, node, [out])
+
+
 def _bind(emit: Emitter, node, values: list[str]):
     for target, value in zip(node.output, values):
         if target:
@@ -182,6 +228,7 @@ def _bind(emit: Emitter, node, values: list[str]):
 
 DECOMPOSITIONS = {
     ("", "ReverseSequence"): reverse_sequence,
+    ("", "Col2Im"): col2im,
     ("ai.onnx.preview.training", "Adagrad"): adagrad,
     ("ai.onnx.preview.training", "Momentum"): momentum,
     ("ai.onnx.preview.training", "Adam"): adam,
@@ -193,12 +240,27 @@ DECOMPOSITIONS = {
 def decompose(model: onnx.ModelProto, shapes: dict, dtypes: dict) -> list[str]:
     """Replace every node DECOMPOSITIONS covers; returns the op types decomposed."""
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-    new_nodes, done = [], []
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer
+              if t.data_type == onnx.TensorProto.INT64 and len(t.dims) <= 1}
+    from .specialise import GUARD_OP   # (a specialised input's value, checked at run time)
+
+    values.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+                   for n in model.graph.node if n.op_type in ("Constant", GUARD_OP)
+                   and n.attribute and n.attribute[0].name == "value"})
+    new_nodes, done, ranked = [], [], None
     for node in model.graph.node:
         rule = DECOMPOSITIONS.get(("" if node.domain == "ai.onnx" else node.domain,
                                    node.op_type))
-        replaced = rule(node, Emitter(node.name or f"{node.op_type}_{node.output[0]}", opset),
-                        shapes, dtypes) if rule else None
+        emitter = Emitter(node.name or f"{node.op_type}_{node.output[0]}", opset)
+        replaced = None
+        if rule is col2im:   # (a symbolic batch is fine: ranked shapes)
+            if ranked is None:
+                from .onnx_level import ranked_shapes
+
+                ranked = ranked_shapes(model)
+            replaced = rule(node, emitter, ranked, dtypes, values)
+        elif rule:
+            replaced = rule(node, emitter, shapes, dtypes)
         if replaced is None:
             new_nodes.append(node)
         else:

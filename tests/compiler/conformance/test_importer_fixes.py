@@ -102,6 +102,30 @@ def test_lstm_is_unrolled_in_both_directions():
     assert "LSTM" not in {n.op_type for n in prepared.graph.node}
 
 
+
+@pytest.mark.parametrize("image,strides,pads,dilations",
+                         [([8, 7], [2, 2], [0, 0, 0, 0], [1, 1]),   # a row no block reaches
+                          ([6, 6], [1, 2], [1, 0, 1, 1], [2, 1])])
+def test_col2im_is_a_grouped_conv_transpose_under_a_symbolic_batch(image, strides, pads,
+                                                                    dilations):
+    """torch's F.fold exports Col2Im (MobileViT-V2), which TVM's importer lacks."""
+    channels, block = 3, [3, 2]
+    spans = [d * (k - 1) + 1 for d, k in zip(dilations, block)]
+    counts = [(i + pads[a] + pads[a + 2] - spans[a]) // strides[a] + 1
+              for a, i in enumerate(image)]
+    shape_inits = [helper.make_tensor("image", TensorProto.INT64, [2], image),
+                   helper.make_tensor("block", TensorProto.INT64, [2], block)]
+    node = helper.make_node("Col2Im", ["x", "image", "block"], ["y"], strides=strides,
+                            pads=pads, dilations=dilations)
+    model = _model([node], [_vi("x", TensorProto.FLOAT,
+                                ["n", channels * 6, counts[0] * counts[1]])],
+                   [_vi("y", TensorProto.FLOAT, ["n", channels, *image])], opset=18,
+                   inits=shape_inits)
+    x = np.random.default_rng(2).standard_normal(
+        (2, channels * 6, counts[0] * counts[1])).astype(np.float32)
+    prepared = _same_outputs(model, {"x": x})
+    assert "Col2Im" not in {n.op_type for n in prepared.graph.node}
+
 def test_reverse_sequence_is_decomposed():
     node = helper.make_node("ReverseSequence", ["x", "lens"], ["y"], batch_axis=1, time_axis=0)
     model = _model([node], [_vi("x", TensorProto.FLOAT, [4, 3]), _vi("lens", TensorProto.INT64, [3])],
