@@ -206,9 +206,31 @@ def _ret_ty_at_call_site(func, call_args):
     bindings = {}
     for d, value in pairs:
         _unify(d, value, bindings)
+    for d, value in pairs:
+        _solve_linear(d, value, bindings)
     if not bindings:
         return func.ret_ty
     return func.bind_symbolic_vars(bindings).ret_ty
+
+
+def _solve_linear(have, want, bindings: dict) -> None:
+    """A dim whose tree differs from the argument's but holds one unbound variable plus a
+    constant ('seq_1 - 1 + 1' against 'seq', MobileBERT's trigram concat) binds it to the
+    argument's dim less that constant. Left unbound, the composite's own variable (also named
+    'seq') leaked into the caller's types, and the next add with the model's `seq` lost its
+    shape."""
+    import tvm
+    from tvm import tirx
+
+    used = tirx.analysis.undefined_vars(have, [])
+    if len(used) != 1 or used[0] in bindings or isinstance(have, tirx.Var):
+        return
+    var = used[0]
+    analyzer = tvm.sym.Analyzer()
+    offset = analyzer.simplify(have - var)
+    if any(v.same_as(var) for v in tirx.analysis.undefined_vars(offset, [])):
+        return
+    bindings[var] = analyzer.simplify(want - offset)
 
 
 def _unify(have, want, bindings: dict) -> None:

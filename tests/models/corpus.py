@@ -249,6 +249,32 @@ def whisper_encoder_batch() -> tuple[onnx.ModelProto, dict]:
     return proto, {"batch": (1, 4)}
 
 
+def mobilebert_batch_seq() -> tuple[onnx.ModelProto, dict]:
+    """transformers' MobileBERT (2 layers, 4 heads, hidden 64, bottlenecks of 32, two
+    feed-forward networks per layer) with a 5-label classifier; dynamic batch and seq. Its
+    trigram input pads x[:, 1:] back to `seq - 1 + 1` rows, which meets the library's dense
+    layers on `seq`."""
+    import torch
+    from transformers import MobileBertConfig, MobileBertForSequenceClassification
+
+    from anychip.compiler.torch_export import export_torch
+
+    torch.manual_seed(0)
+    config = MobileBertConfig(vocab_size=256, hidden_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, intermediate_size=128,
+                              max_position_embeddings=130, num_labels=5, embedding_size=32,
+                              intra_bottleneck_size=32, num_feedforward_networks=2,
+                              pad_token_id=0, attn_implementation="eager")
+    model = MobileBertForSequenceClassification(config).eval()
+    wrapped = _field_of(model, "logits")
+    inputs = _text_inputs(2, 16)
+    _calibrate(wrapped, inputs, model.classifier)
+    batch, seq = torch.export.Dim("batch", min=1, max=4), torch.export.Dim("seq", min=2, max=64)
+    proto = export_torch(wrapped, inputs, ["input_ids", "attention_mask"], ["logits"],
+                         dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
+    return proto, {"batch": (1, 4), "seq": (2, 64)}
+
+
 def wav2vec2_batch_samples() -> tuple[onnx.ModelProto, dict]:
     """transformers' wav2vec 2.0 audio classifier (convolutional feature encoder, grouped
     positional convolution, 2 layers, hidden 32) on raw samples; dynamic batch and sample

@@ -203,3 +203,13 @@ def test_wav2vec2_one_cpu_artifact_matches_ort_at_three_batch_and_sample_counts(
     report = anychip.verify(proto, target="cpu", dims=dims)
     assert report.passed, report.summary()
     assert len(report.by_shape) == 3
+
+
+def test_mobilebert_one_cpu_artifact_with_library_calls_matches_ort():
+    """Before: a library call's composite left its own 'seq' unbound where its input read
+    'seq_1 - 1 + 1' (the trigram's padded shift) against another tree; the variable leaked into
+    the model's types and the add of two dense layers lost its shape (compile failed)."""
+    proto, dims = corpus.mobilebert_batch_seq()
+    report = anychip.verify(proto, target="cpu", dims=dims)
+    assert report.passed, report.summary()
+    assert report.analysis["dispatch"]["total"] >= 1
