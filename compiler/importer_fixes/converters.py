@@ -16,7 +16,8 @@ import numpy as np
 from .clip import clip_converter
 from .max_pool_indices import max_pool_converter, max_unpool_converter
 from .relax_values import const_int, known_shape, static_shape
-from .shape_arith import expand_converter, range_converter, reshape_converter
+from .shape_arith import (expand_converter, range_converter, reshape_converter,
+                          tile_converter)
 
 _MARK = "_anychip_extra_converters"
 
@@ -883,7 +884,7 @@ def replacements() -> dict:
             return relax.op.reshape(x, (n, c * size * size, h // size, w // size))
 
     return {"Range": range_converter(fe.Range), "Reshape": reshape_converter(fe.Reshape),
-            "Expand": expand_converter(fe.Expand),
+            "Expand": expand_converter(fe.Expand), "Tile": tile_converter(fe.Tile),
             "Clip": clip_converter(), "MaxPool": max_pool_converter(),
             "MaxUnpool": max_unpool_converter(), "Mish": Mish, "Pow": Pow, "OneHot": OneHot, "Resize": Resize, "Elu": Elu,
             "BitShift": BitShift, "SpaceToDepth": SpaceToDepth, "Upsample": Upsample,

@@ -334,6 +334,38 @@ def expand_converter(tvm_expand):
     return Expand
 
 
+def tile_converter(tvm_tile):
+    """ONNX Tile whose repeats come from a shape (DeBERTa-v2 repeats its relative-position
+    keys `batch` times): TVM's converter makes the result's dims fresh run-time variables
+    (tile_dim_0, ...). With the repeats read back (shape_tensor_values), the tile is an
+    expand_dims / broadcast_to / reshape in the inputs' symbols: x [a, b] by [r, s] is
+    [1, a, 1, b] broadcast to [r, a, s, b], reshaped to [r * a, s * b]."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as fe
+
+    class Tile(fe.OnnxOpConverter):
+        @classmethod
+        def _impl_v13(cls, bb, inputs, attr, params):
+            data, repeats = inputs[0], inputs[1]
+            dims = getattr(getattr(data, "ty", None), "shape", None)
+            if not isinstance(fe.get_constant(repeats, params), tvm.ir.GenericConst) and \
+                    isinstance(dims, relax.ShapeExpr):
+                values = shape_tensor_values(bb, repeats)
+                if values is not None and len(values) == len(dims.values) and values:
+                    values = [_simplified(v) for v in values]
+                    dims = [_int64(d) for d in dims.values]
+                    axes = [2 * i for i in range(len(dims))]
+                    spread = relax.op.expand_dims(data, axes)
+                    wide = [d for pair in zip(values, dims) for d in pair]
+                    grown = relax.op.broadcast_to(spread, relax.ShapeExpr(wide))
+                    return relax.op.reshape(grown, relax.ShapeExpr(
+                        [_simplified(r * d) for r, d in zip(values, dims)]))
+            return tvm_tile.get_converter(13)(bb, inputs, attr, params)
+
+    return Tile
+
+
 def _same(a, b) -> bool:
     import tvm
 

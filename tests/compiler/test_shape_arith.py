@@ -161,3 +161,32 @@ def test_an_expand_to_a_shape_made_from_shapes_keeps_the_symbols():
     np.testing.assert_array_equal(art.run({"x": x, "scores": scores})["y"],
                                   np.broadcast_to(np.arange(4, dtype=np.float32)[:, None],
                                                   (2, 1, 4, 4)) + 1)
+
+
+def tiled_keys_model():
+    """Relative-position keys [4, 6, 8] tiled `batch` times along the heads, repeats
+    Concat(Shape(x)[0:1], [1, 1]) (DeBERTa-v2's dynamo export), added to x [batch * 4, 6, 8]
+    viewed from q [batch, 4, 6, 8]."""
+    keys = numpy_helper.from_array(
+        np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8) / 100, "keys")
+    inits = [keys, _const("start", [0]), _const("end", [1]), _const("ones", [1, 1]),
+             _const("flat", [-1, 6, 8])]
+    nodes = [helper.make_node("Shape", ["q"], ["sq"]),
+             helper.make_node("Slice", ["sq", "start", "end"], ["b"]),
+             helper.make_node("Concat", ["b", "ones"], ["reps"], axis=0),
+             helper.make_node("Tile", ["keys", "reps"], ["tiled"]),
+             helper.make_node("Reshape", ["q", "flat"], ["qf"]),
+             helper.make_node("Add", ["qf", "tiled"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "tiled", [helper.make_tensor_value_info("q", TensorProto.FLOAT, ["batch", 4, 6, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["rows", 6, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_tile_by_repeats_made_from_shapes_keeps_the_symbols():
+    """Before: TVM's Tile gave fresh run-time dims (tile_dim_0, ...), and the add with the
+    reshaped queries could not be sized ('PrimExpr ... has not been computed')."""
+    source = driver.load_model(tiled_keys_model(), dims={"batch": (1, 5)})
+    assert "tile_dim" not in importer.to_relax(source)["main"].script()
+    report = anychip.verify(tiled_keys_model(), target="cpu", dims={"batch": (1, 5)})
+    assert report.passed, report.summary()
