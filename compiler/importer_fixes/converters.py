@@ -16,8 +16,8 @@ import numpy as np
 from .clip import clip_converter
 from .max_pool_indices import max_pool_converter, max_unpool_converter
 from .relax_values import const_int, known_shape, static_shape
-from .shape_arith import (expand_converter, range_converter, reshape_converter,
-                          tile_converter)
+from .shape_converters import (expand_converter, range_converter, reshape_converter,
+                               tile_converter)
 
 _MARK = "_anychip_extra_converters"
 

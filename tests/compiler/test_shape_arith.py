@@ -1,4 +1,4 @@
-"""compiler/importer_fixes/shape_arith.py: a Range whose limit is arithmetic on a Shape value
+"""compiler/importer_fixes/shape_arith.py and shape_converters.py: a Range whose limit is arithmetic on a Shape value
 (the TorchScript exporter's `Range(0, max(-((0 - n) // 1), 0), 1)`) keeps the input's symbol
 as its length, so what is built from it broadcasts with the model's tensors; TVM's converter
 gave it a fresh variable read at run time, and the build failed ("PrimExpr ... has not been
