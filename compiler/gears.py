@@ -140,7 +140,7 @@ def compile_gears(source, target: str, options, compile_one, profile, execution)
     gears = choose_gears(bounds, dict(options.gears or {}), source.label)
     checks = {n: padding_check(source, n, gears[n], bounds) for n in gears}
     staging = new_staging_dir()
-    entries, refused = [], []
+    entries, refused, saturated = [], [], []
     try:
         for combo in itertools.product(*gears.values()):
             sizes = dict(zip(gears, combo))
@@ -168,6 +168,9 @@ def compile_gears(source, target: str, options, compile_one, profile, execution)
                 entry.update({"estimate": report.get("estimate") or report.get("cost"),
                               "buffers": report.get("buffers") or report.get("memory")})
             entries.append(entry)
+            for item in report.get("saturated_constants") or []:   # (the same at every gear)
+                if item not in saturated:
+                    saturated.append(item)
             precision = art.precision
         if not entries:
             raise InputsRejected(refused[0]["why"] + " (at every gear: choose gears the model "
@@ -179,6 +182,8 @@ def compile_gears(source, target: str, options, compile_one, profile, execution)
                   "gears_refused": refused,
                   "compile_s_total": round(sum(e["compile_s"] for e in entries), 3),
                   "size_bytes_total": sum(e["size_bytes"] for e in entries)}
+        if saturated:
+            report["saturated_constants"] = saturated
         (staging / REPORT).write_text(json.dumps(report, indent=2, default=str))
         files = {p.relative_to(staging).as_posix(): _sha256(p)
                  for p in sorted(staging.rglob("*")) if p.is_file()}

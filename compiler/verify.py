@@ -78,6 +78,13 @@ class VerifyReport:
                  f"tolerance") if worst else ""
         if worst and worst[0].nonfinite:
             extra += f" ({worst[0].nonfinite} of them NaN/Inf where the reference is finite)"
+            saturated = (self.analysis or {}).get("saturated_constants") or []
+            if saturated:   # the likely cause, named: a mask fill of float32's minimum
+                first = saturated[0]
+                extra += (f"; {len(saturated)} constant(s) exceed {first['dtype']}'s range and "
+                          f"became inf (first: '{first['tensor']}', |x| up to "
+                          f"{first['max_abs']:.3g}): use a value within the format's range "
+                          f"(a mask fill of -1e4, not float32's minimum) or --precision fp32")
         by_format = [o for o in self.outputs if o.format_rmse is not None]
         if by_format:
             o = by_format[0]

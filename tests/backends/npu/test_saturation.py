@@ -62,3 +62,34 @@ def test_the_quick_range_check_finds_what_the_full_check_finds():
             full = bool((np.isinf(back.astype(np.float32)) & np.isfinite(array)).any())
             assert bool(found) == full, (array, dtype)
             assert _may_saturate(array, back.dtype) or not full
+
+
+def _fully_masked_rows():
+    """masked_fill with float32's minimum (DeBERTa-v2, many Hugging Face models): a row whose
+    every key is masked is uniform in float32 and NaN once the fill saturates to -inf."""
+    fill = numpy_helper.from_array(np.array(np.finfo(np.float32).min, np.float32), "fill")
+    nodes = [helper.make_node("Cast", ["keep"], ["keepb"], to=TensorProto.BOOL),
+             helper.make_node("Where", ["keepb", "x", "fill"], ["m"], name="masked_fill"),
+             helper.make_node("Softmax", ["m"], ["y"], axis=-1)]
+    graph = helper.make_graph(
+        nodes, "fill", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4]),
+                        helper.make_tensor_value_info("keep", TensorProto.INT64, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])], [fill])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_failure_with_nan_names_the_saturated_constant_also_through_gears():
+    """verify's FAIL line says which constant became inf and what to do (the NaN alone sent
+    users to `compare`); the gears' report carries the entries up from each gear."""
+    art = anychip.compile(_fully_masked_rows(), target="ascend-910b",
+                          precision_mode="force_fp16", dims={"batch": (1, 2)},
+                          gears={"batch": (2,)})
+    assert [e["tensor"] for e in art.report["saturated_constants"]] == ["fill"]
+    feed = {"x": np.ones((2, 4), np.float32), "keep": np.array([[1, 0, 1, 0], [0, 0, 0, 0]])}
+    report = anychip.verify(_fully_masked_rows(), target="ascend-910b",
+                            precision_mode="force_fp16", dims={"batch": (1, 2)},
+                            gears={"batch": (2,)}, inputs=feed)
+    assert not report.passed
+    line = report.summary()
+    assert "exceed float16's range and became inf (first: 'fill'" in line, line
+    assert "--precision fp32" in line
