@@ -24,15 +24,15 @@ def test_cell_on_cpu_is_executed_with_error_figures(tmp_path):
 def test_cli_markdown_junit_and_exit_codes(tmp_path, capsys):
     good = tmp_path / "lin.onnx"
     onnx.save(make_linear_model(), str(good))
-    bad = tmp_path / "col2im.onnx"       # Col2Im: no TVM converter, no ONNX function body
-    shape = helper.make_tensor("image_shape", TensorProto.INT64, [2], [5, 5])
-    block = helper.make_tensor("block_shape", TensorProto.INT64, [2], [1, 5])
-    node = helper.make_node("Col2Im", ["x", "image_shape", "block_shape"], ["y"])
-    graph = helper.make_graph([node], "col2im",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 5])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 5, 5])],
-                              [shape, block])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(bad))
+    bad = tmp_path / "deform.onnx"       # DeformConv: no TVM converter, no ONNX function body
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 1, 1], [1.0])
+    node = helper.make_node("DeformConv", ["x", "w", "offset"], ["y"])
+    graph = helper.make_graph(
+        [node], "deform",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 3, 3]),
+         helper.make_tensor_value_info("offset", TensorProto.FLOAT, [1, 2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 3, 3])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)]), str(bad))
     md, xml = tmp_path / "m.md", tmp_path / "m.xml"
     assert main(["matrix", str(good), "--targets", "cpu", "--markdown", str(md),
                  "--junit", str(xml)]) == 0
@@ -44,7 +44,7 @@ def test_cli_markdown_junit_and_exit_codes(tmp_path, capsys):
 
     cells = json.loads(capsys.readouterr().out)
     assert [c["status"] for c in cells] == ["executed", "failed"]
-    assert "Col2Im" in cells[1]["reason"]
+    assert "DeformConv" in cells[1]["reason"]
     assert np.isfinite(cells[0]["max_abs"])
 
 
