@@ -127,8 +127,11 @@ def expand_converter(tvm_expand):
             if not isinstance(fe.get_constant(shape, params), tvm.ir.GenericConst) and \
                     isinstance(dims, relax.ShapeExpr):
                 values = shape_tensor_values(bb, shape)
-                out = None if values is None else _broadcast(list(dims.values),
-                                                            [simplified(v) for v in values])
+                if values is not None:
+                    values = [simplified(v) for v in values]
+                    if any(isinstance(v, tvm.tirx.IntImm) and int(v) < 0 for v in values):
+                        values = None   # (not a shape: left to TVM's converter)
+                out = None if values is None else _broadcast(list(dims.values), values)
                 if out is not None:
                     return relax.op.broadcast_to(data, relax.ShapeExpr(out))
             return tvm_expand.get_converter(13)(bb, inputs, attr, params)
