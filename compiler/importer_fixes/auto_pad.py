@@ -22,22 +22,6 @@ from onnx import helper
 OPS = ("Conv", "MaxPool", "AveragePool")
 
 
-def _spatial_dims(model: onnx.ModelProto) -> dict[str, list[int | None]]:
-    """{value name: dims}, a symbolic dim as None, from ONNX shape inference."""
-    from .onnx_level import _inferred
-
-    graph = _inferred(model).graph
-    dims = {}
-    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
-        t = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
-        if t is not None and t.HasField("shape"):
-            dims[vi.name] = [int(d.dim_value) if d.HasField("dim_value") else None
-                             for d in t.shape.dim]
-    for init in model.graph.initializer:
-        dims[init.name] = [int(d) for d in init.dims]
-    return dims
-
-
 def _attrs(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
@@ -49,7 +33,9 @@ def explicit_auto_pads(model: onnx.ModelProto) -> int:
         for a in n.attribute)]
     if not nodes:
         return 0
-    dims = _spatial_dims(model)
+    from .onnx_level import ranked_shapes
+
+    dims = ranked_shapes(model)   # a symbolic dim as None
     types: dict[str, str] = {}     # element types, inferred once if a runtime pad needs them
     done = 0
     inserted: dict[int, list] = {}

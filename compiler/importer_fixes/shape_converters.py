@@ -7,6 +7,30 @@ from __future__ import annotations
 from .shape_arith import prim_value, provably_equal, shape_tensor_values, simplified, to_int64
 
 
+def _computed_shape(bb, data, shape, params):
+    """(data's dims, the values of `shape` in the inputs' symbols, simplified) when `shape` is
+    not a constant but can be read back (shape_tensor_values) and data's shape is known; None
+    otherwise (TVM's converter then runs). Shared by Reshape, Expand and Tile."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend as fe
+
+    dims = getattr(getattr(data, "ty", None), "shape", None)
+    if isinstance(fe.get_constant(shape, params), tvm.ir.GenericConst) or \
+            not isinstance(dims, relax.ShapeExpr):
+        return None
+    values = shape_tensor_values(bb, shape)
+    if values is None:
+        return None
+    return list(dims.values), [simplified(v) for v in values]
+
+
+def _negative(values) -> bool:
+    import tvm
+
+    return any(isinstance(v, tvm.tirx.IntImm) and int(v) < 0 for v in values)
+
+
 def range_converter(tvm_range):
     """ONNX Range whose limit is shape arithmetic (start and delta integer constants, delta
     not 0): `arange` over the limit read back as an expression (see the module docstring);
@@ -75,24 +99,19 @@ def reshape_converter(tvm_reshape):
         """A target shape computed from shapes (a Concat of a scaled batch and constants),
         read back in the symbols, with ONNX's -1 (the rest) and 0 (copy) resolved; None for
         a constant target (TVM's converter) or one that cannot be read."""
-        data, shape = inputs[0], inputs[1]
-        if isinstance(fe.get_constant(shape, params), tvm.ir.GenericConst):
+        found = _computed_shape(bb, inputs[0], inputs[1], params)
+        if found is None:
             return None
-        dims = getattr(getattr(data, "ty", None), "shape", None)
-        values = shape_tensor_values(bb, shape)
-        if values is None or dims is None or not isinstance(dims, relax.ShapeExpr):
-            return None
-        values = [simplified(v) for v in values]
+        dims, values = found
         known = [int(v) if isinstance(v, tvm.tirx.IntImm) else None for v in values]
-        if int(attr.get("allowzero", 0)) and 0 in known:
+        if (int(attr.get("allowzero", 0)) and 0 in known) or known.count(-1) > 1 or \
+                any(k is not None and k < -1 for k in known):
             return None
-        out = [dims.values[i] if k == 0 and i < len(dims.values) else v
+        out = [dims[i] if k == 0 and i < len(dims) else v
                for i, (v, k) in enumerate(zip(values, known))]
-        if known.count(-1) > 1:
-            return None
         if -1 in known:
             total = 1
-            for d in dims.values:
+            for d in dims:
                 total = total * d
             rest = 1
             for v, k in zip(out, known):
@@ -122,18 +141,11 @@ def expand_converter(tvm_expand):
     class Expand(fe.OnnxOpConverter):
         @classmethod
         def _impl_v13(cls, bb, inputs, attr, params):
-            data, shape = inputs[0], inputs[1]
-            dims = getattr(getattr(data, "ty", None), "shape", None)
-            if not isinstance(fe.get_constant(shape, params), tvm.ir.GenericConst) and \
-                    isinstance(dims, relax.ShapeExpr):
-                values = shape_tensor_values(bb, shape)
-                if values is not None:
-                    values = [simplified(v) for v in values]
-                    if any(isinstance(v, tvm.tirx.IntImm) and int(v) < 0 for v in values):
-                        values = None   # (not a shape: left to TVM's converter)
-                out = None if values is None else _broadcast(list(dims.values), values)
+            found = _computed_shape(bb, inputs[0], inputs[1], params)
+            if found is not None and not _negative(found[1]):   # (-1: not a size; TVM's)
+                out = _broadcast(found[0], found[1])
                 if out is not None:
-                    return relax.op.broadcast_to(data, relax.ShapeExpr(out))
+                    return relax.op.broadcast_to(inputs[0], relax.ShapeExpr(out))
             return tvm_expand.get_converter(13)(bb, inputs, attr, params)
 
     def _broadcast(have, want):
@@ -161,27 +173,21 @@ def tile_converter(tvm_tile):
     (tile_dim_0, ...). With the repeats read back (shape_tensor_values), the tile is an
     expand_dims / broadcast_to / reshape in the inputs' symbols: x [a, b] by [r, s] is
     [1, a, 1, b] broadcast to [r, a, s, b], reshaped to [r * a, s * b]."""
-    import tvm
     from tvm import relax
     from tvm.relax.frontend.onnx import onnx_frontend as fe
 
     class Tile(fe.OnnxOpConverter):
         @classmethod
         def _impl_v13(cls, bb, inputs, attr, params):
-            data, repeats = inputs[0], inputs[1]
-            dims = getattr(getattr(data, "ty", None), "shape", None)
-            if not isinstance(fe.get_constant(repeats, params), tvm.ir.GenericConst) and \
-                    isinstance(dims, relax.ShapeExpr):
-                values = shape_tensor_values(bb, repeats)
-                if values is not None and len(values) == len(dims.values) and values:
-                    values = [simplified(v) for v in values]
-                    dims = [to_int64(d) for d in dims.values]
-                    axes = [2 * i for i in range(len(dims))]
-                    spread = relax.op.expand_dims(data, axes)
-                    wide = [d for pair in zip(values, dims) for d in pair]
-                    grown = relax.op.broadcast_to(spread, relax.ShapeExpr(wide))
-                    return relax.op.reshape(grown, relax.ShapeExpr(
-                        [simplified(r * d) for r, d in zip(values, dims)]))
+            found = _computed_shape(bb, inputs[0], inputs[1], params)
+            if found is not None and found[1] and len(found[1]) == len(found[0]) and \
+                    not _negative(found[1]):
+                dims, values = [to_int64(d) for d in found[0]], found[1]
+                spread = relax.op.expand_dims(inputs[0], [2 * i for i in range(len(dims))])
+                wide = [d for pair in zip(values, dims) for d in pair]
+                grown = relax.op.broadcast_to(spread, relax.ShapeExpr(wide))
+                return relax.op.reshape(grown, relax.ShapeExpr(
+                    [simplified(r * d) for r, d in zip(values, dims)]))
             return tvm_tile.get_converter(13)(bb, inputs, attr, params)
 
     return Tile

@@ -116,19 +116,13 @@ def _text_inputs(batch: int, seq: int, vocab: int = 256):
     return (torch.randint(0, vocab, (batch, seq)), torch.ones(batch, seq, dtype=torch.int64))
 
 
-def distilbert_batch_seq() -> tuple[onnx.ModelProto, dict]:
-    """transformers' DistilBERT (2 layers, 4 heads, dim 64) with a 5-label classifier; dynamic
-    batch and sequence, inputs input_ids and attention_mask."""
+def _text_classifier_batch_seq(model) -> tuple[onnx.ModelProto, dict]:
+    """A transformers sequence classifier's logits from input_ids and attention_mask,
+    calibrated, exported with dynamic batch (1..4) and seq (2..64)."""
     import torch
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
     from anychip.compiler.torch_export import export_torch
 
-    torch.manual_seed(0)
-    config = DistilBertConfig(vocab_size=256, dim=64, hidden_dim=128, n_layers=2, n_heads=4,
-                              max_position_embeddings=128, num_labels=5, pad_token_id=0,
-                              attn_implementation="eager")
-    model = DistilBertForSequenceClassification(config).eval()
     wrapped = _field_of(model, "logits")
     inputs = _text_inputs(2, 16)
     _calibrate(wrapped, inputs, model.classifier)
@@ -136,6 +130,21 @@ def distilbert_batch_seq() -> tuple[onnx.ModelProto, dict]:
     proto = export_torch(wrapped, inputs, ["input_ids", "attention_mask"], ["logits"],
                          dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
     return proto, {"batch": (1, 4), "seq": (2, 64)}
+
+
+def distilbert_batch_seq() -> tuple[onnx.ModelProto, dict]:
+    """transformers' DistilBERT (2 layers, 4 heads, dim 64) with a 5-label classifier; dynamic
+    batch and sequence, inputs input_ids and attention_mask."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=256, dim=64, hidden_dim=128, n_layers=2, n_heads=4,
+                              max_position_embeddings=128, num_labels=5, pad_token_id=0,
+                              attn_implementation="eager")
+    model = DistilBertForSequenceClassification(config).eval()
+    return _text_classifier_batch_seq(model)
 
 
 def bert_torchscript_named_per_input() -> tuple[onnx.ModelProto, dict]:
@@ -257,7 +266,6 @@ def mobilebert_batch_seq() -> tuple[onnx.ModelProto, dict]:
     import torch
     from transformers import MobileBertConfig, MobileBertForSequenceClassification
 
-    from anychip.compiler.torch_export import export_torch
 
     torch.manual_seed(0)
     config = MobileBertConfig(vocab_size=256, hidden_size=64, num_hidden_layers=2,
@@ -266,13 +274,7 @@ def mobilebert_batch_seq() -> tuple[onnx.ModelProto, dict]:
                               intra_bottleneck_size=32, num_feedforward_networks=2,
                               pad_token_id=0, attn_implementation="eager")
     model = MobileBertForSequenceClassification(config).eval()
-    wrapped = _field_of(model, "logits")
-    inputs = _text_inputs(2, 16)
-    _calibrate(wrapped, inputs, model.classifier)
-    batch, seq = torch.export.Dim("batch", min=1, max=4), torch.export.Dim("seq", min=2, max=64)
-    proto = export_torch(wrapped, inputs, ["input_ids", "attention_mask"], ["logits"],
-                         dynamic_shapes=({0: batch, 1: seq}, {0: batch, 1: seq}))
-    return proto, {"batch": (1, 4), "seq": (2, 64)}
+    return _text_classifier_batch_seq(model)
 
 
 def wav2vec2_batch_samples() -> tuple[onnx.ModelProto, dict]:
