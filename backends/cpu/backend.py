@@ -52,6 +52,9 @@ class CpuOptions(FamilyOptions):
                                    "instead of scalar libm calls; `anychip tune` tunes the libm "
                                    "forms",
                              metavar="BOOL")
+    winograd: bool = option(True, "3x3 stride-1 convolutions TVM computes as Winograd "
+                                  "F(4x4 or 2x2, 3x3) where estimated faster (a NaN/inf "
+                                  "then reaches its whole output tile)", metavar="BOOL")
     torch_plugin: str | None = option(None, "the torch device plug-in (module:device) conv2d/"
                                             "matmul go through (cuda default torch:cuda; cpu "
                                             "default none: oneDNN)", metavar="MODULE:DEVICE")
@@ -161,6 +164,7 @@ class CpuBackend(OptionalBackendHooks):
         from anychip.backends.host.packed_weights import pack_weights
         from anychip.backends.host.split_concat import split_concat_convs
         from anychip.backends.host.widen import widen_outputs
+        from anychip.backends.host.winograd import winograd_convs
         from anychip.backends.host.ieee import propagate_nan
         from anychip.backends.cpu.kernel_choice import choose_kernels
         from anychip.backends.cpu.torch_library import vector_math
@@ -218,6 +222,9 @@ class CpuBackend(OptionalBackendHooks):
                 mod, report["fast_math"] = polynomial_exp_erf(mod)
             # NaN through relu/max/min/clip as ONNX Runtime, max pools in one kernel
             mod = propagate_nan(mod, fused_pools=True)
+            if layout == "NHWC" and opts.winograd and not dispatch:   # fewer products
+                mod, report["winograd_convs"] = winograd_convs(
+                    mod, vector_lanes(target), opts.parallel is not False)
             # last: the passes above see plain matmul/conv2d; the panels' kernels are TE
             mod, report["weights_packed"] = pack_weights(mod, vector_lanes(target))
             mod = relax.transform.DeadCodeElimination()(mod)

@@ -379,8 +379,9 @@ def schedule_rules(parallel: bool = True):
     from .gemm import schedule_gemm
     from .narrow_conv import schedule_rows
     from .pooling import schedule_pool
+    from .winograd import schedule_winograd
 
-    return ([injective_rule(parallel), _rule(schedule_rows, parallel),
+    return ([_rule(schedule_winograd, parallel), injective_rule(parallel), _rule(schedule_rows, parallel),
              _rule(schedule_depthwise, parallel),
              _rule(schedule_pool, parallel), _rule(_column_reduction, parallel),
              _rule(schedule_gemm, parallel)] + reduction_rules(parallel))

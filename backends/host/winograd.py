@@ -1,0 +1,310 @@
+"""3x3 stride-1 convolutions left to TVM computed as Winograd F(m x m, 3 x 3).
+
+A 3x3 convolution does 9 multiply-adds per output and input channel. Winograd's minimal
+filtering (Lavin & Gray, arXiv:1509.09308) computes an m x m tile of outputs from an
+(m + 2) x (m + 2) tile of inputs with (m + 2)^2 products per channel pair, after transforming
+both into that space: F(4x4, 3x3) does 36 where the direct form does 144 (4x fewer), F(2x2,
+3x3) 16 where it does 36. The products are one batched GEMM, [alpha^2, tiles, C] x
+[alpha^2, C, O], which gemm.py's register tile runs at the same rate as a convolution; the
+weight's transform (G g G^T) is a constant computed here in float64; the input's (B^T d B)
+and the output's (A^T M A) are two light kernels around the GEMM, scheduled by
+`schedule_winograd` (each (xi, nu) or output position unrolled, so the matrices' zero
+coefficients vanish, channels vectorized). ONNX Runtime's CPU convolutions (MLAS) are direct.
+
+Where it loses: the transformed weight is (m + 2)^2 / 9 times the weight (4x for F(4, 3)), and
+on small maps (7x7 x 512) the GEMM has few rows and streams that weight; `winograd_tile` keeps
+the direct kernel wherever its estimate is not clearly better.
+
+Numerics: the transform matrices of TVM's own Winograd (`topi.nn.winograd_util`, Cook-Toom at
+the interpolation points of Barabasz et al., arXiv:1803.10986, chosen for float32 error); the
+error of F(4, 3) there is about 3e-7 of the output's magnitude per layer, within the fp32
+tolerances (measured against ONNX Runtime in docs/performance.md). A NaN or infinity in an
+input tile reaches every output of that tile (the transforms mix the whole tile), where a
+direct convolution spreads it over the 3x3 window only: `--option winograd=false` keeps every
+convolution direct.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .relax_passes import _op, bound_constant
+
+KERNEL = 3
+# F(4x4, 3x3) or F(2x2, 3x3): larger tiles lose float32 accuracy fast (F(6, 3): 8.8e-7,
+# F(7, 3): 3.7e-6 in Barabasz et al.) and grow the transforms' unrolled bodies.
+TILES = (4, 2)
+# The machine's balance for the estimate: FLOPs of one core's GEMM per byte it streams from
+# memory (about 100 GFLOP/s against about 12 GB/s on the 2-core Zen 4 this was measured on).
+FLOPS_PER_BYTE = 8.0
+# The transforms' cost per element of their inputs and outputs, in GEMM FLOP-equivalents
+# (they read and write each transformed tile once and do a few adds per element).
+TRANSFORM_FLOPS_PER_ELEMENT = 24.0
+# Winograd only where it is estimated at most this share of the direct kernel's time.
+MIN_GAIN = 0.75
+
+
+def transform_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A [alpha, m], B [alpha, alpha], G [alpha, 3]) of F(m, 3) in float64, as TVM's topi
+    Winograd has them (output = A^T [(G g G^T) * (B^T d B)] A)."""
+    from tvm.topi.nn.winograd_util import _cook_toom_convolution, _interpolation_points
+
+    a, b, g = _cook_toom_convolution(_interpolation_points(m + KERNEL - 1), m, KERNEL)
+    return (np.asarray(a, np.float64), np.asarray(b, np.float64), np.asarray(g, np.float64))
+
+
+def _tiles(extent: int, m: int) -> int:
+    return -(-extent // m)
+
+
+def winograd_tile(batch: int, out_h: int, out_w: int, channels: int, outputs: int) -> int | None:
+    """The m of the F(m, 3) estimated fastest for this convolution, None where the direct
+    kernel is (the estimate: GEMM FLOPs plus the weight streamed, plus the transforms)."""
+    direct = 2.0 * batch * out_h * out_w * channels * outputs * KERNEL * KERNEL \
+        + FLOPS_PER_BYTE * 4 * KERNEL * KERNEL * channels * outputs
+    best, best_cost = None, MIN_GAIN * direct
+    for m in TILES:
+        if min(out_h, out_w) < m:
+            continue
+        alpha2 = (m + KERNEL - 1) ** 2
+        tiles = batch * _tiles(out_h, m) * _tiles(out_w, m)
+        cost = (2.0 * alpha2 * tiles * channels * outputs
+                + FLOPS_PER_BYTE * 4 * alpha2 * channels * outputs
+                + TRANSFORM_FLOPS_PER_ELEMENT * alpha2 * tiles * (channels + outputs))
+        if cost < best_cost:
+            best, best_cost = m, cost
+    return best
+
+
+def _select(index, branches):
+    """branches[i] where index == i, as a chain of Selects: one branch once the schedule has
+    unrolled the index (schedule_winograd)."""
+    from tvm import tirx
+
+    expr = branches[-1]
+    for i in range(len(branches) - 2, -1, -1):
+        expr = tirx.Select(index == i, branches[i], expr)
+    return expr
+
+
+def _weighted_sum(terms):
+    """sum(c * x) over the nonzero coefficients c (float32 constants), 0 when none."""
+    from tvm import tirx
+
+    expr = None
+    for coefficient, value in terms:
+        if coefficient == 0:
+            continue
+        term = value if coefficient == 1 else (
+            -value if coefficient == -1 else value * tirx.const(float(coefficient), "float32"))
+        expr = term if expr is None else expr + term
+    return expr if expr is not None else tirx.const(0.0, "float32")
+
+
+def winograd_input(shape, m: int, padding, lanes: int, parallel: bool):
+    """The kernel x [N, H, W, C] -> V [alpha^2, tiles, C], V[xi * alpha + nu, t] =
+    (B^T d_t B)[xi, nu] for each m x m output tile t (row-major over N, tile rows, tile
+    columns); `padding` is Relax's (top, left, bottom, right), read as zeros.
+
+    Written out as TIR rather than TE: one loop nest per (tile, channel vector) storing all
+    alpha^2 values, each the separable sum of B's nonzero coefficients. A TE compute indexes
+    its output by (xi, nu) and needs a Select chain unrolled away, whose alpha^4 terms cost
+    7 s of compile per kernel. The values are expressions, not Let bindings: TVM 0.27
+    compiles a Let inside a vectorized loop as lane 0's value broadcast (docs/tvm-notes.md)."""
+    from tvm import tirx
+    from tvm.script.ir_builder import IRBuilder
+    from tvm.script.ir_builder import tirx as T
+
+    _, b_mat, _ = transform_matrices(m)
+    alpha = m + KERNEL - 1
+    n, height, width, channels = shape
+    top, left, bottom, right = padding
+    n_h = _tiles(height + top + bottom - KERNEL + 1, m)
+    n_w = _tiles(width + left + right - KERNEL + 1, m)
+    tiles = n * n_h * n_w
+    zero = tirx.const(0.0, "float32")
+    with IRBuilder() as ib:
+        with T.prim_func(s_tir=True):
+            x = T.arg("x", T.Buffer(tuple(shape), "float32"))
+            v = T.arg("v", T.Buffer((alpha * alpha, tiles, channels), "float32"))
+            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
+            with T.sblock("root"):   # Relax's pattern analysis reads a root block
+                with (T.parallel if parallel else T.serial)(0, tiles) as t:
+                    with T.serial(0, channels // lanes) as c_out:
+                        with T.vectorized(0, lanes) as c_in:
+                            c = c_out * lanes + c_in
+                            b = tirx.floordiv(t, n_h * n_w)
+                            y0 = tirx.floordiv(tirx.floormod(t, n_h * n_w), n_w) * m - top
+                            x0 = tirx.floormod(t, n_w) * m - left
+
+                            def d(i, j, b=b, y0=y0, x0=x0, c=c):
+                                y, xx = y0 + i, x0 + j
+                                inside = tirx.all(y >= 0, y < height, xx >= 0, xx < width)
+                                return tirx.if_then_else(inside, x[b, y, xx, c], zero)
+
+                            rows = [[_weighted_sum([(b_mat[i, xi], d(i, j)) for i in range(alpha)])
+                                     for j in range(alpha)] for xi in range(alpha)]
+                            for xi in range(alpha):
+                                for nu in range(alpha):
+                                    value = _weighted_sum([(b_mat[j, nu], rows[xi][j])
+                                                           for j in range(alpha)])
+                                    T.buffer_store(v, value, [xi * alpha + nu, t, c])
+    func = ib.get()   # named by the Relax module it joins (bb.add_func), not by a symbol
+    return func.without_attr("global_symbol") if "global_symbol" in (func.attrs or {}) else func
+
+
+def winograd_output(products, m: int, batch: int, out_h: int, out_w: int):
+    """M [alpha^2, tiles, O] (the GEMM of the transformed input and weight) -> the
+    convolution's output [N, out_h, out_w, O]: (A^T M_t A) placed at tile t."""
+    from tvm import te, tirx
+
+    a_mat, _, _ = transform_matrices(m)
+    alpha = m + KERNEL - 1
+    n_h, n_w = _tiles(out_h, m), _tiles(out_w, m)
+
+    def value(b, y, xx, o):
+        t = b * (n_h * n_w) + tirx.floordiv(y, m) * n_w + tirx.floordiv(xx, m)
+        branches = [_weighted_sum([(a_mat[xi, vy] * a_mat[nu, vx], products[xi * alpha + nu, t, o])
+                                   for xi in range(alpha) for nu in range(alpha)
+                                   if a_mat[xi, vy] * a_mat[nu, vx] != 0])
+                    for vy in range(m) for vx in range(m)]
+        return _select(tirx.floormod(y, m) * m + tirx.floormod(xx, m), branches)
+
+    return te.compute((batch, out_h, out_w, int(products.shape[2])), value,
+                      name=f"winograd_output_{m}")   # m read back by schedule_winograd
+
+
+def transformed_weight(hwio: np.ndarray, m: int) -> np.ndarray:
+    """W [3, 3, C, O] -> U [alpha^2, C, O] = G W G^T per channel pair, in float64 then float32."""
+    _, _, g_mat = transform_matrices(m)
+    u = np.einsum("ak,bl,klco->abco", g_mat, g_mat, hwio.astype(np.float64))
+    alpha = m + KERNEL - 1
+    return np.ascontiguousarray(u.reshape(alpha * alpha, *hwio.shape[2:]).astype(np.float32))
+
+
+def winograd_convs(mod, full_lanes: int, parallel: bool = True):
+    """Every float32 NHWC conv2d with a constant HWIO 3x3 weight, stride 1, no dilation or
+    groups, static shapes, where `winograd_tile` picks a tile -> input transform, batched
+    matmul with the transformed weight, output transform. Returns (module, number rewritten)."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    from anychip.compiler.relax_info import dtype_of, static_shape
+
+    from .lanes import dividing_lanes
+    from .relax_passes import is_library_function
+
+    conv_op = _op("relax.nn.conv2d")
+    count = [0]
+
+    @mutator
+    class Winograd(PyExprMutator):
+        def visit_function_(self, func):  # noqa: N802 - TVM's visitor naming
+            if is_library_function(func):
+                return func
+            return super().visit_function_(func)
+
+        def visit_call_(self, call):
+            new = super().visit_call_(call)
+            if not isinstance(new, relax.Call) or not new.op.same_as(conv_op):
+                return new
+            a = new.attrs
+            if a.data_layout != "NHWC" or a.kernel_layout != "HWIO" or int(a.groups) != 1 \
+                    or (a.out_layout or "NHWC") != "NHWC" \
+                    or any(int(s) != 1 for s in a.strides) \
+                    or any(int(d) != 1 for d in a.dilation):
+                return new
+            out, data = static_shape(new), static_shape(new.args[0])
+            if out is None or data is None or dtype_of(new) != "float32" \
+                    or dtype_of(new.args[0]) != "float32":
+                return new
+            weight = bound_constant(self, new.args[1])
+            if weight is None or weight.dtype != np.float32 or weight.shape[:2] != (3, 3):
+                return new
+            batch, out_h, out_w, outputs = out
+            m = winograd_tile(batch, out_h, out_w, weight.shape[2], outputs)
+            if m is None:
+                return new
+            alpha = m + KERNEL - 1
+            transformed_rows = batch * _tiles(out_h, m) * _tiles(out_w, m)
+            count[0] += 1
+            bb = self.builder_
+            channels = weight.shape[2]
+            kernel = bb.add_func(winograd_input(
+                data, m, [int(p) for p in a.padding],
+                dividing_lanes(channels, full_lanes), parallel), "winograd_input")
+            tiles = bb.emit(relax.call_tir(kernel, [new.args[0]], relax.TensorType(
+                (alpha * alpha, transformed_rows, channels), "float32")))
+            products = bb.emit(relax.op.matmul(
+                tiles, relax.const(transformed_weight(weight, m))))
+            return bb.call_te(winograd_output, products, m, batch, out_h, out_w,
+                              primfunc_name_hint="winograd_output")
+
+    rewrite = Winograd(mod)   # call_te adds the kernels to the builder's module: returned whole
+    for gvar, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            rewrite.builder_.update_func(gvar, rewrite.visit_expr(func))
+    return relax.transform.CanonicalizeBindings()(rewrite.builder_.get()), count[0]
+
+
+def schedule_winograd(func, target, parallel: bool):
+    """The output transform's kernel (the block named winograd_output_<m>, with the epilogue
+    fusion put after it inlined into one nest): output rows and columns split by m and the
+    m x m positions unrolled, so that each unrolled copy's Select chain folds to one sparse
+    sum; channels vectorized, tiles parallel."""
+    from tvm import s_tir
+
+    from .elementwise_loops import _parallel_vectorize
+    from .lanes import dividing_lanes, vector_lanes
+
+    sch = s_tir.Schedule(func)
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    names = [sch.get(b).name_hint for b in blocks]
+    kind = next((n for n in names if n.startswith("winograd_output_")), None)
+    if kind is None:
+        return None
+    at = names.index(kind)
+    main = blocks[at]
+    # what precedes the transform and the epilogue's inner blocks are inlined; the epilogue's
+    # last block reads the transform's values from its buffer, computed right after them
+    # per tile and channel vector (inlining the transform's expression into an epilogue that
+    # reads it three times, as the NaN-keeping relu does, tripled its compile time)
+    for block in blocks[:at] + blocks[at + 1:-1]:
+        sch.compute_inline(block)
+    m = int(kind.split("_")[2])
+    b, y, x, o = sch.get_loops(main)
+    # the channels, innermost, enter no index arithmetic: any dividing width is safe
+    lanes = dividing_lanes(int(sch.get(o).extent), vector_lanes(target))
+    y_out, y_in = sch.split(y, [None, m])
+    x_out, x_in = sch.split(x, [None, m])
+    o_out, o_in = sch.split(o, [None, lanes])
+    sch.reorder(b, y_out, x_out, o_out, y_in, x_in, o_in)
+    outer = sch.fuse(b, y_out, x_out)
+    if parallel:
+        sch.parallel(outer)
+    sch.unroll(y_in)
+    sch.unroll(x_in)
+    sch.vectorize(o_in)
+    if at != len(blocks) - 1:
+        epilogue = blocks[-1]
+        try:
+            # only an elementwise or permuting epilogue: one writing more (a concatenation,
+            # a pad) has outputs no tile of the transform covers, which compute_at skips
+            if _written_elements(sch, epilogue) != _written_elements(sch, main):
+                raise ValueError("not one output per transform output")
+            sch.reverse_compute_at(epilogue, o_out)
+        except Exception:  # noqa: BLE001 - TVM's ScheduleError: a loop nest of its own
+            _parallel_vectorize(sch, epilogue, target, parallel)
+        else:
+            inner = sch.get_loops(epilogue)[-1]
+            if int(sch.get(inner).extent) == lanes:   # NHWC: the channel vector
+                sch.vectorize(inner)
+    return sch
+
+
+def _written_elements(sch, block) -> int:
+    """Elements of the buffer `block` writes."""
+    (region,) = sch.get(block).writes
+    return math.prod(int(d) for d in region.buffer.shape)
