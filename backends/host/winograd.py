@@ -263,7 +263,10 @@ def schedule_winograd(func, target, parallel: bool):
     from .lanes import dividing_lanes, vector_lanes
 
     sch = s_tir.Schedule(func)
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    try:
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    except Exception:  # noqa: BLE001 - no root block (an opaque kernel): not ours
+        return None
     names = [sch.get(b).name_hint for b in blocks]
     kind = next((n for n in names if n.startswith("winograd_output_")), None)
     if kind is None:
@@ -311,3 +314,4 @@ def _written_elements(sch, block) -> int:
     """Elements of the buffer `block` writes."""
     (region,) = sch.get(block).writes
     return math.prod(int(d) for d in region.buffer.shape)
+
