@@ -213,7 +213,7 @@ class OptionalBackendHooks:
         return []
 
     def execute_kernels(self, model, target: str, precision: str | None = None,
-                        shapes: dict | None = None):
+                        shapes: dict | None = None, dims: dict | None = None):
         """Execute each generated kernel on its own, for a target whose whole model cannot run
         on this machine (`anychip verify --kernels`); a report with `.passed`, `.summary()`,
         `.kernels` and `.as_dict()`. Backends without such a device say so."""

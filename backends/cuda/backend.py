@@ -190,11 +190,11 @@ class CudaBackend(OptionalBackendHooks):
         return "cuda" if cuda_device()[0] else "cpu"
 
     def execute_kernels(self, model, target: str, precision: str | None = None,
-                        shapes: dict | None = None):
+                        shapes: dict | None = None, dims: dict | None = None):
         """Each kernel on its own on this GPU against the host build (kernel_check)."""
         from .kernel_check import run_kernels
 
-        return run_kernels(model, target, precision=precision, shapes=shapes)
+        return run_kernels(model, target, precision=precision, shapes=shapes, dims=dims)
 
     def doctor(self) -> list[dict]:
         from .runner import cuda_bindings_version

@@ -47,7 +47,8 @@ def _run_on_gpu(gvar, func, target, arrays: dict[str, np.ndarray]) -> dict[str, 
 
 
 def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
-                precision: str | None = None, shapes: dict | None = None) -> KernelRunReport:
+                precision: str | None = None, shapes: dict | None = None,
+                dims: dict | None = None) -> KernelRunReport:
     """Every kernel of `model` built for `target` (an nvidia-* profile), run on this GPU."""
     import tvm
 
@@ -64,7 +65,7 @@ def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
     install_compile_hook()   # nvcc without fast math, as the build compiles them
     profile = get_profile(target)
     started = time.perf_counter()
-    source = load_model(model, None, dict(shapes or {}))
+    source = load_model(model, None, dict(shapes or {}), dims or None)
     chip, plain, scheduled = scheduled_functions(source, profile, precision)
     sizes = kernel_sizes(source, shapes)       # a dynamic model: its kernels at one shape
     plain, scheduled = bind_sizes(plain, sizes), bind_sizes(scheduled, sizes)

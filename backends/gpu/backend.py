@@ -101,11 +101,11 @@ class GpuBackend(OptionalBackendHooks):
         return "cuda" if self._runs_on_nvidia(GpuChip.from_profile(profile)) else "cpu"
 
     def execute_kernels(self, model, target: str, precision: str | None = None,
-                        shapes: dict | None = None):
+                        shapes: dict | None = None, dims: dict | None = None):
         """OpenCL-dialect profiles: each kernel on this machine's OpenCL device (kernel_run)."""
         from .kernel_run import run_kernels
 
-        return run_kernels(model, target, precision=precision, shapes=shapes)
+        return run_kernels(model, target, precision=precision, shapes=shapes, dims=dims)
 
     def doctor(self) -> list[dict]:
         ok, why = hip_toolchain()

@@ -88,7 +88,8 @@ def _skip_reason(func, kernels, fp16_ok: bool) -> str | None:
 
 
 def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
-                precision: str | None = None, shapes: dict | None = None) -> KernelRunReport:
+                precision: str | None = None, shapes: dict | None = None,
+                dims: dict | None = None) -> KernelRunReport:
     """Execute every kernel of `model` built for `target` (an OpenCL-dialect profile) on this
     machine's OpenCL device; see the module docstring."""
     from anychip.backends.simt import GpuChip
@@ -102,7 +103,7 @@ def run_kernels(model, target: str, limit: int | None = None, seed: int = 0,
                            f"OpenCL device needs an OpenCL-dialect profile (e.g. biren-br104).")
     cl, device = _opencl()
     started = time.perf_counter()
-    source = load_model(model, None, dict(shapes or {}))
+    source = load_model(model, None, dict(shapes or {}), dims or None)
     chip, plain, scheduled = scheduled_functions(source, profile, precision)
     sizes = kernel_sizes(source, shapes)       # a dynamic model: its kernels at one shape
     plain, scheduled = bind_sizes(plain, sizes), bind_sizes(scheduled, sizes)

@@ -66,6 +66,7 @@ def scheduled_functions(source, profile, precision: str | None = None):
     import tvm
 
     from anychip.backends.simt import GpuChip
+    from anychip.backends.simt.compound_dims import isolate_compound_dims
     from anychip.backends.simt.lowering import legalize_passes, schedule_passes
     from anychip.backends.simt.precision import apply_float64_policy, precision_passes
     from anychip.compiler.importer import to_relax
@@ -75,6 +76,9 @@ def scheduled_functions(source, profile, precision: str | None = None):
     precision = precision or profile.default_precision
     mod = tvm.transform.Sequential(target_neutral_passes())(to_relax(source))
     mod, _ = apply_float64_policy(mod, profile.name, chip.float64)
+    mod, definitions = isolate_compound_dims(mod)   # as lower_for_gpu
+    if definitions:   # what bind_sizes gives those symbols
+        mod = mod.with_attr(DEFINITIONS_ATTR, definitions)
     with chip.target(), tvm.transform.PassContext(opt_level=3):
         plain = tvm.transform.Sequential(precision_passes(precision)
                                          + legalize_passes(schedule=False))(mod)
@@ -102,6 +106,32 @@ def at_sizes(sizes: dict[str, int]) -> str:
             if sizes else "")
 
 
+DEFINITIONS_ATTR = "anychip_symbol_definitions"
+
+
+def _with_defined(mod, sizes: dict[str, int]) -> dict[str, int]:
+    """`sizes` plus the symbols isolate_compound_dims introduced, each its expression's value."""
+    import tvm
+    import tvm_ffi
+    from tvm import tirx
+
+    definitions = (mod.attrs or {}).get(DEFINITIONS_ATTR) if mod.attrs is not None else None
+    if not definitions:
+        return sizes
+    out = dict(sizes)
+    for name, expr in definitions.items():
+        analyzer = tvm.sym.Analyzer()
+        variables: list = []
+        tvm_ffi.structural_walk(expr, (tirx.Var, variables.append), order="post")
+        for var in variables:
+            if var.name in sizes:
+                analyzer.bind(var, tirx.IntImm(str(var.ty), sizes[var.name]))
+        value = analyzer.simplify(expr)
+        if isinstance(value, tirx.IntImm):
+            out[str(name)] = int(value.value)
+    return out
+
+
 def bind_sizes(mod, sizes: dict[str, int]):
     """`mod` with every PrimFunc specialised to `sizes` ({symbol: size}): a kernel written for
     symbolic extents becomes the same schedule at those extents, which runs like a static
@@ -110,6 +140,7 @@ def bind_sizes(mod, sizes: dict[str, int]):
 
     if not sizes:
         return mod
+    sizes = _with_defined(mod, sizes)
     functions = {gv: _specialised(f, sizes) if f.__class__.__name__ == "PrimFunc" else f
                  for gv, f in mod.functions.items()}
     return tvm.IRModule(functions, attrs=mod.attrs)

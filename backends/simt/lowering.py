@@ -13,6 +13,7 @@ import ctypes.util
 import time
 
 from .chip import GpuChip
+from .compound_dims import isolate_compound_dims
 from .limits import check_kernel_limits, upper_bounds
 from .precision import PRECISION_USED, apply_float64_policy, precision_passes
 
@@ -186,6 +187,7 @@ def lower_for_gpu(mod, profile, chip: GpuChip, precision: str,
     target = chip.target()
     started = time.perf_counter()
     mod, notes = apply_float64_policy(mod, profile.name, chip.float64)
+    mod, isolated = isolate_compound_dims(mod)   # dlight fails on reductions over `s - 1`
     use_cublas, dispatch_why = cublas_available(chip)
     dispatched = None
     if library is not None:
@@ -220,6 +222,7 @@ def lower_for_gpu(mod, profile, chip: GpuChip, precision: str,
         "schedule": "TVM dlight GPU rules: Matmul, GEMV, GeneralReduction, Fallback",
         "limits": chip.limits() | {"thread_warp_size": chip.warp_size},
         "kernels": len(usage),
+        "compound_dims_isolated": {k: str(v) for k, v in isolated.items()},
         "max_threads_per_block_used": max((u["threads_per_block"] for u in usage.values()),
                                           default=0),
         "max_shared_memory_bytes_used": max((u["shared_memory_bytes"] for u in usage.values()),

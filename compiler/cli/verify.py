@@ -10,7 +10,7 @@ from ..inputs import load_npz
 from ..registry import expand_targets
 from ..verify import verify_model
 from .compile import verbose_text
-from .common import add_model_args, parse_shapes, shape_options, table
+from .common import add_model_args, parse_dims, parse_shapes, shape_options, table
 from .family_flags import add_family_flags, family_options_for
 
 
@@ -56,8 +56,10 @@ def run_kernels(args) -> int:
     reports = []
     for name in args.target.split(","):
         backend = get_backend(get_profile(name))
+        dims = parse_dims(getattr(args, "dim", None))   # a third-party family may lack it
         reports.append(backend.execute_kernels(args.model, name, precision=args.precision,
-                                               shapes=parse_shapes(args.shape)))
+                                               shapes=parse_shapes(args.shape),
+                                               **({"dims": dims} if dims else {})))
     for report in reports:
         print(json.dumps(report.as_dict(), indent=2) if args.json else report.summary())
         if not args.json:
