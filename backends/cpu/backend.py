@@ -203,7 +203,8 @@ class CpuBackend(OptionalBackendHooks):
                 if opts.torch_plugin or layout != "NHWC" or ctx.training:
                     dispatch = True
                 else:
-                    report["kernels"] = choose_kernels(mod, int(target.attrs["num-cores"]))
+                    report["kernels"] = choose_kernels(mod, int(target.attrs["num-cores"]),
+                                                       bool(opts.winograd))
                     dispatch = report["kernels"]["kernels"] == "library"
             if dispatch:
                 library = _library() if not opts.torch_plugin else _plugin(opts.torch_plugin)

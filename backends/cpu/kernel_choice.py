@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+from anychip.backends.host import winograd as _winograd
 from anychip.backends.host.gemm import ragged_rows
 from anychip.backends.host.lanes import dividing_lanes
 from anychip.backends.host.relax_passes import _const_value as _constant
@@ -48,9 +49,9 @@ def _lanes(width: int) -> int:
     return dividing_lanes(width, FULL_LANES)
 
 
-def _conv(call) -> tuple[float, float] | str:
+def _conv(call, winograd: bool = True) -> tuple[float, float] | str:
     """(FLOPs, TVM's speed relative to full vectors) of a conv2d, or why TVM alone should
-    not take it."""
+    not take it; a 3x3 one that backends/host/winograd.py takes counts at its estimate."""
     from anychip.compiler.relax_info import static_shape
 
     a = call.attrs
@@ -68,6 +69,10 @@ def _conv(call) -> tuple[float, float] | str:
     if weight.shape[1] == 1 and groups > 1:   # depthwise: vectors along the image's channels
         return flops, _lanes(channels) / FULL_LANES
     width = channels // groups
+    if winograd and _winograd.eligible(a, weight.shape, "float32"):
+        m, cost = _winograd.estimate(out[0], out[1], out[2], weight.shape[1], channels)
+        if m is not None:
+            return cost, 1.0
     if groups == 1:   # an odd width is computed at widen.py's width: its speed, less the pad
         wide = widened_width(width, FULL_LANES)
         if wide != width:
@@ -90,13 +95,14 @@ def _matmul(call) -> tuple[float, float] | str:
     return 2.0 * math.prod(out) * data[-1], 1.0
 
 
-def choose_kernels(mod, cores: int) -> dict:
+def choose_kernels(mod, cores: int, winograd: bool = True) -> dict:
     """{"kernels": "tvm" | "library", "why": ..., estimates in ms} for `mod` (NHWC, before
-    library dispatch) on `cores` cores."""
+    library dispatch) on `cores` cores; `winograd`: the cpu family's option of that name."""
     import tvm
     from tvm import relax
 
-    measure = {tvm.ir.Op.get("relax.nn.conv2d"): _conv, tvm.ir.Op.get("relax.matmul"): _matmul}
+    measure = {tvm.ir.Op.get("relax.nn.conv2d"): lambda call: _conv(call, winograd),
+               tvm.ir.Op.get("relax.matmul"): _matmul}
     found: list = []
 
     def visit(expr) -> None:

@@ -62,9 +62,10 @@ def _tiles(extent: int, m: int) -> int:
     return -(-extent // m)
 
 
-def winograd_tile(batch: int, out_h: int, out_w: int, channels: int, outputs: int) -> int | None:
-    """The m of the F(m, 3) estimated fastest for this convolution, None where the direct
-    kernel is (the estimate: GEMM FLOPs plus the weight streamed, plus the transforms)."""
+def estimate(batch: int, out_h: int, out_w: int, channels: int,
+             outputs: int) -> tuple[int | None, float]:
+    """(m of the F(m, 3) estimated fastest, None for the direct kernel; that kernel's cost in
+    GEMM FLOP-equivalents): GEMM FLOPs plus the weight streamed, plus the transforms."""
     direct = 2.0 * batch * out_h * out_w * channels * outputs * KERNEL * KERNEL \
         + FLOPS_PER_BYTE * 4 * KERNEL * KERNEL * channels * outputs
     best, best_cost = None, MIN_GAIN * direct
@@ -78,7 +79,23 @@ def winograd_tile(batch: int, out_h: int, out_w: int, channels: int, outputs: in
                 + TRANSFORM_FLOPS_PER_ELEMENT * alpha2 * tiles * (channels + outputs))
         if cost < best_cost:
             best, best_cost = m, cost
-    return best
+    return best, (best_cost if best is not None else direct)
+
+
+def winograd_tile(batch: int, out_h: int, out_w: int, channels: int, outputs: int) -> int | None:
+    """The m of the F(m, 3) estimated fastest for this convolution, None where the direct
+    kernel is."""
+    return estimate(batch, out_h, out_w, channels, outputs)[0]
+
+
+def eligible(attrs, weight_shape, dtype: str) -> bool:
+    """Whether a conv2d's attributes and weight (OIHW or HWIO shape) are the kind this
+    rewrites: float32, 3x3, stride 1, no dilation, one group."""
+    return (dtype == "float32" and int(attrs.groups) == 1
+            and all(int(s) == 1 for s in attrs.strides)
+            and all(int(d) == 1 for d in attrs.dilation)
+            and tuple(weight_shape[2:] if attrs.kernel_layout == "OIHW"
+                      else weight_shape[:2]) == (KERNEL, KERNEL))
 
 
 def _select(index, branches):
@@ -214,17 +231,15 @@ def winograd_convs(mod, full_lanes: int, parallel: bool = True):
             if not isinstance(new, relax.Call) or not new.op.same_as(conv_op):
                 return new
             a = new.attrs
-            if a.data_layout != "NHWC" or a.kernel_layout != "HWIO" or int(a.groups) != 1 \
-                    or (a.out_layout or "NHWC") != "NHWC" \
-                    or any(int(s) != 1 for s in a.strides) \
-                    or any(int(d) != 1 for d in a.dilation):
+            if a.data_layout != "NHWC" or a.kernel_layout != "HWIO" \
+                    or (a.out_layout or "NHWC") != "NHWC":
                 return new
             out, data = static_shape(new), static_shape(new.args[0])
-            if out is None or data is None or dtype_of(new) != "float32" \
-                    or dtype_of(new.args[0]) != "float32":
+            if out is None or data is None or dtype_of(new.args[0]) != "float32":
                 return new
             weight = bound_constant(self, new.args[1])
-            if weight is None or weight.dtype != np.float32 or weight.shape[:2] != (3, 3):
+            if weight is None or weight.dtype != np.float32 or weight.ndim != 4 \
+                    or not eligible(a, weight.shape, dtype_of(new)):
                 return new
             batch, out_h, out_w, outputs = out
             m = winograd_tile(batch, out_h, out_w, weight.shape[2], outputs)
