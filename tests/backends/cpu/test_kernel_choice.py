@@ -139,3 +139,20 @@ def test_an_odd_width_is_estimated_at_its_widened_speed():
 
     assert speed(27) == pytest.approx(27 / 32)
     assert speed(32) == 1.0
+
+
+def test_a_winograd_convolution_is_estimated_at_its_transformed_cost():
+    """ResNet's 56x56x64 3x3 convolution: Winograd F(4, 3) (backends/host/winograd.py) does
+    a quarter of the products, so TVM's estimate with it is well under the direct one."""
+    from tvm import relax
+
+    from anychip.backends.cpu.kernel_choice import choose_kernels
+
+    x = relax.Var("x", relax.TensorType([1, 56, 56, 64], "float32"))
+    w = relax.const(np.zeros((64, 64, 3, 3), np.float32))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        out = bb.emit(relax.op.nn.conv2d(x, w, padding=[1, 1, 1, 1], data_layout="NHWC"))
+        bb.emit_func_output(out)
+    with_it, without = (choose_kernels(bb.get(), 2, on)["tvm_ms"] for on in (True, False))
+    assert with_it < 0.6 * without
