@@ -30,6 +30,15 @@ def _compound(dim) -> bool:
     return True
 
 
+def _unknown_shape(ty) -> bool:
+    """Whether a type (a tensor's, or a tuple's of tensors) has a tensor of unknown shape."""
+    from tvm import relax
+
+    if isinstance(ty, relax.TupleType):
+        return any(_unknown_shape(f) for f in ty.fields)
+    return isinstance(ty, relax.TensorType) and not isinstance(ty.shape, relax.ShapeExpr)
+
+
 def isolate_compound_dims(mod):
     """Returns (module, {symbol name: the expression it stands for}); one symbol per distinct
     expression in a function, shared by all its calls."""
@@ -66,15 +75,24 @@ def isolate_compound_dims(mod):
             def plain(values):
                 return [fresh.get(str(d), d) for d in values]
 
-            args = []
+            cast = []   # (arg, its type in the fresh symbols) or (arg, None)
             for arg in new.args:
                 shape = tensor_shape(arg) if isinstance(arg.ty, relax.TensorType) else None
                 if shape is not None and any(str(d) in fresh for d in shape.values):
-                    arg = self.builder_.match_cast(
-                        arg, relax.TensorType(plain(shape.values), arg.ty.dtype))
+                    cast.append((arg, relax.TensorType(plain(shape.values), arg.ty.dtype)))
                 elif isinstance(arg, relax.ShapeExpr):
-                    arg = relax.ShapeExpr(plain(arg.values))
-                args.append(arg)
+                    cast.append((relax.ShapeExpr(plain(arg.values)), None))
+                else:
+                    cast.append((arg, None))
+            # the op's type over the fresh symbols: where it loses the output's shape (two
+            # dims the op must match are now different symbols), the call stays as it was
+            trial = self.builder_.normalize(relax.Call(
+                new.op, [relax.Var("t", ty) if ty is not None else arg for arg, ty in cast],
+                new.attrs, new.ty_args))
+            if _unknown_shape(trial.ty) != _unknown_shape(new.ty):
+                return new
+            args = [self.builder_.match_cast(arg, ty) if ty is not None else arg
+                    for arg, ty in cast]
             value = self.builder_.emit(relax.Call(new.op, args, new.attrs, new.ty_args))
             return self.builder_.match_cast(value, new.ty)
 
