@@ -3,6 +3,8 @@ npu simulator, and GPU families where their device is present)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from anychip.compiler import progress
@@ -59,6 +61,9 @@ class VmRunner:
         whose memory the next run returns again (a constant, or storage the VM keeps), found
         by holding the last run's outputs: memory still referenced is never handed out
         again, so a repeated address is memory that persists. The first run copies all."""
+        if all(math.prod(o.shape) < VIEW_MIN_ELEMENTS for o in outs):
+            self._held = None   # small outputs: a copy costs less than the bookkeeping
+            return [self._host_array(o) for o in outs]
         views = [np.from_dlpack(o) if o.dtype in _PLAIN_DTYPES else None for o in outs]
         addresses = [v.__array_interface__["data"][0] if v is not None else None
                      for v in views]
@@ -111,6 +116,11 @@ class VmRunner:
 _PLAIN_DTYPES = frozenset(f"{k}{b}" for k in ("float", "int", "uint") for b in (8, 16, 32, 64)
                           if f"{k}{b}" != "float8")
 _PLAIN_NUMPY = frozenset(np.dtype(d) for d in _PLAIN_DTYPES)
+
+
+# outputs smaller than this (float32: 64 KB) are copied without the bookkeeping above: zoo:mlp
+# runs in 10-20 us, and the checks of a view cost more than copying a few hundred numbers
+VIEW_MIN_ELEMENTS = 16384
 
 
 def _flatten(value) -> list:
