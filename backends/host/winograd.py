@@ -7,21 +7,24 @@ both into that space: F(4x4, 3x3) does 36 where the direct form does 144 (4x few
 3x3) 16 where it does 36. The products are one batched GEMM, [alpha^2, tiles, C] x
 [alpha^2, C, O], which gemm.py's register tile runs at the same rate as a convolution; the
 weight's transform (G g G^T) is a constant computed here in float64; the input's (B^T d B)
-and the output's (A^T M A) are two light kernels around the GEMM, scheduled by
-`schedule_winograd` (each (xi, nu) or output position unrolled, so the matrices' zero
-coefficients vanish, channels vectorized). ONNX Runtime's CPU convolutions (MLAS) are direct.
+and the output's (A^T M A) are two light kernels around the GEMM: the input's written out in
+TIR (`winograd_input`: the separable sums of B's nonzero coefficients), the output's a TE
+compute that fusion gives the convolution's epilogue, scheduled by `schedule_winograd` (each
+output position in the tile unrolled, so the matrices' zero coefficients vanish); both
+vectorize the channels and run the tiles in parallel. ONNX Runtime's CPU convolutions (MLAS)
+are direct.
 
 Where it loses: the transformed weight is (m + 2)^2 / 9 times the weight (4x for F(4, 3)), and
-on small maps (7x7 x 512) the GEMM has few rows and streams that weight; `winograd_tile` keeps
-the direct kernel wherever its estimate is not clearly better.
+on small maps (7x7 x 512) the GEMM has few rows and streams that weight; `estimate` keeps
+the direct kernel wherever Winograd is not clearly better.
 
 Numerics: the transform matrices of TVM's own Winograd (`topi.nn.winograd_util`, Cook-Toom at
 the interpolation points of Barabasz et al., arXiv:1803.10986, chosen for float32 error); the
 error of F(4, 3) there is about 3e-7 of the output's magnitude per layer, within the fp32
 tolerances (measured against ONNX Runtime in docs/performance.md). A NaN or infinity in an
 input tile reaches every output of that tile (the transforms mix the whole tile), where a
-direct convolution spreads it over the 3x3 window only: `--option winograd=false` keeps every
-convolution direct.
+direct convolution spreads it over the 3x3 window only: `--winograd false` (API:
+`winograd=False`) keeps every convolution direct.
 """
 
 from __future__ import annotations
