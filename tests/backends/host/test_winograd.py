@@ -75,3 +75,23 @@ def test_winograd_convolutions_match_onnx_runtime(case):
     assert report.passed, report.summary()
     direct = anychip.compile(model, target="cpu", dispatch=False, winograd=False)
     assert not direct.report.get("winograd_convs")
+
+
+def test_two_transformed_convolutions_joined_in_one_kernel_match_onnx_runtime():
+    """Inception's pattern: two 3x3 convolutions of one input joined along the channels; fusion
+    puts both output transforms in one kernel, and the second one's rows cannot be computed
+    under the first one's tiles (they are inlined into the join instead)."""
+    rng = np.random.default_rng(2)
+    inits, nodes = [], [helper.make_node("Relu", ["x"], ["r"])]
+    for name, outputs in (("a", 32), ("b", 16)):
+        weight = (rng.standard_normal((outputs, 32, 3, 3)) / 17).astype(np.float32)
+        inits.append(numpy_helper.from_array(weight, f"w{name}"))
+        nodes.append(helper.make_node("Conv", ["r", f"w{name}"], [name], pads=[1, 1, 1, 1]))
+    nodes.append(helper.make_node("Concat", ["a", "b"], ["out"], axis=1))
+    graph = helper.make_graph(
+        nodes, "joined", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 20, 20])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 48, 20, 20])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert anychip.compile(model, target="cpu", dispatch=False).report["winograd_convs"] == 2
+    report = anychip.verify(model, target="cpu", dispatch=False)
+    assert report.passed, report.summary()
