@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .relax_passes import _op, bound_constant, is_library_function
+from .relax_passes import bound_constant, rewrite_calls
 
 MAX_CHANNELS = 4
 ROW_VECTORS = 4         # vectors of output pixels a register tile holds per channel
@@ -53,50 +53,34 @@ def narrow_convs(mod, lanes: int):
     """NHWC conv2d with few output channels -> transpose to NCHW + conv2d_rows. Returns
     (module, number rewritten)."""
     from tvm import relax
-    from tvm.relax.expr_functor import PyExprMutator, mutator
 
     from anychip.compiler.relax_info import dtype_of, static_shape
 
-    conv_op = _op("relax.nn.conv2d")
     count = [0]
 
-    @mutator
-    class Rows(PyExprMutator):
-        def visit_function_(self, func):  # noqa: N802 - TVM's visitor naming
-            if is_library_function(func):
-                return func
-            return super().visit_function_(func)
+    def rewrite(mutator, new):
+        a = new.attrs
+        out, data = static_shape(new), static_shape(new.args[0])
+        weight = bound_constant(mutator, new.args[1])
+        if out is None or data is None or weight is None or weight.ndim != 4 or \
+                weight.dtype != np.float32 or dtype_of(new.args[0]) != "float32" or \
+                a.data_layout != "NHWC" or (a.out_layout or "NHWC") != "NHWC" or \
+                int(a.groups) != 1 or int(a.strides[1]) != 1:
+            return new
+        oihw = {"HWIO": (3, 2, 0, 1), "OIHW": (0, 1, 2, 3)}.get(str(a.kernel_layout))
+        if oihw is None:
+            return new
+        weight = weight.transpose(oihw)
+        if weight.shape[0] > MAX_CHANNELS or out[2] % lanes or out[2] < lanes:
+            return new
+        count[0] += 1
+        x = mutator.builder_.emit(relax.op.permute_dims(new.args[0], [0, 3, 1, 2]))
+        return mutator.builder_.call_te(
+            conv2d_rows, x, relax.const(np.ascontiguousarray(weight)),
+            [int(s) for s in a.strides], [int(p) for p in a.padding],
+            [int(d) for d in a.dilation], (out[1], out[2]), primfunc_name_hint=BLOCK)
 
-        def visit_call_(self, call):
-            new = super().visit_call_(call)
-            if not isinstance(new, relax.Call) or not new.op.same_as(conv_op):
-                return new
-            a = new.attrs
-            out, data = static_shape(new), static_shape(new.args[0])
-            weight = bound_constant(self, new.args[1])
-            if out is None or data is None or weight is None or weight.ndim != 4 or \
-                    weight.dtype != np.float32 or dtype_of(new.args[0]) != "float32" or \
-                    a.data_layout != "NHWC" or (a.out_layout or "NHWC") != "NHWC" or \
-                    int(a.groups) != 1 or int(a.strides[1]) != 1:
-                return new
-            oihw = {"HWIO": (3, 2, 0, 1), "OIHW": (0, 1, 2, 3)}.get(str(a.kernel_layout))
-            if oihw is None:
-                return new
-            weight = weight.transpose(oihw)
-            if weight.shape[0] > MAX_CHANNELS or out[2] % lanes or out[2] < lanes:
-                return new
-            count[0] += 1
-            x = self.builder_.emit(relax.op.permute_dims(new.args[0], [0, 3, 1, 2]))
-            return self.builder_.call_te(
-                conv2d_rows, x, relax.const(np.ascontiguousarray(weight)),
-                [int(s) for s in a.strides], [int(p) for p in a.padding],
-                [int(d) for d in a.dilation], (out[1], out[2]), primfunc_name_hint=BLOCK)
-
-    rows = Rows(mod)
-    for gvar, func in list(mod.functions_items()):
-        if isinstance(func, relax.Function):
-            rows.builder_.update_func(gvar, rows.visit_expr(func))
-    return relax.transform.CanonicalizeBindings()(rows.builder_.get()), count[0]
+    return rewrite_calls(mod, ("relax.nn.conv2d",), rewrite), count[0]
 
 
 def schedule_rows(func, target, parallel: bool):

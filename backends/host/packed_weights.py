@@ -30,7 +30,7 @@ import numpy as np
 
 from .gemm import ACCUMULATORS, REGISTERS, narrow_row, ragged_rows, tile
 from .lanes import dividing_lanes
-from .relax_passes import _op, bound_constant, is_library_function
+from .relax_passes import _op, bound_constant, rewrite_calls
 
 
 def panel_columns(pixels: int, width: int, full_lanes: int, weight_first: bool) -> int | None:
@@ -95,60 +95,44 @@ def pack_weights(mod, full_lanes: int):
     """matmul(x, W) and NHWC conv2d(x, W HWIO) with W a float32 constant -> the TE kernels
     above with W packed in panels. Returns (module, number packed)."""
     from tvm import relax
-    from tvm.relax.expr_functor import PyExprMutator, mutator
 
     from anychip.compiler.relax_info import dtype_of, static_shape
 
-    matmul_op, conv_op = _op("relax.matmul"), _op("relax.nn.conv2d")
+    matmul_op = _op("relax.matmul")
     count = [0]
 
-    @mutator
-    class Pack(PyExprMutator):
-        def visit_function_(self, func):  # noqa: N802 - TVM's visitor naming
-            if is_library_function(func):
-                return func   # a library pattern's body is the library's business
-            return super().visit_function_(func)
-
-        def visit_call_(self, call):
-            new = super().visit_call_(call)
-            if not isinstance(new, relax.Call) or not (
-                    new.op.same_as(matmul_op) or new.op.same_as(conv_op)):
+    def rewrite(mutator, new):
+        out, data = static_shape(new), static_shape(new.args[0])
+        if out is None or data is None or dtype_of(new) != "float32" or \
+                dtype_of(new.args[0]) != "float32":
+            return new
+        weight = bound_constant(mutator, new.args[1])
+        if weight is None or weight.dtype != np.float32:
+            return new
+        weight_first = weight.nbytes > 4 * int(np.prod(data))
+        c = panel_columns(_pixels(out), out[-1], full_lanes, weight_first)
+        if c is None:
+            return new
+        if new.op.same_as(matmul_op):
+            if weight.ndim != 2 or len(data) < 2:
                 return new
-            out, data = static_shape(new), static_shape(new.args[0])
-            if out is None or data is None or dtype_of(new) != "float32" or \
-                    dtype_of(new.args[0]) != "float32":
-                return new
-            weight = bound_constant(self, new.args[1])
-            if weight is None or weight.dtype != np.float32:
-                return new
-            weight_first = weight.nbytes > 4 * int(np.prod(data))
-            c = panel_columns(_pixels(out), out[-1], full_lanes, weight_first)
-            if c is None:
-                return new
-            if new.op.same_as(matmul_op):
-                if weight.ndim != 2 or len(data) < 2:
-                    return new
-                k, n = weight.shape
-                panels = weight.reshape(k, n // c, c).transpose(1, 0, 2)
-                count[0] += 1
-                return self.builder_.call_te(pack_matmul, new.args[0],
-                                             relax.const(np.ascontiguousarray(panels)),
-                                             primfunc_name_hint="matmul_packed")
-            a = new.attrs
-            if a.data_layout != "NHWC" or a.kernel_layout != "HWIO" or int(a.groups) != 1 \
-                    or (a.out_layout or "NHWC") != "NHWC" or weight.ndim != 4:
-                return new
-            kh, kw, channels, n = weight.shape
-            panels = weight.reshape(kh, kw, channels, n // c, c).transpose(3, 0, 1, 2, 4)
+            k, n = weight.shape
+            panels = weight.reshape(k, n // c, c).transpose(1, 0, 2)
             count[0] += 1
-            return self.builder_.call_te(
-                pack_conv2d, new.args[0], relax.const(np.ascontiguousarray(panels)),
-                [int(s) for s in a.strides], [int(p) for p in a.padding],
-                [int(d) for d in a.dilation], primfunc_name_hint="conv2d_packed")
+            return mutator.builder_.call_te(pack_matmul, new.args[0],
+                                         relax.const(np.ascontiguousarray(panels)),
+                                         primfunc_name_hint="matmul_packed")
+        a = new.attrs
+        if a.data_layout != "NHWC" or a.kernel_layout != "HWIO" or int(a.groups) != 1 \
+                or (a.out_layout or "NHWC") != "NHWC" or weight.ndim != 4:
+            return new
+        kh, kw, channels, n = weight.shape
+        panels = weight.reshape(kh, kw, channels, n // c, c).transpose(3, 0, 1, 2, 4)
+        count[0] += 1
+        return mutator.builder_.call_te(
+            pack_conv2d, new.args[0], relax.const(np.ascontiguousarray(panels)),
+            [int(s) for s in a.strides], [int(p) for p in a.padding],
+            [int(d) for d in a.dilation], primfunc_name_hint="conv2d_packed")
 
-    pack = Pack(mod)   # call_te adds the kernels to the builder's module: returned whole
-    for gvar, func in list(mod.functions_items()):
-        if isinstance(func, relax.Function):
-            pack.builder_.update_func(gvar, pack.visit_expr(func))
     # (the replaced weights are left for the caller's DeadCodeElimination)
-    return relax.transform.CanonicalizeBindings()(pack.builder_.get()), count[0]
+    return rewrite_calls(mod, ("relax.matmul", "relax.nn.conv2d"), rewrite), count[0]

@@ -123,6 +123,37 @@ def _map_main(mod, make_mutator):
     return relax.transform.CanonicalizeBindings()(mod)
 
 
+def rewrite_calls(mod, op_names: tuple[str, ...], rewrite):
+    """`rewrite(mutator, call)` applied to every call of the ops `op_names` outside library
+    patterns (their bodies are the library's business); it returns the replacement or the call
+    itself, and may add kernels through `mutator.builder_` (call_te, add_func), which is why
+    the whole builder module is returned, not the functions alone. The conv/matmul rewrites of
+    the host backends (narrow_conv, winograd, packed_weights) share this skeleton."""
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    ops = [_op(name) for name in op_names]
+
+    @mutator
+    class Rewrite(PyExprMutator):
+        def visit_function_(self, func):  # noqa: N802 - TVM's visitor naming
+            if is_library_function(func):
+                return func
+            return super().visit_function_(func)
+
+        def visit_call_(self, call):  # noqa: N802 - TVM's visitor naming
+            new = super().visit_call_(call)
+            if isinstance(new, relax.Call) and any(new.op.same_as(op) for op in ops):
+                return rewrite(self, new)
+            return new
+
+    rewriter = Rewrite(mod)
+    for gvar, func in list(mod.functions_items()):
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+    return relax.transform.CanonicalizeBindings()(rewriter.builder_.get())
+
+
 def drop_dropout(mod):
     """dropout(x)[0] -> x: inference dropout is the identity (ONNX Dropout imports as a
     training-style relax.nn.dropout whose tuple result ConvertLayout cannot handle)."""

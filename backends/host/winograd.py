@@ -29,11 +29,12 @@ direct convolution spreads it over the 3x3 window only: `--winograd false` (API:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
-from .relax_passes import _op, bound_constant
+from .relax_passes import bound_constant, rewrite_calls
 
 KERNEL = 3
 # F(4x4, 3x3) or F(2x2, 3x3): larger tiles lose float32 accuracy fast (F(6, 3): 8.8e-7,
@@ -52,13 +53,18 @@ TRANSFORM_FLOPS_PER_ELEMENT = 24.0
 MIN_GAIN = 0.75
 
 
+@functools.lru_cache(maxsize=None)
 def transform_matrices(m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(A [alpha, m], B [alpha, alpha], G [alpha, 3]) of F(m, 3) in float64, as TVM's topi
-    Winograd has them (output = A^T [(G g G^T) * (B^T d B)] A)."""
+    Winograd has them (output = A^T [(G g G^T) * (B^T d B)] A); computed once per m (every
+    convolution and kernel asks), read-only."""
     from tvm.topi.nn.winograd_util import _cook_toom_convolution, _interpolation_points
 
     a, b, g = _cook_toom_convolution(_interpolation_points(m + KERNEL - 1), m, KERNEL)
-    return (np.asarray(a, np.float64), np.asarray(b, np.float64), np.asarray(g, np.float64))
+    matrices = tuple(np.array(x, np.float64) for x in (a, b, g))
+    for x in matrices:
+        x.setflags(write=False)
+    return matrices
 
 
 def _tiles(extent: int, m: int) -> int:
@@ -223,62 +229,43 @@ def winograd_convs(mod, full_lanes: int, parallel: bool = True):
     groups, static shapes, where `winograd_tile` picks a tile -> input transform, batched
     matmul with the transformed weight, output transform. Returns (module, number rewritten)."""
     from tvm import relax
-    from tvm.relax.expr_functor import PyExprMutator, mutator
 
     from anychip.compiler.relax_info import dtype_of, static_shape
 
     from .lanes import dividing_lanes
-    from .relax_passes import is_library_function
 
-    conv_op = _op("relax.nn.conv2d")
     count = [0]
 
-    @mutator
-    class Winograd(PyExprMutator):
-        def visit_function_(self, func):  # noqa: N802 - TVM's visitor naming
-            if is_library_function(func):
-                return func
-            return super().visit_function_(func)
+    def rewrite(mutator, call):
+        a = call.attrs
+        if a.data_layout != "NHWC" or a.kernel_layout != "HWIO" \
+                or (a.out_layout or "NHWC") != "NHWC":
+            return call
+        out, data = static_shape(call), static_shape(call.args[0])
+        if out is None or data is None or dtype_of(call.args[0]) != "float32":
+            return call
+        weight = bound_constant(mutator, call.args[1])
+        if weight is None or weight.dtype != np.float32 or weight.ndim != 4 \
+                or not eligible(a, weight.shape, dtype_of(call)):
+            return call
+        batch, out_h, out_w, outputs = out
+        m = winograd_tile(batch, out_h, out_w, weight.shape[2], outputs)
+        if m is None:
+            return call
+        count[0] += 1
+        alpha, channels = m + KERNEL - 1, weight.shape[2]
+        bb = mutator.builder_
+        kernel = bb.add_func(winograd_input(   # one per shape: add_func dedupes them
+            data, m, [int(p) for p in a.padding], dividing_lanes(channels, full_lanes),
+            parallel), "winograd_input")
+        tiles = bb.emit(relax.call_tir(kernel, [call.args[0]], relax.TensorType(
+            (alpha * alpha, batch * _tiles(out_h, m) * _tiles(out_w, m), channels),
+            "float32")))
+        products = bb.emit(relax.op.matmul(tiles, relax.const(transformed_weight(weight, m))))
+        return bb.call_te(winograd_output, products, m, batch, out_h, out_w,
+                          primfunc_name_hint="winograd_output")
 
-        def visit_call_(self, call):
-            new = super().visit_call_(call)
-            if not isinstance(new, relax.Call) or not new.op.same_as(conv_op):
-                return new
-            a = new.attrs
-            if a.data_layout != "NHWC" or a.kernel_layout != "HWIO" \
-                    or (a.out_layout or "NHWC") != "NHWC":
-                return new
-            out, data = static_shape(new), static_shape(new.args[0])
-            if out is None or data is None or dtype_of(new.args[0]) != "float32":
-                return new
-            weight = bound_constant(self, new.args[1])
-            if weight is None or weight.dtype != np.float32 or weight.ndim != 4 \
-                    or not eligible(a, weight.shape, dtype_of(new)):
-                return new
-            batch, out_h, out_w, outputs = out
-            m = winograd_tile(batch, out_h, out_w, weight.shape[2], outputs)
-            if m is None:
-                return new
-            alpha = m + KERNEL - 1
-            transformed_rows = batch * _tiles(out_h, m) * _tiles(out_w, m)
-            count[0] += 1
-            bb = self.builder_
-            channels = weight.shape[2]
-            kernel = bb.add_func(winograd_input(
-                data, m, [int(p) for p in a.padding],
-                dividing_lanes(channels, full_lanes), parallel), "winograd_input")
-            tiles = bb.emit(relax.call_tir(kernel, [new.args[0]], relax.TensorType(
-                (alpha * alpha, transformed_rows, channels), "float32")))
-            products = bb.emit(relax.op.matmul(
-                tiles, relax.const(transformed_weight(weight, m))))
-            return bb.call_te(winograd_output, products, m, batch, out_h, out_w,
-                              primfunc_name_hint="winograd_output")
-
-    rewrite = Winograd(mod)   # call_te adds the kernels to the builder's module: returned whole
-    for gvar, func in list(mod.functions_items()):
-        if isinstance(func, relax.Function):
-            rewrite.builder_.update_func(gvar, rewrite.visit_expr(func))
-    return relax.transform.CanonicalizeBindings()(rewrite.builder_.get()), count[0]
+    return rewrite_calls(mod, ("relax.nn.conv2d",), rewrite), count[0]
 
 
 def schedule_winograd(func, target, parallel: bool):

@@ -182,6 +182,13 @@ def random_buffers(func, rng) -> dict[str, np.ndarray]:
     arrays = {}
     for param in func.params:
         shape = tuple(int(d) for d in param.shape)
+        if any(d < 0 for d in shape):   # the symbols' sizes (kernel_sizes) are not the model's
+            from anychip.compiler.errors import AnychipError
+
+            raise AnychipError(
+                f"a kernel's buffer '{param.name}' has shape {list(shape)} at the sizes the "
+                f"symbolic kernels run at (the smallest of each symbol's range that is at "
+                f"least 3): give the model's range with --dim NAME=LO..HI.")
         dtype = np.dtype(str(param.dtype)) if str(param.dtype) != "bool" else np.dtype(bool)
         if dtype.kind == "f":
             arrays[param.name] = rng.standard_normal(shape).astype(dtype)
